@@ -1,0 +1,89 @@
+import postgres from 'postgres'
+import type { ResolvedConnection, ResolvedPoolOptions } from './options.js'
+
+/** The postgres.js query object, seen from the inside. */
+export interface InternalQuery extends Promise<unknown> {
+  strings: readonly string[]
+  args: unknown[]
+  executed: boolean
+  active: boolean
+  cancel(): unknown
+  resolve(value: unknown): void
+  reject(error: unknown): void
+}
+
+export type QueryHandler = (query: InternalQuery) => void
+type QueryCanceller = (query: InternalQuery) => Promise<void>
+
+export type CloseReason = 'idle' | 'lifetime' | 'error' | 'deadline' | 'shutdown'
+
+let nextId = 1
+
+/**
+ * One server connection: a postgres.js client with `max: 1`, leased whole. Each slot owns its
+ * client so no reserve() defect (#1195, #1199, #1208) applies, and its counts are exact.
+ */
+export class ConnectionSlot {
+  readonly id = nextId++
+  readonly sql: postgres.Sql<{}>
+  /** postgres.js's own dispatch and cancel for this client (taken from a query it builds). */
+  readonly send: QueryHandler
+  readonly cancelQuery: QueryCanceller
+  readonly createdAt = Date.now()
+  readonly expiresAt: number
+  idleSince = 0
+  leasedAt = 0
+  pid = 0
+  /** Set when the connection saw a connection-level error; it is never leased again. */
+  closeReason: CloseReason | undefined
+  #ended: Promise<void> | undefined
+
+  constructor(connection: ResolvedConnection, pool: ResolvedPoolOptions, onNotice: (notice: postgres.Notice) => void) {
+    this.expiresAt = pool.maxLifetime > 0 ? this.createdAt + pool.maxLifetime * (1 - Math.random() * 0.15) : Infinity
+    const options: postgres.Options<{}> = {
+      ...connection.options,
+      max: 1,
+      // null, not undefined: postgres.js would otherwise retire connections on its own timers.
+      idle_timeout: null as unknown as undefined,
+      max_lifetime: null,
+      connect_timeout: pool.connectTimeout / 1000,
+      prepare: pool.pgbouncer ? false : (connection.options.prepare ?? true),
+      onnotice: onNotice,
+      onclose: () => this.markClosed('error'),
+      connection: {
+        ...connection.options.connection,
+        application_name: pool.applicationName,
+        ...(pool.statementTimeout > 0 ? { statement_timeout: pool.statementTimeout } : {}),
+      },
+    }
+    this.sql = connection.url === undefined ? postgres(options) : postgres(connection.url, options)
+    const probe = this.sql`select 1` as unknown as { handler: QueryHandler; canceller: QueryCanceller }
+    this.send = probe.handler
+    this.cancelQuery = probe.canceller
+  }
+
+  get usable(): boolean {
+    return this.closeReason === undefined
+  }
+
+  /** Connects and learns the backend pid; rejects with postgres.js's error. */
+  async open(): Promise<void> {
+    const [row] = await this.sql<{ pid: number }[]>`select pg_backend_pid() as pid`
+    this.pid = row?.pid ?? 0
+  }
+
+  /** Marks the slot unusable; the first reason wins. */
+  markClosed(reason: CloseReason): void {
+    this.closeReason ??= reason
+  }
+
+  /**
+   * Ends the client. `graceSeconds: 0` destroys the socket at once, rejecting whatever is
+   * pending on it, which is the only way to free queries stuck on a frozen server.
+   */
+  end(reason: CloseReason, graceSeconds = 1): Promise<void> {
+    this.markClosed(reason)
+    this.#ended ??= this.sql.end({ timeout: graceSeconds }).catch(() => {})
+    return this.#ended
+  }
+}

@@ -1,0 +1,17 @@
+export type { CloseReason } from './connection-slot.js'
+export { errors, type PgPoolErrorCode } from './errors.js'
+export type { AcquireFailure, PoolEvents, PoolStats } from './lease-pool.js'
+export type { PoolOptions, ResolvedPoolOptions, SessionReset } from './options.js'
+export { pgPoolCorePlugin, pgPoolCorePlugin as default } from './plugin.js'
+export type {
+  IsolationLevel,
+  LeaseDb,
+  LeasedDb,
+  PgPoolCoreOptions,
+  PgPoolView,
+  PoolDb,
+  RequestDb,
+  RouteDbConfig,
+  TransactionOptions,
+  UnwrapPromiseArray,
+} from './types.js'

@@ -1,0 +1,379 @@
+import { readFile } from 'node:fs'
+import type postgres from 'postgres'
+import type { ConnectionSlot, InternalQuery, QueryHandler } from './connection-slot.js'
+import { errors } from './errors.js'
+import type { LeaseOwner, LeasePool } from './lease-pool.js'
+import type { ResolvedPoolOptions } from './options.js'
+import { isConnectionError, mayChangeSession, RESET_SESSION_SQL } from './session-state.js'
+
+/** A query built by a lease handle; postgres.js calls resolve/reject as methods on it. */
+interface TrackedQuery extends InternalQuery {
+  owner: LeaseHandle | undefined
+  startedAt: number
+  innerResolve: (value: unknown) => void
+  innerReject: (error: unknown) => void
+}
+
+type QueryConstructor = new (
+  strings: readonly string[],
+  args: unknown[],
+  handler: QueryHandler,
+  canceller: (query: InternalQuery) => unknown,
+  options?: object,
+) => TrackedQuery
+
+function resolveTracked(this: TrackedQuery, value: unknown): void {
+  this.owner?.settled(this, undefined)
+  this.innerResolve(value)
+}
+
+function rejectTracked(this: TrackedQuery, error: unknown): void {
+  this.innerReject(this.owner ? this.owner.settled(this, error) : error)
+}
+
+/**
+ * Subclasses postgres.js's Query so that every way a query can end (result, error, cursor end,
+ * cancel) passes through the handle that sent it: the lease goes back only when nothing runs.
+ * postgres.js reassigns resolve/reject (cursors do, per batch), hence accessors, not a wrapper.
+ */
+function trackedQueryClass(Query: new (...args: never[]) => InternalQuery): QueryConstructor {
+  const Tracked = class extends (Query as unknown as new (...args: unknown[]) => object) {}
+  Object.defineProperties(Tracked.prototype, {
+    resolve: {
+      get: () => resolveTracked,
+      set(this: TrackedQuery, fn: (value: unknown) => void) {
+        this.innerResolve = fn
+      },
+    },
+    reject: {
+      get: () => rejectTracked,
+      set(this: TrackedQuery, fn: (error: unknown) => void) {
+        this.innerReject = fn
+      },
+    },
+  })
+  return Tracked as unknown as QueryConstructor
+}
+
+/** What every handle of one plugin instance shares. */
+export interface HandleContext {
+  readonly pool: LeasePool
+  readonly options: ResolvedPoolOptions
+  /** A postgres.js client that never connects: helpers, json, array, typed. */
+  readonly helpers: postgres.Sql<{}>
+  readonly Query: QueryConstructor
+  readonly onLeak: (handle: LeaseHandle, heldMs: number) => void
+}
+
+export function createHandleContext(
+  pool: LeasePool,
+  helpers: postgres.Sql<{}>,
+  onLeak: HandleContext['onLeak'],
+): HandleContext {
+  const Query = (helpers`select 1` as unknown as InternalQuery).constructor as new (...args: never[]) => InternalQuery
+  return { pool, options: pool.options, helpers, Query: trackedQueryClass(Query), onLeak }
+}
+
+export type FinishMode = 'commit' | 'rollback' | 'abort'
+
+export interface HandleSettings {
+  /** Route template (or 'app.db') for release events and leak warnings. */
+  readonly route: string
+  /** BEGIN statement when the whole lease is one transaction. */
+  readonly begin?: string | undefined
+  /** Aborts waiting for a connection (the request's signal). */
+  readonly signal?: (() => AbortSignal | undefined) | undefined
+  /** Release as soon as the first query settles (app.db one-shot queries). */
+  readonly oneShot?: boolean | undefined
+  /** Called once, when the lease gets its connection. */
+  readonly onAttach?: (() => void) | undefined
+}
+
+/**
+ * One holder's view of one connection: leased on the first query, returned exactly once when
+ * the holder is finished and every query it sent has settled.
+ */
+export class LeaseHandle implements LeaseOwner {
+  readonly #ctx: HandleContext
+  readonly settings: HandleSettings
+  readonly #inflight = new Set<TrackedQuery>()
+  #pending: TrackedQuery[] = []
+  #slot: ConnectionSlot | undefined
+  #acquisition: Promise<ConnectionSlot> | undefined
+  #completing = false
+  #transactionBlocks = 0
+  #savepoints = 0
+  #dirty = false
+  #begun = false
+  #finishing: Promise<void> | undefined
+  #mode: FinishMode | undefined
+  #whenIdle: (() => void) | undefined
+  readonly dispatch: QueryHandler
+  readonly cancel: (query: InternalQuery) => unknown
+
+  constructor(ctx: HandleContext, settings: HandleSettings) {
+    this.#ctx = ctx
+    this.settings = settings
+    this.dispatch = (query) => this.#dispatch(query as TrackedQuery)
+    this.cancel = (query) => this.#cancel(query as TrackedQuery)
+  }
+
+  get leased(): boolean {
+    return this.#slot !== undefined
+  }
+
+  get finished(): boolean {
+    return this.#mode !== undefined
+  }
+
+  get inTransaction(): boolean {
+    return this.settings.begin !== undefined
+  }
+
+  /** The backend pid of the leased connection (0 before the first query). */
+  get pid(): number {
+    return this.#slot?.pid ?? 0
+  }
+
+  get #busy(): boolean {
+    return (
+      this.#inflight.size > 0 ||
+      this.#pending.length > 0 ||
+      this.#acquisition !== undefined ||
+      this.#transactionBlocks > 0
+    )
+  }
+
+  query(strings: readonly string[], args: unknown[], options?: object): TrackedQuery {
+    return new this.#ctx.Query(strings, args, this.dispatch, this.cancel, options)
+  }
+
+  file(path: string, args: unknown[], options: object): TrackedQuery {
+    const handler: QueryHandler = (query) =>
+      readFile(path, 'utf8', (error, text) => {
+        if (error) return query.reject(error)
+        query.strings = [text]
+        this.dispatch(query)
+      })
+    return new this.#ctx.Query([], args, handler, this.cancel, options)
+  }
+
+  /** A connection for work that bypasses per-query tracking (postgres.js begin). */
+  async block<T>(fn: (sql: postgres.Sql<{}>) => Promise<T>): Promise<T> {
+    if (this.#mode !== undefined) throw new errors.FST_PG_POOL_RELEASED()
+    this.#transactionBlocks++
+    try {
+      const slot = this.#slot ?? (await this.#lease())
+      return await fn(slot.sql)
+    } catch (error) {
+      throw this.#translate(error)
+    } finally {
+      this.#transactionBlocks--
+      this.#maybeIdle()
+    }
+  }
+
+  nextSavepoint(): string {
+    return `fpp_sp_${++this.#savepoints}`
+  }
+
+  /**
+   * Ends the lease: no new query is accepted; 'abort' also cancels what runs. Resolves once
+   * the connection is back in the pool. With a route transaction, 'commit' rejects with
+   * FST_PG_POOL_COMMIT_FAILED if the server did not commit. Idempotent.
+   */
+  finish(mode: FinishMode): Promise<void> {
+    if (this.#finishing) {
+      if (mode === 'abort' && this.#mode !== 'abort') this.#abortInflight()
+      return this.#finishing
+    }
+    this.#mode = mode
+    if (mode === 'abort') this.#abortInflight()
+    this.#finishing = this.#busy
+      ? new Promise<void>((resolve) => {
+          this.#whenIdle = resolve
+        }).then(() => this.#complete())
+      : this.#complete()
+    return this.#finishing
+  }
+
+  // LeaseOwner
+  oldestQueryStart(): number {
+    for (const query of this.#inflight) return query.startedAt
+    return 0
+  }
+
+  onDeadline(): void {}
+
+  onLeak(heldMs: number): void {
+    this.#ctx.onLeak(this, heldMs)
+  }
+
+  /** Called by a tracked query when it ends; returns the error its caller should see. */
+  settled(query: TrackedQuery, error: unknown): unknown {
+    query.owner = undefined
+    this.#inflight.delete(query)
+    const out = error === undefined ? undefined : this.#translate(error)
+    if (this.settings.oneShot && this.#mode === undefined && !this.#busy) void this.finish('commit')
+    this.#maybeIdle()
+    return out
+  }
+
+  #translate(error: unknown): unknown {
+    const slot = this.#slot
+    if (slot?.closeReason === 'deadline') {
+      return withCause(new errors.FST_PG_POOL_QUERY_TIMEOUT(this.#ctx.options.statementTimeout), error)
+    }
+    if (isConnectionError(error)) {
+      slot?.markClosed('error')
+      const code = (error as { code: unknown }).code
+      return withCause(new errors.FST_PG_POOL_CONNECTION_LOST(String(code)), error)
+    }
+    return error
+  }
+
+  #maybeIdle(): void {
+    if (this.#whenIdle !== undefined && !this.#busy) {
+      const resolve = this.#whenIdle
+      this.#whenIdle = undefined
+      resolve()
+    }
+  }
+
+  #dispatch(query: TrackedQuery): void {
+    // After finish() a query is still accepted while the lease waits for earlier ones (a
+    // handler that outlived its response), but never once the lease is being returned.
+    if (this.#completing || this.#mode === 'abort') {
+      query.reject(new errors.FST_PG_POOL_RELEASED())
+      return
+    }
+    if (this.#slot) {
+      this.#send(query)
+      return
+    }
+    const slot = this.#acquisition ? undefined : this.#ctx.pool.tryAcquire(this)
+    if (slot) {
+      this.#attach(slot)
+      this.#send(query)
+      return
+    }
+    this.#pending.push(query)
+    this.#lease().catch(() => {})
+  }
+
+  /** One acquisition per handle, shared by every query that waits for it. */
+  #lease(): Promise<ConnectionSlot> {
+    this.#acquisition ??= this.#ctx.pool.acquire(this, this.settings.signal?.()).then(
+      (slot) => {
+        this.#acquisition = undefined
+        this.#attach(slot)
+        for (const query of this.#pending.splice(0)) this.#send(query)
+        return slot
+      },
+      (error: unknown) => {
+        this.#acquisition = undefined
+        for (const query of this.#pending.splice(0)) query.reject(error)
+        this.#maybeIdle()
+        throw error
+      },
+    )
+    return this.#acquisition
+  }
+
+  #attach(slot: ConnectionSlot): void {
+    this.#slot = slot
+    this.settings.onAttach?.()
+    if (this.settings.begin !== undefined) {
+      this.#begun = true
+      this.#internal(this.settings.begin).catch((error: unknown) => {
+        // Queries pipelined behind a failed BEGIN would run outside the transaction:
+        // cut the connection so they fail instead.
+        slot.markClosed('error')
+        void slot.end('error', 0)
+        return error
+      })
+    }
+  }
+
+  #send(query: TrackedQuery): void {
+    const slot = this.#slot as ConnectionSlot
+    query.owner = this
+    query.startedAt = Date.now()
+    this.#inflight.add(query)
+    if (!this.#dirty && this.#ctx.options.sessionReset === 'auto' && mayChangeSession(query.strings)) {
+      this.#dirty = true
+    }
+    if (!slot.usable) {
+      query.reject(new errors.FST_PG_POOL_CONNECTION_LOST(slot.closeReason ?? 'closed'))
+      return
+    }
+    slot.send(query)
+  }
+
+  #cancel(query: TrackedQuery): unknown {
+    const i = this.#pending.indexOf(query)
+    if (i !== -1) {
+      this.#pending.splice(i, 1)
+      query.reject(new errors.FST_PG_POOL_ABORTED())
+      return undefined
+    }
+    return this.#slot?.cancelQuery(query).catch(() => {})
+  }
+
+  #abortInflight(): void {
+    for (const query of this.#pending.splice(0)) query.reject(new errors.FST_PG_POOL_ABORTED())
+    // postgres.js's begin() runs its queries on the connection directly: only cutting the
+    // connection stops them (and rolls their transaction back).
+    if (this.#transactionBlocks > 0 && this.#slot) void this.#slot.end('error', 0)
+    for (const query of this.#inflight) void query.cancel()
+  }
+
+  /** Sends a statement of the pool's own, tracked like any query. */
+  #internal(text: string): Promise<postgres.RowList<postgres.Row[]>> {
+    const query = new this.#ctx.Query([text], [], this.dispatch, this.cancel, { simple: true, prepare: false })
+    query.executed = true
+    this.#send(query)
+    return Promise.prototype.then.call(query, (x) => x) as Promise<postgres.RowList<postgres.Row[]>>
+  }
+
+  async #complete(): Promise<void> {
+    this.#completing = true
+    const slot = this.#slot
+    if (slot === undefined) return
+    const options = this.#ctx.options
+    let failure: Error | undefined
+    try {
+      if (this.#begun && slot.usable) {
+        if (this.#mode === 'commit') {
+          try {
+            const result = await this.#internal('COMMIT')
+            if (result.command !== 'COMMIT') failure = new errors.FST_PG_POOL_COMMIT_FAILED('the server rolled back')
+          } catch (error) {
+            failure = withCause(new errors.FST_PG_POOL_COMMIT_FAILED(describeError(error)), error)
+          }
+        } else {
+          await this.#internal('ROLLBACK').catch(() => slot.markClosed('error'))
+        }
+      } else if (this.#begun && this.#mode === 'commit') {
+        failure = new errors.FST_PG_POOL_COMMIT_FAILED('the connection was lost')
+      }
+      const reset = options.sessionReset === 'always' || (options.sessionReset === 'auto' && this.#dirty)
+      if (reset && !options.pgbouncer && slot.usable) {
+        await this.#internal(RESET_SESSION_SQL).catch(() => slot.markClosed('error'))
+      }
+    } finally {
+      this.#ctx.pool.release(slot, this.settings.route)
+    }
+    if (failure) throw failure
+  }
+}
+
+function withCause<E extends Error>(error: E, cause: unknown): E {
+  Object.defineProperty(error, 'cause', { value: cause, enumerable: false, configurable: true })
+  return error
+}
+
+function describeError(error: unknown): string {
+  if (typeof error === 'object' && error !== null && 'code' in error) return String(error.code)
+  return 'unknown error'
+}

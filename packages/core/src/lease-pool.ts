@@ -1,0 +1,385 @@
+import { EventEmitter } from 'node:events'
+import type postgres from 'postgres'
+import { type CloseReason, ConnectionSlot } from './connection-slot.js'
+import { errors } from './errors.js'
+import type { ResolvedConnection, ResolvedPoolOptions } from './options.js'
+import { redactSecret } from './redact.js'
+import { WaitQueue } from './wait-queue.js'
+
+/** What a lease tells the pool about who holds it (for leak warnings and deadlines). */
+export interface LeaseOwner {
+  /** Start of the oldest query still running on the lease, or 0. */
+  oldestQueryStart(): number
+  /** The client-side query deadline passed: the slot is being destroyed. */
+  onDeadline(): void
+  /** The lease was held past `leakDetectionThreshold`. */
+  onLeak(heldMs: number): void
+}
+
+export interface PoolStats {
+  /** Configured maximum of server connections. */
+  readonly max: number
+  /** Connections open or being opened. */
+  readonly open: number
+  /** Connections being opened. */
+  readonly connecting: number
+  /** Open connections nobody holds. */
+  readonly idle: number
+  /** Connections held by a request or a job. */
+  readonly leased: number
+  /** Acquires waiting in the queue. */
+  readonly waiting: number
+  /** Queue cap: past it, acquires are refused at once. */
+  readonly maxWaiting: number
+  /** How long the oldest waiter has waited, ms (0 when nobody waits). */
+  readonly oldestWaitMs: number
+  /** False once the pool started closing. */
+  readonly accepting: boolean
+}
+
+export type AcquireFailure = 'timeout' | 'rejected' | 'aborted' | 'error'
+
+/** Events of the read-only view; payloads are plain values. */
+export interface PoolEvents {
+  /** A lease was handed out after waiting `waitMs`. */
+  acquire: [waitMs: number]
+  /** An acquire failed. */
+  acquireError: [reason: AcquireFailure, waitMs: number]
+  /** A lease came back after `heldMs`; `route` is the route template (or 'app.db'). */
+  release: [heldMs: number, route: string]
+  /** A connection opened in `ms`. */
+  connect: [ms: number]
+  /** Opening a connection failed (message already redacted). */
+  connectError: [error: Error]
+  /** A connection closed. */
+  close: [reason: CloseReason]
+  /** A lease was held past `leakDetectionThreshold`. */
+  leak: [heldMs: number]
+}
+
+interface Waiter {
+  readonly resolve: (slot: ConnectionSlot) => void
+  readonly reject: (error: Error) => void
+  readonly since: number
+  timer: NodeJS.Timeout | undefined
+  signal: AbortSignal | undefined
+  onAbort: (() => void) | undefined
+}
+
+const DEADLINE_GRACE_MS = 1_000
+
+/**
+ * A bounded pool of single-connection clients with its own FIFO wait queue. Counts are exact
+ * because the pool, not postgres.js, decides which connection each caller gets.
+ */
+export class LeasePool extends EventEmitter<PoolEvents> {
+  readonly options: ResolvedPoolOptions
+  readonly #connection: ResolvedConnection
+  readonly #slots = new Set<ConnectionSlot>()
+  readonly #owners = new Map<ConnectionSlot, LeaseOwner>()
+  readonly #idle: ConnectionSlot[] = []
+  readonly #waiters = new WaitQueue<Waiter>()
+  readonly #onNotice: (notice: postgres.Notice) => void
+  readonly #housekeeping: NodeJS.Timeout
+  #connecting = 0
+  #connectFailures = 0
+  #retryTimer: NodeJS.Timeout | undefined
+  #closing = false
+  #ended: Promise<void> | undefined
+  #drained: (() => void) | undefined
+
+  constructor(
+    connection: ResolvedConnection,
+    options: ResolvedPoolOptions,
+    onNotice: (notice: postgres.Notice) => void = () => {},
+  ) {
+    super()
+    this.#connection = connection
+    this.options = options
+    this.#onNotice = onNotice
+    const periods = [
+      options.idleTimeout,
+      options.maxLifetime,
+      options.leakDetectionThreshold,
+      options.statementTimeout > 0 ? options.statementTimeout + DEADLINE_GRACE_MS : 0,
+    ].filter((x) => x > 0)
+    const period = Math.min(1_000, Math.max(20, Math.min(...periods, 4_000) / 4))
+    this.#housekeeping = setInterval(() => this.#sweep(), period).unref()
+  }
+
+  stats(): PoolStats {
+    const head = this.#waiters.peek()
+    return {
+      max: this.options.max,
+      open: this.#slots.size + this.#connecting,
+      connecting: this.#connecting,
+      idle: this.#idle.length,
+      leased: this.#owners.size,
+      waiting: this.#waiters.length,
+      maxWaiting: this.options.maxWaiting,
+      oldestWaitMs: head ? Date.now() - head.since : 0,
+      accepting: !this.#closing,
+    }
+  }
+
+  /** A connection now, or undefined when none is idle (nobody may be waiting ahead). */
+  tryAcquire(owner: LeaseOwner): ConnectionSlot | undefined {
+    if (this.#closing || this.#waiters.length > 0) return undefined
+    const slot = this.#idle.pop()
+    if (slot === undefined) return undefined
+    this.#lease(slot, owner)
+    this.emit('acquire', 0)
+    return slot
+  }
+
+  /** Waits for a connection, first come first served; rejects with a coded error. */
+  acquire(owner: LeaseOwner, signal?: AbortSignal): Promise<ConnectionSlot> {
+    const now = this.tryAcquire(owner)
+    if (now !== undefined) return Promise.resolve(now)
+    if (this.#closing) return this.#refuse(new errors.FST_PG_POOL_CLOSED(), 'rejected')
+    if (signal?.aborted) return this.#refuse(new errors.FST_PG_POOL_ABORTED(), 'aborted')
+    if (this.#waiters.length >= this.options.maxWaiting) {
+      return this.#refuse(new errors.FST_PG_POOL_QUEUE_FULL(this.options.maxWaiting), 'rejected')
+    }
+    return new Promise<ConnectionSlot>((resolve, reject) => {
+      const waiter: Waiter = {
+        since: Date.now(),
+        timer: undefined,
+        signal,
+        onAbort: undefined,
+        resolve: (slot) => {
+          this.#forget(waiter)
+          this.#lease(slot, owner)
+          this.emit('acquire', Date.now() - waiter.since)
+          resolve(slot)
+        },
+        reject: (error) => {
+          this.#forget(waiter)
+          reject(error)
+        },
+      }
+      waiter.timer = setTimeout(() => {
+        this.#waiters.remove(waiter)
+        this.emit('acquireError', 'timeout', Date.now() - waiter.since)
+        waiter.reject(new errors.FST_PG_POOL_ACQUIRE_TIMEOUT(this.options.acquireTimeout))
+      }, this.options.acquireTimeout)
+      if (signal) {
+        waiter.onAbort = () => {
+          this.#waiters.remove(waiter)
+          this.emit('acquireError', 'aborted', Date.now() - waiter.since)
+          waiter.reject(new errors.FST_PG_POOL_ABORTED())
+        }
+        signal.addEventListener('abort', waiter.onAbort, { once: true })
+      }
+      this.#waiters.push(waiter)
+      this.#grow()
+    })
+  }
+
+  /**
+   * Takes a connection back. The caller guarantees nothing still runs on it. A connection
+   * that saw a connection-level error, or outlived its lifetime, is closed instead.
+   */
+  release(slot: ConnectionSlot, route: string): void {
+    if (!this.#owners.delete(slot)) return
+    this.emit('release', Date.now() - slot.leasedAt, route)
+    if (!slot.usable || this.#closing || Date.now() >= slot.expiresAt) {
+      this.#discard(slot, slot.closeReason ?? (this.#closing ? 'shutdown' : 'lifetime'))
+      return
+    }
+    this.#handOff(slot)
+  }
+
+  /** Pings the server on a fresh connection outside the lease queue; resolves with ms. */
+  async ping(timeoutMs: number): Promise<number> {
+    const slot = new ConnectionSlot(
+      this.#connection,
+      { ...this.options, connectTimeout: timeoutMs, applicationName: `${this.options.applicationName}/ping` },
+      () => {},
+    )
+    const started = performance.now()
+    let timer: NodeJS.Timeout | undefined
+    try {
+      await Promise.race([
+        slot.open(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new errors.FST_PG_POOL_QUERY_TIMEOUT(timeoutMs)), timeoutMs)
+        }),
+      ])
+      return performance.now() - started
+    } catch (error) {
+      throw this.#connectError(error)
+    } finally {
+      clearTimeout(timer)
+      void slot.end('shutdown', 0)
+    }
+  }
+
+  /** Opens one connection and returns it to the pool: proves the database is reachable. */
+  async warmUp(): Promise<void> {
+    const slot = await this.acquire(noOwner)
+    this.release(slot, 'warm-up')
+  }
+
+  /**
+   * Stops handing out connections, fails every waiter, waits up to `timeoutMs` for leases to
+   * come back, then ends every connection (cutting any that still run a query).
+   */
+  end(timeoutMs = this.options.closeTimeout): Promise<void> {
+    this.#ended ??= this.#end(timeoutMs)
+    return this.#ended
+  }
+
+  async #end(timeoutMs: number): Promise<void> {
+    this.#closing = true
+    clearInterval(this.#housekeeping)
+    clearTimeout(this.#retryTimer)
+    for (const waiter of this.#waiters.drain()) {
+      this.emit('acquireError', 'rejected', Date.now() - waiter.since)
+      waiter.reject(new errors.FST_PG_POOL_CLOSED())
+    }
+    for (const slot of this.#idle.splice(0)) this.#discard(slot, 'shutdown')
+    if (this.#owners.size > 0 && timeoutMs > 0) {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([
+        new Promise<void>((resolve) => {
+          this.#drained = resolve
+        }),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, timeoutMs)
+        }),
+      ])
+      clearTimeout(timer)
+    }
+    await Promise.all([...this.#slots].map((slot) => this.#discard(slot, 'shutdown', 0)))
+  }
+
+  #lease(slot: ConnectionSlot, owner: LeaseOwner): void {
+    slot.leasedAt = Date.now()
+    this.#owners.set(slot, owner)
+  }
+
+  #refuse(error: Error, reason: AcquireFailure): Promise<never> {
+    this.emit('acquireError', reason, 0)
+    return Promise.reject(error)
+  }
+
+  #forget(waiter: Waiter): void {
+    clearTimeout(waiter.timer)
+    if (waiter.onAbort) waiter.signal?.removeEventListener('abort', waiter.onAbort)
+  }
+
+  #handOff(slot: ConnectionSlot): void {
+    const waiter = this.#waiters.shift()
+    if (waiter !== undefined) {
+      waiter.resolve(slot)
+      return
+    }
+    slot.idleSince = Date.now()
+    this.#idle.push(slot)
+    if (this.#closing) this.#discard(slot, 'shutdown')
+  }
+
+  #discard(slot: ConnectionSlot, reason: CloseReason, graceSeconds = 1): Promise<void> {
+    const known = this.#slots.delete(slot)
+    this.#owners.delete(slot)
+    const i = this.#idle.indexOf(slot)
+    if (i !== -1) this.#idle.splice(i, 1)
+    const ended = slot.end(reason, graceSeconds)
+    if (known) this.emit('close', slot.closeReason ?? reason)
+    if (this.#closing) {
+      if (this.#owners.size === 0) this.#drained?.()
+    } else {
+      this.#grow()
+    }
+    return ended
+  }
+
+  /** Opens connections while callers wait and the pool is below max. */
+  #grow(): void {
+    while (
+      !this.#closing &&
+      this.#retryTimer === undefined &&
+      this.#waiters.length > this.#connecting &&
+      this.#slots.size + this.#connecting < this.options.max
+    ) {
+      this.#connect()
+    }
+  }
+
+  #connect(): void {
+    this.#connecting++
+    const started = performance.now()
+    const slot = new ConnectionSlot(this.#connection, this.options, this.#onNotice)
+    slot.open().then(
+      () => {
+        this.#connecting--
+        this.#connectFailures = 0
+        if (this.#closing || !slot.usable) {
+          void slot.end('shutdown', 0)
+          return
+        }
+        this.#slots.add(slot)
+        this.emit('connect', performance.now() - started)
+        this.#handOff(slot)
+      },
+      (error: unknown) => {
+        this.#connecting--
+        void slot.end('error', 0)
+        const coded = this.#connectError(error)
+        this.emit('connectError', coded)
+        if (this.#closing) return
+        // With no connection at all the database is unreachable: fail the waiters now rather
+        // than let each run into acquireTimeout. Otherwise retry with a capped backoff.
+        if (this.#slots.size === 0 && this.#connecting === 0) {
+          for (const waiter of this.#waiters.drain()) {
+            this.emit('acquireError', 'error', Date.now() - waiter.since)
+            waiter.reject(coded)
+          }
+        }
+        const delay = Math.min(1_000, 50 * 2 ** this.#connectFailures++)
+        this.#retryTimer = setTimeout(() => {
+          this.#retryTimer = undefined
+          this.#grow()
+        }, delay).unref()
+      },
+    )
+  }
+
+  #connectError(error: unknown): Error {
+    if (error instanceof Error && 'code' in error && String(error.code).startsWith('FST_PG_POOL_')) return error
+    const code = error instanceof Error && 'code' in error ? String(error.code) : 'unknown'
+    const detail = error instanceof Error ? `${code}: ${error.message}` : code
+    return new errors.FST_PG_POOL_CONNECT_FAILED(redactSecret(detail, this.#connection.secret))
+  }
+
+  #sweep(): void {
+    const now = Date.now()
+    const { idleTimeout, leakDetectionThreshold, statementTimeout } = this.options
+    for (let i = this.#idle.length - 1; i >= 0; i--) {
+      const slot = this.#idle[i]
+      if (slot === undefined) continue
+      if (now >= slot.expiresAt) this.#discard(slot, 'lifetime')
+      else if (idleTimeout > 0 && now - slot.idleSince >= idleTimeout) this.#discard(slot, 'idle')
+      else if (!slot.usable) this.#discard(slot, 'error')
+    }
+    for (const [slot, owner] of this.#owners) {
+      const held = now - slot.leasedAt
+      if (leakDetectionThreshold > 0 && held >= leakDetectionThreshold && !leakWarned.has(slot)) {
+        leakWarned.add(slot)
+        this.emit('leak', held)
+        owner.onLeak(held)
+      }
+      const started = owner.oldestQueryStart()
+      if (statementTimeout > 0 && started > 0 && now - started >= statementTimeout + DEADLINE_GRACE_MS) {
+        slot.markClosed('deadline')
+        owner.onDeadline()
+        void slot.end('deadline', 0)
+      }
+    }
+  }
+}
+
+const leakWarned = new WeakSet<ConnectionSlot>()
+
+const noOwner: LeaseOwner = { oldestQueryStart: () => 0, onDeadline() {}, onLeak() {} }

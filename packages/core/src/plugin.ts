@@ -1,0 +1,206 @@
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import postgres from 'postgres'
+import { errors, invalidOption, retryableCodes } from './errors.js'
+import { createHandleContext, type HandleContext, LeaseHandle } from './lease-handle.js'
+import { LeasePool } from './lease-pool.js'
+import { resolveConnection, resolvePoolOptions } from './options.js'
+import { beginStatement, createLeaseDb, createPoolDb } from './query-api.js'
+import { redactSecret } from './redact.js'
+import type { PgPoolCoreOptions, PgPoolView, RequestDb, RouteDbConfig, TransactionOptions } from './types.js'
+
+const kLease = Symbol('fastify-pg-pool.lease')
+const kDb = Symbol('fastify-pg-pool.db')
+
+type LeaseRequest = FastifyRequest & { [kLease]: LeaseHandle | null; [kDb]: RequestDb | null }
+
+const isolationLevels = new Set(['read committed', 'repeatable read', 'serializable'])
+const beginByConfig = new WeakMap<object, string | undefined>()
+
+/** The BEGIN statement of a route's `config.db`, validated once per route. */
+function routeBegin(config: RouteDbConfig | undefined, url: string): string | undefined {
+  if (config === undefined || config === false) return undefined
+  let begin = beginByConfig.get(config)
+  if (begin !== undefined || beginByConfig.has(config)) return begin
+  if (typeof config !== 'object' || config === null) {
+    throw invalidOption(`config.db of ${url}`, 'expected false or an object')
+  }
+  const tx = config.transaction
+  if (tx === undefined || tx === false) begin = undefined
+  else if (tx === true) begin = beginStatement(true)
+  else if (typeof tx === 'object' && tx !== null) {
+    const { isolation, readOnly, deferrable, ...rest } = tx as TransactionOptions & Record<string, unknown>
+    const unknown = Object.keys(rest)[0]
+    if (unknown !== undefined) throw invalidOption(`config.db.transaction.${unknown} of ${url}`, 'unknown option')
+    if (isolation !== undefined && !isolationLevels.has(isolation)) {
+      throw invalidOption(
+        `config.db.transaction.isolation of ${url}`,
+        `expected one of ${[...isolationLevels].join(', ')}`,
+      )
+    }
+    for (const [name, value] of [
+      ['readOnly', readOnly],
+      ['deferrable', deferrable],
+    ] as const) {
+      if (value !== undefined && typeof value !== 'boolean') {
+        throw invalidOption(`config.db.transaction.${name} of ${url}`, 'expected a boolean')
+      }
+    }
+    begin = beginStatement(tx)
+  } else throw invalidOption(`config.db.transaction of ${url}`, 'expected a boolean or an object')
+  beginByConfig.set(config, begin)
+  return begin
+}
+
+function isStream(payload: unknown): boolean {
+  return typeof payload === 'object' && payload !== null && typeof (payload as { pipe?: unknown }).pipe === 'function'
+}
+
+const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
+  const env = process.env
+  const { connection, fromUrl } = resolveConnection(opts.connection, env)
+  const options = resolvePoolOptions(opts.pool, fromUrl, env)
+  const redact = (text: string) => redactSecret(text, connection.secret)
+
+  const pool = new LeasePool(connection, options, (notice) =>
+    app.log.debug(
+      { notice: { severity: notice.severity, code: notice.code, message: notice.message } },
+      'postgres notice',
+    ),
+  )
+  // Never connects: it only builds helpers (identifiers, json, arrays) with the user's types
+  // and transforms, and lends its Query class to the tracked queries.
+  const helpers =
+    connection.url === undefined
+      ? postgres({ ...connection.options, max: 1 })
+      : postgres(connection.url, { ...connection.options, max: 1 })
+
+  const ctx: HandleContext = createHandleContext(pool, helpers, (handle, heldMs) => {
+    const request = handleRequests.get(handle)
+    const log = request?.log ?? app.log
+    log.warn(
+      {
+        route: handle.settings.route,
+        method: request?.method,
+        reqId: request?.id,
+        heldMs,
+        threshold: options.leakDetectionThreshold,
+      },
+      'database connection held longer than leakDetectionThreshold',
+    )
+  })
+  const handleRequests = new WeakMap<LeaseHandle, FastifyRequest>()
+
+  const view: PgPoolView = {
+    stats: () => pool.stats(),
+    ping: (timeoutMs) => pool.ping(timeoutMs),
+    on(event, listener) {
+      pool.on(event, listener as never)
+      return view
+    },
+    off(event, listener) {
+      pool.off(event, listener as never)
+      return view
+    },
+    options,
+    target: connection.target,
+    redact,
+  }
+
+  app.decorate('pgPool', view)
+  app.decorate(
+    'db',
+    createPoolDb(ctx, (oneShot) => new LeaseHandle(ctx, { route: 'app.db', oneShot })),
+  )
+  app.decorateRequest(kLease, null)
+  app.decorateRequest(kDb, null)
+  app.decorateRequest('db', {
+    getter(this: FastifyRequest) {
+      const request = this as LeaseRequest
+      const existing = request[kDb]
+      if (existing !== null) return existing
+      const config = request.routeOptions.config.db
+      const route = request.routeOptions.url ?? 'unknown'
+      if (config === false) throw new errors.FST_PG_POOL_ROUTE_OPTED_OUT(route)
+      const handle = new LeaseHandle(ctx, {
+        route,
+        begin: routeBegin(config, route),
+        signal: () => request.signal,
+        onAttach: () => {
+          // Client gone, or handlerTimeout fired: cancel what runs and hand the lease back
+          // only once the handler's queries have settled.
+          request.signal.addEventListener('abort', () => void handle.finish('abort'), { once: true })
+        },
+      })
+      handleRequests.set(handle, request)
+      const db = createLeaseDb(handle, helpers)
+      request[kLease] = handle
+      request[kDb] = db
+      return db
+    },
+  })
+
+  app.addHook('onRoute', (route) => {
+    routeBegin(route.config?.db, route.url)
+  })
+
+  app.addHook('onSend', (request, reply, payload, done) => {
+    const handle = (request as LeaseRequest)[kLease]
+    if (handle === null || handle.finished || isStream(payload)) return done(null, payload)
+    const finishing = handle.finish(reply.statusCode >= 400 ? 'rollback' : 'commit')
+    if (!handle.inTransaction) {
+      finishing.catch((error: unknown) => request.log.error({ err: error }, 'returning the connection failed'))
+      return done(null, payload)
+    }
+    // The commit is awaited: a client must never see success for work that was not committed.
+    finishing.then(
+      () => done(null, payload),
+      (error: Error) => done(error),
+    )
+  })
+
+  // Backstop for replies that skip onSend (hijacked, streamed): the lease still comes back.
+  app.addHook('onResponse', (request, reply, done) => {
+    const handle = (request as LeaseRequest)[kLease]
+    if (handle !== null && !handle.finished) {
+      handle
+        .finish(reply.statusCode >= 400 ? 'rollback' : 'commit')
+        .catch((error: unknown) => request.log.error({ err: error }, 'returning the connection failed'))
+    }
+    done()
+  })
+
+  app.addHook('onRequestAbort', (request, done) => {
+    const handle = (request as LeaseRequest)[kLease]
+    if (handle !== null) void handle.finish('abort').catch(() => {})
+    done()
+  })
+
+  app.addHook('onError', (_request, reply: FastifyReply, error, done) => {
+    const code = (error as { code?: unknown }).code
+    if (typeof code === 'string' && retryableCodes.has(code)) {
+      reply.header('retry-after', String(options.retryAfter))
+    }
+    done()
+  })
+
+  app.addHook('onClose', async () => {
+    await pool.end(options.closeTimeout)
+    await helpers.end({ timeout: 0 })
+  })
+
+  if (!options.lazy) {
+    try {
+      await pool.warmUp()
+    } catch (error) {
+      await pool.end(0)
+      await helpers.end({ timeout: 0 })
+      throw error
+    }
+  }
+}
+
+/** Registers the lease pool, `request.db`, `app.db` and `app.pgPool`. */
+export const pgPoolCorePlugin = fp(pgPoolCore, { name: '@fastify-pg-pool/core', fastify: '5.x' })
+
+export type { FastifyInstance }

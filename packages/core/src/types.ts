@@ -1,0 +1,92 @@
+import type postgres from 'postgres'
+import type { PoolEvents, PoolStats } from './lease-pool.js'
+import type { PoolOptions, ResolvedPoolOptions } from './options.js'
+
+/** Mirrors postgres.js's (unexported) result type of begin(). */
+export type UnwrapPromiseArray<T> = T extends unknown[]
+  ? { [K in keyof T]: T[K] extends Promise<infer R> ? R : T[K] }
+  : T
+
+export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializable'
+
+export interface TransactionOptions {
+  isolation?: IsolationLevel
+  readOnly?: boolean
+  deferrable?: boolean
+}
+
+type TransactionCallback<T> = (sql: postgres.TransactionSql<{}>) => T | Promise<T>
+
+/** The postgres.js query API on one lease: queries, helpers, transactions. */
+export interface LeaseDb extends postgres.ISql<{}> {
+  /** A postgres.js transaction on this lease's connection (not inside a route transaction). */
+  begin<T>(cb: TransactionCallback<T>): Promise<UnwrapPromiseArray<T>>
+  begin<T>(options: string, cb: TransactionCallback<T>): Promise<UnwrapPromiseArray<T>>
+  /** A savepoint inside the route's transaction: rolled back alone if `cb` throws. */
+  savepoint<T>(cb: (sql: LeaseDb) => T | Promise<T>): Promise<UnwrapPromiseArray<T>>
+  savepoint<T>(name: string, cb: (sql: LeaseDb) => T | Promise<T>): Promise<UnwrapPromiseArray<T>>
+}
+
+/** `request.db`: leased on its first query, returned when the request is over. */
+export type RequestDb = LeaseDb
+
+/** A lease taken by hand from `app.db.lease()`; call `release()` exactly when done. */
+export interface LeasedDb extends LeaseDb {
+  /** Returns the connection once its queries settled. Idempotent. */
+  release(): Promise<void>
+}
+
+/** `app.db`: each query leases a connection and returns it when it settles. */
+export interface PoolDb extends postgres.ISql<{}> {
+  begin<T>(cb: TransactionCallback<T>): Promise<UnwrapPromiseArray<T>>
+  begin<T>(options: string, cb: TransactionCallback<T>): Promise<UnwrapPromiseArray<T>>
+  /** `begin` with typed options: one connection, committed when `cb` resolves. */
+  transaction<T>(cb: TransactionCallback<T>, options?: TransactionOptions): Promise<UnwrapPromiseArray<T>>
+  /** Holds one connection until `release()` (jobs, migrations, LISTEN-free session work). */
+  lease(): Promise<LeasedDb>
+}
+
+/** Per-route options under `config.db`. `false`: the route never uses the database. */
+export type RouteDbConfig =
+  | false
+  | {
+      /** Run the request in one transaction: committed before the response, else rolled back. */
+      transaction?: boolean | TransactionOptions
+    }
+
+type Listener<A extends unknown[]> = (...args: A) => void
+
+/** The read-only view of the pool that health, metrics and backpressure use. */
+export interface PgPoolView {
+  /** Current counts; cheap enough to call on every request. */
+  stats(): PoolStats
+  /** Opens a connection outside the lease queue and runs `select`; resolves with ms. */
+  ping(timeoutMs: number): Promise<number>
+  on<E extends keyof PoolEvents>(event: E, listener: Listener<PoolEvents[E]>): PgPoolView
+  off<E extends keyof PoolEvents>(event: E, listener: Listener<PoolEvents[E]>): PgPoolView
+  /** Validated, frozen pool options. */
+  readonly options: ResolvedPoolOptions
+  /** host:port/database, without credentials. */
+  readonly target: string
+  /** Removes the connection password from a text (for logs and bodies). */
+  redact(text: string): string
+}
+
+export interface PgPoolCoreOptions {
+  /** A postgres:// URL or postgres.js options; PG* environment variables fill the gaps. */
+  connection?: string | postgres.Options<{}> | undefined
+  pool?: PoolOptions | undefined
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    db: PoolDb
+    pgPool: PgPoolView
+  }
+  interface FastifyRequest {
+    db: RequestDb
+  }
+  interface FastifyContextConfig {
+    db?: RouteDbConfig
+  }
+}
