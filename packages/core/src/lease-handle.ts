@@ -209,6 +209,10 @@ export class LeaseHandle implements LeaseOwner {
     this.#ctx.onLeak(this, heldMs)
   }
 
+  abort(): void {
+    this.finish('abort').catch(() => {})
+  }
+
   /** Called by a tracked query when it ends; returns the error its caller should see. */
   settled(query: TrackedQuery, error: unknown): unknown {
     query.owner = undefined

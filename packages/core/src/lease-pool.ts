@@ -14,6 +14,8 @@ export interface LeaseOwner {
   onDeadline(): void
   /** The lease was held past `leakDetectionThreshold`. */
   onLeak(heldMs: number): void
+  /** Cancel what runs and give the connection back (pool closing past its timeout). */
+  abort(): void
 }
 
 export interface PoolStats {
@@ -67,6 +69,7 @@ interface Waiter {
 }
 
 const DEADLINE_GRACE_MS = 1_000
+const CANCEL_GRACE_MS = 1_000
 
 /**
  * A bounded pool of single-connection clients with its own FIFO wait queue. Counts are exact
@@ -239,19 +242,28 @@ export class LeasePool extends EventEmitter<PoolEvents> {
       waiter.reject(new errors.FST_PG_POOL_CLOSED())
     }
     for (const slot of this.#idle.splice(0)) this.#discard(slot, 'shutdown')
-    if (this.#owners.size > 0 && timeoutMs > 0) {
-      let timer: NodeJS.Timeout | undefined
-      await Promise.race([
-        new Promise<void>((resolve) => {
-          this.#drained = resolve
-        }),
-        new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, timeoutMs)
-        }),
-      ])
-      clearTimeout(timer)
+    await this.#drain(timeoutMs)
+    if (this.#owners.size > 0) {
+      // Cutting the socket alone would leave the server running the query (it notices a gone
+      // client only when it writes): cancel first, then cut what is still there.
+      for (const owner of this.#owners.values()) owner.abort()
+      await this.#drain(CANCEL_GRACE_MS)
     }
     await Promise.all([...this.#slots].map((slot) => this.#discard(slot, 'shutdown', 0)))
+  }
+
+  async #drain(timeoutMs: number): Promise<void> {
+    if (this.#owners.size === 0 || timeoutMs <= 0) return
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([
+      new Promise<void>((resolve) => {
+        this.#drained = resolve
+      }),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, timeoutMs)
+      }),
+    ])
+    clearTimeout(timer)
   }
 
   #lease(slot: ConnectionSlot, owner: LeaseOwner): void {
@@ -382,4 +394,4 @@ export class LeasePool extends EventEmitter<PoolEvents> {
 
 const leakWarned = new WeakSet<ConnectionSlot>()
 
-const noOwner: LeaseOwner = { oldestQueryStart: () => 0, onDeadline() {}, onLeak() {} }
+const noOwner: LeaseOwner = { oldestQueryStart: () => 0, onDeadline() {}, onLeak() {}, abort() {} }

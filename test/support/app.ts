@@ -1,0 +1,37 @@
+import { Writable } from 'node:stream'
+import pgPoolCore, { type PoolOptions } from '@fastify-pg-pool/core'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { uniqueName } from './database.js'
+
+export interface TestApp {
+  readonly app: FastifyInstance
+  /** application_name of the app's connections, unique per app. */
+  readonly applicationName: string
+  /** Every log line the app wrote, parsed. */
+  readonly logs: Record<string, unknown>[]
+}
+
+/** A Fastify app with a JSON logger captured in memory, core registered on `url`. */
+export async function coreApp(
+  url: string,
+  pool: PoolOptions = {},
+  server: FastifyServerOptions = {},
+): Promise<TestApp> {
+  const logs: Record<string, unknown>[] = []
+  const stream = new Writable({
+    write(chunk, _encoding, callback) {
+      for (const line of String(chunk).split('\n')) if (line) logs.push(JSON.parse(line))
+      callback()
+    },
+  })
+  const applicationName = pool.applicationName ?? uniqueName()
+  const app = Fastify({ logger: { level: 'debug', stream }, ...server })
+  await app.register(pgPoolCore, { connection: url, pool: { ...pool, applicationName } })
+  return { app, applicationName, logs }
+}
+
+export interface HttpResult {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  body: string
+}
