@@ -66,10 +66,15 @@ export class ConnectionSlot {
     return this.closeReason === undefined
   }
 
-  /** Connects and learns the backend pid; rejects with postgres.js's error. */
-  async open(): Promise<void> {
+  /**
+   * Connects and learns the backend pid; rejects with postgres.js's error. `arrayTypes` (the
+   * helpers' map of array type oids) is filled from this connection's: sql.array() parameters
+   * built before any connection existed read it when they are serialized.
+   */
+  async open(arrayTypes?: Record<number, number>): Promise<void> {
     const [row] = await this.sql<{ pid: number }[]>`select pg_backend_pid() as pid`
     this.pid = row?.pid ?? 0
+    if (arrayTypes) Object.assign(arrayTypes, sharedOf(this.sql).typeArrayMap)
   }
 
   /** Marks the slot unusable; the first reason wins. */
@@ -86,4 +91,9 @@ export class ConnectionSlot {
     this.#ended ??= this.sql.end({ timeout: graceSeconds }).catch(() => {})
     return this.#ended
   }
+}
+
+/** postgres.js keeps per-client type state in `options.shared` (not in its typings). */
+export function sharedOf(sql: postgres.Sql<{}>): { typeArrayMap: Record<number, number> } {
+  return (sql.options as unknown as { shared: { typeArrayMap: Record<number, number> } }).shared
 }

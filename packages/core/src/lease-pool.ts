@@ -84,6 +84,7 @@ export class LeasePool extends EventEmitter<PoolEvents> {
   readonly #waiters = new WaitQueue<Waiter>()
   readonly #onNotice: (notice: postgres.Notice) => void
   readonly #housekeeping: NodeJS.Timeout
+  readonly #arrayTypes: Record<number, number> | undefined
   #connecting = 0
   #connectFailures = 0
   #retryTimer: NodeJS.Timeout | undefined
@@ -95,8 +96,10 @@ export class LeasePool extends EventEmitter<PoolEvents> {
     connection: ResolvedConnection,
     options: ResolvedPoolOptions,
     onNotice: (notice: postgres.Notice) => void = () => {},
+    arrayTypes?: Record<number, number>,
   ) {
     super()
+    this.#arrayTypes = arrayTypes
     this.#connection = connection
     this.options = options
     this.#onNotice = onNotice
@@ -323,7 +326,7 @@ export class LeasePool extends EventEmitter<PoolEvents> {
     this.#connecting++
     const started = performance.now()
     const slot = new ConnectionSlot(this.#connection, this.options, this.#onNotice)
-    slot.open().then(
+    slot.open(this.#arrayTypes).then(
       () => {
         this.#connecting--
         this.#connectFailures = 0

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import postgres from 'postgres'
+import { sharedOf } from './connection-slot.js'
 import { errors, invalidOption, retryableCodes } from './errors.js'
 import { createHandleContext, type HandleContext, LeaseHandle } from './lease-handle.js'
 import { LeasePool } from './lease-pool.js'
@@ -62,18 +63,22 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
   const options = resolvePoolOptions(opts.pool, fromUrl, env)
   const redact = (text: string) => redactSecret(text, connection.secret)
 
-  const pool = new LeasePool(connection, options, (notice) =>
-    app.log.debug(
-      { notice: { severity: notice.severity, code: notice.code, message: notice.message } },
-      'postgres notice',
-    ),
-  )
   // Never connects: it only builds helpers (identifiers, json, arrays) with the user's types
   // and transforms, and lends its Query class to the tracked queries.
   const helpers =
     connection.url === undefined
       ? postgres({ ...connection.options, max: 1 })
       : postgres(connection.url, { ...connection.options, max: 1 })
+  const pool = new LeasePool(
+    connection,
+    options,
+    (notice) =>
+      app.log.debug(
+        { notice: { severity: notice.severity, code: notice.code, message: notice.message } },
+        'postgres notice',
+      ),
+    sharedOf(helpers).typeArrayMap,
+  )
 
   const ctx: HandleContext = createHandleContext(pool, helpers, (handle, heldMs) => {
     const request = handleRequests.get(handle)

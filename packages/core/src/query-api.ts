@@ -5,6 +5,8 @@ import type { LeaseDb, LeasedDb, PoolDb, TransactionOptions } from './types.js'
 
 type AnyFn = (...args: never[]) => unknown
 
+const notifyTemplate = ((strings: TemplateStringsArray, ..._: unknown[]) => strings)`select pg_notify(${0}, ${0})`
+
 /** postgres.js's `(query, args?, options?)` where `(query, options)` is allowed too. */
 function splitArgs(rest: [unknown?, object?]): [unknown[], object] {
   const [first, second] = rest
@@ -26,8 +28,7 @@ function addQueryApi(target: Record<string, unknown>, handleFor: () => LeaseHand
     const [list, options] = splitArgs(rest)
     return handleFor().file(path, list, options)
   }
-  target.notify = (channel: string, payload: string) =>
-    handleFor().query(['select pg_notify(', ', ', ')'], [channel, `${payload}`])
+  target.notify = (channel: string, payload: string) => handleFor().query(notifyTemplate, [channel, `${payload}`])
   target.json = helpers.json
   target.array = helpers.array
   target.typed = helpers.typed

@@ -1,6 +1,6 @@
-/** Replaces the password of any postgres URL inside `text` with `***`. */
+/** Replaces the password of any URL inside `text` (`scheme://user:password@`) with `***`. */
 export function redactUrls(text: string): string {
-  return text.replace(/(postgres(?:ql)?:\/\/[^:/@\s]*:)[^@\s]*@/gi, '$1***@')
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)[^@\s]*@/gi, '$1***@')
 }
 
 /** Removes every occurrence of a known secret from `text`. */
