@@ -12,6 +12,10 @@ export default defineConfig({
     maxWorkers: 2,
     testTimeout: 30_000,
     hookTimeout: 60_000,
-    typecheck: { enabled: true, include: ['test/**/*.test-d.ts', 'packages/*/test/**/*.test-d.ts'] },
+    typecheck: {
+      enabled: true,
+      tsconfig: 'test/tsconfig.json',
+      include: ['test/**/*.test-d.ts', 'packages/*/test/**/*.test-d.ts'],
+    },
   },
 })

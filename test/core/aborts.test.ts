@@ -82,7 +82,7 @@ describe('client aborts and handler timeouts', () => {
     const second = fetch(`${base}/pid`)
     const slowResponse = await slow
     expect(slowResponse.status).toBe(503)
-    expect((await slowResponse.json()).code).toBe('FST_ERR_HANDLER_TIMEOUT')
+    expect(((await slowResponse.json()) as { code: string }).code).toBe('FST_ERR_HANDLER_TIMEOUT')
     expect(await (await second).json()).toEqual({ n: 0 })
     expect(await waitFor(() => lateQuery !== undefined)).toBe(true)
     // The timed-out request's query was cancelled and had settled on the server ({ n: 0 }

@@ -1,0 +1,42 @@
+import { readFileSync } from 'node:fs'
+import * as core from '@fastify-pg-pool/core'
+import pgPoolCore, { errors, pgPoolCorePlugin } from '@fastify-pg-pool/core'
+import { describe, expect, test } from 'vitest'
+
+describe('@fastify-pg-pool/core exports', () => {
+  test('the plugin is the default and a named export, with fastify-plugin metadata', () => {
+    expect(pgPoolCore).toBe(pgPoolCorePlugin)
+    const meta = (pgPoolCore as unknown as Record<symbol, { name: string; fastify: string }>)[Symbol.for('plugin-meta')]
+    expect(meta).toMatchObject({ name: '@fastify-pg-pool/core', fastify: '5.x' })
+    expect(Object.keys(core).sort()).toEqual(['default', 'errors', 'pgPoolCorePlugin'])
+  })
+
+  test('every error code is documented in the README with its status', () => {
+    const readme = readFileSync(new URL('../../packages/core/README.md', import.meta.url), 'utf8')
+    for (const [code, ErrorClass] of Object.entries(errors)) {
+      const status = new (ErrorClass as new (...a: unknown[]) => { statusCode: number })('x', 'y').statusCode
+      expect(readme, code).toMatch(new RegExp(`\\| \`${code}\` \\| ${status} \\|`))
+    }
+  })
+
+  test('every documented pool option exists and has the documented default', () => {
+    const readme = readFileSync(new URL('../../packages/core/README.md', import.meta.url), 'utf8')
+    const rows = [...readme.matchAll(/^\| `(\w+)` \| `([^`]+)` \|/gm)].map((m) => m[1])
+    expect(rows).toEqual([
+      'max',
+      'acquireTimeout',
+      'maxWaiting',
+      'idleTimeout',
+      'maxLifetime',
+      'connectTimeout',
+      'statementTimeout',
+      'leakDetectionThreshold',
+      'closeTimeout',
+      'applicationName',
+      'pgbouncer',
+      'sessionReset',
+      'retryAfter',
+      'lazy',
+    ])
+  })
+})

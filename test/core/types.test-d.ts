@@ -1,0 +1,63 @@
+import type { LeasedDb, PgPoolView, PoolStats, RequestDb, RouteDbConfig } from '@fastify-pg-pool/core'
+import pgPoolCore from '@fastify-pg-pool/core'
+import Fastify from 'fastify'
+import type postgres from 'postgres'
+import { describe, expectTypeOf, test } from 'vitest'
+
+describe('types', () => {
+  test('request.db and app.db', async () => {
+    const app = Fastify()
+    await app.register(pgPoolCore, { connection: 'postgres://localhost/x', pool: { max: 5 } })
+    app.get('/', async (request) => {
+      expectTypeOf(request.db).toEqualTypeOf<RequestDb>()
+      const rows = await request.db<{ id: number }[]>`select 1 as id`
+      expectTypeOf(rows[0]).toEqualTypeOf<{ id: number } | undefined>()
+      expectTypeOf(request.db`select 1`).toMatchTypeOf<postgres.PendingQuery<postgres.Row[]>>()
+      expectTypeOf(request.db.unsafe).toBeFunction()
+      const value = await request.db.savepoint(async (sql) => {
+        expectTypeOf(sql).toEqualTypeOf<RequestDb>()
+        return 42
+      })
+      expectTypeOf(value).toEqualTypeOf<number>()
+      // @ts-expect-error request.db has no end(): the pool owns its connections
+      request.db.end()
+      // @ts-expect-error nor reserve()
+      request.db.reserve()
+      return null
+    })
+    expectTypeOf(app.db.lease()).resolves.toEqualTypeOf<LeasedDb>()
+    expectTypeOf(app.db.transaction(async () => 'x', { isolation: 'serializable' })).resolves.toEqualTypeOf<string>()
+    // @ts-expect-error not an isolation level
+    app.db.transaction(async () => 'x', { isolation: 'chaos' })
+    expectTypeOf(app.pgPool).toEqualTypeOf<PgPoolView>()
+    expectTypeOf(app.pgPool.stats()).toEqualTypeOf<PoolStats>()
+    expectTypeOf(app.pgPool.stats().waiting).toBeNumber()
+    app.pgPool.on('release', (heldMs, route) => {
+      expectTypeOf(heldMs).toBeNumber()
+      expectTypeOf(route).toBeString()
+    })
+  })
+
+  test('route config.db', () => {
+    const app = Fastify()
+    app.get('/tx', { config: { db: { transaction: { isolation: 'repeatable read', readOnly: true } } } }, async () => 1)
+    app.get('/none', { config: { db: false } }, async () => 1)
+    // Fastify infers route config generics loosely; the augmented interface itself is exact.
+    const bad: import('fastify').FastifyContextConfig = {
+      // @ts-expect-error transaction takes a boolean or options
+      db: { transaction: 'yes' },
+    }
+    void bad
+    expectTypeOf<RouteDbConfig>().toEqualTypeOf<
+      false | { transaction?: boolean | import('@fastify-pg-pool/core').TransactionOptions }
+    >()
+  })
+
+  test('options are checked', async () => {
+    const app = Fastify()
+    // @ts-expect-error max is a number
+    await app.register(pgPoolCore, { pool: { max: '5' } })
+    // @ts-expect-error unknown option
+    await app.register(pgPoolCore, { pool: { maxConnections: 5 } })
+  })
+})
