@@ -21,7 +21,8 @@ describe('@fastify-pg-pool/core exports', () => {
 
   test('every documented pool option exists and has the documented default', () => {
     const readme = readFileSync(new URL('../../packages/core/README.md', import.meta.url), 'utf8')
-    const rows = [...readme.matchAll(/^\|\s*`(\w+)`\s*\|\s*`([^`]+)`\s*\|/gm)].map((m) => m[1])
+    const section = readme.slice(readme.indexOf('## Pool options'), readme.indexOf('## `app.pgPool`'))
+    const rows = [...section.matchAll(/^\|\s*`(\w+)`\s*\|/gm)].map((m) => m[1])
     expect(rows).toEqual([
       'max',
       'acquireTimeout',
@@ -37,6 +38,7 @@ describe('@fastify-pg-pool/core exports', () => {
       'sessionReset',
       'retryAfter',
       'lazy',
+      'instances',
     ])
   })
 })

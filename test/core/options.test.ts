@@ -95,6 +95,7 @@ describe('options are validated at register', () => {
       sessionReset: 'auto',
       retryAfter: 1,
       lazy: true,
+      instances: 1,
     })
     expect(app.pgPool.target).not.toContain(db.password || 'no-password')
     await app.close()

@@ -1,6 +1,7 @@
 import { Writable } from 'node:stream'
 import pgPoolCore, { type PoolOptions } from '@fastify-pg-pool/core'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { inject } from 'vitest'
 import { uniqueName } from './database.js'
 
 export interface TestApp {
@@ -26,7 +27,8 @@ export async function coreApp(
   })
   const applicationName = pool.applicationName ?? uniqueName()
   const app = Fastify({ logger: { level: 'debug', stream }, ...server })
-  await app.register(pgPoolCore, { connection: url, pool: { ...pool, applicationName } })
+  const pgbouncer = inject('bouncerPort') !== undefined
+  await app.register(pgPoolCore, { connection: url, pool: { pgbouncer, ...pool, applicationName } })
   return { app, applicationName, logs }
 }
 

@@ -3,8 +3,13 @@ import postgres from 'postgres'
 import { inject } from 'vitest'
 
 export interface TestDatabase {
-  /** URL of this file's own database (the server's password included when it has one). */
+  /**
+   * URL of this file's own database (the server's password included when it has one); in the
+   * PgBouncer leg (PGBOUNCER=1) it goes through PgBouncer in transaction mode.
+   */
   readonly url: string
+  /** True in the PgBouncer leg. */
+  readonly viaBouncer: boolean
   /** The password in `url`, for secret-leak assertions ('' with trust auth and no password). */
   readonly password: string
   /** A plain postgres.js client on this database, for setup and assertions. */
@@ -32,11 +37,18 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   await admin.unsafe(`create database ${name}`)
   const parsed = new URL(adminUrl)
   parsed.pathname = `/${name}`
+  const direct = parsed.toString()
+  const bouncerPort = inject('bouncerPort')
+  if (bouncerPort !== undefined) {
+    parsed.hostname = '127.0.0.1'
+    parsed.port = String(bouncerPort)
+  }
   const url = parsed.toString()
-  const sql = postgres(url, { max: 3, onnotice: () => {} })
+  const sql = postgres(direct, { max: 3, onnotice: () => {} })
   const count = async (query: postgres.PendingQuery<{ n: number }[]>) => (await query)[0]?.n ?? 0
   return {
     url,
+    viaBouncer: bouncerPort !== undefined,
     password: decodeURIComponent(parsed.password),
     sql,
     admin,

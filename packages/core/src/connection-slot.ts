@@ -53,7 +53,9 @@ export class ConnectionSlot {
       connection: {
         ...connection.options.connection,
         application_name: pool.applicationName,
-        ...(pool.statementTimeout > 0 ? { statement_timeout: pool.statementTimeout } : {}),
+        // PgBouncer refuses startup parameters it does not know: there, statement_timeout
+        // belongs on the role or database (the client-side deadline still applies).
+        ...(pool.statementTimeout > 0 && !pool.pgbouncer ? { statement_timeout: pool.statementTimeout } : {}),
       },
     }
     this.sql = connection.url === undefined ? postgres(options) : postgres(connection.url, options)

@@ -1,3 +1,4 @@
+export type { ConnectionBudget } from './connection-budget.js'
 export type { CloseReason } from './connection-slot.js'
 export { errors, type PgPoolErrorCode } from './errors.js'
 export type { AcquireFailure, PoolEvents, PoolStats } from './lease-pool.js'

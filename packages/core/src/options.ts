@@ -38,6 +38,11 @@ export interface PoolOptions {
   retryAfter?: number
   /** Start without checking the database at `register`. Default false. */
   lazy?: boolean
+  /**
+   * Instances of this app expected to run at once, for the connection budget warning.
+   * Default: `PG_POOL_INSTANCES` from the environment, else 1.
+   */
+  instances?: number
 }
 
 export interface ResolvedPoolOptions {
@@ -55,6 +60,7 @@ export interface ResolvedPoolOptions {
   readonly sessionReset: SessionReset
   readonly retryAfter: number
   readonly lazy: boolean
+  readonly instances: number
 }
 
 export interface ResolvedConnection {
@@ -79,6 +85,7 @@ const integerOptions = {
   leakDetectionThreshold: { min: 0, default: 30_000 },
   closeTimeout: { min: 0, default: 10_000 },
   retryAfter: { min: 0, default: 1 },
+  instances: { min: 1, default: 1 },
 } as const
 
 const knownPoolKeys = new Set([...Object.keys(integerOptions), 'applicationName', 'pgbouncer', 'sessionReset', 'lazy'])
@@ -115,6 +122,7 @@ export function resolvePoolOptions(
   // option > URL > PG* env > default. postgres.js reads `max` from a URL as a string and
   // then builds a single connection; here it always becomes a number.
   given.max ??= fromUrl.max ?? env.PGMAX
+  given.instances ??= env.PG_POOL_INSTANCES
   const out: Record<string, unknown> = {}
   for (const [name, spec] of Object.entries(integerOptions)) {
     const raw = given[name]

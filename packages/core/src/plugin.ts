@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import postgres from 'postgres'
+import { type ConnectionBudget, readConnectionBudget } from './connection-budget.js'
 import { sharedOf } from './connection-slot.js'
 import { errors, invalidOption, retryableCodes } from './errors.js'
 import { createHandleContext, type HandleContext, LeaseHandle } from './lease-handle.js'
@@ -110,13 +111,12 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
     options,
     target: connection.target,
     redact,
+    budget: () => budget,
   }
 
   app.decorate('pgPool', view)
-  app.decorate(
-    'db',
-    createPoolDb(ctx, (oneShot) => new LeaseHandle(ctx, { route: 'app.db', oneShot })),
-  )
+  const poolDb = createPoolDb(ctx, (oneShot) => new LeaseHandle(ctx, { route: 'app.db', oneShot }))
+  app.decorate('db', poolDb)
   app.decorateRequest(kLease, null)
   app.decorateRequest(kDb, null)
   app.decorateRequest('db', {
@@ -194,6 +194,17 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
     await helpers.end({ timeout: 0 })
   })
 
+  let budget: ConnectionBudget | undefined
+  const checkBudget = async () => {
+    if (options.pgbouncer) return
+    budget = await readConnectionBudget(poolDb, options.max, options.instances)
+    if (budget.exceeded) {
+      app.log.warn(
+        { ...budget, max: options.max },
+        `pool max ${options.max} x ${options.instances} instances = ${budget.demand} connections, more than the ${budget.available} the server allows (max_connections ${budget.maxConnections} - ${budget.reserved} reserved); lower pool.max or put PgBouncer in front`,
+      )
+    }
+  }
   if (!options.lazy) {
     try {
       await pool.warmUp()
@@ -202,6 +213,11 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
       await helpers.end({ timeout: 0 })
       throw error
     }
+    await checkBudget().catch((error: unknown) => app.log.warn({ err: error }, 'could not read the connection budget'))
+  } else {
+    pool.once('connect', () => {
+      checkBudget().catch((error: unknown) => app.log.debug({ err: error }, 'could not read the connection budget'))
+    })
   }
 }
 

@@ -1,4 +1,5 @@
 import type postgres from 'postgres'
+import type { ConnectionBudget } from './connection-budget.js'
 import type { PoolEvents, PoolStats } from './lease-pool.js'
 import type { PoolOptions, ResolvedPoolOptions } from './options.js'
 
@@ -70,6 +71,11 @@ export interface PgPoolView {
   readonly target: string
   /** Removes the connection password from a text (for logs and bodies). */
   redact(text: string): string
+  /**
+   * The server's connection budget against `max × instances`, read once at startup (or after
+   * the first connection when `lazy`); undefined until then, and behind PgBouncer.
+   */
+  budget(): ConnectionBudget | undefined
 }
 
 export interface PgPoolCoreOptions {
