@@ -10,6 +10,8 @@ export interface TestDatabase {
   readonly url: string
   /** True in the PgBouncer leg. */
   readonly viaBouncer: boolean
+  /** URL of this database on the server itself, never through PgBouncer. */
+  readonly directUrl: string
   /** The password in `url`, for secret-leak assertions ('' with trust auth and no password). */
   readonly password: string
   /** A plain postgres.js client on this database, for setup and assertions. */
@@ -49,6 +51,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   return {
     url,
     viaBouncer: bouncerPort !== undefined,
+    directUrl: direct,
     password: decodeURIComponent(parsed.password),
     sql,
     admin,
