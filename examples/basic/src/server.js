@@ -2,9 +2,9 @@ import { buildApp } from './app.js'
 import { startDatabase } from './database.js'
 
 const database = await startDatabase({ info: (obj, msg) => console.log(msg, obj) })
-const app = await buildApp({ connection: database.url })
+const app = await buildApp({ connection: database.url, pool: { pgbouncer: process.env.PGBOUNCER === 'true' } })
 const port = Number(process.env.PORT ?? 3000)
-const address = await app.listen({ port, host: '127.0.0.1' })
+const address = await app.listen({ port, host: process.env.HOST ?? '127.0.0.1' })
 
 console.log(`
 fastify-pg-pool demo on ${address}; try:
