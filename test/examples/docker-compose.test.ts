@@ -33,7 +33,7 @@ describe('examples/docker-compose.yml', () => {
   test('is valid per the Compose Specification schema', () => {
     const ajv = new Ajv({ allErrors: true, strict: false })
     // ajv-formats is CommonJS: under NodeNext its default import is the module object.
-    const addFormats = (formatsPlugin as unknown as { default: typeof formatsPlugin }).default ?? formatsPlugin
+    const addFormats = (formatsPlugin as unknown as { default: (ajv: Ajv) => Ajv }).default
     addFormats(ajv)
     // The schema names its meta-schema with https://, which Ajv does not ship under that name.
     const { $schema: _, ...schema } = JSON.parse(readFileSync(schemaPath, 'utf8'))
