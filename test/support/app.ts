@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream'
-import pgPoolCore, { type PoolOptions } from '@fastify-pg-pool/core'
+import pgPoolCore, { type PgPoolCoreOptions, type PoolOptions } from '@fastify-pg-pool/core'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { inject } from 'vitest'
 import { uniqueName } from './database.js'
@@ -12,11 +12,12 @@ export interface TestApp {
   readonly logs: Record<string, unknown>[]
 }
 
-/** A Fastify app with a JSON logger captured in memory, core registered on `url`. */
+/** A Fastify app with a JSON logger captured in memory, core registered on `url` (plus `core` options). */
 export async function coreApp(
   url: string,
   pool: PoolOptions = {},
   server: FastifyServerOptions = {},
+  core: Omit<PgPoolCoreOptions, 'connection' | 'pool'> = {},
 ): Promise<TestApp> {
   const logs: Record<string, unknown>[] = []
   const stream = new Writable({
@@ -28,7 +29,7 @@ export async function coreApp(
   const applicationName = pool.applicationName ?? uniqueName()
   const app = Fastify({ logger: { level: 'debug', stream }, ...server })
   const pgbouncer = inject('bouncerPort') !== undefined
-  await app.register(pgPoolCore, { connection: url, pool: { pgbouncer, ...pool, applicationName } })
+  await app.register(pgPoolCore, { ...core, connection: url, pool: { pgbouncer, ...pool, applicationName } })
   return { app, applicationName, logs }
 }
 

@@ -9,6 +9,8 @@ import { isConnectionError, mayChangeSession, RESET_SESSION_SQL } from './sessio
 /** A query built by a lease handle; postgres.js calls resolve/reject as methods on it. */
 interface TrackedQuery extends InternalQuery {
   owner: LeaseHandle | undefined
+  /** Sent by the onLease hook: runs before the holder's own queries. */
+  setup?: boolean
   startedAt: number
   innerResolve: (value: unknown) => void
   innerReject: (error: unknown) => void
@@ -85,8 +87,24 @@ export interface HandleSettings {
   readonly signal?: (() => AbortSignal | undefined) | undefined
   /** Release as soon as the first query settles (app.db one-shot queries). */
   readonly oneShot?: boolean | undefined
-  /** Called once, when the lease gets its connection. */
+  /** Called when the lease gets a connection. */
   readonly onAttach?: (() => void) | undefined
+  /** Keep the connection between statements even when others wait (app.db.lease()). */
+  readonly sticky?: boolean | undefined
+  /**
+   * Runs each time the lease gets a connection (after the route's BEGIN), before any of the
+   * holder's queries; its own queries go through `handle.setupView()`.
+   */
+  readonly onLease?: (() => Promise<void>) | undefined
+}
+
+/** What the query API needs from a handle (a handle, or its setup view for onLease). */
+export interface QuerySource {
+  readonly inTransaction: boolean
+  query(strings: readonly string[], args: unknown[], options?: object): InternalQuery
+  file(path: string, args: unknown[], options: object): InternalQuery
+  block<T>(fn: (sql: postgres.Sql<{}>) => Promise<T>): Promise<T>
+  nextSavepoint(): string
 }
 
 /**
@@ -98,6 +116,10 @@ export class LeaseHandle implements LeaseOwner {
   readonly settings: HandleSettings
   readonly #inflight = new Set<TrackedQuery>()
   #pending: TrackedQuery[] = []
+  /** The holder's queries that wait for onLease to finish. */
+  #held: TrackedQuery[] = []
+  #preparing = false
+  #setupError: unknown
   #slot: ConnectionSlot | undefined
   #acquisition: Promise<ConnectionSlot> | undefined
   #completing = false
@@ -139,6 +161,8 @@ export class LeaseHandle implements LeaseOwner {
     return (
       this.#inflight.size > 0 ||
       this.#pending.length > 0 ||
+      this.#held.length > 0 ||
+      this.#preparing ||
       this.#acquisition !== undefined ||
       this.#transactionBlocks > 0
     )
@@ -146,6 +170,25 @@ export class LeaseHandle implements LeaseOwner {
 
   query(strings: readonly string[], args: unknown[], options?: object): TrackedQuery {
     return new this.#ctx.Query(strings, args, this.dispatch, this.cancel, options)
+  }
+
+  /** The query API for the onLease hook: its queries skip the wait for onLease itself. */
+  setupView(): QuerySource {
+    return {
+      inTransaction: this.inTransaction,
+      query: (strings, args, options) => {
+        const query = this.query(strings, args, options)
+        query.setup = true
+        return query
+      },
+      file: (path, args, options) => {
+        const query = this.file(path, args, options)
+        query.setup = true
+        return query
+      },
+      block: (fn) => this.block(fn),
+      nextSavepoint: () => this.nextSavepoint(),
+    }
   }
 
   file(path: string, args: unknown[], options: object): TrackedQuery {
@@ -218,9 +261,26 @@ export class LeaseHandle implements LeaseOwner {
     query.owner = undefined
     this.#inflight.delete(query)
     const out = error === undefined ? undefined : this.#translate(error)
-    if (this.settings.oneShot && this.#mode === undefined && !this.#busy) void this.finish('commit')
+    if (this.#mode === undefined && !this.#busy) {
+      if (this.settings.oneShot) void this.finish('commit')
+      else this.#maybeHandOver()
+    }
     this.#maybeIdle()
     return out
+  }
+
+  /**
+   * Between statements, a connection that carries nothing of this holder's (no transaction, no
+   * session state) goes to the next waiter when others wait; this holder's next statement
+   * queues for one again. Uncontended, a request keeps one connection for its whole life.
+   */
+  #maybeHandOver(): void {
+    const slot = this.#slot
+    if (slot === undefined || this.#dirty || this.#begun || this.settings.sticky || this.#ctx.pool.waiting === 0) {
+      return
+    }
+    this.#slot = undefined
+    this.#ctx.pool.release(slot, this.settings.route)
   }
 
   #translate(error: unknown): unknown {
@@ -251,14 +311,18 @@ export class LeaseHandle implements LeaseOwner {
       query.reject(new errors.FST_PG_POOL_RELEASED())
       return
     }
+    if (this.#setupError !== undefined && !query.setup) {
+      query.reject(this.#setupError)
+      return
+    }
     if (this.#slot) {
-      this.#send(query)
+      this.#deliver(query)
       return
     }
     const slot = this.#acquisition ? undefined : this.#ctx.pool.tryAcquire(this)
     if (slot) {
       this.#attach(slot)
-      this.#send(query)
+      this.#deliver(query)
       return
     }
     this.#pending.push(query)
@@ -271,7 +335,7 @@ export class LeaseHandle implements LeaseOwner {
       (slot) => {
         this.#acquisition = undefined
         this.#attach(slot)
-        for (const query of this.#pending.splice(0)) this.#send(query)
+        for (const query of this.#pending.splice(0)) this.#deliver(query)
         return slot
       },
       (error: unknown) => {
@@ -297,6 +361,30 @@ export class LeaseHandle implements LeaseOwner {
         return error
       })
     }
+    const onLease = this.settings.onLease
+    if (onLease !== undefined) {
+      this.#preparing = true
+      onLease().then(
+        () => {
+          this.#preparing = false
+          for (const query of this.#held.splice(0)) this.#deliver(query)
+          this.#maybeIdle()
+        },
+        (error: unknown) => {
+          // The holder's queries must not run without the context the hook was to set.
+          this.#preparing = false
+          this.#setupError = error
+          for (const query of this.#held.splice(0)) query.reject(error)
+          this.#maybeIdle()
+        },
+      )
+    }
+  }
+
+  /** Sends a query now, or holds it while onLease prepares the connection. */
+  #deliver(query: TrackedQuery): void {
+    if (this.#preparing && !query.setup) this.#held.push(query)
+    else this.#send(query)
   }
 
   #send(query: TrackedQuery): void {
@@ -315,17 +403,21 @@ export class LeaseHandle implements LeaseOwner {
   }
 
   #cancel(query: TrackedQuery): unknown {
-    const i = this.#pending.indexOf(query)
-    if (i !== -1) {
-      this.#pending.splice(i, 1)
-      query.reject(new errors.FST_PG_POOL_ABORTED())
-      return undefined
+    for (const queue of [this.#pending, this.#held]) {
+      const i = queue.indexOf(query)
+      if (i !== -1) {
+        queue.splice(i, 1)
+        query.reject(new errors.FST_PG_POOL_ABORTED())
+        this.#maybeIdle()
+        return undefined
+      }
     }
     return this.#slot?.cancelQuery(query).catch(() => {})
   }
 
   #abortInflight(): void {
     for (const query of this.#pending.splice(0)) query.reject(new errors.FST_PG_POOL_ABORTED())
+    for (const query of this.#held.splice(0)) query.reject(new errors.FST_PG_POOL_ABORTED())
     // postgres.js's begin() runs its queries on the connection directly: only cutting the
     // connection stops them (and rolls their transaction back).
     if (this.#transactionBlocks > 0 && this.#slot) void this.#slot.end('error', 0)

@@ -57,6 +57,8 @@ export interface PoolEvents {
   close: [reason: CloseReason]
   /** A lease was held past `leakDetectionThreshold`. */
   leak: [heldMs: number]
+  /** A request was refused by admission control (reported through the view's shed()). */
+  shed: [reason: string, route: string]
 }
 
 interface Waiter {
@@ -126,6 +128,11 @@ export class LeasePool extends EventEmitter<PoolEvents> {
       oldestWaitMs: head ? Date.now() - head.since : 0,
       accepting: !this.#closing,
     }
+  }
+
+  /** Acquires waiting now (cheaper than stats() on hot paths). */
+  get waiting(): number {
+    return this.#waiters.length
   }
 
   /** A connection now, or undefined when none is idle (nobody may be waiting ahead). */

@@ -63,6 +63,10 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
   const { connection, fromUrl } = resolveConnection(opts.connection, env)
   const options = resolvePoolOptions(opts.pool, fromUrl, env)
   const redact = (text: string) => redactSecret(text, connection.secret)
+  const onLease = opts.onLease
+  if (onLease !== undefined && typeof onLease !== 'function') {
+    throw invalidOption('onLease', 'expected a function (request, db) => void | Promise<void>')
+  }
 
   // Never connects: it only builds helpers (identifiers, json, arrays) with the user's types
   // and transforms, and lends its Query class to the tracked queries.
@@ -96,6 +100,7 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
     )
   })
   const handleRequests = new WeakMap<LeaseHandle, FastifyRequest>()
+  const watchedSignals = new WeakSet<FastifyRequest>()
 
   const view: PgPoolView = {
     stats: () => pool.stats(),
@@ -112,10 +117,13 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
     target: connection.target,
     redact,
     budget: () => budget,
+    shed(reason, route) {
+      pool.emit('shed', reason, route)
+    },
   }
 
   app.decorate('pgPool', view)
-  const poolDb = createPoolDb(ctx, (oneShot) => new LeaseHandle(ctx, { route: 'app.db', oneShot }))
+  const poolDb = createPoolDb(ctx, (oneShot, sticky) => new LeaseHandle(ctx, { route: 'app.db', oneShot, sticky }))
   app.decorate('db', poolDb)
   app.decorateRequest(kLease, null)
   app.decorateRequest(kDb, null)
@@ -131,11 +139,22 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
         route,
         begin: routeBegin(config, route),
         signal: () => request.signal,
-        onAttach: () => {
-          // Client gone, or handlerTimeout fired: cancel what runs and hand the lease back
-          // only once the handler's queries have settled.
-          request.signal.addEventListener('abort', () => void handle.finish('abort'), { once: true })
-        },
+        // handlerTimeout fired: cancel what runs and hand the lease back only once the
+        // handler's queries have settled (client aborts arrive through onRequestAbort).
+        onAttach:
+          (request.routeOptions.handlerTimeout ?? 0) > 0
+            ? () => {
+                if (watchedSignals.has(request)) return
+                watchedSignals.add(request)
+                request.signal.addEventListener('abort', () => void handle.finish('abort'), { once: true })
+              }
+            : undefined,
+        onLease:
+          onLease === undefined
+            ? undefined
+            : async () => {
+                await onLease(request, createLeaseDb(handle.setupView(), helpers))
+              },
       })
       handleRequests.set(handle, request)
       const db = createLeaseDb(handle, helpers)

@@ -1,6 +1,6 @@
 import type postgres from 'postgres'
 import { errors } from './errors.js'
-import type { HandleContext, LeaseHandle } from './lease-handle.js'
+import type { HandleContext, LeaseHandle, QuerySource } from './lease-handle.js'
 import type { LeaseDb, LeasedDb, PoolDb, TransactionOptions } from './types.js'
 
 type AnyFn = (...args: never[]) => unknown
@@ -15,7 +15,7 @@ function splitArgs(rest: [unknown?, object?]): [unknown[], object] {
 }
 
 /** Adds the non-template query API (unsafe, file, notify, value helpers) to `target`. */
-function addQueryApi(target: Record<string, unknown>, handleFor: () => LeaseHandle, helpers: postgres.Sql<{}>): void {
+function addQueryApi(target: Record<string, unknown>, handleFor: () => QuerySource, helpers: postgres.Sql<{}>): void {
   target.unsafe = (text: string, ...rest: [unknown?, Record<string, unknown>?]) => {
     const [list, options] = splitArgs(rest) as [unknown[], Record<string, unknown>]
     return handleFor().query([text], list, {
@@ -35,7 +35,7 @@ function addQueryApi(target: Record<string, unknown>, handleFor: () => LeaseHand
   target.types = helpers.types
 }
 
-function templateOrHelper(handleFor: () => LeaseHandle, helpers: postgres.Sql<{}>) {
+function templateOrHelper(handleFor: () => QuerySource, helpers: postgres.Sql<{}>) {
   return function db(first: unknown, ...rest: unknown[]) {
     if (first !== null && typeof first === 'object' && Array.isArray((first as TemplateStringsArray).raw)) {
       return handleFor().query(first as TemplateStringsArray, rest)
@@ -45,7 +45,7 @@ function templateOrHelper(handleFor: () => LeaseHandle, helpers: postgres.Sql<{}
 }
 
 /** request.db, and the handles of app.db.lease(): every query on one lease. */
-export function createLeaseDb(handle: LeaseHandle, helpers: postgres.Sql<{}>): LeaseDb {
+export function createLeaseDb(handle: QuerySource, helpers: postgres.Sql<{}>): LeaseDb {
   const handleFor = () => handle
   const db = templateOrHelper(handleFor, helpers) as unknown as Record<string, unknown>
   addQueryApi(db, handleFor, helpers)
@@ -84,7 +84,10 @@ export function beginStatement(options: true | TransactionOptions): string {
 }
 
 /** app.db: each call leases its own connection and returns it when done. */
-export function createPoolDb(ctx: HandleContext, newHandle: (oneShot: boolean) => LeaseHandle): PoolDb {
+export function createPoolDb(
+  ctx: HandleContext,
+  newHandle: (oneShot: boolean, sticky?: boolean) => LeaseHandle,
+): PoolDb {
   const oneShot = () => newHandle(true)
   const db = templateOrHelper(oneShot, ctx.helpers) as unknown as Record<string, unknown>
   addQueryApi(db, oneShot, ctx.helpers)
@@ -102,7 +105,7 @@ export function createPoolDb(ctx: HandleContext, newHandle: (oneShot: boolean) =
   db.transaction = (fn: unknown, options: TransactionOptions = {}) =>
     begin(beginStatement(options).slice('BEGIN'.length).toLowerCase().trim(), fn)
   db.lease = async (): Promise<LeasedDb> => {
-    const handle = newHandle(false)
+    const handle = newHandle(false, true)
     const leased = createLeaseDb(handle, ctx.helpers) as unknown as Record<string, unknown>
     await handle.block(async () => {})
     leased.release = () => handle.finish('commit')

@@ -1,3 +1,4 @@
+import type { FastifyRequest } from 'fastify'
 import type postgres from 'postgres'
 import type { ConnectionBudget } from './connection-budget.js'
 import type { PoolEvents, PoolStats } from './lease-pool.js'
@@ -76,12 +77,25 @@ export interface PgPoolView {
    * the first connection when `lazy`); undefined until then, and behind PgBouncer.
    */
   budget(): ConnectionBudget | undefined
+  /**
+   * Records a request refused outside the core (admission control, process pressure) so that
+   * listeners of the `shed` event (metrics) count it. `reason` is a short snake_case word.
+   */
+  shed(reason: string, route: string): void
 }
 
 export interface PgPoolCoreOptions {
   /** A postgres:// URL or postgres.js options; PG* environment variables fill the gaps. */
   connection?: string | postgres.Options<{}> | undefined
   pool?: PoolOptions | undefined
+  /**
+   * Prepares each request's connection before the handler's first query runs on it, e.g.
+   * `db\`select set_config('app.tenant_id', ${id}, true)\`` for row-level security. Runs on
+   * the request's connection, inside the route transaction when there is one, and again if
+   * the request gets another connection. If it throws, the request's queries fail with its
+   * error. State it sets with `set_config(..., false)` is reset before the next request.
+   */
+  onLease?: ((request: FastifyRequest, db: LeaseDb) => void | Promise<void>) | undefined
 }
 
 declare module 'fastify' {
