@@ -2,7 +2,7 @@ import { readFile } from 'node:fs'
 import type postgres from 'postgres'
 import type { ConnectionSlot, InternalQuery, QueryHandler } from './connection-slot.js'
 import { errors } from './errors.js'
-import type { LeaseOwner, LeasePool } from './lease-pool.js'
+import type { LeaseOwner, LeasePool, WaitToken } from './lease-pool.js'
 import type { ResolvedPoolOptions } from './options.js'
 import { isConnectionError, mayChangeSession, RESET_SESSION_SQL } from './session-state.js'
 
@@ -83,7 +83,7 @@ export interface HandleSettings {
   readonly route: string
   /** BEGIN statement when the whole lease is one transaction. */
   readonly begin?: string | undefined
-  /** Aborts waiting for a connection (the request's signal). */
+  /** Aborts waiting for a connection (the request's signal, when it has a handlerTimeout). */
   readonly signal?: (() => AbortSignal | undefined) | undefined
   /** Release as soon as the first query settles (app.db one-shot queries). */
   readonly oneShot?: boolean | undefined
@@ -122,6 +122,7 @@ export class LeaseHandle implements LeaseOwner {
   #setupError: unknown
   #slot: ConnectionSlot | undefined
   #acquisition: Promise<ConnectionSlot> | undefined
+  #wait: WaitToken | undefined
   #completing = false
   #transactionBlocks = 0
   #savepoints = 0
@@ -331,7 +332,9 @@ export class LeaseHandle implements LeaseOwner {
 
   /** One acquisition per handle, shared by every query that waits for it. */
   #lease(): Promise<ConnectionSlot> {
-    this.#acquisition ??= this.#ctx.pool.acquire(this, this.settings.signal?.()).then(
+    if (this.#acquisition) return this.#acquisition
+    this.#wait ??= { cancel: undefined }
+    this.#acquisition = this.#ctx.pool.acquire(this, this.settings.signal?.(), this.#wait).then(
       (slot) => {
         this.#acquisition = undefined
         this.#attach(slot)
@@ -416,6 +419,8 @@ export class LeaseHandle implements LeaseOwner {
   }
 
   #abortInflight(): void {
+    // A holder still queued for a connection leaves the queue (client gone, server closing).
+    if (this.#acquisition) this.#wait?.cancel?.()
     for (const query of this.#pending.splice(0)) query.reject(new errors.FST_PG_POOL_ABORTED())
     for (const query of this.#held.splice(0)) query.reject(new errors.FST_PG_POOL_ABORTED())
     // postgres.js's begin() runs its queries on the connection directly: only cutting the

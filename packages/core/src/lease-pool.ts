@@ -61,6 +61,11 @@ export interface PoolEvents {
   shed: [reason: string, route: string]
 }
 
+/** Lets a caller take its acquire out of the queue. */
+export interface WaitToken {
+  cancel: (() => void) | undefined
+}
+
 interface Waiter {
   readonly resolve: (slot: ConnectionSlot) => void
   readonly reject: (error: Error) => void
@@ -138,15 +143,25 @@ export class LeasePool extends EventEmitter<PoolEvents> {
   /** A connection now, or undefined when none is idle (nobody may be waiting ahead). */
   tryAcquire(owner: LeaseOwner): ConnectionSlot | undefined {
     if (this.#closing || this.#waiters.length > 0) return undefined
-    const slot = this.#idle.pop()
+    let slot = this.#idle.pop()
+    // A connection the server closed while it sat idle (terminated, restarted) is replaced,
+    // never handed out: the housekeeping sweep would only find it later.
+    while (slot !== undefined && !slot.usable) {
+      this.#discard(slot, 'error')
+      slot = this.#idle.pop()
+    }
     if (slot === undefined) return undefined
     this.#lease(slot, owner)
     this.emit('acquire', 0)
     return slot
   }
 
-  /** Waits for a connection, first come first served; rejects with a coded error. */
-  acquire(owner: LeaseOwner, signal?: AbortSignal): Promise<ConnectionSlot> {
+  /**
+   * Waits for a connection, first come first served; rejects with a coded error. A waiter
+   * leaves the queue when `signal` aborts or when `token.cancel()` is called (set while it
+   * waits: cheaper than an AbortSignal per request).
+   */
+  acquire(owner: LeaseOwner, signal?: AbortSignal, token?: WaitToken): Promise<ConnectionSlot> {
     const now = this.tryAcquire(owner)
     if (now !== undefined) return Promise.resolve(now)
     if (this.#closing) return this.#refuse(new errors.FST_PG_POOL_CLOSED(), 'rejected')
@@ -170,6 +185,13 @@ export class LeasePool extends EventEmitter<PoolEvents> {
           this.#forget(waiter)
           reject(error)
         },
+      }
+      if (token) {
+        token.cancel = () => {
+          if (!this.#waiters.remove(waiter)) return
+          this.emit('acquireError', 'aborted', Date.now() - waiter.since)
+          waiter.reject(new errors.FST_PG_POOL_ABORTED())
+        }
       }
       waiter.timer = setTimeout(() => {
         this.#waiters.remove(waiter)

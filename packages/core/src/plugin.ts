@@ -135,20 +135,21 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
       const config = request.routeOptions.config.db
       const route = request.routeOptions.url ?? 'unknown'
       if (config === false) throw new errors.FST_PG_POOL_ROUTE_OPTED_OUT(route)
+      // Client aborts arrive through onRequestAbort. request.signal (an AbortController per
+      // request) is only needed for handlerTimeout: cancel what runs or waits, and hand the
+      // lease back once the handler's queries have settled.
+      const timed = (request.routeOptions.handlerTimeout ?? 0) > 0
       const handle = new LeaseHandle(ctx, {
         route,
         begin: routeBegin(config, route),
-        signal: () => request.signal,
-        // handlerTimeout fired: cancel what runs and hand the lease back only once the
-        // handler's queries have settled (client aborts arrive through onRequestAbort).
-        onAttach:
-          (request.routeOptions.handlerTimeout ?? 0) > 0
-            ? () => {
-                if (watchedSignals.has(request)) return
-                watchedSignals.add(request)
-                request.signal.addEventListener('abort', () => void handle.finish('abort'), { once: true })
-              }
-            : undefined,
+        signal: timed ? () => request.signal : undefined,
+        onAttach: timed
+          ? () => {
+              if (watchedSignals.has(request)) return
+              watchedSignals.add(request)
+              request.signal.addEventListener('abort', () => void handle.finish('abort'), { once: true })
+            }
+          : undefined,
         onLease:
           onLease === undefined
             ? undefined
