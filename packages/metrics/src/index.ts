@@ -1,13 +1,6 @@
-import type { FastifyPluginAsync } from 'fastify'
-import fp from 'fastify-plugin'
-
-export type PgPoolMetricsOptions = {}
-
-const metrics: FastifyPluginAsync<PgPoolMetricsOptions> = async () => {}
-
-export const pgPoolMetrics = fp(metrics, {
-  name: '@fastify-pg-pool/metrics',
-  fastify: '5.x',
-  dependencies: ['@fastify-pg-pool/core'],
-})
-export default pgPoolMetrics
+export { errors, type PgPoolMetricsErrorCode } from './errors.js'
+export { type ExpositionFormat, negotiate, type Scrape } from './exposition.js'
+export { UNMATCHED_ROUTE } from './http-metrics.js'
+export { defaultBuckets, type MetricsBuckets, type PgPoolMetricsOptions } from './options.js'
+export { type PgPoolMetricsView, pgPoolMetrics, pgPoolMetrics as default } from './plugin.js'
+export { knownShedReasons } from './pool-metrics.js'

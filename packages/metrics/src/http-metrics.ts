@@ -1,0 +1,59 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { Histogram } from 'prom-client'
+import type { BoundedLabel } from './bounded-label.js'
+import type { ResolvedMetricsOptions } from './options.js'
+
+const kStart = Symbol('fastify-pg-pool.metrics.start')
+type TimedRequest = FastifyRequest & { [kStart]: number }
+
+const methods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'])
+const statusClasses = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const
+
+/** Route label of requests no route matched: one value for every unknown URL. */
+export const UNMATCHED_ROUTE = 'unmatched'
+
+/**
+ * The HTTP request duration histogram. Aborted requests are observed in `onRequestAbort` with
+ * status class `aborted`: Fastify never runs `onResponse` for them.
+ */
+export function registerHttpMetrics(app: FastifyInstance, options: ResolvedMetricsOptions, routes: BoundedLabel): void {
+  const histogram = new Histogram({
+    name: `${options.prefix}http_request_duration_seconds`,
+    help: 'HTTP request duration by method, route template (unmatched for unknown URLs) and status class (aborted when the client hung up first)',
+    labelNames: ['method', 'route', 'status_class'],
+    buckets: [...options.buckets.http],
+    registers: [options.registry],
+  })
+  const scrapePath = options.path
+
+  const observe = (request: FastifyRequest, statusClass: string) => {
+    const timed = request as TimedRequest
+    const start = timed[kStart]
+    if (start <= 0) return
+    timed[kStart] = -1
+    const url = request.routeOptions.url
+    if (scrapePath !== false && url === scrapePath) return
+    histogram.observe(
+      {
+        method: methods.has(request.method) ? request.method : 'other',
+        route: url === undefined ? UNMATCHED_ROUTE : routes.value(url),
+        status_class: statusClass,
+      },
+      (performance.now() - start) / 1000,
+    )
+  }
+
+  app.decorateRequest(kStart, 0)
+  app.addHook('onRequest', (request, _reply, done) => {
+    ;(request as TimedRequest)[kStart] = performance.now()
+    done()
+  })
+  app.addHook('onResponse', (request, reply, done) => {
+    observe(request, statusClasses[Math.floor(reply.statusCode / 100) - 1] ?? 'other')
+    done()
+  })
+  app.addHook('onRequestAbort', (request, done) => {
+    observe(request, 'aborted')
+    done()
+  })
+}

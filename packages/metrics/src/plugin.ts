@@ -1,0 +1,75 @@
+import type { FastifyPluginAsync, RouteShorthandOptions } from 'fastify'
+import fp from 'fastify-plugin'
+import { collectDefaultMetrics, type Registry } from 'prom-client'
+import { BoundedLabel } from './bounded-label.js'
+import { errors } from './errors.js'
+import { type Scrape, scrape } from './exposition.js'
+import { registerHttpMetrics } from './http-metrics.js'
+import { type PgPoolMetricsOptions, resolveMetricsOptions } from './options.js'
+import { registerPoolMetrics } from './pool-metrics.js'
+
+/** `app.pgPoolMetrics`: the registry and its rendering, for serving metrics elsewhere. */
+export interface PgPoolMetricsView {
+  readonly registry: Registry
+  /** Renders the registry in the format the Accept header asks for. */
+  scrape(accept?: string): Promise<Scrape>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    pgPoolMetrics: PgPoolMetricsView
+  }
+}
+
+const metrics: FastifyPluginAsync<PgPoolMetricsOptions> = async (app, opts) => {
+  const options = resolveMetricsOptions(opts)
+  const { registry } = options
+  const before = new Set(registry.getMetricsAsArray().map((metric) => metric.name))
+  const routes = new BoundedLabel(options.maxRoutes)
+
+  let detach = () => {}
+  try {
+    detach = registerPoolMetrics(app.pgPool, options, routes)
+    if (options.httpMetrics) registerHttpMetrics(app, options, routes)
+    if (options.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: options.prefix })
+  } catch (error) {
+    detach()
+    const message = error instanceof Error ? error.message : String(error)
+    const duplicate = /A metric with the name (\S+) has already been registered/.exec(message)
+    if (duplicate) throw new errors.FST_PG_POOL_METRICS_DUPLICATE(duplicate[1])
+    throw error
+  }
+  const ours = registry
+    .getMetricsAsArray()
+    .map((metric) => metric.name)
+    .filter((name) => !before.has(name))
+
+  app.decorate('pgPoolMetrics', {
+    registry,
+    scrape: (accept?: string) => scrape(registry, accept),
+  } satisfies PgPoolMetricsView)
+
+  // An injected registry outlives the app: take our metrics out so the next app can register.
+  app.addHook('onClose', async () => {
+    detach()
+    for (const name of ours) registry.removeSingleMetric(name)
+  })
+
+  if (options.path !== false) {
+    // Not a literal in the route options: `backpressure` is typed by that package, if installed.
+    const config: Record<string, unknown> = { db: false, backpressure: false }
+    const routeOptions: RouteShorthandOptions = { config, logLevel: 'warn' }
+    if (options.onRequest.length > 0) routeOptions.onRequest = options.onRequest
+    app.get(options.path, routeOptions, async (request, reply) => {
+      const { contentType, body } = await scrape(registry, request.headers.accept)
+      return reply.type(contentType).send(body)
+    })
+  }
+}
+
+/** Prometheus metrics of the pool (and of HTTP requests) on `/metrics`. */
+export const pgPoolMetrics = fp(metrics, {
+  name: '@fastify-pg-pool/metrics',
+  fastify: '5.x',
+  dependencies: ['@fastify-pg-pool/core'],
+})

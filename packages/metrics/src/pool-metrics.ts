@@ -1,0 +1,194 @@
+import type { AcquireFailure, CloseReason, PgPoolView } from '@fastify-pg-pool/core'
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+import { BoundedLabel } from './bounded-label.js'
+import type { ResolvedMetricsOptions } from './options.js'
+
+const acquireResults: readonly ('ok' | AcquireFailure)[] = ['ok', 'timeout', 'rejected', 'aborted', 'error']
+const closeReasons: readonly CloseReason[] = ['idle', 'lifetime', 'error', 'deadline', 'shutdown']
+/** Shed reasons whose series exist at 0 from the start; others appear when first counted. */
+export const knownShedReasons: readonly string[] = ['queue_full', 'queue_delay', 'pressure']
+const MAX_SHED_REASONS = 20
+
+type Listener = (...args: never[]) => void
+type LooseView = { on(event: string, listener: Listener): unknown; off(event: string, listener: Listener): unknown }
+
+/**
+ * Registers the pool's metrics: gauges read from `stats()` when scraped, counters and histograms
+ * fed by the view's events. Returns the function that unsubscribes.
+ */
+export function registerPoolMetrics(
+  view: PgPoolView,
+  options: ResolvedMetricsOptions,
+  routes: BoundedLabel,
+): () => void {
+  const { prefix, buckets } = options
+  const registers: Registry[] = [options.registry]
+  const seconds = (ms: number) => ms / 1000
+
+  new Gauge({
+    name: `${prefix}connections`,
+    help: 'Server connections of the pool by state: idle, leased (held by a request or job), connecting',
+    labelNames: ['state'],
+    registers,
+    collect() {
+      const stats = view.stats()
+      this.set({ state: 'idle' }, stats.idle)
+      this.set({ state: 'leased' }, stats.leased)
+      this.set({ state: 'connecting' }, stats.connecting)
+    },
+  })
+  new Gauge({
+    name: `${prefix}connections_max`,
+    help: 'Most server connections the pool opens (pool.max)',
+    registers,
+    collect() {
+      this.set(view.stats().max)
+    },
+  })
+  new Gauge({
+    name: `${prefix}waiters`,
+    help: 'Requests waiting for a connection',
+    registers,
+    collect() {
+      this.set(view.stats().waiting)
+    },
+  })
+  new Gauge({
+    name: `${prefix}waiters_max`,
+    help: 'Waiters allowed at once (pool.maxWaiting); past it acquires are refused at once',
+    registers,
+    collect() {
+      this.set(view.stats().maxWaiting)
+    },
+  })
+  new Gauge({
+    name: `${prefix}oldest_wait_seconds`,
+    help: 'How long the oldest waiter has waited for a connection (0 when nobody waits)',
+    registers,
+    collect() {
+      this.set(seconds(view.stats().oldestWaitMs))
+    },
+  })
+  // Present only once the core read the server's budget (never behind PgBouncer).
+  const budgetGauge = (
+    name: string,
+    help: string,
+    read: (b: NonNullable<ReturnType<PgPoolView['budget']>>) => number,
+  ) =>
+    new Gauge({
+      name: `${prefix}${name}`,
+      help,
+      registers,
+      collect() {
+        const budget = view.budget()
+        if (budget === undefined) this.remove()
+        else this.set(read(budget))
+      },
+    })
+  budgetGauge('server_max_connections', "The server's max_connections", (b) => b.maxConnections)
+  budgetGauge(
+    'server_reserved_connections',
+    'Server connections reserved for superusers and privileged roles',
+    (b) => b.reserved,
+  )
+  budgetGauge(
+    'connections_demand',
+    'Connections all instances may open at full load: pool.max x pool.instances',
+    (b) => b.demand,
+  )
+
+  const acquireSeconds = new Histogram({
+    name: `${prefix}acquire_seconds`,
+    help: 'Time acquires waited before they got a connection',
+    buckets: [...buckets.acquire],
+    registers,
+  })
+  acquireSeconds.zero({})
+  const leaseSeconds = new Histogram({
+    name: `${prefix}lease_seconds`,
+    help: 'Time a connection was held, by route template (app.db for pool-level queries)',
+    labelNames: ['route'],
+    buckets: [...buckets.lease],
+    registers,
+  })
+  const connectSeconds = new Histogram({
+    name: `${prefix}connect_seconds`,
+    help: 'Time to open a server connection',
+    buckets: [...buckets.connect],
+    registers,
+  })
+  connectSeconds.zero({})
+  const acquires = new Counter({
+    name: `${prefix}acquires_total`,
+    help: 'Acquires by result: ok, timeout (acquireTimeout passed), rejected (queue full or closing), aborted (the request ended), error (connecting failed)',
+    labelNames: ['result'],
+    registers,
+  })
+  for (const result of acquireResults) acquires.inc({ result }, 0)
+  const opened = new Counter({
+    name: `${prefix}connections_opened_total`,
+    help: 'Server connections opened',
+    registers,
+  })
+  // Connections opened before this plugin registered (the core's start-up check).
+  const { open, connecting } = view.stats()
+  opened.inc(open - connecting)
+  const closed = new Counter({
+    name: `${prefix}connections_closed_total`,
+    help: 'Server connections closed by reason: idle, lifetime, error, deadline (query past statement timeout), shutdown',
+    labelNames: ['reason'],
+    registers,
+  })
+  for (const reason of closeReasons) closed.inc({ reason }, 0)
+  const connectErrors = new Counter({
+    name: `${prefix}connection_errors_total`,
+    help: 'Attempts to open a server connection that failed',
+    registers,
+  })
+  const leaks = new Counter({
+    name: `${prefix}leaks_total`,
+    help: 'Leases held past pool.leakDetectionThreshold',
+    registers,
+  })
+  const shed = new Counter({
+    name: `${prefix}requests_shed_total`,
+    help: 'Requests refused by admission control, by reason',
+    labelNames: ['reason'],
+    registers,
+  })
+  for (const reason of knownShedReasons) shed.inc({ reason }, 0)
+  const shedReasons = new BoundedLabel(MAX_SHED_REASONS)
+  for (const reason of knownShedReasons) shedReasons.value(reason)
+
+  const listeners: [string, Listener][] = [
+    [
+      'acquire',
+      (waitMs: number) => {
+        acquires.inc({ result: 'ok' })
+        acquireSeconds.observe(seconds(waitMs))
+      },
+    ],
+    ['acquireError', (reason: AcquireFailure) => acquires.inc({ result: reason })],
+    [
+      'release',
+      (heldMs: number, route: string) => leaseSeconds.observe({ route: routes.value(route) }, seconds(heldMs)),
+    ],
+    [
+      'connect',
+      (ms: number) => {
+        opened.inc()
+        connectSeconds.observe(seconds(ms))
+      },
+    ],
+    ['connectError', () => connectErrors.inc()],
+    ['close', (reason: CloseReason) => closed.inc({ reason })],
+    ['leak', () => leaks.inc()],
+    // Emitted by the core once admission control refuses through `app.pgPool.shed()`.
+    ['shed', (reason: string) => shed.inc({ reason: shedReasons.value(String(reason)) })],
+  ]
+  const events = view as unknown as LooseView
+  for (const [event, listener] of listeners) events.on(event, listener)
+  return () => {
+    for (const [event, listener] of listeners) events.off(event, listener)
+  }
+}
