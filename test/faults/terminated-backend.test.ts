@@ -83,6 +83,27 @@ describe('backend terminated', () => {
     expect(app.pgPool.stats()).toMatchObject({ leased: 0, open: 1 })
   })
 
+  test('while idle in the pool: the dead connection is never handed to a request', async () => {
+    current = await coreApp(db.url, { max: 2, idleTimeout: 0, ...fastTimeouts })
+    const { app, applicationName } = current
+    app.get('/pid', async (request) => (await request.db<{ pid: number }[]>`select pg_backend_pid() as pid`)[0])
+    app.get('/two', async (request) => {
+      await request.db`select pg_sleep(0.05)`
+      return { ok: true }
+    })
+    const base = await listen(app)
+    await Promise.all([fetch(`${base}/two`), fetch(`${base}/two`)])
+    expect(app.pgPool.stats()).toMatchObject({ open: 2, idle: 2 })
+    const before = await backendPids(applicationName)
+    expect(await db.terminate(applicationName)).toBe(2)
+    expect(await waitFor(async () => (await backendPids(applicationName)).length === 0)).toBe(true)
+    // Right away, before any housekeeping pass: both requests must land on fresh connections.
+    const responses = await Promise.all([fetch(`${base}/pid`), fetch(`${base}/pid`)])
+    const bodies = await Promise.all(responses.map((r) => r.json() as Promise<{ pid?: number; code?: string }>))
+    expect(responses.map((r) => r.status)).toEqual([200, 200])
+    for (const body of bodies) expect(before).not.toContain(body.pid)
+  })
+
   test('mid-query: that request fails cleanly; no later request sees a stale error', async () => {
     current = await coreApp(db.url, {
       max: 1,
