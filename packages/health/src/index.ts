@@ -1,13 +1,10 @@
-import type { FastifyPluginAsync } from 'fastify'
-import fp from 'fastify-plugin'
-
-export type PgPoolHealthOptions = {}
-
-const health: FastifyPluginAsync<PgPoolHealthOptions> = async () => {}
-
-export const pgPoolHealth = fp(health, {
-  name: '@fastify-pg-pool/health',
-  fastify: '5.x',
-  dependencies: ['@fastify-pg-pool/core'],
-})
-export default pgPoolHealth
+export type {
+  BudgetCheck,
+  ConnectionsCheck,
+  HealthCheck,
+  HealthChecks,
+  HealthResponse,
+  HealthStatus,
+} from './health-report.js'
+export type { HealthDetails, PgPoolHealthOptions, RequireDatabase } from './options.js'
+export { pgPoolHealth, pgPoolHealth as default } from './plugin.js'

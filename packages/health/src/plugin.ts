@@ -1,0 +1,76 @@
+import type {} from '@fastify-pg-pool/core'
+import type { FastifyContextConfig, FastifyInstance, FastifyPluginAsync, FastifyReply, RouteOptions } from 'fastify'
+import fp from 'fastify-plugin'
+import { type HealthResponse, liveness, readiness } from './health-report.js'
+import { type PgPoolHealthOptions, resolveHealthOptions } from './options.js'
+import { PingCache } from './ping-cache.js'
+
+export const HEALTH_CONTENT_TYPE = 'application/health+json; charset=utf-8'
+
+// Probes must never be refused: not by pool admission control (db: false also keeps them off
+// the pool), not by @fastify-pg-pool/backpressure, not by @fastify/under-pressure (a route
+// whose pressureHandler returns nothing is let through). Passed as a variable: the last two
+// keys are declared by packages this one does not depend on.
+const probeConfig = { db: false, backpressure: false, pressureHandler: () => undefined } as FastifyContextConfig
+
+function send(reply: FastifyReply, body: HealthResponse): FastifyReply {
+  return reply
+    .code(body.status === 'fail' ? 503 : 200)
+    .header('content-type', HEALTH_CONTENT_TYPE)
+    .header('cache-control', 'no-store')
+    .send(JSON.stringify(body))
+}
+
+const health: FastifyPluginAsync<PgPoolHealthOptions> = async (app: FastifyInstance, opts) => {
+  const options = resolveHealthOptions(opts)
+  const view = app.pgPool
+  // view.ping is looked up per call so a wrapper installed on the view (tests, tracing) sees every ping.
+  const pings = new PingCache((timeoutMs) => view.ping(timeoutMs), options.pingTimeout, options.cacheTime)
+  let draining = false
+  let lastStatus: HealthResponse['status'] | undefined
+
+  const ready = async (): Promise<HealthResponse> => {
+    const ping = draining ? undefined : await pings.get()
+    const body = readiness(
+      { stats: view.stats(), budget: view.budget(), ping: draining ? undefined : ping, everPassed: pings.everPassed },
+      { ...options, details: 'full' },
+    )
+    if (body.status !== lastStatus) {
+      // Once per change, not per probe; the output holds codes and counts only.
+      const level = body.status === 'pass' ? 'info' : 'warn'
+      app.log[level]({ health: body.status, output: body.output }, `readiness is ${body.status}`)
+      lastStatus = body.status
+    }
+    return options.details === 'public' ? { status: body.status } : body
+  }
+
+  const routes: RouteOptions[] = []
+  const common = {
+    method: 'GET',
+    exposeHeadRoute: true,
+    config: probeConfig,
+    ...(options.logLevel === undefined ? {} : { logLevel: options.logLevel }),
+  } as const
+  if (options.livePath !== false) {
+    const body = () => liveness(options)
+    routes.push({ ...common, url: options.livePath, handler: (_request, reply) => send(reply, body()) })
+  }
+  for (const url of [options.readyPath, options.healthPath]) {
+    if (url === false) continue
+    routes.push({ ...common, url, handler: async (_request, reply) => send(reply, await ready()) })
+  }
+  for (const route of routes) app.route(route)
+
+  // Readiness fails from here on while in-flight requests finish; liveness keeps answering.
+  app.addHook('preClose', async () => {
+    draining = true
+    if (options.drainDelay > 0) await new Promise((resolve) => setTimeout(resolve, options.drainDelay))
+  })
+}
+
+/** `/health/live`, `/health/ready` and `/health` in `application/health+json`. */
+export const pgPoolHealth = fp(health, {
+  name: '@fastify-pg-pool/health',
+  fastify: '5.x',
+  dependencies: ['@fastify-pg-pool/core'],
+})
