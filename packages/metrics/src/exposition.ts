@@ -62,7 +62,9 @@ export function renderOpenMetrics(metrics: readonly MetricJson[]): string {
       const name = counter ? `${family}_total` : (sample.metricName ?? metric.name)
       const labels = Object.entries(sample.labels as Record<string, unknown>)
       const labelText =
-        labels.length === 0 ? '' : `{${labels.map(([key, value]) => `${key}="${escapeText(String(value))}"`).join(',')}}`
+        labels.length === 0
+          ? ''
+          : `{${labels.map(([key, value]) => `${key}="${escapeText(String(value))}"`).join(',')}}`
       lines.push(`${name}${labelText} ${formatValue(sample.value)}`)
     }
   }
