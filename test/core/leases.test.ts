@@ -74,6 +74,32 @@ describe('lease pool', () => {
     expect(app.pgPool.stats().leased).toBe(0)
   })
 
+  test('under contention every query of a request still runs on its one connection (currval works)', async () => {
+    await db.sql`create table if not exists ticket (id serial primary key, who int not null)`
+    current = await coreApp(db.url, { max: 2 })
+    const { app } = current
+    app.post('/tickets/:who', async (request) => {
+      const who = Number((request.params as { who: string }).who)
+      const [first] = await request.db<{ pid: number }[]>`select pg_backend_pid() as pid`
+      await request.db`insert into ticket (who) values (${who})`
+      await new Promise((resolve) => setTimeout(resolve, 2))
+      const [row] = await request.db<{ id: number; pid: number }[]>`
+        select currval('ticket_id_seq')::int as id, pg_backend_pid() as pid`
+      return { id: row?.id, samePid: row?.pid === first?.pid }
+    })
+    const replies = await Promise.all(
+      Array.from({ length: 20 }, (_, who) => app.inject({ method: 'POST', url: `/tickets/${who}` })),
+    )
+    const rows = await db.sql<{ id: number; who: number }[]>`select id, who from ticket`
+    const owner = new Map(rows.map((r) => [r.id, r.who]))
+    replies.forEach((reply, who) => {
+      expect(reply.statusCode).toBe(200)
+      const body = reply.json() as { id: number; samePid: boolean }
+      expect(body.samePid).toBe(true)
+      expect(owner.get(body.id)).toBe(who)
+    })
+  })
+
   test('waiters are served first come, first served', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current

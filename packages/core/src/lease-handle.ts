@@ -89,10 +89,8 @@ export interface HandleSettings {
   readonly oneShot?: boolean | undefined
   /** Called when the lease gets a connection. */
   readonly onAttach?: (() => void) | undefined
-  /** Keep the connection between statements even when others wait (app.db.lease()). */
-  readonly sticky?: boolean | undefined
   /**
-   * Runs each time the lease gets a connection (after the route's BEGIN), before any of the
+   * Runs when the lease gets its connection (after the route's BEGIN), before any of the
    * holder's queries; its own queries go through `handle.setupView()`.
    */
   readonly onLease?: (() => Promise<void>) | undefined
@@ -262,26 +260,9 @@ export class LeaseHandle implements LeaseOwner {
     query.owner = undefined
     this.#inflight.delete(query)
     const out = error === undefined ? undefined : this.#translate(error)
-    if (this.#mode === undefined && !this.#busy) {
-      if (this.settings.oneShot) void this.finish('commit')
-      else this.#maybeHandOver()
-    }
+    if (this.settings.oneShot && this.#mode === undefined && !this.#busy) void this.finish('commit')
     this.#maybeIdle()
     return out
-  }
-
-  /**
-   * Between statements, a connection that carries nothing of this holder's (no transaction, no
-   * session state) goes to the next waiter when others wait; this holder's next statement
-   * queues for one again. Uncontended, a request keeps one connection for its whole life.
-   */
-  #maybeHandOver(): void {
-    const slot = this.#slot
-    if (slot === undefined || this.#dirty || this.#begun || this.settings.sticky || this.#ctx.pool.waiting === 0) {
-      return
-    }
-    this.#slot = undefined
-    this.#ctx.pool.release(slot, this.settings.route)
   }
 
   #translate(error: unknown): unknown {

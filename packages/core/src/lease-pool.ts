@@ -135,11 +135,6 @@ export class LeasePool extends EventEmitter<PoolEvents> {
     }
   }
 
-  /** Acquires waiting now (cheaper than stats() on hot paths). */
-  get waiting(): number {
-    return this.#waiters.length
-  }
-
   /** A connection now, or undefined when none is idle (nobody may be waiting ahead). */
   tryAcquire(owner: LeaseOwner): ConnectionSlot | undefined {
     if (this.#closing || this.#waiters.length > 0) return undefined

@@ -123,7 +123,7 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
   }
 
   app.decorate('pgPool', view)
-  const poolDb = createPoolDb(ctx, (oneShot, sticky) => new LeaseHandle(ctx, { route: 'app.db', oneShot, sticky }))
+  const poolDb = createPoolDb(ctx, (oneShot) => new LeaseHandle(ctx, { route: 'app.db', oneShot }))
   app.decorate('db', poolDb)
   app.decorateRequest(kLease, null)
   app.decorateRequest(kDb, null)

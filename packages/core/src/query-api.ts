@@ -84,10 +84,7 @@ export function beginStatement(options: true | TransactionOptions): string {
 }
 
 /** app.db: each call leases its own connection and returns it when done. */
-export function createPoolDb(
-  ctx: HandleContext,
-  newHandle: (oneShot: boolean, sticky?: boolean) => LeaseHandle,
-): PoolDb {
+export function createPoolDb(ctx: HandleContext, newHandle: (oneShot: boolean) => LeaseHandle): PoolDb {
   const oneShot = () => newHandle(true)
   const db = templateOrHelper(oneShot, ctx.helpers) as unknown as Record<string, unknown>
   addQueryApi(db, oneShot, ctx.helpers)
@@ -105,7 +102,7 @@ export function createPoolDb(
   db.transaction = (fn: unknown, options: TransactionOptions = {}) =>
     begin(beginStatement(options).slice('BEGIN'.length).toLowerCase().trim(), fn)
   db.lease = async (): Promise<LeasedDb> => {
-    const handle = newHandle(false, true)
+    const handle = newHandle(false)
     const leased = createLeaseDb(handle, ctx.helpers) as unknown as Record<string, unknown>
     await handle.block(async () => {})
     leased.release = () => handle.finish('commit')

@@ -91,8 +91,7 @@ export interface PgPoolCoreOptions {
   /**
    * Prepares each request's connection before the handler's first query runs on it, e.g.
    * `db\`select set_config('app.tenant_id', ${id}, true)\`` for row-level security. Runs on
-   * the request's connection, inside the route transaction when there is one, and again if
-   * the request gets another connection. If it throws, the request's queries fail with its
+   * the request's connection, inside the route transaction when there is one. If it throws, the request's queries fail with its
    * error. State it sets with `set_config(..., false)` is reset before the next request.
    */
   onLease?: ((request: FastifyRequest, db: LeaseDb) => void | Promise<void>) | undefined
