@@ -1,13 +1,8 @@
-import type { FastifyPluginAsync } from 'fastify'
-import fp from 'fastify-plugin'
-
-export type PgPoolBackpressureOptions = {}
-
-const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async () => {}
-
-export const pgPoolBackpressure = fp(backpressure, {
-  name: '@fastify-pg-pool/backpressure',
-  fastify: '5.x',
-  dependencies: ['@fastify-pg-pool/core'],
-})
-export default pgPoolBackpressure
+export { errors, type PgPoolBackpressureErrorCode } from './errors.js'
+export type {
+  PgPoolBackpressureOptions,
+  Priority,
+  ProcessPressureOptions,
+  RouteBackpressureConfig,
+} from './options.js'
+export { pgPoolBackpressure, pgPoolBackpressure as default } from './plugin.js'

@@ -1,0 +1,38 @@
+import createError, { type FastifyErrorConstructor } from '@fastify/error'
+import { errors as coreErrors } from '@fastify-pg-pool/core'
+
+/**
+ * The refusals of admission control, each documented in the package README (a test checks
+ * that). Waiters at the cap reuse the core's `FST_PG_POOL_QUEUE_FULL`, and bad options the
+ * core's `FST_PG_POOL_INVALID_OPTION`: a client sees one vocabulary whichever layer refused.
+ */
+export const errors = {
+  FST_PG_POOL_QUEUE_FULL: coreErrors.FST_PG_POOL_QUEUE_FULL,
+  FST_PG_POOL_OVERLOADED: createError(
+    'FST_PG_POOL_OVERLOADED',
+    'Requests wait longer than %d ms for a database connection; retry later',
+    503,
+  ),
+  FST_PG_POOL_PROCESS_PRESSURE: createError(
+    'FST_PG_POOL_PROCESS_PRESSURE',
+    'The server is under pressure (%s); retry later',
+    503,
+  ),
+  FST_PG_POOL_INVALID_OPTION: coreErrors.FST_PG_POOL_INVALID_OPTION,
+} as const satisfies Record<string, FastifyErrorConstructor>
+
+export type PgPoolBackpressureErrorCode = keyof typeof errors
+
+export function invalidOption(name: string, problem: string): Error {
+  return new errors.FST_PG_POOL_INVALID_OPTION(name, problem)
+}
+
+/** The JSON body of a refusal, serialized once: the refusal path does no work per request. */
+export function refusalBody(error: Error & { code: string; statusCode?: number }): string {
+  return JSON.stringify({
+    statusCode: error.statusCode ?? 503,
+    code: error.code,
+    error: 'Service Unavailable',
+    message: error.message,
+  })
+}

@@ -1,0 +1,119 @@
+import { performance } from 'node:perf_hooks'
+import underPressure from '@fastify/under-pressure'
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
+import fp from 'fastify-plugin'
+import { Admission, type PoolRefusal } from './admission.js'
+import { errors, refusalBody } from './errors.js'
+import {
+  type PgPoolBackpressureOptions,
+  type Priority,
+  type RouteBackpressureConfig,
+  resolveOptions,
+  routePriority,
+} from './options.js'
+
+const CONTENT_TYPE = 'application/json; charset=utf-8'
+
+/** Codes of the core's own 503s that mean "the queue is too long": they get the computed Retry-After. */
+const poolCodes = new Set(['FST_PG_POOL_ACQUIRE_TIMEOUT', 'FST_PG_POOL_QUEUE_FULL'])
+
+const processTypes = ['eventLoopDelay', 'eventLoopUtilization', 'heapUsedBytes', 'rssBytes', 'healthCheck'] as const
+
+const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, opts) => {
+  const options = resolveOptions(opts)
+  const view = app.pgPool
+  const admission = new Admission(view, options, performance.now())
+  view.on('acquire', admission.onAcquire)
+  view.on('release', admission.onRelease)
+  app.addHook('onClose', (_app, done) => {
+    view.off('acquire', admission.onAcquire)
+    view.off('release', admission.onRelease)
+    done()
+  })
+
+  const bodies: Record<PoolRefusal, string> = {
+    queue_full: refusalBody(new errors.FST_PG_POOL_QUEUE_FULL(view.options.maxWaiting)),
+    queue_delay: refusalBody(new errors.FST_PG_POOL_OVERLOADED(options.target)),
+  }
+  const processBodies = new Map<string, string>(
+    processTypes.map((type) => [type, refusalBody(new errors.FST_PG_POOL_PROCESS_PRESSURE(type))]),
+  )
+
+  // Resolved once per route (its config object), on the first request: routes registered
+  // before this plugin (health, metrics) are never seen by onRoute.
+  const priorities = new WeakMap<object, Priority | null>()
+  const priorityOf = (request: FastifyRequest): Priority | null => {
+    const route = request.routeOptions
+    const config = route.config as { db?: unknown; backpressure?: unknown } | undefined
+    if (config === undefined) return null
+    let priority = priorities.get(config)
+    if (priority === undefined) {
+      priority = routePriority(route.url, config, options.exempt)
+      priorities.set(config, priority)
+    }
+    return priority
+  }
+  app.addHook('onRoute', (route) => {
+    routePriority(route.url, route.config, options.exempt)
+  })
+
+  const refuse = (reply: FastifyReply, body: string, retryAfter: number) =>
+    reply.code(503).header('retry-after', String(retryAfter)).header('content-type', CONTENT_TYPE).send(body)
+
+  const admit: onRequestHookHandler = (request, reply, done) => {
+    const priority = priorityOf(request)
+    if (priority === null) return done()
+    const now = performance.now()
+    const refusal = admission.check(priority, now)
+    if (refusal === undefined) return done()
+    view.shed(refusal, request.routeOptions.url ?? 'unknown')
+    refuse(reply, bodies[refusal], admission.retryAfter(now))
+  }
+  app.addHook('onRequest', admit)
+
+  // A request admitted earlier that then timed out in the queue, or met a full queue, gets the
+  // same Retry-After as a refusal at the door (the core's own value is a constant).
+  app.addHook('onError', (_request, reply, error, done) => {
+    const code = (error as { code?: unknown }).code
+    if (typeof code === 'string' && poolCodes.has(code)) {
+      reply.header('retry-after', String(admission.retryAfter(performance.now())))
+    }
+    done()
+  })
+
+  const processOptions = options.process
+  if (processOptions !== false) {
+    const { min, max } = options.retryAfter
+    // The signal is re-sampled every sampleInterval: retrying sooner cannot see a change.
+    const processRetryAfter = String(Math.min(max, Math.max(min, Math.ceil(processOptions.sampleInterval / 1000))))
+    await app.register(underPressure, {
+      ...processOptions,
+      // Called for every request while a threshold is exceeded. Returning nothing lets the
+      // request through (exempt routes); a returned body is sent as the reply.
+      pressureHandler: (request: FastifyRequest, reply: FastifyReply, type: string) => {
+        if (priorityOf(request) === null) return undefined
+        view.shed('process', request.routeOptions.url ?? 'unknown')
+        reply.code(503).header('retry-after', processRetryAfter).header('content-type', CONTENT_TYPE)
+        return processBodies.get(type) ?? processBodies.get('healthCheck')
+      },
+    } as Parameters<typeof underPressure>[1])
+  }
+}
+
+/**
+ * Admission control for routes that use the database: refuses with 503 + Retry-After, before
+ * the body is parsed, when the pool's queue is at its cap or its queueing delay stands above
+ * `target`; and process pressure through @fastify/under-pressure, with the same exemptions.
+ */
+export const pgPoolBackpressure = fp(backpressure, {
+  name: '@fastify-pg-pool/backpressure',
+  fastify: '5.x',
+  dependencies: ['@fastify-pg-pool/core'],
+})
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** `false`: never refused by admission control or process pressure. */
+    backpressure?: RouteBackpressureConfig
+  }
+}

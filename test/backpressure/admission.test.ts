@@ -1,0 +1,214 @@
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
+import { createTestDatabase, sleep, type TestDatabase, waitFor } from '../support/database.js'
+import { type BackpressureApp, backpressureApp, closedLoop } from './helpers.js'
+
+let db: TestDatabase
+let current: BackpressureApp[] = []
+beforeAll(async () => {
+  db = await createTestDatabase()
+})
+afterEach(async () => {
+  await Promise.all(current.map((t) => t.app.close()))
+  current = []
+})
+afterAll(() => db.drop())
+
+async function start(...args: Parameters<typeof backpressureApp>): Promise<BackpressureApp> {
+  const t = await backpressureApp(...args)
+  current.push(t)
+  return t
+}
+
+/** Samples `waiting` on every event loop turn until `done` settles; resolves with the maximum. */
+function sampleWaiting(t: BackpressureApp, done: Promise<unknown>): Promise<number> {
+  let most = 0
+  let over = false
+  void done.finally(() => {
+    over = true
+  })
+  return new Promise((resolve) => {
+    const tick = () => {
+      most = Math.max(most, t.app.pgPool.stats().waiting)
+      if (over) resolve(most)
+      else setImmediate(tick)
+    }
+    tick()
+  })
+}
+
+describe('queue cap', () => {
+  test('waiters at maxWaiting: 503 + Retry-After + coded body, before the body is parsed; waiters never pass the cap', async () => {
+    const t = await start(db.url, { max: 1, maxWaiting: 3 })
+    const { app } = t
+    const admitted = Array.from({ length: 4 }, () => app.inject('/hold/300'))
+    expect(await waitFor(() => app.pgPool.stats().waiting === 3)).toBe(true)
+    const all = Promise.all(admitted)
+    const most = sampleWaiting(t, all)
+
+    const refused = await Promise.all(Array.from({ length: 6 }, () => app.inject('/hold/10')))
+    for (const res of refused) {
+      expect(res.statusCode).toBe(503)
+      expect(res.headers['retry-after']).toMatch(/^[1-9][0-9]*$/)
+      expect(Number(res.headers['retry-after'])).toBeLessThanOrEqual(30)
+      expect(res.headers['content-type']).toBe('application/json; charset=utf-8')
+      expect(res.json()).toEqual({
+        statusCode: 503,
+        code: 'FST_PG_POOL_QUEUE_FULL',
+        error: 'Service Unavailable',
+        message: 'Too many requests are waiting for a database connection (maxWaiting 3)',
+      })
+    }
+    // Refused at the door: a malformed body is never parsed (it would be a 400).
+    const post = await app.inject({
+      method: 'POST',
+      url: '/items',
+      headers: { 'content-type': 'application/json' },
+      payload: '{not json',
+    })
+    expect(post.statusCode).toBe(503)
+    // High priority is refused at the cap too: the cap is the one limit nobody passes.
+    expect((await app.inject('/high/10')).statusCode).toBe(503)
+
+    expect((await all).map((res) => res.statusCode)).toEqual([200, 200, 200, 200])
+    expect(await most).toBeLessThanOrEqual(3)
+    expect(t.shed).toHaveLength(8)
+    expect(new Set(t.shed.map((s) => s.reason))).toEqual(new Set(['queue_full']))
+    expect(t.shed[0]).toEqual({ reason: 'queue_full', route: '/hold/:ms' })
+    // Nothing refused reached the pool.
+    expect(app.pgPool.stats()).toMatchObject({ leased: 0, waiting: 0 })
+  })
+
+  test('exempt routes answer while the queue is at its cap', async () => {
+    const { app, shed } = await start(db.url, { max: 1, maxWaiting: 2 })
+    const admitted = Array.from({ length: 3 }, () => app.inject('/hold/300'))
+    expect(await waitFor(() => app.pgPool.stats().waiting === 2)).toBe(true)
+    expect((await app.inject('/hold/1')).statusCode).toBe(503)
+    expect((await app.inject('/nodb')).statusCode).toBe(200)
+    expect((await app.inject('/health/live')).statusCode).toBe(200)
+    expect((await app.inject('/not-a-route')).statusCode).toBe(404)
+    expect((await Promise.all(admitted)).map((res) => res.statusCode)).toEqual([200, 200, 200])
+    expect(shed).toEqual([{ reason: 'queue_full', route: '/hold/:ms' }])
+  })
+})
+
+describe('queueing delay', () => {
+  test('a standing queue is shed with FST_PG_POOL_OVERLOADED, exempt routes still answer, and admission clears once it drains', async () => {
+    // maxWaiting far above the load: every refusal here comes from the delay rule.
+    const t = await start(db.url, { max: 1, maxWaiting: 200 })
+    const { app } = t
+    const statuses: number[] = []
+    const codes = new Set<string>()
+    const load = closedLoop(app, '/hold/50', 30, 1_500, (res) => {
+      statuses.push(res.statusCode)
+      if (res.statusCode === 503) codes.add(res.json().code)
+    })
+    // In the middle of the overload, exempt routes that do use the database wait and succeed.
+    await sleep(700)
+    expect(t.shed.length).toBeGreaterThan(0)
+    const [health, optedOut] = await Promise.all([app.inject('/health/ready'), app.inject('/opted-out/1')])
+    expect(health.statusCode).toBe(200)
+    expect(optedOut.statusCode).toBe(200)
+    await load
+
+    const refused = statuses.filter((s) => s === 503).length
+    const served = statuses.filter((s) => s === 200).length
+    expect(refused).toBeGreaterThan(0)
+    expect(served).toBeGreaterThan(0)
+    expect(statuses.length).toBe(refused + served)
+    expect([...codes]).toEqual(['FST_PG_POOL_OVERLOADED'])
+    expect(new Set(t.shed.map((s) => s.reason))).toEqual(new Set(['queue_delay']))
+
+    // Drained: the next request is admitted; after a calm interval, a burst is queued again.
+    expect(await waitFor(() => app.pgPool.stats().waiting === 0 && app.pgPool.stats().leased === 0)).toBe(true)
+    expect((await app.inject('/hold/1')).statusCode).toBe(200)
+    await sleep(150)
+    expect((await app.inject('/hold/1')).statusCode).toBe(200)
+    await sleep(150)
+    const before = t.shed.length
+    const burst = await Promise.all(
+      Array.from({ length: 5 }, async (_, i) => {
+        await sleep(i * 5)
+        return app.inject('/hold/20')
+      }),
+    )
+    expect(burst.map((res) => res.statusCode)).toEqual([200, 200, 200, 200, 200])
+    expect(t.shed.length).toBe(before)
+  })
+
+  test('low priority is refused while normal and high priority are still queued', async () => {
+    const { app, shed } = await start(db.url, { max: 1, maxWaiting: 20 })
+    const admitted = Array.from({ length: 4 }, () => app.inject('/hold/200'))
+    expect(await waitFor(() => app.pgPool.stats().waiting === 3 && app.pgPool.stats().oldestWaitMs > 60)).toBe(true)
+    const low = await app.inject('/low/1')
+    expect(low.statusCode).toBe(503)
+    expect(low.json().code).toBe('FST_PG_POOL_OVERLOADED')
+    const [normal, high] = await Promise.all([app.inject('/hold/1'), app.inject('/high/1')])
+    expect(normal.statusCode).toBe(200)
+    expect(high.statusCode).toBe(200)
+    expect((await Promise.all(admitted)).map((res) => res.statusCode)).toEqual([200, 200, 200, 200])
+    expect(shed).toEqual([{ reason: 'queue_delay', route: '/low/:ms' }])
+  })
+
+  test('a busy but healthy pool (max 5, 10 clients, short queries) is never refused', async () => {
+    const { app, shed } = await start(db.url, { max: 5 })
+    const statuses = new Map<number, number>()
+    let waited = 0
+    app.pgPool.on('acquire', (waitMs) => {
+      if (waitMs > 0) waited++
+    })
+    await closedLoop(app, '/hold/0', 10, 1_500, (res) => {
+      statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1)
+    })
+    expect([...statuses.keys()]).toEqual([200])
+    expect(statuses.get(200)).toBeGreaterThan(200)
+    // The pool was really busy: requests did queue for a connection.
+    expect(waited).toBeGreaterThan(0)
+    expect(shed).toEqual([])
+  })
+})
+
+describe('Retry-After', () => {
+  /** Saturates the app and reads the Retry-After of its refusals. */
+  async function retryAfterAtCap(t: BackpressureApp, holdMs: number): Promise<number[]> {
+    const { app } = t
+    const { maxWaiting, max } = app.pgPool.options
+    const values: number[] = []
+    await closedLoop(app, `/hold/${holdMs}`, max + maxWaiting + 4, 1_200, (res) => {
+      if (res.statusCode === 503) {
+        values.push(Number(res.headers['retry-after']))
+      }
+    })
+    return values
+  }
+
+  test('follows the drain rate, within the configured bounds', async () => {
+    const [slow, fast] = await Promise.all([
+      start(db.url, { max: 1, maxWaiting: 10 }, { retryAfter: { min: 1, max: 3 } }),
+      start(db.url, { max: 2, maxWaiting: 10 }, { retryAfter: { min: 1, max: 3 } }),
+    ])
+    // slow drains ~5 requests/s: 11 ahead of a new request take ~2.2 s; fast drains ~200/s.
+    const [slowValues, fastValues] = await Promise.all([retryAfterAtCap(slow, 200), retryAfterAtCap(fast, 10)])
+    expect(slowValues.length).toBeGreaterThan(0)
+    expect(fastValues.length).toBeGreaterThan(0)
+    for (const v of [...slowValues, ...fastValues]) {
+      expect(Number.isInteger(v)).toBe(true)
+      expect(v).toBeGreaterThanOrEqual(1)
+      expect(v).toBeLessThanOrEqual(3)
+    }
+    // Once the rate is learnt (the later half of the run), Little's law sets the value.
+    const median = (values: number[]) => [...values.slice(values.length >> 1)].sort((a, b) => a - b)[values.length >> 2]
+    expect(median(slowValues)).toBeGreaterThanOrEqual(2)
+    expect(median(fastValues)).toBe(1)
+  })
+
+  test("the core's own acquire-timeout 503 carries the bounded Retry-After", async () => {
+    const { app } = await start(db.url, { max: 1, acquireTimeout: 100, retryAfter: 9 }, { retryAfter: { max: 4 } })
+    const hold = app.inject('/hold/400')
+    expect(await waitFor(() => app.pgPool.stats().leased === 1)).toBe(true)
+    const res = await app.inject('/high/1')
+    expect(res.statusCode).toBe(503)
+    expect(res.json().code).toBe('FST_PG_POOL_ACQUIRE_TIMEOUT')
+    expect(res.headers['retry-after']).toBe('4')
+    expect((await hold).statusCode).toBe(200)
+  })
+})
