@@ -1,6 +1,6 @@
 import type { LeasedDb, PgPoolView, PoolStats, RequestDb, RouteDbConfig } from '@fastify-pg-pool/core'
 import pgPoolCore from '@fastify-pg-pool/core'
-import Fastify from 'fastify'
+import Fastify, { type FastifyRequest } from 'fastify'
 import type postgres from 'postgres'
 import { describe, expectTypeOf, test } from 'vitest'
 
@@ -36,6 +36,23 @@ describe('types', () => {
       expectTypeOf(heldMs).toBeNumber()
       expectTypeOf(route).toBeString()
     })
+    app.pgPool.on('shed', (reason, route) => {
+      expectTypeOf(reason).toBeString()
+      expectTypeOf(route).toBeString()
+    })
+  })
+
+  test('onLease receives the request and the request’s query API', async () => {
+    const app = Fastify()
+    await app.register(pgPoolCore, {
+      onLease: async (request, db) => {
+        expectTypeOf(request).toEqualTypeOf<FastifyRequest>()
+        expectTypeOf(db).toEqualTypeOf<RequestDb>()
+        await db`select set_config('app.tenant', ${String(request.headers['x-tenant'])}, true)`
+      },
+    })
+    // @ts-expect-error onLease is a function
+    await app.register(pgPoolCore, { onLease: 'tenant' })
   })
 
   test('route config.db', () => {
