@@ -9,7 +9,7 @@ export const errors = {
   ),
   FST_PG_POOL_METRICS_DUPLICATE: createError(
     'FST_PG_POOL_METRICS_DUPLICATE',
-    'The registry already holds %s; two apps sharing one registry need different prefixes',
+    'The registry already holds a metric named %s (apps sharing a registry need different prefixes, and only one may enable defaultMetrics)',
     500,
   ),
 } as const satisfies Record<string, FastifyErrorConstructor>

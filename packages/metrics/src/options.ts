@@ -27,7 +27,7 @@ export interface PgPoolMetricsOptions {
   onRequest?: OnRequest | OnRequest[]
   /** HTTP request duration histogram (turn off when fastify-metrics already measures). Default true. */
   httpMetrics?: boolean
-  /** prom-client's Node process metrics (`collectDefaultMetrics`) with the same prefix. Default false. */
+  /** prom-client's Node process metrics (`collectDefaultMetrics`, unprefixed `process_*`, `nodejs_*`). Default false. */
   defaultMetrics?: boolean
   /** Histogram buckets, seconds; each given list replaces that histogram's default. */
   buckets?: MetricsBuckets

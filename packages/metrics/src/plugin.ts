@@ -31,7 +31,8 @@ const metrics: FastifyPluginAsync<PgPoolMetricsOptions> = async (app, opts) => {
   try {
     detach = registerPoolMetrics(app.pgPool, options, routes)
     if (options.httpMetrics) registerHttpMetrics(app, options, routes)
-    if (options.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: options.prefix })
+    // Standard names (process_*, nodejs_*), as Node.js dashboards expect them.
+    if (options.defaultMetrics) collectDefaultMetrics({ register: registry })
   } catch (error) {
     detach()
     const message = error instanceof Error ? error.message : String(error)
