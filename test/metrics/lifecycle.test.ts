@@ -1,0 +1,79 @@
+import pgPoolMetrics from '@fastify-pg-pool/metrics'
+import { Gauge, register as globalRegistry, Registry } from 'prom-client'
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { coreApp } from '../support/app.js'
+import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { parseExposition } from './exposition.js'
+
+let db: TestDatabase
+beforeAll(async () => {
+  db = await createTestDatabase()
+})
+afterAll(() => db.drop())
+
+describe('registering and closing', () => {
+  test('two apps in one process, registered and closed 20 times: no errors, no growth', async () => {
+    const shared = new Registry()
+    new Gauge({ name: 'user_gauge', help: 'A metric of the app itself', registers: [shared] })
+    const sharedBaseline = shared.getMetricsAsArray().map((m) => m.name)
+    const sizes = new Set<number>()
+    const errors: unknown[] = []
+
+    for (let round = 0; round < 20; round++) {
+      // A: a fresh registry of its own (the default). B: a registry that outlives it.
+      const a = await coreApp(db.url, { max: 1 })
+      const b = await coreApp(db.url, { max: 1 })
+      try {
+        await a.app.register(pgPoolMetrics)
+        await b.app.register(pgPoolMetrics, { registry: shared, prefix: 'b_' })
+        for (const { app } of [a, b]) {
+          app.get('/one', async (request) => (await request.db`select 1 as one`)[0])
+          expect((await app.inject({ url: '/one' })).statusCode).toBe(200)
+        }
+        const ma = parseExposition((await a.app.inject({ url: '/metrics' })).body)
+        const mb = parseExposition((await b.app.inject({ url: '/metrics' })).body)
+        // Each app counts only its own work, every round.
+        expect(ma.value('pg_pool_acquires_total', { result: 'ok' })).toBe(1)
+        expect(mb.value('b_acquires_total', { result: 'ok' })).toBe(1)
+        expect(ma.find('b_acquires_total')).toEqual([])
+        sizes.add(a.app.pgPoolMetrics.registry.getMetricsAsArray().length)
+        expect(a.app.pgPoolMetrics.registry).not.toBe(globalRegistry)
+      } catch (error) {
+        errors.push(error)
+      } finally {
+        await Promise.all([a.app.close(), b.app.close()])
+      }
+      expect(shared.getMetricsAsArray().map((m) => m.name)).toEqual(sharedBaseline)
+    }
+
+    expect(errors).toEqual([])
+    expect(sizes.size).toBe(1)
+    expect(globalRegistry.getMetricsAsArray()).toEqual([])
+  })
+
+  test('every listener the plugin adds to the pool view is removed on close', async () => {
+    const { app } = await coreApp(db.url, { max: 1 })
+    const view = app.pgPool
+    const live = new Map<string, Set<unknown>>()
+    const { on, off } = view
+    type Subscribe = (event: string, listener: unknown) => unknown
+    Object.assign(view, {
+      on(event: string, listener: unknown) {
+        live.set(event, (live.get(event) ?? new Set()).add(listener))
+        return (on as Subscribe).call(view, event, listener)
+      },
+      off(event: string, listener: unknown) {
+        live.get(event)?.delete(listener)
+        return (off as Subscribe).call(view, event, listener)
+      },
+    })
+    await app.register(pgPoolMetrics)
+    await app.ready()
+    expect([...live.keys()].sort()).toEqual(
+      ['acquire', 'acquireError', 'close', 'connect', 'connectError', 'leak', 'release', 'shed'].sort(),
+    )
+    expect([...live.values()].every((listeners) => listeners.size === 1)).toBe(true)
+    await app.close()
+    expect([...live.values()].every((listeners) => listeners.size === 0)).toBe(true)
+  })
+})
