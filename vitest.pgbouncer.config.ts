@@ -16,8 +16,10 @@ export default defineConfig({
       'test/core/refusals.test.ts',
       'test/core/query-api.test.ts',
       'test/core/aborts.test.ts',
+      'test/health/**/*.test.ts',
       'test/pgbouncer/**/*.test.ts',
     ],
+    exclude: ['**/node_modules/**'],
     typecheck: { enabled: false },
   },
 })
