@@ -17,7 +17,6 @@ export default defineConfig({
       'test/core/query-api.test.ts',
       'test/core/aborts.test.ts',
       'test/health/**/*.test.ts',
-      'test/health/**/*.test.ts',
       'test/pgbouncer/**/*.test.ts',
     ],
     exclude: ['**/node_modules/**'],
