@@ -1,6 +1,6 @@
 import pgPoolBackpressure, { type PgPoolBackpressureOptions } from '@fastify-pg-pool/backpressure'
 import type { PoolOptions } from '@fastify-pg-pool/core'
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import type { FastifyInstance, FastifyRequest, LightMyRequestResponse } from 'fastify'
 import { coreApp, type TestApp } from '../support/app.js'
 
 export interface Shed {
@@ -28,9 +28,8 @@ export async function backpressureApp(
   await app.register(pgPoolBackpressure, options)
   const shed: Shed[] = []
   app.pgPool.on('shed', (reason, route) => shed.push({ reason, route }))
-  const hold = async (request: { params: unknown; db: FastifyInstance['db'] }) => {
-    const ms = Number((request.params as { ms: string }).ms)
-    await request.db`select pg_sleep(${ms / 1000})`
+  const hold = async (request: FastifyRequest<{ Params: { ms: string } }>) => {
+    await request.db`select pg_sleep(${Number(request.params.ms) / 1000})`
     return { ok: true }
   }
   app.get('/hold/:ms', hold)

@@ -91,7 +91,7 @@ export class Admission {
     const rate = this.drainRate
     const seconds =
       rate === undefined ? this.#view.options.retryAfter : rate > 0 ? Math.ceil((stats.waiting + 1) / rate) : max
-    return seconds < min ? min : seconds > max ? max : seconds
+    return Math.min(max, Math.max(min, seconds))
   }
 
   /** Waiters allowed while overloaded: those the pool drains within `target`, at least one. */

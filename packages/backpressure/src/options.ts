@@ -23,7 +23,7 @@ export interface ProcessPressureOptions {
   maxHeapUsedBytes?: number
   /** RSS bytes above which requests are refused. Default 0 (off). */
   maxRssBytes?: number
-  /** How often the process is sampled, ms. Default 1000. */
+  /** How often the process is sampled, ms (at least 50). Default 1000. */
   sampleInterval?: number
 }
 
@@ -120,8 +120,10 @@ function resolveProcess(raw: unknown): ResolvedProcessOptions | false {
       name('sampleInterval'),
       given.sampleInterval,
       1000,
-      (n) => Number.isInteger(n) && n >= 10,
-      'an integer >= 10',
+      // under-pressure samples the loop every 10 ms and reads a window without a sample as an
+      // infinite delay: a shorter interval would refuse requests on an idle process.
+      (n) => Number.isInteger(n) && n >= 50,
+      'an integer >= 50',
     ),
   })
 }

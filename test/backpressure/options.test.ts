@@ -1,0 +1,134 @@
+import { readFileSync } from 'node:fs'
+import * as backpressure from '@fastify-pg-pool/backpressure'
+import pgPoolBackpressure, { errors } from '@fastify-pg-pool/backpressure'
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
+import { coreApp, type TestApp } from '../support/app.js'
+import { createTestDatabase, sleep, type TestDatabase } from '../support/database.js'
+import { type BackpressureApp, backpressureApp } from './helpers.js'
+
+let db: TestDatabase
+let current: TestApp | BackpressureApp | undefined
+beforeAll(async () => {
+  db = await createTestDatabase()
+})
+afterEach(async () => {
+  await current?.app.close()
+  current = undefined
+})
+afterAll(() => db.drop())
+
+describe('@fastify-pg-pool/backpressure exports', () => {
+  test('the plugin is the default and a named export, with fastify-plugin metadata', () => {
+    expect(pgPoolBackpressure).toBe(backpressure.pgPoolBackpressure)
+    const meta = (pgPoolBackpressure as unknown as Record<symbol, Record<string, unknown>>)[Symbol.for('plugin-meta')]
+    expect(meta).toMatchObject({
+      name: '@fastify-pg-pool/backpressure',
+      fastify: '5.x',
+      dependencies: ['@fastify-pg-pool/core'],
+    })
+    expect(Object.keys(backpressure).sort()).toEqual(['default', 'errors', 'pgPoolBackpressure'])
+  })
+
+  test('every error code is documented in the README with its status', () => {
+    const readme = readFileSync(new URL('../../packages/backpressure/README.md', import.meta.url), 'utf8')
+    for (const [code, ErrorClass] of Object.entries(errors)) {
+      const status = new (ErrorClass as new (...a: unknown[]) => { statusCode: number })('x', 'y').statusCode
+      expect(readme, code).toMatch(new RegExp(`\\|\\s*\`${code}\`\\s*\\|\\s*${status}\\s*\\|`))
+    }
+  })
+})
+
+describe('process pressure', () => {
+  test('over a threshold, routes that may use the database get a coded 503; exempt routes still answer', async () => {
+    const t = await backpressureApp(
+      db.url,
+      { max: 2 },
+      { process: { maxHeapUsedBytes: 1, sampleInterval: 50 }, retryAfter: { min: 2 } },
+    )
+    current = t
+    const { app, shed } = t
+    await sleep(120)
+    const res = await app.inject('/hold/1')
+    expect(res.statusCode).toBe(503)
+    expect(res.headers['retry-after']).toBe('2')
+    expect(res.json()).toEqual({
+      statusCode: 503,
+      code: 'FST_PG_POOL_PROCESS_PRESSURE',
+      error: 'Service Unavailable',
+      message: 'The server is under pressure (heapUsedBytes); retry later',
+    })
+    for (const path of ['/nodb', '/health/live', '/health/ready', '/opted-out/1']) {
+      expect((await app.inject(path)).statusCode, path).toBe(200)
+    }
+    expect(shed).toEqual([{ reason: 'process', route: '/hold/:ms' }])
+    expect(app.pgPool.stats().leased).toBe(0)
+  })
+
+  test('event-loop delay: a blocked loop turns requests away until it recovers', async () => {
+    current = await backpressureApp(db.url, { max: 2 }, { process: { maxEventLoopDelay: 5, sampleInterval: 100 } })
+    const { app } = current
+    expect((await app.inject('/hold/1')).statusCode).toBe(200)
+    // One 300 ms block lifts the mean delay of the sample that contains it far above 5 ms;
+    // that sample is read within one sampleInterval, and holds for one interval.
+    const until = Date.now() + 300
+    while (Date.now() < until) {}
+    let res = await app.inject('/hold/1')
+    for (let i = 0; i < 60 && res.statusCode !== 503; i++) {
+      await sleep(5)
+      res = await app.inject('/hold/1')
+    }
+    expect(res.statusCode).toBe(503)
+    expect(res.json().code).toBe('FST_PG_POOL_PROCESS_PRESSURE')
+    expect(res.json().message).toContain('eventLoopDelay')
+    await sleep(350)
+    expect((await app.inject('/hold/1')).statusCode).toBe(200)
+  })
+
+  test('process: false registers no @fastify/under-pressure', async () => {
+    current = await backpressureApp(db.url, { max: 1 }, { process: false })
+    expect(current.app.hasDecorator('isUnderPressure')).toBe(false)
+  })
+})
+
+describe('options', () => {
+  const bad: [unknown, string][] = [
+    [{ target: 0 }, 'Invalid option backpressure.target: expected a number > 0, got 0'],
+    [{ interval: '100' }, 'Invalid option backpressure.interval: expected a number > 0, got "100"'],
+    [{ retryAfter: { min: 0 } }, 'Invalid option backpressure.retryAfter.min: expected an integer >= 1, got 0'],
+    [
+      { retryAfter: { min: 5, max: 2 } },
+      'Invalid option backpressure.retryAfter.max: expected at least min (5), got 2',
+    ],
+    [{ exempt: ['health'] }, 'Invalid option backpressure.exempt: expected an array of paths starting with /'],
+    [{ process: { maxEventLoopUtilization: 2 } }, 'Invalid option backpressure.process.maxEventLoopUtilization'],
+    [{ process: { sampleInterval: 1 } }, 'Invalid option backpressure.process.sampleInterval'],
+    [{ targt: 5 }, 'Invalid option backpressure.targt: unknown option'],
+  ]
+  test.each(bad)('%j fails at register with FST_PG_POOL_INVALID_OPTION', async (options, message) => {
+    current = await coreApp(db.url, { max: 1 })
+    const registering = current.app.register(pgPoolBackpressure, options as never)
+    const error = await registering.ready().then(
+      () => undefined,
+      (e: Error & { code?: string }) => e,
+    )
+    expect(error?.code).toBe('FST_PG_POOL_INVALID_OPTION')
+    expect(error?.message).toContain(message)
+  })
+
+  test('a bad config.backpressure fails when the route is added', async () => {
+    current = await coreApp(db.url, { max: 1 })
+    const { app } = current
+    await app.register(pgPoolBackpressure)
+    await app.after()
+    expect(() =>
+      app.get('/x', { config: { backpressure: { priority: 'urgent' as never } } }, async () => ({})),
+    ).toThrow(/config\.backpressure\.priority of \/x: expected high, normal or low, got "urgent"/)
+  })
+
+  test('without the core it refuses to register', async () => {
+    const Fastify = (await import('fastify')).default
+    const app = Fastify()
+    app.register(pgPoolBackpressure)
+    await expect(app.ready()).rejects.toThrow(/@fastify-pg-pool\/core/)
+  })
+})
