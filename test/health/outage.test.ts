@@ -21,7 +21,8 @@ async function probeUntil(base: string, path: string, done: (p: Probe) => boolea
   for (;;) {
     const p = await probe(base, path)
     if (done(p)) return { probe: p, ms: performance.now() - started }
-    if (performance.now() - started > timeoutMs) throw new Error(`still ${p.status} ${p.body.status} after ${timeoutMs} ms`)
+    if (performance.now() - started > timeoutMs)
+      throw new Error(`still ${p.status} ${p.body.status} after ${timeoutMs} ms`)
     await sleep(50)
   }
 }

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
-import pgPoolHealth, { type HealthResponse, type PgPoolHealthOptions } from '@fastify-pg-pool/health'
 import type { PoolOptions } from '@fastify-pg-pool/core'
+import pgPoolHealth, { type HealthResponse, type PgPoolHealthOptions } from '@fastify-pg-pool/health'
 import { Ajv } from 'ajv'
 import formatsPlugin from 'ajv-formats'
 import type { FastifyServerOptions } from 'fastify'

@@ -3,8 +3,8 @@ import pgPoolHealth, {
   type HealthCheck,
   type HealthResponse,
   type HealthStatus,
-  type PgPoolHealthOptions,
   pgPoolHealth as named,
+  type PgPoolHealthOptions,
 } from '@fastify-pg-pool/health'
 import Fastify, { type FastifyPluginAsync } from 'fastify'
 import { describe, expectTypeOf, test } from 'vitest'
@@ -53,7 +53,9 @@ describe('@fastify-pg-pool/health types', () => {
     expectTypeOf<NonNullable<HealthResponse['checks']>['postgres:responseTime']>().toEqualTypeOf<
       readonly [HealthCheck] | undefined
     >()
-    expectTypeOf<NonNullable<NonNullable<HealthResponse['checks']>['postgres:connections']>[0]['waiting']>().toBeNumber()
+    expectTypeOf<
+      NonNullable<NonNullable<HealthResponse['checks']>['postgres:connections']>[0]['waiting']
+    >().toBeNumber()
     expectTypeOf<NonNullable<NonNullable<HealthResponse['checks']>['postgres:budget']>[0]['available']>().toBeNumber()
   })
 })

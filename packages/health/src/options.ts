@@ -89,12 +89,7 @@ const integers = {
 const paths = { livePath: '/health/live', readyPath: '/health/ready', healthPath: '/health' } as const
 const texts = ['serviceId', 'description', 'version', 'releaseId', 'logLevel'] as const
 const choices = { requireDatabase: ['always', 'startup'], details: ['full', 'public'] } as const
-const known = new Set<string>([
-  ...Object.keys(integers),
-  ...Object.keys(paths),
-  ...texts,
-  ...Object.keys(choices),
-])
+const known = new Set<string>([...Object.keys(integers), ...Object.keys(paths), ...texts, ...Object.keys(choices)])
 
 function invalid(name: string, problem: string): Error {
   return new errors.FST_PG_POOL_INVALID_OPTION(`health.${name}`, problem)
