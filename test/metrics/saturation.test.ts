@@ -1,0 +1,59 @@
+import pgPoolMetrics from '@fastify-pg-pool/metrics'
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { coreApp } from '../support/app.js'
+import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { listen, startRequest } from '../support/http.js'
+import { parseExposition } from './exposition.js'
+
+let db: TestDatabase
+beforeAll(async () => {
+  db = await createTestDatabase()
+})
+afterAll(() => db.drop())
+
+async function until(check: () => boolean, what: string, timeoutMs = 3_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
+
+describe('scraping a saturated pool', () => {
+  test('every connection leased and 20 waiters: /metrics answers in under 50 ms', async () => {
+    const { app } = await coreApp(db.url, { max: 2, maxWaiting: 50, acquireTimeout: 5_000 })
+    try {
+      await app.register(pgPoolMetrics)
+      app.get('/slow', async (request) => {
+        await request.db`select pg_sleep(1.5)`
+        return { slept: true }
+      })
+      const base = await listen(app)
+      // The client's first fetch loads undici and opens the socket: not the server's time.
+      expect((await fetch(`${base}/metrics`)).status).toBe(200)
+      const requests = Array.from({ length: 22 }, () => startRequest(`${base}/slow`))
+      await until(() => app.pgPool.stats().leased === 2 && app.pgPool.stats().waiting === 20, '2 leases, 20 waiters')
+
+      const timings: number[] = []
+      let last = ''
+      for (let i = 0; i < 10; i++) {
+        const started = performance.now()
+        const response = await fetch(`${base}/metrics`)
+        last = await response.text()
+        timings.push(performance.now() - started)
+        expect(response.status).toBe(200)
+      }
+      const m = parseExposition(last)
+      expect(m.value('pg_pool_waiters')).toBe(20)
+      expect(m.value('pg_pool_connections', { state: 'leased' })).toBe(2)
+      expect(m.value('pg_pool_oldest_wait_seconds')).toBeGreaterThan(0)
+      console.log(`scrape ms while saturated: ${timings.map((t) => t.toFixed(1)).join(' ')}`)
+      expect(Math.max(...timings)).toBeLessThan(50)
+
+      for (const request of requests) request.abort()
+      await Promise.all(requests.map((r) => r.done))
+    } finally {
+      await app.close()
+    }
+  })
+})
