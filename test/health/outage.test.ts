@@ -162,3 +162,26 @@ describe('secrets', () => {
     }
   })
 })
+
+describe('connection budget', () => {
+  test('max × instances above the server’s slots: postgres:budget warns, readiness stays 200 warn', async () => {
+    // The private server allows 200 connections: 100 × 3 instances exceeds them.
+    const { app } = await healthApp(server.url, { pgbouncer: false, max: 100, instances: 3 })
+    try {
+      const ready = await probe(await listen(app), '/health/ready')
+      expect(ready.status).toBe(200)
+      expect(ready.body.status).toBe('warn')
+      const [budget] = ready.body.checks?.['postgres:budget'] ?? []
+      expect(budget).toMatchObject({
+        status: 'warn',
+        observedValue: 300,
+        maxConnections: 200,
+        instances: 3,
+      })
+      expect(budget?.available).toBeLessThan(300)
+      expect(ready.body.output).toContain('300 connections, more than the')
+    } finally {
+      await app.close()
+    }
+  })
+})
