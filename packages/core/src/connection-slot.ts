@@ -1,3 +1,5 @@
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
 import postgres from 'postgres'
 import type { ResolvedConnection, ResolvedPoolOptions } from './options.js'
 
@@ -37,6 +39,7 @@ export class ConnectionSlot {
   /** Set when the connection saw a connection-level error; it is never leased again. */
   closeReason: CloseReason | undefined
   #ended: Promise<void> | undefined
+  readonly #fetchTypes: boolean
 
   constructor(connection: ResolvedConnection, pool: ResolvedPoolOptions, onNotice: (notice: postgres.Notice) => void) {
     this.expiresAt = pool.maxLifetime > 0 ? this.createdAt + pool.maxLifetime * (1 - Math.random() * 0.15) : Infinity
@@ -59,6 +62,12 @@ export class ConnectionSlot {
       },
     }
     this.sql = connection.url === undefined ? postgres(options) : postgres(connection.url, options)
+    // postgres.js loads array types on each new connection from a promise nobody handles: a
+    // connection lost or a statement_timeout at that moment ends the process with an unhandled
+    // rejection (porsager/postgres#1192, #1205, #1223). open() loads them instead, as an
+    // ordinary query whose failure is a connect error. postgres.js reads this per connection.
+    this.#fetchTypes = this.sql.options.fetch_types !== false
+    ;(this.sql.options as { fetch_types: boolean }).fetch_types = false
     const probe = this.sql`select 1` as unknown as { handler: QueryHandler; canceller: QueryCanceller }
     this.send = probe.handler
     this.cancelQuery = probe.canceller
@@ -76,7 +85,13 @@ export class ConnectionSlot {
   async open(arrayTypes?: Record<number, number>): Promise<void> {
     const [row] = await this.sql<{ pid: number }[]>`select pg_backend_pid() as pid`
     this.pid = row?.pid ?? 0
-    if (arrayTypes) Object.assign(arrayTypes, sharedOf(this.sql).typeArrayMap)
+    if (arrayTypes === undefined || !this.#fetchTypes) return
+    // The oids are the server's: loaded once per pool, installed on every connection.
+    if (Object.keys(arrayTypes).length === 0) {
+      const rows = await this.sql.unsafe<{ oid: number | null; typarray: number | null }[]>(ARRAY_TYPES_SQL)
+      for (const { oid, typarray } of rows) if (oid && typarray) arrayTypes[oid] = typarray
+    }
+    installArrayTypes(this.sql.options as unknown as TypeOptions, arrayTypes)
   }
 
   /** Marks the slot unusable; the first reason wins. */
@@ -92,6 +107,40 @@ export class ConnectionSlot {
     this.markClosed(reason)
     this.#ended ??= this.sql.end({ timeout: graceSeconds }).catch(() => {})
     return this.#ended
+  }
+}
+
+/** The query postgres.js's own fetchArrayTypes runs. */
+const ARRAY_TYPES_SQL = `select b.oid, b.typarray from pg_catalog.pg_type a
+  left join pg_catalog.pg_type b on b.oid = a.typelem
+  where a.typcategory = 'A' group by b.oid, b.typarray order by b.oid`
+
+type Parser = ((x: string) => unknown) & { array?: boolean }
+type Serializer = (x: unknown) => unknown
+interface TypeOptions {
+  parsers: Record<number, Parser>
+  serializers: Record<number, Serializer>
+  shared: { typeArrayMap: Record<number, number> }
+}
+interface ArrayCodecs {
+  arrayParser(x: string, parser: Parser | undefined, typarray: number): unknown
+  arraySerializer(xs: unknown, serializer: Serializer | undefined, options: TypeOptions, typarray: number): unknown
+}
+// Not exported by the package: its array codecs, from its CommonJS build (pure functions).
+const require = createRequire(import.meta.url)
+const codecs = require(join(dirname(require.resolve('postgres')), 'types.js')) as ArrayCodecs
+
+/** What postgres.js's addArrayType does for each row of its array types query. */
+function installArrayTypes(options: TypeOptions, arrayTypes: Record<number, number>): void {
+  for (const [key, typarray] of Object.entries(arrayTypes)) {
+    const oid = Number(key)
+    if (options.parsers[typarray] && options.serializers[typarray]) continue
+    const parser = options.parsers[oid]
+    options.shared.typeArrayMap[oid] = typarray
+    const parse: Parser = (xs) => codecs.arrayParser(xs, parser, typarray)
+    parse.array = true
+    options.parsers[typarray] = parse
+    options.serializers[typarray] = (xs) => codecs.arraySerializer(xs, options.serializers[oid], options, typarray)
   }
 }
 
