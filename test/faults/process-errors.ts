@@ -8,6 +8,7 @@ export function failOnProcessErrors(): unknown[] {
   const seen: unknown[] = []
   const collect = (error: unknown) => {
     seen.push(error)
+    console.error('[process error]', error instanceof Error ? error.stack : error)
   }
   beforeAll(() => {
     process.on('uncaughtException', collect)

@@ -17,6 +17,11 @@ export interface TcpProxy {
   readonly accepted: number
   /** Client connections open now. */
   readonly open: number
+  /**
+   * Called with every chunk a client sends, before it is forwarded: a test can switch modes at
+   * an exact point of the protocol (e.g. when a given query goes out).
+   */
+  onClientData: ((chunk: Buffer) => void) | undefined
   /** Switches mode; applies to open connections too. `delayMs` is used by 'delay'. */
   setMode(mode: ProxyMode, delayMs?: number): void
   /** Returns a URL with host and port replaced by the proxy's. */
@@ -36,9 +41,10 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
   let accepted = 0
   const pipes = new Set<Pipe>()
 
-  const forward = (from: Socket, to: Socket) => {
+  const forward = (from: Socket, to: Socket, tap: (chunk: Buffer) => void) => {
     from.on('data', (chunk: Buffer) => {
-      if (mode === 'blackhole') return
+      tap(chunk)
+      if (mode === 'blackhole' || mode === 'reset') return
       if (mode === 'delay' && delayMs > 0) {
         // Pause while the chunk waits so that order is kept.
         from.pause()
@@ -63,8 +69,8 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
     upstream.on('error', () => {})
     const pipe: Pipe = { client, upstream }
     pipes.add(pipe)
-    forward(client, upstream)
-    forward(upstream, client)
+    forward(client, upstream, (chunk) => proxy.onClientData?.(chunk))
+    forward(upstream, client, () => {})
     const drop = () => {
       pipes.delete(pipe)
       // A blackhole never tells the other side anything, not even that its peer left.
@@ -85,8 +91,9 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
   })
   const port = (server.address() as { port: number }).port
 
-  return {
+  const proxy: TcpProxy = {
     port,
+    onClientData: undefined,
     get mode() {
       return mode
     },
@@ -122,4 +129,5 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
       await new Promise<void>((resolve) => server.close(() => resolve()))
     },
   }
+  return proxy
 }
