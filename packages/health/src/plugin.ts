@@ -5,7 +5,7 @@ import { type HealthResponse, liveness, readiness } from './health-report.js'
 import { type PgPoolHealthOptions, resolveHealthOptions } from './options.js'
 import { PingCache } from './ping-cache.js'
 
-export const HEALTH_CONTENT_TYPE = 'application/health+json; charset=utf-8'
+const HEALTH_CONTENT_TYPE = 'application/health+json; charset=utf-8'
 
 // Probes must never be refused: not by pool admission control (db: false also keeps them off
 // the pool), not by @fastify-pg-pool/backpressure, not by @fastify/under-pressure (a route
@@ -32,12 +32,13 @@ const health: FastifyPluginAsync<PgPoolHealthOptions> = async (app: FastifyInsta
   const ready = async (): Promise<HealthResponse> => {
     const ping = draining ? undefined : await pings.get()
     const body = readiness(
+      // Checked again after the ping: close may have begun while it ran.
       { stats: view.stats(), budget: view.budget(), ping: draining ? undefined : ping, everPassed: pings.everPassed },
       { ...options, details: 'full' },
     )
     if (body.status !== lastStatus) {
       // Once per change, not per probe; the output holds codes and counts only.
-      const level = body.status === 'pass' ? 'info' : 'warn'
+      const level = body.status === 'pass' || draining ? 'info' : 'warn'
       app.log[level]({ health: body.status, output: body.output }, `readiness is ${body.status}`)
       lastStatus = body.status
     }
@@ -52,8 +53,7 @@ const health: FastifyPluginAsync<PgPoolHealthOptions> = async (app: FastifyInsta
     ...(options.logLevel === undefined ? {} : { logLevel: options.logLevel }),
   } as const
   if (options.livePath !== false) {
-    const body = () => liveness(options)
-    routes.push({ ...common, url: options.livePath, handler: (_request, reply) => send(reply, body()) })
+    routes.push({ ...common, url: options.livePath, handler: (_request, reply) => send(reply, liveness(options)) })
   }
   for (const url of [options.readyPath, options.healthPath]) {
     if (url === false) continue
