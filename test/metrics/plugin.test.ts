@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import * as metricsPackage from '@fastify-pg-pool/metrics'
 import pgPoolMetrics, { errors, negotiate, type PgPoolMetricsOptions } from '@fastify-pg-pool/metrics'
 import type { FastifyInstance } from 'fastify'
-import { Counter, Registry } from 'prom-client'
+import { Counter, openMetricsContentType, Registry } from 'prom-client'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { coreApp } from '../support/app.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
@@ -26,6 +26,12 @@ async function metricsApp(options: PgPoolMetricsOptions = {}): Promise<FastifyIn
   app.get('/item', async (request) => (await request.db`select 1 as one`)[0])
   await app.ready()
   return app
+}
+
+function openMetricsRegistry(): Registry {
+  const registry = new Registry()
+  ;(registry as unknown as { setContentType(type: string): void }).setContentType(openMetricsContentType)
+  return registry
 }
 
 // What Prometheus 2.42 sends by default.
@@ -225,7 +231,7 @@ describe('options', () => {
     [{ path: 'metrics' }, 'path'],
     [{ path: true }, 'path'],
     [{ registry: {} }, 'registry'],
-    [{ registry: new Registry(Registry.OPENMETRICS_CONTENT_TYPE) }, 'registry'],
+    [{ registry: openMetricsRegistry() }, 'registry'],
     [{ httpMetrics: 'yes' }, 'httpMetrics'],
     [{ defaultMetrics: 1 }, 'defaultMetrics'],
     [{ maxRoutes: 0 }, 'maxRoutes'],

@@ -1,6 +1,6 @@
 export { errors, type PgPoolMetricsErrorCode } from './errors.js'
 export { type ExpositionFormat, negotiate, type Scrape } from './exposition.js'
 export { UNMATCHED_ROUTE } from './http-metrics.js'
-export { defaultBuckets, type MetricsBuckets, type PgPoolMetricsOptions } from './options.js'
+export { defaultBuckets, type MetricsBuckets, type MetricsOnRequestHook, type PgPoolMetricsOptions } from './options.js'
 export { type PgPoolMetricsView, pgPoolMetrics, pgPoolMetrics as default } from './plugin.js'
 export { knownShedReasons } from './pool-metrics.js'

@@ -1,4 +1,4 @@
-import type { onRequestAsyncHookHandler, onRequestHookHandler } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import { prometheusContentType, Registry } from 'prom-client'
 import { invalidOption } from './errors.js'
 
@@ -14,7 +14,15 @@ export interface MetricsBuckets {
   http?: readonly number[]
 }
 
-type OnRequest = onRequestHookHandler | onRequestAsyncHookHandler
+/** An `onRequest` hook of the metrics route: async (reply to refuse), or calling `done`. */
+export type MetricsOnRequestHook = (
+  this: FastifyInstance,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  done: HookHandlerDoneFunction,
+) => unknown
+
+type OnRequest = MetricsOnRequestHook
 
 export interface PgPoolMetricsOptions {
   /** prom-client registry to register into. Default: a new `Registry` owned by this app. */

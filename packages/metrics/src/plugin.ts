@@ -60,7 +60,8 @@ const metrics: FastifyPluginAsync<PgPoolMetricsOptions> = async (app, opts) => {
     // Not a literal in the route options: `backpressure` is typed by that package, if installed.
     const config: Record<string, unknown> = { db: false, backpressure: false }
     const routeOptions: RouteShorthandOptions = { config, logLevel: 'warn' }
-    if (options.onRequest.length > 0) routeOptions.onRequest = options.onRequest
+    if (options.onRequest.length > 0)
+      routeOptions.onRequest = options.onRequest as NonNullable<RouteShorthandOptions['onRequest']>
     app.get(options.path, routeOptions, async (request, reply) => {
       const { contentType, body } = await scrape(registry, request.headers.accept)
       return reply.type(contentType).send(body)
