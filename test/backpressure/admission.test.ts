@@ -118,25 +118,43 @@ describe('queueing delay', () => {
     expect([...codes]).toEqual(['FST_PG_POOL_OVERLOADED'])
     expect(new Set(t.shed.map((s) => s.reason))).toEqual(new Set(['queue_delay']))
 
-    // Drained: the next request is admitted; after a calm interval, a burst is queued again.
+    // Drained: the next request is admitted at once.
     expect(await waitFor(() => app.pgPool.stats().waiting === 0 && app.pgPool.stats().leased === 0)).toBe(true)
     expect((await app.inject('/hold/1')).statusCode).toBe(200)
-    await sleep(150)
-    expect((await app.inject('/hold/1')).statusCode).toBe(200)
-    await sleep(150)
+    // Fast again for a while, a small queue is accepted again.
+    const until = Date.now() + 300
+    while (Date.now() < until) expect((await app.inject('/hold/1')).statusCode).toBe(200)
     const before = t.shed.length
     const burst = await Promise.all(
-      Array.from({ length: 5 }, async (_, i) => {
-        await sleep(i * 5)
-        return app.inject('/hold/20')
+      [40, 1, 1].map(async (ms, i) => {
+        await sleep(i * 10)
+        return app.inject(`/hold/${ms}`)
       }),
     )
-    expect(burst.map((res) => res.statusCode)).toEqual([200, 200, 200, 200, 200])
+    expect(burst.map((res) => res.statusCode)).toEqual([200, 200, 200])
     expect(t.shed.length).toBe(before)
   })
 
+  test('CoDel: a burst within maxDelay is absorbed; once waits stand above target for an interval, requests are held to target', async () => {
+    // maxDelay above anything this load queues: every refusal here comes from the standing-queue state.
+    const t = await start(db.url, { max: 1, maxWaiting: 200 }, { target: 20, interval: 100, maxDelay: 2_000 })
+    const { app } = t
+    const started = Date.now()
+    let firstShed = 0
+    app.pgPool.on('shed', () => {
+      firstShed ||= Date.now() - started
+    })
+    const statuses: number[] = []
+    await closedLoop(app, '/hold/50', 10, 1_000, (res) => statuses.push(res.statusCode))
+    expect(statuses.filter((s) => s === 503).length).toBeGreaterThan(0)
+    expect(new Set(t.shed.map((s) => s.reason))).toEqual(new Set(['queue_delay']))
+    // Nothing was refused before waits had stood above target for a whole interval.
+    expect(firstShed).toBeGreaterThanOrEqual(120)
+  })
+
   test('low priority is refused while normal and high priority are still queued', async () => {
-    const { app, shed } = await start(db.url, { max: 1, maxWaiting: 20 })
+    // maxDelay far above the queue: normal requests are only refused at the cap here.
+    const { app, shed } = await start(db.url, { max: 1, maxWaiting: 20 }, { maxDelay: 5_000 })
     const admitted = Array.from({ length: 4 }, () => app.inject('/hold/200'))
     expect(await waitFor(() => app.pgPool.stats().waiting === 3 && app.pgPool.stats().oldestWaitMs > 60)).toBe(true)
     const low = await app.inject('/low/1')

@@ -103,6 +103,7 @@ describe('options', () => {
     [{ process: { maxEventLoopUtilization: 2 } }, 'Invalid option backpressure.process.maxEventLoopUtilization'],
     [{ process: { sampleInterval: 1 } }, 'Invalid option backpressure.process.sampleInterval'],
     [{ targt: 5 }, 'Invalid option backpressure.targt: unknown option'],
+    [{ target: 80, maxDelay: 60 }, 'Invalid option backpressure.maxDelay: expected at least target (80), got 60'],
   ]
   test.each(bad)('%j fails at register with FST_PG_POOL_INVALID_OPTION', async (options, message) => {
     current = await coreApp(db.url, { max: 1 })

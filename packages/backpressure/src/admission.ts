@@ -6,124 +6,135 @@ export type PoolRefusal = 'queue_full' | 'queue_delay'
 export interface AdmissionSettings {
   readonly target: number
   readonly interval: number
+  readonly maxDelay: number
   readonly retryAfter: { readonly min: number; readonly max: number }
 }
 
-/** Weight of the newest window in the drain-rate average. */
-const RATE_WEIGHT = 0.3
+/** Weight of the newest interval in the average hold time. */
+const HOLD_WEIGHT = 0.5
 
 /**
- * The pool-pressure decision: a CoDel-style detector of a standing queue plus the hard cap.
+ * The pool-pressure decision. Three signals, all read synchronously:
  *
- * Every `interval` (rolled lazily by the next request, no timer) the smallest acquire wait of
- * the window is compared with `target`. A queue that drains now and then (a busy but healthy
- * pool) has a small minimum however long its peaks; only a queue that never drained for a
- * whole interval has a minimum above target. Once overloaded, a request is admitted only while
- * the queue ahead of it drains within `target` at the observed drain rate, so admitted work
- * stays fast and the connections stay busy. The state clears after an interval in which
- * nothing had to be refused; and whatever the state, a request that finds nobody waiting is
- * admitted (it waits for one lease at most).
+ * - the queue cap (`maxWaiting`), which nobody passes;
+ * - the expected wait of an arriving request, by Little's law: the requests already waiting,
+ *   times the average time a lease is held, over the number of connections (`drainMs`);
+ * - CoDel's standing-queue detector: the pool is *overloaded* once every request that got a
+ *   connection waited longer than `target` for a whole `interval` (the oldest waiter counts
+ *   too, so a queue that does not move at all is caught). A queue that drains now and then
+ *   (a busy but healthy pool) never trips it, however long its peaks.
+ *
+ * A normal request is refused when its expected wait exceeds `maxDelay`, or `target` while
+ * overloaded. The overloaded state ends once a request got its connection within `target`
+ * and nothing was refused for an interval. A request that finds nobody waiting is always
+ * admitted (it waits for one lease at most), so the pool is never idle while work arrives.
  */
 export class Admission {
   readonly #view: PgPoolView
   readonly #settings: AdmissionSettings
-  #windowStart: number
-  #windowMin = Number.POSITIVE_INFINITY
-  #acquires = 0
-  #queued = false
-  #releases = 0
-  #refused = false
+  /** CoDel's first_above_time: when a wait above target, if it lasts, means overload. */
+  #firstAbove: number | undefined
   #overloaded = false
-  /** Releases per ms while requests were waiting (the queue's drain rate); undefined until seen. */
-  #rate: number | undefined
+  #lastRefusal = Number.NEGATIVE_INFINITY
+  #windowStart: number
+  #heldSum = 0
+  #heldCount = 0
+  /** Average ms a lease is held, over recent intervals; undefined until a lease came back. */
+  #hold: number | undefined
+  #lastRelease: number
 
   constructor(view: PgPoolView, settings: AdmissionSettings, now: number) {
     this.#view = view
     this.#settings = settings
     this.#windowStart = now
+    this.#lastRelease = now
   }
 
-  readonly onAcquire = (waitMs: number): void => {
-    this.#acquires++
-    if (waitMs < this.#windowMin) this.#windowMin = waitMs
-    if (waitMs > 0) this.#queued = true
+  readonly onAcquire = (waitMs: number, now: number): void => {
+    this.#sojourn(waitMs, now)
   }
 
-  readonly onRelease = (): void => {
-    this.#releases++
+  readonly onRelease = (heldMs: number, now: number): void => {
+    this.#heldSum += heldMs
+    this.#heldCount++
+    this.#lastRelease = now
   }
 
   get overloaded(): boolean {
     return this.#overloaded
   }
 
-  /** Releases per second while requests waited, if any were seen. */
-  get drainRate(): number | undefined {
-    return this.#rate === undefined ? undefined : this.#rate * 1000
-  }
-
   /** Why a request of `priority` must be refused now, or undefined to admit it. */
   check(priority: Priority, now: number): PoolRefusal | undefined {
     const stats = this.#view.stats()
-    if (now - this.#windowStart >= this.#settings.interval) this.#roll(now, stats)
     const { waiting, maxWaiting } = stats
-    const full = maxWaiting === 0 ? stats.leased >= stats.max : waiting >= maxWaiting
-    if (full) return this.#refuse('queue_full')
+    if (maxWaiting === 0 ? stats.leased >= stats.max : waiting >= maxWaiting) return this.#refuse('queue_full', now)
     if (priority === 'high' || waiting === 0) return undefined
+    this.#sojourn(stats.oldestWaitMs, now, true)
+    const overloaded = this.#state(now)
+    const expected = (waiting * this.#holdMs(now, stats)) / stats.max
     if (priority === 'low') {
-      if (waiting >= Math.ceil(maxWaiting / 2)) return this.#refuse('queue_full')
-      if (this.#overloaded || stats.oldestWaitMs > this.#settings.target) return this.#refuse('queue_delay')
+      if (waiting >= Math.ceil(maxWaiting / 2)) return this.#refuse('queue_full', now)
+      if (overloaded || expected > this.#settings.target || stats.oldestWaitMs > this.#settings.target) {
+        return this.#refuse('queue_delay', now)
+      }
       return undefined
     }
-    if (this.#overloaded && waiting >= this.#allowance()) return this.#refuse('queue_delay')
+    if (expected > (overloaded ? this.#settings.target : this.#settings.maxDelay))
+      return this.#refuse('queue_delay', now)
     return undefined
   }
 
   /**
-   * Seconds until the queue ahead of a new request has drained at the observed rate (Little's
-   * law), within the configured bounds; the core's `pool.retryAfter` (bounded too) while no
-   * drain rate is known yet.
+   * Seconds until the queue ahead of a new request has drained (Little's law), within the
+   * configured bounds; the core's `pool.retryAfter` (bounded too) while no lease came back yet.
    */
   retryAfter(now: number): number {
     const stats = this.#view.stats()
-    if (now - this.#windowStart >= this.#settings.interval) this.#roll(now, stats)
     const { min, max } = this.#settings.retryAfter
-    const rate = this.drainRate
+    const holdMs = this.#holdMs(now, stats)
     const seconds =
-      rate === undefined ? this.#view.options.retryAfter : rate > 0 ? Math.ceil((stats.waiting + 1) / rate) : max
+      holdMs === 0 ? this.#view.options.retryAfter : Math.ceil(((stats.waiting + 1) * holdMs) / stats.max / 1000)
     return Math.min(max, Math.max(min, seconds))
   }
 
-  /** Waiters allowed while overloaded: those the pool drains within `target`, at least one. */
-  #allowance(): number {
-    const rate = this.#rate
-    if (rate === undefined) return 1
-    return Math.max(1, Math.floor(rate * this.#settings.target))
+  /** A wait seen: an acquire's (complete) or the oldest waiter's (`partial`, only ever rising). */
+  #sojourn(waitMs: number, now: number, partial = false): void {
+    if (waitMs > this.#settings.target) {
+      if (this.#firstAbove === undefined) this.#firstAbove = now + this.#settings.interval
+    } else if (!partial) this.#firstAbove = undefined
   }
 
-  #refuse(reason: PoolRefusal): PoolRefusal {
-    this.#refused = true
-    return reason
+  #state(now: number): boolean {
+    const { interval } = this.#settings
+    if (!this.#overloaded) {
+      if (this.#firstAbove !== undefined && now >= this.#firstAbove) this.#overloaded = true
+    } else if (this.#firstAbove === undefined && now - this.#lastRefusal > interval) this.#overloaded = false
+    return this.#overloaded
   }
 
-  #roll(now: number, stats: PoolStats): void {
-    const elapsed = now - this.#windowStart
-    // Waiters still queued have not finished their wait; they count only when nobody got a
-    // connection during the whole window (a queue that does not move at all).
-    const minWait = this.#acquires > 0 ? this.#windowMin : stats.waiting > 0 ? stats.oldestWaitMs : 0
-    const delayed = minWait > this.#settings.target
-    this.#overloaded = delayed || (this.#overloaded && this.#refused)
-    // The drain rate is only meaningful while requests queued; a window stretched by an idle
-    // gap (rolled late because no request came) would understate it.
-    if ((this.#queued || stats.waiting > 0) && elapsed <= 4 * this.#settings.interval) {
-      const rate = this.#releases / elapsed
-      this.#rate = this.#rate === undefined ? rate : this.#rate + RATE_WEIGHT * (rate - this.#rate)
+  /**
+   * How long a lease is held, ms: the average over recent intervals, or longer when no lease
+   * came back for longer than that while requests waited (stuck queries make the average
+   * stale). 0 while nothing is known.
+   */
+  #holdMs(now: number, stats: PoolStats): number {
+    if (now - this.#windowStart >= this.#settings.interval) {
+      if (this.#heldCount > 0) {
+        const mean = this.#heldSum / this.#heldCount
+        this.#hold = this.#hold === undefined ? mean : this.#hold + HOLD_WEIGHT * (mean - this.#hold)
+      }
+      this.#windowStart = now
+      this.#heldSum = 0
+      this.#heldCount = 0
     }
-    this.#windowStart = now
-    this.#windowMin = Number.POSITIVE_INFINITY
-    this.#acquires = 0
-    this.#queued = false
-    this.#releases = 0
-    this.#refused = false
+    const hold = this.#hold ?? (this.#heldCount > 0 ? this.#heldSum / this.#heldCount : 0)
+    const stalled = Math.min(now - this.#lastRelease, stats.oldestWaitMs)
+    return stalled > hold ? stalled : hold
+  }
+
+  #refuse(reason: PoolRefusal, now: number): PoolRefusal {
+    this.#lastRefusal = now
+    return reason
   }
 }

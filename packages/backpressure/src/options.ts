@@ -30,11 +30,17 @@ export interface ProcessPressureOptions {
 export interface PgPoolBackpressureOptions {
   /**
    * Queueing delay (ms) the pool may keep standing. When every request that got a connection
-   * during one `interval` waited longer than this, the pool is overloaded. Default 50.
+   * for one `interval` waited longer than this, the pool is overloaded, and requests expected
+   * to wait longer than this are refused. Default 25.
    */
   target?: number
-  /** Window (ms) over which the smallest acquire wait is taken. Default 100. */
+  /** How long (ms) waits must stay above `target` before the pool counts as overloaded. Default 100. */
   interval?: number
+  /**
+   * Expected wait (ms) above which a request is refused even before the queue counts as
+   * standing: the largest burst absorbed, in queued work. At least `target`. Default 50.
+   */
+  maxDelay?: number
   /** Bounds (whole seconds) of the computed Retry-After. Default `{ min: 1, max: 30 }`. */
   retryAfter?: { min?: number; max?: number }
   /**
@@ -57,6 +63,7 @@ export interface ResolvedProcessOptions {
 export interface ResolvedBackpressureOptions {
   readonly target: number
   readonly interval: number
+  readonly maxDelay: number
   readonly retryAfter: { readonly min: number; readonly max: number }
   readonly exempt: readonly string[]
   readonly process: ResolvedProcessOptions | false
@@ -131,9 +138,13 @@ function resolveProcess(raw: unknown): ResolvedProcessOptions | false {
 /** Validates the plugin options once, at register; throws FST_PG_POOL_INVALID_OPTION. */
 export function resolveOptions(raw: unknown): ResolvedBackpressureOptions {
   const given = object('backpressure', raw)
-  onlyKeys('backpressure', given, ['target', 'interval', 'retryAfter', 'exempt', 'process'])
-  const target = number('backpressure.target', given.target, 50, positive, 'a number > 0')
+  onlyKeys('backpressure', given, ['target', 'interval', 'maxDelay', 'retryAfter', 'exempt', 'process'])
+  const target = number('backpressure.target', given.target, 25, positive, 'a number > 0')
   const interval = number('backpressure.interval', given.interval, 100, positive, 'a number > 0')
+  const maxDelay = number('backpressure.maxDelay', given.maxDelay, Math.max(50, target), positive, 'a number > 0')
+  if (maxDelay < target) {
+    throw invalidOption('backpressure.maxDelay', `expected at least target (${target}), got ${maxDelay}`)
+  }
   const retry = object('backpressure.retryAfter', given.retryAfter)
   onlyKeys('backpressure.retryAfter', retry, ['min', 'max'])
   const min = number('backpressure.retryAfter.min', retry.min, 1, wholeSeconds, 'an integer >= 1')
@@ -146,6 +157,7 @@ export function resolveOptions(raw: unknown): ResolvedBackpressureOptions {
   return Object.freeze({
     target,
     interval,
+    maxDelay,
     retryAfter: Object.freeze({ min, max }),
     exempt: Object.freeze(exempt.map((prefix: string) => (prefix.length > 1 ? prefix.replace(/\/+$/, '') : prefix))),
     process: resolveProcess(given.process),

@@ -23,11 +23,13 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
   const options = resolveOptions(opts)
   const view = app.pgPool
   const admission = new Admission(view, options, performance.now())
-  view.on('acquire', admission.onAcquire)
-  view.on('release', admission.onRelease)
+  const onAcquire = (waitMs: number) => admission.onAcquire(waitMs, performance.now())
+  const onRelease = (heldMs: number) => admission.onRelease(heldMs, performance.now())
+  view.on('acquire', onAcquire)
+  view.on('release', onRelease)
   app.addHook('onClose', (_app, done) => {
-    view.off('acquire', admission.onAcquire)
-    view.off('release', admission.onRelease)
+    view.off('acquire', onAcquire)
+    view.off('release', onRelease)
     done()
   })
 
