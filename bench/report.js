@@ -1,0 +1,272 @@
+// docs/benchmarks.md and the SVG charts, written by hand (no chart library).
+import { writeFile } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
+
+const docs = fileURLToPath(new URL('../docs/', import.meta.url))
+const colors = { suite: '#1b7f3b', 'suite-off': '#7a7a7a', raw: '#c2410c', 'fastify-postgres': '#1d4ed8' }
+const fmt = (n, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : '–')
+const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;')
+
+function frame(title, width, height, body) {
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">
+<rect width="${width}" height="${height}" fill="#fff"/>
+<text x="${width / 2}" y="20" text-anchor="middle" font-size="14" font-weight="bold">${esc(title)}</text>
+${body}
+</svg>
+`
+}
+
+function legend(names, x, y) {
+  return names
+    .map(
+      ([key, label], i) =>
+        `<rect x="${x}" y="${y + i * 18 - 9}" width="12" height="12" fill="${colors[key]}"/><text x="${x + 18}" y="${y + i * 18 + 1}">${esc(label)}</text>`,
+    )
+    .join('\n')
+}
+
+/** Lines over x points; `log` puts y on a log10 scale. */
+function lineChart({ title, xLabel, yLabel, xs, series, log = false, reference }) {
+  const width = 720
+  const height = 420
+  const m = { left: 70, right: 250, top: 40, bottom: 50 }
+  const w = width - m.left - m.right
+  const h = height - m.top - m.bottom
+  const values = series.flatMap((s) => s.ys).filter((v) => Number.isFinite(v) && (!log || v > 0))
+  if (reference) values.push(reference.y)
+  const yMax = log ? 10 ** Math.ceil(Math.log10(Math.max(...values))) : niceMax(Math.max(...values))
+  const yMin = log ? 10 ** Math.floor(Math.log10(Math.max(0.1, Math.min(...values)))) : 0
+  const sy = (v) =>
+    log
+      ? m.top + h - ((Math.log10(Math.max(v, yMin)) - Math.log10(yMin)) / (Math.log10(yMax) - Math.log10(yMin))) * h
+      : m.top + h - (v / yMax) * h
+  const sx = (i) => m.left + (xs.length === 1 ? w / 2 : (i / (xs.length - 1)) * w)
+  const ticks = log
+    ? Array.from({ length: Math.log10(yMax / yMin) + 1 }, (_, i) => yMin * 10 ** i)
+    : Array.from({ length: 6 }, (_, i) => (yMax / 5) * i)
+  let body = `<line x1="${m.left}" y1="${m.top + h}" x2="${m.left + w}" y2="${m.top + h}" stroke="#333"/>
+<line x1="${m.left}" y1="${m.top}" x2="${m.left}" y2="${m.top + h}" stroke="#333"/>\n`
+  for (const t of ticks) {
+    body += `<line x1="${m.left}" y1="${sy(t)}" x2="${m.left + w}" y2="${sy(t)}" stroke="#ddd"/><text x="${m.left - 6}" y="${sy(t) + 4}" text-anchor="end">${fmt(t, t < 1 ? 1 : 0)}</text>\n`
+  }
+  xs.forEach((x, i) => {
+    body += `<text x="${sx(i)}" y="${m.top + h + 18}" text-anchor="middle">${esc(x)}</text>\n`
+  })
+  body += `<text x="${m.left + w / 2}" y="${height - 10}" text-anchor="middle">${esc(xLabel)}</text>
+<text transform="translate(16 ${m.top + h / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>\n`
+  if (reference) {
+    body += `<line x1="${m.left}" y1="${sy(reference.y)}" x2="${m.left + w}" y2="${sy(reference.y)}" stroke="#000" stroke-dasharray="5 4"/><text x="${m.left + w - 4}" y="${sy(reference.y) - 5}" text-anchor="end">${esc(reference.label)}</text>\n`
+  }
+  for (const s of series) {
+    const points = s.ys
+      .map((y, i) => (Number.isFinite(y) ? `${sx(i).toFixed(1)},${sy(y).toFixed(1)}` : null))
+      .filter(Boolean)
+    body += `<polyline fill="none" stroke="${colors[s.key]}" stroke-width="2" points="${points.join(' ')}"/>\n`
+    for (const p of points) {
+      const [px, py] = p.split(',')
+      body += `<circle cx="${px}" cy="${py}" r="3" fill="${colors[s.key]}"/>\n`
+    }
+  }
+  body += legend(
+    series.map((s) => [s.key, s.label]),
+    m.left + w + 20,
+    m.top + 10,
+  )
+  return frame(title, width, height, body)
+}
+
+/** Grouped bars: one group per category, one bar per series, y on a log10 scale. */
+function barChart({ title, yLabel, categories, series }) {
+  const width = 720
+  const height = 420
+  const m = { left: 70, right: 250, top: 40, bottom: 50 }
+  const w = width - m.left - m.right
+  const h = height - m.top - m.bottom
+  const values = series.flatMap((s) => s.ys).filter((v) => Number.isFinite(v) && v > 0)
+  const yMax = 10 ** Math.ceil(Math.log10(Math.max(...values)))
+  const yMin = 10 ** Math.floor(Math.log10(Math.min(...values)))
+  const sy = (v) => m.top + h - ((Math.log10(Math.max(v, yMin)) - Math.log10(yMin)) / Math.log10(yMax / yMin)) * h
+  const group = w / categories.length
+  const bar = (group * 0.8) / series.length
+  let body = `<line x1="${m.left}" y1="${m.top + h}" x2="${m.left + w}" y2="${m.top + h}" stroke="#333"/>
+<line x1="${m.left}" y1="${m.top}" x2="${m.left}" y2="${m.top + h}" stroke="#333"/>\n`
+  for (let t = yMin; t <= yMax; t *= 10) {
+    body += `<line x1="${m.left}" y1="${sy(t)}" x2="${m.left + w}" y2="${sy(t)}" stroke="#ddd"/><text x="${m.left - 6}" y="${sy(t) + 4}" text-anchor="end">${fmt(t, t < 1 ? 1 : 0)}</text>\n`
+  }
+  categories.forEach((c, ci) => {
+    const x0 = m.left + ci * group + group * 0.1
+    body += `<text x="${m.left + ci * group + group / 2}" y="${m.top + h + 18}" text-anchor="middle">${esc(c)}</text>\n`
+    series.forEach((s, si) => {
+      const v = s.ys[ci]
+      if (!Number.isFinite(v)) return
+      const y = sy(v)
+      body += `<rect x="${(x0 + si * bar).toFixed(1)}" y="${y.toFixed(1)}" width="${(bar - 2).toFixed(1)}" height="${(m.top + h - y).toFixed(1)}" fill="${colors[s.key]}"><title>${esc(s.label)}: ${fmt(v, 1)} ms</title></rect>\n`
+    })
+  })
+  body += `<text transform="translate(16 ${m.top + h / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>\n`
+  body += legend(
+    series.map((s) => [s.key, s.label]),
+    m.left + w + 20,
+    m.top + 10,
+  )
+  return frame(title, width, height, body)
+}
+
+function niceMax(v) {
+  const p = 10 ** Math.floor(Math.log10(v))
+  return [1, 2, 2.5, 5, 10].map((k) => k * p).find((n) => n >= v)
+}
+
+export async function writeReport(r, { variants, lines }) {
+  const names = Object.entries(variants)
+  const out = []
+  const md = (s = '') => out.push(s)
+  md('# Benchmarks')
+  md()
+  md('Generated by `npm run bench` (`node bench/run.js`); every number below comes from one run,')
+  md('variants alternated round by round on the same machine and database. Not part of the tests.')
+  md()
+  md(
+    `Run ${r.startedAt.toISOString()} · PostgreSQL ${r.db} · node ${process.version} · ${r.cpus} CPUs (${esc(r.cpuModel)}), shared with other work · ${r.durationMs} ms per measurement, ${r.rounds} rounds (values are the mean of the rounds; maxima are the maxima).`,
+  )
+  md()
+  md('Variants, each its own server process with pool `max` 10 and no logger:')
+  md()
+  for (const [key, label] of names) md(`- **${label}** (\`${key}\`)`)
+  md()
+  md('## Targets')
+  md()
+  md('| target | measured | |')
+  md('|---|---|---|')
+  for (const t of r.targets) md(`| ${esc(t.name)} | ${esc(t.measured)} | ${t.pass ? 'PASS' : '**FAIL**'} |`)
+  md()
+  if (r.S0) {
+    md('## S0 — abort safety')
+    md()
+    md('20 clients start a query that holds a connection 500 ms and hang up after 150 ms; 800 ms later the app')
+    md('must serve 20 requests, and the suite must report no lease held.')
+    md()
+    md('| variant | aborted queries still running 200 ms after the hang-up | served after | leases held |')
+    md('|---|---|---|---|')
+    for (const x of r.S0) md(`| ${variants[x.variant]} | ${x.stillRunning} | ${x.served}/20 | ${x.leaked ?? 'n/a'} |`)
+    md()
+  }
+  if (r.S1) {
+    md('## S1 — throughput, GET by id')
+    md()
+    md(
+      'autocannon, 64 connections, pool 10, `select id, name from … where id = $1` on 10 000 rows; all suite features on.',
+    )
+    md()
+    md('| variant | req/s | × raw postgres.js | × @fastify/postgres | p50 ms | p99 ms | non-2xx |')
+    md('|---|---|---|---|---|---|---|')
+    for (const [key, label] of names) {
+      const x = r.S1[key]
+      md(
+        `| ${label} | ${fmt(x.okPerS)} | ${fmt(x.okPerS / r.S1.raw.okPerS, 2)} | ${fmt(x.okPerS / r.S1['fastify-postgres'].okPerS, 2)} | ${fmt(x.ok50, 1)} | ${fmt(x.ok99, 1)} | ${x.refused + x.other} |`,
+      )
+    }
+    md()
+  }
+  const files = []
+  if (r.S2o) {
+    const factors = Object.keys(r.S2o)
+      .map(Number)
+      .sort((a, b) => a - b)
+    md('## S2o — open-loop overload on a 20 ms route')
+    md()
+    md(
+      `Requests leave at a fixed rate whatever the answers (a custom generator on node:http, latency counted from when each request was due). \`/slow\` holds its connection 20 ms: capacity ≈ ${r.capacity} req/s. Goodput = 2xx answered within 1 s, per second. Requests still unanswered 2 s after the last was sent are cut ("unanswered"). Waiters are sampled every 50 ms from \`/stats\` (the suite: \`app.pgPool.stats().waiting\`; @fastify/postgres: \`pool.waitingCount\`; postgres.js: in-flight queries minus \`max\`).`,
+    )
+    md()
+    md(
+      '| offered | variant | goodput req/s | 2xx p50 ms | 2xx p99 ms | 503 | 503 p99 ms | unanswered | waiters max | /health/live max ms |',
+    )
+    md('|---|---|---|---|---|---|---|---|---|---|')
+    for (const f of factors) {
+      for (const [key, label] of names) {
+        const x = r.S2o[f][key]
+        md(
+          `| ${f}× (${fmt(f * r.capacity)}/s) | ${label} | ${fmt(x.goodput)} | ${fmt(x.ok50, 1)} | ${fmt(x.ok99, 1)} | ${fmt(x.refused)} | ${fmt(x.refused99, 1)} | ${fmt(x.unanswered)} | ${fmt(x.waitersMax)} | ${fmt(x.liveMax, 1)} |`,
+        )
+      }
+    }
+    md()
+    md('![goodput against offered load](bench-goodput.svg)')
+    md()
+    md('![p99 latency of successes against offered load](bench-p99.svg)')
+    md()
+    md('![latency percentiles at 2× capacity](bench-latency.svg)')
+    md()
+    const xs = factors.map((f) => `${fmt(f * r.capacity)}/s (${f}×)`)
+    await writeFile(
+      `${docs}bench-goodput.svg`,
+      lineChart({
+        title: 'Goodput (2xx within 1 s) against offered load',
+        xLabel: 'offered load (open loop)',
+        yLabel: 'goodput, req/s',
+        xs,
+        series: names.map(([key, label]) => ({ key, label, ys: factors.map((f) => r.S2o[f][key].goodput) })),
+        reference: { y: r.capacity, label: `capacity ≈ ${r.capacity} req/s` },
+      }),
+    )
+    await writeFile(
+      `${docs}bench-p99.svg`,
+      lineChart({
+        title: 'p99 latency of successful requests against offered load',
+        xLabel: 'offered load (open loop)',
+        yLabel: 'p99 of 2xx, ms (log scale)',
+        xs,
+        log: true,
+        series: names.map(([key, label]) => ({ key, label, ys: factors.map((f) => r.S2o[f][key].ok99) })),
+      }),
+    )
+    const at2 = r.S2o[2]
+    if (at2) {
+      await writeFile(
+        `${docs}bench-latency.svg`,
+        barChart({
+          title: `Latency of successful requests at 2× capacity (${fmt(2 * r.capacity)} req/s offered)`,
+          yLabel: 'ms (log scale)',
+          categories: ['p50', 'p90', 'p99', '503 p99'],
+          series: names.map(([key, label]) => ({
+            key,
+            label,
+            ys: [at2[key].ok50, at2[key].ok90, at2[key].ok99, at2[key].refused > 0 ? at2[key].refused99 : Number.NaN],
+          })),
+        }),
+      )
+    }
+    files.push('docs/bench-goodput.svg', 'docs/bench-p99.svg', 'docs/bench-latency.svg')
+  }
+  if (r.S2) {
+    md('## S2 — closed-loop retry storm')
+    md()
+    md(
+      'autocannon, 400 connections on `/slow`; each connection sends its next request as soon as the previous one is answered, a 503 included.',
+    )
+    md()
+    md('| variant | 2xx/s | × raw postgres.js | 2xx p50 ms | 2xx p99 ms | 503/s | 503 p99 ms | errors |')
+    md('|---|---|---|---|---|---|---|---|')
+    for (const [key, label] of names) {
+      const x = r.S2[key]
+      md(
+        `| ${label} | ${fmt(x.okPerS)} | ${fmt(x.okPerS / r.S2.raw.okPerS, 2)} | ${fmt(x.ok50, 1)} | ${fmt(x.ok99, 1)} | ${fmt(x.refused / x.windowS)} | ${fmt(x.refused99, 1)} | ${fmt(x.errors)} |`,
+      )
+    }
+    md()
+  }
+  md('## Reading the numbers')
+  md()
+  md(r.notes ?? '')
+  md()
+  md('## Output of the run')
+  md()
+  md('```')
+  for (const line of lines) md(line)
+  md('```')
+  md()
+  await writeFile(`${docs}benchmarks.md`, out.join('\n'))
+  files.unshift('docs/benchmarks.md')
+  return files
+}

@@ -1,0 +1,322 @@
+// `npm run bench`: real HTTP load against one server process per variant, variants alternated
+// round by round in one run, on embedded PostgreSQL (or DATABASE_URL). Prints each target as
+// PASS/FAIL and writes docs/benchmarks.md and the charts under docs/.
+// Knobs: BENCH_DURATION (ms per measurement, default 3000), BENCH_ROUNDS (default 2),
+// BENCH_ONLY (comma list of S0,S1,S2o,S2).
+import { spawn } from 'node:child_process'
+import http from 'node:http'
+import os from 'node:os'
+import { performance } from 'node:perf_hooks'
+import { fileURLToPath } from 'node:url'
+import { closedLoop, openLoop, sampler } from './load.js'
+import { ITEMS, startDatabase } from './postgres.js'
+import { writeReport } from './report.js'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const durationMs = Number(process.env.BENCH_DURATION ?? 3_000)
+const rounds = Number(process.env.BENCH_ROUNDS ?? 2)
+const only = new Set((process.env.BENCH_ONLY ?? 'S0,S1,S2o,S2').split(','))
+const POOL_MAX = 10
+const HOLD_MS = 20
+const CAPACITY = POOL_MAX * (1000 / HOLD_MS)
+const MAX_WAITING = POOL_MAX * 10
+
+const allVariants = {
+  suite: 'fastify-pg-pool (admission on)',
+  'suite-off': 'fastify-pg-pool, backpressure: false',
+  raw: 'postgres.js in a route',
+  'fastify-postgres': '@fastify/postgres (pg)',
+}
+// BENCH_VARIANTS narrows the run while tuning; the targets need all of them.
+const chosen = process.env.BENCH_VARIANTS?.split(',')
+export const variants = Object.fromEntries(
+  Object.entries(allVariants).filter(([key]) => !chosen || chosen.includes(key)),
+)
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+const lines = []
+const log = (line = '') => {
+  console.log(line)
+  lines.push(...String(line).split('\n'))
+}
+
+async function startServer(variant, url) {
+  const child = spawn(process.execPath, ['bench/server.js'], {
+    cwd: root,
+    env: {
+      ...process.env,
+      VARIANT: variant,
+      DATABASE_URL: url,
+      POOL_MAX: String(POOL_MAX),
+      APP_NAME: `bench-${variant}`,
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  const port = await new Promise((resolve, reject) => {
+    let out = ''
+    child.stdout.on('data', (chunk) => {
+      out += chunk
+      const line = out.split('\n')[0]
+      if (out.includes('\n')) resolve(JSON.parse(line).port)
+    })
+    child.once('exit', (code) => reject(new Error(`server ${variant} exited with ${code}`)))
+  })
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  return {
+    base: `http://127.0.0.1:${port}`,
+    async stop() {
+      child.kill('SIGTERM')
+      const killer = setTimeout(() => child.kill('SIGKILL'), 3_000)
+      await exited
+      clearTimeout(killer)
+    },
+  }
+}
+
+async function withServer(variant, url, work) {
+  const server = await startServer(variant, url)
+  try {
+    return await work(server.base)
+  } finally {
+    await server.stop()
+  }
+}
+
+function getJson(url) {
+  return new Promise((resolve) => {
+    http
+      .get(url, { agent: false }, (res) => {
+        let body = ''
+        res.on('data', (chunk) => {
+          body += chunk
+        })
+        res.on('end', () => resolve({ status: res.statusCode, body: body ? JSON.parse(body) : null }))
+      })
+      .on('error', () => resolve({ status: 0, body: null }))
+  })
+}
+
+const randomItem = () => `/items/${1 + Math.floor(Math.random() * ITEMS)}`
+
+async function warmUp(base) {
+  await closedLoop({ url: base, connections: 8, durationMs: 500, paths: randomItem })
+}
+
+/** S0: 20 clients hang up mid-query; the app must keep serving and get every connection back. */
+async function abortSafety(db, variant) {
+  return withServer(variant, db.url, async (base) => {
+    const requests = Array.from({ length: 20 }, () => {
+      const req = http.get(`${base}/hold`, { agent: false })
+      req.on('error', () => {})
+      return req
+    })
+    await sleep(150)
+    for (const req of requests) req.destroy()
+    await sleep(200)
+    const [{ n: stillRunning }] = await db.admin`
+      select count(*)::int as n from pg_stat_activity
+      where application_name = ${`bench-${variant}`} and state = 'active' and query like '%pg_sleep(0.5)%'`
+    // Every aborted query has ended by now whether cancelled or not (500 ms).
+    await sleep(600)
+    let served = 0
+    const started = performance.now()
+    for (let i = 0; i < 20; i++) if ((await getJson(`${base}${randomItem()}`)).status === 200) served++
+    const serveMs = performance.now() - started
+    const stats = (await getJson(`${base}/stats`)).body
+    const leaked = variant.startsWith('suite') ? stats.leased : undefined
+    const pass = served === 20 && (leaked === undefined || leaked === 0)
+    return { variant, stillRunning, served, serveMs, leaked, pass }
+  })
+}
+
+async function throughput(db, variant) {
+  return withServer(variant, db.url, async (base) => {
+    await warmUp(base)
+    return closedLoop({ url: base, connections: 64, durationMs, paths: randomItem })
+  })
+}
+
+async function openLoopOverload(db, variant, factor) {
+  return withServer(variant, db.url, async (base) => {
+    await warmUp(base)
+    const waiters = sampler(`${base}/stats`, 50, (body) => JSON.parse(body).waiting)
+    const live = sampler(`${base}/health/live`, 100)
+    const metrics = variant.startsWith('suite') ? sampler(`${base}/metrics`, 100) : undefined
+    const result = await openLoop({ url: `${base}/slow`, rate: CAPACITY * factor, durationMs })
+    const [w, l, m] = await Promise.all([waiters(), live(), metrics?.()])
+    return {
+      ...result,
+      factor,
+      waitersMax: w.values.length ? Math.max(...w.values) : Number.NaN,
+      liveMax: l.max,
+      liveFailures: l.failures,
+      metricsMax: m?.max,
+      metricsFailures: m?.failures,
+    }
+  })
+}
+
+async function retryStorm(db, variant) {
+  return withServer(variant, db.url, async (base) => {
+    await warmUp(base)
+    return closedLoop({ url: `${base}/slow`, connections: 400, durationMs })
+  })
+}
+
+/** Mean of each numeric field over rounds. */
+function meanOf(runs) {
+  const out = { ...runs[0], rounds: runs }
+  for (const key of Object.keys(runs[0])) {
+    if (typeof runs[0][key] !== 'number') continue
+    const values = runs.map((r) => r[key]).filter((v) => Number.isFinite(v))
+    out[key] = values.length ? values.reduce((a, b) => a + b, 0) / values.length : Number.NaN
+  }
+  // Worst cases stay worst cases.
+  for (const key of ['waitersMax', 'liveMax', 'metricsMax', 'lagP99']) {
+    if (key in runs[0]) out[key] = Math.max(...runs.map((r) => r[key] ?? Number.NaN).filter(Number.isFinite))
+  }
+  return out
+}
+
+function push(runs, key, value) {
+  runs[key] ??= []
+  runs[key].push(value)
+}
+
+const fmt = (n, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : '–')
+
+async function main() {
+  const startedAt = new Date()
+  const db = await startDatabase()
+  log(`PostgreSQL ${db.version} (${db.kind}), node ${process.version}, ${os.cpus().length} CPUs`)
+  log(
+    `pool max ${POOL_MAX}; /slow holds ${HOLD_MS} ms → capacity ≈ ${CAPACITY} req/s; ${durationMs} ms per run, ${rounds} rounds\n`,
+  )
+  const results = {
+    durationMs,
+    rounds,
+    capacity: CAPACITY,
+    maxWaiting: MAX_WAITING,
+    startedAt,
+    db: `${db.version} (${db.kind})`,
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    notes: process.env.BENCH_NOTES,
+  }
+  try {
+    if (only.has('S0')) {
+      results.S0 = []
+      for (const variant of ['suite', 'raw', 'fastify-postgres'].filter((v) => v in variants)) {
+        const r = await abortSafety(db, variant)
+        results.S0.push(r)
+        log(
+          `S0 ${variant}: ${r.stillRunning} aborted queries still running 200 ms later, ${r.served}/20 served after, leased ${r.leaked ?? 'n/a'} → ${r.pass ? 'ok' : 'FAILED'}`,
+        )
+      }
+    }
+    if (only.has('S1')) {
+      const runs = {}
+      for (let round = 0; round < rounds; round++) {
+        for (const variant of Object.keys(variants)) {
+          const r = await throughput(db, variant)
+          push(runs, variant, r)
+          log(
+            `S1 round ${round + 1} ${variant}: ${fmt(r.okPerS)} req/s, p99 ${fmt(r.ok99, 1)} ms, non-2xx ${r.refused + r.other}`,
+          )
+        }
+      }
+      results.S1 = Object.fromEntries(Object.entries(runs).map(([v, rs]) => [v, meanOf(rs)]))
+    }
+    if (only.has('S2o')) {
+      const runs = {}
+      for (let round = 0; round < rounds; round++) {
+        for (const factor of [0.5, 1, 2, 4]) {
+          for (const variant of Object.keys(variants)) {
+            const r = await openLoopOverload(db, variant, factor)
+            runs[factor] ??= {}
+            push(runs[factor], variant, r)
+            log(
+              `S2o round ${round + 1} ${factor}× ${variant}: goodput ${fmt(r.goodput)} req/s, 2xx p99 ${fmt(r.ok99)} ms, 503 ${r.refused} (p99 ${fmt(r.refused99, 1)} ms), unanswered ${r.unanswered}, waiters max ${r.waitersMax}, /health/live max ${fmt(r.liveMax, 1)} ms, /metrics max ${fmt(r.metricsMax, 1)} ms, generator lag p99 ${fmt(r.lagP99, 1)} ms`,
+            )
+          }
+        }
+      }
+      results.S2o = Object.fromEntries(
+        Object.entries(runs).map(([factor, byVariant]) => [
+          factor,
+          Object.fromEntries(Object.entries(byVariant).map(([v, rs]) => [v, meanOf(rs)])),
+        ]),
+      )
+    }
+    if (only.has('S2')) {
+      const runs = {}
+      for (let round = 0; round < rounds; round++) {
+        for (const variant of Object.keys(variants)) {
+          const r = await retryStorm(db, variant)
+          push(runs, variant, r)
+          log(
+            `S2 round ${round + 1} ${variant}: ${fmt(r.okPerS)} 2xx/s, 2xx p99 ${fmt(r.ok99)} ms, 503/s ${fmt(r.refused / r.windowS)}`,
+          )
+        }
+      }
+      results.S2 = Object.fromEntries(Object.entries(runs).map(([v, rs]) => [v, meanOf(rs)]))
+    }
+  } finally {
+    await db.stop()
+  }
+  results.targets = evaluate(results)
+  log('\nTargets:')
+  for (const t of results.targets) log(`${t.pass ? 'PASS' : 'FAIL'}  ${t.name}: ${t.measured}`)
+  if (chosen) return
+  const files = await writeReport(results, { variants, lines })
+  log(`\nwrote ${files.join(', ')}`)
+}
+
+function evaluate(r) {
+  if (chosen) return []
+  const targets = []
+  const add = (name, pass, measured) => targets.push({ name, pass, measured })
+  if (r.S0) {
+    const suite = r.S0.find((x) => x.variant === 'suite')
+    add('S0 abort safety (suite)', suite.pass, `${suite.served}/20 served after 20 aborts, leased ${suite.leaked}`)
+  }
+  if (r.S1) {
+    const { suite, raw } = r.S1
+    const fpg = r.S1['fastify-postgres']
+    add('S1 ≥ 0.9× raw postgres.js', suite.okPerS >= 0.9 * raw.okPerS, `${fmt(suite.okPerS / raw.okPerS, 2)}×`)
+    add('S1 ≥ 1.4× @fastify/postgres', suite.okPerS >= 1.4 * fpg.okPerS, `${fmt(suite.okPerS / fpg.okPerS, 2)}×`)
+    add('S1 zero refusals at default thresholds', suite.refused + suite.other === 0, `${suite.refused} × 503`)
+  }
+  const s2o = r.S2o?.[2]?.suite
+  if (s2o) {
+    add(
+      'S2o 2× goodput ≥ 95% of capacity',
+      s2o.goodput >= 0.95 * r.capacity,
+      `${fmt((100 * s2o.goodput) / r.capacity)}% (${fmt(s2o.goodput)} req/s)`,
+    )
+    add('S2o 2× p99 of successes ≤ 100 ms', s2o.ok99 <= 100, `${fmt(s2o.ok99, 1)} ms`)
+    add('S2o 2× refusals p99 ≤ 5 ms', s2o.refused99 <= 5, `${fmt(s2o.refused99, 1)} ms`)
+    add(
+      'S2o 2× waiters never above the cap',
+      s2o.waitersMax <= r.maxWaiting,
+      `max ${s2o.waitersMax} (cap ${r.maxWaiting})`,
+    )
+    const suites = Object.values(r.S2o).map((byVariant) => byVariant.suite)
+    const live = Math.max(...suites.map((x) => x.liveMax))
+    const metrics = Math.max(...suites.map((x) => x.metricsMax))
+    const failures = suites.reduce((n, x) => n + x.liveFailures + x.metricsFailures, 0)
+    add(
+      'S2o /health/live and /metrics within 50 ms throughout',
+      live <= 50 && metrics <= 50 && failures === 0,
+      `max ${fmt(live, 1)} ms and ${fmt(metrics, 1)} ms, ${failures} failures`,
+    )
+  }
+  if (r.S2) {
+    const { suite, raw } = r.S2
+    add('S2 goodput ≥ 0.8× raw postgres.js', suite.okPerS >= 0.8 * raw.okPerS, `${fmt(suite.okPerS / raw.okPerS, 2)}×`)
+    add('S2 p99 of successes ≤ 250 ms', suite.ok99 <= 250, `${fmt(suite.ok99)} ms`)
+  }
+  return targets
+}
+
+await main()

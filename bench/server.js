@@ -1,0 +1,117 @@
+// One benchmark server process. VARIANT picks the database layer; every variant serves the
+// same routes so the load generator cannot tell them apart:
+//   GET /items/:id   one indexed row          GET /slow     holds a connection 20 ms
+//   GET /hold        holds a connection 500 ms (abort test)
+//   GET /health/live liveness, no database    GET /stats    { waiting } for the sampler
+// Prints {"port":N} on stdout once listening.
+import Fastify from 'fastify'
+
+const variant = process.env.VARIANT
+const url = process.env.DATABASE_URL
+const max = Number(process.env.POOL_MAX ?? 10)
+const applicationName = process.env.APP_NAME ?? `bench-${variant}`
+
+const app = Fastify({ logger: false })
+let waiting = () => 0
+
+const itemById = (id) => Number.parseInt(id, 10) || 1
+
+if (variant === 'suite' || variant === 'suite-off') {
+  const { default: pgPool } = await import('fastify-pg-pool')
+  await app.register(pgPool, {
+    connection: url,
+    pool: { max, applicationName },
+    health: {},
+    metrics: {},
+    backpressure: variant === 'suite' ? {} : false,
+  })
+  app.get('/items/:id', async (request) => {
+    const [row] = await request.db`select id, name from fpp_bench_items where id = ${itemById(request.params.id)}`
+    return row ?? null
+  })
+  app.get('/slow', async (request) => {
+    await request.db`select pg_sleep(0.02)`
+    return { ok: true }
+  })
+  app.get('/hold', async (request) => {
+    await request.db`select pg_sleep(0.5)`
+    return { ok: true }
+  })
+  waiting = () => app.pgPool.stats().waiting
+  if (process.env.BENCH_TRACE) {
+    const waits = []
+    const holds = []
+    app.pgPool.on('acquire', (ms) => waits.push(ms))
+    app.pgPool.on('release', (ms) => holds.push(ms))
+    app.addHook('onClose', async () => {
+      const q = (a, p) => a.sort((x, y) => x - y)[Math.floor((a.length - 1) * p)]?.toFixed(1)
+      process.stderr.write(
+        `trace ${variant}: wait p50 ${q(waits, 0.5)} p90 ${q(waits, 0.9)} p99 ${q(waits, 0.99)} max ${q(waits, 1)}; hold p50 ${q(holds, 0.5)} p90 ${q(holds, 0.9)} p99 ${q(holds, 0.99)} (${holds.length})\n`,
+      )
+    })
+  }
+  app.get('/stats', { config: { db: false } }, async () => app.pgPool.stats())
+} else if (variant === 'raw') {
+  const { default: postgres } = await import('postgres')
+  const sql = postgres(url, { max, connection: { application_name: applicationName }, onnotice: () => {} })
+  // postgres.js exposes no queue length: requests past `max` that are in a query wait inside
+  // postgres.js (queued on its connections), so in-flight database requests minus `max` is it.
+  let inFlight = 0
+  const tracked = async (work) => {
+    inFlight++
+    try {
+      return await work()
+    } finally {
+      inFlight--
+    }
+  }
+  app.get('/items/:id', async (request) =>
+    tracked(async () => {
+      const [row] = await sql`select id, name from fpp_bench_items where id = ${itemById(request.params.id)}`
+      return row ?? null
+    }),
+  )
+  app.get('/slow', async () =>
+    tracked(async () => {
+      await sql`select pg_sleep(0.02)`
+      return { ok: true }
+    }),
+  )
+  app.get('/hold', async () =>
+    tracked(async () => {
+      await sql`select pg_sleep(0.5)`
+      return { ok: true }
+    }),
+  )
+  waiting = () => Math.max(0, inFlight - max)
+  app.addHook('onClose', () => sql.end({ timeout: 1 }))
+} else if (variant === 'fastify-postgres') {
+  const { default: fastifyPostgres } = await import('@fastify/postgres')
+  await app.register(fastifyPostgres, { connectionString: url, max, application_name: applicationName })
+  app.get('/items/:id', async (request) => {
+    const { rows } = await app.pg.query('select id, name from fpp_bench_items where id = $1', [
+      itemById(request.params.id),
+    ])
+    return rows[0] ?? null
+  })
+  app.get('/slow', async () => {
+    await app.pg.query('select pg_sleep(0.02)')
+    return { ok: true }
+  })
+  app.get('/hold', async () => {
+    await app.pg.query('select pg_sleep(0.5)')
+    return { ok: true }
+  })
+  waiting = () => app.pg.pool.waitingCount
+} else {
+  throw new Error(`unknown VARIANT ${variant}`)
+}
+
+if (!app.hasRoute({ method: 'GET', url: '/health/live' })) app.get('/health/live', async () => ({ status: 'ok' }))
+if (!app.hasRoute({ method: 'GET', url: '/stats' })) app.get('/stats', async () => ({ waiting: waiting() }))
+
+await app.listen({ port: 0, host: '127.0.0.1' })
+process.stdout.write(`${JSON.stringify({ port: app.server.address().port })}\n`)
+const stop = () => app.close().then(() => process.exit(0))
+process.on('SIGTERM', stop)
+process.on('SIGINT', stop)
