@@ -143,6 +143,27 @@ describe('/metrics', () => {
     expect((await app.inject({ url: '/item' })).statusCode).toBe(200)
   })
 
+  test('refusals reported through app.pgPool.shed() are counted by reason, bounded', async () => {
+    const app = await metricsApp()
+    const before = parseExposition((await app.inject({ url: '/metrics' })).body)
+    expect(before.find('pg_pool_requests_shed_total').map((s) => [s.labels.reason, s.value])).toEqual([
+      ['queue_full', 0],
+      ['queue_delay', 0],
+      ['process', 0],
+    ])
+    app.pgPool.shed('queue_full', '/item')
+    app.pgPool.shed('queue_full', '/item')
+    app.pgPool.shed('process', '/item')
+    for (let i = 0; i < 30; i++) app.pgPool.shed(`made_up_${i}`, '/item')
+    const m = parseExposition((await app.inject({ url: '/metrics' })).body)
+    expect(m.value('pg_pool_requests_shed_total', { reason: 'queue_full' })).toBe(2)
+    expect(m.value('pg_pool_requests_shed_total', { reason: 'process' })).toBe(1)
+    expect(m.value('pg_pool_requests_shed_total', { reason: 'queue_delay' })).toBe(0)
+    // 20 distinct reasons at most; the rest share "other".
+    expect(m.find('pg_pool_requests_shed_total')).toHaveLength(21)
+    expect(m.value('pg_pool_requests_shed_total', { reason: 'other' })).toBe(13)
+  })
+
   test('the connection budget appears as gauges once the core read it', async () => {
     const app = await metricsApp()
     const [row] = await db.sql<{ max: number }[]>`select current_setting('max_connections')::int as max`

@@ -1,4 +1,4 @@
-import type { AcquireFailure, CloseReason, PgPoolView } from '@fastify-pg-pool/core'
+import type { AcquireFailure, CloseReason, PgPoolView, PoolEvents } from '@fastify-pg-pool/core'
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import { BoundedLabel } from './bounded-label.js'
 import type { ResolvedMetricsOptions } from './options.js'
@@ -6,11 +6,10 @@ import type { ResolvedMetricsOptions } from './options.js'
 const acquireResults: readonly ('ok' | AcquireFailure)[] = ['ok', 'timeout', 'rejected', 'aborted', 'error']
 const closeReasons: readonly CloseReason[] = ['idle', 'lifetime', 'error', 'deadline', 'shutdown']
 /** Shed reasons whose series exist at 0 from the start; others appear when first counted. */
-export const knownShedReasons: readonly string[] = ['queue_full', 'queue_delay', 'pressure']
+export const knownShedReasons: readonly string[] = ['queue_full', 'queue_delay', 'process']
 const MAX_SHED_REASONS = 20
 
-type Listener = (...args: never[]) => void
-type LooseView = { on(event: string, listener: Listener): unknown; off(event: string, listener: Listener): unknown }
+type PoolListeners = { [E in keyof PoolEvents]: (...args: PoolEvents[E]) => void }
 
 /**
  * Registers the pool's metrics: gauges read from `stats()` when scraped, counters and histograms
@@ -160,35 +159,27 @@ export function registerPoolMetrics(
   const shedReasons = new BoundedLabel(MAX_SHED_REASONS)
   for (const reason of knownShedReasons) shedReasons.value(reason)
 
-  const listeners: [string, Listener][] = [
-    [
-      'acquire',
-      (waitMs: number) => {
-        acquires.inc({ result: 'ok' })
-        acquireSeconds.observe(seconds(waitMs))
-      },
-    ],
-    ['acquireError', (reason: AcquireFailure) => acquires.inc({ result: reason })],
-    [
-      'release',
-      (heldMs: number, route: string) => leaseSeconds.observe({ route: routes.value(route) }, seconds(heldMs)),
-    ],
-    [
-      'connect',
-      (ms: number) => {
-        opened.inc()
-        connectSeconds.observe(seconds(ms))
-      },
-    ],
-    ['connectError', () => connectErrors.inc()],
-    ['close', (reason: CloseReason) => closed.inc({ reason })],
-    ['leak', () => leaks.inc()],
-    // Emitted by the core once admission control refuses through `app.pgPool.shed()`.
-    ['shed', (reason: string) => shed.inc({ reason: shedReasons.value(String(reason)) })],
-  ]
-  const events = view as unknown as LooseView
-  for (const [event, listener] of listeners) events.on(event, listener)
+  const listeners: PoolListeners = {
+    acquire(waitMs) {
+      acquires.inc({ result: 'ok' })
+      acquireSeconds.observe(seconds(waitMs))
+    },
+    acquireError: (reason) => acquires.inc({ result: reason }),
+    release: (heldMs, route) => leaseSeconds.observe({ route: routes.value(route) }, seconds(heldMs)),
+    connect(ms) {
+      opened.inc()
+      connectSeconds.observe(seconds(ms))
+    },
+    connectError: () => connectErrors.inc(),
+    close: (reason) => closed.inc({ reason }),
+    leak: () => leaks.inc(),
+    // Admission control (or any plugin that refuses work) reports through `app.pgPool.shed()`.
+    shed: (reason) => shed.inc({ reason: shedReasons.value(String(reason)) }),
+  }
+  // One cast for the loop: each entry pairs an event with its own listener type.
+  const entries = Object.entries(listeners) as [keyof PoolEvents, (...args: never) => void][]
+  for (const [event, listener] of entries) view.on(event, listener as never)
   return () => {
-    for (const [event, listener] of listeners) events.off(event, listener)
+    for (const [event, listener] of entries) view.off(event, listener as never)
   }
 }
