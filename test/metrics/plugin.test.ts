@@ -208,6 +208,16 @@ describe('options', () => {
     await metricsApp({ registry, prefix: 'second_' })
   })
 
+  test('a failed registration leaves the given registry as it was', async () => {
+    const registry = new Registry()
+    new Counter({ name: 'pg_pool_leaks_total', help: 'The app’s own, by accident', registers: [registry] })
+    await expect(metricsApp({ registry })).rejects.toMatchObject({
+      code: 'FST_PG_POOL_METRICS_DUPLICATE',
+      message: expect.stringContaining('pg_pool_leaks_total'),
+    })
+    expect(registry.getMetricsAsArray().map((metric) => metric.name)).toEqual(['pg_pool_leaks_total'])
+  })
+
   test('httpMetrics: false leaves HTTP durations to another plugin', async () => {
     const app = await metricsApp({ httpMetrics: false })
     await app.inject({ url: '/item' })

@@ -25,6 +25,11 @@ const metrics: FastifyPluginAsync<PgPoolMetricsOptions> = async (app, opts) => {
   const options = resolveMetricsOptions(opts)
   const { registry } = options
   const before = new Set(registry.getMetricsAsArray().map((metric) => metric.name))
+  const added = () =>
+    registry
+      .getMetricsAsArray()
+      .map((metric) => metric.name)
+      .filter((name) => !before.has(name))
   const routes = new BoundedLabel(options.maxRoutes)
 
   let detach = () => {}
@@ -34,16 +39,15 @@ const metrics: FastifyPluginAsync<PgPoolMetricsOptions> = async (app, opts) => {
     // Standard names (process_*, nodejs_*), as Node.js dashboards expect them.
     if (options.defaultMetrics) collectDefaultMetrics({ register: registry })
   } catch (error) {
+    // Leave a registry we were given as we found it.
     detach()
+    for (const name of added()) registry.removeSingleMetric(name)
     const message = error instanceof Error ? error.message : String(error)
     const duplicate = /A metric with the name (\S+) has already been registered/.exec(message)
     if (duplicate) throw new errors.FST_PG_POOL_METRICS_DUPLICATE(duplicate[1])
     throw error
   }
-  const ours = registry
-    .getMetricsAsArray()
-    .map((metric) => metric.name)
-    .filter((name) => !before.has(name))
+  const ours = added()
 
   app.decorate('pgPoolMetrics', {
     registry,
