@@ -43,8 +43,8 @@ export async function openLoop({ url, rate, durationMs, graceMs = 2_000 }) {
       while (sent < due) {
         const dueAt = start + (sent * 1000) / rate
         lags.push(now - dueAt)
-        const request = get(agent, url).then(({ status }) => {
-          results.push({ status, ms: performance.now() - dueAt })
+        const request = get(agent, url).then(({ status, ms }) => {
+          results.push({ status, ms: performance.now() - dueAt, sentMs: ms })
           pending.delete(request)
         })
         pending.add(request)
@@ -92,11 +92,11 @@ function summarize(results, extra) {
   const refused = []
   let other = 0
   let okWithin1s = 0
-  for (const { status, ms } of results) {
+  for (const { status, ms, sentMs = ms } of results) {
     if (status >= 200 && status < 300) {
       ok.push(ms)
       if (ms <= 1000) okWithin1s++
-    } else if (status === 503) refused.push(ms)
+    } else if (status === 503) refused.push(sentMs)
     else other++
   }
   const s = extra.windowS

@@ -17,6 +17,8 @@ const durationMs = Number(process.env.BENCH_DURATION ?? 3_000)
 const rounds = Number(process.env.BENCH_ROUNDS ?? 2)
 const only = new Set((process.env.BENCH_ONLY ?? 'S0,S1,S2o,S2').split(','))
 const POOL_MAX = 10
+// BENCH_LOADS narrows the S2o offered loads (multiples of capacity) while tuning.
+const loads = (process.env.BENCH_LOADS ?? '0.5,1,2,4').split(',').map(Number)
 const HOLD_MS = 20
 const CAPACITY = POOL_MAX * (1000 / HOLD_MS)
 const MAX_WAITING = POOL_MAX * 10
@@ -230,7 +232,7 @@ async function main() {
     if (only.has('S2o')) {
       const runs = {}
       for (let round = 0; round < rounds; round++) {
-        for (const factor of [0.5, 1, 2, 4]) {
+        for (const factor of loads) {
           for (const variant of Object.keys(variants)) {
             const r = await openLoopOverload(db, variant, factor)
             runs[factor] ??= {}

@@ -112,6 +112,15 @@ if (!app.hasRoute({ method: 'GET', url: '/stats' })) app.get('/stats', async () 
 
 await app.listen({ port: 0, host: '127.0.0.1' })
 process.stdout.write(`${JSON.stringify({ port: app.server.address().port })}\n`)
-const stop = () => app.close().then(() => process.exit(0))
+const stop = () =>
+  app.close().then(() => {
+    if (process.env.BENCH_TRACE) {
+      const { user, system } = process.cpuUsage()
+      process.stderr.write(
+        `trace ${variant}: cpu ${((user + system) / 1e6).toFixed(2)} s over ${process.uptime().toFixed(1)} s\n`,
+      )
+    }
+    process.exit(0)
+  })
 process.on('SIGTERM', stop)
 process.on('SIGINT', stop)

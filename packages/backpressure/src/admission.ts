@@ -10,9 +10,6 @@ export interface AdmissionSettings {
   readonly retryAfter: { readonly min: number; readonly max: number }
 }
 
-/** Weight of the newest interval in the average hold time. */
-const HOLD_WEIGHT = 0.5
-
 /**
  * The pool-pressure decision. Three signals, all read synchronously:
  *
@@ -36,17 +33,18 @@ export class Admission {
   #firstAbove: number | undefined
   #overloaded = false
   #lastRefusal = Number.NEGATIVE_INFINITY
-  #windowStart: number
+  /** Hold times of the leases returned in this half-interval and the one before. */
+  #bucketStart: number
   #heldSum = 0
   #heldCount = 0
-  /** Average ms a lease is held, over recent intervals; undefined until a lease came back. */
-  #hold: number | undefined
+  #prevSum = 0
+  #prevCount = 0
   #lastRelease: number
 
   constructor(view: PgPoolView, settings: AdmissionSettings, now: number) {
     this.#view = view
     this.#settings = settings
-    this.#windowStart = now
+    this.#bucketStart = now
     this.#lastRelease = now
   }
 
@@ -114,23 +112,22 @@ export class Admission {
   }
 
   /**
-   * How long a lease is held, ms: the average over recent intervals, or longer when no lease
-   * came back for longer than that while requests waited (stuck queries make the average
-   * stale). 0 while nothing is known.
+   * How long a lease is held, ms: the mean over the last half to whole interval (short enough
+   * to follow a change of route mix within an interval, long enough that one stall does not
+   * swing it), or longer when no lease came back for longer than that while requests waited
+   * (stuck queries make the mean stale). 0 while nothing is known.
    */
   #holdMs(now: number, stats: PoolStats): number {
-    if (now - this.#windowStart >= this.#settings.interval) {
-      if (this.#heldCount > 0) {
-        const mean = this.#heldSum / this.#heldCount
-        this.#hold = this.#hold === undefined ? mean : this.#hold + HOLD_WEIGHT * (mean - this.#hold)
-      }
-      this.#windowStart = now
+    if (now - this.#bucketStart >= this.#settings.interval / 2) {
+      this.#prevSum = this.#heldSum
+      this.#prevCount = this.#heldCount
       this.#heldSum = 0
       this.#heldCount = 0
+      this.#bucketStart = now
     }
-    const hold = this.#hold ?? (this.#heldCount > 0 ? this.#heldSum / this.#heldCount : 0)
-    const stalled = Math.min(now - this.#lastRelease, stats.oldestWaitMs)
-    return stalled > hold ? stalled : hold
+    const count = this.#prevCount + this.#heldCount
+    const hold = count === 0 ? 0 : (this.#prevSum + this.#heldSum) / count
+    return Math.max(hold, Math.min(now - this.#lastRelease, stats.oldestWaitMs))
   }
 
   #refuse(reason: PoolRefusal, now: number): PoolRefusal {
