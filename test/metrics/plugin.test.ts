@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import { errors as coreErrors } from '@fastify-pg-pool/core'
 import * as metricsPackage from '@fastify-pg-pool/metrics'
 import pgPoolMetrics, { errors, negotiate, type PgPoolMetricsOptions } from '@fastify-pg-pool/metrics'
 import type { FastifyInstance } from 'fastify'
@@ -56,6 +57,10 @@ describe('exports', () => {
       'negotiate',
       'pgPoolMetrics',
     ])
+  })
+
+  test('bad options raise the core’s error class: one vocabulary for the suite', () => {
+    expect(errors.FST_PG_POOL_INVALID_OPTION).toBe(coreErrors.FST_PG_POOL_INVALID_OPTION)
   })
 
   test('every error code is documented in the README with its status', () => {
@@ -274,8 +279,8 @@ describe('options', () => {
     const { app } = await coreApp(db.url, { max: 1 })
     apps.push(app)
     await expect(app.register(pgPoolMetrics, options as PgPoolMetricsOptions)).rejects.toMatchObject({
-      code: 'FST_PG_POOL_METRICS_INVALID_OPTION',
-      message: expect.stringContaining(`Invalid metrics option ${name}:`),
+      code: 'FST_PG_POOL_INVALID_OPTION',
+      message: expect.stringContaining(`Invalid option metrics.${name}:`),
     })
   })
 })

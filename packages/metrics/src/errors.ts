@@ -1,12 +1,13 @@
 import createError, { type FastifyErrorConstructor } from '@fastify/error'
+import { errors as coreErrors } from '@fastify-pg-pool/core'
 
-/** Every error the metrics plugin raises; each code is documented in the README (a test checks). */
+/**
+ * Every error the metrics plugin raises; each code is documented in the README (a test checks).
+ * Bad options reuse the core's `FST_PG_POOL_INVALID_OPTION`, named `metrics.<option>`: one
+ * vocabulary for the whole suite.
+ */
 export const errors = {
-  FST_PG_POOL_METRICS_INVALID_OPTION: createError(
-    'FST_PG_POOL_METRICS_INVALID_OPTION',
-    'Invalid metrics option %s: %s',
-    500,
-  ),
+  FST_PG_POOL_INVALID_OPTION: coreErrors.FST_PG_POOL_INVALID_OPTION,
   FST_PG_POOL_METRICS_DUPLICATE: createError(
     'FST_PG_POOL_METRICS_DUPLICATE',
     'The registry already holds a metric named %s (apps sharing a registry need different prefixes, and only one may enable defaultMetrics)',
@@ -17,5 +18,5 @@ export const errors = {
 export type PgPoolMetricsErrorCode = keyof typeof errors
 
 export function invalidOption(name: string, problem: string): Error {
-  return new errors.FST_PG_POOL_METRICS_INVALID_OPTION(name, problem)
+  return new errors.FST_PG_POOL_INVALID_OPTION(`metrics.${name}`, problem)
 }
