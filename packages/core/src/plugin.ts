@@ -209,7 +209,15 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
     done()
   })
 
+  // Fastify waits for requests in flight before onClose: a hung query would hold close() open
+  // past closeTimeout. The clock starts at preClose; past it, leases are cancelled and cut.
+  let closeTimer: NodeJS.Timeout | undefined
+  app.addHook('preClose', (done) => {
+    closeTimer = setTimeout(() => void pool.end(0), options.closeTimeout).unref()
+    done()
+  })
   app.addHook('onClose', async () => {
+    clearTimeout(closeTimer)
     await pool.end(options.closeTimeout)
     await helpers.end({ timeout: 0 })
   })
