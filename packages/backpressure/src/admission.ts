@@ -7,6 +7,7 @@ export interface AdmissionSettings {
   readonly target: number
   readonly interval: number
   readonly maxDelay: number
+  readonly retryStorm: { readonly factor: number; readonly delay: number } | false
   readonly retryAfter: { readonly min: number; readonly max: number }
 }
 
@@ -39,6 +40,9 @@ export class Admission {
   #heldCount = 0
   #prevSum = 0
   #prevCount = 0
+  #refusals = 0
+  #prevRefusals = 0
+  #storm = false
   #lastRelease: number
 
   constructor(view: PgPoolView, settings: AdmissionSettings, now: number) {
@@ -62,10 +66,16 @@ export class Admission {
     return this.#overloaded
   }
 
-  /** Why a request of `priority` must be refused now, or undefined to admit it. */
-  check(priority: Priority, now: number): PoolRefusal | undefined {
+  /**
+   * Why a request of `priority` must be refused now, or undefined to admit it. `inFlight`:
+   * admitted requests not finished yet. Those past the pool size that have not queried yet
+   * will queue too: counting them keeps a burst that arrives in one instant (before any of it
+   * reached the pool) from being admitted whole.
+   */
+  check(priority: Priority, now: number, inFlight: number): PoolRefusal | undefined {
     const stats = this.#view.stats()
-    const { waiting, maxWaiting } = stats
+    const { maxWaiting } = stats
+    const waiting = Math.max(stats.waiting, inFlight - stats.max)
     if (maxWaiting === 0 ? stats.leased >= stats.max : waiting >= maxWaiting) return this.#refuse('queue_full', now)
     if (priority === 'high' || waiting === 0) return undefined
     this.#sojourn(stats.oldestWaitMs, now, true)
@@ -118,20 +128,47 @@ export class Admission {
    * (stuck queries make the mean stale). 0 while nothing is known.
    */
   #holdMs(now: number, stats: PoolStats): number {
-    if (now - this.#bucketStart >= this.#settings.interval / 2) {
-      this.#prevSum = this.#heldSum
-      this.#prevCount = this.#heldCount
-      this.#heldSum = 0
-      this.#heldCount = 0
-      this.#bucketStart = now
-    }
+    this.#roll(now)
     const count = this.#prevCount + this.#heldCount
     const hold = count === 0 ? 0 : (this.#prevSum + this.#heldSum) / count
     return Math.max(hold, Math.min(now - this.#lastRelease, stats.oldestWaitMs))
   }
 
+  #roll(now: number): void {
+    if (now - this.#bucketStart < this.#settings.interval / 2) return
+    this.#prevSum = this.#heldSum
+    this.#prevCount = this.#heldCount
+    this.#prevRefusals = this.#refusals
+    this.#heldSum = 0
+    this.#heldCount = 0
+    this.#refusals = 0
+    this.#bucketStart = now
+  }
+
+  /**
+   * How long to hold back a refusal, ms: 0, or `retryStorm.delay` while refusals arrive more
+   * than `retryStorm.factor` times faster than the pool drains. Clients that retry at once
+   * without honouring Retry-After then cost a timer each instead of a full request cycle, and
+   * stop starving the requests being served of CPU. The storm ends when refusals fall below a
+   * quarter of that rate.
+   */
+  refusalDelay(now: number): number {
+    const storm = this.#settings.retryStorm
+    if (storm === false) return 0
+    const stats = this.#view.stats()
+    const hold = this.#holdMs(now, stats)
+    if (hold === 0) return 0
+    const refusalsPerMs =
+      (this.#prevRefusals + this.#refusals) / (this.#settings.interval / 2 + (now - this.#bucketStart))
+    const ratio = (refusalsPerMs * hold) / stats.max
+    if (!this.#storm && ratio > storm.factor) this.#storm = true
+    else if (this.#storm && ratio < storm.factor / 4) this.#storm = false
+    return this.#storm ? storm.delay : 0
+  }
+
   #refuse(reason: PoolRefusal, now: number): PoolRefusal {
     this.#lastRefusal = now
+    this.#refusals++
     return reason
   }
 }

@@ -41,6 +41,12 @@ export interface PgPoolBackpressureOptions {
    * standing: the largest burst absorbed, in queued work. At least `target`. Default 50.
    */
   maxDelay?: number
+  /**
+   * Retry storms: while refusals arrive more than `factor` times faster than the pool drains,
+   * each refusal is answered after `delay` ms. `false` answers every refusal at once.
+   * Default `{ factor: 10, delay: 100 }`.
+   */
+  retryStorm?: { factor?: number; delay?: number } | false
   /** Bounds (whole seconds) of the computed Retry-After. Default `{ min: 1, max: 30 }`. */
   retryAfter?: { min?: number; max?: number }
   /**
@@ -64,6 +70,7 @@ export interface ResolvedBackpressureOptions {
   readonly target: number
   readonly interval: number
   readonly maxDelay: number
+  readonly retryStorm: { readonly factor: number; readonly delay: number } | false
   readonly retryAfter: { readonly min: number; readonly max: number }
   readonly exempt: readonly string[]
   readonly process: ResolvedProcessOptions | false
@@ -138,12 +145,21 @@ function resolveProcess(raw: unknown): ResolvedProcessOptions | false {
 /** Validates the plugin options once, at register; throws FST_PG_POOL_INVALID_OPTION. */
 export function resolveOptions(raw: unknown): ResolvedBackpressureOptions {
   const given = object('backpressure', raw)
-  onlyKeys('backpressure', given, ['target', 'interval', 'maxDelay', 'retryAfter', 'exempt', 'process'])
+  onlyKeys('backpressure', given, ['target', 'interval', 'maxDelay', 'retryStorm', 'retryAfter', 'exempt', 'process'])
   const target = number('backpressure.target', given.target, 25, positive, 'a number > 0')
   const interval = number('backpressure.interval', given.interval, 100, positive, 'a number > 0')
   const maxDelay = number('backpressure.maxDelay', given.maxDelay, Math.max(50, target), positive, 'a number > 0')
   if (maxDelay < target) {
     throw invalidOption('backpressure.maxDelay', `expected at least target (${target}), got ${maxDelay}`)
+  }
+  let retryStorm: ResolvedBackpressureOptions['retryStorm'] = false
+  if (given.retryStorm !== false) {
+    const storm = object('backpressure.retryStorm', given.retryStorm)
+    onlyKeys('backpressure.retryStorm', storm, ['factor', 'delay'])
+    retryStorm = Object.freeze({
+      factor: number('backpressure.retryStorm.factor', storm.factor, 10, positive, 'a number > 0'),
+      delay: number('backpressure.retryStorm.delay', storm.delay, 100, nonNegative, 'a number >= 0'),
+    })
   }
   const retry = object('backpressure.retryAfter', given.retryAfter)
   onlyKeys('backpressure.retryAfter', retry, ['min', 'max'])
@@ -158,6 +174,7 @@ export function resolveOptions(raw: unknown): ResolvedBackpressureOptions {
     target,
     interval,
     maxDelay,
+    retryStorm,
     retryAfter: Object.freeze({ min, max }),
     exempt: Object.freeze(exempt.map((prefix: string) => (prefix.length > 1 ? prefix.replace(/\/+$/, '') : prefix))),
     process: resolveProcess(given.process),

@@ -62,14 +62,51 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
   const refuse = (reply: FastifyReply, body: string, retryAfter: number) =>
     reply.code(503).header('retry-after', String(retryAfter)).header('content-type', CONTENT_TYPE).send(body)
 
+  // Refusals held back during a retry storm are answered at once when the app closes.
+  const held = new Map<NodeJS.Timeout, () => void>()
+  app.addHook('preClose', (done) => {
+    for (const [timer, answer] of held) {
+      clearTimeout(timer)
+      answer()
+    }
+    held.clear()
+    done()
+  })
+
+  // Admitted requests not finished yet; each leaves once, by response or by abort.
+  let inFlight = 0
+  const admitted = new WeakSet<FastifyRequest>()
+  const leave = (request: FastifyRequest) => {
+    if (admitted.delete(request)) inFlight--
+  }
+  app.addHook('onResponse', (request, _reply, done) => {
+    leave(request)
+    done()
+  })
+  app.addHook('onRequestAbort', (request, done) => {
+    leave(request)
+    done()
+  })
+
   const admit: onRequestHookHandler = (request, reply, done) => {
     const priority = priorityOf(request)
     if (priority === null) return done()
     const now = performance.now()
-    const refusal = admission.check(priority, now)
-    if (refusal === undefined) return done()
+    const refusal = admission.check(priority, now, inFlight)
+    if (refusal === undefined) {
+      inFlight++
+      admitted.add(request)
+      return done()
+    }
     view.shed(refusal, request.routeOptions.url ?? 'unknown')
-    refuse(reply, bodies[refusal], admission.retryAfter(now))
+    const delay = admission.refusalDelay(now)
+    const retryAfter = admission.retryAfter(now)
+    if (delay === 0) return refuse(reply, bodies[refusal], retryAfter)
+    const timer = setTimeout(() => {
+      held.delete(timer)
+      refuse(reply, bodies[refusal], retryAfter)
+    }, delay)
+    held.set(timer, () => refuse(reply, bodies[refusal], retryAfter))
   }
   app.addHook('onRequest', admit)
 
