@@ -185,6 +185,42 @@ describe('queueing delay', () => {
   })
 })
 
+describe('retry storm', () => {
+  /** Clients that retry at once on 503; resolves with the latency of every 503. */
+  async function storm(t: BackpressureApp, clients: number, durationMs: number): Promise<number[]> {
+    const refusals: number[] = []
+    const until = Date.now() + durationMs
+    await Promise.all(
+      Array.from({ length: clients }, async () => {
+        while (Date.now() < until) {
+          const started = performance.now()
+          const res = await t.app.inject('/hold/50')
+          if (res.statusCode === 503) refusals.push(performance.now() - started)
+        }
+      }),
+    )
+    return refusals
+  }
+
+  test('refusals are held back while clients retry much faster than the pool drains', async () => {
+    const t = await start(db.url, { max: 1, maxWaiting: 200 }, { retryStorm: { factor: 10, delay: 100 } })
+    const refusals = await storm(t, 30, 1_000)
+    expect(refusals.length).toBeGreaterThan(0)
+    const held = refusals.filter((ms) => ms >= 95).length
+    // Once the storm is seen, nearly every refusal waits the delay: 30 clients make at most
+    // ~10 refusals each per second instead of thousands.
+    expect(held).toBeGreaterThan(refusals.length / 2)
+    expect(refusals.length).toBeLessThan(30 * 12 + 200)
+  })
+
+  test('retryStorm: false answers every refusal at once', async () => {
+    const t = await start(db.url, { max: 1, maxWaiting: 200 }, { retryStorm: false })
+    const refusals = await storm(t, 30, 500)
+    expect(refusals.length).toBeGreaterThan(500)
+    expect(refusals.filter((ms) => ms >= 95)).toEqual([])
+  })
+})
+
 describe('Retry-After', () => {
   /** Saturates the app and reads the Retry-After of its refusals. */
   async function retryAfterAtCap(t: BackpressureApp, holdMs: number): Promise<number[]> {

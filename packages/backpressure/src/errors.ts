@@ -10,7 +10,7 @@ export const errors = {
   FST_PG_POOL_QUEUE_FULL: coreErrors.FST_PG_POOL_QUEUE_FULL,
   FST_PG_POOL_OVERLOADED: createError(
     'FST_PG_POOL_OVERLOADED',
-    'Requests wait longer than %d ms for a database connection; retry later',
+    'Requests would wait too long for a database connection (target %d ms); retry later',
     503,
   ),
   FST_PG_POOL_PROCESS_PRESSURE: createError(
