@@ -19,10 +19,11 @@ export function mayChangeSession(strings: readonly string[]): boolean {
 
 /**
  * Puts a session back to the state it was opened in. Not DISCARD ALL: it drops the server's
- * prepared statements while postgres.js keeps its cache of them.
+ * prepared statements while postgres.js keeps its cache of them. RESET ALL leaves the role
+ * alone: without the explicit resets, a request's SET ROLE would run the next one as that role.
  */
 export const RESET_SESSION_SQL =
-  'ROLLBACK; RESET ALL; DISCARD TEMP; UNLISTEN *; SELECT pg_advisory_unlock_all(); CLOSE ALL'
+  'ROLLBACK; RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; DISCARD TEMP; UNLISTEN *; SELECT pg_advisory_unlock_all(); CLOSE ALL'
 
 const connectionErrorCodes = new Set([
   'CONNECTION_CLOSED',
