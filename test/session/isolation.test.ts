@@ -1,0 +1,169 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
+import { failOnProcessErrors } from '../faults/process-errors.js'
+import { coreApp, type TestApp } from '../support/app.js'
+import { createTestDatabase, type TestDatabase, waitFor } from '../support/database.js'
+
+let db: TestDatabase
+let current: TestApp | undefined
+failOnProcessErrors()
+beforeAll(async () => {
+  db = await createTestDatabase()
+  await db.sql`create table items (id int primary key)`
+  await db.sql`create role fpp_session_reader nologin`.catch(() => {})
+  await db.sql.unsafe(`grant select on items to fpp_session_reader`)
+})
+afterEach(async () => {
+  await current?.app.close()
+  current = undefined
+  await db.sql`truncate items`
+})
+afterAll(async () => {
+  await db.sql.unsafe('revoke all on items from fpp_session_reader')
+  await db.sql`drop role if exists fpp_session_reader`
+  await db.drop()
+})
+
+/** What a request sees of its session: everything a previous holder could have left behind. */
+async function sessionState(request: FastifyRequest) {
+  const [row] = await request.db<Record<string, unknown>[]>`
+    select pg_backend_pid() as pid,
+      current_user as "currentUser",
+      current_setting('work_mem') as "workMem",
+      current_setting('search_path') as "searchPath",
+      current_setting('default_transaction_read_only') as "readOnly",
+      coalesce(current_setting('app.leak', true), '') as "appLeak",
+      (select count(*)::int from pg_class where relpersistence = 't' and pg_table_is_visible(oid)) as "tempTables",
+      (select count(*)::int from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()) as "advisoryLocks",
+      (select count(*)::int from pg_listening_channels()) as "listening",
+      (select count(*)::int from pg_cursors) as "cursors",
+      txid_current_if_assigned() is not null as "inOpenTransaction"`
+  return row as Record<string, unknown>
+}
+
+async function defaults(app: FastifyInstance) {
+  return (await app.inject('/state')).json() as Record<string, unknown>
+}
+
+const dirtiers: Record<string, (request: FastifyRequest) => Promise<unknown>> = {
+  SET: (request) => request.db`set work_mem = '7MB'`.then(() => request.db`set search_path = pg_catalog`),
+  'SET SESSION CHARACTERISTICS': (request) => request.db`set session characteristics as transaction read only`,
+  'set_config(..., false)': (request) => request.db`select set_config('app.leak', 'tenant-b', false)`,
+  'temp table': (request) => request.db`create temp table scratch (x int)`,
+  'advisory lock': (request) => request.db`select pg_advisory_lock(4242)`,
+  LISTEN: (request) => request.db`listen fpp_channel`,
+  'cursor WITH HOLD': (request) => request.db.unsafe('declare held cursor with hold for select 1'),
+  'SET ROLE': (request) => request.db.unsafe('set role fpp_session_reader'),
+  'open transaction (begin without commit)': (request) =>
+    request.db.unsafe('begin').then(() => request.db`select txid_current()`),
+}
+
+describe('session isolation on one reused connection (max: 1)', () => {
+  for (const [name, dirty] of Object.entries(dirtiers)) {
+    test(`${name} never reaches the next request`, async () => {
+      current = await coreApp(db.url, { max: 1 })
+      const { app } = current
+      app.get('/state', async (request) => sessionState(request))
+      app.get('/dirty', async (request) => {
+        await dirty(request)
+        return sessionState(request)
+      })
+      const clean = await defaults(app)
+      const dirtied = (await app.inject('/dirty')).json() as Record<string, unknown>
+      // The change did happen on that request's session...
+      expect(dirtied).not.toEqual(clean)
+      // ...on the very connection the next request gets, which sees none of it.
+      const after = await defaults(app)
+      expect(after.pid).toBe(clean.pid)
+      expect(after).toEqual(clean)
+    })
+  }
+
+  test('a transaction a buggy handler left open is rolled back; the next request commits its own work', async () => {
+    current = await coreApp(db.url, { max: 1 })
+    const { app } = current
+    app.post('/leave-open', async (request) => {
+      await request.db.unsafe('begin')
+      await request.db`insert into items values (1)`
+      return { ok: true }
+    })
+    app.post('/insert', async (request) => {
+      await request.db`insert into items values (2)`
+      return { ok: true }
+    })
+    expect((await app.inject({ method: 'POST', url: '/leave-open' })).statusCode).toBe(200)
+    expect((await app.inject({ method: 'POST', url: '/insert' })).statusCode).toBe(200)
+    // Seen from another connection: the abandoned insert is gone, the next request's is committed
+    // (had the transaction leaked, it would hold both, uncommitted).
+    expect(await db.sql`select id from items order by id`).toEqual([{ id: 2 }])
+  })
+
+  test('an advisory lock left by a request can be taken by another session right after', async () => {
+    current = await coreApp(db.url, { max: 1 })
+    const { app } = current
+    app.get('/lock', async (request) => request.db`select pg_advisory_lock(777)`)
+    expect((await app.inject('/lock')).statusCode).toBe(200)
+    // The reset runs after the response is sent, before the connection is back in the pool.
+    expect(await waitFor(() => app.pgPool.stats().idle === 1)).toBe(true)
+    const [row] = await db.sql<{ ok: boolean }[]>`select pg_try_advisory_lock(777) as ok`
+    expect(row?.ok).toBe(true)
+    await db.sql`select pg_advisory_unlock(777)`
+  })
+})
+
+describe('reset only when needed', () => {
+  /** The last statement the app's only connection ran, once it is back in the pool. */
+  async function lastStatement(app: FastifyInstance, applicationName: string): Promise<string> {
+    // The reset, when there is one, runs after the response and before the connection is idle.
+    expect(await waitFor(() => app.pgPool.stats().idle === 1)).toBe(true)
+    const [row] = await db.admin<{ query: string }[]>`
+      select query from pg_stat_activity where application_name = ${applicationName}`
+    return row?.query ?? ''
+  }
+
+  test('plain queries leave the session alone: no reset runs', async () => {
+    current = await coreApp(db.url, { max: 1 })
+    const { app, applicationName } = current
+    app.get('/plain', async (request) => request.db`select ${request.id}::text as marker`)
+    app.post(
+      '/write',
+      async (request) =>
+        request.db`insert into items values (${Number(request.id.slice(4)) || 9}) on conflict do nothing`,
+    )
+    for (let i = 0; i < 3; i++) {
+      expect((await app.inject('/plain')).statusCode).toBe(200)
+      expect(await lastStatement(app, applicationName)).toMatch(/^select \$1::text as marker/)
+    }
+    expect((await app.inject({ method: 'POST', url: '/write' })).statusCode).toBe(200)
+    expect(await lastStatement(app, applicationName)).toMatch(/^insert into items/)
+  })
+
+  test('a request that changed its session is followed by the reset, once', async () => {
+    current = await coreApp(db.url, { max: 1 })
+    const { app, applicationName } = current
+    app.get('/set', async (request) => request.db`set work_mem = '9MB'`)
+    app.get('/plain', async (request) => request.db`select 1 as one`)
+    await app.inject('/set')
+    expect(await lastStatement(app, applicationName)).toMatch(/RESET ALL/)
+    await app.inject('/plain')
+    expect(await lastStatement(app, applicationName)).toBe('select 1 as one')
+  })
+
+  test("sessionReset: 'never' leaves state behind (the option is real), 'always' resets after plain queries", async () => {
+    current = await coreApp(db.url, { max: 1, sessionReset: 'never' })
+    app1: {
+      const { app } = current
+      app.get('/set', async (request) => request.db`set work_mem = '9MB'`)
+      app.get('/work-mem', async (request) => (await request.db`select current_setting('work_mem') as v`)[0])
+      await app.inject('/set')
+      expect((await app.inject('/work-mem')).json()).toEqual({ v: '9MB' })
+      break app1
+    }
+    await current.app.close()
+    current = await coreApp(db.url, { max: 1, sessionReset: 'always' })
+    const { app, applicationName } = current
+    app.get('/plain', async (request) => request.db`select 1 as one`)
+    await app.inject('/plain')
+    expect(await lastStatement(app, applicationName)).toMatch(/RESET ALL/)
+  })
+})
