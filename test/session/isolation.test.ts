@@ -149,17 +149,16 @@ describe('reset only when needed', () => {
     expect(await lastStatement(app, applicationName)).toBe('select 1 as one')
   })
 
-  test("sessionReset: 'never' leaves state behind (the option is real), 'always' resets after plain queries", async () => {
+  test("sessionReset: 'never' leaves session state behind (the option is real)", async () => {
     current = await coreApp(db.url, { max: 1, sessionReset: 'never' })
-    app1: {
-      const { app } = current
-      app.get('/set', async (request) => request.db`set work_mem = '9MB'`)
-      app.get('/work-mem', async (request) => (await request.db`select current_setting('work_mem') as v`)[0])
-      await app.inject('/set')
-      expect((await app.inject('/work-mem')).json()).toEqual({ v: '9MB' })
-      break app1
-    }
-    await current.app.close()
+    const { app } = current
+    app.get('/set', async (request) => request.db`set work_mem = '9MB'`)
+    app.get('/work-mem', async (request) => (await request.db`select current_setting('work_mem') as v`)[0])
+    await app.inject('/set')
+    expect((await app.inject('/work-mem')).json()).toEqual({ v: '9MB' })
+  })
+
+  test("sessionReset: 'always' resets after plain queries too", async () => {
     current = await coreApp(db.url, { max: 1, sessionReset: 'always' })
     const { app, applicationName } = current
     app.get('/plain', async (request) => request.db`select 1 as one`)
