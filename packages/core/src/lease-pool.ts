@@ -404,8 +404,8 @@ export class LeasePool extends EventEmitter<PoolEvents> {
     }
     for (const [slot, owner] of this.#owners) {
       const held = now - slot.leasedAt
-      if (leakDetectionThreshold > 0 && held >= leakDetectionThreshold && !leakWarned.has(slot)) {
-        leakWarned.add(slot)
+      if (leakDetectionThreshold > 0 && held >= leakDetectionThreshold && !leakWarned.has(owner)) {
+        leakWarned.add(owner)
         this.emit('leak', held)
         owner.onLeak(held)
       }
@@ -419,6 +419,7 @@ export class LeasePool extends EventEmitter<PoolEvents> {
   }
 }
 
-const leakWarned = new WeakSet<ConnectionSlot>()
+// Per holder, not per connection: a connection that warned once must warn for its next holders.
+const leakWarned = new WeakSet<LeaseOwner>()
 
 const noOwner: LeaseOwner = { oldestQueryStart: () => 0, onDeadline() {}, onLeak() {}, abort() {} }
