@@ -117,6 +117,38 @@ function niceMax(v) {
   return [1, 2, 2.5, 5, 10].map((k) => k * p).find((n) => n >= v)
 }
 
+function notes(r) {
+  const out = []
+  out.push(
+    `**The machine.** Two cores, shared with other work while this ran (load average ${r.loadStart ?? '?'} at the start, ${r.loadEnd ?? '?'} at the end). The load generator, the server under test and PostgreSQL compete for those cores, so absolute numbers move by tens of percent from run to run; the ratios come from variants alternated within each round. Latencies include the scheduling delays of a loaded machine: the open-loop generator reports its own lag (how late it sent requests) in the output below.`,
+  )
+  if (r.S1) {
+    const { suite, raw } = r.S1
+    const off = r.S1['suite-off']
+    const fpg = r.S1['fastify-postgres']
+    out.push(
+      `**S1.** The suite reached ${fmt(suite.okPerS / raw.okPerS, 2)}× raw postgres.js and ${fmt(suite.okPerS / fpg.okPerS, 2)}× @fastify/postgres${off ? ` (without admission control: ${fmt(off.okPerS / raw.okPerS, 2)}× raw)` : ''}. Each request of the suite leases a whole connection from its first query until its response is sent, so that a request's queries, transaction and session state are its own; raw postgres.js instead pipelines the queries of many requests onto each connection. That exclusivity is the gap, not admission control: the per-request check reads one stats object. Raw postgres.js also gives none of the guarantees the suite exists for (bounded queue, aborts cancelled, leases returned exactly once).`,
+    )
+  }
+  if (r.S2o) {
+    const at2 = r.S2o[2]
+    if (at2) {
+      const worst = ['raw', 'fastify-postgres'].filter((k) => at2[k])
+      out.push(
+        `**S2o.** Without admission control, an open-loop arrival rate above capacity turns into an unbounded queue: at 2× ${worst.map((k) => `${k} answered ${fmt(at2[k].goodput)} req/s within 1 s with a 2xx p99 of ${fmt(at2[k].ok99)} ms and left ${fmt(at2[k].unanswered)} requests unanswered`).join('; ')}. The core alone (\`backpressure: false\`) is bounded by its own queue cap and acquire timeout, but its refusals come only after a full queue and after the body is parsed. With admission control the queue stays at about \`maxDelay\` of work: goodput ${fmt(at2.suite.goodput)} req/s, 2xx p99 ${fmt(at2.suite.ok99)} ms. Capacity is nominal (${r.capacity} req/s assumes a connection is back the instant \`pg_sleep(0.02)\` ends); every variant pays some overhead per request on top, more when the machine is loaded. The 503 latency is measured from when the client wrote the request, so it includes the client's and the server's scheduling on the shared cores.`,
+      )
+    }
+  }
+  if (r.S2) {
+    const { suite, raw } = r.S2
+    const off = r.S2['suite-off']
+    out.push(
+      `**S2.** 400 clients that retry at once turn every refusal into a new request. The suite holds refusals back for \`retryStorm.delay\` while refusals arrive more than \`retryStorm.factor\`× faster than the pool drains, so its goodput stayed at ${fmt(suite.okPerS / raw.okPerS, 2)}× raw postgres.js with a 2xx p99 of ${fmt(suite.ok99)} ms against raw's ${fmt(raw.ok99)} ms${off ? `; the core alone, refusing at once after parsing, fell to ${fmt(off.okPerS)} 2xx/s` : ''}.`,
+    )
+  }
+  return out
+}
+
 export async function writeReport(r, { variants, lines }) {
   const names = Object.entries(variants)
   const out = []
@@ -176,7 +208,7 @@ export async function writeReport(r, { variants, lines }) {
     md('## S2o — open-loop overload on a 20 ms route')
     md()
     md(
-      `Requests leave at a fixed rate whatever the answers (a custom generator on node:http, latency counted from when each request was due). \`/slow\` holds its connection 20 ms: capacity ≈ ${r.capacity} req/s. Goodput = 2xx answered within 1 s, per second. Requests still unanswered 2 s after the last was sent are cut ("unanswered"). Waiters are sampled every 50 ms from \`/stats\` (the suite: \`app.pgPool.stats().waiting\`; @fastify/postgres: \`pool.waitingCount\`; postgres.js: in-flight queries minus \`max\`).`,
+      `Requests leave at a fixed rate whatever the answers (a custom generator on node:http, latency counted from when each request was due). \`/slow\` holds its connection 20 ms: capacity ≈ ${r.capacity} req/s. Goodput = 2xx answered within 1 s of being due and before the last request was due, per second of that window. Requests still unanswered 2 s after the last was sent are cut ("unanswered"). Waiters are sampled every 50 ms from \`/stats\` (the suite: \`app.pgPool.stats().waiting\`; @fastify/postgres: \`pool.waitingCount\`; postgres.js: in-flight queries minus \`max\`).`,
     )
     md()
     md(
@@ -258,8 +290,10 @@ export async function writeReport(r, { variants, lines }) {
   }
   md('## Reading the numbers')
   md()
-  md(r.notes ?? '')
-  md()
+  for (const paragraph of notes(r)) {
+    md(paragraph)
+    md()
+  }
   md('## Output of the run')
   md()
   md('```')

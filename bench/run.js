@@ -180,6 +180,12 @@ function meanOf(runs) {
   return out
 }
 
+const loadavg = () =>
+  os
+    .loadavg()
+    .map((n) => n.toFixed(2))
+    .join(' ')
+
 function push(runs, key, value) {
   runs[key] ??= []
   runs[key].push(value)
@@ -191,6 +197,7 @@ async function main() {
   const startedAt = new Date()
   const db = await startDatabase()
   log(`PostgreSQL ${db.version} (${db.kind}), node ${process.version}, ${os.cpus().length} CPUs`)
+  log(`load average at start: ${loadavg()}`)
   log(
     `pool max ${POOL_MAX}; /slow holds ${HOLD_MS} ms → capacity ≈ ${CAPACITY} req/s; ${durationMs} ms per run, ${rounds} rounds\n`,
   )
@@ -266,6 +273,9 @@ async function main() {
   } finally {
     await db.stop()
   }
+  results.loadStart = lines.find((l) => l.startsWith('load average at start'))?.slice(23)
+  results.loadEnd = loadavg()
+  log(`load average at end: ${results.loadEnd}`)
   results.targets = evaluate(results)
   log('\nTargets:')
   for (const t of results.targets) log(`${t.pass ? 'PASS' : 'FAIL'}  ${t.name}: ${t.measured}`)

@@ -66,16 +66,10 @@ export class Admission {
     return this.#overloaded
   }
 
-  /**
-   * Why a request of `priority` must be refused now, or undefined to admit it. `inFlight`:
-   * admitted requests not finished yet. Those past the pool size that have not queried yet
-   * will queue too: counting them keeps a burst that arrives in one instant (before any of it
-   * reached the pool) from being admitted whole.
-   */
-  check(priority: Priority, now: number, inFlight: number): PoolRefusal | undefined {
+  /** Why a request of `priority` must be refused now, or undefined to admit it. */
+  check(priority: Priority, now: number): PoolRefusal | undefined {
     const stats = this.#view.stats()
-    const { maxWaiting } = stats
-    const waiting = Math.max(stats.waiting, inFlight - stats.max)
+    const { waiting, maxWaiting } = stats
     if (maxWaiting === 0 ? stats.leased >= stats.max : waiting >= maxWaiting) return this.#refuse('queue_full', now)
     if (priority === 'high' || waiting === 0) return undefined
     this.#sojourn(stats.oldestWaitMs, now, true)

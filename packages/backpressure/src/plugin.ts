@@ -73,31 +73,12 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
     done()
   })
 
-  // Admitted requests not finished yet; each leaves once, by response or by abort.
-  let inFlight = 0
-  const admitted = new WeakSet<FastifyRequest>()
-  const leave = (request: FastifyRequest) => {
-    if (admitted.delete(request)) inFlight--
-  }
-  app.addHook('onResponse', (request, _reply, done) => {
-    leave(request)
-    done()
-  })
-  app.addHook('onRequestAbort', (request, done) => {
-    leave(request)
-    done()
-  })
-
   const admit: onRequestHookHandler = (request, reply, done) => {
     const priority = priorityOf(request)
     if (priority === null) return done()
     const now = performance.now()
-    const refusal = admission.check(priority, now, inFlight)
-    if (refusal === undefined) {
-      inFlight++
-      admitted.add(request)
-      return done()
-    }
+    const refusal = admission.check(priority, now)
+    if (refusal === undefined) return done()
     view.shed(refusal, request.routeOptions.url ?? 'unknown')
     const delay = admission.refusalDelay(now)
     const retryAfter = admission.retryAfter(now)
