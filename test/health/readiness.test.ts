@@ -233,10 +233,10 @@ describe('saturated pool', () => {
 
 describe('draining', () => {
   test('app.close() with a slow request in flight: ready 503 at once, live 200, the request completes, close finishes', async () => {
-    const { app } = await healthApp(db.url, {}, { drainDelay: 400 }, { return503OnClosing: false })
+    const { app } = await healthApp(db.url, {}, { drainDelay: 800 }, { return503OnClosing: false })
     const events: string[] = []
     app.get('/slow', async (request) => {
-      await request.db`select pg_sleep(0.8)`
+      await request.db`select pg_sleep(1.5)`
       return { ok: true }
     })
     app.addHook('onResponse', async (request, reply) => {
@@ -251,7 +251,7 @@ describe('draining', () => {
     const closed = app.close().then(() => events.push('closed'))
 
     const ready = await probe(base, '/health/ready')
-    expect(Date.now() - closeStarted).toBeLessThan(300)
+    expect(Date.now() - closeStarted).toBeLessThan(700)
     expect(ready.status).toBe(503)
     expect(ready.body.status).toBe('fail')
     expect(ready.body.output).toBe('shutting down')
@@ -264,7 +264,9 @@ describe('draining', () => {
 
     expect(await slow.done).toBe(200)
     await closed
+    // The slow request outlasts drainDelay: close waited for it.
     expect(events).toEqual(['slow 200', 'closed'])
+    expect(Date.now() - closeStarted).toBeGreaterThanOrEqual(1_200)
   })
 
   test('without drainDelay a probe after close() never sees 200', async () => {
