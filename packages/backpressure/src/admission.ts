@@ -1,4 +1,4 @@
-import type { PgPoolView, PoolStats } from '@fastify-pg-pool/core'
+import type { PgPoolView } from '@fastify-pg-pool/core'
 import type { Priority } from './options.js'
 
 export type PoolRefusal = 'queue_full' | 'queue_delay'
@@ -40,26 +40,24 @@ export class Admission {
   #heldCount = 0
   #prevSum = 0
   #prevCount = 0
+  #hold = 0
   #refusals = 0
   #prevRefusals = 0
   #storm = false
-  #lastRelease: number
 
   constructor(view: PgPoolView, settings: AdmissionSettings, now: number) {
     this.#view = view
     this.#settings = settings
     this.#bucketStart = now
-    this.#lastRelease = now
   }
 
   readonly onAcquire = (waitMs: number, now: number): void => {
     this.#sojourn(waitMs, now)
   }
 
-  readonly onRelease = (heldMs: number, now: number): void => {
+  readonly onRelease = (heldMs: number): void => {
     this.#heldSum += heldMs
     this.#heldCount++
-    this.#lastRelease = now
   }
 
   get overloaded(): boolean {
@@ -74,7 +72,7 @@ export class Admission {
     if (priority === 'high' || waiting === 0) return undefined
     this.#sojourn(stats.oldestWaitMs, now, true)
     const overloaded = this.#state(now)
-    const expected = (waiting * this.#holdMs(now, stats)) / stats.max
+    const expected = (waiting * this.#holdMs(now)) / stats.max
     if (priority === 'low') {
       if (waiting >= Math.ceil(maxWaiting / 2)) return this.#refuse('queue_full', now)
       if (overloaded || expected > this.#settings.target || stats.oldestWaitMs > this.#settings.target) {
@@ -94,7 +92,7 @@ export class Admission {
   retryAfter(now: number): number {
     const stats = this.#view.stats()
     const { min, max } = this.#settings.retryAfter
-    const holdMs = this.#holdMs(now, stats)
+    const holdMs = this.#holdMs(now)
     const seconds =
       holdMs === 0 ? this.#view.options.retryAfter : Math.ceil(((stats.waiting + 1) * holdMs) / stats.max / 1000)
     return Math.min(max, Math.max(min, seconds))
@@ -118,14 +116,13 @@ export class Admission {
   /**
    * How long a lease is held, ms: the mean over the last half to whole interval (short enough
    * to follow a change of route mix within an interval, long enough that one stall does not
-   * swing it), or longer when no lease came back for longer than that while requests waited
-   * (stuck queries make the mean stale). 0 while nothing is known.
+   * swing it); the last known mean while no lease came back; 0 while nothing is known.
    */
-  #holdMs(now: number, stats: PoolStats): number {
+  #holdMs(now: number): number {
     this.#roll(now)
     const count = this.#prevCount + this.#heldCount
-    const hold = count === 0 ? 0 : (this.#prevSum + this.#heldSum) / count
-    return Math.max(hold, Math.min(now - this.#lastRelease, stats.oldestWaitMs))
+    if (count > 0) this.#hold = (this.#prevSum + this.#heldSum) / count
+    return this.#hold
   }
 
   #roll(now: number): void {
@@ -150,7 +147,7 @@ export class Admission {
     const storm = this.#settings.retryStorm
     if (storm === false) return 0
     const stats = this.#view.stats()
-    const hold = this.#holdMs(now, stats)
+    const hold = this.#holdMs(now)
     if (hold === 0) return 0
     const refusalsPerMs =
       (this.#prevRefusals + this.#refusals) / (this.#settings.interval / 2 + (now - this.#bucketStart))

@@ -24,12 +24,11 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
   const view = app.pgPool
   const admission = new Admission(view, options, performance.now())
   const onAcquire = (waitMs: number) => admission.onAcquire(waitMs, performance.now())
-  const onRelease = (heldMs: number) => admission.onRelease(heldMs, performance.now())
   view.on('acquire', onAcquire)
-  view.on('release', onRelease)
+  view.on('release', admission.onRelease)
   app.addHook('onClose', (_app, done) => {
     view.off('acquire', onAcquire)
-    view.off('release', onRelease)
+    view.off('release', admission.onRelease)
     done()
   })
 
