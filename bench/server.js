@@ -23,7 +23,8 @@ if (variant === 'suite' || variant === 'suite-off') {
     pool: { max, applicationName },
     health: {},
     metrics: {},
-    backpressure: variant === 'suite' ? {} : false,
+    // BENCH_BACKPRESSURE (JSON) overrides the defaults while tuning; the report uses the defaults.
+    backpressure: variant === 'suite' ? JSON.parse(process.env.BENCH_BACKPRESSURE ?? '{}') : false,
   })
   app.get('/items/:id', async (request) => {
     const [row] = await request.db`select id, name from fpp_bench_items where id = ${itemById(request.params.id)}`
@@ -43,10 +44,18 @@ if (variant === 'suite' || variant === 'suite-off') {
     const holds = []
     app.pgPool.on('acquire', (ms) => waits.push(ms))
     app.pgPool.on('release', (ms) => holds.push(ms))
+    const shed = {}
+    app.pgPool.on('shed', (reason) => {
+      shed[reason] = (shed[reason] ?? 0) + 1
+    })
+    const failed = {}
+    app.pgPool.on('acquireError', (reason) => {
+      failed[reason] = (failed[reason] ?? 0) + 1
+    })
     app.addHook('onClose', async () => {
       const q = (a, p) => a.sort((x, y) => x - y)[Math.floor((a.length - 1) * p)]?.toFixed(1)
       process.stderr.write(
-        `trace ${variant}: wait p50 ${q(waits, 0.5)} p90 ${q(waits, 0.9)} p99 ${q(waits, 0.99)} max ${q(waits, 1)}; hold p50 ${q(holds, 0.5)} p90 ${q(holds, 0.9)} p99 ${q(holds, 0.99)} (${holds.length})\n`,
+        `trace ${variant}: wait p50 ${q(waits, 0.5)} p90 ${q(waits, 0.9)} p99 ${q(waits, 0.99)} max ${q(waits, 1)}; hold p50 ${q(holds, 0.5)} p90 ${q(holds, 0.9)} p99 ${q(holds, 0.99)} (${holds.length}); shed ${JSON.stringify(shed)}; acquireError ${JSON.stringify(failed)}\n`,
       )
     })
   }

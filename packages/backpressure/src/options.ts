@@ -31,14 +31,14 @@ export interface PgPoolBackpressureOptions {
   /**
    * Queueing delay (ms) the pool may keep standing. When every request that got a connection
    * for one `interval` waited longer than this, the pool is overloaded, and requests expected
-   * to wait longer than this are refused. Default 25.
+   * to wait longer than this are refused. Default 40.
    */
   target?: number
   /** How long (ms) waits must stay above `target` before the pool counts as overloaded. Default 100. */
   interval?: number
   /**
    * Expected wait (ms) above which a request is refused even before the queue counts as
-   * standing: the largest burst absorbed, in queued work. At least `target`. Default 50.
+   * standing: the largest burst absorbed, in queued work. At least `target`. Default 60.
    */
   maxDelay?: number
   /**
@@ -146,9 +146,9 @@ function resolveProcess(raw: unknown): ResolvedProcessOptions | false {
 export function resolveOptions(raw: unknown): ResolvedBackpressureOptions {
   const given = object('backpressure', raw)
   onlyKeys('backpressure', given, ['target', 'interval', 'maxDelay', 'retryStorm', 'retryAfter', 'exempt', 'process'])
-  const target = number('backpressure.target', given.target, 25, positive, 'a number > 0')
+  const target = number('backpressure.target', given.target, 40, positive, 'a number > 0')
   const interval = number('backpressure.interval', given.interval, 100, positive, 'a number > 0')
-  const maxDelay = number('backpressure.maxDelay', given.maxDelay, Math.max(50, target), positive, 'a number > 0')
+  const maxDelay = number('backpressure.maxDelay', given.maxDelay, Math.max(60, target), positive, 'a number > 0')
   if (maxDelay < target) {
     throw invalidOption('backpressure.maxDelay', `expected at least target (${target}), got ${maxDelay}`)
   }
