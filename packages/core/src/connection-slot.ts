@@ -40,8 +40,10 @@ export class ConnectionSlot {
   closeReason: CloseReason | undefined
   #ended: Promise<void> | undefined
   readonly #fetchTypes: boolean
+  readonly #connectTimeout: number
 
   constructor(connection: ResolvedConnection, pool: ResolvedPoolOptions, onNotice: (notice: postgres.Notice) => void) {
+    this.#connectTimeout = pool.connectTimeout
     this.expiresAt = pool.maxLifetime > 0 ? this.createdAt + pool.maxLifetime * (1 - Math.random() * 0.15) : Infinity
     const options: postgres.Options<{}> = {
       ...connection.options,
@@ -83,15 +85,22 @@ export class ConnectionSlot {
    * built before any connection existed read it when they are serialized.
    */
   async open(arrayTypes?: Record<number, number>): Promise<void> {
-    const [row] = await this.sql<{ pid: number }[]>`select pg_backend_pid() as pid`
-    this.pid = row?.pid ?? 0
-    if (arrayTypes === undefined || !this.#fetchTypes) return
-    // The oids are the server's: loaded once per pool, installed on every connection.
-    if (Object.keys(arrayTypes).length === 0) {
-      const rows = await this.sql.unsafe<{ oid: number | null; typarray: number | null }[]>(ARRAY_TYPES_SQL)
-      for (const { oid, typarray } of rows) if (oid && typarray) arrayTypes[oid] = typarray
+    // postgres.js's connect_timeout ends at the handshake: a server frozen right after it would
+    // leave this connection opening forever, counted against max. The whole open is bounded.
+    const deadline = setTimeout(() => void this.end('error', 0), this.#connectTimeout).unref()
+    try {
+      const [row] = await this.sql<{ pid: number }[]>`select pg_backend_pid() as pid`
+      this.pid = row?.pid ?? 0
+      if (arrayTypes === undefined || !this.#fetchTypes) return
+      // The oids are the server's: loaded once per pool, installed on every connection.
+      if (Object.keys(arrayTypes).length === 0) {
+        const rows = await this.sql.unsafe<{ oid: number | null; typarray: number | null }[]>(ARRAY_TYPES_SQL)
+        for (const { oid, typarray } of rows) if (oid && typarray) arrayTypes[oid] = typarray
+      }
+      installArrayTypes(this.sql.options as unknown as TypeOptions, arrayTypes)
+    } finally {
+      clearTimeout(deadline)
     }
-    installArrayTypes(this.sql.options as unknown as TypeOptions, arrayTypes)
   }
 
   /** Marks the slot unusable; the first reason wins. */
