@@ -49,3 +49,26 @@ test('a connection lost while it loads array types fails the request, never the 
   expect((await app.inject('/tags')).json()).toEqual({ tags: ['a', 'b'] })
   expect(app.pgPool.stats()).toMatchObject({ leased: 0, waiting: 0 })
 })
+
+// postgres.js's connect_timeout stops once the server said ReadyForQuery; the pool's first
+// query on a new connection had no deadline: a server frozen at that moment kept the
+// connection "connecting" forever, and with max 1 the pool never served again.
+test('a server that freezes right after the handshake: the opening connection is given up', async () => {
+  current = await coreApp(proxy.urlFor(db.url), { max: 1, lazy: true, ...fastTimeouts })
+  const { app } = current
+  app.get('/one', async (request) => (await request.db`select 1 as one`)[0])
+  proxy.onClientData = (chunk) => {
+    if (chunk.includes('pg_backend_pid')) proxy.setMode('blackhole')
+  }
+  const frozen = await app.inject('/one')
+  expect(frozen.statusCode).toBe(503)
+  expect(proxy.mode).toBe('blackhole')
+  proxy.onClientData = undefined
+  proxy.setMode('pass')
+  // Within connectTimeout the stuck attempt is cut and a new one serves.
+  const started = Date.now()
+  expect(await waitFor(async () => (await app.inject('/one')).statusCode === 200, 3_000)).toBe(true)
+  console.log(`[fault:frozen-handshake] served again ${Date.now() - started} ms after the proxy passed`)
+  expect(await waitFor(() => app.pgPool.stats().idle === 1)).toBe(true)
+  expect(app.pgPool.stats()).toMatchObject({ connecting: 0, open: 1, leased: 0 })
+})
