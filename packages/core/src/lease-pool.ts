@@ -93,6 +93,8 @@ export class LeasePool extends EventEmitter<PoolEvents> {
   readonly #housekeeping: NodeJS.Timeout
   readonly #arrayTypes: Record<number, number> | undefined
   #connecting = 0
+  /** Connections being opened: close() gives them up too. */
+  readonly #opening = new Set<ConnectionSlot>()
   #connectFailures = 0
   #retryTimer: NodeJS.Timeout | undefined
   #closing = false
@@ -269,6 +271,7 @@ export class LeasePool extends EventEmitter<PoolEvents> {
       waiter.reject(new errors.FST_PG_POOL_CLOSED())
     }
     for (const slot of this.#idle.splice(0)) this.#discard(slot, 'shutdown')
+    for (const slot of this.#opening) void slot.end('shutdown', 0)
     await this.#drain(timeoutMs)
     if (this.#owners.size > 0) {
       // Cutting the socket alone would leave the server running the query (it notices a gone
@@ -350,9 +353,11 @@ export class LeasePool extends EventEmitter<PoolEvents> {
     this.#connecting++
     const started = performance.now()
     const slot = new ConnectionSlot(this.#connection, this.options, this.#onNotice)
+    this.#opening.add(slot)
     slot.open(this.#arrayTypes).then(
       () => {
         this.#connecting--
+        this.#opening.delete(slot)
         this.#connectFailures = 0
         if (this.#closing || !slot.usable) {
           void slot.end('shutdown', 0)
@@ -364,6 +369,7 @@ export class LeasePool extends EventEmitter<PoolEvents> {
       },
       (error: unknown) => {
         this.#connecting--
+        this.#opening.delete(slot)
         void slot.end('error', 0)
         const coded = this.#connectError(error)
         this.emit('connectError', coded)
