@@ -3,6 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../support/app.js'
 import { createTestDatabase, type TestDatabase, waitFor } from '../support/database.js'
 import { listen } from '../support/http.js'
+import { startTcpProxy } from '../support/tcp-proxy.js'
 import { failOnProcessErrors, fastTimeouts } from './process-errors.js'
 
 let db: TestDatabase
@@ -93,6 +94,30 @@ describe('shutdown', () => {
     expect(app.pgPool.stats()).toMatchObject({ open: 0, leased: 0 })
     expect(await waitFor(async () => (await db.running(applicationName, '%pg_sleep(30)%')) === 0, 2_000)).toBe(true)
     expect(await waitFor(async () => (await db.countConnections(applicationName)) === 0, 2_000)).toBe(true)
+  })
+
+  test('a connection still opening when close() runs is given up, not opened afterwards', async () => {
+    const proxy = await startTcpProxy(Number(new URL(db.url).port))
+    try {
+      current = await coreApp(proxy.urlFor(db.url), { max: 2, lazy: true, ...fastTimeouts, connectTimeout: 2_000 })
+      const { app, applicationName } = current
+      app.get('/one', async (request) => (await request.db`select 1 as one`)[0])
+      // Every round trip of the handshake takes 2 × 150 ms: the connection is still opening.
+      proxy.setMode('delay', 150)
+      const request = app.inject('/one')
+      expect(await waitFor(() => app.pgPool.stats().connecting === 1)).toBe(true)
+      await app.close()
+      current = undefined
+      expect((await request).statusCode).toBe(503)
+      // For the next second the server never sees a connection of this app.
+      let seen = 0
+      const until = Date.now() + 1_000
+      while (Date.now() < until) seen = Math.max(seen, await db.countConnections(applicationName))
+      expect(seen).toBe(0)
+      expect(proxy.open).toBe(0)
+    } finally {
+      await proxy.close()
+    }
   })
 
   test('requests queued for a connection when close starts are in flight too: they are served', async () => {
