@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase, waitFor } from '../support/database.js'
+import { createTestDatabase, sleep, type TestDatabase, waitFor } from '../support/database.js'
 import { listen } from '../support/http.js'
 import { deferred, failOnProcessErrors, fastTimeouts } from './process-errors.js'
 
@@ -97,11 +97,40 @@ describe('backend terminated', () => {
     const before = await backendPids(applicationName)
     expect(await db.terminate(applicationName)).toBe(2)
     expect(await waitFor(async () => (await backendPids(applicationName)).length === 0)).toBe(true)
-    // Right away, before any housekeeping pass: both requests must land on fresh connections.
+    // The client learns of the close a moment after the server forgets the backend (a query sent
+    // in that moment fails with a coded 503, as tested above). Well before any
+    // housekeeping pass (500 ms here), both requests must land on fresh connections.
+    await sleep(50)
     const responses = await Promise.all([fetch(`${base}/pid`), fetch(`${base}/pid`)])
     const bodies = await Promise.all(responses.map((r) => r.json() as Promise<{ pid?: number; code?: string }>))
     expect(responses.map((r) => r.status)).toEqual([200, 200])
     for (const body of bodies) expect(before).not.toContain(body.pid)
+  })
+
+  test('in a route transaction before COMMIT: the client gets a 5xx, never success, and no row', async () => {
+    await db.sql`create table if not exists writes (id int primary key)`
+    current = await coreApp(db.url, { max: 1, ...fastTimeouts })
+    const { app } = current
+    const inserted = deferred<number>()
+    const terminated = deferred()
+    app.post('/write', { config: { db: { transaction: true } } }, async (request) => {
+      await request.db`insert into writes values (1)`
+      const [me] = await request.db<{ pid: number }[]>`select pg_backend_pid() as pid`
+      inserted.resolve(me?.pid ?? 0)
+      await terminated.promise
+      return { ok: true }
+    })
+    const response = app.inject({ method: 'POST', url: '/write' })
+    const pid = await inserted.promise
+    await db.admin`select pg_terminate_backend(${pid})`
+    expect(await waitFor(async () => !(await backendPids(current?.applicationName ?? '')).includes(pid))).toBe(true)
+    terminated.resolve()
+    const failed = await response
+    expect(failed.statusCode).toBeGreaterThanOrEqual(500)
+    expect(failed.json()).toMatchObject({
+      code: expect.stringMatching(/^FST_PG_POOL_(COMMIT_FAILED|CONNECTION_LOST)$/),
+    })
+    expect(await db.sql`select * from writes`).toEqual([])
   })
 
   test('mid-query: that request fails cleanly; no later request sees a stale error', async () => {
