@@ -87,20 +87,32 @@ export class ConnectionSlot {
   async open(arrayTypes?: Record<number, number>): Promise<void> {
     // postgres.js's connect_timeout ends at the handshake: a server frozen right after it would
     // leave this connection opening forever, counted against max. The whole open is bounded.
-    const deadline = setTimeout(() => void this.end('error', 0), this.#connectTimeout).unref()
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(Object.assign(new Error(`no answer within ${this.#connectTimeout} ms`), { code: 'CONNECT_TIMEOUT' }))
+        void this.end('error', 0)
+      }, this.#connectTimeout).unref()
+    })
+    const opening = this.#open(arrayTypes)
+    opening.catch(() => {})
     try {
-      const [row] = await this.sql<{ pid: number }[]>`select pg_backend_pid() as pid`
-      this.pid = row?.pid ?? 0
-      if (arrayTypes === undefined || !this.#fetchTypes) return
-      // The oids are the server's: loaded once per pool, installed on every connection.
-      if (Object.keys(arrayTypes).length === 0) {
-        const rows = await this.sql.unsafe<{ oid: number | null; typarray: number | null }[]>(ARRAY_TYPES_SQL)
-        for (const { oid, typarray } of rows) if (oid && typarray) arrayTypes[oid] = typarray
-      }
-      installArrayTypes(this.sql.options as unknown as TypeOptions, arrayTypes)
+      await Promise.race([opening, deadline])
     } finally {
-      clearTimeout(deadline)
+      clearTimeout(timer)
     }
+  }
+
+  async #open(arrayTypes: Record<number, number> | undefined): Promise<void> {
+    const [row] = await this.sql<{ pid: number }[]>`select pg_backend_pid() as pid`
+    this.pid = row?.pid ?? 0
+    if (arrayTypes === undefined || !this.#fetchTypes) return
+    // The oids are the server's: loaded once per pool, installed on every connection.
+    if (Object.keys(arrayTypes).length === 0) {
+      const rows = await this.sql.unsafe<{ oid: number | null; typarray: number | null }[]>(ARRAY_TYPES_SQL)
+      for (const { oid, typarray } of rows) if (oid && typarray) arrayTypes[oid] = typarray
+    }
+    installArrayTypes(this.sql.options as unknown as TypeOptions, arrayTypes)
   }
 
   /** Marks the slot unusable; the first reason wins. */
