@@ -100,8 +100,10 @@ function getJson(url) {
 
 const randomItem = () => `/items/${1 + Math.floor(Math.random() * ITEMS)}`
 
-async function warmUp(base) {
-  await closedLoop({ url: base, connections: 8, durationMs: 500, paths: randomItem })
+/** JIT warm-up; for /slow, at half its capacity, the state a service is in before an overload. */
+async function warmUp(base, path) {
+  if (path === undefined) await closedLoop({ url: base, connections: 8, durationMs: 500, paths: randomItem })
+  else await openLoop({ url: `${base}${path}`, rate: CAPACITY / 2, durationMs: 500, graceMs: 200 })
 }
 
 /** S0: 20 clients hang up mid-query; the app must keep serving and get every connection back. */
@@ -140,7 +142,7 @@ async function throughput(db, variant) {
 
 async function openLoopOverload(db, variant, factor) {
   return withServer(variant, db.url, async (base) => {
-    await warmUp(base)
+    await warmUp(base, '/slow')
     const waiters = sampler(`${base}/stats`, 50, (body) => JSON.parse(body).waiting)
     const live = sampler(`${base}/health/live`, 100)
     const metrics = variant.startsWith('suite') ? sampler(`${base}/metrics`, 100) : undefined
@@ -160,7 +162,7 @@ async function openLoopOverload(db, variant, factor) {
 
 async function retryStorm(db, variant) {
   return withServer(variant, db.url, async (base) => {
-    await warmUp(base)
+    await warmUp(base, '/slow')
     return closedLoop({ url: `${base}/slow`, connections: 400, durationMs })
   })
 }
