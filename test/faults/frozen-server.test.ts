@@ -87,6 +87,28 @@ describe('frozen server (TCP proxy)', () => {
     )
   })
 
+  test('app.close() while the server is frozen mid-query completes within closeTimeout + the cancel grace', async () => {
+    const closeTimeout = 300
+    // No statement deadline: only close() can end the frozen query.
+    current = await coreApp(proxy.urlFor(db.url), { max: 1, ...fastTimeouts, statementTimeout: 0, closeTimeout })
+    const { app } = current
+    expect(await app.db`select 1 as one`).toEqual([{ one: 1 }])
+    proxy.setMode('blackhole')
+    const frozen = app.db`select 2 as two`.catch((error: Error) => error)
+    expect(await waitFor(() => app.pgPool.stats().leased === 1)).toBe(true)
+    const started = Date.now()
+    await app.close()
+    current = undefined
+    const closeMs = Date.now() - started
+    console.log(`[fault:blackhole] app.close() with a frozen query took ${closeMs} ms (closeTimeout ${closeTimeout})`)
+    // closeTimeout, then up to 1 s for a cancel that cannot get through, then the cut.
+    expect(closeMs).toBeLessThan(closeTimeout + 1_000 + 500)
+    expect(await frozen).toBeInstanceOf(Error)
+    const closedAt = Date.now()
+    expect(await waitFor(() => proxy.open === 0, 5_000)).toBe(true)
+    console.log(`[fault:blackhole] last socket through the proxy closed ${Date.now() - closedAt} ms after close()`)
+  })
+
   test('delay: slow but answering traffic is served, not cut', async () => {
     current = await coreApp(proxy.urlFor(db.url), { max: 2, ...fastTimeouts })
     const { app } = current
