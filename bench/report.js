@@ -34,7 +34,7 @@ function lineChart({ title, xLabel, yLabel, xs, series, log = false, reference }
   const h = height - m.top - m.bottom
   const values = series.flatMap((s) => s.ys).filter((v) => Number.isFinite(v) && (!log || v > 0))
   if (reference) values.push(reference.y)
-  const yMax = log ? 10 ** Math.ceil(Math.log10(Math.max(...values))) : niceMax(Math.max(...values))
+  const yMax = log ? 10 ** Math.ceil(Math.log10(Math.max(...values))) : niceMax(Math.max(...values) * 1.1)
   const yMin = log ? 10 ** Math.floor(Math.log10(Math.max(0.1, Math.min(...values)))) : 0
   const sy = (v) =>
     log
@@ -47,7 +47,7 @@ function lineChart({ title, xLabel, yLabel, xs, series, log = false, reference }
   let body = `<line x1="${m.left}" y1="${m.top + h}" x2="${m.left + w}" y2="${m.top + h}" stroke="#333"/>
 <line x1="${m.left}" y1="${m.top}" x2="${m.left}" y2="${m.top + h}" stroke="#333"/>\n`
   for (const t of ticks) {
-    body += `<line x1="${m.left}" y1="${sy(t)}" x2="${m.left + w}" y2="${sy(t)}" stroke="#ddd"/><text x="${m.left - 6}" y="${sy(t) + 4}" text-anchor="end">${fmt(t, t < 1 ? 1 : 0)}</text>\n`
+    body += `<line x1="${m.left}" y1="${sy(t)}" x2="${m.left + w}" y2="${sy(t)}" stroke="#ddd"/><text x="${m.left - 6}" y="${sy(t) + 4}" text-anchor="end">${fmt(t, t > 0 && t < 1 ? 1 : 0)}</text>\n`
   }
   xs.forEach((x, i) => {
     body += `<text x="${sx(i)}" y="${m.top + h + 18}" text-anchor="middle">${esc(x)}</text>\n`
@@ -91,7 +91,7 @@ function barChart({ title, yLabel, categories, series }) {
   let body = `<line x1="${m.left}" y1="${m.top + h}" x2="${m.left + w}" y2="${m.top + h}" stroke="#333"/>
 <line x1="${m.left}" y1="${m.top}" x2="${m.left}" y2="${m.top + h}" stroke="#333"/>\n`
   for (let t = yMin; t <= yMax; t *= 10) {
-    body += `<line x1="${m.left}" y1="${sy(t)}" x2="${m.left + w}" y2="${sy(t)}" stroke="#ddd"/><text x="${m.left - 6}" y="${sy(t) + 4}" text-anchor="end">${fmt(t, t < 1 ? 1 : 0)}</text>\n`
+    body += `<line x1="${m.left}" y1="${sy(t)}" x2="${m.left + w}" y2="${sy(t)}" stroke="#ddd"/><text x="${m.left - 6}" y="${sy(t) + 4}" text-anchor="end">${fmt(t, t > 0 && t < 1 ? 1 : 0)}</text>\n`
   }
   categories.forEach((c, ci) => {
     const x0 = m.left + ci * group + group * 0.1
