@@ -232,12 +232,11 @@ export class LeasePool extends EventEmitter<PoolEvents> {
     const started = performance.now()
     let timer: NodeJS.Timeout | undefined
     try {
-      await Promise.race([
-        slot.open(),
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new errors.FST_PG_POOL_QUERY_TIMEOUT(timeoutMs)), timeoutMs)
-        }),
-      ])
+      // The ping's timer is set before open() sets the slot's own (same duration): it fires first.
+      const deadline = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new errors.FST_PG_POOL_QUERY_TIMEOUT(timeoutMs)), timeoutMs)
+      })
+      await Promise.race([deadline, slot.open()])
       return performance.now() - started
     } catch (error) {
       throw this.#connectError(error)
