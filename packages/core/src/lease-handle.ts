@@ -204,6 +204,9 @@ export class LeaseHandle implements LeaseOwner {
   async block<T>(fn: (sql: postgres.Sql<{}>) => Promise<T>): Promise<T> {
     if (this.#mode !== undefined) throw new errors.FST_PG_POOL_RELEASED()
     this.#transactionBlocks++
+    // Statements run by postgres.js's begin() bypass #send and its session check, and a plain
+    // SET, a session lock or a temp table outlives the COMMIT: reset after, to be safe.
+    this.#dirty = true
     try {
       const slot = this.#slot ?? (await this.#lease())
       return await fn(slot.sql)
