@@ -56,6 +56,14 @@ const dirtiers: Record<string, (request: FastifyRequest) => Promise<unknown>> = 
   'SET ROLE': (request) => request.db.unsafe('set role fpp_session_reader'),
   'open transaction (begin without commit)': (request) =>
     request.db.unsafe('begin').then(() => request.db`select txid_current()`),
+  // Inside request.db.begin() a plain SET, a session lock or a temp table outlives the COMMIT.
+  'SET, set_config, temp table and advisory lock inside request.db.begin()': (request) =>
+    request.db.begin(async (tx) => {
+      await tx`set work_mem = '5MB'`
+      await tx`select set_config('app.leak', 'from-begin', false)`
+      await tx`create temp table in_begin (x int)`
+      await tx`select pg_advisory_lock(99)`
+    }),
 }
 
 describe('session isolation on one reused connection (max: 1)', () => {
