@@ -4,8 +4,10 @@
 // Knobs: BENCH_DURATION (ms per measurement, default 3000), BENCH_ROUNDS (default 2),
 // BENCH_ONLY (comma list of S0,S1,S2o,S2).
 import { spawn } from 'node:child_process'
+import { readFile, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import os from 'node:os'
+import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { closedLoop, openLoop, sampler } from './load.js'
@@ -196,6 +198,16 @@ function push(runs, key, value) {
 const fmt = (n, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : '–')
 
 async function main() {
+  // `node bench/run.js --report FILE` rewrites the docs from the results a run saved in FILE.
+  const reportFrom = process.argv.indexOf('--report')
+  if (reportFrom > 0) {
+    const saved = JSON.parse(await readFile(process.argv[reportFrom + 1], 'utf8'))
+    saved.startedAt = new Date(saved.startedAt)
+    lines.push(...saved.lines)
+    const files = await writeReport(saved, { variants, lines })
+    console.log(`wrote ${files.join(', ')}`)
+    return
+  }
   const startedAt = new Date()
   const db = await startDatabase()
   log(`PostgreSQL ${db.version} (${db.kind}), node ${process.version}, ${os.cpus().length} CPUs`)
@@ -282,6 +294,9 @@ async function main() {
   log('\nTargets:')
   for (const t of results.targets) log(`${t.pass ? 'PASS' : 'FAIL'}  ${t.name}: ${t.measured}`)
   if (chosen) return
+  const saved = join(os.tmpdir(), `fastify-pg-pool-bench-${startedAt.getTime()}.json`)
+  await writeFile(saved, JSON.stringify({ ...results, lines }))
+  log(`results saved in ${saved}`)
   const files = await writeReport(results, { variants, lines })
   log(`\nwrote ${files.join(', ')}`)
 }
