@@ -43,7 +43,7 @@ export class Admission {
   #hold = 0
   #refusals = 0
   #prevRefusals = 0
-  #storm = false
+  #stormSince: number | undefined
 
   constructor(view: PgPoolView, settings: AdmissionSettings, now: number) {
     this.#view = view
@@ -137,24 +137,29 @@ export class Admission {
   }
 
   /**
-   * How long to hold back a refusal, ms: 0, or `retryStorm.delay` while refusals arrive more
-   * than `retryStorm.factor` times faster than the pool drains. Clients that retry at once
-   * without honouring Retry-After then cost a timer each instead of a full request cycle, and
-   * stop starving the requests being served of CPU. The storm ends when refusals fall below a
-   * quarter of that rate.
+   * How long to hold back a refusal, ms: 0, or `retryStorm.delay` during a retry storm. A storm
+   * starts when refusals arrive more than `retryStorm.factor` times faster than the pool drains:
+   * clients retrying at once without honouring Retry-After then cost a timer each instead of a
+   * full request cycle, and stop starving the requests being served of CPU. Held back, those
+   * clients retry slower, so the refusal rate no longer shows the storm; it ends instead when,
+   * a full delay after it started, no more refusals are held back than the pool has connections.
+   * `held`: refusals being held back now.
    */
-  refusalDelay(now: number): number {
+  refusalDelay(now: number, held: number): number {
     const storm = this.#settings.retryStorm
     if (storm === false) return 0
     const stats = this.#view.stats()
+    if (this.#stormSince !== undefined) {
+      if (now - this.#stormSince < storm.delay || held > stats.max) return storm.delay
+      this.#stormSince = undefined
+    }
     const hold = this.#holdMs(now)
     if (hold === 0) return 0
     const refusalsPerMs =
       (this.#prevRefusals + this.#refusals) / (this.#settings.interval / 2 + (now - this.#bucketStart))
-    const ratio = (refusalsPerMs * hold) / stats.max
-    if (!this.#storm && ratio > storm.factor) this.#storm = true
-    else if (this.#storm && ratio < storm.factor / 4) this.#storm = false
-    return this.#storm ? storm.delay : 0
+    if ((refusalsPerMs * hold) / stats.max <= storm.factor) return 0
+    this.#stormSince = now
+    return storm.delay
   }
 
   #refuse(reason: PoolRefusal, now: number): PoolRefusal {

@@ -44,7 +44,7 @@ export interface PgPoolBackpressureOptions {
   /**
    * Retry storms: while refusals arrive more than `factor` times faster than the pool drains,
    * each refusal is answered after `delay` ms. `false` answers every refusal at once.
-   * Default `{ factor: 10, delay: 100 }`.
+   * Default `{ factor: 10, delay: 500 }`.
    */
   retryStorm?: { factor?: number; delay?: number } | false
   /** Bounds (whole seconds) of the computed Retry-After. Default `{ min: 1, max: 30 }`. */
@@ -158,7 +158,7 @@ export function resolveOptions(raw: unknown): ResolvedBackpressureOptions {
     onlyKeys('backpressure.retryStorm', storm, ['factor', 'delay'])
     retryStorm = Object.freeze({
       factor: number('backpressure.retryStorm.factor', storm.factor, 10, positive, 'a number > 0'),
-      delay: number('backpressure.retryStorm.delay', storm.delay, 100, nonNegative, 'a number >= 0'),
+      delay: number('backpressure.retryStorm.delay', storm.delay, 500, nonNegative, 'a number >= 0'),
     })
   }
   const retry = object('backpressure.retryAfter', given.retryAfter)
