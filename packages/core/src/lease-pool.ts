@@ -158,7 +158,12 @@ export class LeasePool extends EventEmitter<PoolEvents> {
    * leaves the queue when `signal` aborts or when `token.cancel()` is called (set while it
    * waits: cheaper than an AbortSignal per request).
    */
-  acquire(owner: LeaseOwner, signal?: AbortSignal, token?: WaitToken): Promise<ConnectionSlot> {
+  acquire(
+    owner: LeaseOwner,
+    signal?: AbortSignal,
+    token?: WaitToken,
+    timeoutMs = this.options.acquireTimeout,
+  ): Promise<ConnectionSlot> {
     const now = this.tryAcquire(owner)
     if (now !== undefined) return Promise.resolve(now)
     if (this.#closing) return this.#refuse(new errors.FST_PG_POOL_CLOSED(), 'rejected')
@@ -193,8 +198,8 @@ export class LeasePool extends EventEmitter<PoolEvents> {
       waiter.timer = setTimeout(() => {
         this.#waiters.remove(waiter)
         this.emit('acquireError', 'timeout', Date.now() - waiter.since)
-        waiter.reject(new errors.FST_PG_POOL_ACQUIRE_TIMEOUT(this.options.acquireTimeout))
-      }, this.options.acquireTimeout)
+        waiter.reject(new errors.FST_PG_POOL_ACQUIRE_TIMEOUT(timeoutMs))
+      }, timeoutMs)
       if (signal) {
         waiter.onAbort = () => {
           this.#waiters.remove(waiter)
@@ -248,7 +253,9 @@ export class LeasePool extends EventEmitter<PoolEvents> {
 
   /** Opens one connection and returns it to the pool: proves the database is reachable. */
   async warmUp(): Promise<void> {
-    const slot = await this.acquire(noOwner)
+    // Waits for the connect outcome itself, whatever acquireTimeout is: a server that never
+    // answers fails with CONNECT_FAILED (connect timeout), not with an acquire timeout.
+    const slot = await this.acquire(noOwner, undefined, undefined, this.options.connectTimeout + 1_000)
     this.release(slot, 'warm-up')
   }
 
