@@ -105,7 +105,7 @@ describe('the password never appears', () => {
     expect((await capture(app, '/ok')).statusCode).toBe(200)
     expect((await capture(app, '/missing-table')).json()).toMatchObject({ statusCode: 500, code: '42P01' })
     expect((await capture(app, '/division')).json()).toMatchObject({ statusCode: 500, code: '22012' })
-    expect((await capture(app, '/slow')).json()).toMatchObject({ statusCode: 500, code: '57014' })
+    expect((await capture(app, '/slow')).json()).toMatchObject({ statusCode: 503, code: 'FST_PG_POOL_QUERY_TIMEOUT' })
 
     // Refusals: two hold the pool, one waits past acquireTimeout, one finds the queue full.
     const holds = [capture(app, '/hold'), capture(app, '/hold')]

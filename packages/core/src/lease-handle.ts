@@ -278,6 +278,19 @@ export class LeaseHandle implements LeaseOwner {
       const code = (error as { code: unknown }).code
       return withCause(new errors.FST_PG_POOL_CONNECTION_LOST(String(code)), error)
     }
+    if ((error as { code?: unknown } | null)?.code === QUERY_CANCELED) {
+      // Cancelled by the pool itself (client gone, handlerTimeout, close past closeTimeout),
+      // or by the server's statement_timeout: coded 503s like their client-side counterparts.
+      if (this.#mode === 'abort') {
+        return withCause(
+          this.#ctx.pool.stats().accepting ? new errors.FST_PG_POOL_ABORTED() : new errors.FST_PG_POOL_CLOSED(),
+          error,
+        )
+      }
+      if (String((error as { message?: unknown }).message).includes('statement timeout')) {
+        return withCause(new errors.FST_PG_POOL_QUERY_TIMEOUT(this.#ctx.options.statementTimeout), error)
+      }
+    }
     return error
   }
 
@@ -452,6 +465,9 @@ export class LeaseHandle implements LeaseOwner {
     if (failure) throw failure
   }
 }
+
+/** SQLSTATE query_canceled: a cancel request, or statement_timeout. */
+const QUERY_CANCELED = '57014'
 
 function withCause<E extends Error>(error: E, cause: unknown): E {
   Object.defineProperty(error, 'cause', { value: cause, enumerable: false, configurable: true })
