@@ -377,9 +377,10 @@ export class LeasePool extends EventEmitter<PoolEvents> {
         this.#connecting--
         this.#opening.delete(slot)
         void slot.end('error', 0)
+        // An opening given up because the pool closes is not a connection error.
+        if (this.#closing) return
         const coded = this.#connectError(error)
         this.emit('connectError', coded)
-        if (this.#closing) return
         // With no connection at all the database is unreachable: fail the waiters now rather
         // than let each run into acquireTimeout. Otherwise retry with a capped backoff.
         if (this.#slots.size === 0 && this.#connecting === 0) {
