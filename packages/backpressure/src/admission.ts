@@ -44,6 +44,7 @@ export class Admission {
   #refusals = 0
   #prevRefusals = 0
   #stormSince: number | undefined
+  #prevSpan = 0
 
   constructor(view: PgPoolView, settings: AdmissionSettings, now: number) {
     this.#view = view
@@ -130,6 +131,7 @@ export class Admission {
     this.#prevSum = this.#heldSum
     this.#prevCount = this.#heldCount
     this.#prevRefusals = this.#refusals
+    this.#prevSpan = now - this.#bucketStart
     this.#heldSum = 0
     this.#heldCount = 0
     this.#refusals = 0
@@ -138,27 +140,32 @@ export class Admission {
 
   /**
    * How long to hold back a refusal, ms: 0, or `retryStorm.delay` during a retry storm. A storm
-   * starts when refusals arrive more than `retryStorm.factor` times faster than the pool drains:
-   * clients retrying at once without honouring Retry-After then cost a timer each instead of a
-   * full request cycle, and stop starving the requests being served of CPU. Held back, those
-   * clients retry slower, so the refusal rate no longer shows the storm; it ends instead when,
-   * a full delay after it started, no more refusals are held back than the pool has connections.
-   * `held`: refusals being held back now.
+   * is refusals arriving more than `retryStorm.factor` times faster than the pool drains, over
+   * the last half to whole interval: clients retrying at
+   * once without honouring Retry-After then cost a timer each instead of a full request cycle,
+   * and stop starving the requests being served of CPU. Held back, such clients retry slower,
+   * so the storm lasts at least one delay, then ends when refusals fall below half that rate.
    */
-  refusalDelay(now: number, held: number): number {
+  refusalDelay(now: number): number {
     const storm = this.#settings.retryStorm
     if (storm === false) return 0
-    const stats = this.#view.stats()
-    if (this.#stormSince !== undefined) {
-      if (now - this.#stormSince < storm.delay || held > stats.max) return storm.delay
-      this.#stormSince = undefined
-    }
+    const inStorm = this.#stormSince !== undefined
+    if (inStorm && now - (this.#stormSince as number) < storm.delay) return storm.delay
     const hold = this.#holdMs(now)
-    if (hold === 0) return 0
-    const refusalsPerMs =
-      (this.#prevRefusals + this.#refusals) / (this.#settings.interval / 2 + (now - this.#bucketStart))
-    if ((refusalsPerMs * hold) / stats.max <= storm.factor) return 0
-    this.#stormSince = now
+    const elapsed = now - this.#bucketStart
+    if (hold === 0 || this.#prevSpan === 0) {
+      this.#stormSince = undefined
+      return 0
+    }
+    // Refusals per ms, in connections' worth of drain: the rate the pool serves is max / hold.
+    const scale = hold / this.#view.stats().max
+    const combined = ((this.#prevRefusals + this.#refusals) / (this.#prevSpan + elapsed)) * scale
+    const storming = combined > (inStorm ? storm.factor / 2 : storm.factor)
+    if (!storming) {
+      this.#stormSince = undefined
+      return 0
+    }
+    if (!inStorm) this.#stormSince = now
     return storm.delay
   }
 

@@ -79,7 +79,7 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
     const refusal = admission.check(priority, now)
     if (refusal === undefined) return done()
     view.shed(refusal, request.routeOptions.url ?? 'unknown')
-    const delay = admission.refusalDelay(now, held.size)
+    const delay = admission.refusalDelay(now)
     const retryAfter = admission.retryAfter(now)
     if (delay === 0) return refuse(reply, bodies[refusal], retryAfter)
     const timer = setTimeout(() => {
