@@ -211,7 +211,7 @@ export async function writeReport(r, { variants, lines }) {
     md('## S2o — open-loop overload on a 20 ms route')
     md()
     md(
-      `Each server first serves \`/slow\` at half its capacity for 0.5 s (warm-up). Then requests leave at a fixed rate whatever the answers (a custom generator on node:http, latency counted from when each request was due). \`/slow\` holds its connection 20 ms: capacity ≈ ${r.capacity} req/s. Goodput = 2xx answered within 1 s of being due and before the last request was due, per second of that window. Requests still unanswered 2 s after the last was sent are cut ("unanswered"). Waiters are sampled every 50 ms from \`/stats\` (the suite: \`app.pgPool.stats().waiting\`; @fastify/postgres: \`pool.waitingCount\`; postgres.js: in-flight queries minus \`max\`).`,
+      `Each server first serves \`/slow\` at half its capacity for 0.5 s (warm-up). Then requests leave at a fixed rate whatever the answers (a custom generator on node:http, latency counted from when each request was due). \`/slow\` holds its connection 20 ms: capacity ≈ ${r.capacity} req/s. Goodput = 2xx answered within 1 s of being due and before the last request was due, per second of that window. Requests still unanswered 2 s after the last was sent are cut ("unanswered"). Waiters are sampled every 50 ms from \`/stats\` (the suite: \`app.pgPool.stats().waiting\`; @fastify/postgres: \`pool.waitingCount\`; postgres.js: in-flight queries minus \`max\`). The generator keeps at most 1024 sockets open: 1014 waiters means the rest of the backlog waited in the client, counted in its latency.`,
     )
     md()
     md(
