@@ -1,7 +1,7 @@
 import pgPoolMetrics from '@fastify-pg-pool/metrics'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { coreApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { createTestDatabase, type TestDatabase, waitUntil } from '../support/database.js'
 import { listen, startRequest } from '../support/http.js'
 import { parseExposition } from './exposition.js'
 
@@ -10,14 +10,6 @@ beforeAll(async () => {
   db = await createTestDatabase()
 })
 afterAll(() => db.drop())
-
-async function until(check: () => boolean, what: string, timeoutMs = 3_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-}
 
 describe('scraping a saturated pool', () => {
   test('every connection leased and 20 waiters: /metrics answers in under 50 ms', async () => {
@@ -32,7 +24,10 @@ describe('scraping a saturated pool', () => {
       // The client's first fetch loads undici and opens the socket: not the server's time.
       expect((await fetch(`${base}/metrics`)).status).toBe(200)
       const requests = Array.from({ length: 22 }, () => startRequest(`${base}/slow`))
-      await until(() => app.pgPool.stats().leased === 2 && app.pgPool.stats().waiting === 20, '2 leases, 20 waiters')
+      await waitUntil(
+        () => app.pgPool.stats().leased === 2 && app.pgPool.stats().waiting === 20,
+        '2 leases, 20 waiters',
+      )
 
       const timings: number[] = []
       let last = ''

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import Fastify from 'fastify'
 import pgPool from 'fastify-pg-pool'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { createTestDatabase, type TestDatabase, uniqueName } from '../support/database.js'
+import { createTestDatabase, type TestDatabase, uniqueName, waitUntil } from '../support/database.js'
 import { listen } from '../support/http.js'
 import { parseExposition } from './exposition.js'
 
@@ -11,14 +11,6 @@ beforeAll(async () => {
   db = await createTestDatabase()
 })
 afterAll(() => db.drop())
-
-async function until(check: () => boolean, what: string, timeoutMs = 3_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-}
 
 describe('with admission control (the umbrella plugin)', () => {
   test('requests shed at the queue cap are counted, and /metrics keeps answering', async () => {
@@ -37,7 +29,7 @@ describe('with admission control (the umbrella plugin)', () => {
       const responses = Array.from({ length: 12 }, () =>
         fetch(`${base}/slow`).then(async (r) => ({ status: r.status, body: await r.text() })),
       )
-      await until(() => app.pgPool.stats().leased === 2 && app.pgPool.stats().waiting > 0, 'waiters')
+      await waitUntil(() => app.pgPool.stats().leased === 2 && app.pgPool.stats().waiting > 0, 'waiters')
 
       // Overloaded: /metrics is exempt from admission control and never waits for the pool.
       const started = performance.now()

@@ -2,7 +2,7 @@ import pgPoolMetrics from '@fastify-pg-pool/metrics'
 import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { coreApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { createTestDatabase, type TestDatabase, waitUntil } from '../support/database.js'
 import { listen, startRequest } from '../support/http.js'
 import { parseExposition } from './exposition.js'
 
@@ -11,14 +11,6 @@ beforeAll(async () => {
   db = await createTestDatabase()
 })
 afterAll(() => db.drop())
-
-async function until(check: () => boolean, what: string, timeoutMs = 3_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-}
 
 async function scrape(app: FastifyInstance) {
   const response = await app.inject({ url: '/metrics' })
@@ -59,16 +51,16 @@ describe('a scripted workload', () => {
 
       // M acquire timeouts: both connections held for 700 ms, M requests wait 300 ms.
       const holders = [startRequest(`${base}/hold`), startRequest(`${base}/hold`)]
-      await until(() => app.pgPool.stats().leased === 2, 'two leases')
+      await waitUntil(() => app.pgPool.stats().leased === 2, 'two leases')
       const timedOut = await Promise.all(Array.from({ length: M }, () => get('/work')))
       expect(timedOut).toEqual(Array(M).fill(503))
       expect(await Promise.all(holders.map((h) => h.done))).toEqual([200, 200])
 
       // K requests abort while they wait for a connection.
       const holders2 = [startRequest(`${base}/hold`), startRequest(`${base}/hold`)]
-      await until(() => app.pgPool.stats().leased === 2, 'two leases')
+      await waitUntil(() => app.pgPool.stats().leased === 2, 'two leases')
       const waiters = Array.from({ length: K }, () => startRequest(`${base}/work`))
-      await until(() => app.pgPool.stats().waiting === K, `${K} waiters`)
+      await waitUntil(() => app.pgPool.stats().waiting === K, `${K} waiters`)
       for (const waiter of waiters) waiter.abort()
       expect(await Promise.all(waiters.map((w) => w.done))).toEqual(Array(K).fill('aborted'))
       expect(await Promise.all(holders2.map((h) => h.done))).toEqual([200, 200])
@@ -78,7 +70,7 @@ describe('a scripted workload', () => {
       // Two unknown URLs share one route label.
       expect(await get('/nope')).toBe(404)
       expect(await get('/nope/deeper')).toBe(404)
-      await until(() => app.pgPool.stats().leased === 0, 'every lease back')
+      await waitUntil(() => app.pgPool.stats().leased === 0, 'every lease back')
 
       const m = await scrape(app)
       const ok = N + 4 + 1

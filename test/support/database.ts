@@ -92,4 +92,13 @@ export async function waitFor(
   }
 }
 
+/** Like waitFor, but throws naming what did not happen (for steps that must happen). */
+export async function waitUntil(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 3_000,
+): Promise<void> {
+  if (!(await waitFor(check, timeoutMs, 5))) throw new Error(`timed out waiting for ${what}`)
+}
+
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
