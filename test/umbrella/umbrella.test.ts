@@ -1,5 +1,12 @@
 import Fastify, { type FastifyInstance } from 'fastify'
-import pgPoolDefault, { type PgPoolOptions, pgPool } from 'fastify-pg-pool'
+import pgPoolDefault, {
+  errors,
+  type PgPoolOptions,
+  pgPool,
+  pgPoolBackpressure,
+  pgPoolHealth,
+  pgPoolMetrics,
+} from 'fastify-pg-pool'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { createTestDatabase, type TestDatabase, uniqueName, waitFor } from '../support/database.js'
 
@@ -44,9 +51,12 @@ async function saturate(instance: FastifyInstance) {
 }
 
 describe('fastify-pg-pool (umbrella)', () => {
-  test('exports the plugin as default and as pgPool', () => {
+  test('exports the plugin as default and as pgPool, the parts, and the core API', () => {
     expect(pgPoolDefault).toBe(pgPool)
     expect(typeof pgPool).toBe('function')
+    // The parts, for apps that register them one by one, and the core's error constructors.
+    for (const part of [pgPoolHealth, pgPoolMetrics, pgPoolBackpressure]) expect(typeof part).toBe('function')
+    expect(new errors.FST_PG_POOL_QUEUE_FULL(5).statusCode).toBe(503)
   })
 
   test('one registration wires the pool, /health, /metrics and admission control', async () => {

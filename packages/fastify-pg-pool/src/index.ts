@@ -1,2 +1,5 @@
+export { type PgPoolBackpressureOptions, pgPoolBackpressure } from '@fastify-pg-pool/backpressure'
 export * from '@fastify-pg-pool/core'
+export { type PgPoolHealthOptions, pgPoolHealth } from '@fastify-pg-pool/health'
+export { type PgPoolMetricsOptions, pgPoolMetrics } from '@fastify-pg-pool/metrics'
 export { type PgPoolOptions, pgPool, pgPool as default } from './plugin.js'
