@@ -87,7 +87,7 @@ export interface HandleSettings {
   readonly signal?: (() => AbortSignal | undefined) | undefined
   /** Release as soon as the first query settles (app.db one-shot queries). */
   readonly oneShot?: boolean | undefined
-  /** Called when the lease gets a connection. */
+  /** Called once, when the lease gets its connection. */
   readonly onAttach?: (() => void) | undefined
   /**
    * Runs when the lease gets its connection (after the route's BEGIN), before any of the

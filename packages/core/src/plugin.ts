@@ -100,7 +100,6 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
     )
   })
   const handleRequests = new WeakMap<LeaseHandle, FastifyRequest>()
-  const watchedSignals = new WeakSet<FastifyRequest>()
 
   const view: PgPoolView = {
     stats: () => pool.stats(),
@@ -144,11 +143,7 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
         begin: routeBegin(config, route),
         signal: timed ? () => request.signal : undefined,
         onAttach: timed
-          ? () => {
-              if (watchedSignals.has(request)) return
-              watchedSignals.add(request)
-              request.signal.addEventListener('abort', () => void handle.finish('abort'), { once: true })
-            }
+          ? () => request.signal.addEventListener('abort', () => void handle.finish('abort'), { once: true })
           : undefined,
         onLease:
           onLease === undefined
