@@ -81,6 +81,8 @@ export type FinishMode = 'commit' | 'rollback' | 'abort'
 export interface HandleSettings {
   /** Route template (or 'app.db') for release events and leak warnings. */
   readonly route: string
+  /** The request holding the lease, for leak warnings (opaque here). */
+  readonly request?: unknown
   /** BEGIN statement when the whole lease is one transaction. */
   readonly begin?: string | undefined
   /** Aborts waiting for a connection (the request's signal, when it has a handlerTimeout). */

@@ -86,7 +86,7 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
   )
 
   const ctx: HandleContext = createHandleContext(pool, helpers, (handle, heldMs) => {
-    const request = handleRequests.get(handle)
+    const request = handle.settings.request as FastifyRequest | undefined
     const log = request?.log ?? app.log
     log.warn(
       {
@@ -99,7 +99,6 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
       'database connection held longer than leakDetectionThreshold',
     )
   })
-  const handleRequests = new WeakMap<LeaseHandle, FastifyRequest>()
 
   const view: PgPoolView = {
     stats: () => pool.stats(),
@@ -140,6 +139,7 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
       const timed = (request.routeOptions.handlerTimeout ?? 0) > 0
       const handle = new LeaseHandle(ctx, {
         route,
+        request,
         begin: routeBegin(config, route),
         signal: timed ? () => request.signal : undefined,
         onAttach: timed
@@ -152,7 +152,6 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
                 await onLease(request, createLeaseDb(handle.setupView(), helpers))
               },
       })
-      handleRequests.set(handle, request)
       const db = createLeaseDb(handle, helpers)
       request[kLease] = handle
       request[kDb] = db
