@@ -7,6 +7,13 @@ const colors = { suite: '#1b7f3b', 'suite-off': '#7a7a7a', raw: '#c2410c', 'fast
 const fmt = (n, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : '–')
 const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;')
 
+/** What admission control cost in S1, said so that run-to-run noise reads as noise. */
+function admissionCost(on, off) {
+  const cost = 100 * (1 - on / off)
+  if (cost >= 0) return `cost ${fmt(cost)}% in this run (suite against \`backpressure: false\`)`
+  return `made no measurable difference (the variant with it was ${fmt(-cost)}% faster in this run: run-to-run noise)`
+}
+
 function frame(title, width, height, body) {
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">
 <rect width="${width}" height="${height}" fill="#fff"/>
@@ -127,7 +134,7 @@ function notes(r) {
     const off = r.S1['suite-off']
     const fpg = r.S1['fastify-postgres']
     out.push(
-      `**S1.** The suite reached ${fmt(suite.okPerS / raw.okPerS, 2)}× raw postgres.js and ${fmt(suite.okPerS / fpg.okPerS, 2)}× @fastify/postgres${off ? ` (without admission control: ${fmt(off.okPerS / raw.okPerS, 2)}× raw)` : ''}. Each request of the suite leases a whole connection from its first query until its response is sent, so that a request's queries, transaction and session state are its own; raw postgres.js instead pipelines the queries of many requests onto each connection. That exclusivity and the core's per-request work are most of the gap${off ? `; admission control itself (two \`onRequest\` hooks: the pool check and @fastify/under-pressure) cost ${fmt(100 * (1 - suite.okPerS / off.okPerS))}% in this run (suite against \`backpressure: false\`)` : ''}. Raw postgres.js also gives none of the guarantees the suite exists for (bounded queue, aborts cancelled, leases returned exactly once).`,
+      `**S1.** The suite reached ${fmt(suite.okPerS / raw.okPerS, 2)}× raw postgres.js and ${fmt(suite.okPerS / fpg.okPerS, 2)}× @fastify/postgres${off ? ` (without admission control: ${fmt(off.okPerS / raw.okPerS, 2)}× raw)` : ''}. Each request of the suite leases a whole connection from its first query until its response is sent, so that a request's queries, transaction and session state are its own; raw postgres.js instead pipelines the queries of many requests onto each connection. That exclusivity and the core's per-request work are most of the gap${off ? `; admission control itself (two \`onRequest\` hooks: the pool check and @fastify/under-pressure) ${admissionCost(suite.okPerS, off.okPerS)}` : ''}. Raw postgres.js also gives none of the guarantees the suite exists for (bounded queue, aborts cancelled, leases returned exactly once).`,
     )
   }
   if (r.S2o) {
