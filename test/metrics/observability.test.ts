@@ -1,21 +1,20 @@
 import { spawnSync } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import pgPoolMetrics from '@fastify-pg-pool/metrics'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { parse } from 'yaml'
 import { coreApp } from '../support/app.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { prometheusTool } from '../support/tools.js'
 import { parseExposition } from './exposition.js'
 
-const promtool = '/usr/bin/promtool'
-const hasPromtool = existsSync(promtool)
-if (!hasPromtool) console.warn(`SKIPPED promtool rule checks: ${promtool} is missing (apt-get install prometheus)`)
+const promtool = prometheusTool('promtool', 'promtool rule checks')
 const dir = fileURLToPath(new URL('../../examples/observability/', import.meta.url))
 const read = (file: string) => readFileSync(`${dir}${file}`, 'utf8')
 
 function run(...args: string[]): { status: number | null; output: string } {
-  const result = spawnSync(promtool, args, { cwd: dir, encoding: 'utf8', timeout: 20_000 })
+  const result = spawnSync(promtool as string, args, { cwd: dir, encoding: 'utf8', timeout: 20_000 })
   return { status: result.status, output: `${result.stdout}${result.stderr}` }
 }
 
@@ -60,7 +59,8 @@ function metricNames(promql: string): string[] {
   return [...promql.matchAll(/\bpg_pool_[a-zA-Z0-9_]+/g)].map((m) => m[0])
 }
 
-describe.skipIf(!hasPromtool)('alert rules', () => {
+// Skipped only without promtool outside CI (see test/support/tools.ts).
+describe.skipIf(promtool === undefined)('alert rules', () => {
   test('promtool check rules accepts the rule file', () => {
     const { status, output } = run('check', 'rules', 'prometheus-rules.yml')
     expect(output).toContain(`SUCCESS: ${alerts.length} rules found`)

@@ -1,31 +1,18 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { buildApp } from '../../examples/observability/src/app.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { freePort } from '../support/embedded-server.js'
 import { listen, startRequest } from '../support/http.js'
+import { prometheusTool } from '../support/tools.js'
 
-const prometheusBin = '/usr/bin/prometheus'
-const hasPrometheus = existsSync(prometheusBin)
-if (!hasPrometheus)
-  console.warn(`SKIPPED real Prometheus test: ${prometheusBin} is missing (apt-get install prometheus)`)
+const prometheusBin = prometheusTool('prometheus', 'real Prometheus test')
 const examples = new URL('../../examples/observability/', import.meta.url)
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    })
-  })
-}
 
 interface PromSeries {
   metric: Record<string, string>
@@ -59,7 +46,7 @@ async function eventually<T>(read: () => Promise<T>, ok: (value: T) => boolean, 
 }
 
 beforeAll(async () => {
-  if (!hasPrometheus) return
+  if (prometheusBin === undefined) return
   db = await createTestDatabase()
   app = await buildApp({ connection: db.url, logger: false, pool: { max: 2, acquireTimeout: 10_000 } })
   app.addHook('onRequest', async (request) => {
@@ -83,7 +70,7 @@ beforeAll(async () => {
     ].join('\n'),
   )
   prometheus = spawn(
-    prometheusBin,
+    prometheusBin as string,
     [
       `--config.file=${config}`,
       `--web.listen-address=127.0.0.1:${port}`,
@@ -117,7 +104,8 @@ afterAll(async () => {
   await db?.drop()
 })
 
-describe.skipIf(!hasPrometheus)('a real Prometheus scraping the example app', () => {
+// Skipped only without prometheus outside CI (see test/support/tools.ts).
+describe.skipIf(prometheusBin === undefined)('a real Prometheus scraping the example app', () => {
   test('PromQL returns the waiting gauge and the acquire histogram', async () => {
     // Two connections held 2.5 s, three requests queued behind them.
     const held = Array.from({ length: 5 }, () => startRequest(`${url}/slow?ms=2500`))
