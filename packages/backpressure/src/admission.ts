@@ -1,15 +1,13 @@
 import type { PgPoolView } from '@fastify-pg-pool/core'
-import type { Priority } from './options.js'
+import type { Priority, ResolvedBackpressureOptions } from './options.js'
 
 export type PoolRefusal = 'queue_full' | 'queue_delay'
 
-export interface AdmissionSettings {
-  readonly target: number
-  readonly interval: number
-  readonly maxDelay: number
-  readonly retryStorm: { readonly factor: number; readonly delay: number } | false
-  readonly retryAfter: { readonly min: number; readonly max: number }
-}
+/** The options the pool-pressure decision reads. */
+export type AdmissionSettings = Pick<
+  ResolvedBackpressureOptions,
+  'target' | 'interval' | 'maxDelay' | 'retryStorm' | 'retryAfter'
+>
 
 /**
  * The pool-pressure decision. Three signals, all read synchronously:
@@ -91,11 +89,12 @@ export class Admission {
    * configured bounds; the core's `pool.retryAfter` (bounded too) while no lease came back yet.
    */
   retryAfter(now: number): number {
-    const stats = this.#view.stats()
     const { min, max } = this.#settings.retryAfter
     const holdMs = this.#holdMs(now)
     const seconds =
-      holdMs === 0 ? this.#view.options.retryAfter : Math.ceil(((stats.waiting + 1) * holdMs) / stats.max / 1000)
+      holdMs === 0
+        ? this.#view.options.retryAfter
+        : Math.ceil(((this.#view.stats().waiting + 1) * holdMs) / this.#view.options.max / 1000)
     return Math.min(max, Math.max(min, seconds))
   }
 
@@ -158,7 +157,7 @@ export class Admission {
       return 0
     }
     // Refusals per ms, in connections' worth of drain: the rate the pool serves is max / hold.
-    const scale = hold / this.#view.stats().max
+    const scale = hold / this.#view.options.max
     const combined = ((this.#prevRefusals + this.#refusals) / (this.#prevSpan + elapsed)) * scale
     const storming = combined > (inStorm ? storm.factor / 2 : storm.factor)
     if (!storming) {
