@@ -235,18 +235,15 @@ export class LeasePool extends EventEmitter<PoolEvents> {
       () => {},
     )
     const started = performance.now()
-    let timer: NodeJS.Timeout | undefined
     try {
-      // The ping's timer is set before open() sets the slot's own (same duration): it fires first.
-      const deadline = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new errors.FST_PG_POOL_QUERY_TIMEOUT(timeoutMs)), timeoutMs)
-      })
-      await Promise.race([deadline, slot.open()])
+      await slot.open()
       return performance.now() - started
     } catch (error) {
+      // The slot bounds its whole opening by timeoutMs: its connect timeout is the ping's.
+      if ((error as { code?: unknown }).code === 'CONNECT_TIMEOUT')
+        throw new errors.FST_PG_POOL_QUERY_TIMEOUT(timeoutMs)
       throw this.#connectError(error)
     } finally {
-      clearTimeout(timer)
       void slot.end('shutdown', 0)
     }
   }
