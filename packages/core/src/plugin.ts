@@ -206,13 +206,16 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
   // Fastify waits for requests in flight before onClose: a hung query would hold close() open
   // past closeTimeout. The clock starts at preClose; past it, leases are cancelled and cut.
   let closeTimer: NodeJS.Timeout | undefined
+  let closeDeadline = Number.POSITIVE_INFINITY
   app.addHook('preClose', (done) => {
+    closeDeadline = Date.now() + options.closeTimeout
     closeTimer = setTimeout(() => void pool.end(0), options.closeTimeout).unref()
     done()
   })
   app.addHook('onClose', async () => {
     clearTimeout(closeTimer)
-    await pool.end(options.closeTimeout)
+    // What is left of closeTimeout since preClose (all of it when preClose did not run).
+    await pool.end(Math.max(0, Math.min(options.closeTimeout, closeDeadline - Date.now())))
     await helpers.end({ timeout: 0 })
   })
 
