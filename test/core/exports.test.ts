@@ -38,6 +38,7 @@ describe('@fastify-pg-pool/core exports', () => {
       'sessionReset',
       'retryAfter',
       'lazy',
+      'pipelineDepth',
       'instances',
     ])
   })

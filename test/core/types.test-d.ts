@@ -59,14 +59,20 @@ describe('types', () => {
     const app = Fastify()
     app.get('/tx', { config: { db: { transaction: { isolation: 'repeatable read', readOnly: true } } } }, async () => 1)
     app.get('/none', { config: { db: false } }, async () => 1)
+    app.get('/shared', { config: { db: { pipeline: true } } }, async () => 1)
     // Fastify infers route config generics loosely; the augmented interface itself is exact.
     const bad: import('fastify').FastifyContextConfig = {
       // @ts-expect-error transaction takes a boolean or options
       db: { transaction: 'yes' },
     }
     void bad
+    const badPipeline: import('fastify').FastifyContextConfig = {
+      // @ts-expect-error pipeline takes a boolean
+      db: { pipeline: 1 },
+    }
+    void badPipeline
     expectTypeOf<RouteDbConfig>().toEqualTypeOf<
-      false | { transaction?: boolean | import('@fastify-pg-pool/core').TransactionOptions }
+      false | { transaction?: boolean | import('@fastify-pg-pool/core').TransactionOptions; pipeline?: boolean }
     >()
   })
 

@@ -42,11 +42,35 @@ describe('scraping a saturated pool', () => {
       expect(m.value('pg_pool_waiters')).toBe(20)
       expect(m.value('pg_pool_connections', { state: 'leased' })).toBe(2)
       expect(m.value('pg_pool_oldest_wait_seconds')).toBeGreaterThan(0)
+      expect(m.value('pg_pool_shared_connections')).toBe(0)
+      expect(m.value('pg_pool_pipelined_requests')).toBe(0)
       console.log(`scrape ms while saturated: ${timings.map((t) => t.toFixed(1)).join(' ')}`)
       expect(Math.max(...timings)).toBeLessThan(50)
 
       for (const request of requests) request.abort()
       await Promise.all(requests.map((r) => r.done))
+    } finally {
+      await app.close()
+    }
+  })
+
+  test('pipelined requests sharing connections are visible as gauges', async () => {
+    const { app } = await coreApp(db.url, { max: 2, pipelineDepth: 4 })
+    try {
+      await app.register(pgPoolMetrics)
+      app.get('/shared', { config: { db: { pipeline: true } } }, async (request) => {
+        await request.db`select pg_sleep(0.5)`
+        return { slept: true }
+      })
+      const requests = Array.from({ length: 6 }, () => app.inject('/shared'))
+      await waitUntil(() => app.pgPool.stats().pipelined === 6, '6 pipelined requests')
+      const m = parseExposition((await app.inject('/metrics')).body)
+      expect(m.value('pg_pool_pipelined_requests')).toBe(6)
+      expect(m.value('pg_pool_shared_connections')).toBe(2)
+      expect(m.value('pg_pool_connections', { state: 'leased' })).toBe(2)
+      expect((await Promise.all(requests)).map((r) => r.statusCode)).toEqual(Array(6).fill(200))
+      const after = parseExposition((await app.inject('/metrics')).body)
+      expect(after.value('pg_pool_pipelined_requests')).toBe(0)
     } finally {
       await app.close()
     }

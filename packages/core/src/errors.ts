@@ -36,6 +36,11 @@ export const errors = {
     'Route %s declares config.db: false and cannot use request.db',
     500,
   ),
+  FST_PG_POOL_PIPELINED: createError(
+    'FST_PG_POOL_PIPELINED',
+    'Route %s is pipelined (config.db.pipeline) and shares its connection: %s needs a connection of its own',
+    500,
+  ),
   FST_PG_POOL_INVALID_OPTION: createError('FST_PG_POOL_INVALID_OPTION', 'Invalid option %s: %s', 500),
 } as const satisfies Record<string, FastifyErrorConstructor>
 

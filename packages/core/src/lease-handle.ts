@@ -87,6 +87,11 @@ export interface HandleSettings {
   readonly begin?: string | undefined
   /** Aborts waiting for a connection (the request's signal, when it has a handlerTimeout). */
   readonly signal?: (() => AbortSignal | undefined) | undefined
+  /**
+   * Share a connection with other pipelined holders (`config.db.pipeline`): statements queue
+   * on it behind theirs; no transaction blocks; in-flight statements are never cancelled.
+   */
+  readonly pipelined?: boolean | undefined
   /** Release as soon as the first query settles (app.db one-shot queries). */
   readonly oneShot?: boolean | undefined
   /** Called once, when the lease gets its connection. */
@@ -139,6 +144,10 @@ export class LeaseHandle implements LeaseOwner {
     this.settings = settings
     this.dispatch = (query) => this.#dispatch(query as TrackedQuery)
     this.cancel = (query) => this.#cancel(query as TrackedQuery)
+  }
+
+  get pipelined(): boolean {
+    return this.settings.pipelined === true
   }
 
   get leased(): boolean {
@@ -205,6 +214,7 @@ export class LeaseHandle implements LeaseOwner {
   /** A connection for work that bypasses per-query tracking (postgres.js begin). */
   async block<T>(fn: (sql: postgres.Sql<{}>) => Promise<T>): Promise<T> {
     if (this.#mode !== undefined) throw new errors.FST_PG_POOL_RELEASED()
+    if (this.pipelined) throw new errors.FST_PG_POOL_PIPELINED(this.settings.route, 'a transaction')
     this.#transactionBlocks++
     // Statements run by postgres.js's begin() bypass #send and its session check, and a plain
     // SET, a session lock or a temp table outlives the COMMIT: reset after, to be safe.
@@ -414,6 +424,8 @@ export class LeaseHandle implements LeaseOwner {
         return undefined
       }
     }
+    // On a shared connection a cancel request could stop another holder's statement.
+    if (this.pipelined) return undefined
     return this.#slot?.cancelQuery(query).catch(() => {})
   }
 
@@ -425,6 +437,9 @@ export class LeaseHandle implements LeaseOwner {
     // postgres.js's begin() runs its queries on the connection directly: only cutting the
     // connection stops them (and rolls their transaction back).
     if (this.#transactionBlocks > 0 && this.#slot) void this.#slot.end('error', 0)
+    // A shared connection runs other holders' statements too: a cancel request could stop
+    // one of theirs. Statements of pipelined routes run to their end.
+    if (this.pipelined) return
     for (const query of this.#inflight) void query.cancel()
   }
 
@@ -442,6 +457,7 @@ export class LeaseHandle implements LeaseOwner {
     if (slot === undefined) return
     const options = this.#ctx.options
     let failure: Error | undefined
+    let resetShared = false
     try {
       if (this.#begun && slot.usable) {
         if (this.#mode === 'commit') {
@@ -458,11 +474,13 @@ export class LeaseHandle implements LeaseOwner {
         failure = new errors.FST_PG_POOL_COMMIT_FAILED('the connection was lost')
       }
       const reset = options.sessionReset === 'always' || (options.sessionReset === 'auto' && this.#dirty)
-      if (reset && !options.pgbouncer && slot.usable) {
+      resetShared = reset && !options.pgbouncer && this.pipelined
+      if (reset && !options.pgbouncer && slot.usable && !this.pipelined) {
         await this.#internal(RESET_SESSION_SQL).catch(() => slot.markClosed('error'))
       }
     } finally {
-      this.#ctx.pool.release(slot, this.settings.route)
+      // A shared connection is reset by the pool once its last holder has left.
+      this.#ctx.pool.release(slot, this.settings.route, this, resetShared)
     }
     if (failure) throw failure
   }

@@ -4,10 +4,13 @@ import { type CloseReason, ConnectionSlot } from './connection-slot.js'
 import { errors } from './errors.js'
 import type { ResolvedConnection, ResolvedPoolOptions } from './options.js'
 import { redactSecret } from './redact.js'
+import { RESET_SESSION_SQL } from './session-state.js'
 import { WaitQueue } from './wait-queue.js'
 
 /** What a lease tells the pool about who holds it (for leak warnings and deadlines). */
 export interface LeaseOwner {
+  /** Shares a connection with other pipelined holders instead of holding one alone. */
+  readonly pipelined?: boolean
   /** Start of the oldest query still running on the lease, or 0. */
   oldestQueryStart(): number
   /** The client-side query deadline passed: the slot is being destroyed. */
@@ -27,8 +30,12 @@ export interface PoolStats {
   readonly connecting: number
   /** Open connections nobody holds. */
   readonly idle: number
-  /** Connections held by a request or a job. */
+  /** Connections held by a request or a job (alone, or shared by pipelined requests). */
   readonly leased: number
+  /** Of those, connections shared by pipelined requests. */
+  readonly shared: number
+  /** Pipelined requests holding a share of a connection. */
+  readonly pipelined: number
   /** Acquires waiting in the queue. */
   readonly waiting: number
   /** Queue cap: past it, acquires are refused at once. */
@@ -67,6 +74,7 @@ export interface WaitToken {
 }
 
 interface Waiter {
+  readonly pipelined: boolean
   readonly resolve: (slot: ConnectionSlot) => void
   readonly reject: (error: Error) => void
   readonly since: number
@@ -87,6 +95,11 @@ export class LeasePool extends EventEmitter<PoolEvents> {
   readonly #connection: ResolvedConnection
   readonly #slots = new Set<ConnectionSlot>()
   readonly #owners = new Map<ConnectionSlot, LeaseOwner>()
+  /** Connections shared by pipelined holders: each holder, and when it joined. */
+  readonly #shared = new Map<ConnectionSlot, Map<LeaseOwner, number>>()
+  /** Shared connections a holder may have left session state on: reset before reuse. */
+  readonly #sharedDirty = new WeakSet<ConnectionSlot>()
+  #sharers = 0
   readonly #idle: ConnectionSlot[] = []
   readonly #waiters = new WaitQueue<Waiter>()
   readonly #onNotice: (notice: postgres.Notice) => void
@@ -129,7 +142,9 @@ export class LeasePool extends EventEmitter<PoolEvents> {
       open: this.#slots.size + this.#connecting,
       connecting: this.#connecting,
       idle: this.#idle.length,
-      leased: this.#owners.size,
+      leased: this.#owners.size + this.#shared.size,
+      shared: this.#shared.size,
+      pipelined: this.#sharers,
       waiting: this.#waiters.length,
       maxWaiting: this.options.maxWaiting,
       oldestWaitMs: head ? Date.now() - head.since : 0,
@@ -140,6 +155,20 @@ export class LeasePool extends EventEmitter<PoolEvents> {
   /** A connection now, or undefined when none is idle (nobody may be waiting ahead). */
   tryAcquire(owner: LeaseOwner): ConnectionSlot | undefined {
     if (this.#closing || this.#waiters.length > 0) return undefined
+    let slot = this.#popIdle()
+    // A pipelined holder takes an idle connection first, and only when there is none joins
+    // the least busy shared one (while more connections open, up to max).
+    if (slot === undefined && owner.pipelined) {
+      slot = this.#leastShared()
+      if (slot !== undefined && this.#connecting === 0) this.#grow(1)
+    }
+    if (slot === undefined) return undefined
+    this.#lease(slot, owner)
+    this.emit('acquire', 0)
+    return slot
+  }
+
+  #popIdle(): ConnectionSlot | undefined {
     let slot = this.#idle.pop()
     // A connection the server closed while it sat idle (terminated, restarted) is replaced,
     // never handed out: the housekeeping sweep would only find it later.
@@ -147,10 +176,20 @@ export class LeasePool extends EventEmitter<PoolEvents> {
       this.#discard(slot, 'error')
       slot = this.#idle.pop()
     }
-    if (slot === undefined) return undefined
-    this.#lease(slot, owner)
-    this.emit('acquire', 0)
     return slot
+  }
+
+  /** The usable shared connection with the fewest holders, below pipelineDepth. */
+  #leastShared(): ConnectionSlot | undefined {
+    let best: ConnectionSlot | undefined
+    let fewest = this.options.pipelineDepth
+    for (const [slot, sharers] of this.#shared) {
+      if (sharers.size < fewest && slot.usable) {
+        best = slot
+        fewest = sharers.size
+      }
+    }
+    return best
   }
 
   /**
@@ -173,6 +212,7 @@ export class LeasePool extends EventEmitter<PoolEvents> {
     }
     return new Promise<ConnectionSlot>((resolve, reject) => {
       const waiter: Waiter = {
+        pipelined: owner.pipelined === true,
         since: Date.now(),
         timer: undefined,
         signal,
@@ -214,17 +254,60 @@ export class LeasePool extends EventEmitter<PoolEvents> {
   }
 
   /**
-   * Takes a connection back. The caller guarantees nothing still runs on it. A connection
-   * that saw a connection-level error, or outlived its lifetime, is closed instead.
+   * Takes a connection back from `owner`. The caller guarantees nothing of its still runs on
+   * it. A connection that saw a connection-level error, or outlived its lifetime, is closed
+   * instead. `dirty`: a pipelined holder may have changed session state (reset before reuse).
    */
-  release(slot: ConnectionSlot, route: string): void {
-    if (!this.#owners.delete(slot)) return
-    this.emit('release', Date.now() - slot.leasedAt, route)
+  release(slot: ConnectionSlot, route: string, owner?: LeaseOwner, dirty = false): void {
+    const sharers = this.#shared.get(slot)
+    if (sharers !== undefined) {
+      const since = owner === undefined ? undefined : sharers.get(owner)
+      if (since === undefined) return
+      sharers.delete(owner as LeaseOwner)
+      this.#sharers--
+      if (dirty) this.#sharedDirty.add(slot)
+      this.emit('release', Date.now() - since, route)
+      if (sharers.size > 0) {
+        this.#fillShares(slot)
+        return
+      }
+      this.#shared.delete(slot)
+      if (this.#sharedDirty.has(slot) && slot.usable && !this.#closing) {
+        this.#resetShared(slot)
+        return
+      }
+    } else {
+      if (!this.#owners.delete(slot)) return
+      this.emit('release', Date.now() - slot.leasedAt, route)
+    }
+    this.#free(slot)
+  }
+
+  #free(slot: ConnectionSlot): void {
     if (!slot.usable || this.#closing || Date.now() >= slot.expiresAt) {
       this.#discard(slot, slot.closeReason ?? (this.#closing ? 'shutdown' : 'lifetime'))
       return
     }
     this.#handOff(slot)
+  }
+
+  /** Resets a shared connection once its last holder left; held by the pool meanwhile. */
+  #resetShared(slot: ConnectionSlot): void {
+    this.#sharedDirty.delete(slot)
+    const started = Date.now()
+    slot.leasedAt = started
+    // Its own holder, so that the sweep's query deadline covers the reset too.
+    this.#owners.set(slot, { ...noOwner, oldestQueryStart: () => started })
+    slot.sql.unsafe(RESET_SESSION_SQL).then(
+      () => {
+        if (this.#owners.delete(slot)) this.#free(slot)
+      },
+      () => {
+        if (!this.#owners.delete(slot)) return
+        slot.markClosed('error')
+        this.#free(slot)
+      },
+    )
   }
 
   /** Pings the server on a fresh connection outside the lease queue; resolves with ms. */
@@ -276,17 +359,23 @@ export class LeasePool extends EventEmitter<PoolEvents> {
     for (const slot of this.#idle.splice(0)) this.#discard(slot, 'shutdown')
     for (const slot of this.#opening) void slot.end('shutdown', 0)
     await this.#drain(timeoutMs)
-    if (this.#owners.size > 0) {
+    if (this.#held > 0) {
       // Cutting the socket alone would leave the server running the query (it notices a gone
       // client only when it writes): cancel first, then cut what is still there.
       for (const owner of this.#owners.values()) owner.abort()
+      for (const sharers of this.#shared.values()) for (const owner of sharers.keys()) owner.abort()
       await this.#drain(CANCEL_GRACE_MS)
     }
     await Promise.all([...this.#slots].map((slot) => this.#discard(slot, 'shutdown', 0)))
   }
 
+  /** Connections held, alone or shared. */
+  get #held(): number {
+    return this.#owners.size + this.#shared.size
+  }
+
   async #drain(timeoutMs: number): Promise<void> {
-    if (this.#owners.size === 0 || timeoutMs <= 0) return
+    if (this.#held === 0 || timeoutMs <= 0) return
     let timer: NodeJS.Timeout | undefined
     await Promise.race([
       new Promise<void>((resolve) => {
@@ -300,6 +389,16 @@ export class LeasePool extends EventEmitter<PoolEvents> {
   }
 
   #lease(slot: ConnectionSlot, owner: LeaseOwner): void {
+    if (owner.pipelined) {
+      let sharers = this.#shared.get(slot)
+      if (sharers === undefined) {
+        sharers = new Map()
+        this.#shared.set(slot, sharers)
+      }
+      sharers.set(owner, Date.now())
+      this.#sharers++
+      return
+    }
     slot.leasedAt = Date.now()
     this.#owners.set(slot, owner)
   }
@@ -318,6 +417,7 @@ export class LeasePool extends EventEmitter<PoolEvents> {
     const waiter = this.#waiters.shift()
     if (waiter !== undefined) {
       waiter.resolve(slot)
+      if (waiter.pipelined) this.#fillShares(slot)
       return
     }
     slot.idleSince = Date.now()
@@ -325,27 +425,41 @@ export class LeasePool extends EventEmitter<PoolEvents> {
     if (this.#closing) this.#discard(slot, 'shutdown')
   }
 
+  /** Pipelined waiters at the head of the queue join a shared connection, up to pipelineDepth. */
+  #fillShares(slot: ConnectionSlot): void {
+    const sharers = this.#shared.get(slot)
+    if (sharers === undefined || !slot.usable || this.#closing) return
+    while (sharers.size < this.options.pipelineDepth && this.#waiters.peek()?.pipelined) {
+      ;(this.#waiters.shift() as Waiter).resolve(slot)
+    }
+  }
+
   #discard(slot: ConnectionSlot, reason: CloseReason, graceSeconds = 1): Promise<void> {
     const known = this.#slots.delete(slot)
     this.#owners.delete(slot)
+    const sharers = this.#shared.get(slot)
+    if (sharers !== undefined) {
+      this.#sharers -= sharers.size
+      this.#shared.delete(slot)
+    }
     const i = this.#idle.indexOf(slot)
     if (i !== -1) this.#idle.splice(i, 1)
     const ended = slot.end(reason, graceSeconds)
     if (known) this.emit('close', slot.closeReason ?? reason)
     if (this.#closing) {
-      if (this.#owners.size === 0) this.#drained?.()
+      if (this.#held === 0) this.#drained?.()
     } else {
       this.#grow()
     }
     return ended
   }
 
-  /** Opens connections while callers wait and the pool is below max. */
-  #grow(): void {
+  /** Opens connections while callers wait (or `wanted` more are), and the pool is below max. */
+  #grow(wanted = 0): void {
     while (
       !this.#closing &&
       this.#retryTimer === undefined &&
-      this.#waiters.length > this.#connecting &&
+      Math.max(this.#waiters.length, wanted) > this.#connecting &&
       this.#slots.size + this.#connecting < this.options.max
     ) {
       this.#connect()
@@ -412,22 +526,38 @@ export class LeasePool extends EventEmitter<PoolEvents> {
       else if (idleTimeout > 0 && now - slot.idleSince >= idleTimeout) this.#discard(slot, 'idle')
       else if (!slot.usable) this.#discard(slot, 'error')
     }
+    const deadline = statementTimeout > 0 ? statementTimeout + DEADLINE_GRACE_MS : 0
     for (const [slot, owner] of this.#owners) {
-      const held = now - slot.leasedAt
-      if (leakDetectionThreshold > 0 && held >= leakDetectionThreshold && !leakWarned.has(owner)) {
-        leakWarned.add(owner)
-        this.emit('leak', held)
-        owner.onLeak(held)
+      this.#checkLeak(owner, now - slot.leasedAt, leakDetectionThreshold)
+      if (deadline > 0 && passed(owner.oldestQueryStart(), now, deadline)) this.#pastDeadline(slot, [owner])
+    }
+    for (const [slot, sharers] of this.#shared) {
+      let late = false
+      for (const [owner, since] of sharers) {
+        this.#checkLeak(owner, now - since, leakDetectionThreshold)
+        late ||= deadline > 0 && passed(owner.oldestQueryStart(), now, deadline)
       }
-      const started = owner.oldestQueryStart()
-      if (statementTimeout > 0 && started > 0 && now - started >= statementTimeout + DEADLINE_GRACE_MS) {
-        slot.markClosed('deadline')
-        owner.onDeadline()
-        void slot.end('deadline', 0)
-      }
+      if (late) this.#pastDeadline(slot, [...sharers.keys()])
     }
   }
+
+  #checkLeak(owner: LeaseOwner, held: number, threshold: number): void {
+    if (threshold > 0 && held >= threshold && !leakWarned.has(owner)) {
+      leakWarned.add(owner)
+      this.emit('leak', held)
+      owner.onLeak(held)
+    }
+  }
+
+  /** A query on `slot` did not answer in time: the connection is cut, its holders' queries fail. */
+  #pastDeadline(slot: ConnectionSlot, owners: LeaseOwner[]): void {
+    slot.markClosed('deadline')
+    for (const owner of owners) owner.onDeadline()
+    void slot.end('deadline', 0)
+  }
 }
+
+const passed = (started: number, now: number, limit: number) => started > 0 && now - started >= limit
 
 // Per holder, not per connection: a connection that warned once must warn for its next holders.
 const leakWarned = new WeakSet<LeaseOwner>()

@@ -39,6 +39,11 @@ export interface PoolOptions {
   /** Start without checking the database at `register`. Default false. */
   lazy?: boolean
   /**
+   * Most requests of pipelined routes (`config.db: { pipeline: true }`) that share one
+   * connection at once, their statements queued on it. Default 8.
+   */
+  pipelineDepth?: number
+  /**
    * Instances of this app expected to run at once, for the connection budget warning.
    * Default: `PG_POOL_INSTANCES` from the environment, else 1.
    */
@@ -61,6 +66,7 @@ export interface ResolvedPoolOptions {
   readonly retryAfter: number
   readonly lazy: boolean
   readonly instances: number
+  readonly pipelineDepth: number
 }
 
 export interface ResolvedConnection {
@@ -86,6 +92,7 @@ const integerOptions = {
   closeTimeout: { min: 0, default: 10_000 },
   retryAfter: { min: 0, default: 1 },
   instances: { min: 1, default: 1 },
+  pipelineDepth: { min: 1, default: 8 },
 } as const
 
 const knownPoolKeys = new Set([...Object.keys(integerOptions), 'applicationName', 'pgbouncer', 'sessionReset', 'lazy'])

@@ -17,17 +17,50 @@ const kDb = Symbol('fastify-pg-pool.db')
 type LeaseRequest = FastifyRequest & { [kLease]: LeaseHandle | null; [kDb]: RequestDb | null }
 
 const isolationLevels = new Set(['read committed', 'repeatable read', 'serializable'])
-const beginByConfig = new WeakMap<object, string | undefined>()
+const routeDbKeys = new Set(['transaction', 'pipeline'])
 
-/** The BEGIN statement of a route's `config.db`, validated once per route. */
-function routeBegin(config: RouteDbConfig | undefined, url: string): string | undefined {
-  if (config === undefined || config === false) return undefined
-  let begin = beginByConfig.get(config)
-  if (begin !== undefined || beginByConfig.has(config)) return begin
-  if (typeof config !== 'object' || config === null) {
+interface RouteSettings {
+  /** The BEGIN statement when the whole request is one transaction. */
+  readonly begin: string | undefined
+  readonly pipelined: boolean
+}
+
+const exclusive: RouteSettings = { begin: undefined, pipelined: false }
+
+/** What a route's `config.db` asks of its lease, validated once per route and plugin instance. */
+function routeSettings(
+  config: RouteDbConfig | undefined,
+  url: string,
+  hasOnLease: boolean,
+  settingsByConfig: WeakMap<object, RouteSettings>,
+): RouteSettings {
+  if (config === undefined || config === false) return exclusive
+  let settings = settingsByConfig.get(config)
+  if (settings !== undefined) return settings
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) {
     throw invalidOption(`config.db of ${url}`, 'expected false or an object')
   }
-  const tx = config.transaction
+  const unknownKey = Object.keys(config).find((key) => !routeDbKeys.has(key))
+  if (unknownKey !== undefined) throw invalidOption(`config.db.${unknownKey} of ${url}`, 'unknown option')
+  const pipeline = config.pipeline ?? false
+  if (typeof pipeline !== 'boolean') throw invalidOption(`config.db.pipeline of ${url}`, 'expected a boolean')
+  const begin = transactionBegin(config.transaction, url)
+  if (pipeline && begin !== undefined) {
+    throw invalidOption(`config.db of ${url}`, 'a pipelined route shares its connection and cannot be a transaction')
+  }
+  if (pipeline && hasOnLease) {
+    throw invalidOption(
+      `config.db.pipeline of ${url}`,
+      'onLease prepares a connection of its own; a pipelined route shares one',
+    )
+  }
+  settings = { begin, pipelined: pipeline }
+  settingsByConfig.set(config, settings)
+  return settings
+}
+
+function transactionBegin(tx: boolean | TransactionOptions | undefined, url: string): string | undefined {
+  let begin: string | undefined
   if (tx === undefined || tx === false) begin = undefined
   else if (tx === true) begin = beginStatement(true)
   else if (typeof tx === 'object' && tx !== null) {
@@ -50,7 +83,6 @@ function routeBegin(config: RouteDbConfig | undefined, url: string): string | un
     }
     begin = beginStatement(tx)
   } else throw invalidOption(`config.db.transaction of ${url}`, 'expected a boolean or an object')
-  beginByConfig.set(config, begin)
   return begin
 }
 
@@ -121,6 +153,8 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
   }
 
   app.decorate('pgPool', view)
+  // Per instance: whether a config is valid depends on this instance's onLease.
+  const settingsByConfig = new WeakMap<object, RouteSettings>()
   const poolDb = createPoolDb(ctx, (oneShot) => new LeaseHandle(ctx, { route: 'app.db', oneShot }))
   app.decorate('db', poolDb)
   app.decorateRequest(kLease, null)
@@ -137,10 +171,12 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
       // request) is only needed for handlerTimeout: cancel what runs or waits, and hand the
       // lease back once the handler's queries have settled.
       const timed = (request.routeOptions.handlerTimeout ?? 0) > 0
+      const { begin, pipelined } = routeSettings(config, route, onLease !== undefined, settingsByConfig)
       const handle = new LeaseHandle(ctx, {
         route,
         request,
-        begin: routeBegin(config, route),
+        begin,
+        pipelined,
         signal: timed ? () => request.signal : undefined,
         onAttach: timed
           ? () => request.signal.addEventListener('abort', () => void handle.finish('abort'), { once: true })
@@ -160,7 +196,7 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
   })
 
   app.addHook('onRoute', (route) => {
-    routeBegin(route.config?.db, route.url)
+    routeSettings(route.config?.db, route.url, onLease !== undefined, settingsByConfig)
   })
 
   app.addHook('onSend', (request, reply, payload, done) => {

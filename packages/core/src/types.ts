@@ -54,6 +54,13 @@ export type RouteDbConfig =
   | {
       /** Run the request in one transaction: committed before the response, else rolled back. */
       transaction?: boolean | TransactionOptions
+      /**
+       * Session-free route: its request shares a connection with other pipelined requests
+       * (up to `pool.pipelineDepth`), its statements queued behind theirs, for throughput.
+       * No transactions, no onLease, no session state relied on between statements, and a
+       * client abort lets running statements finish instead of cancelling them.
+       */
+      pipeline?: boolean
     }
 
 type Listener<A extends unknown[]> = (...args: A) => void

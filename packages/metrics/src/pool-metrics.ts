@@ -61,6 +61,22 @@ export function registerPoolMetrics(
     },
   })
   new Gauge({
+    name: `${prefix}shared_connections`,
+    help: 'Leased connections shared by requests of pipelined routes (config.db.pipeline)',
+    registers,
+    collect() {
+      this.set(view.stats().shared)
+    },
+  })
+  new Gauge({
+    name: `${prefix}pipelined_requests`,
+    help: 'Requests of pipelined routes holding a share of a connection',
+    registers,
+    collect() {
+      this.set(view.stats().pipelined)
+    },
+  })
+  new Gauge({
     name: `${prefix}oldest_wait_seconds`,
     help: 'How long the oldest waiter has waited for a connection (0 when nobody waits)',
     registers,
