@@ -3,7 +3,13 @@ import { writeFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 
 const docs = fileURLToPath(new URL('../docs/', import.meta.url))
-const colors = { suite: '#1b7f3b', 'suite-off': '#7a7a7a', raw: '#c2410c', 'fastify-postgres': '#1d4ed8' }
+const colors = {
+  suite: '#1b7f3b',
+  'suite-exclusive': '#65a30d',
+  'suite-off': '#7a7a7a',
+  raw: '#c2410c',
+  'fastify-postgres': '#1d4ed8',
+}
 const fmt = (n, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : '–')
 const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;')
 
@@ -133,8 +139,9 @@ function notes(r) {
     const { suite, raw } = r.S1
     const off = r.S1['suite-off']
     const fpg = r.S1['fastify-postgres']
+    const exclusive = r.S1['suite-exclusive']
     out.push(
-      `**S1.** The suite reached ${fmt(suite.okPerS / raw.okPerS, 2)}× raw postgres.js and ${fmt(suite.okPerS / fpg.okPerS, 2)}× @fastify/postgres${off ? ` (without admission control: ${fmt(off.okPerS / raw.okPerS, 2)}× raw)` : ''}. Each request of the suite leases a whole connection from its first query until its response is sent, so that a request's queries, transaction and session state are its own; raw postgres.js instead pipelines the queries of many requests onto each connection. That exclusivity and the core's per-request work are most of the gap${off ? `; admission control itself (two \`onRequest\` hooks: the pool check and @fastify/under-pressure) ${admissionCost(suite.okPerS, off.okPerS)}` : ''}. Raw postgres.js also gives none of the guarantees the suite exists for (bounded queue, aborts cancelled, leases returned exactly once).`,
+      `**S1.** The suite's GET by id is declared session-free (\`config: { db: { pipeline: true } }\`): its requests share connections, up to \`pool.pipelineDepth\` (8) on each, their statements sent together as raw postgres.js does with its own pool. It reached ${fmt(suite.okPerS / raw.okPerS, 2)}× raw postgres.js and ${fmt(suite.okPerS / fpg.okPerS, 2)}× @fastify/postgres${off ? ` (without admission control: ${fmt(off.okPerS / raw.okPerS, 2)}× raw)` : ''}, with metrics, health and admission control on${off ? `; admission control itself (two \`onRequest\` hooks: the pool check and @fastify/under-pressure) ${admissionCost(suite.okPerS, off.okPerS)}` : ''}.${exclusive ? ` The same route with the default lease, a connection of its own per request from its first query to its response (so that currval, SET, transactions and onLease context are the request's own), reached ${fmt(exclusive.okPerS / raw.okPerS, 2)}× raw: one round trip and one server wake-up per statement, with the connection idle in between, is the price of that isolation.` : ''} Raw postgres.js gives none of the guarantees the suite exists for (bounded queue, aborts cancelled, leases returned exactly once). The last columns are the server process's CPU time per request (\`process.cpuUsage()\` across the measurement) and the part of it spent in garbage collection.`,
     )
   }
   if (r.S2o) {
@@ -156,7 +163,7 @@ function notes(r) {
   return out
 }
 
-export async function writeReport(r, { variants, lines }) {
+export async function writeReport(r, { variants, s1Variants = variants, lines }) {
   const names = Object.entries(variants)
   const out = []
   const md = (s = '') => out.push(s)
@@ -174,7 +181,7 @@ export async function writeReport(r, { variants, lines }) {
   md()
   md('Variants, each its own server process with pool `max` 10 and no logger:')
   md()
-  for (const [key, label] of names) md(`- **${label}** (\`${key}\`)`)
+  for (const [key, label] of Object.entries(s1Variants)) md(`- **${label}** (\`${key}\`)`)
   md()
   md('## Targets')
   md()
@@ -200,12 +207,15 @@ export async function writeReport(r, { variants, lines }) {
       'autocannon, 64 connections, pool 10, `select id, name from … where id = $1` on 10 000 rows; all suite features on.',
     )
     md()
-    md('| variant | req/s | × raw postgres.js | × @fastify/postgres | p50 ms | p99 ms | non-2xx |')
-    md('|---|---|---|---|---|---|---|')
-    for (const [key, label] of names) {
+    md(
+      '| variant | req/s | × raw postgres.js | × @fastify/postgres | p50 ms | p99 ms | non-2xx | server CPU µs/request | of which GC |',
+    )
+    md('|---|---|---|---|---|---|---|---|---|')
+    for (const [key, label] of Object.entries(s1Variants)) {
       const x = r.S1[key]
+      if (x === undefined) continue
       md(
-        `| ${label} | ${fmt(x.okPerS)} | ${fmt(x.okPerS / r.S1.raw.okPerS, 2)} | ${fmt(x.okPerS / r.S1['fastify-postgres'].okPerS, 2)} | ${fmt(x.ok50, 1)} | ${fmt(x.ok99, 1)} | ${x.refused + x.other} |`,
+        `| ${label} | ${fmt(x.okPerS)} | ${fmt(x.okPerS / r.S1.raw.okPerS, 2)} | ${fmt(x.okPerS / r.S1['fastify-postgres'].okPerS, 2)} | ${fmt(x.ok50, 1)} | ${fmt(x.ok99, 1)} | ${x.refused + x.other} | ${fmt(x.cpuUs)} | ${fmt(x.gcUs, 1)} |`,
       )
     }
     md()

@@ -26,7 +26,7 @@ const CAPACITY = POOL_MAX * (1000 / HOLD_MS)
 const MAX_WAITING = POOL_MAX * 10
 
 const allVariants = {
-  suite: 'fastify-pg-pool (admission on)',
+  suite: 'fastify-pg-pool (admission on; GET by id pipelined)',
   'suite-off': 'fastify-pg-pool, backpressure: false',
   raw: 'postgres.js in a route',
   'fastify-postgres': '@fastify/postgres (pg)',
@@ -36,6 +36,13 @@ const chosen = process.env.BENCH_VARIANTS?.split(',')
 export const variants = Object.fromEntries(
   Object.entries(allVariants).filter(([key]) => !chosen || chosen.includes(key)),
 )
+// S1 only: the same GET by id with the default lease (a connection per request), for contrast.
+export const s1Variants = {
+  ...variants,
+  ...(!chosen || chosen.includes('suite-exclusive')
+    ? { 'suite-exclusive': 'fastify-pg-pool, GET by id not pipelined' }
+    : {}),
+}
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 const lines = []
@@ -138,7 +145,16 @@ async function abortSafety(db, variant) {
 async function throughput(db, variant) {
   return withServer(variant, db.url, async (base) => {
     await warmUp(base)
-    return closedLoop({ url: base, connections: 64, durationMs, paths: randomItem })
+    const before = (await getJson(`${base}/cpu`)).body
+    const result = await closedLoop({ url: base, connections: 64, durationMs, paths: randomItem })
+    const after = (await getJson(`${base}/cpu`)).body
+    const requests = result.answered + 1
+    return {
+      ...result,
+      // The server process's CPU and GC time per request, microseconds.
+      cpuUs: ((after.cpuMs - before.cpuMs) * 1000) / requests,
+      gcUs: ((after.gcMs - before.gcMs) * 1000) / requests,
+    }
   })
 }
 
@@ -204,7 +220,7 @@ async function main() {
     const saved = JSON.parse(await readFile(process.argv[reportFrom + 1], 'utf8'))
     saved.startedAt = new Date(saved.startedAt)
     lines.push(...saved.lines)
-    const files = await writeReport(saved, { variants, lines })
+    const files = await writeReport(saved, { variants, s1Variants, lines })
     console.log(`wrote ${files.join(', ')}`)
     return
   }
@@ -240,11 +256,11 @@ async function main() {
     if (only.has('S1')) {
       const runs = {}
       for (let round = 0; round < rounds; round++) {
-        for (const variant of Object.keys(variants)) {
+        for (const variant of Object.keys(s1Variants)) {
           const r = await throughput(db, variant)
           push(runs, variant, r)
           log(
-            `S1 round ${round + 1} ${variant}: ${fmt(r.okPerS)} req/s, p99 ${fmt(r.ok99, 1)} ms, non-2xx ${r.refused + r.other}`,
+            `S1 round ${round + 1} ${variant}: ${fmt(r.okPerS)} req/s, p99 ${fmt(r.ok99, 1)} ms, non-2xx ${r.refused + r.other}, server CPU ${fmt(r.cpuUs)} µs/request (GC ${fmt(r.gcUs, 1)})`,
           )
         }
       }
@@ -297,7 +313,7 @@ async function main() {
   const saved = join(os.tmpdir(), `fastify-pg-pool-bench-${startedAt.getTime()}.json`)
   await writeFile(saved, JSON.stringify({ ...results, lines }))
   log(`results saved in ${saved}`)
-  const files = await writeReport(results, { variants, lines })
+  const files = await writeReport(results, { variants, s1Variants, lines })
   log(`\nwrote ${files.join(', ')}`)
 }
 
@@ -315,6 +331,12 @@ function evaluate(r) {
     add('S1 ≥ 0.9× raw postgres.js', suite.okPerS >= 0.9 * raw.okPerS, `${fmt(suite.okPerS / raw.okPerS, 2)}×`)
     add('S1 ≥ 1.4× @fastify/postgres', suite.okPerS >= 1.4 * fpg.okPerS, `${fmt(suite.okPerS / fpg.okPerS, 2)}×`)
     add('S1 zero refusals at default thresholds', suite.refused + suite.other === 0, `${suite.refused} × 503`)
+    const exclusive = r.S1['suite-exclusive']
+    if (exclusive) {
+      log(
+        `(S1 with the GET by id not pipelined: ${fmt(exclusive.okPerS / raw.okPerS, 2)}× raw postgres.js, ${fmt(exclusive.okPerS / fpg.okPerS, 2)}× @fastify/postgres, ${exclusive.refused} × 503; not a target)`,
+      )
+    }
   }
   const s2o = r.S2o?.[2]?.suite
   if (s2o) {

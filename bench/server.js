@@ -3,7 +3,11 @@
 //   GET /items/:id   one indexed row          GET /slow     holds a connection 20 ms
 //   GET /hold        holds a connection 500 ms (abort test)
 //   GET /health/live liveness, no database    GET /stats    { waiting } for the sampler
+//   GET /cpu         process CPU time and GC counts, read before and after a measurement
+// Variants: suite (GET by id pipelined: config.db.pipeline), suite-exclusive (the same with the
+// default exclusive lease), suite-off (backpressure: false), raw, fastify-postgres.
 // Prints {"port":N} on stdout once listening.
+import { PerformanceObserver } from 'node:perf_hooks'
 import Fastify from 'fastify'
 
 const variant = process.env.VARIANT
@@ -16,7 +20,7 @@ let waiting = () => 0
 
 const itemById = (id) => Number.parseInt(id, 10) || 1
 
-if (variant === 'suite' || variant === 'suite-off') {
+if (variant === 'suite' || variant === 'suite-exclusive' || variant === 'suite-off') {
   const { default: pgPool } = await import('fastify-pg-pool')
   await app.register(pgPool, {
     connection: url,
@@ -24,9 +28,11 @@ if (variant === 'suite' || variant === 'suite-off') {
     health: {},
     metrics: {},
     // BENCH_BACKPRESSURE (JSON) overrides the defaults while tuning; the report uses the defaults.
-    backpressure: variant === 'suite' ? JSON.parse(process.env.BENCH_BACKPRESSURE ?? '{}') : false,
+    backpressure: variant === 'suite-off' ? false : JSON.parse(process.env.BENCH_BACKPRESSURE ?? '{}'),
   })
-  app.get('/items/:id', async (request) => {
+  // A read by key relies on no session state: it can share a connection (config.db.pipeline).
+  const items = { config: { db: { pipeline: variant !== 'suite-exclusive' } } }
+  app.get('/items/:id', items, async (request) => {
     const [row] = await request.db`select id, name from fpp_bench_items where id = ${itemById(request.params.id)}`
     return row ?? null
   })
@@ -118,6 +124,18 @@ if (variant === 'suite' || variant === 'suite-off') {
 
 if (!app.hasRoute({ method: 'GET', url: '/health/live' })) app.get('/health/live', async () => ({ status: 'ok' }))
 if (!app.hasRoute({ method: 'GET', url: '/stats' })) app.get('/stats', async () => ({ waiting: waiting() }))
+
+const gc = { count: 0, ms: 0 }
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    gc.count++
+    gc.ms += entry.duration
+  }
+}).observe({ entryTypes: ['gc'] })
+app.get('/cpu', { config: { db: false } }, async () => {
+  const { user, system } = process.cpuUsage()
+  return { cpuMs: (user + system) / 1000, gcCount: gc.count, gcMs: gc.ms }
+})
 
 await app.listen({ port: 0, host: '127.0.0.1' })
 process.stdout.write(`${JSON.stringify({ port: app.server.address().port })}\n`)

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process'
 import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { buildApp } from '../../examples/observability/src/app.js'
-import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { createTestDatabase, type TestDatabase, waitUntil } from '../support/database.js'
 import { listen } from '../support/http.js'
 import { prometheusTool } from '../support/tools.js'
 import { parseExposition } from './exposition.js'
@@ -41,8 +41,9 @@ describe.skipIf(promtool === undefined)('promtool check metrics', () => {
       ...Array.from({ length: 3 }, () => fetch(`${base}/slow?ms=500`)),
       ...Array.from({ length: 10 }, (_, i) => fetch(`${base}/items/${i + 1}`)),
     )
-    // Mid-load: connections leased, requests waiting.
-    await new Promise((resolve) => setTimeout(resolve, 100))
+    // Mid-load: connections leased, requests waiting (waited for: on a loaded machine the
+    // requests can take longer than a fixed pause to arrive).
+    await waitUntil(() => app.pgPool.stats().leased === 3, 'every connection leased')
     const during = await (await fetch(`${base}/metrics`)).text()
     const statuses = (await Promise.all(load)).map((r) => r.status)
     const after = await (await fetch(`${base}/metrics`)).text()

@@ -8,6 +8,9 @@ import { isConnectionError, mayChangeSession, RESET_SESSION_SQL } from './sessio
 
 /** A query built by a lease handle; postgres.js calls resolve/reject as methods on it. */
 interface TrackedQuery extends InternalQuery {
+  /** The handle that built it (set once). */
+  lease: LeaseHandle
+  /** The handle while the query runs; cleared when it settles. */
   owner: LeaseHandle | undefined
   /** Sent by the onLease hook: runs before the holder's own queries. */
   setup?: boolean
@@ -120,9 +123,10 @@ export class LeaseHandle implements LeaseOwner {
   readonly #ctx: HandleContext
   readonly settings: HandleSettings
   readonly #inflight = new Set<TrackedQuery>()
-  #pending: TrackedQuery[] = []
+  /** Queries waiting for the connection (allocated when one has to wait). */
+  #pending: TrackedQuery[] | undefined
   /** The holder's queries that wait for onLease to finish. */
-  #held: TrackedQuery[] = []
+  #held: TrackedQuery[] | undefined
   #preparing = false
   #setupError: unknown
   #slot: ConnectionSlot | undefined
@@ -136,14 +140,25 @@ export class LeaseHandle implements LeaseOwner {
   #finishing: Promise<void> | undefined
   #mode: FinishMode | undefined
   #whenIdle: (() => void) | undefined
-  readonly dispatch: QueryHandler
-  readonly cancel: (query: InternalQuery) => unknown
+  // postgres.js calls these with the query; one pair for every handle, not two closures each.
+  static readonly #dispatchQuery: QueryHandler = (query) => {
+    const tracked = query as TrackedQuery
+    tracked.lease.#dispatch(tracked)
+  }
+  static readonly #cancelQuery = (query: InternalQuery): unknown => {
+    const tracked = query as TrackedQuery
+    return tracked.lease.#cancel(tracked)
+  }
 
   constructor(ctx: HandleContext, settings: HandleSettings) {
     this.#ctx = ctx
     this.settings = settings
-    this.dispatch = (query) => this.#dispatch(query as TrackedQuery)
-    this.cancel = (query) => this.#cancel(query as TrackedQuery)
+  }
+
+  #newQuery(strings: readonly string[], args: unknown[], handler: QueryHandler, options?: object): TrackedQuery {
+    const query = new this.#ctx.Query(strings, args, handler, LeaseHandle.#cancelQuery, options)
+    query.lease = this
+    return query
   }
 
   get pipelined(): boolean {
@@ -170,8 +185,8 @@ export class LeaseHandle implements LeaseOwner {
   get #busy(): boolean {
     return (
       this.#inflight.size > 0 ||
-      this.#pending.length > 0 ||
-      this.#held.length > 0 ||
+      (this.#pending?.length ?? 0) > 0 ||
+      (this.#held?.length ?? 0) > 0 ||
       this.#preparing ||
       this.#acquisition !== undefined ||
       this.#transactionBlocks > 0
@@ -179,7 +194,7 @@ export class LeaseHandle implements LeaseOwner {
   }
 
   query(strings: readonly string[], args: unknown[], options?: object): TrackedQuery {
-    return new this.#ctx.Query(strings, args, this.dispatch, this.cancel, options)
+    return this.#newQuery(strings, args, LeaseHandle.#dispatchQuery, options)
   }
 
   /** The query API for the onLease hook: its queries skip the wait for onLease itself. */
@@ -206,9 +221,9 @@ export class LeaseHandle implements LeaseOwner {
       readFile(path, 'utf8', (error, text) => {
         if (error) return query.reject(error)
         query.strings = [text]
-        this.dispatch(query)
+        this.#dispatch(query as TrackedQuery)
       })
-    return new this.#ctx.Query([], args, handler, this.cancel, options)
+    return this.#newQuery([], args, handler, options)
   }
 
   /** A connection for work that bypasses per-query tracking (postgres.js begin). */
@@ -335,7 +350,7 @@ export class LeaseHandle implements LeaseOwner {
       this.#deliver(query)
       return
     }
-    this.#pending.push(query)
+    ;(this.#pending ??= []).push(query)
     this.#lease().catch(() => {})
   }
 
@@ -347,12 +362,12 @@ export class LeaseHandle implements LeaseOwner {
       (slot) => {
         this.#acquisition = undefined
         this.#attach(slot)
-        for (const query of this.#pending.splice(0)) this.#deliver(query)
+        for (const query of this.#takePending()) this.#deliver(query)
         return slot
       },
       (error: unknown) => {
         this.#acquisition = undefined
-        for (const query of this.#pending.splice(0)) query.reject(error)
+        for (const query of this.#takePending()) query.reject(error)
         this.#maybeIdle()
         throw error
       },
@@ -379,23 +394,35 @@ export class LeaseHandle implements LeaseOwner {
       onLease().then(
         () => {
           this.#preparing = false
-          for (const query of this.#held.splice(0)) this.#deliver(query)
+          for (const query of this.#takeHeld()) this.#deliver(query)
           this.#maybeIdle()
         },
         (error: unknown) => {
           // The holder's queries must not run without the context the hook was to set.
           this.#preparing = false
           this.#setupError = error
-          for (const query of this.#held.splice(0)) query.reject(error)
+          for (const query of this.#takeHeld()) query.reject(error)
           this.#maybeIdle()
         },
       )
     }
   }
 
+  #takePending(): TrackedQuery[] {
+    const queries = this.#pending ?? []
+    this.#pending = undefined
+    return queries
+  }
+
+  #takeHeld(): TrackedQuery[] {
+    const queries = this.#held ?? []
+    this.#held = undefined
+    return queries
+  }
+
   /** Sends a query now, or holds it while onLease prepares the connection. */
   #deliver(query: TrackedQuery): void {
-    if (this.#preparing && !query.setup) this.#held.push(query)
+    if (this.#preparing && !query.setup) (this.#held ??= []).push(query)
     else this.#send(query)
   }
 
@@ -416,7 +443,8 @@ export class LeaseHandle implements LeaseOwner {
 
   #cancel(query: TrackedQuery): unknown {
     for (const queue of [this.#pending, this.#held]) {
-      const i = queue.indexOf(query)
+      const i = queue?.indexOf(query) ?? -1
+      if (queue === undefined) continue
       if (i !== -1) {
         queue.splice(i, 1)
         query.reject(new errors.FST_PG_POOL_ABORTED())
@@ -432,8 +460,8 @@ export class LeaseHandle implements LeaseOwner {
   #abortInflight(): void {
     // A holder still queued for a connection leaves the queue (client gone, server closing).
     if (this.#acquisition) this.#wait?.cancel?.()
-    for (const query of this.#pending.splice(0)) query.reject(new errors.FST_PG_POOL_ABORTED())
-    for (const query of this.#held.splice(0)) query.reject(new errors.FST_PG_POOL_ABORTED())
+    for (const query of this.#takePending()) query.reject(new errors.FST_PG_POOL_ABORTED())
+    for (const query of this.#takeHeld()) query.reject(new errors.FST_PG_POOL_ABORTED())
     // postgres.js's begin() runs its queries on the connection directly: only cutting the
     // connection stops them (and rolls their transaction back).
     if (this.#transactionBlocks > 0 && this.#slot) void this.#slot.end('error', 0)
@@ -445,19 +473,31 @@ export class LeaseHandle implements LeaseOwner {
 
   /** Sends a statement of the pool's own, tracked like any query. */
   #internal(text: string): Promise<postgres.RowList<postgres.Row[]>> {
-    const query = new this.#ctx.Query([text], [], this.dispatch, this.cancel, { simple: true, prepare: false })
+    const query = this.#newQuery([text], [], LeaseHandle.#dispatchQuery, { simple: true, prepare: false })
     query.executed = true
     this.#send(query)
     return Promise.prototype.then.call(query, (x) => x) as Promise<postgres.RowList<postgres.Row[]>>
   }
 
-  async #complete(): Promise<void> {
+  /** Returns the connection: at once when nothing has to run on it first. */
+  #complete(): Promise<void> {
     this.#completing = true
     const slot = this.#slot
-    if (slot === undefined) return
+    if (slot === undefined) return finished
+    const options = this.#ctx.options
+    const reset = options.sessionReset === 'always' || (options.sessionReset === 'auto' && this.#dirty)
+    // Nothing to send before the connection goes back (the common case): no async step. A
+    // shared connection is reset by the pool once its last holder has left.
+    if (!this.#begun && (!reset || options.pgbouncer || this.pipelined || !slot.usable)) {
+      this.#ctx.pool.release(slot, this.settings.route, this, reset && !options.pgbouncer)
+      return finished
+    }
+    return this.#completeAsync(slot)
+  }
+
+  async #completeAsync(slot: ConnectionSlot): Promise<void> {
     const options = this.#ctx.options
     let failure: Error | undefined
-    let resetShared = false
     try {
       if (this.#begun && slot.usable) {
         if (this.#mode === 'commit') {
@@ -474,17 +514,18 @@ export class LeaseHandle implements LeaseOwner {
         failure = new errors.FST_PG_POOL_COMMIT_FAILED('the connection was lost')
       }
       const reset = options.sessionReset === 'always' || (options.sessionReset === 'auto' && this.#dirty)
-      resetShared = reset && !options.pgbouncer && this.pipelined
-      if (reset && !options.pgbouncer && slot.usable && !this.pipelined) {
+      if (reset && !options.pgbouncer && slot.usable) {
         await this.#internal(RESET_SESSION_SQL).catch(() => slot.markClosed('error'))
       }
     } finally {
-      // A shared connection is reset by the pool once its last holder has left.
-      this.#ctx.pool.release(slot, this.settings.route, this, resetShared)
+      this.#ctx.pool.release(slot, this.settings.route, this)
     }
     if (failure) throw failure
   }
 }
+
+/** What finish() returns when the connection went back synchronously. */
+export const finished: Promise<void> = Promise.resolve()
 
 /** SQLSTATE query_canceled: a cancel request, or statement_timeout. */
 const QUERY_CANCELED = '57014'

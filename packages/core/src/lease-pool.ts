@@ -100,6 +100,8 @@ export class LeasePool extends EventEmitter<PoolEvents> {
   /** Shared connections a holder may have left session state on: reset before reuse. */
   readonly #sharedDirty = new WeakSet<ConnectionSlot>()
   #sharers = 0
+  /** Emptied holder maps, reused: a connection turns shared and back many times a second. */
+  readonly #spareSharers: Map<LeaseOwner, number>[] = []
   readonly #idle: ConnectionSlot[] = []
   readonly #waiters = new WaitQueue<Waiter>()
   readonly #onNotice: (notice: postgres.Notice) => void
@@ -272,6 +274,7 @@ export class LeasePool extends EventEmitter<PoolEvents> {
         return
       }
       this.#shared.delete(slot)
+      if (this.#spareSharers.length < this.options.max) this.#spareSharers.push(sharers)
       if (this.#sharedDirty.has(slot) && slot.usable && !this.#closing) {
         this.#resetShared(slot)
         return
@@ -392,7 +395,7 @@ export class LeasePool extends EventEmitter<PoolEvents> {
     if (owner.pipelined) {
       let sharers = this.#shared.get(slot)
       if (sharers === undefined) {
-        sharers = new Map()
+        sharers = this.#spareSharers.pop() ?? new Map()
         this.#shared.set(slot, sharers)
       }
       sharers.set(owner, Date.now())

@@ -4,7 +4,7 @@ import postgres from 'postgres'
 import { type ConnectionBudget, readConnectionBudget } from './connection-budget.js'
 import { sharedOf } from './connection-slot.js'
 import { errors, invalidOption, retryableCodes } from './errors.js'
-import { createHandleContext, type HandleContext, LeaseHandle } from './lease-handle.js'
+import { createHandleContext, finished, type HandleContext, LeaseHandle } from './lease-handle.js'
 import { LeasePool } from './lease-pool.js'
 import { resolveConnection, resolvePoolOptions } from './options.js'
 import { beginStatement, createLeaseDb, createPoolDb } from './query-api.js'
@@ -164,13 +164,15 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
       const request = this as LeaseRequest
       const existing = request[kDb]
       if (existing !== null) return existing
-      const config = request.routeOptions.config.db
-      const route = request.routeOptions.url ?? 'unknown'
+      // Fastify builds a new routeOptions object on every read: read it once.
+      const routeOptions = request.routeOptions
+      const config = routeOptions.config.db
+      const route = routeOptions.url ?? 'unknown'
       if (config === false) throw new errors.FST_PG_POOL_ROUTE_OPTED_OUT(route)
       // Client aborts arrive through onRequestAbort. request.signal (an AbortController per
       // request) is only needed for handlerTimeout: cancel what runs or waits, and hand the
       // lease back once the handler's queries have settled.
-      const timed = (request.routeOptions.handlerTimeout ?? 0) > 0
+      const timed = (routeOptions.handlerTimeout ?? 0) > 0
       const { begin, pipelined } = routeSettings(config, route, onLease !== undefined, settingsByConfig)
       const handle = new LeaseHandle(ctx, {
         route,
@@ -204,7 +206,9 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
     if (handle === null || handle.finished || isStream(payload)) return done(null, payload)
     const finishing = handle.finish(reply.statusCode >= 400 ? 'rollback' : 'commit')
     if (!handle.inTransaction) {
-      finishing.catch((error: unknown) => request.log.error({ err: error }, 'returning the connection failed'))
+      if (finishing !== finished) {
+        finishing.catch((error: unknown) => request.log.error({ err: error }, 'returning the connection failed'))
+      }
       return done(null, payload)
     }
     // The commit is awaited: a client must never see success for work that was not committed.

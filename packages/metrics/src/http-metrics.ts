@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { Histogram } from 'prom-client'
 import type { BoundedLabel } from './bounded-label.js'
+import { FastHistogram, type HistogramSeries } from './fast-histogram.js'
 import type { ResolvedMetricsOptions } from './options.js'
 
 const kStart = Symbol('fastify-pg-pool.metrics.start')
@@ -17,14 +17,36 @@ export const UNMATCHED_ROUTE = 'unmatched'
  * status class `aborted`: Fastify never runs `onResponse` for them.
  */
 export function registerHttpMetrics(app: FastifyInstance, options: ResolvedMetricsOptions, routes: BoundedLabel): void {
-  const histogram = new Histogram({
+  const histogram = new FastHistogram({
     name: `${options.prefix}http_request_duration_seconds`,
     help: 'HTTP request duration by method, route template (unmatched for unknown URLs) and status class (aborted when the client hung up first)',
     labelNames: ['method', 'route', 'status_class'],
-    buckets: [...options.buckets.http],
+    buckets: options.buckets.http,
     registers: [options.registry],
   })
   const scrapePath = options.path
+  // method → route template → status class → series: no string built per request.
+  const byMethod = new Map<string, Map<string | undefined, Map<string, HistogramSeries>>>()
+  const seriesOf = (rawMethod: string, url: string | undefined, statusClass: string) => {
+    const method = methods.has(rawMethod) ? rawMethod : 'other'
+    let byRoute = byMethod.get(method)
+    if (byRoute === undefined) {
+      byRoute = new Map()
+      byMethod.set(method, byRoute)
+    }
+    let byStatus = byRoute.get(url)
+    if (byStatus === undefined) {
+      byStatus = new Map()
+      byRoute.set(url, byStatus)
+    }
+    let series = byStatus.get(statusClass)
+    if (series === undefined) {
+      const route = url === undefined ? UNMATCHED_ROUTE : routes.value(url)
+      series = histogram.series({ method, route, status_class: statusClass })
+      byStatus.set(statusClass, series)
+    }
+    return series
+  }
 
   const observe = (request: FastifyRequest, statusClass: string) => {
     const timed = request as TimedRequest
@@ -33,14 +55,7 @@ export function registerHttpMetrics(app: FastifyInstance, options: ResolvedMetri
     timed[kStart] = -1
     const url = request.routeOptions.url
     if (scrapePath !== false && url === scrapePath) return
-    histogram.observe(
-      {
-        method: methods.has(request.method) ? request.method : 'other',
-        route: url === undefined ? UNMATCHED_ROUTE : routes.value(url),
-        status_class: statusClass,
-      },
-      (performance.now() - start) / 1000,
-    )
+    seriesOf(request.method, url, statusClass).observe((performance.now() - start) / 1000)
   }
 
   app.decorateRequest(kStart, 0)

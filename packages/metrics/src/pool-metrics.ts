@@ -1,6 +1,7 @@
 import type { AcquireFailure, CloseReason, PgPoolView, PoolEvents } from '@fastify-pg-pool/core'
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import { BoundedLabel } from './bounded-label.js'
+import { FastHistogram, type HistogramSeries } from './fast-histogram.js'
 import type { ResolvedMetricsOptions } from './options.js'
 
 const acquireResults: readonly ('ok' | AcquireFailure)[] = ['ok', 'timeout', 'rejected', 'aborted', 'error']
@@ -112,20 +113,29 @@ export function registerPoolMetrics(
     (b) => b.demand,
   )
 
-  const acquireSeconds = new Histogram({
+  // Observed on every request: series looked up once, not per observation (fast-histogram.ts).
+  const acquireSeconds = new FastHistogram({
     name: `${prefix}acquire_seconds`,
     help: 'Time acquires waited before they got a connection',
-    buckets: [...buckets.acquire],
+    buckets: buckets.acquire,
     registers,
-  })
-  acquireSeconds.zero({})
-  const leaseSeconds = new Histogram({
+  }).series()
+  const leaseSeconds = new FastHistogram({
     name: `${prefix}lease_seconds`,
     help: 'Time a connection was held, by route template (app.db for pool-level queries)',
     labelNames: ['route'],
-    buckets: [...buckets.lease],
+    buckets: buckets.lease,
     registers,
   })
+  const leaseSeries = new Map<string, HistogramSeries>()
+  const leaseSeriesOf = (route: string) => {
+    let series = leaseSeries.get(route)
+    if (series === undefined) {
+      series = leaseSeconds.series({ route: routes.value(route) })
+      leaseSeries.set(route, series)
+    }
+    return series
+  }
   const connectSeconds = new Histogram({
     name: `${prefix}connect_seconds`,
     help: 'Time to open a server connection',
@@ -133,11 +143,17 @@ export function registerPoolMetrics(
     registers,
   })
   connectSeconds.zero({})
+  // Successful acquires are counted in a number and added to the counter when scraped.
+  let acquiredSinceScrape = 0
   const acquires = new Counter({
     name: `${prefix}acquires_total`,
     help: 'Acquires by result: ok, timeout (acquireTimeout passed), rejected (queue full or closing), aborted (the request ended), error (connecting failed)',
     labelNames: ['result'],
     registers,
+    collect() {
+      this.inc({ result: 'ok' }, acquiredSinceScrape)
+      acquiredSinceScrape = 0
+    },
   })
   for (const result of acquireResults) acquires.inc({ result }, 0)
   const opened = new Counter({
@@ -177,11 +193,11 @@ export function registerPoolMetrics(
 
   const listeners: PoolListeners = {
     acquire(waitMs) {
-      acquires.inc({ result: 'ok' })
+      acquiredSinceScrape++
       acquireSeconds.observe(seconds(waitMs))
     },
     acquireError: (reason) => acquires.inc({ result: reason }),
-    release: (heldMs, route) => leaseSeconds.observe({ route: routes.value(route) }, seconds(heldMs)),
+    release: (heldMs, route) => leaseSeriesOf(route).observe(seconds(heldMs)),
     connect(ms) {
       opened.inc()
       connectSeconds.observe(seconds(ms))
