@@ -141,7 +141,7 @@ function notes(r) {
     const fpg = r.S1['fastify-postgres']
     const exclusive = r.S1['suite-exclusive']
     out.push(
-      `**S1.** The suite's GET by id is declared session-free (\`config: { db: { pipeline: true } }\`): its requests share connections, up to \`pool.pipelineDepth\` (8) on each, their statements sent together as raw postgres.js does with its own pool. It reached ${fmt(suite.okPerS / raw.okPerS, 2)}× raw postgres.js and ${fmt(suite.okPerS / fpg.okPerS, 2)}× @fastify/postgres${off ? ` (without admission control: ${fmt(off.okPerS / raw.okPerS, 2)}× raw)` : ''}, with metrics, health and admission control on${off ? `; admission control itself (two \`onRequest\` hooks: the pool check and @fastify/under-pressure) ${admissionCost(suite.okPerS, off.okPerS)}` : ''}.${exclusive ? ` The same route with the default lease, a connection of its own per request from its first query to its response (so that currval, SET, transactions and onLease context are the request's own), reached ${fmt(exclusive.okPerS / raw.okPerS, 2)}× raw: one round trip and one server wake-up per statement, with the connection idle in between, is the price of that isolation.` : ''} Raw postgres.js gives none of the guarantees the suite exists for (bounded queue, aborts cancelled, leases returned exactly once). The last columns are the server process's CPU time per request (\`process.cpuUsage()\` across the measurement) and the part of it spent in garbage collection.`,
+      `**S1.** With the GET by id pipelined, its requests share connections and their statements go out together, as raw postgres.js does with its own pool. The suite reached ${fmt(suite.okPerS / raw.okPerS, 2)}× raw postgres.js and ${fmt(suite.okPerS / fpg.okPerS, 2)}× @fastify/postgres${off ? ` (without admission control: ${fmt(off.okPerS / raw.okPerS, 2)}× raw)` : ''}, with metrics, health and admission control on${off ? `; admission control itself (two \`onRequest\` hooks: the pool check and @fastify/under-pressure) ${admissionCost(suite.okPerS, off.okPerS)}` : ''}.${exclusive ? ` The same route with the default lease, a connection of its own per request from its first query to its response (so that currval, SET, transactions and onLease context are the request's own), reached ${fmt(exclusive.okPerS / raw.okPerS, 2)}× raw: one round trip and one server wake-up per statement, with the connection idle in between, is the price of that isolation.` : ''} Raw postgres.js gives none of the guarantees the suite exists for (bounded queue, aborts cancelled, leases returned exactly once). The last columns are the server process's CPU time per request (\`process.cpuUsage()\` across the measurement) and the part of it spent in garbage collection.`,
     )
   }
   if (r.S2o) {
@@ -149,7 +149,7 @@ function notes(r) {
     if (at2) {
       const worst = ['raw', 'fastify-postgres'].filter((k) => at2[k])
       out.push(
-        `**S2o.** Without admission control, an open-loop arrival rate above capacity turns into an unbounded queue: at 2× ${worst.map((k) => `${k} answered ${fmt(at2[k].goodput)} req/s within 1 s with a 2xx p99 of ${fmt(at2[k].ok99)} ms and left ${fmt(at2[k].unanswered)} requests unanswered`).join('; ')}. The core alone (\`backpressure: false\`) is bounded by its own queue cap and acquire timeout, but its refusals come only after a full queue and after the body is parsed. With admission control the queue stays at about \`maxDelay\` of work: goodput ${fmt(at2.suite.goodput)} req/s, 2xx p99 ${fmt(at2.suite.ok99)} ms. Capacity is nominal (${r.capacity} req/s assumes a connection is back the instant \`pg_sleep(0.02)\` ends); every variant pays some overhead per lease on top, more when the machine is loaded${at2['suite-off'] ? ` — the core without admission control, its queue full all along, drained ${fmt(at2['suite-off'].goodput)} req/s, so admission control keeps the pool at its real capacity while cutting the 2xx p99 from ${fmt(at2['suite-off'].ok99)} ms to ${fmt(at2.suite.ok99)} ms` : ''}. The 503 latency is measured from when the client wrote the request, so it includes the client's and the server's scheduling on the shared cores.`,
+        `**S2o.** Without admission control, an open-loop arrival rate above capacity turns into an unbounded queue: at 2× ${worst.map((k) => `${k} answered ${fmt(at2[k].goodput)} req/s within 1 s with a 2xx p99 of ${fmt(at2[k].ok99)} ms and left ${fmt(at2[k].unanswered)} requests unanswered`).join('; ')}. The core alone (\`backpressure: false\`) is bounded by its own queue cap and acquire timeout, but its refusals come only after a full queue and after the body is parsed. With admission control the queue stays at about \`maxDelay\` of work: goodput ${fmt(at2.suite.goodput)} req/s, 2xx p99 ${fmt(at2.suite.ok99)} ms. Capacity is nominal (${r.capacity} req/s assumes a connection is back the instant \`pg_sleep(0.02)\` ends); every variant pays some overhead per lease on top, more when the machine is loaded${at2['suite-off'] ? ` — the core without admission control, its queue full all along, drained ${fmt(at2['suite-off'].goodput)} req/s, so admission control keeps the pool at its real capacity while cutting the 2xx p99 from ${fmt(at2['suite-off'].ok99)} ms to ${fmt(at2.suite.ok99)} ms` : ''}. The 503 latency is measured from when the client wrote the request, so it includes the client's and the server's scheduling on the shared cores.${at2['suite-exclusive'] ? ` With a connection per request (\`suite-exclusive\`) goodput was ${fmt(at2['suite-exclusive'].goodput)} req/s (${fmt((100 * at2['suite-exclusive'].goodput) / r.capacity)}% of capacity) with a 2xx p99 of ${fmt(at2['suite-exclusive'].ok99)} ms: each lease idles about a millisecond between one statement's answer and the next request's statement reaching the server, where a shared connection has the next statement queued already.` : ''}`,
       )
     }
   }
@@ -157,13 +157,13 @@ function notes(r) {
     const { suite, raw } = r.S2
     const off = r.S2['suite-off']
     out.push(
-      `**S2.** 400 clients that retry at once turn every refusal into a new request. The suite holds refusals back for \`retryStorm.delay\` while refusals arrive more than \`retryStorm.factor\`× faster than the pool drains, so its goodput stayed at ${fmt(suite.okPerS / raw.okPerS, 2)}× raw postgres.js with a 2xx p99 of ${fmt(suite.ok99)} ms against raw's ${fmt(raw.ok99)} ms${off ? `; the core alone, refusing at once after parsing, fell to ${fmt(off.okPerS)} 2xx/s` : ''}.`,
+      `**S2.** 400 clients that retry at once turn every refusal into a new request. The suite holds refusals back for \`retryStorm.delay\` while refusals arrive more than \`retryStorm.factor\`× faster than the pool drains, so its goodput stayed at ${fmt(suite.okPerS / raw.okPerS, 2)}× raw postgres.js with a 2xx p99 of ${fmt(suite.ok99)} ms against raw's ${fmt(raw.ok99)} ms${off ? `; the core alone, refusing at once after parsing, managed ${fmt(off.okPerS)} 2xx/s` : ''}${r.S2['suite-exclusive'] ? `; with a connection per request, ${fmt(r.S2['suite-exclusive'].okPerS / raw.okPerS, 2)}× raw and a 2xx p99 of ${fmt(r.S2['suite-exclusive'].ok99)} ms` : ''}. The p99 is the load generator's: 400 connections in one autocannon process on the same two cores. Against a route with no database at all (\`/health/live\`, measured in the same run before the suite's rounds), the same 400-connection closed loop had a p99 of ${fmt(suite.baselineP99)} ms; \`BENCH_TRACE=1\` prints the server's own time for the 2xx of \`/slow\` (from routing to response), which in tuning runs had a p99 of about 100–130 ms.`,
     )
   }
   return out
 }
 
-export async function writeReport(r, { variants, s1Variants = variants, lines }) {
+export async function writeReport(r, { variants, lines }) {
   const names = Object.entries(variants)
   const out = []
   const md = (s = '') => out.push(s)
@@ -181,13 +181,22 @@ export async function writeReport(r, { variants, s1Variants = variants, lines })
   md()
   md('Variants, each its own server process with pool `max` 10 and no logger:')
   md()
-  for (const [key, label] of Object.entries(s1Variants)) md(`- **${label}** (\`${key}\`)`)
+  for (const [key, label] of names) md(`- **${label}** (\`${key}\`)`)
+  md()
+  md(
+    'Both routes under load (`GET /items/:id`, `GET /slow`) rely on no session state, so the suite declares them `config: { db: { pipeline: true } }`: their requests share connections, up to `pool.pipelineDepth` (8) each. `suite-exclusive` runs the same app with the default lease, a connection per request from its first query to its response. S0 uses a third route with the default lease in every suite variant (only there does a client abort cancel the running query).',
+  )
   md()
   md('## Targets')
   md()
-  md('| target | measured | |')
-  md('|---|---|---|')
-  for (const t of r.targets) md(`| ${esc(t.name)} | ${esc(t.measured)} | ${t.pass ? 'PASS' : '**FAIL**'} |`)
+  md('| target | routes pipelined (`suite`) | | a connection per request (`suite-exclusive`), for contrast |')
+  md('|---|---|---|---|')
+  for (const t of r.targets) {
+    const c = r.contrast?.find((x) => x.name === t.name)
+    md(
+      `| ${esc(t.name)} | ${esc(t.measured)} | ${t.pass ? 'PASS' : '**FAIL**'} | ${c ? `${esc(c.measured)} (${c.pass ? 'pass' : 'fail'})` : '–'} |`,
+    )
+  }
   md()
   if (r.S0) {
     md('## S0 — abort safety')
@@ -211,7 +220,7 @@ export async function writeReport(r, { variants, s1Variants = variants, lines })
       '| variant | req/s | × raw postgres.js | × @fastify/postgres | p50 ms | p99 ms | non-2xx | server CPU µs/request | of which GC |',
     )
     md('|---|---|---|---|---|---|---|---|---|')
-    for (const [key, label] of Object.entries(s1Variants)) {
+    for (const [key, label] of names) {
       const x = r.S1[key]
       if (x === undefined) continue
       md(

@@ -4,8 +4,9 @@
 //   GET /hold        holds a connection 500 ms (abort test)
 //   GET /health/live liveness, no database    GET /stats    { waiting } for the sampler
 //   GET /cpu         process CPU time and GC counts, read before and after a measurement
-// Variants: suite (GET by id pipelined: config.db.pipeline), suite-exclusive (the same with the
-// default exclusive lease), suite-off (backpressure: false), raw, fastify-postgres.
+// Variants: suite (routes pipelined: config.db.pipeline), suite-exclusive (the same with the
+// default lease, a connection per request), suite-off (backpressure: false), raw,
+// fastify-postgres. BENCH_TRACE=1 prints waits, holds, refusals, event-loop delay and GC.
 // Prints {"port":N} on stdout once listening.
 import { PerformanceObserver } from 'node:perf_hooks'
 import Fastify from 'fastify'
@@ -30,13 +31,14 @@ if (variant === 'suite' || variant === 'suite-exclusive' || variant === 'suite-o
     // BENCH_BACKPRESSURE (JSON) overrides the defaults while tuning; the report uses the defaults.
     backpressure: variant === 'suite-off' ? false : JSON.parse(process.env.BENCH_BACKPRESSURE ?? '{}'),
   })
-  // A read by key relies on no session state: it can share a connection (config.db.pipeline).
-  const items = { config: { db: { pipeline: variant !== 'suite-exclusive' } } }
-  app.get('/items/:id', items, async (request) => {
+  // Neither route relies on session state: both may share a connection (config.db.pipeline),
+  // except in suite-exclusive, which keeps the default lease (a connection per request).
+  const routeDb = { config: { db: { pipeline: variant !== 'suite-exclusive' } } }
+  app.get('/items/:id', routeDb, async (request) => {
     const [row] = await request.db`select id, name from fpp_bench_items where id = ${itemById(request.params.id)}`
     return row ?? null
   })
-  app.get('/slow', async (request) => {
+  app.get('/slow', routeDb, async (request) => {
     await request.db`select pg_sleep(0.02)`
     return { ok: true }
   })
@@ -54,12 +56,26 @@ if (variant === 'suite' || variant === 'suite-exclusive' || variant === 'suite-o
     app.pgPool.on('shed', (reason) => {
       shed[reason] = (shed[reason] ?? 0) + 1
     })
+    const { monitorEventLoopDelay } = await import('node:perf_hooks')
+    const loopDelay = monitorEventLoopDelay({ resolution: 1 })
+    loopDelay.enable()
+    const served = []
+    app.addHook('onResponse', (_request, reply, done) => {
+      if (reply.statusCode < 300) served.push(reply.elapsedTime)
+      done()
+    })
     const failed = {}
     app.pgPool.on('acquireError', (reason) => {
       failed[reason] = (failed[reason] ?? 0) + 1
     })
     app.addHook('onClose', async () => {
       const q = (a, p) => a.sort((x, y) => x - y)[Math.floor((a.length - 1) * p)]?.toFixed(1)
+      process.stderr.write(
+        `trace ${variant}: event loop delay p50 ${(loopDelay.percentile(50) / 1e6).toFixed(1)} p99 ${(loopDelay.percentile(99) / 1e6).toFixed(1)} max ${(loopDelay.max / 1e6).toFixed(1)} ms\n`,
+      )
+      process.stderr.write(
+        `trace ${variant}: server time of 2xx p50 ${q(served, 0.5)} p99 ${q(served, 0.99)} max ${q(served, 1)}\n`,
+      )
       process.stderr.write(
         `trace ${variant}: wait p50 ${q(waits, 0.5)} p90 ${q(waits, 0.9)} p99 ${q(waits, 0.99)} max ${q(waits, 1)}; hold p50 ${q(holds, 0.5)} p90 ${q(holds, 0.9)} p99 ${q(holds, 0.99)} (${holds.length}); shed ${JSON.stringify(shed)}; acquireError ${JSON.stringify(failed)}\n`,
       )
@@ -125,11 +141,12 @@ if (variant === 'suite' || variant === 'suite-exclusive' || variant === 'suite-o
 if (!app.hasRoute({ method: 'GET', url: '/health/live' })) app.get('/health/live', async () => ({ status: 'ok' }))
 if (!app.hasRoute({ method: 'GET', url: '/stats' })) app.get('/stats', async () => ({ waiting: waiting() }))
 
-const gc = { count: 0, ms: 0 }
+const gc = { count: 0, ms: 0, maxMs: 0 }
 new PerformanceObserver((list) => {
   for (const entry of list.getEntries()) {
     gc.count++
     gc.ms += entry.duration
+    gc.maxMs = Math.max(gc.maxMs, entry.duration)
   }
 }).observe({ entryTypes: ['gc'] })
 app.get('/cpu', { config: { db: false } }, async () => {
@@ -143,6 +160,9 @@ const stop = () =>
   app.close().then(() => {
     if (process.env.BENCH_TRACE) {
       const { user, system } = process.cpuUsage()
+      process.stderr.write(
+        `trace ${variant}: gc ${gc.count} pauses, ${gc.ms.toFixed(0)} ms, longest ${gc.maxMs.toFixed(1)} ms\n`,
+      )
       process.stderr.write(
         `trace ${variant}: cpu ${((user + system) / 1e6).toFixed(2)} s over ${process.uptime().toFixed(1)} s\n`,
       )

@@ -15,7 +15,7 @@ export interface BackpressureApp extends TestApp {
 
 /**
  * Core + backpressure with the routes the tests load: `/hold/:ms` holds its connection that
- * long; `/low` and `/high` do the same with a priority; `/opted-out/:ms` (db, backpressure:
+ * long; `/shared/:ms` runs the same statement on a shared connection (config.db.pipeline); `/low` and `/high` do the same with a priority; `/opted-out/:ms` (db, backpressure:
  * false), `/nodb` (db: false), `/health/live` (no db) and `/health/ready` (db) are exempt.
  */
 export async function backpressureApp(
@@ -33,6 +33,7 @@ export async function backpressureApp(
     return { ok: true }
   }
   app.get('/hold/:ms', hold)
+  app.get('/shared/:ms', { config: { db: { pipeline: true } } }, hold)
   app.get('/low/:ms', { config: { backpressure: { priority: 'low' } } }, hold)
   app.get('/high/:ms', { config: { backpressure: { priority: 'high' } } }, hold)
   app.get('/opted-out/:ms', { config: { backpressure: false } }, hold)

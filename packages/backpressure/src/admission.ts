@@ -13,8 +13,11 @@ export type AdmissionSettings = Pick<
  * The pool-pressure decision. Three signals, all read synchronously:
  *
  * - the queue cap (`maxWaiting`), which nobody passes;
- * - the expected wait of an arriving request, by Little's law: the requests already waiting,
- *   times the average time a lease is held, over the number of connections (`drainMs`);
+ * - the expected wait of an arriving request, by Little's law: the requests queued ahead of it
+ *   (waiting for a connection, or queued on a shared connection behind another pipelined
+ *   request's statement) over the rate the pool drains them: the faster of `max` over the mean
+ *   hold time and the rate leases were observed to come back (pipelined requests share
+ *   connections, so for them the first alone underestimates it);
  * - CoDel's standing-queue detector: the pool is *overloaded* once every request that got a
  *   connection waited longer than `target` for a whole `interval` (the oldest waiter counts
  *   too, so a queue that does not move at all is caught). A queue that drains now and then
@@ -43,6 +46,8 @@ export class Admission {
   #prevRefusals = 0
   #stormSince: number | undefined
   #prevSpan = 0
+  /** Expected wait of the requests queued on shared connections, at the last check. */
+  #sharedQueueMs = 0
 
   constructor(view: PgPoolView, settings: AdmissionSettings, now: number) {
     this.#view = view
@@ -51,7 +56,9 @@ export class Admission {
   }
 
   readonly onAcquire = (waitMs: number, now: number): void => {
-    this.#sojourn(waitMs, now)
+    // A pipelined request that got a share at once still queues behind the statements ahead of
+    // it on that connection: the queueing delay the last check saw counts as its sojourn.
+    this.#sojourn(Math.max(waitMs, this.#sharedQueueMs), now)
   }
 
   readonly onRelease = (heldMs: number): void => {
@@ -68,10 +75,15 @@ export class Admission {
     const stats = this.#view.stats()
     const { waiting, maxWaiting } = stats
     if (maxWaiting === 0 ? stats.leased >= stats.max : waiting >= maxWaiting) return this.#refuse('queue_full', now)
-    if (priority === 'high' || waiting === 0) return undefined
-    this.#sojourn(stats.oldestWaitMs, now, true)
+    const queuedShares = Math.max(0, stats.sharedQueries - stats.shared)
+    const queued = waiting + queuedShares
+    if (queued <= 0) this.#sharedQueueMs = 0
+    if (priority === 'high' || queued <= 0) return undefined
+    const drain = this.#drainPerMs(now)
+    this.#sharedQueueMs = drain === 0 ? 0 : queuedShares / drain
+    this.#sojourn(Math.max(stats.oldestWaitMs, this.#sharedQueueMs), now, true)
     const overloaded = this.#state(now)
-    const expected = (waiting * this.#holdMs(now)) / stats.max
+    const expected = drain === 0 ? 0 : queued / drain
     if (priority === 'low') {
       if (waiting >= Math.ceil(maxWaiting / 2)) return this.#refuse('queue_full', now)
       if (overloaded || expected > this.#settings.target || stats.oldestWaitMs > this.#settings.target) {
@@ -90,12 +102,26 @@ export class Admission {
    */
   retryAfter(now: number): number {
     const { min, max } = this.#settings.retryAfter
-    const holdMs = this.#holdMs(now)
-    const seconds =
-      holdMs === 0
-        ? this.#view.options.retryAfter
-        : Math.ceil(((this.#view.stats().waiting + 1) * holdMs) / this.#view.options.max / 1000)
+    const drain = this.#drainPerMs(now)
+    let seconds = this.#view.options.retryAfter
+    if (drain > 0) {
+      const stats = this.#view.stats()
+      seconds = Math.ceil((stats.waiting + Math.max(0, stats.sharedQueries - stats.shared) + 1) / drain / 1000)
+    }
     return Math.min(max, Math.max(min, seconds))
+  }
+
+  /**
+   * Leases the pool returns per ms: `max` connections over the mean hold time, or the rate
+   * leases came back over the last half to whole interval when that is faster (connections
+   * shared by pipelined requests return several leases per hold time); 0 while nothing is known.
+   */
+  #drainPerMs(now: number): number {
+    const hold = this.#holdMs(now)
+    if (hold === 0) return 0
+    const span = this.#prevSpan + (now - this.#bucketStart)
+    const observed = span > 0 ? (this.#prevCount + this.#heldCount) / span : 0
+    return Math.max(this.#view.options.max / hold, observed)
   }
 
   /** A wait seen: an acquire's (complete) or the oldest waiter's (`partial`, only ever rising). */
@@ -150,15 +176,14 @@ export class Admission {
     if (storm === false) return 0
     const inStorm = this.#stormSince !== undefined
     if (inStorm && now - (this.#stormSince as number) < storm.delay) return storm.delay
-    const hold = this.#holdMs(now)
+    const drain = this.#drainPerMs(now)
     const elapsed = now - this.#bucketStart
-    if (hold === 0 || this.#prevSpan === 0) {
+    if (drain === 0 || this.#prevSpan === 0) {
       this.#stormSince = undefined
       return 0
     }
-    // Refusals per ms, in connections' worth of drain: the rate the pool serves is max / hold.
-    const scale = hold / this.#view.options.max
-    const combined = ((this.#prevRefusals + this.#refusals) / (this.#prevSpan + elapsed)) * scale
+    // Refusals per ms over the rate the pool serves.
+    const combined = (this.#prevRefusals + this.#refusals) / (this.#prevSpan + elapsed) / drain
     const storming = combined > (inStorm ? storm.factor / 2 : storm.factor)
     if (!storming) {
       this.#stormSince = undefined

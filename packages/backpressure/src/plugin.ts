@@ -82,10 +82,15 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
     const delay = admission.refusalDelay(now)
     const retryAfter = admission.retryAfter(now)
     if (delay === 0) return refuse(reply, bodies[refusal], retryAfter)
-    const timer = setTimeout(() => {
-      held.delete(timer)
-      refuse(reply, bodies[refusal], retryAfter)
-    }, delay)
+    // Jittered (0.5 to 1.5 × delay): held refusals answered together would come back together,
+    // a burst that stalls the requests being served.
+    const timer = setTimeout(
+      () => {
+        held.delete(timer)
+        refuse(reply, bodies[refusal], retryAfter)
+      },
+      delay * (0.5 + Math.random()),
+    )
     held.set(timer, () => refuse(reply, bodies[refusal], retryAfter))
   }
   app.addHook('onRequest', admit)

@@ -289,6 +289,7 @@ export class LeaseHandle implements LeaseOwner {
   settled(query: TrackedQuery, error: unknown): unknown {
     query.owner = undefined
     this.#inflight.delete(query)
+    if (this.pipelined) this.#ctx.pool.sharedQueries--
     const out = error === undefined ? undefined : this.#translate(error)
     if (this.settings.oneShot && this.#mode === undefined && !this.#busy) void this.finish('commit')
     this.#maybeIdle()
@@ -431,6 +432,7 @@ export class LeaseHandle implements LeaseOwner {
     query.owner = this
     query.startedAt = Date.now()
     this.#inflight.add(query)
+    if (this.pipelined) this.#ctx.pool.sharedQueries++
     if (!this.#dirty && this.#ctx.options.sessionReset === 'auto' && mayChangeSession(query.strings)) {
       this.#dirty = true
     }

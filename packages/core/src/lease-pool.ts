@@ -36,6 +36,11 @@ export interface PoolStats {
   readonly shared: number
   /** Pipelined requests holding a share of a connection. */
   readonly pipelined: number
+  /**
+   * Statements of pipelined requests sent and not answered yet: beyond one per shared
+   * connection, they queue on it.
+   */
+  readonly sharedQueries: number
   /** Acquires waiting in the queue. */
   readonly waiting: number
   /** Queue cap: past it, acquires are refused at once. */
@@ -100,6 +105,8 @@ export class LeasePool extends EventEmitter<PoolEvents> {
   /** Shared connections a holder may have left session state on: reset before reuse. */
   readonly #sharedDirty = new WeakSet<ConnectionSlot>()
   #sharers = 0
+  /** Statements of pipelined holders in flight (LeaseHandle counts them). */
+  sharedQueries = 0
   /** Emptied holder maps, reused: a connection turns shared and back many times a second. */
   readonly #spareSharers: Map<LeaseOwner, number>[] = []
   readonly #idle: ConnectionSlot[] = []
@@ -147,6 +154,7 @@ export class LeasePool extends EventEmitter<PoolEvents> {
       leased: this.#owners.size + this.#shared.size,
       shared: this.#shared.size,
       pipelined: this.#sharers,
+      sharedQueries: this.sharedQueries,
       waiting: this.#waiters.length,
       maxWaiting: this.options.maxWaiting,
       oldestWaitMs: head ? Date.now() - head.since : 0,
