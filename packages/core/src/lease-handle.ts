@@ -351,7 +351,8 @@ export class LeaseHandle implements LeaseOwner {
       this.#deliver(query)
       return
     }
-    ;(this.#pending ??= []).push(query)
+    this.#pending ??= []
+    this.#pending.push(query)
     this.#lease().catch(() => {})
   }
 
@@ -423,8 +424,10 @@ export class LeaseHandle implements LeaseOwner {
 
   /** Sends a query now, or holds it while onLease prepares the connection. */
   #deliver(query: TrackedQuery): void {
-    if (this.#preparing && !query.setup) (this.#held ??= []).push(query)
-    else this.#send(query)
+    if (this.#preparing && !query.setup) {
+      this.#held ??= []
+      this.#held.push(query)
+    } else this.#send(query)
   }
 
   #send(query: TrackedQuery): void {
