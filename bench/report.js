@@ -176,7 +176,7 @@ export async function writeReport(r, { variants, lines }) {
   md('`node bench/run.js --report FILE` rewrites this page from the results a run saved.')
   md()
   md(
-    `Run ${r.startedAt.toISOString()} · PostgreSQL ${r.db} · node ${process.version} · ${r.cpus} CPUs (${esc(r.cpuModel)}), shared with other work · ${r.durationMs} ms per measurement, ${r.rounds} rounds (values are the mean of the rounds; maxima are the maxima).`,
+    `Run ${r.startedAt.toISOString()} · PostgreSQL ${r.db} · node ${process.version} · ${r.cpus} CPUs (${esc(r.cpuModel)}), shared with other work · ${r.durationMs} ms per measurement, ${r.rounds} rounds (values are the median of the rounds; maxima are the maxima).`,
   )
   md()
   md('Variants, each its own server process with pool `max` 10 and no logger:')

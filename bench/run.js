@@ -1,7 +1,7 @@
 // `npm run bench`: real HTTP load against one server process per variant, variants alternated
 // round by round in one run, on embedded PostgreSQL (or DATABASE_URL). Prints each target as
 // PASS/FAIL and writes docs/benchmarks.md and the charts under docs/.
-// Knobs: BENCH_DURATION (ms per measurement, default 3000), BENCH_ROUNDS (default 2),
+// Knobs: BENCH_DURATION (ms per measurement, default 3000), BENCH_ROUNDS (default 3),
 // BENCH_ONLY (comma list of S0,S1,S2o,S2).
 import { spawn } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
@@ -16,7 +16,7 @@ import { writeReport } from './report.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const durationMs = Number(process.env.BENCH_DURATION ?? 3_000)
-const rounds = Number(process.env.BENCH_ROUNDS ?? 2)
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3)
 const only = new Set((process.env.BENCH_ONLY ?? 'S0,S1,S2o,S2').split(','))
 const POOL_MAX = 10
 // BENCH_LOADS narrows the S2o offered loads (multiples of capacity) while tuning.
@@ -187,13 +187,24 @@ async function retryStorm(db, variant) {
   })
 }
 
-/** Mean of each numeric field over rounds. */
-function meanOf(runs) {
+/**
+ * Median of each numeric field over rounds (the mean of the middle two for an even count): on a
+ * shared machine one disturbed round would otherwise move a ratio by tens of percent.
+ */
+function medianOf(runs) {
   const out = { ...runs[0], rounds: runs }
   for (const key of Object.keys(runs[0])) {
     if (typeof runs[0][key] !== 'number') continue
-    const values = runs.map((r) => r[key]).filter((v) => Number.isFinite(v))
-    out[key] = values.length ? values.reduce((a, b) => a + b, 0) / values.length : Number.NaN
+    const values = runs
+      .map((r) => r[key])
+      .filter((v) => Number.isFinite(v))
+      .sort((a, b) => a - b)
+    const mid = values.length / 2
+    out[key] = values.length
+      ? values.length % 2
+        ? values[Math.floor(mid)]
+        : (values[mid - 1] + values[mid]) / 2
+      : Number.NaN
   }
   // Worst cases stay worst cases.
   for (const key of ['waitersMax', 'liveMax', 'metricsMax', 'lagP99']) {
@@ -266,7 +277,7 @@ async function main() {
           )
         }
       }
-      results.S1 = Object.fromEntries(Object.entries(runs).map(([v, rs]) => [v, meanOf(rs)]))
+      results.S1 = Object.fromEntries(Object.entries(runs).map(([v, rs]) => [v, medianOf(rs)]))
     }
     if (only.has('S2o')) {
       const runs = {}
@@ -285,7 +296,7 @@ async function main() {
       results.S2o = Object.fromEntries(
         Object.entries(runs).map(([factor, byVariant]) => [
           factor,
-          Object.fromEntries(Object.entries(byVariant).map(([v, rs]) => [v, meanOf(rs)])),
+          Object.fromEntries(Object.entries(byVariant).map(([v, rs]) => [v, medianOf(rs)])),
         ]),
       )
     }
@@ -300,7 +311,7 @@ async function main() {
           )
         }
       }
-      results.S2 = Object.fromEntries(Object.entries(runs).map(([v, rs]) => [v, meanOf(rs)]))
+      results.S2 = Object.fromEntries(Object.entries(runs).map(([v, rs]) => [v, medianOf(rs)]))
     }
   } finally {
     await db.stop()
