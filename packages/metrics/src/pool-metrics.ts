@@ -1,4 +1,4 @@
-import type { AcquireFailure, CloseReason, PgPoolView, PoolEvents } from '@fastify-pg-pool/core'
+import type { AcquireFailure, CloseReason, PgPoolView, PoolEvents, PoolStats } from '@fastify-pg-pool/core'
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import { BoundedLabel } from './bounded-label.js'
 import { FastHistogram, type HistogramSeries } from './fast-histogram.js'
@@ -37,54 +37,34 @@ export function registerPoolMetrics(
       this.set({ state: 'connecting' }, stats.connecting)
     },
   })
-  new Gauge({
-    name: `${prefix}connections_max`,
-    help: 'Most server connections the pool opens (pool.max)',
-    registers,
-    collect() {
-      this.set(view.stats().max)
-    },
-  })
-  new Gauge({
-    name: `${prefix}waiters`,
-    help: 'Requests waiting for a connection',
-    registers,
-    collect() {
-      this.set(view.stats().waiting)
-    },
-  })
-  new Gauge({
-    name: `${prefix}waiters_max`,
-    help: 'Waiters allowed at once (pool.maxWaiting); past it acquires are refused at once',
-    registers,
-    collect() {
-      this.set(view.stats().maxWaiting)
-    },
-  })
-  new Gauge({
-    name: `${prefix}shared_connections`,
-    help: 'Leased connections shared by requests of pipelined routes (config.db.pipeline)',
-    registers,
-    collect() {
-      this.set(view.stats().shared)
-    },
-  })
-  new Gauge({
-    name: `${prefix}pipelined_requests`,
-    help: 'Requests of pipelined routes holding a share of a connection',
-    registers,
-    collect() {
-      this.set(view.stats().pipelined)
-    },
-  })
-  new Gauge({
-    name: `${prefix}oldest_wait_seconds`,
-    help: 'How long the oldest waiter has waited for a connection (0 when nobody waits)',
-    registers,
-    collect() {
-      this.set(seconds(view.stats().oldestWaitMs))
-    },
-  })
+  // One gauge per stats() field, read when scraped.
+  const statsGauge = (name: string, help: string, read: (stats: PoolStats) => number) =>
+    new Gauge({
+      name: `${prefix}${name}`,
+      help,
+      registers,
+      collect() {
+        this.set(read(view.stats()))
+      },
+    })
+  statsGauge('connections_max', 'Most server connections the pool opens (pool.max)', (s) => s.max)
+  statsGauge('waiters', 'Requests waiting for a connection', (s) => s.waiting)
+  statsGauge(
+    'waiters_max',
+    'Waiters allowed at once (pool.maxWaiting); past it acquires are refused at once',
+    (s) => s.maxWaiting,
+  )
+  statsGauge(
+    'shared_connections',
+    'Leased connections shared by requests of pipelined routes (config.db.pipeline)',
+    (s) => s.shared,
+  )
+  statsGauge('pipelined_requests', 'Requests of pipelined routes holding a share of a connection', (s) => s.pipelined)
+  statsGauge(
+    'oldest_wait_seconds',
+    'How long the oldest waiter has waited for a connection (0 when nobody waits)',
+    (s) => seconds(s.oldestWaitMs),
+  )
   // Present only once the core read the server's budget (never behind PgBouncer).
   const budgetGauge = (
     name: string,
