@@ -87,6 +87,33 @@ describe('frozen server (TCP proxy)', () => {
     )
   })
 
+  test('black hole under pipelined requests: every request sharing a frozen connection fails by the deadline, then recovery', async () => {
+    current = await coreApp(proxy.urlFor(db.url), { max: 1, maxWaiting: 20, idleTimeout: 0, ...fastTimeouts })
+    const { app } = current
+    app.get('/one', { config: { db: { pipeline: true } } }, async (request) => (await request.db`select 1 as one`)[0])
+    const base = await listen(app)
+    expect((await timed(`${base}/one`)).status).toBe(200)
+
+    proxy.setMode('blackhole')
+    // Five share the one frozen connection, their statements queued on it.
+    const requests = Array.from({ length: 5 }, () => timed(`${base}/one`))
+    expect(await waitFor(() => app.pgPool.stats().pipelined === 5)).toBe(true)
+    const frozen = await Promise.all(requests)
+    console.log(`[fault:blackhole-pipelined] settle times ${frozen.map((o) => `${o.ms} ms ${o.code}`).join('; ')}`)
+    for (const o of frozen) {
+      expect(o.status).toBe(503)
+      expect(o.code).toBe('FST_PG_POOL_QUERY_TIMEOUT')
+      expect(o.ms).toBeGreaterThanOrEqual(fastTimeouts.statementTimeout)
+      expect(o.ms).toBeLessThan(deadline + 500)
+    }
+    expect(app.pgPool.stats()).toMatchObject({ leased: 0, pipelined: 0, sharedQueries: 0, waiting: 0 })
+
+    proxy.setMode('pass')
+    expect(await waitFor(async () => (await fetch(`${base}/one`)).status === 200, 3_000)).toBe(true)
+    const after = await Promise.all(Array.from({ length: 10 }, () => timed(`${base}/one`)))
+    expect(after.map((o) => o.status)).toEqual(Array(10).fill(200))
+  })
+
   test('app.close() while the server is frozen mid-query completes within closeTimeout + the cancel grace', async () => {
     const closeTimeout = 300
     // No statement deadline: only close() can end the frozen query.

@@ -448,8 +448,8 @@ export class LeaseHandle implements LeaseOwner {
 
   #cancel(query: TrackedQuery): unknown {
     for (const queue of [this.#pending, this.#held]) {
-      const i = queue?.indexOf(query) ?? -1
       if (queue === undefined) continue
+      const i = queue.indexOf(query)
       if (i !== -1) {
         queue.splice(i, 1)
         query.reject(new errors.FST_PG_POOL_ABORTED())
