@@ -228,6 +228,15 @@ export async function writeReport(r, { variants, lines }) {
       )
     }
     md()
+    // The spread: each round's ratio, from variants measured one after the other in that round.
+    const perRound = (key, base) =>
+      (r.S1[key]?.rounds ?? [])
+        .map((x, i) => fmt(x.okPerS / (r.S1[base].rounds?.[i]?.okPerS ?? Number.NaN), 2))
+        .join(', ')
+    md(
+      `Ratios round by round: the suite against raw postgres.js ${perRound('suite', 'raw')}; against @fastify/postgres ${perRound('suite', 'fastify-postgres')}. The table shows medians over the rounds.`,
+    )
+    md()
   }
   const files = []
   if (r.S2o) {
