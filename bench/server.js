@@ -8,7 +8,7 @@
 // default lease, a connection per request), suite-off (backpressure: false), raw,
 // fastify-postgres. BENCH_TRACE=1 prints waits, holds, refusals, event-loop delay and GC.
 // Prints {"port":N} on stdout once listening.
-import { PerformanceObserver } from 'node:perf_hooks'
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks'
 import Fastify from 'fastify'
 
 const variant = process.env.VARIANT
@@ -56,7 +56,6 @@ if (variant === 'suite' || variant === 'suite-exclusive' || variant === 'suite-o
     app.pgPool.on('shed', (reason) => {
       shed[reason] = (shed[reason] ?? 0) + 1
     })
-    const { monitorEventLoopDelay } = await import('node:perf_hooks')
     const loopDelay = monitorEventLoopDelay({ resolution: 1 })
     loopDelay.enable()
     const served = []

@@ -37,16 +37,20 @@ export function registerPoolMetrics(
       this.set({ state: 'connecting' }, stats.connecting)
     },
   })
-  // One gauge per stats() field, read when scraped.
-  const statsGauge = (name: string, help: string, read: (stats: PoolStats) => number) =>
+  // Gauges read when scraped; a read that gives undefined removes the series.
+  const readGauge = (name: string, help: string, read: () => number | undefined) =>
     new Gauge({
       name: `${prefix}${name}`,
       help,
       registers,
       collect() {
-        this.set(read(view.stats()))
+        const value = read()
+        if (value === undefined) this.remove()
+        else this.set(value)
       },
     })
+  const statsGauge = (name: string, help: string, read: (stats: PoolStats) => number) =>
+    readGauge(name, help, () => read(view.stats()))
   statsGauge('connections_max', 'Most server connections the pool opens (pool.max)', (s) => s.max)
   statsGauge('waiters', 'Requests waiting for a connection', (s) => s.waiting)
   statsGauge(
@@ -71,15 +75,9 @@ export function registerPoolMetrics(
     help: string,
     read: (b: NonNullable<ReturnType<PgPoolView['budget']>>) => number,
   ) =>
-    new Gauge({
-      name: `${prefix}${name}`,
-      help,
-      registers,
-      collect() {
-        const budget = view.budget()
-        if (budget === undefined) this.remove()
-        else this.set(read(budget))
-      },
+    readGauge(name, help, () => {
+      const budget = view.budget()
+      return budget === undefined ? undefined : read(budget)
     })
   budgetGauge('server_max_connections', "The server's max_connections", (b) => b.maxConnections)
   budgetGauge(
