@@ -1,7 +1,10 @@
-import type { PgPoolView } from '@fastify-pg-pool/core'
+import type { PgPoolView, PoolStats } from '@fastify-pg-pool/core'
 import type { Priority, ResolvedBackpressureOptions } from './options.js'
 
 export type PoolRefusal = 'queue_full' | 'queue_delay'
+
+/** Statements queued on shared connections behind the one each connection runs. */
+const sharedBacklog = (stats: PoolStats): number => Math.max(0, stats.sharedQueries - stats.shared)
 
 /** The options the pool-pressure decision reads. */
 export type AdmissionSettings = Pick<
@@ -75,12 +78,15 @@ export class Admission {
     const stats = this.#view.stats()
     const { waiting, maxWaiting } = stats
     if (maxWaiting === 0 ? stats.leased >= stats.max : waiting >= maxWaiting) return this.#refuse('queue_full', now)
-    const queuedShares = Math.max(0, stats.sharedQueries - stats.shared)
+    const queuedShares = sharedBacklog(stats)
     const queued = waiting + queuedShares
-    if (queued <= 0) this.#sharedQueueMs = 0
-    if (priority === 'high' || queued <= 0) return undefined
+    if (queued === 0) {
+      this.#sharedQueueMs = 0
+      return undefined
+    }
     const drain = this.#drainPerMs(now)
     this.#sharedQueueMs = drain === 0 ? 0 : queuedShares / drain
+    if (priority === 'high') return undefined
     this.#sojourn(Math.max(stats.oldestWaitMs, this.#sharedQueueMs), now, true)
     const overloaded = this.#state(now)
     const expected = drain === 0 ? 0 : queued / drain
@@ -106,7 +112,7 @@ export class Admission {
     let seconds = this.#view.options.retryAfter
     if (drain > 0) {
       const stats = this.#view.stats()
-      seconds = Math.ceil((stats.waiting + Math.max(0, stats.sharedQueries - stats.shared) + 1) / drain / 1000)
+      seconds = Math.ceil((stats.waiting + sharedBacklog(stats) + 1) / drain / 1000)
     }
     return Math.min(max, Math.max(min, seconds))
   }

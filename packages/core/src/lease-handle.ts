@@ -494,7 +494,7 @@ export class LeaseHandle implements LeaseOwner {
     // Nothing to send before the connection goes back (the common case): no async step. A
     // shared connection is reset by the pool once its last holder has left.
     if (!this.#begun && (!reset || options.pgbouncer || this.pipelined || !slot.usable)) {
-      this.#ctx.pool.release(slot, this.settings.route, this, reset && !options.pgbouncer)
+      this.#ctx.pool.release(slot, this.settings.route, this, this.pipelined && reset && !options.pgbouncer)
       return finished
     }
     return this.#completeAsync(slot)

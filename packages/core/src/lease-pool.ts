@@ -79,7 +79,7 @@ export interface WaitToken {
 }
 
 interface Waiter {
-  readonly pipelined: boolean
+  readonly owner: LeaseOwner
   readonly resolve: (slot: ConnectionSlot) => void
   readonly reject: (error: Error) => void
   readonly since: number
@@ -222,7 +222,7 @@ export class LeasePool extends EventEmitter<PoolEvents> {
     }
     return new Promise<ConnectionSlot>((resolve, reject) => {
       const waiter: Waiter = {
-        pipelined: owner.pipelined === true,
+        owner,
         since: Date.now(),
         timer: undefined,
         signal,
@@ -428,7 +428,7 @@ export class LeasePool extends EventEmitter<PoolEvents> {
     const waiter = this.#waiters.shift()
     if (waiter !== undefined) {
       waiter.resolve(slot)
-      if (waiter.pipelined) this.#fillShares(slot)
+      if (waiter.owner.pipelined) this.#fillShares(slot)
       return
     }
     slot.idleSince = Date.now()
@@ -440,7 +440,7 @@ export class LeasePool extends EventEmitter<PoolEvents> {
   #fillShares(slot: ConnectionSlot): void {
     const sharers = this.#shared.get(slot)
     if (sharers === undefined || !slot.usable || this.#closing) return
-    while (sharers.size < this.options.pipelineDepth && this.#waiters.peek()?.pipelined) {
+    while (sharers.size < this.options.pipelineDepth && this.#waiters.peek()?.owner.pipelined) {
       ;(this.#waiters.shift() as Waiter).resolve(slot)
     }
   }
