@@ -1,6 +1,7 @@
 // docs/benchmarks.md and the SVG charts, written by hand (no chart library).
 import { writeFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
+import { pairedRatio } from './stats.js'
 
 const docs = fileURLToPath(new URL('../docs/', import.meta.url))
 const colors = {
@@ -141,7 +142,7 @@ function notes(r) {
     const fpg = r.S1['fastify-postgres']
     const exclusive = r.S1['suite-exclusive']
     out.push(
-      `**S1.** With the GET by id pipelined, its requests share connections and their statements go out together, as raw postgres.js does with its own pool. The suite reached ${fmt(suite.okPerS / raw.okPerS, 2)}× raw postgres.js and ${fmt(suite.okPerS / fpg.okPerS, 2)}× @fastify/postgres${off ? ` (without admission control: ${fmt(off.okPerS / raw.okPerS, 2)}× raw)` : ''}, with metrics, health and admission control on${off ? `; admission control itself (two \`onRequest\` hooks: the pool check and @fastify/under-pressure) ${admissionCost(suite.okPerS, off.okPerS)}` : ''}.${exclusive ? ` The same route with the default lease, a connection of its own per request from its first query to its response (so that currval, SET, transactions and onLease context are the request's own), reached ${fmt(exclusive.okPerS / raw.okPerS, 2)}× raw: one round trip and one server wake-up per statement, with the connection idle in between, is the price of that isolation.` : ''} Raw postgres.js gives none of the guarantees the suite exists for (bounded queue, aborts cancelled, leases returned exactly once). The last columns are the server process's CPU time per request (\`process.cpuUsage()\` across the measurement) and the part of it spent in garbage collection.`,
+      `**S1.** With the GET by id pipelined, its requests share connections and their statements go out together, as raw postgres.js does with its own pool. The suite reached ${fmt(pairedRatio(suite, raw), 2)}× raw postgres.js and ${fmt(pairedRatio(suite, fpg), 2)}× @fastify/postgres${off ? ` (without admission control: ${fmt(pairedRatio(off, raw), 2)}× raw)` : ''}, with metrics, health and admission control on${off ? `; admission control itself (two \`onRequest\` hooks: the pool check and @fastify/under-pressure) ${admissionCost(suite.okPerS, off.okPerS)}` : ''}.${exclusive ? ` The same route with the default lease, a connection of its own per request from its first query to its response (so that currval, SET, transactions and onLease context are the request's own), reached ${fmt(pairedRatio(exclusive, raw), 2)}× raw: one round trip and one server wake-up per statement, with the connection idle in between, is the price of that isolation.` : ''} Raw postgres.js gives none of the guarantees the suite exists for (bounded queue, aborts cancelled, leases returned exactly once). The last columns are the server process's CPU time per request (\`process.cpuUsage()\` across the measurement) and the part of it spent in garbage collection.`,
     )
   }
   if (r.S2o) {
@@ -149,7 +150,7 @@ function notes(r) {
     if (at2) {
       const worst = ['raw', 'fastify-postgres'].filter((k) => at2[k])
       out.push(
-        `**S2o.** Without admission control, an open-loop arrival rate above capacity turns into an unbounded queue: at 2× ${worst.map((k) => `${k} answered ${fmt(at2[k].goodput)} req/s within 1 s with a 2xx p99 of ${fmt(at2[k].ok99)} ms and left ${fmt(at2[k].unanswered)} requests unanswered`).join('; ')}. The core alone (\`backpressure: false\`) is bounded by its own queue cap and acquire timeout, but its refusals come only after a full queue and after the body is parsed. With admission control the queue stays at about \`maxDelay\` of work: goodput ${fmt(at2.suite.goodput)} req/s, 2xx p99 ${fmt(at2.suite.ok99)} ms. Capacity is nominal (${r.capacity} req/s assumes a connection is back the instant \`pg_sleep(0.02)\` ends); every variant pays some overhead per lease on top, more when the machine is loaded${at2['suite-off'] ? ` — the core without admission control, its queue full all along, drained ${fmt(at2['suite-off'].goodput)} req/s, so admission control keeps the pool at its real capacity while cutting the 2xx p99 from ${fmt(at2['suite-off'].ok99)} ms to ${fmt(at2.suite.ok99)} ms` : ''}. The 503 latency is measured from when the client wrote the request, so it includes the client's and the server's scheduling on the shared cores.${at2['suite-exclusive'] ? ` With a connection per request (\`suite-exclusive\`) goodput was ${fmt(at2['suite-exclusive'].goodput)} req/s (${fmt((100 * at2['suite-exclusive'].goodput) / r.capacity)}% of capacity) with a 2xx p99 of ${fmt(at2['suite-exclusive'].ok99)} ms: each lease idles about a millisecond between one statement's answer and the next request's statement reaching the server, where a shared connection has the next statement queued already.` : ''}`,
+        `**S2o.** Without admission control, an open-loop arrival rate above capacity turns into an unbounded queue: at 2× ${worst.map((k) => `${k} answered ${fmt(at2[k].goodput)} req/s within 1 s with a 2xx p99 of ${fmt(at2[k].ok99)} ms and left ${fmt(at2[k].unanswered)} requests unanswered`).join('; ')}. The core alone (\`backpressure: false\`) is bounded by its own queue cap and acquire timeout, but its refusals come only after a full queue and after the body is parsed. With admission control the queue stays at about \`maxDelay\` of work: goodput ${fmt(at2.suite.goodput)} req/s, 2xx p99 ${fmt(at2.suite.ok99)} ms. Capacity is nominal (${r.capacity} req/s assumes a connection is back the instant \`pg_sleep(0.02)\` ends); every variant pays some overhead per lease on top, more when the machine is loaded${at2['suite-off'] ? ` — the core without admission control, its queue full all along, drained ${fmt(at2['suite-off'].goodput)} req/s, so admission control keeps the pool at its real capacity while cutting the 2xx p99 from ${fmt(at2['suite-off'].ok99)} ms to ${fmt(at2.suite.ok99)} ms` : ''}. The 503 latency is measured from when the generator issued the request, so it includes the generator's and the server's scheduling on the shared cores${at2.suite.floorP99 === undefined ? '' : `: the same generator at the same rate against \`/health/live\` (no database, nothing queued), right after each overload, had a p99 of ${fmt(at2.suite.floorP99, 1)} ms (median over the suite's rounds), the floor this machine puts under any answer`}.${at2['suite-exclusive'] ? ` With a connection per request (\`suite-exclusive\`) goodput was ${fmt(at2['suite-exclusive'].goodput)} req/s (${fmt((100 * at2['suite-exclusive'].goodput) / r.capacity)}% of capacity) with a 2xx p99 of ${fmt(at2['suite-exclusive'].ok99)} ms: each lease idles about a millisecond between one statement's answer and the next request's statement reaching the server, where a shared connection has the next statement queued already.` : ''}`,
       )
     }
   }
@@ -157,7 +158,7 @@ function notes(r) {
     const { suite, raw } = r.S2
     const off = r.S2['suite-off']
     out.push(
-      `**S2.** 400 clients that retry at once turn every refusal into a new request. The suite holds refusals back for \`retryStorm.delay\` while refusals arrive more than \`retryStorm.factor\`× faster than the pool drains, so its goodput stayed at ${fmt(suite.okPerS / raw.okPerS, 2)}× raw postgres.js with a 2xx p99 of ${fmt(suite.ok99)} ms against raw's ${fmt(raw.ok99)} ms${off ? `; the core alone, refusing at once after parsing, managed ${fmt(off.okPerS)} 2xx/s` : ''}${r.S2['suite-exclusive'] ? `; with a connection per request, ${fmt(r.S2['suite-exclusive'].okPerS / raw.okPerS, 2)}× raw and a 2xx p99 of ${fmt(r.S2['suite-exclusive'].ok99)} ms` : ''}. The p99 is the load generator's: 400 connections in one autocannon process on the same two cores. Against a route with no database at all (\`/health/live\`, measured in the same run before the suite's rounds), the same 400-connection closed loop had a p99 of ${fmt(suite.baselineP99)} ms; \`BENCH_TRACE=1\` prints the server's own time for the 2xx of \`/slow\` (from routing to response), which in tuning runs had a p99 of about 100–130 ms.`,
+      `**S2.** 400 clients that retry at once turn every refusal into a new request. The suite holds refusals back for \`retryStorm.delay\` while refusals arrive more than \`retryStorm.factor\`× faster than the pool drains, so its goodput stayed at ${fmt(pairedRatio(suite, raw), 2)}× raw postgres.js with a 2xx p99 of ${fmt(suite.ok99)} ms against raw's ${fmt(raw.ok99)} ms${off ? `; the core alone, refusing at once after parsing, managed ${fmt(off.okPerS)} 2xx/s` : ''}${r.S2['suite-exclusive'] ? `; with a connection per request, ${fmt(pairedRatio(r.S2['suite-exclusive'], raw), 2)}× raw and a 2xx p99 of ${fmt(r.S2['suite-exclusive'].ok99)} ms` : ''}. The p99 is the load generator's: 400 connections in one autocannon process on the same two cores. Against a route with no database at all (\`/health/live\`, measured in the same run before the suite's rounds), the same 400-connection closed loop had a p99 of ${fmt(suite.baselineP99)} ms; \`BENCH_TRACE=1\` prints the server's own time for the 2xx of \`/slow\` (from routing to response), which in tuning runs had a p99 of about 100–130 ms.`,
     )
   }
   return out
@@ -176,7 +177,7 @@ export async function writeReport(r, { variants, lines }) {
   md('`node bench/run.js --report FILE` rewrites this page from the results a run saved.')
   md()
   md(
-    `Run ${r.startedAt.toISOString()} · PostgreSQL ${r.db} · node ${process.version} · ${r.cpus} CPUs (${esc(r.cpuModel)}), shared with other work · ${r.durationMs} ms per measurement, ${r.rounds} rounds (values are the median of the rounds; maxima are the maxima).`,
+    `Run ${r.startedAt.toISOString()} · PostgreSQL ${r.db} · node ${process.version} · ${r.cpus} CPUs (${esc(r.cpuModel)}), shared with other work · ${r.durationMs} ms per measurement, ${r.rounds} rounds, the variants' order rotated from round to round (values are the median of the rounds, ratios the median of the per-round ratios; maxima are the maxima).`,
   )
   md()
   md('Variants, each its own server process with pool `max` 10 and no logger:')
@@ -224,7 +225,7 @@ export async function writeReport(r, { variants, lines }) {
       const x = r.S1[key]
       if (x === undefined) continue
       md(
-        `| ${label} | ${fmt(x.okPerS)} | ${fmt(x.okPerS / r.S1.raw.okPerS, 2)} | ${fmt(x.okPerS / r.S1['fastify-postgres'].okPerS, 2)} | ${fmt(x.ok50, 1)} | ${fmt(x.ok99, 1)} | ${x.refused + x.other} | ${fmt(x.cpuUs)} | ${fmt(x.gcUs, 1)} |`,
+        `| ${label} | ${fmt(x.okPerS)} | ${fmt(pairedRatio(x, r.S1.raw), 2)} | ${fmt(pairedRatio(x, r.S1['fastify-postgres']), 2)} | ${fmt(x.ok50, 1)} | ${fmt(x.ok99, 1)} | ${x.refused + x.other} | ${fmt(x.cpuUs)} | ${fmt(x.gcUs, 1)} |`,
       )
     }
     md()
@@ -234,7 +235,7 @@ export async function writeReport(r, { variants, lines }) {
         .map((x, i) => fmt(x.okPerS / (r.S1[base].rounds?.[i]?.okPerS ?? Number.NaN), 2))
         .join(', ')
     md(
-      `Ratios round by round: the suite against raw postgres.js ${perRound('suite', 'raw')}; against @fastify/postgres ${perRound('suite', 'fastify-postgres')}. The table shows medians over the rounds.`,
+      `Ratios round by round: the suite against raw postgres.js ${perRound('suite', 'raw')}; against @fastify/postgres ${perRound('suite', 'fastify-postgres')}. Req/s and latencies in the table are medians over the rounds; the ratios are the medians of these per-round ratios (each round runs the variants one after the other, in an order rotated from round to round).`,
     )
     md()
   }
@@ -246,7 +247,7 @@ export async function writeReport(r, { variants, lines }) {
     md('## S2o — open-loop overload on a 20 ms route')
     md()
     md(
-      `Each server first serves \`/slow\` at half its capacity for 0.5 s (warm-up). Then requests leave at a fixed rate whatever the answers (a custom generator on node:http, latency counted from when each request was due). \`/slow\` holds its connection 20 ms: capacity ≈ ${r.capacity} req/s. Goodput = 2xx answered within 1 s of being due and before the last request was due, per second of that window. Requests still unanswered 2 s after the last was sent are cut ("unanswered"). Waiters are sampled every 50 ms from \`/stats\` (the suite: \`app.pgPool.stats().waiting\`; @fastify/postgres: \`pool.waitingCount\`; postgres.js: in-flight queries minus \`max\`). The generator keeps at most 1024 sockets open: 1014 waiters means the rest of the backlog waited in the client, counted in its latency.`,
+      `Each server first serves \`/slow\` at half its capacity for 0.5 s (warm-up). Then requests leave at a fixed rate whatever the answers (a custom generator over plain keep-alive sockets, one request in flight per socket, latency counted from when each request was due; node:http's client cost it ~370 µs of CPU per request, a third of a core at 1000 req/s taken from the server under test, about twice what this one costs). \`/slow\` holds its connection 20 ms: capacity ≈ ${r.capacity} req/s. Goodput = 2xx answered within 1 s of being due and before the last request was due, per second of that window. Requests still unanswered 2 s after the last was sent are cut ("unanswered"). Waiters are sampled every 50 ms from \`/stats\` (the suite: \`app.pgPool.stats().waiting\`; @fastify/postgres: \`pool.waitingCount\`; postgres.js: in-flight queries minus \`max\`). The generator keeps at most 1024 sockets open: 1014 waiters means the rest of the backlog waited in the client, counted in its latency.`,
     )
     md()
     md(
@@ -321,7 +322,7 @@ export async function writeReport(r, { variants, lines }) {
     for (const [key, label] of names) {
       const x = r.S2[key]
       md(
-        `| ${label} | ${fmt(x.okPerS)} | ${fmt(x.okPerS / r.S2.raw.okPerS, 2)} | ${fmt(x.ok50, 1)} | ${fmt(x.ok99, 1)} | ${fmt(x.refused / x.windowS)} | ${fmt(x.refused99, 1)} | ${fmt(x.errors)} |`,
+        `| ${label} | ${fmt(x.okPerS)} | ${fmt(pairedRatio(x, r.S2.raw), 2)} | ${fmt(x.ok50, 1)} | ${fmt(x.ok99, 1)} | ${fmt(x.refused / x.windowS)} | ${fmt(x.refused99, 1)} | ${fmt(x.errors)} |`,
       )
     }
     md()

@@ -30,6 +30,8 @@ if (variant === 'suite' || variant === 'suite-exclusive' || variant === 'suite-o
     metrics: {},
     // BENCH_BACKPRESSURE (JSON) overrides the defaults while tuning; the report uses the defaults.
     backpressure: variant === 'suite-off' ? false : JSON.parse(process.env.BENCH_BACKPRESSURE ?? '{}'),
+    // BENCH_SUITE_OPTS (JSON) overrides any plugin option, e.g. {"metrics":false}, to weigh a part.
+    ...JSON.parse(process.env.BENCH_SUITE_OPTS ?? '{}'),
   })
   // Neither route relies on session state: both may share a connection (config.db.pipeline),
   // except in suite-exclusive, which keeps the default lease (a connection per request).
