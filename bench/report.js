@@ -214,7 +214,7 @@ export async function writeReport(r, { variants, lines }) {
     md('## S1 — throughput, GET by id')
     md()
     md(
-      'autocannon, 64 connections, pool 10, `select id, name from … where id = $1` on 10 000 rows; all suite features on.',
+      `autocannon, 64 connections, pool 10, \`select id, name from … where id = $1\` on 10 000 rows; all suite features on. Every variant's server is started and warmed up (the same load for 1.5 s) first and runs throughout; then ${r.s1?.rounds ?? r.rounds} rounds measure each variant for ${r.s1?.durationMs ?? r.durationMs} ms, in an order rotated from round to round, so that the variants of a round run within seconds of each other.`,
     )
     md()
     md(
@@ -247,7 +247,7 @@ export async function writeReport(r, { variants, lines }) {
     md('## S2o — open-loop overload on a 20 ms route')
     md()
     md(
-      `Each server first serves \`/slow\` at half its capacity for 0.5 s (warm-up). Then requests leave at a fixed rate whatever the answers (a custom generator over plain keep-alive sockets, one request in flight per socket, latency counted from when each request was due; node:http's client cost it ~370 µs of CPU per request, a third of a core at 1000 req/s taken from the server under test, about twice what this one costs). \`/slow\` holds its connection 20 ms: capacity ≈ ${r.capacity} req/s. Goodput = 2xx answered within 1 s of being due and before the last request was due, per second of that window. Requests still unanswered 2 s after the last was sent are cut ("unanswered"). Waiters are sampled every 50 ms from \`/stats\` (the suite: \`app.pgPool.stats().waiting\`; @fastify/postgres: \`pool.waitingCount\`; postgres.js: in-flight queries minus \`max\`). The generator keeps at most 1024 sockets open: 1014 waiters means the rest of the backlog waited in the client, counted in its latency.`,
+      `Every variant's server is started once for the scenario and serves all its rounds, as a long-running service would; before the first round each goes through one overload that is not counted (\`/slow\` at 2× for 1 s), so that what is measured is a warm process rather than the compiler's first pass over the refusal path. Before each measurement a server serves \`/slow\` at half its capacity for 0.5 s, the state a service is in before an overload. Then requests leave at a fixed rate whatever the answers (a custom generator over plain keep-alive sockets, one request in flight per socket, latency counted from when each request was due; node:http's client cost it ~370 µs of CPU per request, a third of a core at 1000 req/s taken from the server under test, about twice what this one costs). \`/slow\` holds its connection 20 ms: capacity ≈ ${r.capacity} req/s. Goodput = 2xx answered within 1 s of being due and before the last request was due, per second of that window. Requests still unanswered 2 s after the last was sent are cut ("unanswered"). Waiters are sampled every 50 ms from \`/stats\` (the suite: \`app.pgPool.stats().waiting\`; @fastify/postgres: \`pool.waitingCount\`; postgres.js: in-flight queries minus \`max\`). The generator keeps at most 1024 sockets open: 1014 waiters means the rest of the backlog waited in the client, counted in its latency. After each measurement the run waits until nothing is left waiting for the database (raw postgres.js and @fastify/postgres go on serving the backlog of requests the generator gave up on) before the next variant is measured.`,
     )
     md()
     md(
