@@ -41,3 +41,8 @@ export function pairedRatio(a, b, key = 'okPerS') {
   const ratios = a.rounds.map((run, i) => run[key] / b.rounds[i][key])
   return medianOf(ratios.map((ratio) => ({ ratio }))).ratio
 }
+
+/** The sum of a's `keys` over all its rounds (a count that a median would hide). */
+export function totalOver(a, ...keys) {
+  return (a.rounds ?? [a]).reduce((n, run) => n + keys.reduce((m, key) => m + (run[key] ?? 0), 0), 0)
+}
