@@ -199,7 +199,7 @@ function summarize(results, extra) {
     ok90: percentile(ok, 90),
     ok99: percentile(ok, 99),
     refused99: percentile(refused, 99),
-    // Every answer's latency from when the client wrote the request, whatever its status.
+    // Every answer's latency from when the generator issued the request, whatever its status.
     sent99: percentile(
       results.map((x) => x.sentMs ?? x.ms),
       99,
