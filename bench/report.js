@@ -158,7 +158,7 @@ function notes(r) {
     const { suite, raw } = r.S2
     const off = r.S2['suite-off']
     out.push(
-      `**S2.** 400 clients that retry at once turn every refusal into a new request. The suite holds refusals back for \`retryStorm.delay\` while refusals arrive more than \`retryStorm.factor\`× faster than the pool drains, so its goodput stayed at ${fmt(pairedRatio(suite, raw), 2)}× raw postgres.js with a 2xx p99 of ${fmt(suite.ok99)} ms against raw's ${fmt(raw.ok99)} ms${off ? `; the core alone, refusing at once after parsing, managed ${fmt(off.okPerS)} 2xx/s` : ''}${r.S2['suite-exclusive'] ? `; with a connection per request, ${fmt(pairedRatio(r.S2['suite-exclusive'], raw), 2)}× raw and a 2xx p99 of ${fmt(r.S2['suite-exclusive'].ok99)} ms` : ''}. The p99 is the load generator's: 400 connections in one autocannon process on the same two cores. Against a route with no database at all (\`/health/live\`, measured in the same run before the suite's rounds), the same 400-connection closed loop had a p99 of ${fmt(suite.baselineP99)} ms; \`BENCH_TRACE=1\` prints the server's own time for the 2xx of \`/slow\` (from routing to response), which in tuning runs had a p99 of about 100–130 ms.`,
+      `**S2.** 400 clients that retry at once turn every refusal into a new request. The suite holds refusals back for \`retryStorm.delay\` while refusals arrive more than \`retryStorm.factor\`× faster than the pool drains, so its goodput stayed at ${fmt(pairedRatio(suite, raw), 2)}× raw postgres.js with a 2xx p99 of ${fmt(suite.ok99)} ms against raw's ${fmt(raw.ok99)} ms${off ? `; the core alone, refusing at once after parsing, managed ${fmt(off.okPerS)} 2xx/s` : ''}${r.S2['suite-exclusive'] ? `; with a connection per request, ${fmt(pairedRatio(r.S2['suite-exclusive'], raw), 2)}× raw and a 2xx p99 of ${fmt(r.S2['suite-exclusive'].ok99)} ms` : ''}. The p99 is the load generator's: 400 connections in one autocannon process on the same two cores. Against a route with no database at all (\`/health/live\`, measured on the suite's server before each of its rounds), the same 400-connection closed loop had a p99 of ${fmt(suite.baselineP99)} ms; \`BENCH_TRACE=1\` prints the server's own time for the 2xx of \`/slow\` (from routing to response), which in tuning runs had a p99 of about 100–130 ms.`,
     )
   }
   return out
@@ -314,7 +314,7 @@ export async function writeReport(r, { variants, lines }) {
     md('## S2 — closed-loop retry storm')
     md()
     md(
-      'autocannon, 400 connections on `/slow`; each connection sends its next request as soon as the previous one is answered, a 503 included.',
+      "autocannon, 400 connections on `/slow`; each connection sends its next request as soon as the previous one is answered, a 503 included. As in S2o, every variant's server runs through all rounds, after one storm of 1 s that is not counted; each measurement follows 0.5 s at half capacity, and the run waits for backlogs to drain between measurements.",
     )
     md()
     md('| variant | 2xx/s | × raw postgres.js | 2xx p50 ms | 2xx p99 ms | 503/s | 503 p99 ms | errors |')
