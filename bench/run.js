@@ -187,7 +187,9 @@ async function openLoopOverload(base, variant, factor) {
   const waiters = sampler(`${base}/stats`, 50, (body) => JSON.parse(body).waiting)
   const live = sampler(`${base}/health/live`, 100)
   const metrics = variant.startsWith('suite') ? sampler(`${base}/metrics`, 100) : undefined
+  const before = (await getJson(`${base}/cpu`)).body
   const result = await openLoop({ url: `${base}/slow`, rate: CAPACITY * factor, durationMs })
+  const after = (await getJson(`${base}/cpu`)).body
   const [w, l, m] = await Promise.all([waiters(), live(), metrics?.()])
   await drain(base)
   // The floor under the 503 latency: the same generator at the same rate on a route that
@@ -199,6 +201,10 @@ async function openLoopOverload(base, variant, factor) {
   return {
     ...result,
     floorP99: floor?.sent99,
+    // The server's garbage collection while the requests were sent and answered.
+    gcPauses: after.gcCount - before.gcCount,
+    gcLongestMs: after.gcLongest.ms,
+    gcLongestKind: after.gcLongest.kind,
     factor,
     waitersMax: w.values.length ? Math.max(...w.values) : Number.NaN,
     liveMax: l.max,
@@ -317,7 +323,7 @@ async function main() {
               runs[factor] ??= {}
               push(runs[factor], variant, r)
               log(
-                `S2o round ${round + 1} ${factor}× ${variant}: goodput ${fmt(r.goodput)} req/s, 2xx p99 ${fmt(r.ok99)} ms, 503 ${r.refused} (p99 ${fmt(r.refused99, 1)} ms${r.floorP99 === undefined ? '' : `; /health/live at the same rate after: p99 ${fmt(r.floorP99, 1)} ms`}), unanswered ${r.unanswered}, waiters max ${r.waitersMax}, /health/live max ${fmt(r.liveMax, 1)} ms, /metrics max ${fmt(r.metricsMax, 1)} ms, generator lag p99 ${fmt(r.lagP99, 1)} ms`,
+                `S2o round ${round + 1} ${factor}× ${variant}: goodput ${fmt(r.goodput)} req/s, 2xx p99 ${fmt(r.ok99)} ms, 503 ${r.refused} (p99 ${fmt(r.refused99, 1)} ms${r.floorP99 === undefined ? '' : `; /health/live at the same rate after: p99 ${fmt(r.floorP99, 1)} ms`}), unanswered ${r.unanswered}, waiters max ${r.waitersMax}, /health/live max ${fmt(r.liveMax, 1)} ms, /metrics max ${fmt(r.metricsMax, 1)} ms, generator lag p99 ${fmt(r.lagP99, 1)} ms, server GC ${r.gcPauses} pauses, longest ${fmt(r.gcLongestMs, 1)} ms (${r.gcLongestKind})`,
               )
             }
           }

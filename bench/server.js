@@ -8,7 +8,7 @@
 // default lease, a connection per request), suite-off (backpressure: false), raw,
 // fastify-postgres. BENCH_TRACE=1 prints waits, holds, refusals, event-loop delay and GC.
 // Prints {"port":N} on stdout once listening.
-import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks'
+import { constants, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks'
 import Fastify from 'fastify'
 
 const variant = process.env.VARIANT
@@ -143,16 +143,32 @@ if (!app.hasRoute({ method: 'GET', url: '/health/live' })) app.get('/health/live
 if (!app.hasRoute({ method: 'GET', url: '/stats' })) app.get('/stats', async () => ({ waiting: waiting() }))
 
 const gc = { count: 0, ms: 0, maxMs: 0 }
+const gcKinds = {
+  [constants.NODE_PERFORMANCE_GC_MINOR]: 'scavenge',
+  [constants.NODE_PERFORMANCE_GC_MAJOR]: 'mark-compact',
+  [constants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental marking',
+  [constants.NODE_PERFORMANCE_GC_WEAKCB]: 'weak callbacks',
+}
 new PerformanceObserver((list) => {
   for (const entry of list.getEntries()) {
     gc.count++
     gc.ms += entry.duration
     gc.maxMs = Math.max(gc.maxMs, entry.duration)
+    if (entry.duration > longestSinceRead) {
+      longestSinceRead = entry.duration
+      longestKind = gcKinds[entry.detail?.kind] ?? 'other'
+    }
   }
 }).observe({ entryTypes: ['gc'] })
+// gcLongest: the longest GC pause since the previous read of /cpu, and its kind.
+let longestSinceRead = 0
+let longestKind = 'none'
 app.get('/cpu', { config: { db: false } }, async () => {
   const { user, system } = process.cpuUsage()
-  return { cpuMs: (user + system) / 1000, gcCount: gc.count, gcMs: gc.ms }
+  const gcLongest = { ms: longestSinceRead, kind: longestKind }
+  longestSinceRead = 0
+  longestKind = 'none'
+  return { cpuMs: (user + system) / 1000, gcCount: gc.count, gcMs: gc.ms, gcLongest }
 })
 
 await app.listen({ port: 0, host: '127.0.0.1' })
