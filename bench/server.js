@@ -143,6 +143,9 @@ if (!app.hasRoute({ method: 'GET', url: '/health/live' })) app.get('/health/live
 if (!app.hasRoute({ method: 'GET', url: '/stats' })) app.get('/stats', async () => ({ waiting: waiting() }))
 
 const gc = { count: 0, ms: 0, maxMs: 0 }
+// The longest GC pause since the previous read of /cpu, and its kind.
+let longestSinceRead = 0
+let longestKind = 'none'
 const gcKinds = {
   [constants.NODE_PERFORMANCE_GC_MINOR]: 'scavenge',
   [constants.NODE_PERFORMANCE_GC_MAJOR]: 'mark-compact',
@@ -160,9 +163,6 @@ new PerformanceObserver((list) => {
     }
   }
 }).observe({ entryTypes: ['gc'] })
-// gcLongest: the longest GC pause since the previous read of /cpu, and its kind.
-let longestSinceRead = 0
-let longestKind = 'none'
 app.get('/cpu', { config: { db: false } }, async () => {
   const { user, system } = process.cpuUsage()
   const gcLongest = { ms: longestSinceRead, kind: longestKind }
