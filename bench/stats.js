@@ -38,8 +38,12 @@ export function medianOf(runs) {
  * moves the ratio less than it moves a ratio of two separate medians.
  */
 export function pairedRatio(a, b, key = 'okPerS') {
-  const ratios = a.rounds.map((run, i) => run[key] / b.rounds[i][key])
-  return medianOf(ratios.map((ratio) => ({ ratio }))).ratio
+  return medianOf(roundRatios(a, b, key).map((ratio) => ({ ratio }))).ratio
+}
+
+/** Each round's a / b, from variants measured one after the other in that round. */
+export function roundRatios(a, b, key = 'okPerS') {
+  return a.rounds.map((run, i) => run[key] / b.rounds[i][key])
 }
 
 /** The sum of a's `keys` over all its rounds (a count that a median would hide). */
