@@ -131,6 +131,12 @@ function niceMax(v) {
   return [1, 2, 2.5, 5, 10].map((k) => k * p).find((n) => n >= v)
 }
 
+/** "one overload that is" or "5 overloads that are": the uncounted warm-up (1 in older saved results). */
+const warmUps = (r, word) => {
+  const n = r.warmOverloads ?? 1
+  return n === 1 ? `one ${word} that is` : `${n} ${word}s that are`
+}
+
 function notes(r) {
   const out = []
   out.push(
@@ -247,7 +253,7 @@ export async function writeReport(r, { variants, lines }) {
     md('## S2o — open-loop overload on a 20 ms route')
     md()
     md(
-      `Every variant's server is started once for the scenario and serves all its rounds, as a long-running service would; before the first round each goes through one overload that is not counted (\`/slow\` at 2× for 1 s), so that what is measured is a warm process rather than the compiler's first pass over the refusal path. Before each measurement a server serves \`/slow\` at half its capacity for 0.5 s, the state a service is in before an overload. Then requests leave at a fixed rate whatever the answers (a custom generator over plain keep-alive sockets, one request in flight per socket, latency counted from when each request was due; node:http's client cost it ~370 µs of CPU per request, a third of a core at 1000 req/s taken from the server under test, about twice what this one costs). \`/slow\` holds its connection 20 ms: capacity ≈ ${r.capacity} req/s. Goodput = 2xx answered within 1 s of being due and before the last request was due, per second of that window. Requests still unanswered 2 s after the last was sent are cut ("unanswered"). Waiters are sampled every 50 ms from \`/stats\` (the suite: \`app.pgPool.stats().waiting\`; @fastify/postgres: \`pool.waitingCount\`; postgres.js: in-flight queries minus \`max\`). The generator keeps at most 1024 sockets open: 1014 waiters means the rest of the backlog waited in the client, counted in its latency. After each measurement the run waits until nothing is left waiting for the database (raw postgres.js and @fastify/postgres go on serving the backlog of requests the generator gave up on) before the next variant is measured.`,
+      `Every variant's server is started once for the scenario and serves all its rounds, as a long-running service would; before the first round each goes through ${warmUps(r, 'overload')} not counted (\`/slow\` at 2× for 1 s each), so that what is measured is a warm process rather than the compiler at work (on a fresh server V8 was still optimising ~40 functions a second 3 s into an overload, and settled after ~6 s; its compiler thread shares the two cores with the server, the generator and PostgreSQL). Before each measurement a server serves \`/slow\` at half its capacity for 0.5 s, the state a service is in before an overload. Then requests leave at a fixed rate whatever the answers (a custom generator over plain keep-alive sockets, one request in flight per socket, latency counted from when each request was due; node:http's client cost it ~370 µs of CPU per request, a third of a core at 1000 req/s taken from the server under test, about twice what this one costs). \`/slow\` holds its connection 20 ms: capacity ≈ ${r.capacity} req/s. Goodput = 2xx answered within 1 s of being due and before the last request was due, per second of that window. Requests still unanswered 2 s after the last was sent are cut ("unanswered"). Waiters are sampled every 50 ms from \`/stats\` (the suite: \`app.pgPool.stats().waiting\`; @fastify/postgres: \`pool.waitingCount\`; postgres.js: in-flight queries minus \`max\`). The generator keeps at most 1024 sockets open: 1014 waiters means the rest of the backlog waited in the client, counted in its latency. After each measurement the run waits until nothing is left waiting for the database (raw postgres.js and @fastify/postgres go on serving the backlog of requests the generator gave up on) before the next variant is measured.`,
     )
     md()
     md(
@@ -314,7 +320,7 @@ export async function writeReport(r, { variants, lines }) {
     md('## S2 — closed-loop retry storm')
     md()
     md(
-      "autocannon, 400 connections on `/slow`; each connection sends its next request as soon as the previous one is answered, a 503 included. As in S2o, every variant's server runs through all rounds, after one storm of 1 s that is not counted; each measurement follows 0.5 s at half capacity, and the run waits for backlogs to drain between measurements.",
+      `autocannon, 400 connections on \`/slow\`; each connection sends its next request as soon as the previous one is answered, a 503 included. As in S2o, every variant's server runs through all rounds, after ${warmUps(r, 'storm')} not counted (1 s each); each measurement follows 0.5 s at half capacity, and the run waits for backlogs to drain between measurements.`,
     )
     md()
     md('| variant | 2xx/s | × raw postgres.js | 2xx p50 ms | 2xx p99 ms | 503/s | 503 p99 ms | errors |')
