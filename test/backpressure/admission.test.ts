@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { createTestDatabase, sleep, type TestDatabase, waitFor } from '../support/database.js'
+import { startTcpProxy } from '../support/tcp-proxy.js'
 import { type BackpressureApp, backpressureApp, closedLoop } from './helpers.js'
 
 let db: TestDatabase
@@ -213,8 +214,8 @@ describe('pipelined routes', () => {
     app.pgPool.on('acquire', () => {
       mostPipelined = Math.max(mostPipelined, app.pgPool.stats().pipelined)
     })
-    // Warmed up first: a cold process (JIT, first connections) serves its first requests far
-    // slower than it will, and admission rightly sees their queue as a long wait.
+    // Warmed up first: a cold process (JIT) serves its first requests far slower than it will,
+    // and admission rightly sees their queue as a long wait.
     await closedLoop(app, '/shared/0', 20, 500, () => {})
     shed.length = 0
     const statuses = new Map<number, number>()
@@ -226,6 +227,49 @@ describe('pipelined routes', () => {
     // Connections really were shared.
     expect(mostPipelined).toBeGreaterThan(2)
     expect(shed).toEqual([])
+  })
+})
+
+describe('cold pool', () => {
+  test('a burst that meets the pool still opening its connections is not refused; once they are open, an overload is', async () => {
+    const proxy = await startTcpProxy(Number(new URL(db.url).port))
+    try {
+      // The connection register opens is set up at once; every later one takes 250 ms (a busy
+      // server forking backends, a pooler logging in).
+      proxy.connectDelay = (index) => (index === 0 ? 0 : 250)
+      const { app, shed } = await start(proxy.urlFor(db.url), { max: 4 })
+      const statuses = new Map<number, number>()
+      let mostConnecting = 0
+      app.pgPool.on('acquire', () => {
+        mostConnecting = Math.max(mostConnecting, app.pgPool.stats().connecting)
+      })
+      // 12 clients on 4 connections is a healthy load, but the 3 connections the pool opens for
+      // it take 250 ms: meanwhile the pipelined requests share the one open connection and
+      // queue far longer than target behind each other.
+      await closedLoop(app, '/shared/10', 12, 700, (res) => {
+        statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1)
+      })
+      expect([...statuses.keys()]).toEqual([200])
+      expect(shed).toEqual([])
+      expect(mostConnecting).toBeGreaterThan(0)
+      expect(proxy.accepted).toBeGreaterThanOrEqual(3)
+
+      // Once every connection is open and an interval has passed, the delay signals are back.
+      expect(await waitFor(() => app.pgPool.stats().open === 4 && app.pgPool.stats().connecting === 0, 3_000)).toBe(
+        true,
+      )
+      await sleep(150)
+      // 20 requests queue (4 × 100 ms ahead of the last of them); 20 more then meet that queue.
+      const queued = Array.from({ length: 20 }, () => app.inject('/hold/100'))
+      expect(await waitFor(() => app.pgPool.stats().waiting === 16, 1_000, 5)).toBe(true)
+      const burst = await Promise.all([...queued, ...Array.from({ length: 20 }, () => app.inject('/hold/100'))])
+      const refused = burst.filter((res) => res.statusCode === 503)
+      expect(refused.length).toBeGreaterThan(0)
+      expect(refused.every((res) => res.json().code === 'FST_PG_POOL_OVERLOADED')).toBe(true)
+      expect(shed.every((s) => s.reason === 'queue_delay')).toBe(true)
+    } finally {
+      await proxy.close()
+    }
   })
 })
 

@@ -22,6 +22,12 @@ export interface TcpProxy {
    * an exact point of the protocol (e.g. when a given query goes out).
    */
   onClientData: ((chunk: Buffer) => void) | undefined
+  /**
+   * Called with the index (from 0) of every client connection accepted: the proxy connects it
+   * upstream that many ms late (a slow connection setup: a busy server forking a backend, a
+   * pooler logging in), while its data waits.
+   */
+  connectDelay: ((index: number) => number) | undefined
   /** Switches mode; applies to open connections too. `delayMs` is used by 'delay'. */
   setMode(mode: ProxyMode, delayMs?: number): void
   /** Returns a URL with host and port replaced by the proxy's. */
@@ -65,6 +71,16 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
       client.resetAndDestroy()
       return
     }
+    const delay = proxy.connectDelay?.(accepted - 1) ?? 0
+    if (delay <= 0) return open(client)
+    // Unread until then: a socket without a 'data' listener keeps what arrives.
+    const timer = setTimeout(() => {
+      if (!client.destroyed) open(client)
+    }, delay)
+    client.once('close', () => clearTimeout(timer))
+  })
+
+  const open = (client: Socket) => {
     const upstream = tcpConnect(targetPort, targetHost)
     upstream.on('error', () => {})
     const pipe: Pipe = { client, upstream }
@@ -83,7 +99,7 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
     }
     client.on('close', drop)
     upstream.on('close', drop)
-  })
+  }
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
@@ -94,6 +110,7 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
   const proxy: TcpProxy = {
     port,
     onClientData: undefined,
+    connectDelay: undefined,
     get mode() {
       return mode
     },

@@ -27,7 +27,8 @@ export type AdmissionSettings = Pick<
  *   (a busy but healthy pool) never trips it, however long its peaks.
  *
  * A normal request is refused when its expected wait exceeds `maxDelay`, or `target` while
- * overloaded. The overloaded state ends once a request got its connection within `target`
+ * overloaded; neither while the pool opens connections (and an interval after), when waits are
+ * connection setup. The overloaded state ends once a request got its connection within `target`
  * and nothing was refused for an interval. A request that finds nobody waiting is always
  * admitted (it waits for one lease at most), so the pool is never idle while work arrives.
  */
@@ -51,6 +52,8 @@ export class Admission {
   #prevSpan = 0
   /** Expected wait of the requests queued on shared connections, at the last check. */
   #sharedQueueMs = 0
+  /** Until when waits are put down to connections being opened (see `check`). */
+  #settlingUntil = Number.NEGATIVE_INFINITY
 
   constructor(view: PgPoolView, settings: AdmissionSettings, now: number) {
     this.#view = view
@@ -80,6 +83,18 @@ export class Admission {
     if (maxWaiting === 0 ? stats.leased >= stats.max : waiting >= maxWaiting) return this.#refuse('queue_full', now)
     const queuedShares = sharedBacklog(stats)
     const queued = waiting + queuedShares
+    // While the pool opens connections, and for an interval after the last one opened, the
+    // requests queued wait for those connections, not behind a standing queue, and the hold
+    // times seen are the first statements on new connections: the delay signals would shed a
+    // burst that meets a cold pool (a fresh process refused 49-298 of 64 clients' first requests
+    // in the benchmark). Only the caps apply then.
+    if (stats.connecting > 0) this.#settlingUntil = now + this.#settings.interval
+    if (now < this.#settlingUntil) {
+      this.#sharedQueueMs = 0
+      this.#firstAbove = undefined
+      if (priority === 'low' && waiting >= Math.ceil(maxWaiting / 2)) return this.#refuse('queue_full', now)
+      return undefined
+    }
     if (queued === 0) {
       this.#sharedQueueMs = 0
       return undefined
