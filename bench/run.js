@@ -183,6 +183,9 @@ async function throughput(base) {
     // The server process's CPU and GC time per request, microseconds.
     cpuUs: ((after.cpuMs - before.cpuMs) * 1000) / requests,
     gcUs: ((after.gcMs - before.gcMs) * 1000) / requests,
+    shedBy: Object.entries(after.shed)
+      .map(([reason, n]) => [reason, n - (before.shed[reason] ?? 0)])
+      .filter(([, n]) => n > 0),
   }
 }
 
@@ -304,7 +307,7 @@ async function main() {
             const r = await throughput(servers[variant])
             push(runs, variant, r)
             log(
-              `S1 round ${round + 1} ${variant}: ${fmt(r.okPerS)} req/s, p99 ${fmt(r.ok99, 1)} ms, non-2xx ${r.refused + r.other}, server CPU ${fmt(r.cpuUs)} µs/request (GC ${fmt(r.gcUs, 1)})`,
+              `S1 round ${round + 1} ${variant}: ${fmt(r.okPerS)} req/s, p99 ${fmt(r.ok99, 1)} ms, non-2xx ${r.refused + r.other}${r.shedBy.length > 0 ? ` (refused: ${r.shedBy.map(([reason, n]) => `${n} ${reason}`).join(', ')})` : ''}, server CPU ${fmt(r.cpuUs)} µs/request (GC ${fmt(r.gcUs, 1)})`,
             )
           }
         }

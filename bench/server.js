@@ -3,7 +3,7 @@
 //   GET /items/:id   one indexed row          GET /slow     holds a connection 20 ms
 //   GET /hold        holds a connection 500 ms (abort test)
 //   GET /health/live liveness, no database    GET /stats    { waiting } for the sampler
-//   GET /cpu         process CPU time and GC counts, read before and after a measurement
+//   GET /cpu         process CPU time, GC counts and refusals by reason, read before and after a measurement
 // Variants: suite (routes pipelined: config.db.pipeline), suite-exclusive (the same with the
 // default lease, a connection per request), suite-off (backpressure: false), raw,
 // fastify-postgres. BENCH_TRACE=1 prints waits, holds, refusals, event-loop delay and GC.
@@ -18,6 +18,7 @@ const applicationName = process.env.APP_NAME ?? `bench-${variant}`
 
 const app = Fastify({ logger: false })
 let waiting = () => 0
+const shedCounts = {}
 
 const itemById = (id) => Number.parseInt(id, 10) || 1
 
@@ -49,6 +50,10 @@ if (variant === 'suite' || variant === 'suite-exclusive' || variant === 'suite-o
     return { ok: true }
   })
   waiting = () => app.pgPool.stats().waiting
+  // Refusals by reason, read with /cpu: a round that refused says why.
+  app.pgPool.on('shed', (reason) => {
+    shedCounts[reason] = (shedCounts[reason] ?? 0) + 1
+  })
   if (process.env.BENCH_TRACE) {
     const waits = []
     const holds = []
@@ -168,7 +173,7 @@ app.get('/cpu', { config: { db: false } }, async () => {
   const gcLongest = { ms: longestSinceRead, kind: longestKind }
   longestSinceRead = 0
   longestKind = 'none'
-  return { cpuMs: (user + system) / 1000, gcCount: gc.count, gcMs: gc.ms, gcLongest }
+  return { cpuMs: (user + system) / 1000, gcCount: gc.count, gcMs: gc.ms, gcLongest, shed: { ...shedCounts } }
 })
 
 await app.listen({ port: 0, host: '127.0.0.1' })
