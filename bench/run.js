@@ -279,7 +279,6 @@ async function main() {
     s1: { rounds: S1_ROUNDS, durationMs: S1_DURATION_MS },
     capacity: CAPACITY,
     warmOverloads: WARM_OVERLOADS,
-    s2oLoadsBackToBack: true,
     maxWaiting: MAX_WAITING,
     startedAt,
     db: `${db.version} (${db.kind})`,
@@ -328,12 +327,8 @@ async function main() {
       await withServers(db.url, warm, async (servers) => {
         const runs = {}
         for (let round = 0; round < rounds; round++) {
-          // A server's loads run back to back. Idle for the ~20 s the other variants took at one
-          // load, V8's memory reducer shrank the young generation (three mark-compacts with
-          // reduce_memory in --trace-gc-nvp): the next 3 s overload then had 19-28 GC pauses
-          // instead of 2-3, a service just woken, not one in an overload.
-          for (const variant of inOrder(round)) {
-            for (const factor of loads) {
+          for (const factor of loads) {
+            for (const variant of inOrder(round)) {
               const r = await openLoopOverload(servers[variant], variant, factor)
               runs[factor] ??= {}
               push(runs[factor], variant, r)
