@@ -86,8 +86,8 @@ export class Admission {
     // While the pool opens connections, and for an interval after the last one opened, the
     // requests queued wait for those connections, not behind a standing queue, and the hold
     // times seen are the first statements on new connections: the delay signals would shed a
-    // burst that meets a cold pool (a fresh process refused 49-298 of 64 clients' first requests
-    // in the benchmark). Only the caps apply then.
+    // burst that meets a cold pool (in the benchmark, a fresh process under 64 clients refused up
+    // to 298 requests in its first half second). Only the caps apply then.
     if (stats.connecting > 0) this.#settlingUntil = now + this.#settings.interval
     if (now < this.#settlingUntil) {
       this.#sharedQueueMs = 0
