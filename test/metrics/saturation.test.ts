@@ -20,6 +20,12 @@ describe('scraping a saturated pool', () => {
         await request.db`select pg_sleep(1.5)`
         return { slept: true }
       })
+      // The server's own time for each scrape, from the request's arrival to its response.
+      const served: number[] = []
+      app.addHook('onResponse', (request, reply, done) => {
+        if (request.url === '/metrics') served.push(reply.elapsedTime)
+        done()
+      })
       const base = await listen(app)
       // The client's first fetch loads undici and opens the socket: not the server's time.
       expect((await fetch(`${base}/metrics`)).status).toBe(200)
@@ -44,8 +50,15 @@ describe('scraping a saturated pool', () => {
       expect(m.value('pg_pool_oldest_wait_seconds')).toBeGreaterThan(0)
       expect(m.value('pg_pool_shared_connections')).toBe(0)
       expect(m.value('pg_pool_pipelined_requests')).toBe(0)
-      console.log(`scrape ms while saturated: ${timings.map((t) => t.toFixed(1)).join(' ')}`)
-      expect(Math.max(...timings)).toBeLessThan(50)
+      console.log(
+        `scrape ms while saturated: ${timings.map((t) => t.toFixed(1)).join(' ')} (server: ${served.map((t) => t.toFixed(1)).join(' ')})`,
+      )
+      // Under 50 ms as the server measures it. Seen from the client, the machine's own stalls
+      // add to that (the slowest of ten was 51 ms once in CI; here the client's 14.6 ms was the
+      // server's 1.4), so the client's bound is that no scrape queued behind the 1.5 s leases.
+      expect(served).toHaveLength(11)
+      expect(Math.max(...served)).toBeLessThan(50)
+      expect(Math.max(...timings)).toBeLessThan(1_000)
 
       for (const request of requests) request.abort()
       await Promise.all(requests.map((r) => r.done))
