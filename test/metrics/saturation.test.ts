@@ -55,7 +55,7 @@ describe('scraping a saturated pool', () => {
       )
       // Under 50 ms as the server measures it. Seen from the client, the machine's own stalls
       // add to that (the slowest of ten was 51 ms once in CI; here the client's 14.6 ms was the
-      // server's 1.4), so the client's bound is that no scrape queued behind the 1.5 s leases.
+      // server's 1.1), so the client's bound is that no scrape queued behind the 1.5 s leases.
       expect(served).toHaveLength(11)
       expect(Math.max(...served)).toBeLessThan(50)
       expect(Math.max(...timings)).toBeLessThan(1_000)
