@@ -59,10 +59,6 @@ if (variant === 'suite' || variant === 'suite-exclusive' || variant === 'suite-o
     const holds = []
     app.pgPool.on('acquire', (ms) => waits.push(ms))
     app.pgPool.on('release', (ms) => holds.push(ms))
-    const shed = {}
-    app.pgPool.on('shed', (reason) => {
-      shed[reason] = (shed[reason] ?? 0) + 1
-    })
     const loopDelay = monitorEventLoopDelay({ resolution: 1 })
     loopDelay.enable()
     const served = []
@@ -83,7 +79,7 @@ if (variant === 'suite' || variant === 'suite-exclusive' || variant === 'suite-o
         `trace ${variant}: server time of 2xx p50 ${q(served, 0.5)} p99 ${q(served, 0.99)} max ${q(served, 1)}\n`,
       )
       process.stderr.write(
-        `trace ${variant}: wait p50 ${q(waits, 0.5)} p90 ${q(waits, 0.9)} p99 ${q(waits, 0.99)} max ${q(waits, 1)}; hold p50 ${q(holds, 0.5)} p90 ${q(holds, 0.9)} p99 ${q(holds, 0.99)} (${holds.length}); shed ${JSON.stringify(shed)}; acquireError ${JSON.stringify(failed)}\n`,
+        `trace ${variant}: wait p50 ${q(waits, 0.5)} p90 ${q(waits, 0.9)} p99 ${q(waits, 0.99)} max ${q(waits, 1)}; hold p50 ${q(holds, 0.5)} p90 ${q(holds, 0.9)} p99 ${q(holds, 0.99)} (${holds.length}); shed ${JSON.stringify(shedCounts)}; acquireError ${JSON.stringify(failed)}\n`,
       )
     })
   }
