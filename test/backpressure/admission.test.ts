@@ -92,6 +92,50 @@ describe('queue cap', () => {
   })
 })
 
+describe('maxWaiting 0 (no queue)', () => {
+  test('refused at the door once every connection is leased; a cold pool opens max connections for a burst, low priority included', async () => {
+    const t = await start(db.url, { max: 3, maxWaiting: 0, lazy: true })
+    const { app } = t
+    // Cold: the pool opens a connection for each of these. Low priority gets half the cap, here
+    // half the connections the pool can still open: it is admitted with one request waiting.
+    const held = [app.inject('/hold/300')]
+    expect(await waitFor(() => app.pgPool.stats().waiting === 1, 5_000, 1)).toBe(true)
+    held.push(app.inject('/low/300'))
+    expect(await waitFor(() => app.pgPool.stats().waiting + app.pgPool.stats().leased === 2, 5_000, 1)).toBe(true)
+    held.push(app.inject('/hold/300'))
+    expect(await waitFor(() => app.pgPool.stats().leased === 3)).toBe(true)
+    const refused = await app.inject('/hold/1')
+    expect(refused.statusCode).toBe(503)
+    expect(refused.json()).toMatchObject({ code: 'FST_PG_POOL_QUEUE_FULL' })
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1)
+    expect((await app.inject('/high/1')).statusCode).toBe(503)
+    expect((await Promise.all(held)).map((res) => res.statusCode)).toEqual([200, 200, 200])
+    expect(t.shed).toEqual([
+      { reason: 'queue_full', route: '/hold/:ms' },
+      { reason: 'queue_full', route: '/high/:ms' },
+    ])
+    expect(await waitFor(() => app.pgPool.stats().leased === 0)).toBe(true)
+    expect((await app.inject('/low/1')).statusCode).toBe(200)
+  })
+
+  test('pipelined requests join a shared connection with room instead of being refused', async () => {
+    const t = await start(db.url, { max: 1, maxWaiting: 0, pipelineDepth: 4 })
+    const { app } = t
+    // One at a time, each admitted with the one connection leased (shared) and nobody waiting.
+    const sharing: ReturnType<typeof app.inject>[] = []
+    for (let i = 1; i <= 4; i++) {
+      sharing.push(app.inject('/shared/300'))
+      expect(await waitFor(() => app.pgPool.stats().pipelined === i, 5_000, 1)).toBe(true)
+      expect(app.pgPool.stats()).toMatchObject({ leased: 1, waiting: 0 })
+    }
+    // The connection is full (depth 4): the next pipelined request and an exclusive one are refused.
+    expect((await app.inject('/shared/1')).statusCode).toBe(503)
+    expect((await app.inject('/hold/1')).statusCode).toBe(503)
+    expect((await Promise.all(sharing)).map((res) => res.statusCode)).toEqual([200, 200, 200, 200])
+    expect(t.shed.map((s) => s.reason)).toEqual(['queue_full', 'queue_full'])
+  })
+})
+
 describe('queueing delay', () => {
   test('a standing queue is shed with FST_PG_POOL_OVERLOADED, exempt routes still answer, and admission clears once it drains', async () => {
     // maxWaiting far above the load: every refusal here comes from the delay rule.

@@ -61,6 +61,48 @@ describe('acquireTimeout and maxWaiting', () => {
     expect(app.pgPool.stats()).toMatchObject({ leased: 0, waiting: 0 })
   })
 
+  test('maxWaiting 0: no queue; requests get the connections the pool can still open, then 503 at once', async () => {
+    current = await coreApp(db.url, { max: 3, maxWaiting: 0, acquireTimeout: 5_000 })
+    const { app, applicationName } = current
+    app.get('/hold', async (request) => request.db`select pg_sleep(0.4)`)
+    app.get('/quick', async (request) => request.db`select 1 as one`)
+    // register's warm-up opened one connection; the other two are opened for these requests.
+    expect(app.pgPool.stats()).toMatchObject({ open: 1, idle: 1 })
+    const held = [app.inject('/hold'), app.inject('/hold'), app.inject('/hold')]
+    expect(await waitFor(() => app.pgPool.stats().leased === 3)).toBe(true)
+    expect(await db.running(applicationName, '%pg_sleep%')).toBe(3)
+    const started = Date.now()
+    const refused = await Promise.all([app.inject('/quick'), app.inject('/quick')])
+    expect(Date.now() - started).toBeLessThan(100)
+    for (const res of refused) {
+      expect(res.statusCode).toBe(503)
+      expect(res.headers['retry-after']).toBe('1')
+      expect(res.json()).toMatchObject({ code: 'FST_PG_POOL_QUEUE_FULL' })
+    }
+    expect(app.pgPool.stats()).toMatchObject({ leased: 3, waiting: 0 })
+    expect((await Promise.all(held)).map((r) => r.statusCode)).toEqual([200, 200, 200])
+    expect(await waitFor(() => app.pgPool.stats().leased === 0)).toBe(true)
+    expect((await app.inject('/quick')).statusCode).toBe(200)
+    expect(await db.countConnections(applicationName)).toBe(3)
+  })
+
+  test('a lazy pool with maxWaiting below max serves a burst of max requests: they wait for connections being opened', async () => {
+    current = await coreApp(db.url, { max: 4, maxWaiting: 1, lazy: true, acquireTimeout: 5_000 })
+    const { app, applicationName } = current
+    app.get('/hold', async (request) => request.db`select pg_sleep(0.2)`)
+    expect(app.pgPool.stats()).toMatchObject({ open: 0 })
+    const burst = Array.from({ length: 4 }, () => app.inject('/hold'))
+    expect(await waitFor(() => app.pgPool.stats().waiting === 4, 5_000, 1)).toBe(true)
+    expect(app.pgPool.stats()).toMatchObject({ connecting: 4 })
+    // Every connection the pool may open is taken by a waiter: a fifth request would wait
+    // behind another request's, and one such waiter (maxWaiting) is already there.
+    const fifth = await app.inject('/hold')
+    expect(fifth.statusCode).toBe(503)
+    expect(fifth.json()).toMatchObject({ code: 'FST_PG_POOL_QUEUE_FULL' })
+    expect((await Promise.all(burst)).map((r) => r.statusCode)).toEqual([200, 200, 200, 200])
+    expect(await db.countConnections(applicationName)).toBe(4)
+  })
+
   test('stats report the oldest wait while requests queue', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { createTestDatabase, sleep, type TestDatabase, waitFor } from '../support/database.js'
 import { listen, startRequest } from '../support/http.js'
+import { startTcpProxy } from '../support/tcp-proxy.js'
 import { expectHealthJson, healthApp, probe } from './support.js'
 
 let db: TestDatabase
@@ -227,6 +228,41 @@ describe('saturated pool', () => {
       expect(after.body.status).toBe('pass')
     } finally {
       await app.close()
+    }
+  })
+})
+
+describe('maxWaiting 0', () => {
+  test('a request waiting for a connection being opened does not fail readiness, nor does a pool with every connection leased and nobody waiting', async () => {
+    const proxy = await startTcpProxy(Number(new URL(db.url).port), new URL(db.url).hostname)
+    // The second connection (the pool's first beyond register's) takes 800 ms to open.
+    proxy.connectDelay = (index) => (index === 1 ? 800 : 0)
+    const { app } = await healthApp(proxy.urlFor(db.url), { max: 3, maxWaiting: 0 }, { cacheTime: 0 })
+    app.get('/slow', async (request) => {
+      await request.db`select pg_sleep(1)`
+      return { ok: true }
+    })
+    try {
+      const base = await listen(app)
+      const slow = [startRequest(`${base}/slow`)]
+      expect(await waitFor(() => app.pgPool.stats().leased === 1)).toBe(true)
+      slow.push(startRequest(`${base}/slow`))
+      expect(await waitFor(() => app.pgPool.stats().waiting === 1)).toBe(true)
+      expect(app.pgPool.stats()).toMatchObject({ connecting: 1 })
+      // Before the fix the default fail threshold was max(1, maxWaiting): one waiter failed it.
+      const opening = await probe(base, '/health/ready')
+      expect(opening.status).toBe(200)
+      expect(opening.body.status).toBe('pass')
+      expect(await waitFor(() => app.pgPool.stats().leased === 2)).toBe(true)
+      slow.push(startRequest(`${base}/slow`))
+      expect(await waitFor(() => app.pgPool.stats().leased === 3)).toBe(true)
+      const full = await probe(base, '/health/ready')
+      expect(full.status).toBe(200)
+      expect(full.body.status).toBe('pass')
+      expect(await Promise.all(slow.map((s) => s.done))).toEqual([200, 200, 200])
+    } finally {
+      await app.close()
+      await proxy.close()
     }
   })
 })

@@ -6,6 +6,22 @@ export type PoolRefusal = 'queue_full' | 'queue_delay'
 /** Statements queued on shared connections behind the one each connection runs. */
 const sharedBacklog = (stats: PoolStats): number => Math.max(0, stats.sharedQueries - stats.shared)
 
+/**
+ * Requests that may wait (the core's queue cap): `maxWaiting`, or while fewer than `max`
+ * connections are leased, as many as the pool can still open connections for.
+ */
+const queueCap = (stats: PoolStats): number => Math.max(stats.maxWaiting, stats.max - stats.leased)
+
+/**
+ * The core would refuse any request now (`FST_PG_POOL_QUEUE_FULL`). With `maxWaiting: 0`, a
+ * request that finds nobody waiting and room on a shared connection may be pipelined: the core
+ * decides.
+ */
+function queueFull(stats: PoolStats, pipelineDepth: number): boolean {
+  if (stats.waiting < queueCap(stats)) return false
+  return stats.waiting > 0 || stats.pipelined >= stats.shared * pipelineDepth
+}
+
 /** The options the pool-pressure decision reads. */
 export type AdmissionSettings = Pick<
   ResolvedBackpressureOptions,
@@ -15,7 +31,8 @@ export type AdmissionSettings = Pick<
 /**
  * The pool-pressure decision. Three signals, all read synchronously:
  *
- * - the queue cap (`maxWaiting`), which nobody passes;
+ * - the queue cap (`maxWaiting`, or the connections the pool can still open when more), which
+ *   nobody passes;
  * - the expected wait of an arriving request, by Little's law: the requests queued ahead of it
  *   (waiting for a connection, or queued on a shared connection behind another pipelined
  *   request's statement) over the rate the pool drains them: the faster of `max` over the mean
@@ -79,8 +96,8 @@ export class Admission {
   /** Why a request of `priority` must be refused now, or undefined to admit it. */
   check(priority: Priority, now: number): PoolRefusal | undefined {
     const stats = this.#view.stats()
-    const { waiting, maxWaiting } = stats
-    if (maxWaiting === 0 ? stats.leased >= stats.max : waiting >= maxWaiting) return this.#refuse('queue_full', now)
+    const { waiting } = stats
+    if (queueFull(stats, this.#view.options.pipelineDepth)) return this.#refuse('queue_full', now)
     const queuedShares = sharedBacklog(stats)
     const queued = waiting + queuedShares
     // While the pool opens connections, and for an interval after the last one opened, the
@@ -92,7 +109,8 @@ export class Admission {
     if (now < this.#settlingUntil) {
       this.#sharedQueueMs = 0
       this.#firstAbove = undefined
-      if (priority === 'low' && waiting >= Math.ceil(maxWaiting / 2)) return this.#refuse('queue_full', now)
+      if (priority === 'low' && queued > 0 && waiting >= Math.ceil(queueCap(stats) / 2))
+        return this.#refuse('queue_full', now)
       return undefined
     }
     if (queued === 0) {
@@ -106,7 +124,7 @@ export class Admission {
     const overloaded = this.#state(now)
     const expected = drain === 0 ? 0 : queued / drain
     if (priority === 'low') {
-      if (waiting >= Math.ceil(maxWaiting / 2)) return this.#refuse('queue_full', now)
+      if (waiting >= Math.ceil(queueCap(stats) / 2)) return this.#refuse('queue_full', now)
       if (overloaded || expected > this.#settings.target || stats.oldestWaitMs > this.#settings.target) {
         return this.#refuse('queue_delay', now)
       }

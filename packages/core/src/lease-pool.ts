@@ -189,6 +189,15 @@ export class LeasePool extends EventEmitter<PoolEvents> {
     return slot
   }
 
+  /**
+   * Waiters allowed now: `maxWaiting`, or more while fewer connections are leased than `max`.
+   * A request waiting for a connection the pool opens for it waits for no other request: with
+   * `maxWaiting: 0` (no queue) or a cold pool, refusing it would refuse a pool with room.
+   */
+  #queueCap(): number {
+    return Math.max(this.options.maxWaiting, this.options.max - this.#owners.size - this.#shared.size)
+  }
+
   /** The usable shared connection with the fewest holders, below pipelineDepth. */
   #leastShared(): ConnectionSlot | undefined {
     let best: ConnectionSlot | undefined
@@ -220,7 +229,7 @@ export class LeasePool extends EventEmitter<PoolEvents> {
     if (now !== undefined) return Promise.resolve(now)
     if (this.#closing) return this.#refuse(new errors.FST_PG_POOL_CLOSED(), 'rejected')
     if (signal?.aborted) return this.#refuse(new errors.FST_PG_POOL_ABORTED(), 'aborted')
-    if (this.#waiters.length >= this.options.maxWaiting) {
+    if (this.#waiters.length >= this.#queueCap()) {
       return this.#refuse(new errors.FST_PG_POOL_QUEUE_FULL(this.options.maxWaiting), 'rejected')
     }
     return new Promise<ConnectionSlot>((resolve, reject) => {

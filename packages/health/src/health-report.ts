@@ -64,7 +64,9 @@ function withOutput<T extends HealthCheck>(check: Omit<T, 'output'>, output: str
 }
 
 export function connectionsCheck(stats: PoolStats, options: ResolvedHealthOptions, time: string): ConnectionsCheck {
-  const failAt = options.failWaiting ?? Math.max(1, stats.maxWaiting)
+  // By default, where the core refuses new requests: its queue cap, never below the connections
+  // the pool can still open (requests waiting for those wait for no one).
+  const failAt = options.failWaiting ?? Math.max(1, stats.maxWaiting, stats.max - stats.leased)
   let status: HealthStatus = 'pass'
   let output: string | undefined
   if (failAt > 0 && stats.waiting >= failAt) {

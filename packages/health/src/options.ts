@@ -28,7 +28,8 @@ export interface PgPoolHealthOptions {
   warnWaiting?: number
   /**
    * Waiting acquires from which readiness is `fail` (503). 0 disables.
-   * Default: the pool's `maxWaiting` (at least 1): the queue is full and new requests are refused anyway.
+   * Default: the pool's `maxWaiting` (at least 1, and never below the connections the pool can still
+   * open, as in the core): the queue is full and new requests are refused anyway.
    */
   failWaiting?: number
   /**
