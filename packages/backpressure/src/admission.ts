@@ -84,8 +84,9 @@ export class Admission {
     this.#sojourn(Math.max(waitMs, this.#sharedQueueMs), now)
   }
 
-  readonly onRelease = (heldMs: number): void => {
-    this.#heldSum += heldMs
+  /** `stalledMs`: how much of the hold the event loop was stalled (see StallClock). */
+  readonly onRelease = (heldMs: number, stalledMs = 0): void => {
+    this.#heldSum += Math.max(0, heldMs - stalledMs)
     this.#heldCount++
   }
 

@@ -11,6 +11,7 @@ import {
   resolveOptions,
   routePriority,
 } from './options.js'
+import { StallClock } from './stall-clock.js'
 
 const CONTENT_TYPE = 'application/json; charset=utf-8'
 
@@ -23,12 +24,18 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
   const options = resolveOptions(opts)
   const view = app.pgPool
   const admission = new Admission(view, options, performance.now())
+  const stalls = new StallClock()
   const onAcquire = (waitMs: number) => admission.onAcquire(waitMs, performance.now())
+  const onRelease = (heldMs: number) => {
+    const now = performance.now()
+    admission.onRelease(heldMs, stalls.within(now - heldMs, now))
+  }
   view.on('acquire', onAcquire)
-  view.on('release', admission.onRelease)
+  view.on('release', onRelease)
   app.addHook('onClose', (_app, done) => {
+    stalls.stop()
     view.off('acquire', onAcquire)
-    view.off('release', admission.onRelease)
+    view.off('release', onRelease)
     done()
   })
 
