@@ -24,8 +24,15 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
   const options = resolveOptions(opts)
   const view = app.pgPool
   const admission = new Admission(view, options, performance.now())
-  const stalls = new StallClock()
-  const onAcquire = (waitMs: number) => admission.onAcquire(waitMs, performance.now())
+  const stalls = new StallClock(() => {
+    const stats = view.stats()
+    return stats.leased > 0 || stats.waiting > 0
+  })
+  const onAcquire = (waitMs: number) => {
+    const now = performance.now()
+    stalls.wake(now)
+    admission.onAcquire(waitMs, now)
+  }
   const onRelease = (heldMs: number) => {
     const now = performance.now()
     admission.onRelease(heldMs, stalls.within(now - heldMs, now))

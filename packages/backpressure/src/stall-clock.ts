@@ -12,17 +12,28 @@ const KEEP = 32
  * pool drains as fast as before once the process runs again: admission takes stall time out of
  * hold times, so one stall does not read as a pool that got several times slower (it refused a
  * healthy load through every GC pause).
+ *
+ * The timer runs only while `busy()` says the pool has work, started again by `wake()`: an idle
+ * service is not woken 100 times a second, and V8 can see it idle (its memory reducer does).
  */
 export class StallClock {
-  readonly #timer: NodeJS.Timeout
-  #lastTick: number
+  readonly #busy: () => boolean
+  #timer: NodeJS.Timeout | undefined
+  #lastTick = 0
   /** Ring of the last stalls, [start, end] in performance.now() ms. */
   readonly #starts = new Float64Array(KEEP)
   readonly #ends = new Float64Array(KEEP)
   #next = 0
   #count = 0
+  #stopped = false
 
-  constructor(now = performance.now()) {
+  constructor(busy: () => boolean) {
+    this.#busy = busy
+  }
+
+  /** Starts the timer if it is not running (the pool got work). */
+  wake(now = performance.now()): void {
+    if (this.#timer !== undefined || this.#stopped) return
     this.#lastTick = now
     this.#timer = setInterval(this.#tick, PERIOD_MS).unref()
   }
@@ -37,6 +48,10 @@ export class StallClock {
       this.#count = Math.min(KEEP, this.#count + 1)
     }
     this.#lastTick = now
+    if (!this.#busy()) {
+      clearInterval(this.#timer)
+      this.#timer = undefined
+    }
   }
 
   /**
@@ -47,7 +62,7 @@ export class StallClock {
   within(since: number, now: number): number {
     let stalled = 0
     const due = this.#lastTick + PERIOD_MS
-    if (now - due > MIN_STALL_MS) stalled += now - Math.max(due, since)
+    if (this.#timer !== undefined && now - due > MIN_STALL_MS) stalled += now - Math.max(due, since)
     for (let i = 1; i <= this.#count; i++) {
       const at = (this.#next - i + KEEP) % KEEP
       const end = this.#ends[at] as number
@@ -58,6 +73,8 @@ export class StallClock {
   }
 
   stop(): void {
+    this.#stopped = true
     clearInterval(this.#timer)
+    this.#timer = undefined
   }
 }
