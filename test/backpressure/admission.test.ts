@@ -1,3 +1,4 @@
+import type { LightMyRequestResponse } from 'fastify'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { createTestDatabase, sleep, type TestDatabase, waitFor } from '../support/database.js'
 import { startTcpProxy } from '../support/tcp-proxy.js'
@@ -122,7 +123,7 @@ describe('maxWaiting 0 (no queue)', () => {
     const t = await start(db.url, { max: 1, maxWaiting: 0, pipelineDepth: 4 })
     const { app } = t
     // One at a time, each admitted with the one connection leased (shared) and nobody waiting.
-    const sharing: ReturnType<typeof app.inject>[] = []
+    const sharing: Promise<LightMyRequestResponse>[] = []
     for (let i = 1; i <= 4; i++) {
       sharing.push(app.inject('/shared/300'))
       expect(await waitFor(() => app.pgPool.stats().pipelined === i, 5_000, 1)).toBe(true)
