@@ -106,12 +106,7 @@ export class Admission {
     // times seen are the first statements on new connections: the delay signals would shed a
     // burst that meets a cold pool (in the benchmark, a fresh process under 64 clients refused up
     // to 298 requests in its first half second). Only the caps apply then.
-    // Only while the pool is mostly being opened (a cold start, or after every connection
-    // closed): one connection replacing another among ready ones leaves the queue behind those,
-    // and settling then let a retry storm fill the queue to its cap (S2, 2xx p99 360 ms).
-    if (stats.connecting > 0 && stats.open - stats.connecting < stats.connecting) {
-      this.#settlingUntil = now + this.#settings.interval
-    }
+    if (stats.connecting > 0) this.#settlingUntil = now + this.#settings.interval
     if (now < this.#settlingUntil) {
       this.#sharedQueueMs = 0
       this.#firstAbove = undefined
