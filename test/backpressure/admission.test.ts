@@ -347,6 +347,48 @@ describe('cold pool', () => {
   })
 })
 
+describe('a warm pool opening a connection', () => {
+  test('an overload that makes it open one more connection is held to maxDelay of work meanwhile, not queued to the cap', async () => {
+    const proxy = await startTcpProxy(Number(new URL(db.url).port))
+    try {
+      // The first three connections open at once, the fourth takes 400 ms.
+      proxy.connectDelay = (index) => (index < 3 ? 0 : 400)
+      const started = await start(proxy.urlFor(db.url), { max: 4, maxWaiting: 100 })
+      const { app, shed } = started
+      // A steady load on three connections: the pool knows its hold time (20 ms).
+      const connectingAtRefusal: number[] = []
+      app.pgPool.on('shed', () => connectingAtRefusal.push(app.pgPool.stats().connecting))
+      const steady = closedLoop(app, '/hold/20', 3, 900, () => {})
+      await sleep(400)
+      expect(app.pgPool.stats().open).toBe(3)
+      expect(shed).toEqual([])
+      // 60 more, one per millisecond: 4 connections drain one per 5 ms, so maxDelay (60 ms) is
+      // 12 queued.
+      const burst = Promise.all(
+        Array.from({ length: 60 }, async (_, i) => {
+          await sleep(i)
+          return app.inject('/hold/20')
+        }),
+      )
+      const mostWaiting = await sampleWaiting(started, burst)
+      const answers = await burst
+      await steady
+      const refused = answers.filter((res) => res.statusCode === 503)
+      expect(answers.filter((res) => res.statusCode === 200).length + refused.length).toBe(60)
+      expect(refused.length).toBeGreaterThan(30)
+      expect(refused.every((res) => res.json().code === 'FST_PG_POOL_OVERLOADED')).toBe(true)
+      expect(shed.every((s) => s.reason === 'queue_delay')).toBe(true)
+      // Refused while the fourth connection was being opened (the settling period).
+      expect(connectingAtRefusal.length).toBeGreaterThan(0)
+      expect(connectingAtRefusal.every((n) => n === 1)).toBe(true)
+      expect(mostWaiting).toBeLessThanOrEqual(16)
+      expect(proxy.accepted).toBe(4)
+    } finally {
+      await proxy.close()
+    }
+  })
+})
+
 describe('retry storm', () => {
   /** Clients that retry at once on 503; resolves with the latency of every 503. */
   async function storm(t: BackpressureApp, clients: number, durationMs: number): Promise<number[]> {

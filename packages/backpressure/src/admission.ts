@@ -44,8 +44,8 @@ export type AdmissionSettings = Pick<
  *   (a busy but healthy pool) never trips it, however long its peaks.
  *
  * A normal request is refused when its expected wait exceeds `maxDelay`, or `target` while
- * overloaded; neither while the pool opens connections (and an interval after), when waits are
- * connection setup. The overloaded state ends once a request got its connection within `target`
+ * overloaded; while the pool opens connections (and an interval after), when waits are
+ * connection setup, only when the work queued exceeds `maxDelay` at the drain rate measured before. The overloaded state ends once a request got its connection within `target`
  * and nothing was refused for an interval. A request that finds nobody waiting is always
  * admitted (it waits for one lease at most), so the pool is never idle while work arrives.
  */
@@ -71,6 +71,8 @@ export class Admission {
   #sharedQueueMs = 0
   /** Until when waits are put down to connections being opened (see `check`). */
   #settlingUntil = Number.NEGATIVE_INFINITY
+  /** The drain rate at the last check outside settling; 0 before one. */
+  #steadyDrain = 0
 
   constructor(view: PgPoolView, settings: AdmissionSettings, now: number) {
     this.#view = view
@@ -105,20 +107,27 @@ export class Admission {
     // requests queued wait for those connections, not behind a standing queue, and the hold
     // times seen are the first statements on new connections: the delay signals would shed a
     // burst that meets a cold pool (in the benchmark, a fresh process under 64 clients refused up
-    // to 298 requests in its first half second). Only the caps apply then.
+    // to 298 requests in its first half second). Only the caps apply then, and the work queued
+    // is held to maxDelay (target for low priority) at the drain rate last measured outside
+    // settling (none on a cold pool, whose first leases are slow): a busy pool that opens one more
+    // connection in an overload would otherwise queue up to its cap for as long as the connection
+    // takes (in the benchmark's retry storm, 172 requests, 360 ms of work).
     if (stats.connecting > 0) this.#settlingUntil = now + this.#settings.interval
     if (now < this.#settlingUntil) {
       this.#sharedQueueMs = 0
       this.#firstAbove = undefined
-      if (priority === 'low' && queued > 0 && waiting >= Math.ceil(queueCap(stats) / 2))
-        return this.#refuse('queue_full', now)
+      if (priority === 'high' || queued === 0) return undefined
+      if (priority === 'low' && waiting >= Math.ceil(queueCap(stats) / 2)) return this.#refuse('queue_full', now)
+      const bound = priority === 'low' ? this.#settings.target : this.#settings.maxDelay
+      if (this.#steadyDrain > 0 && queued / this.#steadyDrain > bound) return this.#refuse('queue_delay', now)
       return undefined
     }
+    const drain = this.#drainPerMs(now)
+    this.#steadyDrain = drain
     if (queued === 0) {
       this.#sharedQueueMs = 0
       return undefined
     }
-    const drain = this.#drainPerMs(now)
     this.#sharedQueueMs = drain === 0 ? 0 : queuedShares / drain
     if (priority === 'high') return undefined
     this.#sojourn(Math.max(stats.oldestWaitMs, this.#sharedQueueMs), now, true)
