@@ -232,29 +232,32 @@ describe('queueing delay', () => {
 })
 
 describe('event-loop stalls', () => {
-  test('a healthy load is not refused because the process stalled (60 ms every 300 ms)', async () => {
+  test('a healthy load is not refused because the process stalled (200 ms every 500 ms)', async () => {
     const { app, shed } = await start(db.url, { max: 5 })
+    // 15 clients on 5 connections held 10 ms each: 10 wait about 20 ms, half of target. The route
+    // is slow enough that the test is not CPU-bound, so the waits do not depend on the machine.
     // Warmed up first (a cold process serves its first requests far slower than it will, and
     // admission rightly sees their queue as a long wait), learning the hold time without stalls.
-    await closedLoop(app, '/hold/1', 50, 500, () => {})
+    await closedLoop(app, '/hold/10', 15, 500, () => {})
     shed.length = 0
     const statuses = new Map<number, number>()
     let stalls = 0
     // A synchronous stall, as a long GC pause or a CPU-heavy handler elsewhere in the app makes:
     // the leases in flight are held through it, but the pool drains as fast as before after it.
+    // Counted as hold time, the five 200 ms holds would read as a pool four times slower.
     const stall = setInterval(() => {
       stalls++
-      const until = performance.now() + 60
+      const until = performance.now() + 200
       while (performance.now() < until);
-    }, 300)
+    }, 500)
     try {
-      await closedLoop(app, '/hold/1', 50, 1_800, (res) => {
+      await closedLoop(app, '/hold/10', 15, 2_300, (res) => {
         statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1)
       })
     } finally {
       clearInterval(stall)
     }
-    expect(stalls).toBeGreaterThanOrEqual(4)
+    expect(stalls).toBeGreaterThanOrEqual(3)
     expect(shed).toEqual([])
     expect([...statuses.keys()]).toEqual([200])
   })
