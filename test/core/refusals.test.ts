@@ -67,9 +67,10 @@ describe('acquireTimeout and maxWaiting', () => {
     app.get('/hold', async (request) => request.db`select pg_sleep(0.4)`)
     app.get('/quick', async (request) => request.db`select 1 as one`)
     // register's warm-up opened one connection; the other two are opened for these requests.
-    expect(app.pgPool.stats()).toMatchObject({ open: 1, idle: 1 })
+    expect(app.pgPool.stats()).toMatchObject({ open: 1, idle: 1, maxWaiting: 0, waitingCap: 3 })
     const held = [app.inject('/hold'), app.inject('/hold'), app.inject('/hold')]
     expect(await waitFor(() => app.pgPool.stats().leased === 3)).toBe(true)
+    expect(app.pgPool.stats().waitingCap).toBe(0)
     expect(await db.running(applicationName, '%pg_sleep%')).toBe(3)
     const started = Date.now()
     const refused = await Promise.all([app.inject('/quick'), app.inject('/quick')])

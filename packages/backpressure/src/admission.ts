@@ -7,18 +7,12 @@ export type PoolRefusal = 'queue_full' | 'queue_delay'
 const sharedBacklog = (stats: PoolStats): number => Math.max(0, stats.sharedQueries - stats.shared)
 
 /**
- * Requests that may wait (the core's queue cap): `maxWaiting`, or while fewer than `max`
- * connections are leased, as many as the pool can still open connections for.
- */
-const queueCap = (stats: PoolStats): number => Math.max(stats.maxWaiting, stats.max - stats.leased)
-
-/**
  * The core would refuse any request now (`FST_PG_POOL_QUEUE_FULL`). With `maxWaiting: 0`, a
  * request that finds nobody waiting and room on a shared connection may be pipelined: the core
  * decides.
  */
 function queueFull(stats: PoolStats, pipelineDepth: number): boolean {
-  if (stats.waiting < queueCap(stats)) return false
+  if (stats.waiting < stats.waitingCap) return false
   return stats.waiting > 0 || stats.pipelined >= stats.shared * pipelineDepth
 }
 
@@ -31,8 +25,7 @@ export type AdmissionSettings = Pick<
 /**
  * The pool-pressure decision. Three signals, all read synchronously:
  *
- * - the queue cap (`maxWaiting`, or the connections the pool can still open when more), which
- *   nobody passes;
+ * - the queue cap (`stats.waitingCap`), which nobody passes;
  * - the expected wait of an arriving request, by Little's law: the requests queued ahead of it
  *   (waiting for a connection, or queued on a shared connection behind another pipelined
  *   request's statement) over the rate the pool drains them: the faster of `max` over the mean
@@ -117,7 +110,7 @@ export class Admission {
       this.#sharedQueueMs = 0
       this.#firstAbove = undefined
       if (priority === 'high' || queued === 0) return undefined
-      if (priority === 'low' && waiting >= Math.ceil(queueCap(stats) / 2)) return this.#refuse('queue_full', now)
+      if (priority === 'low' && waiting >= Math.ceil(stats.waitingCap / 2)) return this.#refuse('queue_full', now)
       const bound = priority === 'low' ? this.#settings.target : this.#settings.maxDelay
       if (this.#steadyDrain > 0 && queued / this.#steadyDrain > bound) return this.#refuse('queue_delay', now)
       return undefined
@@ -134,7 +127,7 @@ export class Admission {
     const overloaded = this.#state(now)
     const expected = drain === 0 ? 0 : queued / drain
     if (priority === 'low') {
-      if (waiting >= Math.ceil(queueCap(stats) / 2)) return this.#refuse('queue_full', now)
+      if (waiting >= Math.ceil(stats.waitingCap / 2)) return this.#refuse('queue_full', now)
       if (overloaded || expected > this.#settings.target || stats.oldestWaitMs > this.#settings.target) {
         return this.#refuse('queue_delay', now)
       }

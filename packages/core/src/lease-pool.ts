@@ -43,8 +43,13 @@ export interface PoolStats {
   readonly sharedQueries: number
   /** Acquires waiting in the queue. */
   readonly waiting: number
-  /** Queue cap: past it, acquires are refused at once. */
+  /** The configured queue cap (`pool.maxWaiting`). */
   readonly maxWaiting: number
+  /**
+   * Waiters allowed now: `maxWaiting`, or while fewer than `max` connections are leased, as many
+   * as the pool can still open connections for. Past it, acquires are refused at once.
+   */
+  readonly waitingCap: number
   /** How long the oldest waiter has waited, ms (0 when nobody waits). */
   readonly oldestWaitMs: number
   /** False once the pool started closing. */
@@ -157,6 +162,7 @@ export class LeasePool extends EventEmitter<PoolEvents> {
       sharedQueries: this.sharedQueries,
       waiting: this.#waiters.length,
       maxWaiting: this.options.maxWaiting,
+      waitingCap: this.#queueCap(),
       oldestWaitMs: head ? Date.now() - head.since : 0,
       accepting: !this.#closing,
     }

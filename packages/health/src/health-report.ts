@@ -66,7 +66,7 @@ function withOutput<T extends HealthCheck>(check: Omit<T, 'output'>, output: str
 export function connectionsCheck(stats: PoolStats, options: ResolvedHealthOptions, time: string): ConnectionsCheck {
   // By default, where the core refuses new requests: its queue cap, never below the connections
   // the pool can still open (requests waiting for those wait for no one).
-  const failAt = options.failWaiting ?? Math.max(1, stats.maxWaiting, stats.max - stats.leased)
+  const failAt = options.failWaiting ?? Math.max(1, stats.waitingCap)
   let status: HealthStatus = 'pass'
   let output: string | undefined
   if (failAt > 0 && stats.waiting >= failAt) {

@@ -28,8 +28,9 @@ export interface PgPoolHealthOptions {
   warnWaiting?: number
   /**
    * Waiting acquires from which readiness is `fail` (503). 0 disables.
-   * Default: the pool's `maxWaiting` (at least 1, and never below the connections the pool can still
-   * open, as in the core): the queue is full and new requests are refused anyway.
+   * Default: the pool's queue cap now, `stats().waitingCap` (at least 1): `maxWaiting`, or the
+   * connections the pool can still open when more. The queue is full and new requests are refused
+   * anyway.
    */
   failWaiting?: number
   /**
@@ -66,7 +67,7 @@ export interface ResolvedHealthOptions {
   readonly pingWarn: number
   readonly cacheTime: number
   readonly warnWaiting: number
-  /** undefined: the pool's maxWaiting. */
+  /** undefined: the pool's waitingCap. */
   readonly failWaiting: number | undefined
   readonly requireDatabase: RequireDatabase
   readonly details: HealthDetails
