@@ -1,7 +1,7 @@
 // `npm run bench`: real HTTP load against one server process per variant, variants alternated
 // round by round in one run, on embedded PostgreSQL (or DATABASE_URL). Prints each target as
 // PASS/FAIL and writes docs/benchmarks.md and the charts under docs/.
-// Knobs: BENCH_DURATION (ms per measurement, default 3000), BENCH_ROUNDS (default 3; S1 has its
+// Knobs: BENCH_DURATION (ms per measurement, default 3000), BENCH_ROUNDS (default 5; S1 has its
 // own, BENCH_S1_ROUNDS (9) of BENCH_S1_DURATION ms (1500)),
 // BENCH_ONLY (comma list of S0,S1,S2o,S2).
 import { spawn } from 'node:child_process'
@@ -18,7 +18,7 @@ import { medianOf, pairedRatio, totalOver } from './stats.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const durationMs = Number(process.env.BENCH_DURATION ?? 3_000)
-const rounds = Number(process.env.BENCH_ROUNDS ?? 3)
+const rounds = Number(process.env.BENCH_ROUNDS ?? 5)
 // S1 measures throughput, which drifts with the shared machine by tens of percent within a
 // minute: many short rounds, medians of per-round ratios (BENCH_S1_ROUNDS, BENCH_S1_DURATION).
 const S1_ROUNDS = Number(process.env.BENCH_S1_ROUNDS ?? 9)
