@@ -37,8 +37,9 @@ export type AdmissionSettings = Pick<
  *   (a busy but healthy pool) never trips it, however long its peaks.
  *
  * A normal request is refused when its expected wait exceeds `maxDelay`, or `target` while
- * overloaded; while the pool opens connections (and an interval after), when waits are
- * connection setup, only when the work queued exceeds `maxDelay` at the drain rate measured before. The overloaded state ends once a request got its connection within `target`
+ * overloaded. While the pool opens connections (and an interval after), when waits are
+ * connection setup, it is refused only when the work queued exceeds `maxDelay` at the drain rate
+ * measured before. The overloaded state ends once a request got its connection within `target`
  * and nothing was refused for an interval. A request that finds nobody waiting is always
  * admitted (it waits for one lease at most), so the pool is never idle while work arrives.
  */
