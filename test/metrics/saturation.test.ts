@@ -56,8 +56,10 @@ describe('scraping a saturated pool', () => {
       // Under 50 ms as the server measures it. Seen from the client, the machine's own stalls
       // add to that (the slowest of ten was 51 ms once in CI; here the client's 14.6 ms was the
       // server's 1.1), so the client's bound is that no scrape queued behind the 1.5 s leases.
+      // served[0] is the warm-up scrape, before the pool was saturated and on a cold process
+      // (60 ms once in CI, on a loaded machine): not what this test bounds.
       expect(served).toHaveLength(11)
-      expect(Math.max(...served)).toBeLessThan(50)
+      expect(Math.max(...served.slice(1))).toBeLessThan(50)
       expect(Math.max(...timings)).toBeLessThan(1_000)
 
       for (const request of requests) request.abort()
