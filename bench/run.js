@@ -3,7 +3,8 @@
 // PASS/FAIL and writes docs/benchmarks.md and the charts under docs/.
 // Knobs: BENCH_DURATION (ms per measurement, default 3000), BENCH_ROUNDS (default 5; S1 has its
 // own, BENCH_S1_ROUNDS (9) of BENCH_S1_DURATION ms (1500)),
-// BENCH_ONLY (comma list of S0,S1,S2o,S2).
+// BENCH_ONLY (comma list of S0,S1,S2o,S2) and BENCH_LOADS (S2o's loads) narrow a run, which then
+// leaves docs/ alone; BENCH_VARIANTS (a comma list) skips the targets too.
 import { spawn } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import http from 'node:http'
@@ -210,6 +211,10 @@ async function openLoopOverload(base, variant, factor) {
     floorP99: floor?.sent99,
     // The server's garbage collection while the requests were sent and answered.
     gcPauses: after.gcCount - before.gcCount,
+    gcByKind: Object.entries(after.gcByKind)
+      .map(([kind, n]) => [kind, n - (before.gcByKind[kind] ?? 0)])
+      .filter(([, n]) => n > 0),
+    newSpaceMB: [before.newSpaceMB, after.newSpaceMB],
     gcLongestMs: after.gcLongest.ms,
     gcLongestKind: after.gcLongest.kind,
     factor,
@@ -333,7 +338,7 @@ async function main() {
               runs[factor] ??= {}
               push(runs[factor], variant, r)
               log(
-                `S2o round ${round + 1} ${factor}× ${variant}: goodput ${fmt(r.goodput)} req/s, 2xx p99 ${fmt(r.ok99)} ms, 503 ${r.refused} (p99 ${fmt(r.refused99, 1)} ms${r.floorP99 === undefined ? '' : `; /health/live at the same rate after: p99 ${fmt(r.floorP99, 1)} ms`}), unanswered ${r.unanswered}, waiters max ${r.waitersMax}, /health/live max ${fmt(r.liveMax, 1)} ms, /metrics max ${fmt(r.metricsMax, 1)} ms, generator lag p99 ${fmt(r.lagP99, 1)} ms, server GC ${r.gcPauses} pauses, longest ${fmt(r.gcLongestMs, 1)} ms (${r.gcLongestKind})`,
+                `S2o round ${round + 1} ${factor}× ${variant}: goodput ${fmt(r.goodput)} req/s, 2xx p99 ${fmt(r.ok99)} ms, 503 ${r.refused} (p99 ${fmt(r.refused99, 1)} ms${r.floorP99 === undefined ? '' : `; /health/live at the same rate after: p99 ${fmt(r.floorP99, 1)} ms`}), unanswered ${r.unanswered}, waiters max ${r.waitersMax}, /health/live max ${fmt(r.liveMax, 1)} ms, /metrics max ${fmt(r.metricsMax, 1)} ms, generator lag p99 ${fmt(r.lagP99, 1)} ms, server GC ${r.gcPauses} pauses (${r.gcByKind.map(([kind, n]) => `${n} ${kind}`).join(', ')}; young generation ${r.newSpaceMB.map((mb) => fmt(mb, 1)).join(' → ')} MB), longest ${fmt(r.gcLongestMs, 1)} ms (${r.gcLongestKind})`,
               )
             }
           }
@@ -388,6 +393,12 @@ async function main() {
   const saved = join(os.tmpdir(), `fastify-pg-pool-bench-${startedAt.getTime()}.json`)
   await writeFile(saved, JSON.stringify({ ...results, lines }))
   log(`results saved in ${saved}`)
+  // A run narrowed to some scenarios or loads would leave most of the page empty or stale: it
+  // leaves docs/ alone (\`--report FILE\` writes them from its results on purpose).
+  if (process.env.BENCH_ONLY !== undefined || process.env.BENCH_LOADS !== undefined) {
+    log('BENCH_ONLY or BENCH_LOADS narrowed this run: docs/ left as they were')
+    return
+  }
   const files = await writeReport(results, { variants, lines })
   log(`\nwrote ${files.join(', ')}`)
 }

@@ -9,6 +9,7 @@
 // fastify-postgres. BENCH_TRACE=1 prints waits, holds, refusals, event-loop delay and GC.
 // Prints {"port":N} on stdout once listening.
 import { constants, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks'
+import v8 from 'node:v8'
 import Fastify from 'fastify'
 
 const variant = process.env.VARIANT
@@ -143,7 +144,7 @@ if (variant === 'suite' || variant === 'suite-exclusive' || variant === 'suite-o
 if (!app.hasRoute({ method: 'GET', url: '/health/live' })) app.get('/health/live', async () => ({ status: 'ok' }))
 if (!app.hasRoute({ method: 'GET', url: '/stats' })) app.get('/stats', async () => ({ waiting: waiting() }))
 
-const gc = { count: 0, ms: 0, maxMs: 0 }
+const gc = { count: 0, ms: 0, maxMs: 0, byKind: {} }
 // The longest GC pause since the previous read of /cpu, and its kind.
 let longestSinceRead = 0
 let longestKind = 'none'
@@ -158,9 +159,11 @@ new PerformanceObserver((list) => {
     gc.count++
     gc.ms += entry.duration
     gc.maxMs = Math.max(gc.maxMs, entry.duration)
+    const kind = gcKinds[entry.detail?.kind] ?? 'other'
+    gc.byKind[kind] = (gc.byKind[kind] ?? 0) + 1
     if (entry.duration > longestSinceRead) {
       longestSinceRead = entry.duration
-      longestKind = gcKinds[entry.detail?.kind] ?? 'other'
+      longestKind = kind
     }
   }
 }).observe({ entryTypes: ['gc'] })
@@ -169,7 +172,17 @@ app.get('/cpu', { config: { db: false } }, async () => {
   const gcLongest = { ms: longestSinceRead, kind: longestKind }
   longestSinceRead = 0
   longestKind = 'none'
-  return { cpuMs: (user + system) / 1000, gcCount: gc.count, gcMs: gc.ms, gcLongest, shed: { ...shedCounts } }
+  // The young generation's size now (V8 grows and shrinks it): scavenges come once per half of it allocated.
+  const newSpace = v8.getHeapSpaceStatistics().find((space) => space.space_name === 'new_space')
+  return {
+    cpuMs: (user + system) / 1000,
+    gcCount: gc.count,
+    gcByKind: { ...gc.byKind },
+    gcMs: gc.ms,
+    gcLongest,
+    newSpaceMB: (newSpace?.space_size ?? 0) / 2 ** 20,
+    shed: { ...shedCounts },
+  }
 })
 
 await app.listen({ port: 0, host: '127.0.0.1' })
