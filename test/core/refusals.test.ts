@@ -71,7 +71,8 @@ describe('acquireTimeout and maxWaiting', () => {
     const held = [app.inject('/hold'), app.inject('/hold'), app.inject('/hold')]
     expect(await waitFor(() => app.pgPool.stats().leased === 3)).toBe(true)
     expect(app.pgPool.stats().waitingCap).toBe(0)
-    expect(await db.running(applicationName, '%pg_sleep%')).toBe(3)
+    // Leased is counted before the statements reach the server (through PgBouncer, a moment later).
+    expect(await waitFor(async () => (await db.running(applicationName, '%pg_sleep%')) === 3)).toBe(true)
     const started = Date.now()
     const refused = await Promise.all([app.inject('/quick'), app.inject('/quick')])
     expect(Date.now() - started).toBeLessThan(100)
