@@ -394,7 +394,7 @@ async function main() {
   await writeFile(saved, JSON.stringify({ ...results, lines }))
   log(`results saved in ${saved}`)
   // A run narrowed to some scenarios or loads would leave most of the page empty or stale: it
-  // leaves docs/ alone (\`--report FILE\` writes them from its results on purpose).
+  // leaves docs/ alone (`--report FILE` writes them from its results on purpose).
   if (process.env.BENCH_ONLY !== undefined || process.env.BENCH_LOADS !== undefined) {
     log('BENCH_ONLY or BENCH_LOADS narrowed this run: docs/ left as they were')
     return
