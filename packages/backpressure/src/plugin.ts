@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks'
 import underPressure from '@fastify/under-pressure'
+import { channels } from '@fastify-pg-pool/core'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { Admission, type PoolRefusal } from './admission.js'
@@ -92,7 +93,9 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
     const now = performance.now()
     const refusal = admission.check(priority, now)
     if (refusal === undefined) return done()
-    view.shed(refusal, request.routeOptions.url ?? 'unknown')
+    const route = request.routeOptions.url ?? 'unknown'
+    view.shed(refusal, route)
+    if (channels.refusal.hasSubscribers) channels.refusal.publish({ pool: view, route, reason: refusal, request })
     const delay = admission.refusalDelay(now)
     const retryAfter = admission.retryAfter(now)
     if (delay === 0) return refuse(reply, bodies[refusal], retryAfter)
@@ -130,7 +133,9 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
       // request through (exempt routes); a returned body is sent as the reply.
       pressureHandler: (request: FastifyRequest, reply: FastifyReply, type: string) => {
         if (priorityOf(request) === null) return undefined
-        view.shed('process', request.routeOptions.url ?? 'unknown')
+        const route = request.routeOptions.url ?? 'unknown'
+        view.shed('process', route)
+        if (channels.refusal.hasSubscribers) channels.refusal.publish({ pool: view, route, reason: 'process', request })
         reply.code(503).header('retry-after', processRetryAfter).header('content-type', CONTENT_TYPE)
         return processBodies.get(type) ?? processBodies.get('healthCheck')
       },

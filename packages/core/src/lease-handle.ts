@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs'
 import type postgres from 'postgres'
 import type { ConnectionSlot, InternalQuery, QueryHandler } from './connection-slot.js'
+import { channels, type QueryMessage, type TransactionMessage } from './diagnostics.js'
 import { errors } from './errors.js'
 import type { LeaseOwner, LeasePool, WaitToken } from './lease-pool.js'
 import type { ResolvedPoolOptions } from './options.js'
@@ -15,6 +16,8 @@ interface TrackedQuery extends InternalQuery {
   /** Sent by the onLease hook: runs before the holder's own queries. */
   setup?: boolean
   startedAt: number
+  /** Diagnostics message while a subscriber listens. */
+  message?: QueryMessage | undefined
   innerResolve: (value: unknown) => void
   innerReject: (error: unknown) => void
 }
@@ -28,12 +31,24 @@ type QueryConstructor = new (
 ) => TrackedQuery
 
 function resolveTracked(this: TrackedQuery, value: unknown): void {
+  if (this.message !== undefined) endQueryMessage(this, value, undefined)
   this.owner?.settled(this, undefined)
   this.innerResolve(value)
 }
 
 function rejectTracked(this: TrackedQuery, error: unknown): void {
+  if (this.message !== undefined) endQueryMessage(this, undefined, error)
   this.innerReject(this.owner ? this.owner.settled(this, error) : error)
+}
+
+function endQueryMessage(query: TrackedQuery, value: unknown, error: unknown): void {
+  const message = query.message as QueryMessage
+  query.message = undefined
+  const result = value as { command?: string; count?: number | null } | undefined
+  message.command = result?.command
+  message.rowCount = result?.count ?? undefined
+  message.error = error
+  channels.queryEnd.publish(message)
 }
 
 /**
@@ -150,9 +165,15 @@ export class LeaseHandle implements LeaseOwner {
     return tracked.lease.#cancel(tracked)
   }
 
+  #transaction: TransactionMessage | undefined
+
   constructor(ctx: HandleContext, settings: HandleSettings) {
     this.#ctx = ctx
     this.settings = settings
+  }
+
+  get route(): string {
+    return this.settings.route
   }
 
   #newQuery(strings: readonly string[], args: unknown[], handler: QueryHandler, options?: object): TrackedQuery {
@@ -382,6 +403,11 @@ export class LeaseHandle implements LeaseOwner {
     this.settings.onAttach?.()
     if (this.settings.begin !== undefined) {
       this.#begun = true
+      const pool = this.#ctx.pool.view
+      if (channels.transactionStart.hasSubscribers && pool !== undefined) {
+        this.#transaction = { pool, route: this.settings.route, kind: 'route', outcome: undefined, error: undefined }
+        channels.transactionStart.publish(this.#transaction)
+      }
       this.#internal(this.settings.begin).catch((error: unknown) => {
         // Queries pipelined behind a failed BEGIN would run outside the transaction:
         // cut the connection so they fail instead.
@@ -444,6 +470,23 @@ export class LeaseHandle implements LeaseOwner {
       return
     }
     slot.send(query)
+    const pool = this.#ctx.pool.view
+    if (channels.queryStart.hasSubscribers && pool !== undefined) {
+      query.message = {
+        pool,
+        route: this.settings.route,
+        get text() {
+          return (
+            (query as unknown as { string?: string }).string ??
+            query.strings.map((s, i) => (i === 0 ? s : `$${i}${s}`)).join('')
+          )
+        },
+        command: undefined,
+        rowCount: undefined,
+        error: undefined,
+      }
+      channels.queryStart.publish(query.message)
+    }
   }
 
   #cancel(query: TrackedQuery): unknown {
@@ -524,6 +567,13 @@ export class LeaseHandle implements LeaseOwner {
       }
     } finally {
       this.#ctx.pool.release(slot, this.settings.route, this)
+    }
+    const message = this.#transaction
+    if (message !== undefined) {
+      this.#transaction = undefined
+      message.outcome = failure ? 'commit_failed' : this.#mode === 'commit' ? 'commit' : 'rollback'
+      message.error = failure
+      channels.transactionEnd.publish(message)
     }
     if (failure) throw failure
   }

@@ -1,14 +1,18 @@
 import { EventEmitter } from 'node:events'
 import type postgres from 'postgres'
 import { type CloseReason, ConnectionSlot } from './connection-slot.js'
+import { type AcquireMessage, channels } from './diagnostics.js'
 import { errors } from './errors.js'
 import type { ResolvedConnection, ResolvedPoolOptions } from './options.js'
 import { redactSecret } from './redact.js'
 import { RESET_SESSION_SQL } from './session-state.js'
+import type { PgPoolView } from './types.js'
 import { WaitQueue } from './wait-queue.js'
 
 /** What a lease tells the pool about who holds it (for leak warnings and deadlines). */
 export interface LeaseOwner {
+  /** Route template (or 'app.db') for diagnostics. */
+  readonly route?: string
   /** Shares a connection with other pipelined holders instead of holding one alone. */
   readonly pipelined?: boolean
   /** Start of the oldest query still running on the lease, or 0. */
@@ -102,6 +106,8 @@ const CANCEL_GRACE_MS = 1_000
  */
 export class LeasePool extends EventEmitter<PoolEvents> {
   readonly options: ResolvedPoolOptions
+  /** The read-only view, named in diagnostics messages (set by the plugin). */
+  view: PgPoolView | undefined
   readonly #connection: ResolvedConnection
   readonly #slots = new Set<ConnectionSlot>()
   readonly #owners = new Map<ConnectionSlot, LeaseOwner>()
@@ -238,6 +244,23 @@ export class LeasePool extends EventEmitter<PoolEvents> {
     if (this.#waiters.length >= this.#queueCap()) {
       return this.#refuse(new errors.FST_PG_POOL_QUEUE_FULL(this.options.maxWaiting), 'rejected')
     }
+    let message: AcquireMessage | undefined
+    if (channels.acquireStart.hasSubscribers && this.view !== undefined) {
+      message = {
+        pool: this.view,
+        route: owner.route ?? 'unknown',
+        queued: this.#waiters.length,
+        waitMs: 0,
+        error: undefined,
+      }
+      channels.acquireStart.publish(message)
+    }
+    const settle = (error: Error | undefined, since: number) => {
+      if (message === undefined) return
+      message.waitMs = Date.now() - since
+      message.error = error
+      channels.acquireEnd.publish(message)
+    }
     return new Promise<ConnectionSlot>((resolve, reject) => {
       const waiter: Waiter = {
         owner,
@@ -249,10 +272,12 @@ export class LeasePool extends EventEmitter<PoolEvents> {
           this.#forget(waiter)
           this.#lease(slot, owner)
           this.emit('acquire', Date.now() - waiter.since)
+          settle(undefined, waiter.since)
           resolve(slot)
         },
         reject: (error) => {
           this.#forget(waiter)
+          settle(error, waiter.since)
           reject(error)
         },
       }

@@ -86,6 +86,18 @@ function transactionBegin(tx: boolean | TransactionOptions | undefined, url: str
   return begin
 }
 
+/** host, port and database of a `host:port/database` target. */
+function endpointOf(target: string): PgPoolView['endpoint'] {
+  const slash = target.indexOf('/')
+  const hostPort = slash === -1 ? target : target.slice(0, slash)
+  const colon = hostPort.lastIndexOf(':')
+  return Object.freeze({
+    host: colon === -1 ? hostPort : hostPort.slice(0, colon),
+    port: colon === -1 ? 5432 : Number(hostPort.slice(colon + 1)) || 5432,
+    database: slash === -1 ? '' : target.slice(slash + 1),
+  })
+}
+
 function isStream(payload: unknown): boolean {
   return typeof payload === 'object' && payload !== null && typeof (payload as { pipe?: unknown }).pipe === 'function'
 }
@@ -145,6 +157,8 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
     },
     options,
     target: connection.target,
+    name: 'primary',
+    endpoint: endpointOf(connection.target),
     redact,
     budget: () => budget,
     shed(reason, route) {
@@ -152,6 +166,7 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
     },
   }
 
+  pool.view = view
   app.decorate('pgPool', view)
   // Per instance: whether a config is valid depends on this instance's onLease.
   const settingsByConfig = new WeakMap<object, RouteSettings>()

@@ -77,6 +77,13 @@ export interface PgPoolView {
   readonly options: ResolvedPoolOptions
   /** host:port/database, without credentials. */
   readonly target: string
+  /**
+   * The pool's name in metrics labels and health checks: 'primary' for the default instance's
+   * server (replicas and named instances get their own).
+   */
+  readonly name: string
+  /** Where the pool connects (no credentials): for tracing attributes. */
+  readonly endpoint: { readonly host: string; readonly port: number; readonly database: string }
   /** Removes the connection password from a text (for logs and bodies). */
   redact(text: string): string
   /**
