@@ -20,12 +20,19 @@ interface Probe {
 }
 interface Container {
   name: string
+  image?: string
+  command?: string[]
+  args?: string[]
   ports?: { name?: string; containerPort: number }[]
-  env?: { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }[]
+  env?: {
+    name: string
+    value?: string
+    valueFrom?: { secretKeyRef?: { name: string; key: string; optional?: boolean } }
+  }[]
   resources?: { requests?: Record<string, string>; limits?: Record<string, string> }
   startupProbe?: Probe
   livenessProbe?: Probe
-  readinessProbe?: Probe
+  readinessProbe?: Probe & { exec?: { command: string[] } }
   lifecycle?: { preStop?: { exec?: { command: string[] }; sleep?: { seconds: number } } }
   volumeMounts?: { name: string; mountPath: string; subPath?: string }[]
 }
@@ -51,13 +58,34 @@ interface Deployment extends Manifest {
   }
 }
 interface Service extends Manifest {
-  spec: { selector: Record<string, string>; ports: { name?: string; port: number; targetPort: string | number }[] }
+  spec: {
+    clusterIP?: string
+    selector: Record<string, string>
+    ports: { name?: string; port: number; targetPort: string | number }[]
+  }
+}
+interface StatefulSet extends Manifest {
+  spec: {
+    serviceName: string
+    replicas: number
+    selector: { matchLabels: Record<string, string> }
+    template: {
+      metadata: { labels: Record<string, string> }
+      spec: {
+        securityContext?: { runAsNonRoot?: boolean; runAsUser?: number; fsGroup?: number }
+        initContainers?: Container[]
+        containers: Container[]
+      }
+    }
+    volumeClaimTemplates: { metadata: { name: string } }[]
+  }
 }
 
 const apiVersions: Record<string, string> = {
   Deployment: 'apps/v1',
   Service: 'v1',
   ConfigMap: 'v1',
+  StatefulSet: 'apps/v1',
   PodDisruptionBudget: 'policy/v1',
   ServiceMonitor: 'monitoring.coreos.com/v1',
 }
@@ -114,13 +142,22 @@ beforeAll(async () => {
 
 describe('examples/kubernetes', () => {
   test('every file parses, and every document has a known kind, its apiVersion and a name', () => {
-    expect(files.sort()).toEqual(['deployment.yaml', 'pgbouncer.yaml', 'service.yaml', 'servicemonitor.yaml'])
+    expect(files.sort()).toEqual([
+      'deployment.yaml',
+      'pgbouncer.yaml',
+      'postgres-replica.yaml',
+      'service.yaml',
+      'servicemonitor.yaml',
+    ])
     expect(manifests.map((m) => `${m.file}: ${m.kind}/${m.metadata.name}`).sort()).toEqual([
       'deployment.yaml: Deployment/fastify-pg-pool-demo',
       'deployment.yaml: PodDisruptionBudget/fastify-pg-pool-demo',
       'pgbouncer.yaml: ConfigMap/pgbouncer-config',
       'pgbouncer.yaml: Deployment/pgbouncer',
       'pgbouncer.yaml: Service/pgbouncer',
+      'postgres-replica.yaml: Service/postgres-read',
+      'postgres-replica.yaml: Service/postgres-replica',
+      'postgres-replica.yaml: StatefulSet/postgres-replica',
       'service.yaml: Service/fastify-pg-pool-demo',
       'servicemonitor.yaml: ServiceMonitor/fastify-pg-pool-demo',
     ])
@@ -214,5 +251,76 @@ describe('examples/kubernetes', () => {
     // Each PgBouncer pod caps its server connections, whatever the app's replica count.
     expect(Number(ini.max_db_connections)).toBeGreaterThan(0)
     expect(Number(ini.default_pool_size)).toBeLessThanOrEqual(Number(ini.max_db_connections))
+  })
+
+  test('read replicas: standbys cloned from the primary PgBouncer uses, behind the read Service', () => {
+    const replicas = find<StatefulSet>('StatefulSet', 'postgres-replica')
+    const pod = replicas.spec.template
+    expect(replicas.spec.replicas).toBeGreaterThanOrEqual(1)
+    expect(matches(replicas.spec.selector.matchLabels, pod.metadata.labels)).toBe(true)
+    const headless = find<Service>('Service', replicas.spec.serviceName)
+    expect(headless.spec.clusterIP).toBe('None')
+    expect(matches(headless.spec.selector, pod.metadata.labels)).toBe(true)
+    expect(pod.spec.securityContext?.runAsNonRoot).toBe(true)
+
+    // The init container copies the primary with pg_basebackup as the replication role, and
+    // writes standby.signal + primary_conninfo; the server then runs as a hot standby.
+    const clone = pod.spec.initContainers?.[0] as Container
+    const server = pod.spec.containers[0] as Container
+    expect(clone.image).toBe(server.image)
+    const script = [...(clone.command ?? []), ...(clone.args ?? [])].join(' ')
+    expect(script).toMatch(/pg_basebackup --host="\$PRIMARY_HOST"/)
+    for (const flag of ['--username=replicator', '--wal-method=stream', '--write-recovery-conf']) {
+      expect(script).toContain(flag)
+    }
+    const cloneEnv = Object.fromEntries((clone.env ?? []).map((e) => [e.name, e]))
+    const serverEnv = Object.fromEntries((server.env ?? []).map((e) => [e.name, e]))
+    expect(cloneEnv.PGPASSWORD?.valueFrom?.secretKeyRef).toEqual({ name: 'postgres-replication', key: 'password' })
+    expect(serverEnv.PGPASSWORD?.valueFrom?.secretKeyRef).toEqual(cloneEnv.PGPASSWORD?.valueFrom?.secretKeyRef)
+    // The same primary as PgBouncer's [databases] line.
+    const ini = find<Manifest>('ConfigMap', 'pgbouncer-config').data?.['pgbouncer.ini'] ?? ''
+    const upstream = /^app = host=(\S+) port=(\d+)/m.exec(ini)
+    expect(cloneEnv.PRIMARY_HOST?.value).toBe(upstream?.[1])
+    expect(cloneEnv.PRIMARY_PORT?.value).toBe(upstream?.[2])
+    // Both containers see one data directory, on the claimed volume.
+    expect(serverEnv.PGDATA?.value).toBe(cloneEnv.PGDATA?.value)
+    const claim = replicas.spec.volumeClaimTemplates[0]?.metadata.name
+    for (const container of [clone, server]) {
+      const mount = container.volumeMounts?.find((m) => m.name === claim)
+      expect(mount, container.name).toBeDefined()
+      expect(cloneEnv.PGDATA?.value?.startsWith(`${mount?.mountPath}/`)).toBe(true)
+    }
+    const command = server.command ?? []
+    expect(command[0]).toBe('postgres')
+    expect(command).toContain('hot_standby=on')
+    expect(server.readinessProbe?.exec?.command[0]).toBe('pg_isready')
+
+    // The read Service selects exactly these pods, on their PostgreSQL port.
+    const read = find<Service>('Service', 'postgres-read')
+    expect(read.spec.clusterIP).toBeUndefined()
+    expect(matches(read.spec.selector, pod.metadata.labels)).toBe(true)
+    for (const port of read.spec.ports) expect(containerPort(server, port.targetPort)).toBe(5432)
+  })
+
+  test('the app reads its replica URLs from the Secret, and the README puts the read Service there', () => {
+    const env = Object.fromEntries((appContainer.env ?? []).map((e) => [e.name, e]))
+    expect(env.DATABASE_REPLICA_URLS?.value).toBeUndefined()
+    expect(env.DATABASE_REPLICA_URLS?.valueFrom?.secretKeyRef).toEqual({
+      name: env.DATABASE_URL?.valueFrom?.secretKeyRef?.name,
+      key: 'replica-urls',
+      optional: true,
+    })
+    const readme = readFileSync(join(dir, 'README.md'), 'utf8')
+    const literal = /--from-literal=replica-urls='([^']+)'/.exec(readme)?.[1] ?? ''
+    const urls = literal.split(',').map((url) => new URL(url))
+    const read = find<Service>('Service', 'postgres-read')
+    expect(urls.map((url) => url.hostname)).toEqual([read.metadata.name])
+    for (const url of urls) expect(Number(url.port)).toBe(read.spec.ports[0]?.port)
+    // Same role and database as the primary URL.
+    const primary = new URL(/--from-literal=url='([^']+)'/.exec(readme)?.[1] ?? '')
+    for (const url of urls) {
+      expect(url.username).toBe(primary.username)
+      expect(url.pathname).toBe(primary.pathname)
+    }
   })
 })
