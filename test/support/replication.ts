@@ -237,12 +237,12 @@ async function until<T>(what: string, timeoutMs: number, attempt: () => Promise<
 /** Runs a binary to completion (as `user` when given); rejects with its output on failure. */
 function run(file: string, args: string[], user: ProcessUser | undefined, input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { ...user, stdio: ['pipe', 'pipe', 'pipe'] })
+    const child = spawn(file, args, { ...user, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] })
     let output = ''
-    child.stdout.on('data', (chunk) => {
+    child.stdout?.on('data', (chunk) => {
       output += String(chunk)
     })
-    child.stderr.on('data', (chunk) => {
+    child.stderr?.on('data', (chunk) => {
       output += String(chunk)
     })
     child.once('error', reject)
@@ -250,7 +250,12 @@ function run(file: string, args: string[], user: ProcessUser | undefined, input?
       if (code === 0) resolve(output)
       else reject(new Error(`${basename(file)} ${args.join(' ')} failed (${code ?? signal}):\n${output}`))
     })
-    child.stdin.end(input ?? '')
+    if (input !== undefined) {
+      // A process that exits without reading its input makes the write fail with EPIPE: its
+      // exit status tells what went wrong.
+      child.stdin?.on('error', () => {})
+      child.stdin?.end(input)
+    }
   })
 }
 
