@@ -24,6 +24,7 @@ describe('@fastify-pg-pool/health README', () => {
       .flatMap((row) => [...(row[1] as string).matchAll(/`(\w+)`/g)].map((m) => m[1]))
       .sort()
     const options: Record<keyof PgPoolHealthOptions, true> = {
+      prefix: true,
       livePath: true,
       readyPath: true,
       healthPath: true,

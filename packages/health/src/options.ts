@@ -1,5 +1,7 @@
-import { errors } from '@fastify-pg-pool/core'
+import { optionKit } from '@fastify-pg-pool/core'
 import type { LogLevel } from 'fastify'
+
+const { integer, oneOf, prefixed, resolveTable, routePath, routePrefix, text, invalidOption, describe } = optionKit
 
 /** What the readiness routes need from the database. */
 export type RequireDatabase = 'always' | 'startup'
@@ -9,6 +11,11 @@ export type HealthDetails = 'full' | 'public'
 
 /** Options of `@fastify-pg-pool/health`; every duration is in milliseconds. */
 export interface PgPoolHealthOptions {
+  /**
+   * Fastify's register option, honoured: prepended to the three paths (`'/internal'` serves
+   * `/internal/health/live`...). A fastify-plugin escapes Fastify's own prefixing. Default none.
+   */
+  prefix?: string
   /** Liveness route: answers while the process does, never touches the database. `false` disables it. Default `'/health/live'`. */
   livePath?: string | false
   /** Readiness route: ping, pool saturation, shutdown. `false` disables it. Default `'/health/ready'`. */
@@ -60,6 +67,7 @@ export interface PgPoolHealthOptions {
 }
 
 export interface ResolvedHealthOptions {
+  /** The routes' paths, `prefix` included. */
   readonly livePath: string | false
   readonly readyPath: string | false
   readonly healthPath: string | false
@@ -79,66 +87,46 @@ export interface ResolvedHealthOptions {
   readonly releaseId: string | undefined
 }
 
-const integers = {
-  pingTimeout: { min: 1, default: 1_000 },
-  pingWarn: { min: 0, default: 500 },
-  cacheTime: { min: 0, default: 1_000 },
-  warnWaiting: { min: 0, default: 1 },
-  failWaiting: { min: 0, default: undefined },
-  drainDelay: { min: 0, default: 0 },
-} as const
+const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const satisfies readonly LogLevel[]
 
-const paths = { livePath: '/health/live', readyPath: '/health/ready', healthPath: '/health' } as const
-const texts = ['serviceId', 'description', 'version', 'releaseId', 'logLevel'] as const
-const choices = { requireDatabase: ['always', 'startup'], details: ['full', 'public'] } as const
-const known = new Set<string>([...Object.keys(integers), ...Object.keys(paths), ...texts, ...Object.keys(choices)])
-
-function invalid(name: string, problem: string): Error {
-  return new errors.FST_PG_POOL_INVALID_OPTION(`health.${name}`, problem)
-}
-
-function show(value: unknown): string {
-  return typeof value === 'string' ? JSON.stringify(value) : typeof value === 'object' ? typeof value : String(value)
-}
+const table = {
+  prefix: routePrefix,
+  livePath: routePath('/health/live'),
+  readyPath: routePath('/health/ready'),
+  healthPath: routePath('/health'),
+  pingTimeout: integer({ min: 1, default: 1_000 }),
+  pingWarn: integer({ min: 0, default: 500 }),
+  cacheTime: integer({ min: 0, default: 1_000 }),
+  warnWaiting: integer({ min: 0, default: 1 }),
+  failWaiting: integer({ min: 0, default: undefined }),
+  requireDatabase: oneOf(['always', 'startup'], 'always'),
+  details: oneOf(['full', 'public'], 'full'),
+  drainDelay: integer({ min: 0, default: 0 }),
+  logLevel: oneOf(logLevels, undefined),
+  serviceId: text(undefined),
+  description: text(undefined),
+  version: text(undefined),
+  releaseId: text(undefined),
+} satisfies Record<keyof PgPoolHealthOptions, unknown>
 
 /** Validates the options once, at register; throws FST_PG_POOL_INVALID_OPTION naming the option. */
 export function resolveHealthOptions(options: PgPoolHealthOptions | undefined): ResolvedHealthOptions {
-  const given: Record<string, unknown> = { ...options }
-  const out: Record<string, unknown> = {}
-  for (const key of Object.keys(given)) {
-    // fastify passes register-time options (prefix, logLevel) through the same object.
-    if (!known.has(key) && key !== 'prefix') throw invalid(key, 'unknown option')
+  // Fastify passes its register options through the same object; prefix and logLevel are honoured.
+  const { prefix, ...given } = resolveTable('health', options, table, { ignore: ['logSerializers'] })
+  const resolved = {
+    ...given,
+    livePath: prefixed(prefix, given.livePath),
+    readyPath: prefixed(prefix, given.readyPath),
+    healthPath: prefixed(prefix, given.healthPath),
   }
-  for (const [name, spec] of Object.entries(integers)) {
-    const value = given[name]
-    if (value === undefined) out[name] = spec.default
-    else if (typeof value !== 'number' || !Number.isInteger(value) || value < spec.min) {
-      throw invalid(name, `expected an integer >= ${spec.min}, got ${show(value)}`)
-    } else out[name] = value
+  const names = ['livePath', 'readyPath', 'healthPath'] as const
+  const paths = names.map((name) => resolved[name])
+  const duplicate = paths.find((path, i) => path !== false && paths.indexOf(path) !== i)
+  if (duplicate !== undefined) {
+    // Name the path the user gave, rather than the default it collides with.
+    const sharing = names.filter((name) => resolved[name] === duplicate)
+    const name = sharing.find((key) => options?.[key] !== undefined) ?? sharing[0]
+    throw invalidOption(`health.${name}`, `two health routes share the path ${describe(duplicate)}`)
   }
-  for (const [name, fallback] of Object.entries(paths)) {
-    const value = given[name] ?? fallback
-    if (value !== false && (typeof value !== 'string' || !value.startsWith('/'))) {
-      throw invalid(name, `expected a path starting with '/' or false, got ${show(value)}`)
-    }
-    out[name] = value
-  }
-  const enabled = Object.keys(paths).map((name) => out[name])
-  const duplicate = enabled.find((path, i) => path !== false && enabled.indexOf(path) !== i)
-  if (duplicate !== undefined) throw invalid('livePath', `two health routes share the path ${show(duplicate)}`)
-  for (const name of texts) {
-    const value = given[name]
-    if (value !== undefined && (typeof value !== 'string' || value === '')) {
-      throw invalid(name, `expected a non-empty string, got ${show(value)}`)
-    }
-    out[name] = value
-  }
-  for (const [name, allowed] of Object.entries(choices)) {
-    const value = given[name] ?? allowed[0]
-    if (!(allowed as readonly unknown[]).includes(value)) {
-      throw invalid(name, `expected ${allowed.map((a) => `'${a}'`).join(' or ')}, got ${show(value)}`)
-    }
-    out[name] = value
-  }
-  return Object.freeze(out) as unknown as ResolvedHealthOptions
+  return Object.freeze(resolved)
 }
