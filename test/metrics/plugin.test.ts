@@ -185,11 +185,11 @@ describe('/metrics', () => {
 })
 
 describe('options', () => {
-  test('a custom registry and prefix: the app’s metrics sit beside the user’s and leave on close', async () => {
+  test('a custom registry and name prefix: the app’s metrics sit beside the user’s and leave on close', async () => {
     const registry = new Registry()
     const mine = new Counter({ name: 'orders_total', help: 'Orders', registers: [registry] })
     mine.inc(3)
-    const app = await metricsApp({ registry, prefix: 'shop_db_' })
+    const app = await metricsApp({ registry, namePrefix: 'shop_db_' })
     expect(app.pgPoolMetrics.registry).toBe(registry)
     expect((await app.inject({ url: '/item' })).statusCode).toBe(200)
     const m = parseExposition((await app.inject({ url: '/metrics' })).body)
@@ -203,14 +203,14 @@ describe('options', () => {
     expect(registry.getMetricsAsArray().map((metric) => metric.name)).toEqual(['orders_total'])
   })
 
-  test('two apps on one registry need different prefixes: a coded error says so', async () => {
+  test('two apps on one registry need different name prefixes: a coded error says so', async () => {
     const registry = new Registry()
     await metricsApp({ registry })
     await expect(metricsApp({ registry })).rejects.toMatchObject({
       code: 'FST_PG_POOL_METRICS_DUPLICATE',
       message: expect.stringContaining('pg_pool_connections'),
     })
-    await metricsApp({ registry, prefix: 'second_' })
+    await metricsApp({ registry, namePrefix: 'second_' })
   })
 
   test('a failed registration leaves the given registry as it was', async () => {
@@ -263,7 +263,8 @@ describe('options', () => {
   })
 
   test.each([
-    [{ prefix: 'bad-prefix' }, 'prefix'],
+    [{ namePrefix: 'bad-prefix' }, 'namePrefix'],
+    [{ prefix: 'shop_' }, 'prefix'],
     [{ path: 'metrics' }, 'path'],
     [{ path: true }, 'path'],
     [{ registry: {} }, 'registry'],
@@ -272,15 +273,18 @@ describe('options', () => {
     [{ defaultMetrics: 1 }, 'defaultMetrics'],
     [{ maxRoutes: 0 }, 'maxRoutes'],
     [{ buckets: { acquire: [0.5, 0.1] } }, 'buckets.acquire'],
-    [{ buckets: { wait: [1] } }, 'buckets.wait'],
+    [{ buckets: { wait: [1] } }, 'buckets.wait: unknown option; expected one of acquire, lease, connect, http'],
     [{ onRequest: 'token' }, 'onRequest'],
-    [{ prefx: 'x_' }, 'prefx'],
+    [{ prefx: '/x' }, 'prefx: unknown option; did you mean prefix?'],
+    [{ namePrefx: 'x_' }, 'namePrefx: unknown option; did you mean namePrefix?'],
+    [{ buckets: { lease: [1], conect: [1] } }, 'buckets.conect: unknown option; did you mean connect?'],
+    [{ default_metrics: true }, 'default_metrics: unknown option; did you mean defaultMetrics?'],
   ])('invalid option %j fails at register naming %s', async (options, name) => {
     const { app } = await coreApp(db.url, { max: 1 })
     apps.push(app)
     await expect(app.register(pgPoolMetrics, options as PgPoolMetricsOptions)).rejects.toMatchObject({
       code: 'FST_PG_POOL_INVALID_OPTION',
-      message: expect.stringContaining(`Invalid option metrics.${name}:`),
+      message: expect.stringContaining(`Invalid option metrics.${name.includes(':') ? name : `${name}:`}`),
     })
   })
 })

@@ -10,13 +10,9 @@ export const errors = {
   FST_PG_POOL_INVALID_OPTION: coreErrors.FST_PG_POOL_INVALID_OPTION,
   FST_PG_POOL_METRICS_DUPLICATE: createError(
     'FST_PG_POOL_METRICS_DUPLICATE',
-    'The registry already holds a metric named %s (apps sharing a registry need different prefixes, and only one may enable defaultMetrics)',
+    'The registry already holds a metric named %s (apps sharing a registry need different name prefixes, and only one may enable defaultMetrics)',
     500,
   ),
 } as const satisfies Record<string, FastifyErrorConstructor>
 
 export type PgPoolMetricsErrorCode = keyof typeof errors
-
-export function invalidOption(name: string, problem: string): Error {
-  return new errors.FST_PG_POOL_INVALID_OPTION(`metrics.${name}`, problem)
-}

@@ -1,6 +1,8 @@
+import { optionKit } from '@fastify-pg-pool/core'
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import { prometheusContentType, Registry } from 'prom-client'
-import { invalidOption } from './errors.js'
+
+const { boolean, describe, integer, invalidOption, nested, prefixed, resolveTable, routePath, routePrefix } = optionKit
 
 /** Histogram bucket upper bounds, in seconds. */
 export interface MetricsBuckets {
@@ -28,6 +30,11 @@ export interface PgPoolMetricsOptions {
   /** prom-client registry to register into. Default: a new `Registry` owned by this app. */
   registry?: Registry
   /** Prepended to every metric name. Default `'pg_pool_'`. */
+  namePrefix?: string
+  /**
+   * Fastify's register option, honoured: prepended to `path` (`'/internal'` serves
+   * `/internal/metrics`). A fastify-plugin escapes Fastify's own prefixing. Default none.
+   */
   prefix?: string
   /** Route that serves the metrics; `false` adds no route. Default `'/metrics'`. */
   path?: string | false
@@ -45,7 +52,10 @@ export interface PgPoolMetricsOptions {
 
 export interface ResolvedMetricsOptions {
   readonly registry: Registry
+  readonly namePrefix: string
+  /** @deprecated the same as `namePrefix`, until pool-metrics.ts and http-metrics.ts read that. */
   readonly prefix: string
+  /** The route's path, `prefix` included. */
   readonly path: string | false
   readonly onRequest: OnRequest[]
   readonly httpMetrics: boolean
@@ -62,21 +72,14 @@ export const defaultBuckets = Object.freeze({
   http: Object.freeze([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]),
 })
 
-const knownKeys = new Set([
-  'registry',
-  'prefix',
-  'path',
-  'onRequest',
-  'httpMetrics',
-  'defaultMetrics',
-  'buckets',
-  'maxRoutes',
-])
-
-function describe(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value)
-  if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value)
-  return Array.isArray(value) ? 'an array' : typeof value
+/** Names that other Prometheus plugins (fastify-metrics, prom-client) give these options. */
+const aliases = {
+  endpoint: 'path',
+  metricsPath: 'path',
+  metricPrefix: 'namePrefix',
+  register: 'registry',
+  routeMetrics: 'httpMetrics',
+  collectDefaultMetrics: 'defaultMetrics',
 }
 
 /** Duck-typed so a registry from another copy of prom-client works too. */
@@ -93,87 +96,90 @@ function isRegistry(value: unknown): value is Registry {
   )
 }
 
-function resolveBuckets(name: string, given: unknown, fallback: readonly number[]): readonly number[] {
-  if (given === undefined) return fallback
-  if (
-    !Array.isArray(given) ||
-    given.length === 0 ||
-    !given.every((b, i) => typeof b === 'number' && Number.isFinite(b) && b > 0 && (i === 0 || b > given[i - 1]))
-  ) {
-    throw invalidOption(`buckets.${name}`, `expected increasing positive finite numbers, got ${describe(given)}`)
-  }
-  return Object.freeze([...given])
+const registry: optionKit.OptionSpec<Registry> = {
+  read(raw, name) {
+    if (raw === undefined) return new Registry()
+    if (!isRegistry(raw)) throw invalidOption(name, `expected a prom-client Registry, got ${describe(raw)}`)
+    // OpenMetrics is negotiated per scrape; a registry switched to it would rename counters.
+    if (raw.contentType !== undefined && raw.contentType !== prometheusContentType) {
+      throw invalidOption(name, 'expected a registry with the Prometheus content type (the default)')
+    }
+    return raw
+  },
 }
+
+const namePrefix: optionKit.OptionSpec<string> = {
+  read(raw, name) {
+    if (raw === undefined) return 'pg_pool_'
+    if (typeof raw !== 'string' || !/^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/.test(raw)) {
+      throw invalidOption(name, `expected a metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*), got ${describe(raw)}`)
+    }
+    return raw
+  },
+}
+
+// `prefix` named the metric name prefix before 0.2: say so to whoever still passes one.
+const prefix: optionKit.OptionSpec<string> = {
+  read(raw, name) {
+    if (typeof raw === 'string' && raw !== '' && !raw.startsWith('/')) {
+      throw invalidOption(
+        name,
+        `expected a route prefix starting with /, got ${describe(raw)} (metric names: namePrefix)`,
+      )
+    }
+    return routePrefix.read(raw, name)
+  },
+}
+
+const onRequest: optionKit.OptionSpec<OnRequest[]> = {
+  read(raw, name) {
+    const hooks = raw === undefined ? [] : Array.isArray(raw) ? raw : [raw]
+    if (!hooks.every((hook) => typeof hook === 'function')) {
+      throw invalidOption(name, `expected a function or an array of functions, got ${describe(raw)}`)
+    }
+    return Object.freeze([...hooks]) as OnRequest[]
+  },
+}
+
+function buckets(fallback: readonly number[]): optionKit.OptionSpec<readonly number[]> {
+  return {
+    read(raw, name) {
+      if (raw === undefined) return fallback
+      if (
+        !Array.isArray(raw) ||
+        raw.length === 0 ||
+        !raw.every((b, i) => typeof b === 'number' && Number.isFinite(b) && b > 0 && (i === 0 || b > raw[i - 1]))
+      ) {
+        throw invalidOption(name, `expected increasing positive finite numbers, got ${describe(raw)}`)
+      }
+      return Object.freeze([...raw])
+    },
+  }
+}
+
+const table = {
+  registry,
+  namePrefix,
+  prefix,
+  path: routePath('/metrics'),
+  onRequest,
+  httpMetrics: boolean(true),
+  defaultMetrics: boolean(false),
+  buckets: nested({
+    acquire: buckets(defaultBuckets.acquire),
+    lease: buckets(defaultBuckets.lease),
+    connect: buckets(defaultBuckets.connect),
+    http: buckets(defaultBuckets.http),
+  } satisfies Record<keyof MetricsBuckets, unknown>),
+  maxRoutes: integer({ min: 1, default: 100 }),
+} satisfies Record<keyof PgPoolMetricsOptions, unknown>
 
 /** Validates the options once, at register, and freezes them. */
 export function resolveMetricsOptions(opts: PgPoolMetricsOptions | undefined): ResolvedMetricsOptions {
-  const given: Record<string, unknown> = { ...opts }
-  for (const key of Object.keys(given)) {
-    if (!knownKeys.has(key)) throw invalidOption(key, 'unknown option')
-  }
-
-  const registry = given.registry ?? new Registry()
-  if (!isRegistry(registry))
-    throw invalidOption('registry', `expected a prom-client Registry, got ${describe(registry)}`)
-  // OpenMetrics is negotiated per scrape; a registry switched to it would rename counters.
-  if (registry.contentType !== undefined && registry.contentType !== prometheusContentType) {
-    throw invalidOption('registry', 'expected a registry with the Prometheus content type (the default)')
-  }
-
-  const prefix = given.prefix ?? 'pg_pool_'
-  if (typeof prefix !== 'string' || !/^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/.test(prefix)) {
-    throw invalidOption('prefix', `expected a metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*), got ${describe(prefix)}`)
-  }
-
-  const path = given.path ?? '/metrics'
-  if (path !== false && (typeof path !== 'string' || !path.startsWith('/'))) {
-    throw invalidOption('path', `expected false or a path starting with /, got ${describe(path)}`)
-  }
-
-  const rawHooks = given.onRequest ?? []
-  const onRequest = (Array.isArray(rawHooks) ? rawHooks : [rawHooks]) as OnRequest[]
-  if (!onRequest.every((hook) => typeof hook === 'function')) {
-    throw invalidOption('onRequest', `expected a function or an array of functions, got ${describe(rawHooks)}`)
-  }
-
-  const flags: Record<string, boolean> = {}
-  for (const [name, fallback] of [
-    ['httpMetrics', true],
-    ['defaultMetrics', false],
-  ] as const) {
-    const raw = given[name] ?? fallback
-    if (typeof raw !== 'boolean') throw invalidOption(name, `expected a boolean, got ${describe(raw)}`)
-    flags[name] = raw
-  }
-
-  const maxRoutes = given.maxRoutes ?? 100
-  if (typeof maxRoutes !== 'number' || !Number.isInteger(maxRoutes) || maxRoutes < 1) {
-    throw invalidOption('maxRoutes', `expected an integer >= 1, got ${describe(maxRoutes)}`)
-  }
-
-  const rawBuckets = given.buckets ?? {}
-  if (typeof rawBuckets !== 'object' || rawBuckets === null || Array.isArray(rawBuckets)) {
-    throw invalidOption('buckets', `expected an object, got ${describe(rawBuckets)}`)
-  }
-  const bucketsGiven = rawBuckets as Record<string, unknown>
-  for (const key of Object.keys(bucketsGiven)) {
-    if (!(key in defaultBuckets)) throw invalidOption(`buckets.${key}`, 'unknown histogram')
-  }
-  const buckets = Object.freeze({
-    acquire: resolveBuckets('acquire', bucketsGiven.acquire, defaultBuckets.acquire),
-    lease: resolveBuckets('lease', bucketsGiven.lease, defaultBuckets.lease),
-    connect: resolveBuckets('connect', bucketsGiven.connect, defaultBuckets.connect),
-    http: resolveBuckets('http', bucketsGiven.http, defaultBuckets.http),
+  // Fastify passes its register options through the same object; `prefix` is honoured.
+  const { prefix, path, ...given } = resolveTable('metrics', opts, table, {
+    ignore: ['logLevel', 'logSerializers'],
+    aliases,
   })
-
-  return Object.freeze({
-    registry,
-    prefix,
-    path,
-    onRequest: Object.freeze(onRequest) as OnRequest[],
-    httpMetrics: flags.httpMetrics ?? true,
-    defaultMetrics: flags.defaultMetrics ?? false,
-    buckets,
-    maxRoutes,
-  })
+  return Object.freeze({ ...given, prefix: given.namePrefix, path: prefixed(prefix, path) })
 }
