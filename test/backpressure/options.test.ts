@@ -3,7 +3,7 @@ import * as backpressure from '@fastify-pg-pool/backpressure'
 import pgPoolBackpressure, { errors } from '@fastify-pg-pool/backpressure'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, sleep, type TestDatabase } from '../support/database.js'
+import { createTestDatabase, sleep, type TestDatabase, waitFor } from '../support/database.js'
 import { type BackpressureApp, backpressureApp } from './helpers.js'
 
 let db: TestDatabase
@@ -43,7 +43,7 @@ describe('process pressure', () => {
     const t = await backpressureApp(
       db.url,
       { max: 2 },
-      { process: { maxHeapUsedBytes: 1, sampleInterval: 50 }, retryAfter: { min: 2 } },
+      { process: { maxHeapUsedBytes: 1, sampleInterval: 50 }, minRetryAfter: 2 },
     )
     current = t
     const { app, shed } = t
@@ -94,15 +94,34 @@ describe('options', () => {
   const bad: [unknown, string][] = [
     [{ target: 0 }, 'Invalid option backpressure.target: expected a number > 0, got 0'],
     [{ interval: '100' }, 'Invalid option backpressure.interval: expected a number > 0, got "100"'],
-    [{ retryAfter: { min: 0 } }, 'Invalid option backpressure.retryAfter.min: expected an integer >= 1, got 0'],
+    [{ minRetryAfter: 0 }, 'Invalid option backpressure.minRetryAfter: expected an integer >= 1, got 0'],
+    [{ maxRetryAfter: 1.5 }, 'Invalid option backpressure.maxRetryAfter: expected an integer >= 1, got 1.5'],
     [
-      { retryAfter: { min: 5, max: 2 } },
-      'Invalid option backpressure.retryAfter.max: expected at least min (5), got 2',
+      { minRetryAfter: 5, maxRetryAfter: 2 },
+      'Invalid option backpressure.maxRetryAfter: expected at least minRetryAfter (5), got 2',
     ],
+    // The old shape, kept until 1.0, is validated under its own name.
+    [{ retryAfter: { min: 0 } }, 'Invalid option backpressure.retryAfter.min: expected an integer >= 1, got 0'],
+    [{ retryAfter: { mn: 1 } }, 'Invalid option backpressure.retryAfter.mn: unknown option; did you mean min?'],
+    [
+      { retryAfter: { min: 2 }, maxRetryAfter: 9 },
+      'Invalid option backpressure.retryAfter: renamed minRetryAfter and maxRetryAfter: give those alone',
+    ],
+    [{ retryStorm: true }, 'Invalid option backpressure.retryStorm: expected an object or false, got true'],
+    [{ process: 'on' }, 'Invalid option backpressure.process: expected an object or false, got "on"'],
     [{ exempt: ['health'] }, 'Invalid option backpressure.exempt: expected an array of paths starting with /'],
     [{ process: { maxEventLoopUtilization: 2 } }, 'Invalid option backpressure.process.maxEventLoopUtilization'],
     [{ process: { sampleInterval: 1 } }, 'Invalid option backpressure.process.sampleInterval'],
-    [{ targt: 5 }, 'Invalid option backpressure.targt: unknown option'],
+    [{ targt: 5 }, 'Invalid option backpressure.targt: unknown option; did you mean target?'],
+    [
+      { retryStorm: { factr: 5 } },
+      'Invalid option backpressure.retryStorm.factr: unknown option; did you mean factor?',
+    ],
+    [
+      { process: { maxEventloopDelay: 5 } },
+      'Invalid option backpressure.process.maxEventloopDelay: unknown option; did you mean maxEventLoopDelay?',
+    ],
+    [{ underPressure: {} }, 'Invalid option backpressure.underPressure: unknown option; did you mean process?'],
     [{ target: 80, maxDelay: 60 }, 'Invalid option backpressure.maxDelay: expected at least target (80), got 60'],
   ]
   test.each(bad)('%j fails at register with FST_PG_POOL_INVALID_OPTION', async (options, message) => {
@@ -116,6 +135,37 @@ describe('options', () => {
     expect(error?.message).toContain(message)
   })
 
+  test.each([
+    [{ minRetryAfter: 3, maxRetryAfter: 4 }],
+    // The old shape, kept until 1.0.
+    [{ retryAfter: { min: 3, max: 4 } }],
+  ])('%j bounds the Retry-After of refusals', async (bounds) => {
+    current = await coreApp(db.url, { max: 1, maxWaiting: 1, retryAfter: 1 })
+    const { app } = current
+    await app.register(pgPoolBackpressure, { ...bounds, retryStorm: false, process: false })
+    let open = () => {}
+    const gate = new Promise<void>((resolve) => {
+      open = resolve
+    })
+    app.get('/held', async (request) => {
+      await request.db`select 1`
+      await gate
+      return { ok: true }
+    })
+    await app.ready()
+    // One request holds the only connection, one waits: the queue is at its cap.
+    const held = [app.inject('/held').then((reply) => reply)]
+    expect(await waitFor(() => app.pgPool.stats().leased === 1)).toBe(true)
+    held.push(app.inject('/held').then((reply) => reply))
+    expect(await waitFor(() => app.pgPool.stats().waiting === 1)).toBe(true)
+    const refused = await app.inject('/held')
+    expect(refused.statusCode).toBe(503)
+    // No lease came back yet: the core's pool.retryAfter (1 s), raised to the lower bound.
+    expect(refused.headers['retry-after']).toBe('3')
+    open()
+    for (const reply of await Promise.all(held)) expect(reply.statusCode).toBe(200)
+  })
+
   test('a bad config.backpressure fails when the route is added', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
@@ -123,7 +173,10 @@ describe('options', () => {
     await app.after()
     expect(() =>
       app.get('/x', { config: { backpressure: { priority: 'urgent' as never } } }, async () => ({})),
-    ).toThrow(/config\.backpressure\.priority of \/x: expected high, normal or low, got "urgent"/)
+    ).toThrow(/config\.backpressure\.priority of \/x: expected 'high', 'normal' or 'low', got "urgent"/)
+    expect(() => app.get('/y', { config: { backpressure: { priorty: 'low' } as never } }, async () => ({}))).toThrow(
+      'Invalid option config.backpressure.priorty of /y: unknown option; did you mean priority?',
+    )
   })
 
   test('without the core it refuses to register', async () => {

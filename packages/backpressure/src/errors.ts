@@ -23,10 +23,6 @@ export const errors = {
 
 export type PgPoolBackpressureErrorCode = keyof typeof errors
 
-export function invalidOption(name: string, problem: string): Error {
-  return new errors.FST_PG_POOL_INVALID_OPTION(name, problem)
-}
-
 /** The JSON body of a refusal, serialized once: the refusal path does no work per request. */
 export function refusalBody(error: Error & { code: string; statusCode?: number }): string {
   return JSON.stringify({

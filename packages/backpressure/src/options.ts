@@ -1,4 +1,6 @@
-import { invalidOption } from './errors.js'
+import { optionKit } from '@fastify-pg-pool/core'
+
+const { asObject, closestName, describe, feature, integer, invalidOption, number, resolveTable } = optionKit
 
 export type Priority = 'high' | 'normal' | 'low'
 
@@ -47,7 +49,14 @@ export interface PgPoolBackpressureOptions {
    * Default `{ factor: 10, delay: 500 }`.
    */
   retryStorm?: { factor?: number; delay?: number } | false
-  /** Bounds (whole seconds) of the computed Retry-After. Default `{ min: 1, max: 30 }`. */
+  /** Least `Retry-After` of a refusal, whole seconds. Default 1. */
+  minRetryAfter?: number
+  /** Most `Retry-After` of a refusal, whole seconds (at least `minRetryAfter`). Default 30. */
+  maxRetryAfter?: number
+  /**
+   * @deprecated renamed `minRetryAfter` and `maxRetryAfter`: across the suite `retryAfter` is one
+   * number of seconds (the core's `pool.retryAfter`), and bounds are `min*`/`max*`.
+   */
   retryAfter?: { min?: number; max?: number }
   /**
    * Route prefixes never refused (besides routes with `config.db: false` or
@@ -76,108 +85,77 @@ export interface ResolvedBackpressureOptions {
   readonly process: ResolvedProcessOptions | false
 }
 
-function describe(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value)
-  if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value)
-  return Array.isArray(value) ? 'an array' : typeof value
+const processTable = {
+  maxEventLoopDelay: number({ min: 0, default: 1000 }),
+  maxEventLoopUtilization: number({ min: 0, max: 1, default: 0 }),
+  maxHeapUsedBytes: number({ min: 0, default: 0 }),
+  maxRssBytes: number({ min: 0, default: 0 }),
+  // under-pressure samples the loop every 10 ms and reads a window without a sample as an
+  // infinite delay: a shorter interval would refuse requests on an idle process.
+  sampleInterval: integer({ min: 50, default: 1000 }),
+} satisfies Record<keyof ProcessPressureOptions, unknown>
+
+const exempt: optionKit.OptionSpec<readonly string[]> = {
+  read(raw, name) {
+    const prefixes = raw ?? ['/health', '/metrics']
+    if (!Array.isArray(prefixes) || prefixes.some((prefix) => typeof prefix !== 'string' || !prefix.startsWith('/'))) {
+      throw invalidOption(name, `expected an array of paths starting with /, got ${describe(raw)}`)
+    }
+    return Object.freeze(prefixes.map((prefix: string) => (prefix.length > 1 ? prefix.replace(/\/+$/, '') : prefix)))
+  },
 }
 
-function number(name: string, raw: unknown, fallback: number, check: (n: number) => boolean, rule: string): number {
-  if (raw === undefined) return fallback
-  if (typeof raw !== 'number' || !Number.isFinite(raw) || !check(raw)) {
-    throw invalidOption(name, `expected ${rule}, got ${describe(raw)}`)
-  }
-  return raw
-}
+const table = {
+  target: number({ above: 0, default: 40 }),
+  interval: number({ above: 0, default: 100 }),
+  // Default: max(60, target), below.
+  maxDelay: number({ above: 0, default: undefined }),
+  retryStorm: feature({ factor: number({ above: 0, default: 10 }), delay: number({ min: 0, default: 500 }) }),
+  minRetryAfter: integer({ min: 1, default: 1 }),
+  // Default: max(30, minRetryAfter), below.
+  maxRetryAfter: integer({ min: 1, default: undefined }),
+  exempt,
+  process: feature(processTable),
+} satisfies Record<Exclude<keyof PgPoolBackpressureOptions, 'retryAfter'>, unknown>
 
-function object(name: string, raw: unknown): Record<string, unknown> {
-  if (raw === undefined) return {}
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw invalidOption(name, `expected an object, got ${describe(raw)}`)
-  }
-  return raw as Record<string, unknown>
-}
+/** Names other admission plugins give these options. */
+const aliases = { underPressure: 'process', exclude: 'exempt', maxQueueDelay: 'maxDelay' }
 
-function onlyKeys(name: string, given: Record<string, unknown>, known: readonly string[]): void {
-  for (const key of Object.keys(given)) {
-    if (!known.includes(key)) throw invalidOption(`${name}.${key}`, 'unknown option')
-  }
-}
-
-const positive = (n: number) => n > 0
-const nonNegative = (n: number) => n >= 0
-const wholeSeconds = (n: number) => Number.isInteger(n) && n >= 1
-
-function resolveProcess(raw: unknown): ResolvedProcessOptions | false {
-  if (raw === false) return false
-  const given = object('backpressure.process', raw)
-  onlyKeys('backpressure.process', given, [
-    'maxEventLoopDelay',
-    'maxEventLoopUtilization',
-    'maxHeapUsedBytes',
-    'maxRssBytes',
-    'sampleInterval',
-  ])
-  const name = (key: string) => `backpressure.process.${key}`
-  return Object.freeze({
-    maxEventLoopDelay: number(name('maxEventLoopDelay'), given.maxEventLoopDelay, 1000, nonNegative, 'a number >= 0'),
-    maxEventLoopUtilization: number(
-      name('maxEventLoopUtilization'),
-      given.maxEventLoopUtilization,
-      0,
-      (n) => n >= 0 && n <= 1,
-      'a number from 0 to 1',
-    ),
-    maxHeapUsedBytes: number(name('maxHeapUsedBytes'), given.maxHeapUsedBytes, 0, nonNegative, 'a number >= 0'),
-    maxRssBytes: number(name('maxRssBytes'), given.maxRssBytes, 0, nonNegative, 'a number >= 0'),
-    sampleInterval: number(
-      name('sampleInterval'),
-      given.sampleInterval,
-      1000,
-      // under-pressure samples the loop every 10 ms and reads a window without a sample as an
-      // infinite delay: a shorter interval would refuse requests on an idle process.
-      (n) => Number.isInteger(n) && n >= 50,
-      'an integer >= 50',
-    ),
-  })
-}
+const legacyRetryAfter = { min: integer({ min: 1, default: undefined }), max: integer({ min: 1, default: undefined }) }
 
 /** Validates the plugin options once, at register; throws FST_PG_POOL_INVALID_OPTION. */
 export function resolveOptions(raw: unknown): ResolvedBackpressureOptions {
-  const given = object('backpressure', raw)
-  onlyKeys('backpressure', given, ['target', 'interval', 'maxDelay', 'retryStorm', 'retryAfter', 'exempt', 'process'])
-  const target = number('backpressure.target', given.target, 40, positive, 'a number > 0')
-  const interval = number('backpressure.interval', given.interval, 100, positive, 'a number > 0')
-  const maxDelay = number('backpressure.maxDelay', given.maxDelay, Math.max(60, target), positive, 'a number > 0')
-  if (maxDelay < target) {
-    throw invalidOption('backpressure.maxDelay', `expected at least target (${target}), got ${maxDelay}`)
+  let given = asObject('backpressure', raw)
+  if (given.retryAfter !== undefined) {
+    const legacy = resolveTable('backpressure.retryAfter', given.retryAfter, legacyRetryAfter)
+    if (given.minRetryAfter !== undefined || given.maxRetryAfter !== undefined) {
+      throw invalidOption('backpressure.retryAfter', 'renamed minRetryAfter and maxRetryAfter: give those alone')
+    }
+    const { retryAfter: _, ...rest } = given
+    given = { ...rest, minRetryAfter: legacy.min, maxRetryAfter: legacy.max }
   }
-  let retryStorm: ResolvedBackpressureOptions['retryStorm'] = false
-  if (given.retryStorm !== false) {
-    const storm = object('backpressure.retryStorm', given.retryStorm)
-    onlyKeys('backpressure.retryStorm', storm, ['factor', 'delay'])
-    retryStorm = Object.freeze({
-      factor: number('backpressure.retryStorm.factor', storm.factor, 10, positive, 'a number > 0'),
-      delay: number('backpressure.retryStorm.delay', storm.delay, 500, nonNegative, 'a number >= 0'),
-    })
+  // Fastify's register options mean nothing to a plugin without routes.
+  const options = resolveTable('backpressure', given, table, {
+    ignore: ['prefix', 'logLevel', 'logSerializers'],
+    extra: ['retryAfter'],
+    aliases,
+  })
+  const maxDelay = options.maxDelay ?? Math.max(60, options.target)
+  if (maxDelay < options.target) {
+    throw invalidOption('backpressure.maxDelay', `expected at least target (${options.target}), got ${maxDelay}`)
   }
-  const retry = object('backpressure.retryAfter', given.retryAfter)
-  onlyKeys('backpressure.retryAfter', retry, ['min', 'max'])
-  const min = number('backpressure.retryAfter.min', retry.min, 1, wholeSeconds, 'an integer >= 1')
-  const max = number('backpressure.retryAfter.max', retry.max, Math.max(30, min), wholeSeconds, 'an integer >= 1')
-  if (max < min) throw invalidOption('backpressure.retryAfter.max', `expected at least min (${min}), got ${max}`)
-  const exempt = given.exempt ?? ['/health', '/metrics']
-  if (!Array.isArray(exempt) || exempt.some((prefix) => typeof prefix !== 'string' || !prefix.startsWith('/'))) {
-    throw invalidOption('backpressure.exempt', `expected an array of paths starting with /, got ${describe(exempt)}`)
-  }
+  const min = options.minRetryAfter
+  const max = options.maxRetryAfter ?? Math.max(30, min)
+  if (max < min)
+    throw invalidOption('backpressure.maxRetryAfter', `expected at least minRetryAfter (${min}), got ${max}`)
   return Object.freeze({
-    target,
-    interval,
+    target: options.target,
+    interval: options.interval,
     maxDelay,
-    retryStorm,
+    retryStorm: options.retryStorm,
     retryAfter: Object.freeze({ min, max }),
-    exempt: Object.freeze(exempt.map((prefix: string) => (prefix.length > 1 ? prefix.replace(/\/+$/, '') : prefix))),
-    process: resolveProcess(given.process),
+    exempt: options.exempt,
+    process: options.process,
   })
 }
 
@@ -200,11 +178,16 @@ export function routePriority(
   }
   const { priority = 'normal', ...rest } = route as { priority?: unknown }
   const unknown = Object.keys(rest)[0]
-  if (unknown !== undefined) throw invalidOption(`config.backpressure.${unknown} of ${url}`, 'unknown option')
+  if (unknown !== undefined) {
+    const suggestion = closestName(unknown, ['priority'])
+    const problem =
+      suggestion === undefined ? 'unknown option; expected priority' : `unknown option; did you mean ${suggestion}?`
+    throw invalidOption(`config.backpressure.${unknown} of ${url}`, problem)
+  }
   if (priority !== 'high' && priority !== 'normal' && priority !== 'low') {
     throw invalidOption(
       `config.backpressure.priority of ${url}`,
-      `expected high, normal or low, got ${describe(priority)}`,
+      `expected 'high', 'normal' or 'low', got ${describe(priority)}`,
     )
   }
   return priority
