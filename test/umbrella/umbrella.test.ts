@@ -102,7 +102,7 @@ describe('fastify-pg-pool (umbrella)', () => {
   test('options reach each package: a bad one fails at register with a coded error', async () => {
     for (const bad of [
       { health: { livePath: 5 } },
-      { metrics: { prefix: 'not a prefix' } },
+      { metrics: { namePrefix: 'not a prefix' } },
       { backpressure: { target: -1 } },
       { pool: { max: 0 } },
     ]) {

@@ -2,4 +2,6 @@ export { type PgPoolBackpressureOptions, pgPoolBackpressure } from '@fastify-pg-
 export * from '@fastify-pg-pool/core'
 export { type PgPoolHealthOptions, pgPoolHealth } from '@fastify-pg-pool/health'
 export { type PgPoolMetricsOptions, pgPoolMetrics } from '@fastify-pg-pool/metrics'
+// Shadows the core's `errors` and `PgPoolErrorCode` of the line above with the whole suite's.
+export { errors, type PgPoolErrorCode } from './errors.js'
 export { type PgPoolOptions, pgPool, pgPool as default } from './plugin.js'
