@@ -53,7 +53,8 @@ describe('replication harness: a primary and one streaming standby', () => {
     const started = Date.now()
     cluster = await startReplication()
     console.log(`[replicas:harness] primary + 1 standby streaming in ${Date.now() - started} ms`)
-    standby = cluster.standbys[0] as ReplicationNode
+    standby = cluster.standby
+    expect(cluster.standbys.length === 1 && cluster.standbys[0] === standby).toBe(true)
     const db = await cluster.createDatabase('app')
     primarySql = connect(db.primaryUrl)
     standbySql = connect(db.standbyUrls[0] as string)

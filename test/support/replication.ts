@@ -3,8 +3,8 @@
  * tests of replica routing, lag and failover.
  *
  * ```ts
- * const cluster = await startReplication()             // primary + 1 standby, ~1-2 s
- * const [standby] = cluster.standbys as [ReplicationNode]
+ * const cluster = await startReplication()             // primary + 1 standby: ~1 s idle, 3-7 s loaded
+ * const { standby } = cluster                           // = cluster.standbys[0]
  * const primarySql = postgres(cluster.primary.url)
  * await primarySql`create table t (id int)`
  * await cluster.waitForReplay(standby)                  // the primary's current LSN, replayed
@@ -63,8 +63,8 @@ export interface ReplicationNode {
   readonly pid: number | undefined
   /** Superuser URL of another database on this node. */
   urlFor(database: string): string
-  /** Starts it again (same port, same data); resolves once it accepts connections. */
-  start(): Promise<void>
+  /** Starts it again (same port, same data); resolves once it accepts connections (60 s deadline). */
+  start(options?: WaitOptions): Promise<void>
   /** Fast shutdown (clean: sessions ended, a shutdown checkpoint written). */
   stop(): Promise<void>
   /** Immediate shutdown: no checkpoint, crash recovery at the next start (a crash, as seen by clients). */
@@ -90,6 +90,8 @@ export interface ReplicationCluster {
   readonly primary: ReplicationNode
   /** Streaming standbys of `primary`, in order; a promoted one changes `role`, not place. */
   readonly standbys: readonly ReplicationNode[]
+  /** The first standby (`standbys[0]`): there is always at least one. */
+  readonly standby: ReplicationNode
   /** Superuser (`postgres`) password, the same on every node. */
   readonly password: string
   /** The replication role standbys connect as (password auth on 127.0.0.1). */
@@ -440,6 +442,7 @@ class Node implements ReplicationNode {
  */
 export async function startReplication(options: ReplicationOptions = {}): Promise<ReplicationCluster> {
   const standbyCount = options.standbys ?? 1
+  if (!Number.isInteger(standbyCount) || standbyCount < 1) throw new Error(`standbys must be >= 1, got ${standbyCount}`)
   const setupTimeout = options.timeoutMs ?? DEFAULT_SETUP_TIMEOUT_MS
   const user = await postgresProcessUser()
   const binaries = postgresBinaries()
@@ -577,6 +580,7 @@ export async function startReplication(options: ReplicationOptions = {}): Promis
     return {
       primary,
       standbys,
+      standby: standbys[0] as Node,
       password,
       replication: { user: REPLICATION_USER, password: replicationPassword },
       rootDir,
