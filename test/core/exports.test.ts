@@ -8,7 +8,14 @@ describe('@fastify-pg-pool/core exports', () => {
     expect(pgPoolCore).toBe(pgPoolCorePlugin)
     const meta = (pgPoolCore as unknown as Record<symbol, { name: string; fastify: string }>)[Symbol.for('plugin-meta')]
     expect(meta).toMatchObject({ name: '@fastify-pg-pool/core', fastify: '5.x' })
-    expect(Object.keys(core).sort()).toEqual(['default', 'errors', 'pgPoolCorePlugin'])
+    expect(Object.keys(core).sort()).toEqual([
+      'channelNames',
+      'channels',
+      'default',
+      'errors',
+      'optionKit',
+      'pgPoolCorePlugin',
+    ])
   })
 
   test('every error code is documented in the README with its status', () => {

@@ -25,7 +25,7 @@ describe('registering and closing', () => {
       const b = await coreApp(db.url, { max: 1 })
       try {
         await a.app.register(pgPoolMetrics)
-        await b.app.register(pgPoolMetrics, { registry: shared, prefix: 'b_' })
+        await b.app.register(pgPoolMetrics, { registry: shared, namePrefix: 'b_' })
         for (const { app } of [a, b]) {
           app.get('/one', async (request) => (await request.db`select 1 as one`)[0])
           expect((await app.inject({ url: '/one' })).statusCode).toBe(200)

@@ -9,7 +9,7 @@ describe('metrics types', () => {
     const app = Fastify()
     await app.register(pgPoolCore, { connection: 'postgres://localhost/x' })
     await app.register(pgPoolMetrics, {
-      prefix: 'shop_',
+      namePrefix: 'shop_',
       path: false,
       httpMetrics: false,
       buckets: { acquire: [0.01, 0.1, 1] },

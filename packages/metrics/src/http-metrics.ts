@@ -18,7 +18,7 @@ export const UNMATCHED_ROUTE = 'unmatched'
  */
 export function registerHttpMetrics(app: FastifyInstance, options: ResolvedMetricsOptions, routes: BoundedLabel): void {
   const histogram = new FastHistogram({
-    name: `${options.prefix}http_request_duration_seconds`,
+    name: `${options.namePrefix}http_request_duration_seconds`,
     help: 'HTTP request duration by method, route template (unmatched for unknown URLs) and status class (aborted when the client hung up first)',
     labelNames: ['method', 'route', 'status_class'],
     buckets: options.buckets.http,

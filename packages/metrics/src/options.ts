@@ -53,8 +53,6 @@ export interface PgPoolMetricsOptions {
 export interface ResolvedMetricsOptions {
   readonly registry: Registry
   readonly namePrefix: string
-  /** @deprecated the same as `namePrefix`, until pool-metrics.ts and http-metrics.ts read that. */
-  readonly prefix: string
   /** The route's path, `prefix` included. */
   readonly path: string | false
   readonly onRequest: OnRequest[]
@@ -181,5 +179,5 @@ export function resolveMetricsOptions(opts: PgPoolMetricsOptions | undefined): R
     ignore: ['logLevel', 'logSerializers'],
     aliases,
   })
-  return Object.freeze({ ...given, prefix: given.namePrefix, path: prefixed(prefix, path) })
+  return Object.freeze({ ...given, path: prefixed(prefix, path) })
 }

@@ -21,7 +21,7 @@ export function registerPoolMetrics(
   options: ResolvedMetricsOptions,
   routes: BoundedLabel,
 ): () => void {
-  const { prefix, buckets } = options
+  const { namePrefix: prefix, buckets } = options
   const registers: Registry[] = [options.registry]
   const seconds = (ms: number) => ms / 1000
 
