@@ -1,0 +1,86 @@
+import { channels, type PgPoolView } from '@fastify-pg-pool/core'
+import { AcquireSpans } from './acquire-spans.js'
+import { type PgPoolOtelOptions, type ResolvedOtelOptions, resolveOtelOptions } from './options.js'
+import { type PoolIdentity, poolIdentity } from './pool-identity.js'
+import { registerPoolMetrics } from './pool-metrics.js'
+import { realMeter, realTracer } from './providers.js'
+import { QuerySummaries } from './query-summary.js'
+import { RefusalEvents } from './refusal-events.js'
+import { StatementTelemetry } from './statement-telemetry.js'
+import { Subscriptions } from './subscriptions.js'
+import { TransactionSpans } from './transaction-spans.js'
+
+/** What `instrumentPools` set up; `close()` undoes all of it. */
+export interface PoolInstrumentation {
+  /** Spans are made: traces are on and a real tracer provider is registered. */
+  readonly tracing: boolean
+  /** Metrics are recorded: metrics are on and a real meter provider is registered. */
+  readonly metrics: boolean
+  /** The pools' `db.client.connection.pool.name`, in the order given. */
+  readonly poolNames: readonly string[]
+  close(): void
+}
+
+/**
+ * Instruments the given pools (`[app.pgPool]`; later named instances and replicas too): one
+ * subscriber per diagnostics channel for all of them, each message routed by its `pool`.
+ *
+ * With no SDK registered (the API's no-op providers) nothing is subscribed at all: the core
+ * publishes only while a channel has subscribers, so it builds no message and the requests pay
+ * nothing. The check is made here, once: register the SDK before the app (as every
+ * OpenTelemetry instrumentation asks).
+ */
+export function instrumentPools(
+  views: readonly PgPoolView[],
+  options: Omit<PgPoolOtelOptions, 'pools'> = {},
+): PoolInstrumentation {
+  return instrument(views, resolveOtelOptions(options))
+}
+
+/** instrumentPools with options already resolved (the plugin's). */
+export function instrument(views: readonly PgPoolView[], options: ResolvedOtelOptions): PoolInstrumentation {
+  const identities: PoolIdentity[] = []
+  const pools = new Map<PgPoolView, PoolIdentity>()
+  for (const view of views) {
+    if (pools.has(view)) continue
+    const identity = poolIdentity(view, options.poolName)
+    identities.push(identity)
+    pools.set(view, identity)
+  }
+  const tracer = options.traces ? realTracer(options.tracerProvider) : undefined
+  const meter = options.metrics ? realMeter(options.meterProvider) : undefined
+  const subscriptions = new Subscriptions()
+
+  let transactions: TransactionSpans | undefined
+  if (tracer !== undefined) {
+    const acquires = new AcquireSpans(tracer, pools)
+    subscriptions.on(channels.acquireStart, acquires.start.bind(acquires))
+    subscriptions.on(channels.acquireEnd, acquires.end.bind(acquires))
+    const opened = new TransactionSpans(tracer, pools)
+    transactions = opened
+    subscriptions.on(channels.transactionStart, opened.start.bind(opened))
+    subscriptions.on(channels.transactionEnd, opened.end.bind(opened))
+    subscriptions.add(() => opened.close())
+    const refusals = new RefusalEvents(pools)
+    subscriptions.on(channels.refusal, refusals.record.bind(refusals))
+  }
+  if (tracer !== undefined || meter !== undefined) {
+    const statements = new StatementTelemetry(pools, {
+      tracer,
+      meter,
+      queryText: options.queryText,
+      summaries: new QuerySummaries(),
+      transactions,
+    })
+    subscriptions.on(channels.queryStart, statements.start.bind(statements))
+    subscriptions.on(channels.queryEnd, statements.end.bind(statements))
+  }
+  if (meter !== undefined) registerPoolMetrics(meter, identities, subscriptions)
+
+  return {
+    tracing: tracer !== undefined,
+    metrics: meter !== undefined,
+    poolNames: identities.map((identity) => identity.name),
+    close: () => subscriptions.close(),
+  }
+}

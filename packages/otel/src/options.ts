@@ -1,0 +1,79 @@
+import { optionKit, type PgPoolView } from '@fastify-pg-pool/core'
+import type { MeterProvider, TracerProvider } from '@opentelemetry/api'
+import type { FastifyInstance } from 'fastify'
+import { defaultPoolName, type PoolNamer } from './pool-identity.js'
+
+const { boolean, describe, fastifyRegisterKeys, invalidOption, resolveTable } = optionKit
+
+/** Picks the pools to instrument from the app (named instances and replicas add more). */
+export type PoolSelector = (app: FastifyInstance) => readonly PgPoolView[]
+
+export interface PgPoolOtelOptions {
+  /** Where spans go. Default: the global provider, as the SDK registered it. */
+  tracerProvider?: TracerProvider
+  /** Where metrics go. Default: the global provider, as the SDK registered it. */
+  meterProvider?: MeterProvider
+  /** Spans of connection waits, statements and route transactions, refusal events. Default true. */
+  traces?: boolean
+  /** The database-client connection-pool and operation metrics. Default true. */
+  metrics?: boolean
+  /**
+   * Record `db.query.text` on statement spans: the statement as sent, `$1`.. for values, never
+   * the values. Off by default: a statement run with `unsafe()` may carry literals in its text.
+   */
+  queryText?: boolean
+  /** `db.client.connection.pool.name` of a pool. Default: `host:port/database`, or the instance's name. */
+  poolName?: PoolNamer
+  /** The pools to instrument. Default: `[app.pgPool]`. */
+  pools?: PoolSelector
+}
+
+export interface ResolvedOtelOptions {
+  readonly tracerProvider: TracerProvider | undefined
+  readonly meterProvider: MeterProvider | undefined
+  readonly traces: boolean
+  readonly metrics: boolean
+  readonly queryText: boolean
+  readonly poolName: PoolNamer
+  readonly pools: PoolSelector
+}
+
+/** A provider by shape: any copy of @opentelemetry/api, any SDK. */
+function provider<P>(method: 'getTracer' | 'getMeter', kind: string): optionKit.OptionSpec<P | undefined> {
+  return {
+    read(raw, name) {
+      if (raw === undefined) return undefined
+      if (typeof raw !== 'object' || raw === null || typeof (raw as Record<string, unknown>)[method] !== 'function') {
+        throw invalidOption(name, `expected a ${kind} (an object with ${method}()), got ${describe(raw)}`)
+      }
+      return raw as P
+    },
+  }
+}
+
+function fn<F>(fallback: F, shape: string): optionKit.OptionSpec<F> {
+  return {
+    read(raw, name) {
+      if (raw === undefined) return fallback
+      if (typeof raw !== 'function') throw invalidOption(name, `expected a function ${shape}, got ${describe(raw)}`)
+      return raw as F
+    },
+  }
+}
+
+const defaultPools: PoolSelector = (app) => [app.pgPool]
+
+const table = {
+  tracerProvider: provider<TracerProvider>('getTracer', 'TracerProvider'),
+  meterProvider: provider<MeterProvider>('getMeter', 'MeterProvider'),
+  traces: boolean(true),
+  metrics: boolean(true),
+  queryText: boolean(false),
+  poolName: fn<PoolNamer>(defaultPoolName, '(view) => string'),
+  pools: fn<PoolSelector>(defaultPools, '(app) => PgPoolView[]'),
+} satisfies Record<keyof PgPoolOtelOptions, unknown>
+
+/** Validates the options once, at register, and freezes them. */
+export function resolveOtelOptions(opts: PgPoolOtelOptions | undefined): ResolvedOtelOptions {
+  return resolveTable('otel', opts, table, { ignore: fastifyRegisterKeys })
+}

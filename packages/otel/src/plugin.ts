@@ -1,0 +1,39 @@
+import type { FastifyPluginAsync } from 'fastify'
+import fp from 'fastify-plugin'
+import { instrument } from './instrument-pools.js'
+import { type PgPoolOtelOptions, resolveOtelOptions } from './options.js'
+
+/** `app.pgPoolOtel`: what the plugin found and set up at register. */
+export interface PgPoolOtelView {
+  /** Spans are made (traces on, and an SDK's tracer provider registered). */
+  readonly tracing: boolean
+  /** Metrics are recorded (metrics on, and an SDK's meter provider registered). */
+  readonly metrics: boolean
+  /** `db.client.connection.pool.name` of each instrumented pool. */
+  readonly poolNames: readonly string[]
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    pgPoolOtel: PgPoolOtelView
+  }
+}
+
+const otel: FastifyPluginAsync<PgPoolOtelOptions> = async (app, opts) => {
+  const options = resolveOtelOptions(opts)
+  const instrumentation = instrument(options.pools(app), options)
+  app.decorate('pgPoolOtel', {
+    tracing: instrumentation.tracing,
+    metrics: instrumentation.metrics,
+    poolNames: instrumentation.poolNames,
+  } satisfies PgPoolOtelView)
+  // After the pool closed (onClose runs in registration order: the core's first).
+  app.addHook('onClose', async () => instrumentation.close())
+}
+
+/** OpenTelemetry spans and metrics of the pool, through @opentelemetry/api. */
+export const pgPoolOtel = fp(otel, {
+  name: '@fastify-pg-pool/otel',
+  fastify: '5.x',
+  dependencies: ['@fastify-pg-pool/core'],
+})

@@ -1,0 +1,81 @@
+import type { PoolEvents } from '@fastify-pg-pool/core'
+import type { BatchObservableCallback, Histogram, Meter } from '@opentelemetry/api'
+import { DURATION_BUCKETS, METRIC } from './attributes.js'
+import type { PoolIdentity } from './pool-identity.js'
+import type { Subscriptions } from './subscriptions.js'
+
+/** The pool keeps no idle connection on purpose: idle ones close after `idleTimeout`. */
+const IDLE_MIN = 0
+
+const seconds = (ms: number) => ms / 1000
+
+/**
+ * The conventions' connection-pool metrics for each pool: the counts are read from `stats()`
+ * when the SDK collects (one read per pool per collection, for all of them), the times and
+ * timeouts follow the view's events. Every series carries `db.client.connection.pool.name`.
+ */
+export function registerPoolMetrics(meter: Meter, pools: readonly PoolIdentity[], subscriptions: Subscriptions): void {
+  const connections = { unit: '{connection}' }
+  const count = meter.createObservableUpDownCounter(METRIC.connectionCount, {
+    ...connections,
+    description: 'The number of connections that are currently in state described by the state attribute.',
+  })
+  const idleMax = meter.createObservableUpDownCounter(METRIC.idleMax, {
+    ...connections,
+    description: 'The maximum number of idle open connections allowed.',
+  })
+  const idleMin = meter.createObservableUpDownCounter(METRIC.idleMin, {
+    ...connections,
+    description: 'The minimum number of idle open connections allowed.',
+  })
+  const max = meter.createObservableUpDownCounter(METRIC.max, {
+    ...connections,
+    description: 'The maximum number of open connections allowed.',
+  })
+  const pending = meter.createObservableUpDownCounter(METRIC.pendingRequests, {
+    unit: '{request}',
+    description: 'The number of current pending requests for an open connection.',
+  })
+  const observables = [count, idleMax, idleMin, max, pending]
+  const observe: BatchObservableCallback = (result) => {
+    for (const pool of pools) {
+      const stats = pool.view.stats()
+      result.observe(count, stats.idle, pool.idle)
+      result.observe(count, stats.leased, pool.used)
+      // Every connection may sit idle: the pool caps open connections, not idle ones.
+      result.observe(idleMax, stats.max, pool.pool)
+      result.observe(idleMin, IDLE_MIN, pool.pool)
+      result.observe(max, stats.max, pool.pool)
+      result.observe(pending, stats.waiting, pool.pool)
+    }
+  }
+  meter.addBatchObservableCallback(observe, observables)
+  subscriptions.add(() => meter.removeBatchObservableCallback(observe, observables))
+
+  const timeouts = meter.createCounter(METRIC.timeouts, {
+    unit: '{timeout}',
+    description: 'The number of connection timeouts that have occurred trying to obtain a connection from the pool.',
+  })
+  const histogram = (name: string, description: string): Histogram =>
+    meter.createHistogram(name, { unit: 's', description, advice: { explicitBucketBoundaries: [...DURATION_BUCKETS] } })
+  const createTime = histogram(METRIC.createTime, 'The time it took to create a new connection.')
+  const waitTime = histogram(METRIC.waitTime, 'The time it took to obtain an open connection from the pool.')
+  const useTime = histogram(METRIC.useTime, 'The time between borrowing a connection and returning it to the pool.')
+
+  for (const pool of pools) {
+    const attributes = pool.pool
+    const listeners: { [E in keyof PoolEvents]?: (...args: PoolEvents[E]) => void } = {
+      acquire: (waitMs) => waitTime.record(seconds(waitMs), attributes),
+      acquireError: (reason) => {
+        if (reason === 'timeout') timeouts.add(1, attributes)
+      },
+      release: (heldMs) => useTime.record(seconds(heldMs), attributes),
+      connect: (ms) => createTime.record(seconds(ms), attributes),
+    }
+    // One cast for the loop: each entry pairs an event with its own listener type.
+    for (const [event, listener] of Object.entries(listeners) as [keyof PoolEvents, never][]) {
+      pool.view.on(event, listener)
+      subscriptions.add(() => pool.view.off(event, listener))
+    }
+  }
+}
