@@ -76,7 +76,8 @@ async function createDatabase(name) {
 /** Starts a server process and resolves once GET /health/live answers 200. */
 async function startServer(command, args, { cwd, env }) {
   const port = await freePort()
-  const child = spawn(command, args, { cwd, env: { ...process.env, ...env, PORT: String(port) } })
+  // A process group of its own: tsx runs the app in a child process, and a hung run is ended whole.
+  const child = spawn(command, args, { cwd, env: { ...process.env, ...env, PORT: String(port) }, detached: true })
   children.add(child)
   let output = ''
   child.stdout.on('data', (chunk) => {
@@ -99,10 +100,17 @@ async function startServer(command, args, { cwd, env }) {
   }
 }
 
+function killGroup(child) {
+  try {
+    process.kill(-child.pid, 'SIGKILL')
+  } catch {}
+}
+
 /** SIGTERM, then the exit code: the README's example closes the app on SIGTERM. */
 async function stopServer(child) {
+  // To the process only: tsx passes it on, and a second SIGTERM would end the app at once.
   child.kill('SIGTERM')
-  const timer = setTimeout(() => child.kill('SIGKILL'), EXIT_LIMIT)
+  const timer = setTimeout(() => killGroup(child), EXIT_LIMIT)
   const { code, signal } = await child.exited
   clearTimeout(timer)
   children.delete(child)
@@ -126,6 +134,22 @@ async function expectJson(base, method, path, status, body) {
     if (parsed[key] !== value) throw new Error(`${method} ${path}: expected ${key} ${JSON.stringify(value)} in ${text}`)
   }
   return parsed
+}
+
+/** Runs the routes' checks, then stops the server; the first failure is the one reported. */
+async function exerciseAndStop(child, base) {
+  let failure
+  try {
+    await exercise(base)
+  } catch (error) {
+    failure = error
+  }
+  try {
+    await stopServer(child)
+  } catch (error) {
+    failure ??= error
+  }
+  if (failure) throw failure
 }
 
 /** The README example's routes and the suite's, through HTTP. */
@@ -175,7 +199,7 @@ async function check(key, fn) {
 }
 
 async function cleanUp() {
-  for (const child of children) child.kill('SIGKILL')
+  for (const child of children) killGroup(child)
   if (admin) {
     for (const name of databases) await admin`drop database if exists ${admin(name)} with (force)`.catch(() => {})
     await admin.end({ timeout: 5 })
@@ -225,11 +249,7 @@ try {
       ? [process.execPath, ['server.ts']]
       : [join(app, 'node_modules/.bin/tsx'), ['server.ts']]
     const { child, base } = await startServer(command, args, { cwd: app, env: { DATABASE_URL: url } })
-    try {
-      await exercise(base)
-    } finally {
-      await stopServer(child)
-    }
+    await exerciseAndStop(child, base)
   })
 
   await check('types', async () => {
@@ -272,11 +292,7 @@ try {
       cwd: bundle,
       env: { DATABASE_URL: url },
     })
-    try {
-      await exercise(base)
-    } finally {
-      await stopServer(child)
-    }
+    await exerciseAndStop(child, base)
   })
 } catch (error) {
   for (const key of Object.keys(CHECKS)) {
