@@ -27,7 +27,8 @@ export interface OtelApp {
  * order an app registers them, with the routes the tests use:
  * `/gate` waits for the test's lock on `gate`; `/move` is a route transaction of two updates;
  * `/refund` the same answering 409 (rolled back); `/fail` sends a value the server refuses;
- * `/insert` inserts a value; `/item/:id` reads one row.
+ * `/insert` inserts a value; `/item/:id` reads one row; `/prepared` counts the connection's
+ * server-side prepared statements; `/the/names/...` reads its own application_name twice.
  */
 export async function otelApp(url: string, options: OtelAppOptions = {}): Promise<OtelApp> {
   const app = Fastify({ logger: false })
@@ -78,6 +79,16 @@ export async function otelApp(url: string, options: OtelAppOptions = {}): Promis
   app.get<{ Params: { id: string } }>('/item/:id', async (request) => {
     const [item] = await request.db`select id, name from items where id = ${Number(request.params.id)}`
     return item ?? null
+  })
+  app.get('/the/names/this/connection/has/while/it/runs/:id', async (request) => {
+    const [row] = await request.db<{ setting: string; activity: string }[]>`
+      select current_setting('application_name') as setting,
+             (select application_name from pg_stat_activity where pid = pg_backend_pid()) as activity`
+    return row
+  })
+  app.get('/prepared', async (request) => {
+    const [row] = await request.db<{ n: number }[]>`select count(*)::int as n from pg_prepared_statements`
+    return row
   })
   await app.ready()
   return { app, applicationName }

@@ -6,4 +6,6 @@ export function buildApp(options: {
   logger?: FastifyServerOptions['logger']
   pool?: PoolOptions
   metricsToken?: string | undefined
+  /** Request spans (@fastify/otel) and the pool's spans and metrics (@fastify-pg-pool/otel). */
+  otel?: boolean
 }): Promise<FastifyInstance>

@@ -4,11 +4,21 @@ import Fastify from 'fastify'
 
 /**
  * The observability example: the pool and its metrics, a few routes to put load on, and
- * `/metrics` behind a bearer token when `metricsToken` is set.
+ * `/metrics` behind a bearer token when `metricsToken` is set. With `otel`, also request spans
+ * (@fastify/otel, registered first) and the pool's spans and metrics (@fastify-pg-pool/otel),
+ * for the OpenTelemetry SDK registered before (src/otel.js).
  */
-export async function buildApp({ connection, logger = true, pool = {}, metricsToken } = {}) {
+export async function buildApp({ connection, logger = true, pool = {}, metricsToken, otel = false } = {}) {
   const app = Fastify({ logger })
+  if (otel) {
+    const { FastifyOtelInstrumentation } = await import('@fastify/otel')
+    await app.register(new FastifyOtelInstrumentation().plugin())
+  }
   await app.register(pgPoolCore, { connection, pool: { max: 5, acquireTimeout: 1_000, ...pool } })
+  if (otel) {
+    const { default: pgPoolOtel } = await import('@fastify-pg-pool/otel')
+    await app.register(pgPoolOtel)
+  }
   await app.register(pgPoolMetrics, {
     onRequest: metricsToken
       ? async (request, reply) => {

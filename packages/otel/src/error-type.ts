@@ -8,11 +8,16 @@ export interface ErrorDescription {
 
 const OTHER: ErrorDescription = Object.freeze({ type: '_OTHER', status: undefined })
 
-/** A PostgreSQL error as postgres.js builds it from the server's ErrorResponse. */
+/**
+ * The SQLSTATE of an error the server sent: postgres.js's PostgresError, or the suite's mapped
+ * error built from one (a subclass; both carry the server's `severity`). A client-side error
+ * (CONNECTION_CLOSED, ECONNRESET) has a code too, but no severity.
+ */
 function sqlState(error: unknown): string | undefined {
   if (typeof error !== 'object' || error === null) return undefined
-  const { name, code } = error as { name?: unknown; code?: unknown }
-  return name === 'PostgresError' && typeof code === 'string' ? code : undefined
+  const { name, code, severity } = error as { name?: unknown; code?: unknown; severity?: unknown }
+  if (typeof code !== 'string') return undefined
+  return name === 'PostgresError' || typeof severity === 'string' ? code : undefined
 }
 
 /**

@@ -6,7 +6,9 @@ export { type PgPoolOtelView, pgPoolOtel, pgPoolOtel as default } from './plugin
 export { defaultPoolName, type PoolNamer } from './pool-identity.js'
 export { type QuerySummary, summarizeQuery } from './query-summary.js'
 export {
+  APPLICATION_NAME_BYTES,
   type ApplicationNameFormat,
+  applicationNameFormats,
   defaultApplicationNameFormat,
   type TraceContextOptions,
   traceContextApplicationName,

@@ -9,6 +9,7 @@ import { RefusalEvents } from './refusal-events.js'
 import { StatementTelemetry } from './statement-telemetry.js'
 import { Subscriptions } from './subscriptions.js'
 import { TransactionSpans } from './transaction-spans.js'
+import { WaiterContexts } from './waiter-contexts.js'
 
 /** What `instrumentPools` set up; `close()` undoes all of it. */
 export interface PoolInstrumentation {
@@ -53,10 +54,11 @@ export function instrument(views: readonly PgPoolView[], options: ResolvedOtelOp
 
   let transactions: TransactionSpans | undefined
   if (tracer !== undefined) {
-    const acquires = new AcquireSpans(tracer, pools)
+    const contexts = new WaiterContexts()
+    const acquires = new AcquireSpans(tracer, pools, contexts)
     subscriptions.on(channels.acquireStart, acquires.start.bind(acquires))
     subscriptions.on(channels.acquireEnd, acquires.end.bind(acquires))
-    const opened = new TransactionSpans(tracer, pools)
+    const opened = new TransactionSpans(tracer, pools, contexts)
     transactions = opened
     subscriptions.on(channels.transactionStart, opened.start.bind(opened))
     subscriptions.on(channels.transactionEnd, opened.end.bind(opened))

@@ -1,4 +1,3 @@
-import type { PoolEvents } from '@fastify-pg-pool/core'
 import type { BatchObservableCallback, Histogram, Meter } from '@opentelemetry/api'
 import { DURATION_BUCKETS, METRIC } from './attributes.js'
 import type { PoolIdentity } from './pool-identity.js'
@@ -62,20 +61,20 @@ export function registerPoolMetrics(meter: Meter, pools: readonly PoolIdentity[]
   const waitTime = histogram(METRIC.waitTime, 'The time it took to obtain an open connection from the pool.')
   const useTime = histogram(METRIC.useTime, 'The time between borrowing a connection and returning it to the pool.')
 
-  for (const pool of pools) {
-    const attributes = pool.pool
-    const listeners: { [E in keyof PoolEvents]?: (...args: PoolEvents[E]) => void } = {
-      acquire: (waitMs) => waitTime.record(seconds(waitMs), attributes),
-      acquireError: (reason) => {
-        if (reason === 'timeout') timeouts.add(1, attributes)
-      },
-      release: (heldMs) => useTime.record(seconds(heldMs), attributes),
-      connect: (ms) => createTime.record(seconds(ms), attributes),
+  for (const { view, pool: attributes } of pools) {
+    const onAcquire = (waitMs: number) => waitTime.record(seconds(waitMs), attributes)
+    const onAcquireError = (reason: string) => {
+      if (reason === 'timeout') timeouts.add(1, attributes)
     }
-    // One cast for the loop: each entry pairs an event with its own listener type.
-    for (const [event, listener] of Object.entries(listeners) as [keyof PoolEvents, never][]) {
-      pool.view.on(event, listener)
-      subscriptions.add(() => pool.view.off(event, listener))
-    }
+    const onRelease = (heldMs: number) => useTime.record(seconds(heldMs), attributes)
+    const onConnect = (ms: number) => createTime.record(seconds(ms), attributes)
+    view.on('acquire', onAcquire).on('acquireError', onAcquireError).on('release', onRelease).on('connect', onConnect)
+    subscriptions.add(() => {
+      view
+        .off('acquire', onAcquire)
+        .off('acquireError', onAcquireError)
+        .off('release', onRelease)
+        .off('connect', onConnect)
+    })
   }
 }

@@ -6,12 +6,49 @@ import type { FastifyRequest } from 'fastify'
 export type ApplicationNameFormat = (traceparent: string, route: string) => string
 
 /**
- * `<traceparent> <route>`. pg_stat_activity shows the first 63 bytes of application_name
- * (NAMEDATALEN - 1), so the traceparent (55 bytes) comes first and is always whole there; the
- * route follows, whole up to 7 bytes there, and whole at any length in `current_setting` and in
- * the server log (`%a` in log_line_prefix).
+ * What the server keeps of an application_name: NAMEDATALEN - 1 bytes. It cuts the rest when
+ * the name is set, so the setting, pg_stat_activity and the server log (`%a`) all show the same
+ * 63 bytes, and a W3C traceparent alone takes 55 of them.
  */
-export const defaultApplicationNameFormat: ApplicationNameFormat = (traceparent, route) => `${traceparent} ${route}`
+export const APPLICATION_NAME_BYTES = 63
+
+/** Trace id of a traceparent (`00-<trace-id>-<span-id>-<flags>`). */
+const traceIdOf = (traceparent: string) => traceparent.slice(3, 35)
+const TRACE_ID_LENGTH = 32
+
+/** The two ways to spend the 63 bytes. */
+export const applicationNameFormats: Readonly<{
+  traceparent: ApplicationNameFormat
+  route: ApplicationNameFormat
+}> = Object.freeze({
+  /**
+   * `<traceparent> <route>` (the default): the W3C traceparent whole, for tools that parse it
+   * and to find the very span the lease was taken under; then the route, whole when it fits in
+   * the 7 bytes left (`/items`), cut after them otherwise.
+   */
+  traceparent: (traceparent: string, route: string) => `${traceparent} ${route}`,
+  /**
+   * `<route> <trace-id>`: the route whole up to 30 bytes (cut there, so that the trace id always
+   * fits), then the trace id, which finds the trace in any backend; no span id.
+   */
+  route: (traceparent: string, route: string) =>
+    `${clipBytes(route, APPLICATION_NAME_BYTES - TRACE_ID_LENGTH - 1)} ${traceIdOf(traceparent)}`,
+})
+
+export const defaultApplicationNameFormat: ApplicationNameFormat = applicationNameFormats.traceparent
+
+/** `text` cut to at most `bytes` UTF-8 bytes, never inside a character. */
+function clipBytes(text: string, bytes: number): string {
+  if (Buffer.byteLength(text) <= bytes) return text
+  let out = ''
+  let used = 0
+  for (const char of text) {
+    used += Buffer.byteLength(char)
+    if (used > bytes) break
+    out += char
+  }
+  return out
+}
 
 /** W3C traceparent of the span active in `ctx`, or undefined when there is none. */
 export function traceparentOf(ctx: Context = context.active()): string | undefined {
@@ -36,15 +73,19 @@ export function traceContextApplicationName(
 }
 
 export interface TraceContextOptions {
-  /** application_name from traceparent and route. Default `<traceparent> <route>`. */
+  /**
+   * application_name from traceparent and route; the server keeps its first 63 bytes. Default
+   * `applicationNameFormats.traceparent` (`<traceparent> <route>`); `applicationNameFormats.route`
+   * gives `<route> <trace-id>`.
+   */
   format?: ApplicationNameFormat
 }
 
 /**
  * Trace context for the server, through the core's `onLease` option: each traced request's
  * connection gets `application_name = '<traceparent> <route>'` while the request holds it, so
- * that pg_stat_activity (and the server log) show which trace and route a running statement
- * belongs to.
+ * that pg_stat_activity (and the server log's `%a`) show which trace and route a running
+ * statement belongs to, within the 63 bytes the server keeps of the name.
  *
  * One statement per lease, never awaited: it rides in the same write as the request's first
  * statement, and the server runs them in order, so it costs no round trip. Its text is fixed

@@ -1,8 +1,9 @@
 import type { PgPoolView, QueryMessage, TransactionMessage } from '@fastify-pg-pool/core'
-import { type Context, context, type Span, SpanKind, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api'
+import { type Context, type Span, SpanKind, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api'
 import { ATTR, SPAN } from './attributes.js'
 import { describeError } from './error-type.js'
 import type { PoolIdentity } from './pool-identity.js'
+import type { WaiterContexts } from './waiter-contexts.js'
 
 interface OpenTransaction {
   readonly message: TransactionMessage
@@ -28,17 +29,19 @@ const ENDINGS = new Set(['COMMIT', 'ROLLBACK'])
 export class TransactionSpans {
   readonly #tracer: Tracer
   readonly #pools: ReadonlyMap<PgPoolView, PoolIdentity>
+  readonly #contexts: WaiterContexts
   readonly #open: OpenTransaction[] = []
 
-  constructor(tracer: Tracer, pools: ReadonlyMap<PgPoolView, PoolIdentity>) {
+  constructor(tracer: Tracer, pools: ReadonlyMap<PgPoolView, PoolIdentity>, contexts: WaiterContexts) {
     this.#tracer = tracer
     this.#pools = pools
+    this.#contexts = contexts
   }
 
   start(message: TransactionMessage): void {
     const pool = this.#pools.get(message.pool)
     if (pool === undefined) return
-    const active = context.active()
+    const active = this.#contexts.active(message.pool)
     const span = this.#tracer.startSpan(
       SPAN.transaction,
       {
@@ -70,7 +73,7 @@ export class TransactionSpans {
 
   /** The context a statement's span starts in: its transaction's when it has one open. */
   contextFor(message: QueryMessage, text: string): Context {
-    const active = context.active()
+    const active = this.#contexts.active(message.pool)
     if (this.#open.length === 0) return active
     const open = this.#find(message, text, active)
     return open === undefined ? active : trace.setSpan(active, open.span)
