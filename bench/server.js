@@ -7,6 +7,7 @@
 // Variants: suite (routes pipelined: config.db.pipeline), suite-exclusive (the same with the
 // default lease, a connection per request), suite-off (backpressure: false), raw,
 // fastify-postgres. BENCH_TRACE=1 prints waits, holds, refusals, event-loop delay and GC.
+// BENCH_OTEL (off|noop|sdk) adds @fastify-pg-pool/otel to the suite variants (bench/otel.js).
 // Prints {"port":N} on stdout once listening.
 import { constants, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks'
 import v8 from 'node:v8'
@@ -35,6 +36,41 @@ if (variant === 'suite' || variant === 'suite-exclusive' || variant === 'suite-o
     // BENCH_SUITE_OPTS (JSON) overrides any plugin option, e.g. {"metrics":false}, to weigh a part.
     ...JSON.parse(process.env.BENCH_SUITE_OPTS ?? '{}'),
   })
+  // ---- BENCH_OTEL (bench/otel.js): @fastify-pg-pool/otel on the suite's pool ---------------------
+  //   off (default): not registered; noop: registered with no SDK (the API's no-op providers);
+  //   sdk: the SDK first, spans through a BatchSpanProcessor and metrics through a periodic reader
+  //   (every BENCH_OTEL_INTERVAL ms, default 1000), both exported as OTLP/HTTP protobuf to
+  //   BENCH_OTEL_ENDPOINT (bench/otel.js runs a sink there).
+  const benchOtel = process.env.BENCH_OTEL ?? 'off'
+  if (!['off', 'noop', 'sdk'].includes(benchOtel))
+    throw new Error(`BENCH_OTEL must be off, noop or sdk, got ${benchOtel}`)
+  if (benchOtel === 'sdk') {
+    const [{ context, metrics, trace }, { AsyncLocalStorageContextManager }, sdkTrace, sdkMetrics, traces, meters] =
+      await Promise.all([
+        import('@opentelemetry/api'),
+        import('@opentelemetry/context-async-hooks'),
+        import('@opentelemetry/sdk-trace-base'),
+        import('@opentelemetry/sdk-metrics'),
+        import('@opentelemetry/exporter-trace-otlp-proto'),
+        import('@opentelemetry/exporter-metrics-otlp-proto'),
+      ])
+    const endpoint = process.env.BENCH_OTEL_ENDPOINT ?? 'http://127.0.0.1:4318'
+    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
+    const exporter = new traces.OTLPTraceExporter({ url: `${endpoint}/v1/traces` })
+    trace.setGlobalTracerProvider(
+      new sdkTrace.BasicTracerProvider({ spanProcessors: [new sdkTrace.BatchSpanProcessor(exporter)] }),
+    )
+    const reader = new sdkMetrics.PeriodicExportingMetricReader({
+      exporter: new meters.OTLPMetricExporter({ url: `${endpoint}/v1/metrics` }),
+      exportIntervalMillis: Number(process.env.BENCH_OTEL_INTERVAL ?? 1_000),
+    })
+    metrics.setGlobalMeterProvider(new sdkMetrics.MeterProvider({ readers: [reader] }))
+  }
+  if (benchOtel !== 'off') {
+    const { default: pgPoolOtel } = await import('@fastify-pg-pool/otel')
+    await app.register(pgPoolOtel)
+  }
+  // ---- end BENCH_OTEL -------------------------------------------------------------------------
   // Neither route relies on session state: both may share a connection (config.db.pipeline),
   // except in suite-exclusive, which keeps the default lease (a connection per request).
   const routeDb = { config: { db: { pipeline: variant !== 'suite-exclusive' } } }

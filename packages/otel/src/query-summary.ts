@@ -314,7 +314,7 @@ const MAX_CACHED = 1_000
 /**
  * summarizeQuery with a cache: an app sends the same few hundred statement texts again and
  * again. Past MAX_CACHED distinct texts (an app building SQL by hand) the cache starts over
- * rather than grow.
+ * rather than grow. Each summary object stands for one text (callers key per-text data by it).
  */
 export class QuerySummaries {
   readonly #cache = new Map<string, QuerySummary>()

@@ -40,8 +40,10 @@ export class StatementTelemetry {
   readonly #options: StatementTelemetryOptions
   readonly #duration: Histogram | undefined
   readonly #running = new WeakMap<QueryMessage, Running>()
-  /** Metric attributes of successful statements, per pool and summary (built once each). */
-  readonly #succeeded = new WeakMap<PoolIdentity, WeakMap<QuerySummary, Attributes>>()
+  /** Span attributes per pool and statement text (a summary stands for one text). */
+  readonly #spanAttributes = new PerSummary()
+  /** Metric attributes of successful statements, per pool and summary. */
+  readonly #succeeded = new PerSummary()
 
   constructor(pools: ReadonlyMap<PgPoolView, PoolIdentity>, options: StatementTelemetryOptions) {
     this.#pools = pools
@@ -62,10 +64,13 @@ export class StatementTelemetry {
     const startedAt = performance.now()
     let span: Span | undefined
     if (tracer !== undefined) {
-      const attributes: Attributes = { ...pool.server }
-      if (summary.summary !== '') attributes[ATTR.dbQuerySummary] = summary.summary
-      if (summary.operation !== undefined) attributes[ATTR.dbOperationName] = summary.operation
-      if (queryText) attributes[ATTR.dbQueryText] = text
+      const attributes = this.#spanAttributes.get(pool, summary, () => {
+        const built: Attributes = { ...pool.server }
+        if (summary.summary !== '') built[ATTR.dbQuerySummary] = summary.summary
+        if (summary.operation !== undefined) built[ATTR.dbOperationName] = summary.operation
+        if (queryText) built[ATTR.dbQueryText] = text
+        return built
+      })
       span = tracer.startSpan(
         spanName(summary, pool),
         { kind: SpanKind.CLIENT, attributes, startTime: startedAt },
@@ -93,27 +98,35 @@ export class StatementTelemetry {
     }
     if (this.#duration !== undefined) {
       const seconds = (endedAt - running.startedAt) / 1000
-      let attributes = failure === undefined ? this.#successAttributes(pool, summary) : undefined
-      if (attributes === undefined) {
+      let attributes: Attributes
+      if (failure === undefined) {
+        attributes = this.#succeeded.get(pool, summary, () => metricAttributes(pool, summary))
+      } else {
         attributes = metricAttributes(pool, summary)
-        if (failure !== undefined) {
-          attributes[ATTR.errorType] = failure.type
-          if (failure.status !== undefined) attributes[ATTR.dbResponseStatusCode] = failure.status
-        }
+        attributes[ATTR.errorType] = failure.type
+        if (failure.status !== undefined) attributes[ATTR.dbResponseStatusCode] = failure.status
       }
       this.#duration.record(seconds, attributes)
     }
   }
+}
 
-  #successAttributes(pool: PoolIdentity, summary: QuerySummary): Attributes {
-    let bySummary = this.#succeeded.get(pool)
+/**
+ * Attributes built once per pool and summary, then shared: a statement sent again costs a
+ * lookup, not an object. The SDK copies attributes, never changes them.
+ */
+class PerSummary {
+  readonly #byPool = new WeakMap<PoolIdentity, WeakMap<QuerySummary, Attributes>>()
+
+  get(pool: PoolIdentity, summary: QuerySummary, build: () => Attributes): Attributes {
+    let bySummary = this.#byPool.get(pool)
     if (bySummary === undefined) {
       bySummary = new WeakMap()
-      this.#succeeded.set(pool, bySummary)
+      this.#byPool.set(pool, bySummary)
     }
     let attributes = bySummary.get(summary)
     if (attributes === undefined) {
-      attributes = Object.freeze(metricAttributes(pool, summary))
+      attributes = Object.freeze(build())
       bySummary.set(summary, attributes)
     }
     return attributes
