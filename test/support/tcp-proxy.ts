@@ -23,6 +23,15 @@ export interface TcpProxy {
    */
   onClientData: ((chunk: Buffer) => void) | undefined
   /**
+   * How long to hold a chunk a client sends before forwarding it (0: at once), decided per chunk:
+   * e.g. only a CancelRequest (see `isCancelRequest`), to make a cancel land late.
+   */
+  clientChunkDelay: ((chunk: Buffer) => number) | undefined
+  /** Called with every chunk the server sends; return false to drop it (the client never sees it). */
+  onServerData: ((chunk: Buffer) => boolean | undefined) | undefined
+  /** Destroys every open connection (both sides), leaving the proxy listening. */
+  cutAll(): void
+  /**
    * Called with the index (from 0) of every client connection accepted: the proxy connects it
    * upstream that many ms late (a slow connection setup: a busy server forking a backend, a
    * pooler logging in), while its data waits.
@@ -47,10 +56,19 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
   let accepted = 0
   const pipes = new Set<Pipe>()
 
-  const forward = (from: Socket, to: Socket, tap: (chunk: Buffer) => void) => {
+  const forward = (from: Socket, to: Socket, tap: (chunk: Buffer) => number | boolean) => {
     from.on('data', (chunk: Buffer) => {
-      tap(chunk)
+      const verdict = tap(chunk)
+      if (verdict === false) return
       if (mode === 'blackhole' || mode === 'reset') return
+      if (typeof verdict === 'number' && verdict > 0) {
+        from.pause()
+        setTimeout(() => {
+          if (!to.destroyed) to.write(chunk)
+          from.resume()
+        }, verdict).unref()
+        return
+      }
       if (mode === 'delay' && delayMs > 0) {
         // Pause while the chunk waits so that order is kept.
         from.pause()
@@ -85,8 +103,11 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
     upstream.on('error', () => {})
     const pipe: Pipe = { client, upstream }
     pipes.add(pipe)
-    forward(client, upstream, (chunk) => proxy.onClientData?.(chunk))
-    forward(upstream, client, () => {})
+    forward(client, upstream, (chunk) => {
+      proxy.onClientData?.(chunk)
+      return proxy.clientChunkDelay?.(chunk) ?? 0
+    })
+    forward(upstream, client, (chunk) => proxy.onServerData?.(chunk) !== false)
     const drop = () => {
       pipes.delete(pipe)
       // A blackhole never tells the other side anything, not even that its peer left.
@@ -110,6 +131,15 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
   const proxy: TcpProxy = {
     port,
     onClientData: undefined,
+    clientChunkDelay: undefined,
+    onServerData: undefined,
+    cutAll() {
+      for (const pipe of pipes) {
+        pipe.client.destroy()
+        pipe.upstream.destroy()
+      }
+      pipes.clear()
+    },
     connectDelay: undefined,
     get mode() {
       return mode
@@ -147,4 +177,9 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
     },
   }
   return proxy
+}
+
+/** PostgreSQL's CancelRequest: length 16, code 80877102, backend pid, secret key. */
+export function isCancelRequest(chunk: Buffer): boolean {
+  return chunk.length >= 8 && chunk.readInt32BE(0) === 16 && chunk.readInt32BE(4) === 80877102
 }
