@@ -187,7 +187,7 @@ describe('queueing delay', () => {
     const { app } = t
     const started = Date.now()
     let firstShed = 0
-    app.pgPool.on('shed', () => {
+    t.onRefusal(() => {
       firstShed ||= Date.now() - started
     })
     const statuses: number[] = []
@@ -360,7 +360,7 @@ describe('a warm pool opening a connection', () => {
       const { app, shed } = started
       // A steady load on three connections: the pool knows its hold time (20 ms).
       const connectingAtRefusal: number[] = []
-      app.pgPool.on('shed', () => connectingAtRefusal.push(app.pgPool.stats().connecting))
+      started.onRefusal(() => connectingAtRefusal.push(app.pgPool.stats().connecting))
       const steady = closedLoop(app, '/hold/20', 3, 900, () => {})
       await sleep(400)
       expect(app.pgPool.stats().open).toBe(3)

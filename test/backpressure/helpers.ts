@@ -1,5 +1,5 @@
 import pgPoolBackpressure, { type PgPoolBackpressureOptions } from '@fastify-pg-pool/backpressure'
-import type { PoolOptions } from '@fastify-pg-pool/core'
+import { channels, type PoolOptions, type RefusalMessage } from '@fastify-pg-pool/core'
 import type { FastifyInstance, FastifyRequest, LightMyRequestResponse } from 'fastify'
 import { coreApp, type TestApp } from '../support/app.js'
 
@@ -9,8 +9,10 @@ export interface Shed {
 }
 
 export interface BackpressureApp extends TestApp {
-  /** Every refusal reported to the core's `shed` event. */
+  /** Every refusal published on the refusal channel for this app's pool. */
   readonly shed: Shed[]
+  /** Calls `listener` at each refusal of this app's pool, as it is published. */
+  onRefusal(listener: (shed: Shed) => void): void
 }
 
 /**
@@ -27,7 +29,17 @@ export async function backpressureApp(
   const { app } = test
   await app.register(pgPoolBackpressure, options)
   const shed: Shed[] = []
-  app.pgPool.on('shed', (reason, route) => shed.push({ reason, route }))
+  const listeners: ((shed: Shed) => void)[] = []
+  const onRefusal = (message: unknown) => {
+    const { pool, reason, route } = message as RefusalMessage
+    if (pool !== app.pgPool) return
+    shed.push({ reason, route })
+    for (const listener of listeners) listener({ reason, route })
+  }
+  channels.refusal.subscribe(onRefusal)
+  app.addHook('onClose', async () => {
+    channels.refusal.unsubscribe(onRefusal)
+  })
   const hold = async (request: FastifyRequest<{ Params: { ms: string } }>) => {
     await request.db`select pg_sleep(${Number(request.params.ms) / 1000})`
     return { ok: true }
@@ -48,7 +60,7 @@ export async function backpressureApp(
     return { status: 'ok' }
   })
   await app.ready()
-  return { ...test, shed }
+  return { ...test, shed, onRefusal: (listener) => listeners.push(listener) }
 }
 
 /** Closed-loop clients: each sends `path` again as soon as its previous request answered. */

@@ -1,20 +1,24 @@
 import { readFileSync } from 'node:fs'
 import * as core from '@fastify-pg-pool/core'
-import pgPoolCore, { errors, pgPoolCorePlugin } from '@fastify-pg-pool/core'
+import pgPoolCoreDefault, { errors, pgPoolCore } from '@fastify-pg-pool/core'
 import { describe, expect, test } from 'vitest'
 
 describe('@fastify-pg-pool/core exports', () => {
   test('the plugin is the default and a named export, with fastify-plugin metadata', () => {
-    expect(pgPoolCore).toBe(pgPoolCorePlugin)
+    expect(pgPoolCoreDefault).toBe(pgPoolCore)
     const meta = (pgPoolCore as unknown as Record<symbol, { name: string; fastify: string }>)[Symbol.for('plugin-meta')]
     expect(meta).toMatchObject({ name: '@fastify-pg-pool/core', fastify: '5.x' })
     expect(Object.keys(core).sort()).toEqual([
+      'DatabaseError',
       'channelNames',
       'channels',
       'default',
+      'defaultErrorMapping',
       'errors',
       'optionKit',
-      'pgPoolCorePlugin',
+      'pgPoolCore',
+      'usesDatabase',
+      'withoutDatabase',
     ])
   })
 

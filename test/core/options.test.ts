@@ -33,7 +33,7 @@ describe('options are validated at register', () => {
     [{ acquireTimeout: -1 }, 'pool.acquireTimeout', '-1'],
     [{ maxWaiting: 'lots' as unknown as number }, 'pool.maxWaiting', '"lots"'],
     [{ idleTimout: 5 } as object, 'pool.idleTimout', 'unknown option'],
-    [{ sessionReset: 'sometimes' as 'auto' }, 'pool.sessionReset', '"sometimes"'],
+    [{ sessionReset: 'sometimes' as 'always' }, 'pool.sessionReset', '"sometimes"'],
     [{ pgbouncer: 'yes' as unknown as boolean }, 'pool.pgbouncer', '"yes"'],
   ])('pool %j names the option and the value', async (pool, name, shown) => {
     const error = await registerError({ connection: db.url, pool: pool as never })
@@ -92,7 +92,7 @@ describe('options are validated at register', () => {
       closeTimeout: 10_000,
       applicationName: 'fastify-pg-pool',
       pgbouncer: false,
-      sessionReset: 'auto',
+      sessionReset: 'always',
       retryAfter: 1,
       lazy: true,
       instances: 1,

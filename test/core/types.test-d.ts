@@ -36,10 +36,10 @@ describe('types', () => {
       expectTypeOf(heldMs).toBeNumber()
       expectTypeOf(route).toBeString()
     })
-    app.pgPool.on('shed', (reason, route) => {
-      expectTypeOf(reason).toBeString()
-      expectTypeOf(route).toBeString()
+    app.pgPool.on('transaction', (outcome) => {
+      expectTypeOf(outcome).toEqualTypeOf<'commit' | 'rollback' | 'commit_failed' | 'commit_unknown'>()
     })
+    expectTypeOf(app.pgPool.wouldRefuse()).toBeBoolean()
   })
 
   test('onLease receives the request and the request’s query API', async () => {
@@ -72,7 +72,9 @@ describe('types', () => {
     }
     void badPipeline
     expectTypeOf<RouteDbConfig>().toEqualTypeOf<
-      false | { transaction?: boolean | import('@fastify-pg-pool/core').TransactionOptions; pipeline?: boolean }
+      | false
+      | { transaction: boolean | import('@fastify-pg-pool/core').RouteTransactionOptions; pipeline?: false }
+      | { pipeline: boolean; transaction?: false }
     >()
   })
 

@@ -70,7 +70,17 @@ describe('registering and closing', () => {
     await app.register(pgPoolMetrics)
     await app.ready()
     expect([...live.keys()].sort()).toEqual(
-      ['acquire', 'acquireError', 'close', 'connect', 'connectError', 'leak', 'release', 'shed'].sort(),
+      [
+        'acquire',
+        'acquireError',
+        'close',
+        'connect',
+        'connectError',
+        'leak',
+        'release',
+        'resetError',
+        'transaction',
+      ].sort(),
     )
     expect([...live.values()].every((listeners) => listeners.size === 1)).toBe(true)
     await app.close()

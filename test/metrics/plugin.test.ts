@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import { errors as coreErrors } from '@fastify-pg-pool/core'
+import { channels, errors as coreErrors } from '@fastify-pg-pool/core'
 import * as metricsPackage from '@fastify-pg-pool/metrics'
 import pgPoolMetrics, { errors, negotiate, type PgPoolMetricsOptions } from '@fastify-pg-pool/metrics'
 import type { FastifyInstance } from 'fastify'
@@ -148,7 +148,7 @@ describe('/metrics', () => {
     expect((await app.inject({ url: '/item' })).statusCode).toBe(200)
   })
 
-  test('refusals reported through app.pgPool.shed() are counted by reason, bounded', async () => {
+  test('refusals published on the refusal channel are counted by reason, bounded; other pools are not', async () => {
     const app = await metricsApp()
     const before = parseExposition((await app.inject({ url: '/metrics' })).body)
     expect(before.find('pg_pool_requests_shed_total').map((s) => [s.labels.reason, s.value])).toEqual([
@@ -156,10 +156,14 @@ describe('/metrics', () => {
       ['queue_delay', 0],
       ['process', 0],
     ])
-    app.pgPool.shed('queue_full', '/item')
-    app.pgPool.shed('queue_full', '/item')
-    app.pgPool.shed('process', '/item')
-    for (let i = 0; i < 30; i++) app.pgPool.shed(`made_up_${i}`, '/item')
+    const refuse = (reason: string, pool = app.pgPool) =>
+      channels.refusal.publish({ pool, route: '/item', reason, request: undefined })
+    refuse('queue_full')
+    refuse('queue_full')
+    refuse('process')
+    for (let i = 0; i < 30; i++) refuse(`made_up_${i}`)
+    // Another app's pool (same process): not counted here.
+    refuse('queue_full', { ...app.pgPool })
     const m = parseExposition((await app.inject({ url: '/metrics' })).body)
     expect(m.value('pg_pool_requests_shed_total', { reason: 'queue_full' })).toBe(2)
     expect(m.value('pg_pool_requests_shed_total', { reason: 'process' })).toBe(1)

@@ -104,7 +104,8 @@ describe('the password never appears', () => {
 
     expect((await capture(app, '/ok')).statusCode).toBe(200)
     expect((await capture(app, '/missing-table')).json()).toMatchObject({ statusCode: 500, code: '42P01' })
-    expect((await capture(app, '/division')).json()).toMatchObject({ statusCode: 500, code: '22012' })
+    // A data exception (class 22) is the request's: 400, with the SQLSTATE as its code.
+    expect((await capture(app, '/division')).json()).toMatchObject({ statusCode: 400, code: '22012' })
     expect((await capture(app, '/slow')).json()).toMatchObject({ statusCode: 503, code: 'FST_PG_POOL_QUERY_TIMEOUT' })
 
     // Refusals: two hold the pool, one waits past acquireTimeout, one finds the queue full.
@@ -165,9 +166,9 @@ describe('the password never appears', () => {
       )
     if (enforced) {
       expect(failure?.code).toBe('FST_PG_POOL_CONNECT_FAILED')
-      expect(failure?.message).toMatch(/28P01/)
-      // The server's message names the user: connection details do reach this text.
-      expect(failure?.message).toContain(role)
+      expect((failure?.cause as Error | undefined)?.message).toMatch(/28P01/)
+      // The server's message names the user: connection details do reach the cause (the log).
+      expect((failure?.cause as Error | undefined)?.message).toContain(role)
     }
     expect(enforced || inject('serverKind') === 'external').toBe(true)
     seen.push(String(failure), failure?.stack ?? '', JSON.stringify(failure ?? {}))

@@ -119,42 +119,52 @@ describe('session isolation on one reused connection (max: 1)', () => {
   })
 })
 
-describe('reset only when needed', () => {
+describe('sessionReset modes', () => {
   /** The last statement the app's only connection ran, once it is back in the pool. */
   async function lastStatement(app: FastifyInstance, applicationName: string): Promise<string> {
-    // The reset, when there is one, runs after the response and before the connection is idle.
+    // The reset, when there is one, is queued when the lease comes back: wait for its answer.
     expect(await waitFor(() => app.pgPool.stats().idle === 1)).toBe(true)
-    const [row] = await db.admin<{ query: string }[]>`
-      select query from pg_stat_activity where application_name = ${applicationName}`
-    return row?.query ?? ''
+    let query = ''
+    await waitFor(async () => {
+      const [row] = await db.admin<{ query: string; state: string }[]>`
+        select query, state from pg_stat_activity where application_name = ${applicationName}`
+      query = row?.query ?? ''
+      return row?.state === 'idle'
+    })
+    return query
   }
 
-  test('plain queries leave the session alone: no reset runs', async () => {
+  test("'always' (default) resets after every request that ran a statement, plain queries too", async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app, applicationName } = current
+    app.get('/plain', async (request) => request.db`select 1 as one`)
+    app.get('/none', async () => 'no statement')
+    await app.inject('/plain')
+    expect(await lastStatement(app, applicationName)).toMatch(/RESET ALL/)
+    // A request that ran no statement took no connection, so nothing runs for it.
+    expect((await app.inject('/none')).statusCode).toBe(200)
+  })
+
+  test("'rollback' only ends a transaction left open: plain queries run alone, a SET is not reset (its blind spot)", async () => {
+    current = await coreApp(db.url, { max: 1, sessionReset: 'rollback' })
+    const { app, applicationName } = current
     app.get('/plain', async (request) => request.db`select ${request.id}::text as marker`)
-    app.post(
-      '/write',
-      async (request) =>
-        request.db`insert into items values (${Number(request.id.slice(4)) || 9}) on conflict do nothing`,
-    )
+    app.get('/set', async (request) => request.db`set work_mem = '9MB'`)
+    app.get('/work-mem', async (request) => (await request.db`select current_setting('work_mem') as v`)[0])
+    app.post('/leave-open', async (request) => {
+      await request.db.unsafe('begin')
+      await request.db`insert into items values (5)`
+      return { ok: true }
+    })
     for (let i = 0; i < 3; i++) {
       expect((await app.inject('/plain')).statusCode).toBe(200)
       expect(await lastStatement(app, applicationName)).toMatch(/^select \$1::text as marker/)
     }
-    expect((await app.inject({ method: 'POST', url: '/write' })).statusCode).toBe(200)
-    expect(await lastStatement(app, applicationName)).toMatch(/^insert into items/)
-  })
-
-  test('a request that changed its session is followed by the reset, once', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app, applicationName } = current
-    app.get('/set', async (request) => request.db`set work_mem = '9MB'`)
-    app.get('/plain', async (request) => request.db`select 1 as one`)
     await app.inject('/set')
-    expect(await lastStatement(app, applicationName)).toMatch(/RESET ALL/)
-    await app.inject('/plain')
-    expect(await lastStatement(app, applicationName)).toBe('select 1 as one')
+    expect((await app.inject('/work-mem')).json()).toEqual({ v: '9MB' })
+    expect((await app.inject({ method: 'POST', url: '/leave-open' })).statusCode).toBe(200)
+    expect(await lastStatement(app, applicationName)).toBe('ROLLBACK')
+    expect(await db.sql`select id from items`).toEqual([])
   })
 
   test("sessionReset: 'never' leaves session state behind (the option is real)", async () => {
@@ -164,13 +174,5 @@ describe('reset only when needed', () => {
     app.get('/work-mem', async (request) => (await request.db`select current_setting('work_mem') as v`)[0])
     await app.inject('/set')
     expect((await app.inject('/work-mem')).json()).toEqual({ v: '9MB' })
-  })
-
-  test("sessionReset: 'always' resets after plain queries too", async () => {
-    current = await coreApp(db.url, { max: 1, sessionReset: 'always' })
-    const { app, applicationName } = current
-    app.get('/plain', async (request) => request.db`select 1 as one`)
-    await app.inject('/plain')
-    expect(await lastStatement(app, applicationName)).toMatch(/RESET ALL/)
   })
 })

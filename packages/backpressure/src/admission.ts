@@ -6,16 +6,6 @@ export type PoolRefusal = 'queue_full' | 'queue_delay'
 /** Statements queued on shared connections behind the one each connection runs. */
 const sharedBacklog = (stats: PoolStats): number => Math.max(0, stats.sharedQueries - stats.shared)
 
-/**
- * The core would refuse any request now (`FST_PG_POOL_QUEUE_FULL`). With `maxWaiting: 0`, a
- * request that finds nobody waiting and room on a shared connection may be pipelined: the core
- * decides.
- */
-function queueFull(stats: PoolStats, pipelineDepth: number): boolean {
-  if (stats.waiting < stats.waitingCap) return false
-  return stats.waiting > 0 || stats.pipelined >= stats.shared * pipelineDepth
-}
-
 /** The options the pool-pressure decision reads. */
 export type AdmissionSettings = Pick<
   ResolvedBackpressureOptions,
@@ -94,7 +84,9 @@ export class Admission {
   check(priority: Priority, now: number): PoolRefusal | undefined {
     const stats = this.#view.stats()
     const { waiting } = stats
-    if (queueFull(stats, this.#view.options.pipelineDepth)) return this.#refuse('queue_full', now)
+    // The core's own queue rule (it would refuse with FST_PG_POOL_QUEUE_FULL): a request that may
+    // still join a shared connection is left for the core to decide.
+    if (this.#view.wouldRefuse(true)) return this.#refuse('queue_full', now)
     const queuedShares = sharedBacklog(stats)
     const queued = waiting + queuedShares
     // While the pool opens connections, and for an interval after the last one opened, the

@@ -1,4 +1,4 @@
-import { optionKit } from '@fastify-pg-pool/core'
+import { optionKit, usesDatabase } from '@fastify-pg-pool/core'
 
 const { asObject, closestName, describe, feature, integer, invalidOption, number, resolveTable } = optionKit
 
@@ -165,8 +165,8 @@ export function routePriority(
   config: { db?: unknown; backpressure?: unknown } | undefined,
   exempt: readonly string[],
 ): Priority | null {
-  // No route (404) and routes that never use the database do not load the pool.
-  if (url === undefined || config?.db === false) return null
+  // No route (404) and routes that never use the database (the core's rule) do not load the pool.
+  if (url === undefined || !usesDatabase(config)) return null
   const route = config?.backpressure
   if (route === false) return null
   for (const prefix of exempt) {

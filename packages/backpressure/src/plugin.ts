@@ -93,9 +93,10 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
     const now = performance.now()
     const refusal = admission.check(priority, now)
     if (refusal === undefined) return done()
-    const route = request.routeOptions.url ?? 'unknown'
-    view.shed(refusal, route)
-    if (channels.refusal.hasSubscribers) channels.refusal.publish({ pool: view, route, reason: refusal, request })
+    // Observers (metrics, tracing) count refusals from the channel: nothing is written to the core.
+    if (channels.refusal.hasSubscribers) {
+      channels.refusal.publish({ pool: view, route: request.routeOptions.url ?? 'unknown', reason: refusal, request })
+    }
     const delay = admission.refusalDelay(now)
     const retryAfter = admission.retryAfter(now)
     if (delay === 0) return refuse(reply, bodies[refusal], retryAfter)
@@ -117,7 +118,12 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
   app.addHook('onError', (_request, reply, error, done) => {
     const code = (error as { code?: unknown }).code
     if (typeof code === 'string' && poolCodes.has(code)) {
-      reply.header('retry-after', String(admission.retryAfter(performance.now())))
+      // The core's errors carry their own Retry-After (error.headers, which Fastify's error
+      // handler applies after this hook): the computed one replaces it there.
+      const seconds = String(admission.retryAfter(performance.now()))
+      const headers = (error as { headers?: Record<string, string> }).headers
+      if (headers !== undefined) headers['retry-after'] = seconds
+      else reply.header('retry-after', seconds)
     }
     done()
   })
@@ -133,9 +139,10 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
       // request through (exempt routes); a returned body is sent as the reply.
       pressureHandler: (request: FastifyRequest, reply: FastifyReply, type: string) => {
         if (priorityOf(request) === null) return undefined
-        const route = request.routeOptions.url ?? 'unknown'
-        view.shed('process', route)
-        if (channels.refusal.hasSubscribers) channels.refusal.publish({ pool: view, route, reason: 'process', request })
+        if (channels.refusal.hasSubscribers) {
+          const route = request.routeOptions.url ?? 'unknown'
+          channels.refusal.publish({ pool: view, route, reason: 'process', request })
+        }
         reply.code(503).header('retry-after', processRetryAfter).header('content-type', CONTENT_TYPE)
         return processBodies.get(type) ?? processBodies.get('healthCheck')
       },

@@ -16,7 +16,8 @@ export const errors = {
     503,
   ),
   FST_PG_POOL_CLOSED: createError('FST_PG_POOL_CLOSED', 'The database pool is closed', 503),
-  FST_PG_POOL_CONNECT_FAILED: createError('FST_PG_POOL_CONNECT_FAILED', 'Could not connect to the database (%s)', 503),
+  // The driver's error (host, port, its code) is the cause: in the log, never in the body.
+  FST_PG_POOL_CONNECT_FAILED: createError('FST_PG_POOL_CONNECT_FAILED', 'Could not connect to the database', 503),
   FST_PG_POOL_CONNECTION_LOST: createError('FST_PG_POOL_CONNECTION_LOST', 'The database connection was lost (%s)', 503),
   FST_PG_POOL_QUERY_TIMEOUT: createError('FST_PG_POOL_QUERY_TIMEOUT', 'The database did not answer within %d ms', 503),
   FST_PG_POOL_ABORTED: createError('FST_PG_POOL_ABORTED', 'The request ended before its database work finished', 503),
@@ -26,6 +27,11 @@ export const errors = {
     500,
   ),
   FST_PG_POOL_COMMIT_FAILED: createError('FST_PG_POOL_COMMIT_FAILED', 'The transaction was not committed (%s)', 500),
+  FST_PG_POOL_COMMIT_UNKNOWN: createError(
+    'FST_PG_POOL_COMMIT_UNKNOWN',
+    'COMMIT was sent and no answer came (%s): the transaction may have been committed',
+    500,
+  ),
   FST_PG_POOL_NESTED_TRANSACTION: createError(
     'FST_PG_POOL_NESTED_TRANSACTION',
     'This route already runs in a transaction; use request.db.savepoint() instead of begin()',
@@ -55,7 +61,3 @@ export const retryableCodes: ReadonlySet<string> = new Set<PgPoolErrorCode>([
   'FST_PG_POOL_CONNECTION_LOST',
   'FST_PG_POOL_QUERY_TIMEOUT',
 ])
-
-export function invalidOption(name: string, problem: string): Error {
-  return new errors.FST_PG_POOL_INVALID_OPTION(name, problem)
-}

@@ -1,5 +1,5 @@
+export type { Clock } from './clock.js'
 export type { ConnectionBudget } from './connection-budget.js'
-export type { CloseReason } from './connection-slot.js'
 export {
   type AcquireMessage,
   channelNames,
@@ -9,11 +9,14 @@ export {
   type TransactionMessage,
   type TransactionOutcome,
 } from './diagnostics.js'
+export { DatabaseError, defaultErrorMapping, type ErrorMapping } from './error-mapping.js'
 export { errors, type PgPoolErrorCode } from './errors.js'
-export type { AcquireFailure, PoolEvents, PoolStats } from './lease-pool.js'
 export * as optionKit from './option-kit.js'
 export type { PoolOptions, ResolvedPoolOptions, SessionReset } from './options.js'
-export { pgPoolCorePlugin, pgPoolCorePlugin as default } from './plugin.js'
+export { pgPoolCore, pgPoolCore as default } from './plugin.js'
+export type { AcquireFailure, PoolEvents, PoolStats } from './pool.js'
+export { usesDatabase, withoutDatabase } from './route-settings.js'
+export type { CloseReason } from './server-connection.js'
 export type {
   IsolationLevel,
   LeaseDb,
@@ -23,6 +26,7 @@ export type {
   PoolDb,
   RequestDb,
   RouteDbConfig,
+  RouteTransactionOptions,
   TransactionOptions,
   UnwrapPromiseArray,
 } from './types.js'

@@ -12,7 +12,12 @@ import type { PgPoolCoreOptions } from './types.js'
 export const fastifyRegisterKeys: readonly string[] = Object.freeze(['prefix', 'logLevel', 'logSerializers'])
 
 // A Record over keyof PgPoolCoreOptions: adding a core option without listing it here fails the build.
-const coreKeys: Record<keyof PgPoolCoreOptions, true> = { connection: true, pool: true, onLease: true }
+const coreKeys: Record<keyof PgPoolCoreOptions, true> = {
+  connection: true,
+  pool: true,
+  onLease: true,
+  errorMapping: true,
+}
 
 /** The core's top-level option keys (the umbrella checks its own keys and these together). */
 export const coreOptionKeys = Object.freeze(Object.keys(coreKeys)) as readonly (keyof PgPoolCoreOptions)[]

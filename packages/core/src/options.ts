@@ -1,8 +1,9 @@
 import type postgres from 'postgres'
-import { invalidOption } from './errors.js'
+import { boolean, describe, integer, invalidOption, oneOf, resolveTable, text } from './option-kit.js'
 import { redactUrls } from './redact.js'
+import type { SessionReset } from './session-reset.js'
 
-export type SessionReset = 'auto' | 'always' | 'never'
+export type { SessionReset }
 
 /** Pool options; every duration is in milliseconds. */
 export interface PoolOptions {
@@ -19,7 +20,7 @@ export interface PoolOptions {
   /** Give up opening a connection after this long. Default 5000. */
   connectTimeout?: number
   /**
-   * Server-side `statement_timeout`. The client also gives up on a query that has not
+   * Server-side `statement_timeout`. The client also gives up on a statement that has not
    * answered 1 s after it (a frozen server never answers) and discards its connection.
    * 0 disables both. Default 30000.
    */
@@ -32,9 +33,13 @@ export interface PoolOptions {
   applicationName?: string
   /** PgBouncer transaction mode: no named prepared statements, no session reset. Default false. */
   pgbouncer?: boolean
-  /** When to reset session state before a connection is reused. Default `'auto'`. */
+  /**
+   * What runs on a connection between two holders (session-reset.ts). `'always'` (default):
+   * everything a session can hold is reset, queued with no round trip; `'rollback'`: only an
+   * open transaction ends; `'never'`.
+   */
   sessionReset?: SessionReset
-  /** Seconds in the Retry-After header of pool 503s. Default 1. */
+  /** Seconds in the Retry-After header of the pool's 503 replies. Default 1. */
   retryAfter?: number
   /** Start without checking the database at `register`. Default false. */
   lazy?: boolean
@@ -70,7 +75,7 @@ export interface ResolvedPoolOptions {
 }
 
 export interface ResolvedConnection {
-  /** Connection URL for postgres.js, if one was given. */
+  /** Connection URL for postgres.js, if one was given (or came from DATABASE_URL). */
   readonly url: string | undefined
   /** postgres.js options, without the ones the pool owns. */
   readonly options: postgres.Options<{}>
@@ -80,81 +85,55 @@ export interface ResolvedConnection {
   readonly target: string
 }
 
-const integerOptions = {
-  max: { min: 1, default: 10 },
-  acquireTimeout: { min: 1, default: 5_000 },
-  maxWaiting: { min: 0, default: undefined },
-  idleTimeout: { min: 0, default: 30_000 },
-  maxLifetime: { min: 0, default: 30 * 60_000 },
-  connectTimeout: { min: 1, default: 5_000 },
-  statementTimeout: { min: 0, default: 30_000 },
-  leakDetectionThreshold: { min: 0, default: 30_000 },
-  closeTimeout: { min: 0, default: 10_000 },
-  retryAfter: { min: 0, default: 1 },
-  instances: { min: 1, default: 1 },
-  pipelineDepth: { min: 1, default: 8 },
-} as const
+const DEFAULT_MAX = 10
+/** Waiters allowed per connection by default: past ten hold times, a request had better go elsewhere. */
+const DEFAULT_WAITERS_PER_CONNECTION = 10
 
-const knownPoolKeys = new Set([...Object.keys(integerOptions), 'applicationName', 'pgbouncer', 'sessionReset', 'lazy'])
-
-/** Options the pool sets on every connection itself; given in `connection`, they are refused. */
-const ownedConnectionKeys = ['max', 'idle_timeout', 'max_lifetime', 'debug'] as const
-
-function describe(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(redactUrls(value))
-  if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value)
-  return typeof value
+const poolTable = {
+  max: integer({ min: 1, default: undefined, strings: true }),
+  acquireTimeout: integer({ min: 1, default: 5_000 }),
+  maxWaiting: integer({ min: 0, default: undefined }),
+  idleTimeout: integer({ min: 0, default: 30_000 }),
+  maxLifetime: integer({ min: 0, default: 30 * 60_000 }),
+  connectTimeout: integer({ min: 1, default: 5_000 }),
+  statementTimeout: integer({ min: 0, default: 30_000 }),
+  leakDetectionThreshold: integer({ min: 0, default: 30_000 }),
+  closeTimeout: integer({ min: 0, default: 10_000 }),
+  applicationName: text(undefined),
+  pgbouncer: boolean(false),
+  sessionReset: oneOf(['always', 'rollback', 'never'] as const, 'always'),
+  retryAfter: integer({ min: 0, default: 1 }),
+  lazy: boolean(false),
+  pipelineDepth: integer({ min: 1, default: 8 }),
+  instances: integer({ min: 1, default: undefined, strings: true }),
 }
 
-function toInteger(name: string, raw: unknown, min: number): number {
-  const value = typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : raw
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-    throw invalidOption(name, `expected an integer >= ${min}, got ${describe(raw)}`)
-  }
-  return value
-}
-
+/** Option > URL query (`?max=`, `?application_name=`) > PG* environment > default. */
 export function resolvePoolOptions(
   pool: PoolOptions | undefined,
   fromUrl: { max?: string | undefined; applicationName?: string | undefined },
   env: NodeJS.ProcessEnv,
 ): ResolvedPoolOptions {
-  if (pool !== undefined && (pool === null || typeof pool !== 'object' || Array.isArray(pool))) {
-    throw invalidOption('pool', `expected an object, got ${describe(pool)}`)
-  }
-  const given: Record<string, unknown> = { ...pool }
-  for (const key of Object.keys(given)) {
-    if (!knownPoolKeys.has(key)) throw invalidOption(`pool.${key}`, 'unknown option')
-  }
-  // option > URL > PG* env > default. postgres.js reads `max` from a URL as a string and
-  // then builds a single connection; here it always becomes a number.
-  given.max ??= fromUrl.max ?? env.PGMAX
-  given.instances ??= env.PG_POOL_INSTANCES
-  const out: Record<string, unknown> = {}
-  for (const [name, spec] of Object.entries(integerOptions)) {
-    const raw = given[name]
-    out[name] = raw === undefined ? spec.default : toInteger(`pool.${name}`, raw, spec.min)
-  }
-  out.maxWaiting ??= (out.max as number) * 10
-  const applicationName = given.applicationName ?? fromUrl.applicationName ?? env.PGAPPNAME
-  if (applicationName !== undefined && (typeof applicationName !== 'string' || applicationName === '')) {
-    throw invalidOption('pool.applicationName', `expected a non-empty string, got ${describe(applicationName)}`)
-  }
-  out.applicationName = applicationName ?? 'fastify-pg-pool'
-  for (const name of ['pgbouncer', 'lazy'] as const) {
-    const raw = given[name]
-    if (raw !== undefined && typeof raw !== 'boolean') {
-      throw invalidOption(`pool.${name}`, `expected a boolean, got ${describe(raw)}`)
-    }
-    out[name] = raw ?? false
-  }
-  const reset = given.sessionReset ?? 'auto'
-  if (reset !== 'auto' && reset !== 'always' && reset !== 'never') {
-    throw invalidOption('pool.sessionReset', `expected 'auto', 'always' or 'never', got ${describe(reset)}`)
-  }
-  out.sessionReset = reset
-  return Object.freeze(out) as unknown as ResolvedPoolOptions
+  const given = resolveTable('pool', pool, poolTable)
+  // postgres.js reads `max` from a URL as a string and then builds a single connection: here
+  // it always becomes a number.
+  const fallback = resolveTable(
+    'pool',
+    { max: fromUrl.max ?? env.PGMAX, instances: env.PG_POOL_INSTANCES },
+    { max: poolTable.max, instances: poolTable.instances },
+  )
+  const max = given.max ?? fallback.max ?? DEFAULT_MAX
+  return Object.freeze({
+    ...given,
+    max,
+    maxWaiting: given.maxWaiting ?? max * DEFAULT_WAITERS_PER_CONNECTION,
+    instances: given.instances ?? fallback.instances ?? 1,
+    applicationName: given.applicationName ?? fromUrl.applicationName ?? env.PGAPPNAME ?? 'fastify-pg-pool',
+  })
 }
+
+/** Options the pool sets on every connection itself; given in `connection`, they are refused. */
+const ownedConnectionKeys = ['idle_timeout', 'max_lifetime', 'debug'] as const
 
 export function resolveConnection(
   connection: string | postgres.Options<{}> | undefined,
@@ -165,15 +144,17 @@ export function resolveConnection(
   let options: postgres.Options<{}> = {}
   let secret: string | undefined
   let target: string
-  if (typeof connection === 'string') {
+  // No connection given: DATABASE_URL, then the PG* variables (postgres.js reads those).
+  const given = connection ?? (env.DATABASE_URL || undefined)
+  if (typeof given === 'string') {
     let parsed: URL
     try {
-      parsed = new URL(connection)
+      parsed = new URL(given)
     } catch {
-      throw invalidOption('connection', `not a valid URL: ${describe(connection)}`)
+      throw invalidOption('connection', `not a valid URL: ${describe(given)}`)
     }
     if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-      throw invalidOption('connection', `expected a postgres:// URL, got ${describe(connection)}`)
+      throw invalidOption('connection', `expected a postgres:// URL, got ${describe(redactUrls(given))}`)
     }
     secret = parsed.password ? decodeURIComponent(parsed.password) : undefined
     const max = parsed.searchParams.get('max')
@@ -185,22 +166,20 @@ export function resolveConnection(
     parsed.searchParams.delete('application_name')
     url = parsed.toString()
     target = `${parsed.hostname || 'localhost'}:${parsed.port || 5432}${parsed.pathname}`
-  } else if (connection === undefined || connection === null) {
+  } else if (given === undefined || given === null) {
     target = `${env.PGHOST ?? 'localhost'}:${env.PGPORT ?? 5432}/${env.PGDATABASE ?? ''}`
-  } else if (typeof connection === 'object' && !Array.isArray(connection)) {
+  } else if (typeof given === 'object' && !Array.isArray(given)) {
     for (const key of ownedConnectionKeys) {
-      if (key in connection && key !== 'max') {
-        throw invalidOption(`connection.${key}`, 'is managed by the pool; use the pool options')
-      }
+      if (key in given) throw invalidOption(`connection.${key}`, 'is managed by the pool; use the pool options')
     }
-    const { max, ...rest } = connection as postgres.Options<{}> & { max?: unknown }
+    const { max, ...rest } = given as postgres.Options<{}> & { max?: unknown }
     if (max !== undefined) fromUrl.max = String(max)
     options = rest
     secret = typeof rest.password === 'string' ? rest.password : undefined
     const host = Array.isArray(rest.host) ? rest.host.join(',') : (rest.host ?? env.PGHOST ?? 'localhost')
     target = `${host}:${rest.port ?? env.PGPORT ?? 5432}/${rest.database ?? env.PGDATABASE ?? ''}`
   } else {
-    throw invalidOption('connection', `expected a URL string or postgres.js options, got ${describe(connection)}`)
+    throw invalidOption('connection', `expected a URL string or postgres.js options, got ${describe(given)}`)
   }
   secret ??= env.PGPASSWORD || undefined
   return { connection: Object.freeze({ url, options, secret, target }), fromUrl }

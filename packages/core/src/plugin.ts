@@ -1,265 +1,173 @@
-import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import { readFile } from 'node:fs/promises'
+import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
-import postgres from 'postgres'
+import { systemClock } from './clock.js'
 import { type ConnectionBudget, readConnectionBudget } from './connection-budget.js'
-import { sharedOf } from './connection-slot.js'
-import { errors, invalidOption, retryableCodes } from './errors.js'
-import { createHandleContext, finished, type HandleContext, LeaseHandle } from './lease-handle.js'
-import { LeasePool } from './lease-pool.js'
+import { connectionFactory } from './connection-factory.js'
+import { defaultErrorMapping, type ErrorMapping } from './error-mapping.js'
+import { errors } from './errors.js'
+import { Lease, type LeaseContext } from './lease.js'
+import {
+  checkKeys,
+  coreOptionAliases,
+  coreOptionKeys,
+  describe,
+  fastifyRegisterKeys,
+  invalidOption,
+} from './option-kit.js'
 import { resolveConnection, resolvePoolOptions } from './options.js'
-import { beginStatement, createLeaseDb, createPoolDb } from './query-api.js'
+import { Pool } from './pool.js'
+import { createHelpers, trackedQueryClass, typeArrayMapOf } from './postgres-adapter.js'
+import { createLeaseDb, createPoolDb, type QueryApiContext } from './query-api.js'
 import { redactSecret } from './redact.js'
-import type { PgPoolCoreOptions, PgPoolView, RequestDb, RouteDbConfig, TransactionOptions } from './types.js'
+import { registerRequestLeases } from './request-lease.js'
+import { RouteSettingsCache } from './route-settings.js'
+import { NO_ACTIVE_TRANSACTION } from './session-reset.js'
+import type { PgPoolCoreOptions, PgPoolView } from './types.js'
+import { createView } from './view.js'
 
-const kLease = Symbol('fastify-pg-pool.lease')
-const kDb = Symbol('fastify-pg-pool.db')
-
-type LeaseRequest = FastifyRequest & { [kLease]: LeaseHandle | null; [kDb]: RequestDb | null }
-
-const isolationLevels = new Set(['read committed', 'repeatable read', 'serializable'])
-const routeDbKeys = new Set(['transaction', 'pipeline'])
-
-interface RouteSettings {
-  /** The BEGIN statement when the whole request is one transaction. */
-  readonly begin: string | undefined
-  readonly pipelined: boolean
-}
-
-const exclusive: RouteSettings = { begin: undefined, pipelined: false }
-
-/** What a route's `config.db` asks of its lease, validated once per route and plugin instance. */
-function routeSettings(
-  config: RouteDbConfig | undefined,
-  url: string,
-  hasOnLease: boolean,
-  settingsByConfig: WeakMap<object, RouteSettings>,
-): RouteSettings {
-  if (config === undefined || config === false) return exclusive
-  let settings = settingsByConfig.get(config)
-  if (settings !== undefined) return settings
-  if (typeof config !== 'object' || config === null || Array.isArray(config)) {
-    throw invalidOption(`config.db of ${url}`, 'expected false or an object')
+/** `errorMapping`: false, or SQLSTATE codes (5) or classes (2) to HTTP error statuses, over the defaults. */
+function resolveErrorMapping(raw: unknown): ErrorMapping {
+  if (raw === false) return false
+  if (raw === undefined) return defaultErrorMapping
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw invalidOption('errorMapping', `expected false or an object of SQLSTATE to status, got ${describe(raw)}`)
   }
-  const unknownKey = Object.keys(config).find((key) => !routeDbKeys.has(key))
-  if (unknownKey !== undefined) throw invalidOption(`config.db.${unknownKey} of ${url}`, 'unknown option')
-  const pipeline = config.pipeline ?? false
-  if (typeof pipeline !== 'boolean') throw invalidOption(`config.db.pipeline of ${url}`, 'expected a boolean')
-  const begin = transactionBegin(config.transaction, url)
-  if (pipeline && begin !== undefined) {
-    throw invalidOption(`config.db of ${url}`, 'a pipelined route shares its connection and cannot be a transaction')
-  }
-  if (pipeline && hasOnLease) {
-    throw invalidOption(
-      `config.db.pipeline of ${url}`,
-      'onLease prepares a connection of its own; a pipelined route shares one',
-    )
-  }
-  settings = { begin, pipelined: pipeline }
-  settingsByConfig.set(config, settings)
-  return settings
-}
-
-function transactionBegin(tx: boolean | TransactionOptions | undefined, url: string): string | undefined {
-  let begin: string | undefined
-  if (tx === undefined || tx === false) begin = undefined
-  else if (tx === true) begin = beginStatement(true)
-  else if (typeof tx === 'object' && tx !== null) {
-    const { isolation, readOnly, deferrable, ...rest } = tx as TransactionOptions & Record<string, unknown>
-    const unknown = Object.keys(rest)[0]
-    if (unknown !== undefined) throw invalidOption(`config.db.transaction.${unknown} of ${url}`, 'unknown option')
-    if (isolation !== undefined && !isolationLevels.has(isolation)) {
-      throw invalidOption(
-        `config.db.transaction.isolation of ${url}`,
-        `expected one of ${[...isolationLevels].join(', ')}`,
-      )
+  for (const [code, status] of Object.entries(raw)) {
+    if (!/^[0-9A-Z]{2}([0-9A-Z]{3})?$/.test(code)) {
+      throw invalidOption(`errorMapping.${code}`, 'expected a SQLSTATE (5 characters) or a class (2)')
     }
-    for (const [name, value] of [
-      ['readOnly', readOnly],
-      ['deferrable', deferrable],
-    ] as const) {
-      if (value !== undefined && typeof value !== 'boolean') {
-        throw invalidOption(`config.db.transaction.${name} of ${url}`, 'expected a boolean')
-      }
+    if (typeof status !== 'number' || !Number.isInteger(status) || status < 400 || status > 599) {
+      throw invalidOption(`errorMapping.${code}`, `expected an HTTP error status (400-599), got ${describe(status)}`)
     }
-    begin = beginStatement(tx)
-  } else throw invalidOption(`config.db.transaction of ${url}`, 'expected a boolean or an object')
-  return begin
+  }
+  // A class the user maps wins over the defaults' codes of that class ('23': 422 maps 23505 too).
+  const defaults = Object.entries(defaultErrorMapping).filter(
+    ([code]) => !(code.length === 5 && (raw as Record<string, number>)[code.slice(0, 2)] !== undefined),
+  )
+  return Object.freeze({ ...Object.fromEntries(defaults), ...(raw as Record<string, number>) })
 }
 
-/** host, port and database of a `host:port/database` target. */
-function endpointOf(target: string): PgPoolView['endpoint'] {
-  const slash = target.indexOf('/')
-  const hostPort = slash === -1 ? target : target.slice(0, slash)
-  const colon = hostPort.lastIndexOf(':')
-  return Object.freeze({
-    host: colon === -1 ? hostPort : hostPort.slice(0, colon),
-    port: colon === -1 ? 5432 : Number(hostPort.slice(colon + 1)) || 5432,
-    database: slash === -1 ? '' : target.slice(slash + 1),
-  })
-}
-
-function isStream(payload: unknown): boolean {
-  return typeof payload === 'object' && payload !== null && typeof (payload as { pipe?: unknown }).pipe === 'function'
-}
-
-const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
+const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
+  checkKeys('', opts, coreOptionKeys, { ignore: fastifyRegisterKeys, aliases: coreOptionAliases })
   const env = process.env
   const { connection, fromUrl } = resolveConnection(opts.connection, env)
   const options = resolvePoolOptions(opts.pool, fromUrl, env)
+  const mapping = resolveErrorMapping(opts.errorMapping)
   const redact = (text: string) => redactSecret(text, connection.secret)
   const onLease = opts.onLease
   if (onLease !== undefined && typeof onLease !== 'function') {
     throw invalidOption('onLease', 'expected a function (request, db) => void | Promise<void>')
   }
+  const clock = systemClock
 
   // Never connects: it only builds helpers (identifiers, json, arrays) with the user's types
   // and transforms, and lends its Query class to the tracked queries.
-  const helpers =
-    connection.url === undefined
-      ? postgres({ ...connection.options, max: 1 })
-      : postgres(connection.url, { ...connection.options, max: 1 })
-  const pool = new LeasePool(
-    connection,
-    options,
-    (notice) =>
-      app.log.debug(
-        { notice: { severity: notice.severity, code: notice.code, message: notice.message } },
-        'postgres notice',
-      ),
-    sharedOf(helpers).typeArrayMap,
-  )
-
-  const ctx: HandleContext = createHandleContext(pool, helpers, (handle, heldMs) => {
-    const request = handle.settings.request as FastifyRequest | undefined
-    const log = request?.log ?? app.log
-    log.warn(
-      {
-        route: handle.settings.route,
-        method: request?.method,
-        reqId: request?.id,
-        heldMs,
-        threshold: options.leakDetectionThreshold,
-      },
-      'database connection held longer than leakDetectionThreshold',
+  const helpers = createHelpers(connection.url, connection.options)
+  const onNotice = (notice: { severity?: string; code?: string; message?: string }) => {
+    // A session reset's ROLLBACK after a holder that may have left a transaction open.
+    if (notice.code === NO_ACTIVE_TRANSACTION) return
+    app.log.debug(
+      { notice: { severity: notice.severity, code: notice.code, message: notice.message } },
+      'postgres notice',
     )
-  })
-
-  const view: PgPoolView = {
-    stats: () => pool.stats(),
-    ping: (timeoutMs) => pool.ping(timeoutMs),
-    on(event, listener) {
-      pool.on(event, listener as never)
-      return view
-    },
-    off(event, listener) {
-      pool.off(event, listener as never)
-      return view
-    },
-    options,
-    target: connection.target,
-    name: 'primary',
-    endpoint: endpointOf(connection.target),
-    redact,
-    budget: () => budget,
-    shed(reason, route) {
-      pool.emit('shed', reason, route)
-    },
+  }
+  const settings = { connection, options, clock, onNotice, arrayTypes: typeArrayMapOf(helpers) }
+  const connectError = (error: unknown): Error => {
+    if ((error as { code?: unknown } | null)?.code === 'FST_PG_POOL_CONNECT_FAILED') return error as Error
+    const code = (error as { code?: unknown } | null)?.code ?? 'unknown'
+    const message = error instanceof Error ? error.message : String(error)
+    // The driver's detail (host, port, reason) is the cause: in logs, never in a client's body.
+    const detail = Object.assign(new Error(redact(`${String(code)}: ${message}`)), { code })
+    const coded = new errors.FST_PG_POOL_CONNECT_FAILED()
+    Object.defineProperty(coded, 'cause', { value: detail, enumerable: false, configurable: true })
+    return coded
   }
 
-  pool.view = view
-  app.decorate('pgPool', view)
-  // Per instance: whether a config is valid depends on this instance's onLease.
-  const settingsByConfig = new WeakMap<object, RouteSettings>()
-  const poolDb = createPoolDb(ctx, (oneShot) => new LeaseHandle(ctx, { route: 'app.db', oneShot }))
-  app.decorate('db', poolDb)
-  app.decorateRequest(kLease, null)
-  app.decorateRequest(kDb, null)
-  app.decorateRequest('db', {
-    getter(this: FastifyRequest) {
-      const request = this as LeaseRequest
-      const existing = request[kDb]
-      if (existing !== null) return existing
-      // Fastify builds a new routeOptions object on every read: read it once.
-      const routeOptions = request.routeOptions
-      const config = routeOptions.config.db
-      const route = routeOptions.url ?? 'unknown'
-      if (config === false) throw new errors.FST_PG_POOL_ROUTE_OPTED_OUT(route)
-      // Client aborts arrive through onRequestAbort. request.signal (an AbortController per
-      // request) is only needed for handlerTimeout: cancel what runs or waits, and hand the
-      // lease back once the handler's queries have settled.
-      const timed = (routeOptions.handlerTimeout ?? 0) > 0
-      const { begin, pipelined } = routeSettings(config, route, onLease !== undefined, settingsByConfig)
-      const handle = new LeaseHandle(ctx, {
-        route,
-        request,
-        begin,
-        pipelined,
-        signal: timed ? () => request.signal : undefined,
-        onAttach: timed
-          ? () => request.signal.addEventListener('abort', () => void handle.finish('abort'), { once: true })
-          : undefined,
-        onLease:
-          onLease === undefined
-            ? undefined
-            : async () => {
-                await onLease(request, createLeaseDb(handle.setupView(), helpers))
-              },
-      })
-      const db = createLeaseDb(handle, helpers)
-      request[kLease] = handle
-      request[kDb] = db
-      return db
-    },
+  let budget: ConnectionBudget | undefined
+  let view: PgPoolView | undefined
+  const pool = new Pool({
+    options,
+    clock,
+    factory: connectionFactory(settings),
+    connectError,
+    view: () => view as PgPoolView,
+  })
+  view = createView({
+    pool: () => pool,
+    clock,
+    options,
+    name: 'primary',
+    target: connection.target,
+    redact,
+    budget: () => budget,
+    pingFactory: (timeoutMs) =>
+      connectionFactory({
+        ...settings,
+        arrayTypes: undefined,
+        connectTimeout: timeoutMs,
+        applicationName: `${options.applicationName}/ping`,
+      }),
+    connectError,
   })
 
-  app.addHook('onRoute', (route) => {
-    routeSettings(route.config?.db, route.url, onLease !== undefined, settingsByConfig)
+  let lastConnectFailed = false
+  pool.on('connectError', (error) => {
+    // The first failure after a success at warn; the retries that follow at debug.
+    app.log[lastConnectFailed ? 'debug' : 'warn']({ err: error }, 'could not open a database connection')
+    lastConnectFailed = true
   })
-
-  app.addHook('onSend', (request, reply, payload, done) => {
-    const handle = (request as LeaseRequest)[kLease]
-    if (handle === null || handle.finished || isStream(payload)) return done(null, payload)
-    const finishing = handle.finish(reply.statusCode >= 400 ? 'rollback' : 'commit')
-    if (!handle.inTransaction) {
-      if (finishing !== finished) {
-        finishing.catch((error: unknown) => request.log.error({ err: error }, 'returning the connection failed'))
-      }
-      return done(null, payload)
-    }
-    // The commit is awaited: a client must never see success for work that was not committed.
-    finishing.then(
-      () => done(null, payload),
-      (error: Error) => done(error),
+  pool.on('connect', () => {
+    lastConnectFailed = false
+  })
+  pool.on('resetError', (error) => {
+    app.log.warn(
+      { err: { message: error.message, code: (error as { code?: unknown }).code } },
+      'a session reset failed: its connection was retired',
     )
   })
 
-  // Backstop for replies that skip onSend (hijacked, streamed): the lease still comes back.
-  app.addHook('onResponse', (request, reply, done) => {
-    const handle = (request as LeaseRequest)[kLease]
-    if (handle !== null && !handle.finished) {
-      handle
-        .finish(reply.statusCode >= 400 ? 'rollback' : 'commit')
-        .catch((error: unknown) => request.log.error({ err: error }, 'returning the connection failed'))
-    }
-    done()
+  const ctx: LeaseContext = {
+    pool,
+    clock,
+    options,
+    Query: trackedQueryClass(helpers),
+    surface: { statementTimeout: options.statementTimeout, retryAfter: options.retryAfter, mapping },
+    view: () => view as PgPoolView,
+    onLeak: (lease, heldMs) => {
+      const request = lease.settings.request as { log?: typeof app.log; method?: string; id?: string } | undefined
+      const log = request?.log ?? app.log
+      log.warn(
+        {
+          route: lease.route,
+          method: request?.method,
+          reqId: request?.id,
+          heldMs,
+          threshold: options.leakDetectionThreshold,
+        },
+        'database connection held longer than leakDetectionThreshold',
+      )
+    },
+  }
+  const api: QueryApiContext = { helpers, readFile: (path) => readFile(path, 'utf8') }
+  const poolDb = createPoolDb(api, (oneShot) => new Lease(ctx, { route: 'app.db', oneShot }))
+
+  app.decorate('pgPool', view)
+  app.decorate('db', poolDb)
+  registerRequestLeases(app, {
+    routes: new RouteSettingsCache(onLease !== undefined),
+    api,
+    newLease: (leaseSettings) => new Lease(ctx, leaseSettings),
+    onLease:
+      onLease === undefined
+        ? undefined
+        : async (request, lease) => {
+            await onLease(request, createLeaseDb(lease, api, true))
+          },
   })
 
-  app.addHook('onRequestAbort', (request, done) => {
-    const handle = (request as LeaseRequest)[kLease]
-    if (handle !== null) void handle.finish('abort').catch(() => {})
-    done()
-  })
-
-  app.addHook('onError', (_request, reply: FastifyReply, error, done) => {
-    const code = (error as { code?: unknown }).code
-    if (typeof code === 'string' && retryableCodes.has(code)) {
-      reply.header('retry-after', String(options.retryAfter))
-    }
-    done()
-  })
-
-  // Fastify waits for requests in flight before onClose: a hung query would hold close() open
-  // past closeTimeout. The clock starts at preClose; past it, leases are cancelled and cut.
+  // Fastify waits for requests in flight before onClose: a hung statement would hold close()
+  // open past closeTimeout. The clock starts at preClose; past it, leases are cancelled and cut.
   let closeTimer: NodeJS.Timeout | undefined
   let closeDeadline = Number.POSITIVE_INFINITY
   app.addHook('preClose', (done) => {
@@ -274,7 +182,6 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
     await helpers.end({ timeout: 0 })
   })
 
-  let budget: ConnectionBudget | undefined
   const checkBudget = async () => {
     if (options.pgbouncer) return
     budget = await readConnectionBudget(poolDb, options.max, options.instances)
@@ -302,6 +209,4 @@ const pgPoolCore: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
 }
 
 /** Registers the lease pool, `request.db`, `app.db` and `app.pgPool`. */
-export const pgPoolCorePlugin = fp(pgPoolCore, { name: '@fastify-pg-pool/core', fastify: '5.x' })
-
-export type { FastifyInstance }
+export const pgPoolCore = fp(pgPoolCorePlugin, { name: '@fastify-pg-pool/core', fastify: '5.x' })

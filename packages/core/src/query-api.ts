@@ -1,9 +1,17 @@
 import type postgres from 'postgres'
 import { errors } from './errors.js'
-import type { HandleContext, LeaseHandle, QuerySource } from './lease-handle.js'
+import type { Lease } from './lease.js'
+import type { TrackedQuery } from './postgres-adapter.js'
 import type { LeaseDb, LeasedDb, PoolDb, TransactionOptions } from './types.js'
 
 type AnyFn = (...args: never[]) => unknown
+
+/** What the query API builds its queries with: a lease, or the onLease hook's view of one. */
+interface QuerySource {
+  readonly lease: Lease
+  /** Queries of the onLease hook run before the holder's own. */
+  readonly setup: boolean
+}
 
 const notifyTemplate = ((strings: TemplateStringsArray, ..._: unknown[]) => strings)`select pg_notify(${0}, ${0})`
 
@@ -14,11 +22,20 @@ function splitArgs(rest: [unknown?, object?]): [unknown[], object] {
   return [(first as unknown[] | undefined) ?? [], second ?? {}]
 }
 
+function build(source: QuerySource, strings: readonly string[], args: unknown[], options?: object): TrackedQuery {
+  return source.lease.query(strings, args, options, source.setup)
+}
+
 /** Adds the non-template query API (unsafe, file, notify, value helpers) to `target`. */
-function addQueryApi(target: Record<string, unknown>, handleFor: () => QuerySource, helpers: postgres.Sql<{}>): void {
+function addQueryApi(
+  target: Record<string, unknown>,
+  sourceFor: () => QuerySource,
+  helpers: postgres.Sql<{}>,
+  readFile: (path: string) => Promise<string>,
+): void {
   target.unsafe = (text: string, ...rest: [unknown?, Record<string, unknown>?]) => {
     const [list, options] = splitArgs(rest) as [unknown[], Record<string, unknown>]
-    return handleFor().query([text], list, {
+    return build(sourceFor(), [text], list, {
       prepare: false,
       ...options,
       simple: 'simple' in options ? options.simple : list.length === 0,
@@ -26,44 +43,53 @@ function addQueryApi(target: Record<string, unknown>, handleFor: () => QuerySour
   }
   target.file = (path: string, ...rest: [unknown?, object?]) => {
     const [list, options] = splitArgs(rest)
-    return handleFor().file(path, list, options)
+    const { lease, setup } = sourceFor()
+    // Read when it runs, as postgres.js does: the text is its only string.
+    return lease.query([], list, options, setup, (query) => {
+      readFile(path).then(
+        (text) => {
+          query.strings = [text]
+          lease.dispatch(query as TrackedQuery)
+        },
+        (error: unknown) => query.reject(error),
+      )
+    })
   }
-  target.notify = (channel: string, payload: string) => handleFor().query(notifyTemplate, [channel, `${payload}`])
+  target.notify = (channel: string, payload: string) => build(sourceFor(), notifyTemplate, [channel, `${payload}`])
   target.json = helpers.json
   target.array = helpers.array
   target.typed = helpers.typed
   target.types = helpers.types
 }
 
-function templateOrHelper(handleFor: () => QuerySource, helpers: postgres.Sql<{}>) {
+function templateOrHelper(sourceFor: () => QuerySource, helpers: postgres.Sql<{}>) {
   return function db(first: unknown, ...rest: unknown[]) {
     if (first !== null && typeof first === 'object' && Array.isArray((first as TemplateStringsArray).raw)) {
-      return handleFor().query(first as TemplateStringsArray, rest)
+      return build(sourceFor(), first as TemplateStringsArray, rest)
     }
     return (helpers as unknown as AnyFn)(...([first, ...rest] as never[]))
   }
 }
 
-/** request.db, and the handles of app.db.lease(): every query on one lease. */
-export function createLeaseDb(handle: QuerySource, helpers: postgres.Sql<{}>): LeaseDb {
-  const handleFor = () => handle
-  const db = templateOrHelper(handleFor, helpers) as unknown as Record<string, unknown>
-  addQueryApi(db, handleFor, helpers)
-  db.begin = (options: unknown, fn?: unknown) => {
-    if (handle.inTransaction) return Promise.reject(new errors.FST_PG_POOL_NESTED_TRANSACTION())
-    return handle.block((sql) =>
-      fn === undefined
-        ? sql.begin(options as (tx: postgres.TransactionSql<{}>) => unknown)
-        : sql.begin(options as string, fn as (tx: postgres.TransactionSql<{}>) => unknown),
-    )
-  }
+/** postgres.js's begin options (`'read write'`, `'isolation level serializable'`), sanitized as it does. */
+function beginText(options: unknown): string {
+  return typeof options === 'string' && options !== '' ? `BEGIN ${options.replace(/[^a-z ]/gi, '')}` : 'BEGIN'
+}
+
+/** The callback's value; an array of queries is awaited as postgres.js's begin() does. */
+async function settle<T>(value: T | Promise<T>): Promise<unknown> {
+  const result = await value
+  return Array.isArray(result) ? Promise.all(result) : result
+}
+
+function addSavepoint(db: Record<string, unknown>, nextName: () => string): void {
   db.savepoint = async (name: unknown, fn?: unknown) => {
     const callback = (fn ?? name) as (sql: LeaseDb) => unknown
     const id = db as unknown as LeaseDb
-    const point = id(handle.nextSavepoint())
+    const point = id(nextName())
     await id`savepoint ${point}`
     try {
-      const result = await callback(id)
+      const result = await settle(callback(id))
       await id`release savepoint ${point}`
       return result
     } catch (error) {
@@ -71,9 +97,36 @@ export function createLeaseDb(handle: QuerySource, helpers: postgres.Sql<{}>): L
       throw error
     }
   }
+}
+
+export interface QueryApiContext {
+  readonly helpers: postgres.Sql<{}>
+  readonly readFile: (path: string) => Promise<string>
+}
+
+/** request.db, the onLease hook's db, and the handles of app.db.lease(): every query on one lease. */
+export function createLeaseDb(lease: Lease, ctx: QueryApiContext, setup = false): LeaseDb {
+  const source: QuerySource = { lease, setup }
+  const sourceFor = () => source
+  const db = templateOrHelper(sourceFor, ctx.helpers) as unknown as Record<string, unknown>
+  addQueryApi(db, sourceFor, ctx.helpers, ctx.readFile)
+  let savepoints = 0
+  const nextName = () => `fpp_sp_${++savepoints}`
+  db.begin = (options: unknown, fn?: unknown) => {
+    const callback = (fn ?? options) as (sql: LeaseDb) => unknown
+    return lease.transaction(beginText(fn === undefined ? undefined : options), () => {
+      const tx = templateOrHelper(sourceFor, ctx.helpers) as unknown as Record<string, unknown>
+      addQueryApi(tx, sourceFor, ctx.helpers, ctx.readFile)
+      tx.begin = () => Promise.reject(new errors.FST_PG_POOL_NESTED_TRANSACTION())
+      addSavepoint(tx, nextName)
+      return settle(callback(tx as unknown as LeaseDb))
+    })
+  }
+  addSavepoint(db, nextName)
   return db as unknown as LeaseDb
 }
 
+/** A transaction's BEGIN from typed options. */
 export function beginStatement(options: true | TransactionOptions): string {
   if (options === true) return 'BEGIN'
   let text = 'BEGIN'
@@ -84,28 +137,28 @@ export function beginStatement(options: true | TransactionOptions): string {
 }
 
 /** app.db: each call leases its own connection and returns it when done. */
-export function createPoolDb(ctx: HandleContext, newHandle: (oneShot: boolean) => LeaseHandle): PoolDb {
-  const oneShot = () => newHandle(true)
+export function createPoolDb(ctx: QueryApiContext, newLease: (oneShot: boolean) => Lease): PoolDb {
+  const oneShot = (): QuerySource => ({ lease: newLease(true), setup: false })
   const db = templateOrHelper(oneShot, ctx.helpers) as unknown as Record<string, unknown>
-  addQueryApi(db, oneShot, ctx.helpers)
-  const begin = (options: unknown, fn?: unknown) => {
-    const handle = newHandle(false)
-    return handle
-      .block((sql) =>
-        fn === undefined
-          ? sql.begin(options as (tx: postgres.TransactionSql<{}>) => unknown)
-          : sql.begin(options as string, fn as (tx: postgres.TransactionSql<{}>) => unknown),
-      )
-      .finally(() => handle.finish('commit'))
+  addQueryApi(db, oneShot, ctx.helpers, ctx.readFile)
+  const transaction = async (begin: string, fn: unknown) => {
+    const lease = newLease(false)
+    try {
+      const tx = createLeaseDb(lease, ctx) as unknown as Record<string, unknown>
+      tx.begin = () => Promise.reject(new errors.FST_PG_POOL_NESTED_TRANSACTION())
+      return await lease.transaction(begin, () => settle((fn as (sql: LeaseDb) => unknown)(tx as unknown as LeaseDb)))
+    } finally {
+      await lease.finish('commit')
+    }
   }
-  db.begin = begin
-  db.transaction = (fn: unknown, options: TransactionOptions = {}) =>
-    begin(beginStatement(options).slice('BEGIN'.length).toLowerCase().trim(), fn)
+  db.begin = (options: unknown, fn?: unknown) =>
+    fn === undefined ? transaction('BEGIN', options) : transaction(beginText(options), fn)
+  db.transaction = (fn: unknown, options: TransactionOptions = {}) => transaction(beginStatement(options), fn)
   db.lease = async (): Promise<LeasedDb> => {
-    const handle = newHandle(false)
-    const leased = createLeaseDb(handle, ctx.helpers) as unknown as Record<string, unknown>
-    await handle.block(async () => {})
-    leased.release = () => handle.finish('commit')
+    const lease = newLease(false)
+    const leased = createLeaseDb(lease, ctx) as unknown as Record<string, unknown>
+    await lease.hold()
+    leased.release = () => lease.finish('commit')
     return leased as unknown as LeasedDb
   }
   return db as unknown as PoolDb

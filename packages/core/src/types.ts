@@ -1,8 +1,9 @@
 import type { FastifyRequest } from 'fastify'
 import type postgres from 'postgres'
 import type { ConnectionBudget } from './connection-budget.js'
-import type { PoolEvents, PoolStats } from './lease-pool.js'
+import type { ErrorMapping } from './error-mapping.js'
 import type { PoolOptions, ResolvedPoolOptions } from './options.js'
+import type { PoolEvents, PoolStats } from './pool.js'
 
 /** Mirrors postgres.js's (unexported) result type of begin(). */
 export type UnwrapPromiseArray<T> = T extends unknown[]
@@ -17,14 +18,18 @@ export interface TransactionOptions {
   deferrable?: boolean
 }
 
-type TransactionCallback<T> = (sql: postgres.TransactionSql<{}>) => T | Promise<T>
+type TransactionCallback<T> = (sql: LeaseDb) => T | Promise<T>
 
 /** The postgres.js query API on one lease: queries, helpers, transactions. */
 export interface LeaseDb extends postgres.ISql<{}> {
-  /** A postgres.js transaction on this lease's connection (not inside a route transaction). */
+  /**
+   * A transaction on this lease's connection: BEGIN, `cb`, COMMIT (ROLLBACK when `cb` throws).
+   * Not inside a route transaction (use `savepoint`). `options` as postgres.js's: `'read write'`,
+   * `'isolation level serializable'`.
+   */
   begin<T>(cb: TransactionCallback<T>): Promise<UnwrapPromiseArray<T>>
   begin<T>(options: string, cb: TransactionCallback<T>): Promise<UnwrapPromiseArray<T>>
-  /** A savepoint inside the route's transaction: rolled back alone if `cb` throws. */
+  /** A savepoint inside a transaction: rolled back alone if `cb` throws. */
   savepoint<T>(cb: (sql: LeaseDb) => T | Promise<T>): Promise<UnwrapPromiseArray<T>>
   savepoint<T>(name: string, cb: (sql: LeaseDb) => T | Promise<T>): Promise<UnwrapPromiseArray<T>>
 }
@@ -34,7 +39,7 @@ export type RequestDb = LeaseDb
 
 /** A lease taken by hand from `app.db.lease()`; call `release()` exactly when done. */
 export interface LeasedDb extends LeaseDb {
-  /** Returns the connection once its queries settled. Idempotent. */
+  /** Returns the connection once its queries settled (with the session reset). Idempotent. */
   release(): Promise<void>
 }
 
@@ -44,32 +49,53 @@ export interface PoolDb extends postgres.ISql<{}> {
   begin<T>(options: string, cb: TransactionCallback<T>): Promise<UnwrapPromiseArray<T>>
   /** `begin` with typed options: one connection, committed when `cb` resolves. */
   transaction<T>(cb: TransactionCallback<T>, options?: TransactionOptions): Promise<UnwrapPromiseArray<T>>
-  /** Holds one connection until `release()` (jobs, migrations, LISTEN-free session work). */
+  /** Holds one connection until `release()` (jobs, migrations, session work). */
   lease(): Promise<LeasedDb>
 }
 
-/** Per-route options under `config.db`. `false`: the route never uses the database. */
+/**
+ * Options of a route transaction given as an object: at least one, so that an object holding
+ * only a misspelled key (`{ isolaton: ... }`) is a type error.
+ */
+export type RouteTransactionOptions = {
+  [K in keyof TransactionOptions]-?: Required<Pick<TransactionOptions, K>> & Omit<TransactionOptions, K>
+}[keyof TransactionOptions]
+
+/**
+ * Per-route options under `config.db`. `false`: the route never uses the database. Each object
+ * form requires its key, so that a misspelled one alone (`{ transacton: true }`) fails the build
+ * (Fastify merges a route's config literal with FastifyContextConfig, which lets extra keys by).
+ */
 export type RouteDbConfig =
   | false
   | {
       /** Run the request in one transaction: committed before the response, else rolled back. */
-      transaction?: boolean | TransactionOptions
+      transaction: boolean | RouteTransactionOptions
+      pipeline?: false
+    }
+  | {
       /**
        * Session-free route: its request shares a connection with other pipelined requests
        * (up to `pool.pipelineDepth`), its statements queued behind theirs, for throughput.
        * No transactions, no onLease, no session state relied on between statements, and a
        * client abort lets running statements finish instead of cancelling them.
        */
-      pipeline?: boolean
+      pipeline: boolean
+      transaction?: false
     }
 
 type Listener<A extends unknown[]> = (...args: A) => void
 
-/** The read-only view of the pool that health, metrics and backpressure use. */
+/** The read-only view of one pool that health, metrics, backpressure and tracing use. */
 export interface PgPoolView {
   /** Current counts; cheap enough to call on every request. */
   stats(): PoolStats
-  /** Opens a connection outside the lease queue and runs `select`; resolves with ms. */
+  /**
+   * Whether a request that finds no connection free would be refused now (the queue at its
+   * cap): the core's rule, for admission control to apply at the door.
+   */
+  wouldRefuse(pipelined?: boolean): boolean
+  /** Opens a connection outside the lease queue and runs a statement; resolves with ms. */
   ping(timeoutMs: number): Promise<number>
   on<E extends keyof PoolEvents>(event: E, listener: Listener<PoolEvents[E]>): PgPoolView
   off<E extends keyof PoolEvents>(event: E, listener: Listener<PoolEvents[E]>): PgPoolView
@@ -91,24 +117,25 @@ export interface PgPoolView {
    * the first connection when `lazy`); undefined until then, and behind PgBouncer.
    */
   budget(): ConnectionBudget | undefined
-  /**
-   * Records a request refused outside the core (admission control, process pressure) so that
-   * listeners of the `shed` event (metrics) count it. `reason` is a short snake_case word.
-   */
-  shed(reason: string, route: string): void
 }
 
 export interface PgPoolCoreOptions {
-  /** A postgres:// URL or postgres.js options; PG* environment variables fill the gaps. */
+  /** A postgres:// URL or postgres.js options; `DATABASE_URL`, then PG* environment variables fill the gaps. */
   connection?: string | postgres.Options<{}> | undefined
   pool?: PoolOptions | undefined
   /**
    * Prepares each request's connection before the handler's first query runs on it, e.g.
    * `db\`select set_config('app.tenant_id', ${id}, true)\`` for row-level security. Runs on
-   * the request's connection, inside the route transaction when there is one. If it throws, the request's queries fail with its
-   * error. State it sets with `set_config(..., false)` is reset before the next request.
+   * the request's connection, inside the route transaction when there is one. If it throws, the
+   * request's queries fail with its error. The session is reset before the next request.
    */
   onLease?: ((request: FastifyRequest, db: LeaseDb) => void | Promise<void>) | undefined
+  /**
+   * HTTP status of PostgreSQL errors by SQLSTATE (5 characters) or class (2), merged over the
+   * defaults (22xxx, 23502 → 400; 23505, 23503, 23514 → 409; 40001, 40P01, 53300, 57014, 08xxx →
+   * 503; else 500). `false`: PostgreSQL errors reach the error handler untouched.
+   */
+  errorMapping?: ErrorMapping | undefined
 }
 
 declare module 'fastify' {

@@ -1,4 +1,4 @@
-import type {} from '@fastify-pg-pool/core'
+import { withoutDatabase } from '@fastify-pg-pool/core'
 import type { FastifyContextConfig, FastifyInstance, FastifyPluginAsync, FastifyReply, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import { type HealthResponse, liveness, readiness } from './health-report.js'
@@ -7,11 +7,10 @@ import { PingCache } from './ping-cache.js'
 
 const HEALTH_CONTENT_TYPE = 'application/health+json; charset=utf-8'
 
-// Probes must never be refused: not by pool admission control (db: false also keeps them off
-// the pool), not by @fastify-pg-pool/backpressure, not by @fastify/under-pressure (a route
-// whose pressureHandler returns nothing is let through). Passed as a variable: the last two
-// keys are declared by packages this one does not depend on.
-const probeConfig = { db: false, backpressure: false, pressureHandler: () => undefined } as FastifyContextConfig
+// Probes must never be refused: a route free of database plumbing (the core's marker) is left
+// alone by the pool and by admission control; @fastify/under-pressure lets through a route whose
+// pressureHandler returns nothing (when an app registers it on its own).
+const probeConfig = withoutDatabase({ pressureHandler: () => undefined }) as FastifyContextConfig
 
 function send(reply: FastifyReply, body: HealthResponse): FastifyReply {
   return reply

@@ -1,3 +1,4 @@
+import { withoutDatabase } from '@fastify-pg-pool/core'
 import type { FastifyPluginAsync, RouteShorthandOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import { collectDefaultMetrics, type Registry } from 'prom-client'
@@ -61,8 +62,8 @@ const metrics: FastifyPluginAsync<PgPoolMetricsOptions> = async (app, opts) => {
   })
 
   if (options.path !== false) {
-    // Not a literal in the route options: `backpressure` is typed by that package, if installed.
-    const config: Record<string, unknown> = { db: false, backpressure: false }
+    // A route free of database plumbing: the pool and admission control leave it alone.
+    const config = withoutDatabase({})
     const routeOptions: RouteShorthandOptions = { config, logLevel: 'warn' }
     if (options.onRequest.length > 0)
       routeOptions.onRequest = options.onRequest as NonNullable<RouteShorthandOptions['onRequest']>

@@ -1,4 +1,13 @@
-import type { AcquireFailure, CloseReason, PgPoolView, PoolEvents, PoolStats } from '@fastify-pg-pool/core'
+import {
+  type AcquireFailure,
+  type CloseReason,
+  channels,
+  type PgPoolView,
+  type PoolEvents,
+  type PoolStats,
+  type RefusalMessage,
+  type TransactionOutcome,
+} from '@fastify-pg-pool/core'
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import { BoundedLabel } from './bounded-label.js'
 import { FastHistogram, type HistogramSeries } from './fast-histogram.js'
@@ -6,11 +15,12 @@ import type { ResolvedMetricsOptions } from './options.js'
 
 const acquireResults: readonly ('ok' | AcquireFailure)[] = ['ok', 'timeout', 'rejected', 'aborted', 'error']
 const closeReasons: readonly CloseReason[] = ['idle', 'lifetime', 'error', 'deadline', 'shutdown']
+const transactionOutcomes: readonly TransactionOutcome[] = ['commit', 'rollback', 'commit_failed', 'commit_unknown']
 /** Shed reasons whose series exist at 0 from the start; others appear when first counted. */
 export const knownShedReasons: readonly string[] = ['queue_full', 'queue_delay', 'process']
 const MAX_SHED_REASONS = 20
 
-type PoolListeners = { [E in keyof PoolEvents]: (...args: PoolEvents[E]) => void }
+type PoolListeners = { [E in keyof PoolEvents]?: (...args: PoolEvents[E]) => void }
 
 /**
  * Registers the pool's metrics: gauges read from `stats()` when scraped, counters and histograms
@@ -169,6 +179,19 @@ export function registerPoolMetrics(
   const shedReasons = new BoundedLabel(MAX_SHED_REASONS)
   for (const reason of knownShedReasons) shedReasons.value(reason)
 
+  const transactions = new Counter({
+    name: `${prefix}transactions_total`,
+    help: 'Transactions the suite ran (route transactions, begin(), app.db.transaction()) by outcome: commit, rollback, commit_failed (the server refused the COMMIT), commit_unknown (COMMIT sent, no answer: it may have committed)',
+    labelNames: ['outcome'],
+    registers,
+  })
+  for (const outcome of transactionOutcomes) transactions.inc({ outcome }, 0)
+  const resetFailures = new Counter({
+    name: `${prefix}session_reset_failures_total`,
+    help: 'Session resets that failed: their connection was retired (and a holder handed it meanwhile was moved to another)',
+    registers,
+  })
+
   const listeners: PoolListeners = {
     acquire(waitMs) {
       acquiredSinceScrape++
@@ -183,13 +206,21 @@ export function registerPoolMetrics(
     connectError: () => connectErrors.inc(),
     close: (reason) => closed.inc({ reason }),
     leak: () => leaks.inc(),
-    // Admission control (or any plugin that refuses work) reports through `app.pgPool.shed()`.
-    shed: (reason) => shed.inc({ reason: shedReasons.value(String(reason)) }),
+    transaction: (outcome) => transactions.inc({ outcome }),
+    resetError: () => resetFailures.inc(),
   }
+  // Admission control (or any plugin that refuses work) publishes refusals on a diagnostics
+  // channel; this app counts its own pool's.
+  const onRefusal = (message: unknown) => {
+    const refusal = message as RefusalMessage
+    if (refusal.pool === view) shed.inc({ reason: shedReasons.value(String(refusal.reason)) })
+  }
+  channels.refusal.subscribe(onRefusal)
   // One cast for the loop: each entry pairs an event with its own listener type.
   const entries = Object.entries(listeners) as [keyof PoolEvents, (...args: never) => void][]
   for (const [event, listener] of entries) view.on(event, listener as never)
   return () => {
+    channels.refusal.unsubscribe(onRefusal)
     for (const [event, listener] of entries) view.off(event, listener as never)
   }
 }

@@ -1,0 +1,87 @@
+import type postgres from 'postgres'
+import type { Clock } from './clock.js'
+import type { ResolvedConnection, ResolvedPoolOptions } from './options.js'
+import { createServerClient } from './postgres-adapter.js'
+import { type PoolConnection, ServerConnection } from './server-connection.js'
+
+/**
+ * Opens one server connection; the pool's only way to get one (fakes replace it in unit tests).
+ * An abort gives the opening up at once (the pool is closing).
+ */
+export type ConnectionFactory = (signal: AbortSignal) => Promise<PoolConnection>
+
+/** Share of maxLifetime taken off at random, so that connections opened together do not retire together. */
+export const LIFETIME_JITTER = 0.15
+
+export interface FactorySettings {
+  readonly connection: ResolvedConnection
+  readonly options: ResolvedPoolOptions
+  readonly clock: Clock
+  readonly onNotice: (notice: postgres.Notice) => void
+  /** The array type oids of the server, loaded by the first connection and shared. */
+  readonly arrayTypes: Record<number, number> | undefined
+  /** `application_name` of the connections (the ping's differs). */
+  readonly applicationName?: string
+  /** Bounds the whole opening (default: the pool's connectTimeout). */
+  readonly connectTimeout?: number
+}
+
+/** A code the opening failed with when nothing answered in time. */
+export const CONNECT_TIMEOUT = 'CONNECT_TIMEOUT'
+
+export function connectionFactory(settings: FactorySettings): ConnectionFactory {
+  const { connection, options, clock } = settings
+  const connectTimeout = settings.connectTimeout ?? options.connectTimeout
+  const clientOptions: postgres.Options<{}> = {
+    ...connection.options,
+    connect_timeout: connectTimeout / 1000,
+    prepare: options.pgbouncer ? false : (connection.options.prepare ?? true),
+    connection: {
+      ...connection.options.connection,
+      application_name: settings.applicationName ?? options.applicationName,
+      // PgBouncer refuses startup parameters it does not know: there, statement_timeout
+      // belongs on the role or database (the client-side deadline still applies).
+      ...(options.statementTimeout > 0 && !options.pgbouncer ? { statement_timeout: options.statementTimeout } : {}),
+    },
+  }
+  return async (signal) => {
+    let conn: ServerConnection | undefined
+    const client = createServerClient({
+      url: connection.url,
+      options: clientOptions,
+      onNotice: settings.onNotice,
+      onClose: () => conn?.markClosed('error'),
+    })
+    const now = clock.now()
+    const lifetime = options.maxLifetime
+    conn = new ServerConnection(
+      client,
+      now,
+      lifetime > 0 ? now + lifetime * (1 - Math.random() * LIFETIME_JITTER) : Number.POSITIVE_INFINITY,
+    )
+    // postgres.js's connect_timeout ends at the handshake: a server frozen right after it would
+    // leave this connection opening forever, counted against max. The whole opening is bounded.
+    let timer: object | undefined
+    const deadline = new Promise<never>((_, reject) => {
+      timer = clock.setTimeout(() => {
+        reject(Object.assign(new Error(`no answer within ${connectTimeout} ms`), { code: CONNECT_TIMEOUT }))
+        void conn?.end('error', 0)
+      }, connectTimeout)
+    })
+    const opening = client.open(settings.arrayTypes)
+    opening.catch(() => {})
+    const abandon = () => void conn?.end('shutdown', 0)
+    signal.addEventListener('abort', abandon, { once: true })
+    try {
+      await Promise.race([opening, deadline])
+    } catch (error) {
+      void conn.end('error', 0)
+      throw error
+    } finally {
+      clock.clearTimeout(timer)
+      signal.removeEventListener('abort', abandon)
+    }
+    if (signal.aborted) throw Object.assign(new Error('the pool is closing'), { code: 'CONNECTION_ENDED' })
+    return conn
+  }
+}

@@ -1,0 +1,239 @@
+import postgres from 'postgres'
+import { errors, retryableCodes } from './errors.js'
+import { type CloseReason, QUERY_CANCELED } from './server-connection.js'
+
+/**
+ * HTTP status by SQLSTATE: a 5-character code, or a 2-character class. `false` lets PostgreSQL
+ * errors through untouched (their server message then reaches the client's body).
+ */
+export type ErrorMapping = false | Readonly<Record<string, number>>
+
+/**
+ * Client-caused classes to 4xx; transient conditions (serialization failure, deadlock, too many
+ * connections, a cancelled statement, the connection classes) to 503 with Retry-After; anything
+ * else 500. Codes are looked up first, then their class.
+ */
+export const defaultErrorMapping: Readonly<Record<string, number>> = Object.freeze({
+  '22': 400, // data exception: bad input (invalid_text_representation, numeric_value_out_of_range, ...)
+  '23502': 400, // not_null_violation
+  '23505': 409, // unique_violation
+  '23503': 409, // foreign_key_violation
+  '23514': 409, // check_violation
+  '23P01': 409, // exclusion_violation
+  '40001': 503, // serialization_failure
+  '40P01': 503, // deadlock_detected
+  '53300': 503, // too_many_connections
+  '57014': 503, // query_canceled
+  '08': 503, // connection exceptions
+})
+
+/** Names of the conditions clients most often meet (PostgreSQL's appendix A). */
+const conditions: Readonly<Record<string, string>> = {
+  '08000': 'connection_exception',
+  '08003': 'connection_does_not_exist',
+  '08006': 'connection_failure',
+  '0A000': 'feature_not_supported',
+  '21000': 'cardinality_violation',
+  '22001': 'string_data_right_truncation',
+  '22003': 'numeric_value_out_of_range',
+  '22004': 'null_value_not_allowed',
+  '22007': 'invalid_datetime_format',
+  '22008': 'datetime_field_overflow',
+  '22012': 'division_by_zero',
+  '22023': 'invalid_parameter_value',
+  '22P02': 'invalid_text_representation',
+  '22P05': 'untranslatable_character',
+  '23000': 'integrity_constraint_violation',
+  '23001': 'restrict_violation',
+  '23502': 'not_null_violation',
+  '23503': 'foreign_key_violation',
+  '23505': 'unique_violation',
+  '23514': 'check_violation',
+  '23P01': 'exclusion_violation',
+  '25001': 'active_sql_transaction',
+  '25006': 'read_only_sql_transaction',
+  '25P02': 'in_failed_sql_transaction',
+  '28000': 'invalid_authorization_specification',
+  '28P01': 'invalid_password',
+  '40001': 'serialization_failure',
+  '40P01': 'deadlock_detected',
+  '42501': 'insufficient_privilege',
+  '42601': 'syntax_error',
+  '42703': 'undefined_column',
+  '42883': 'undefined_function',
+  '42P01': 'undefined_table',
+  '42P02': 'undefined_parameter',
+  '53100': 'disk_full',
+  '53200': 'out_of_memory',
+  '53300': 'too_many_connections',
+  '55000': 'object_not_in_prerequisite_state',
+  '55P03': 'lock_not_available',
+  '57014': 'query_canceled',
+  '57P01': 'admin_shutdown',
+  P0001: 'raise_exception',
+  P0002: 'no_data_found',
+  P0003: 'too_many_rows',
+}
+
+const summaries: Readonly<Record<number, string>> = {
+  400: 'The database refused the request data',
+  409: 'The request conflicts with data in the database',
+  503: 'The database cannot serve the request now; retry later',
+  500: 'The database could not run the request',
+}
+
+/** Fields of a PostgreSQL error that name things, never values: safe in logs. */
+const namingFields = ['severity', 'schema_name', 'table_name', 'column_name', 'constraint_name', 'routine'] as const
+/** Fields that may hold values or SQL text: kept on the error, hidden from serializers and logs. */
+const valueFields = [
+  'detail',
+  'hint',
+  'where',
+  'position',
+  'internal_position',
+  'internal_query',
+  'data_type_name',
+  'file',
+  'line',
+] as const
+
+/**
+ * A PostgreSQL error as the suite lets it out of `request.db`: the SQLSTATE in `code`, an HTTP
+ * `statusCode` by the mapping, and a message that says what a client may know. The server's
+ * error is its `cause` (for logs: pino prints a cause's message), with its message redacted in
+ * class 22, whose messages quote input values. Still a `postgres.PostgresError`.
+ */
+export class DatabaseError extends postgres.PostgresError {
+  declare readonly code: string
+  declare readonly statusCode: number
+  /** PostgreSQL's name for the SQLSTATE, when known. */
+  declare readonly condition: string
+  declare readonly headers?: Record<string, string>
+}
+
+function statusOf(code: string, mapping: Readonly<Record<string, number>>): number {
+  return mapping[code] ?? mapping[code.slice(0, 2)] ?? 500
+}
+
+/** Quoted values in a message (`invalid input syntax for type integer: "abc"`) become `"***"`. */
+function redactValues(message: string): string {
+  return message.replace(/"(?:[^"\\]|\\.)*"/g, '"***"')
+}
+
+function isPostgresError(error: unknown): error is postgres.PostgresError {
+  return error instanceof postgres.PostgresError || (error as { name?: unknown } | null)?.name === 'PostgresError'
+}
+
+export function toDatabaseError(
+  error: postgres.PostgresError,
+  mapping: Readonly<Record<string, number>>,
+  retryAfter: number,
+): DatabaseError {
+  const code = String(error.code)
+  const statusCode = statusOf(code, mapping)
+  const condition = conditions[code] ?? `SQLSTATE ${code}`
+  const summary = summaries[statusCode] ?? 'The database refused the request'
+  const mapped = new DatabaseError({ message: `${summary} (${condition})` } as never)
+  const fields: Record<string, unknown> = { code, statusCode, condition }
+  for (const name of namingFields) {
+    const value = (error as unknown as Record<string, unknown>)[name]
+    if (value !== undefined) fields[name] = value
+  }
+  Object.assign(mapped, fields)
+  for (const name of valueFields) {
+    const value = (error as unknown as Record<string, unknown>)[name]
+    if (value !== undefined) Object.defineProperty(mapped, name, { value, enumerable: false })
+  }
+  if (statusCode === 503) Object.assign(mapped, { headers: { 'retry-after': String(retryAfter) } })
+  let cause: Error = error
+  if (code.startsWith('22')) {
+    cause = Object.assign(new Error(redactValues(error.message)), { code })
+  }
+  Object.defineProperty(mapped, 'cause', { value: cause, enumerable: false, configurable: true })
+  return mapped
+}
+
+const connectionErrorCodes = new Set([
+  'CONNECTION_CLOSED',
+  'CONNECTION_DESTROYED',
+  'CONNECTION_ENDED',
+  'CONNECT_TIMEOUT',
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  '57P01', // admin_shutdown (pg_terminate_backend)
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now
+])
+
+/** True when the error means the connection itself is unusable, not just the statement. */
+export function isConnectionError(error: unknown): boolean {
+  if (typeof error !== 'object' || error === null || !('code' in error)) return false
+  const code = String(error.code)
+  return connectionErrorCodes.has(code) || code.startsWith('08')
+}
+
+/** Why a statement may have failed, as far as the lease knows. */
+export interface FailureContext {
+  /** Why its connection closed, if it did. */
+  readonly closeReason: CloseReason | undefined
+  /** The request ended (client gone, handlerTimeout, pool closing past its timeout). */
+  readonly aborted: boolean
+  /** The pool is closing. */
+  readonly closing: boolean
+}
+
+export interface SurfaceSettings {
+  readonly statementTimeout: number
+  readonly retryAfter: number
+  readonly mapping: ErrorMapping
+}
+
+function withCause<E extends Error>(error: E, cause: unknown): E {
+  Object.defineProperty(error, 'cause', { value: cause, enumerable: false, configurable: true })
+  return error
+}
+
+/** Adds Retry-After to the suite's retryable 503s (Fastify's error handler sends `error.headers`). */
+export function withRetryAfter<E>(error: E, retryAfter: number): E {
+  const code = (error as { code?: unknown } | null)?.code
+  if (typeof code === 'string' && retryableCodes.has(code) && (error as { headers?: unknown }).headers === undefined) {
+    Object.defineProperty(error, 'headers', {
+      value: { 'retry-after': String(retryAfter) },
+      enumerable: false,
+      writable: true,
+      configurable: true,
+    })
+  }
+  return error
+}
+
+/**
+ * What a failed statement's caller sees: the suite's coded errors for what the pool caused or
+ * saw (a lost connection, a deadline, an abort), PostgreSQL's errors mapped by SQLSTATE.
+ */
+export function surfaceError(error: unknown, context: FailureContext, settings: SurfaceSettings): unknown {
+  const code = (error as { code?: unknown } | null)?.code
+  let out: unknown = error
+  if (typeof code === 'string' && code.startsWith('FST_')) {
+    out = error
+  } else if (context.closeReason === 'deadline') {
+    out = withCause(new errors.FST_PG_POOL_QUERY_TIMEOUT(settings.statementTimeout), error)
+  } else if (isConnectionError(error)) {
+    out = context.aborted
+      ? withCause(context.closing ? new errors.FST_PG_POOL_CLOSED() : new errors.FST_PG_POOL_ABORTED(), error)
+      : withCause(new errors.FST_PG_POOL_CONNECTION_LOST(String(code)), error)
+  } else if (code === QUERY_CANCELED && context.aborted) {
+    // Cancelled by the pool itself: client gone, handlerTimeout, close past closeTimeout.
+    out = withCause(context.closing ? new errors.FST_PG_POOL_CLOSED() : new errors.FST_PG_POOL_ABORTED(), error)
+  } else if (
+    code === QUERY_CANCELED &&
+    String((error as { message?: unknown }).message).includes('statement timeout')
+  ) {
+    out = withCause(new errors.FST_PG_POOL_QUERY_TIMEOUT(settings.statementTimeout), error)
+  } else if (settings.mapping !== false && isPostgresError(error)) {
+    out = toDatabaseError(error, settings.mapping, settings.retryAfter)
+  }
+  return withRetryAfter(out, settings.retryAfter)
+}

@@ -1,0 +1,660 @@
+import type { Clock, TimerHandle } from './clock.js'
+import { channels, type QueryMessage, type TransactionMessage, type TransactionOutcome } from './diagnostics.js'
+import { isConnectionError, type SurfaceSettings, surfaceError, withRetryAfter } from './error-mapping.js'
+import { errors } from './errors.js'
+import type { ResolvedPoolOptions } from './options.js'
+import type { Holder, Pool } from './pool.js'
+import {
+  type AdapterQuery,
+  commandsOf,
+  type QueryOwner,
+  queryText,
+  resultOf,
+  type TrackedQuery,
+  type TrackedQueryConstructor,
+} from './postgres-adapter.js'
+import type { PoolConnection } from './server-connection.js'
+import { resetStatement, TransactionState } from './session-reset.js'
+import type { PgPoolView } from './types.js'
+
+/**
+ * How long an aborted lease's statements get to end (a cancel request normally stops a running
+ * statement in a few ms) before its connection is cut: the lease comes back within 100 ms of the
+ * abort even when the server does not answer, or a cursor waits on the handler's own loop.
+ */
+export const ABORT_GRACE_MS = 50
+
+/** What every lease of one plugin instance shares. */
+export interface LeaseContext {
+  readonly pool: Pool
+  readonly clock: Clock
+  readonly options: ResolvedPoolOptions
+  readonly Query: TrackedQueryConstructor
+  /** How failed statements reach callers (error-mapping.ts). */
+  readonly surface: SurfaceSettings
+  /** The pool's view, named in diagnostics messages. */
+  readonly view: () => PgPoolView
+  /** A lease was held past leakDetectionThreshold. */
+  readonly onLeak: (lease: Lease, heldMs: number) => void
+}
+
+export type FinishMode = 'commit' | 'rollback' | 'abort'
+
+export interface LeaseSettings {
+  /** Route template (or 'app.db') for release events, diagnostics and leak warnings. */
+  readonly route: string
+  /** The request holding the lease (opaque here; for leak warnings). */
+  readonly request?: unknown
+  /** BEGIN statement when the whole lease is one transaction (a route transaction). */
+  readonly begin?: string | undefined
+  /**
+   * Share a connection with other pipelined holders (`config.db.pipeline`): statements queue
+   * on it behind theirs; no transaction blocks; in-flight statements are never cancelled.
+   */
+  readonly pipelined?: boolean
+  /** Release as soon as the first statement settles (app.db one-shot queries). */
+  readonly oneShot?: boolean
+  /**
+   * Runs when the lease gets its connection (after the route's BEGIN), before any of the
+   * holder's statements; its own statements are built with `setup: true`.
+   */
+  readonly onLease?: ((lease: Lease) => Promise<void>) | undefined
+}
+
+type Phase = 'open' | 'finishing' | 'done'
+
+// postgres.js calls these with the query; one pair for every lease, not two closures each.
+function dispatchQuery(query: AdapterQuery): void {
+  const tracked = query as TrackedQuery
+  ;(tracked.owner as Lease).dispatch(tracked)
+}
+function cancelQuery(query: AdapterQuery): unknown {
+  const tracked = query as TrackedQuery
+  return (tracked.owner as Lease).cancelQuery(tracked)
+}
+
+/** What finish() returns when nothing was left to wait for. */
+export const finished: Promise<void> = Promise.resolve()
+
+/**
+ * One holder's view of one connection: leased on the first statement, returned exactly once,
+ * when the holder is finished and every statement it sent has ended. It owns what is specific
+ * to a holder: its statements, its route transaction, onLease, aborting (cancel or cut), and
+ * which reset its connection owes the next holder.
+ */
+export class Lease implements Holder, QueryOwner {
+  readonly settings: LeaseSettings
+  readonly route: string
+  readonly pipelined: boolean
+  waitSince = 0
+  waitMessage: Holder['waitMessage'] = undefined
+  readonly #ctx: LeaseContext
+  #phase: Phase = 'open'
+  #mode: FinishMode | undefined
+  #conn: PoolConnection | undefined
+  #waiting = false
+  /** Statements sent on the connection and not ended, in the order sent. */
+  readonly #inflight = new Set<TrackedQuery>()
+  /** Statements waiting for a connection (allocated when one has to wait). */
+  #pending: TrackedQuery[] | undefined
+  /** The holder's statements waiting for onLease to finish. */
+  #held: TrackedQuery[] | undefined
+  #preparing = false
+  #setupError: unknown
+  #ranStatements = false
+  readonly #transaction = new TransactionState()
+  /** The route transaction: its BEGIN was sent. */
+  #routeTransaction = false
+  /** A `begin()` block is open. */
+  #block = false
+  #transactionMessage: TransactionMessage | undefined
+  #finishing: Promise<void> | undefined
+  #whenIdle: (() => void) | undefined
+  #abortTimer: TimerHandle | undefined
+  /** Cursors waiting on their callback: stopped when the lease is aborted. */
+  #cursorWaits: Set<(error: unknown) => void> | undefined
+
+  constructor(ctx: LeaseContext, settings: LeaseSettings) {
+    this.#ctx = ctx
+    this.settings = settings
+    this.route = settings.route
+    this.pipelined = settings.pipelined === true
+  }
+
+  get inTransaction(): boolean {
+    return this.settings.begin !== undefined
+  }
+
+  get finished(): boolean {
+    return this.#mode !== undefined
+  }
+
+  get #busy(): boolean {
+    return this.#inflight.size > 0 || (this.#pending?.length ?? 0) > 0 || (this.#held?.length ?? 0) > 0 || this.#waiting
+  }
+
+  /**
+   * A query of this lease (postgres.js runs it when awaited). `handler`: what runs it, when
+   * something has to come first (reading a file's text); it ends in `dispatch`.
+   */
+  query(
+    strings: readonly string[],
+    args: unknown[],
+    options?: object,
+    setup = false,
+    handler: (query: AdapterQuery) => void = dispatchQuery,
+  ): TrackedQuery {
+    const query = new this.#ctx.Query(strings, args, handler, cancelQuery, options)
+    query.owner = this
+    query.setup = setup
+    query.internal = false
+    query.final = false
+    query.redirected = false
+    query.startedAt = 0
+    query.observed = undefined
+    query.innerCursorFn = undefined
+    query.failure = undefined
+    return query
+  }
+
+  /** Called by postgres.js (through dispatchQuery) when a query of this lease runs. */
+  dispatch(query: TrackedQuery): void {
+    // Once the holder is finished (its response is on its way) nothing new runs on its behalf:
+    // only the route transaction's own COMMIT or ROLLBACK, and nothing once the lease is back.
+    if (this.#phase === 'done' || (this.#mode !== undefined && !query.final)) {
+      query.reject(new errors.FST_PG_POOL_RELEASED())
+      return
+    }
+    if (this.#setupError !== undefined && !query.setup && !query.internal) {
+      query.reject(this.#setupError)
+      return
+    }
+    if (this.#conn !== undefined) {
+      this.#deliver(query)
+      return
+    }
+    this.#pending ??= []
+    this.#pending.push(query)
+    if (!this.#waiting) this.#acquire()
+  }
+
+  #acquire(): void {
+    const pool = this.#ctx.pool
+    const conn = pool.tryAcquire(this)
+    if (conn !== undefined) {
+      this.#attach(conn)
+      return
+    }
+    try {
+      pool.wait(this)
+      this.#waiting = true
+    } catch (error) {
+      this.#failPending(error)
+    }
+  }
+
+  /** Holder: a connection after waiting. */
+  acquired(conn: PoolConnection): void {
+    this.#waiting = false
+    this.#attach(conn)
+  }
+
+  /** Holder: the wait ended without a connection. */
+  acquireFailed(error: Error): void {
+    this.#waiting = false
+    this.#failPending(error)
+  }
+
+  #failPending(error: unknown): void {
+    const surfaced = withRetryAfter(error, this.#ctx.options.retryAfter)
+    for (const query of this.#takePending()) query.reject(surfaced)
+    this.#maybeIdle()
+  }
+
+  #attach(conn: PoolConnection): void {
+    this.#conn = conn
+    const begin = this.settings.begin
+    if (begin !== undefined && !this.#routeTransaction) {
+      this.#routeTransaction = true
+      this.#startTransactionMessage('route')
+      this.#internal(begin).catch(() => {
+        // Statements pipelined behind a failed BEGIN would run outside the transaction: cut the
+        // connection so that they fail instead.
+        conn.markClosed('error')
+        void conn.end('error', 0)
+      })
+    }
+    const onLease = this.settings.onLease
+    if (onLease !== undefined && !this.#preparing && this.#setupError === undefined && !this.#prepared) {
+      this.#prepared = true
+      this.#preparing = true
+      onLease(this).then(
+        () => {
+          this.#preparing = false
+          for (const query of this.#takeHeld()) this.#deliver(query)
+          this.#maybeIdle()
+        },
+        (error: unknown) => {
+          // The holder's statements must not run without the context the hook was to set.
+          this.#preparing = false
+          this.#setupError = error
+          for (const query of this.#takeHeld()) query.reject(error)
+          this.#maybeIdle()
+        },
+      )
+    }
+    for (const query of this.#takePending()) this.#deliver(query)
+  }
+
+  #prepared = false
+
+  /** Sends a statement now, or holds it while onLease prepares the connection. */
+  #deliver(query: TrackedQuery): void {
+    if (this.#preparing && !query.setup && !query.internal) {
+      this.#held ??= []
+      this.#held.push(query)
+    } else this.#send(query)
+  }
+
+  #send(query: TrackedQuery): void {
+    const conn = this.#conn as PoolConnection
+    if (!conn.usable) {
+      const lost = new errors.FST_PG_POOL_CONNECTION_LOST(conn.closeReason ?? 'closed')
+      query.reject(withRetryAfter(lost, this.#ctx.options.retryAfter))
+      return
+    }
+    query.redirected = false
+    query.startedAt = this.#ctx.clock.now()
+    this.#inflight.add(query)
+    if (this.pipelined) this.#ctx.pool.countSharedQuery(1)
+    if (!query.internal) this.#ranStatements = true
+    conn.send(query)
+    if (channels.queryStart.hasSubscribers) this.#publishStart(query)
+  }
+
+  #publishStart(query: TrackedQuery): void {
+    const message: QueryMessage = {
+      pool: this.#ctx.view(),
+      route: this.route,
+      get text() {
+        return queryText(query)
+      },
+      command: undefined,
+      rowCount: undefined,
+      error: undefined,
+    }
+    query.observed = message
+    channels.queryStart.publish(message)
+  }
+
+  /** QueryOwner: a statement of this lease ended; returns the error its caller should see. */
+  settled(query: TrackedQuery, value: unknown, error: unknown): unknown {
+    if (!this.#inflight.delete(query)) {
+      // Rejected before it was sent (released, aborted, setup failed): nothing to account for.
+      return error
+    }
+    if (this.pipelined) this.#ctx.pool.countSharedQuery(-1)
+    const conn = this.#conn
+    conn?.noteEnded(error)
+    let out: unknown
+    if (error === undefined) {
+      if (!query.internal) this.#transaction.noteCommands(commandsOf(value))
+    } else {
+      if (isConnectionError(error)) conn?.markClosed('error')
+      // A simple-protocol message can hold several statements: which ran is unknown.
+      if (!query.internal && query.options.simple === true) this.#transaction.noteUnknown()
+      out = surfaceError(
+        error,
+        { closeReason: conn?.closeReason, aborted: this.#mode === 'abort', closing: !this.#ctx.pool.stats().accepting },
+        this.#ctx.surface,
+      )
+    }
+    if (query.observed !== undefined) this.#publishEnd(query, value, out)
+    if (this.settings.oneShot && this.#mode === undefined && !this.#busy) void this.finish('commit')
+    this.#maybeIdle()
+    return out
+  }
+
+  #publishEnd(query: TrackedQuery, value: unknown, error: unknown): void {
+    const message = query.observed as QueryMessage
+    query.observed = undefined
+    const { command, count } = resultOf(value)
+    message.command = command
+    message.rowCount = count
+    message.error = error
+    channels.queryEnd.publish(message)
+  }
+
+  /**
+   * QueryOwner: a cursor's callback returned; postgres.js fetches the next batch when this
+   * settles. An abort rejects it (postgres.js then ends the cursor with a Sync) while the
+   * connection is open; once the connection is closed it never settles, because postgres.js
+   * would write to a closed socket: the query fails with the connection instead.
+   */
+  cursorBatch(_query: TrackedQuery, result: unknown): unknown {
+    if (typeof (result as { then?: unknown } | null)?.then !== 'function') return result
+    const conn = this.#conn
+    return new Promise((resolve, reject) => {
+      const stop = (error: unknown) => {
+        this.#cursorWaits?.delete(stop)
+        if (conn?.usable) reject(error)
+      }
+      this.#cursorWaits ??= new Set()
+      this.#cursorWaits.add(stop)
+      ;(result as Promise<unknown>).then(
+        (value) => {
+          if (!this.#cursorWaits?.delete(stop)) return
+          if (conn?.usable) resolve(value)
+        },
+        (error: unknown) => {
+          if (!this.#cursorWaits?.delete(stop)) return
+          if (conn?.usable) reject(error)
+        },
+      )
+    })
+  }
+
+  /** Called by postgres.js when the holder cancels a query of its own (`query.cancel()`). */
+  cancelQuery(query: TrackedQuery): unknown {
+    for (const queue of [this.#pending, this.#held]) {
+      const i = queue?.indexOf(query) ?? -1
+      if (queue !== undefined && i !== -1) {
+        queue.splice(i, 1)
+        query.reject(new errors.FST_PG_POOL_ABORTED())
+        this.#maybeIdle()
+        return undefined
+      }
+    }
+    // On a shared connection a cancel request could stop another holder's statement.
+    if (!this.pipelined && this.#inflight.has(query)) this.#conn?.cancel()
+    return undefined
+  }
+
+  /**
+   * Ends the lease: no new statement runs for the holder; 'abort' also stops what runs.
+   * Resolves once the connection is back in the pool. A route transaction commits on 'commit'
+   * (rejecting with FST_PG_POOL_COMMIT_FAILED when the server refused, COMMIT_UNKNOWN when no
+   * answer came) and rolls back otherwise. Idempotent.
+   */
+  finish(mode: FinishMode): Promise<void> {
+    if (this.#finishing !== undefined) {
+      if (mode === 'abort' && this.#mode !== 'abort') {
+        this.#mode = 'abort'
+        this.#stopWork()
+      }
+      return this.#finishing
+    }
+    this.#mode = mode
+    this.#phase = 'finishing'
+    if (mode === 'abort') this.#stopWork()
+    this.#finishing = this.#busy
+      ? new Promise<void>((resolve) => {
+          this.#whenIdle = resolve
+        }).then(() => this.#complete())
+      : this.#complete()
+    return this.#finishing
+  }
+
+  /** Holder: the pool closes past its timeout. */
+  abort(): void {
+    this.finish('abort').catch(() => {})
+  }
+
+  /** Holder: held past leakDetectionThreshold. */
+  leaked(heldMs: number): void {
+    this.#ctx.onLeak(this, heldMs)
+  }
+
+  /** Holder: start of the oldest statement still running (the sweep's deadline), or 0. */
+  oldestQueryStart(): number {
+    for (const query of this.#inflight) return query.startedAt
+    return 0
+  }
+
+  /**
+   * Holder: the connection failed before any of this lease's statements ran on it (its session
+   * reset failed, and the server refused what was queued behind it). Everything sent goes again,
+   * in order, on another connection.
+   */
+  reroute(conn: PoolConnection): void {
+    if (this.#conn !== conn) return
+    this.#conn = undefined
+    const again: TrackedQuery[] = []
+    for (const query of this.#inflight) {
+      // The old connection still rejects the original later: it is ignored from now on.
+      query.redirected = true
+      if (this.pipelined) this.#ctx.pool.countSharedQuery(-1)
+      if (query.cursorFn !== undefined || query.forEachFn !== undefined || query.streaming) {
+        // Rows handed out while it runs tie it to the iterator its caller holds: not resent.
+        const lost = new errors.FST_PG_POOL_CONNECTION_LOST('session reset failed')
+        query.innerReject(withRetryAfter(lost, this.#ctx.options.retryAfter))
+        continue
+      }
+      again.push(this.#resendable(query))
+    }
+    this.#inflight.clear()
+    this.#pending = [...again, ...this.#takePending()]
+    if (this.#pending.length === 0) {
+      this.#maybeIdle()
+      return
+    }
+    this.#acquire()
+  }
+
+  /** A new query like `query` whose end settles `query`'s promise. */
+  #resendable(query: TrackedQuery): TrackedQuery {
+    const copy = this.query(query.strings, query.args, query.options, query.setup)
+    copy.internal = query.internal
+    copy.final = query.final
+    const raw = (query as unknown as { isRaw?: unknown }).isRaw
+    if (raw !== undefined) (copy as unknown as { isRaw?: unknown }).isRaw = raw
+    copy.innerResolve = query.innerResolve
+    copy.innerReject = query.innerReject
+    // postgres.js runs it when it is dispatched, not when it is awaited: mark it as running.
+    copy.executed = true
+    return copy
+  }
+
+  #stopWork(): void {
+    // A lease still queued for a connection leaves the queue.
+    if (this.#waiting && this.#ctx.pool.cancelWait(this)) this.#waiting = false
+    const aborted = withRetryAfter(new errors.FST_PG_POOL_ABORTED(), this.#ctx.options.retryAfter)
+    for (const query of this.#takePending()) query.reject(aborted)
+    for (const query of this.#takeHeld()) query.reject(aborted)
+    const conn = this.#conn
+    if (conn === undefined || this.#inflight.size === 0) {
+      this.#maybeIdle()
+      return
+    }
+    // A shared connection runs other holders' statements too: a cancel request could stop one
+    // of theirs. Statements of pipelined routes run to their end.
+    if (this.pipelined) return
+    conn.cancel()
+    if (this.#cursorWaits !== undefined) {
+      const aborted = new errors.FST_PG_POOL_ABORTED()
+      for (const stop of [...this.#cursorWaits]) stop(aborted)
+    }
+    this.#abortTimer = this.#ctx.clock.setTimeout(() => {
+      this.#abortTimer = undefined
+      if (this.#inflight.size === 0) return
+      conn.markClosed('error')
+      void conn.end('error', 0)
+    }, ABORT_GRACE_MS)
+  }
+
+  #maybeIdle(): void {
+    if (this.#whenIdle !== undefined && !this.#busy) {
+      const resolve = this.#whenIdle
+      this.#whenIdle = undefined
+      resolve()
+    }
+  }
+
+  #takePending(): TrackedQuery[] {
+    const queries = this.#pending ?? []
+    this.#pending = undefined
+    return queries
+  }
+
+  #takeHeld(): TrackedQuery[] {
+    const queries = this.#held ?? []
+    this.#held = undefined
+    return queries
+  }
+
+  /**
+   * Sends a statement of the suite's own (BEGIN, COMMIT, ROLLBACK), tracked like any other.
+   * `final`: the route transaction's end, the one statement allowed after the holder finished.
+   */
+  #internal(text: string, final = false): Promise<unknown> {
+    const query = this.query([text], [], { simple: true, prepare: false })
+    query.internal = true
+    query.final = final
+    query.executed = true
+    this.dispatch(query)
+    return Promise.prototype.then.call(query, (x: unknown) => x) as Promise<unknown>
+  }
+
+  /** Returns the connection: at once when nothing has to run on it first. */
+  #complete(): Promise<void> {
+    this.#ctx.clock.clearTimeout(this.#abortTimer)
+    const conn = this.#conn
+    if (conn === undefined) {
+      this.#phase = 'done'
+      return finished
+    }
+    if (!this.#routeTransaction) {
+      this.#release(conn)
+      return finished
+    }
+    return this.#endRouteTransaction(conn)
+  }
+
+  #release(conn: PoolConnection): void {
+    this.#phase = 'done'
+    this.#conn = undefined
+    const reset = this.#ctx.options.pgbouncer
+      ? undefined
+      : resetStatement(this.#ctx.options.sessionReset, this.#ranStatements, this.#transaction.mayBeOpen || this.#block)
+    this.#ctx.pool.release(conn, this, reset)
+  }
+
+  async #endRouteTransaction(conn: PoolConnection): Promise<void> {
+    let failure: Error | undefined
+    let outcome: TransactionOutcome
+    if (this.#mode === 'commit') {
+      ;({ outcome, failure } = await this.#commit(conn, true))
+    } else {
+      outcome = 'rollback'
+      if (conn.usable) {
+        await this.#internal('ROLLBACK', true).then(
+          () => this.#transaction.noteClosed(),
+          () => conn.markClosed('error'),
+        )
+      }
+    }
+    this.#endTransactionMessage(outcome, failure)
+    this.#release(conn)
+    if (failure !== undefined) throw failure
+  }
+
+  /** COMMIT, and what its answer (or its absence) says about the transaction. */
+  async #commit(
+    conn: PoolConnection,
+    final: boolean,
+  ): Promise<{ outcome: TransactionOutcome; failure: Error | undefined }> {
+    // Not sent: the server never saw a COMMIT, and a transaction dies with its connection.
+    if (!conn.usable) return commitLost('the connection was lost')
+    // A begin() block whose request already ended: the lease rolls its work back.
+    if (!final && this.#mode !== undefined) return commitLost('the request ended first')
+    try {
+      const result = await this.#internal('COMMIT', final)
+      this.#transaction.noteClosed()
+      if (resultOf(result).command === 'COMMIT') return { outcome: 'commit', failure: undefined }
+      // COMMIT of a transaction a statement had failed: the server rolled back.
+      return { outcome: 'commit_failed', failure: new errors.FST_PG_POOL_COMMIT_FAILED('the server rolled back') }
+    } catch (error) {
+      return commitFailure(error)
+    }
+  }
+
+  /**
+   * A transaction opened with `db.begin()`: BEGIN, the callback, then COMMIT (ROLLBACK when it
+   * throws). Its statements are this lease's, so an abort stops them like any other.
+   */
+  async transaction<T>(beginText: string, callback: () => Promise<T>): Promise<T> {
+    if (this.#block || this.inTransaction) throw new errors.FST_PG_POOL_NESTED_TRANSACTION()
+    if (this.pipelined) throw new errors.FST_PG_POOL_PIPELINED(this.route, 'a transaction')
+    this.#block = true
+    this.#startTransactionMessage('begin')
+    let outcome: TransactionOutcome = 'rollback'
+    let failure: Error | undefined
+    try {
+      await this.#internal(beginText)
+      let result: T
+      try {
+        result = await callback()
+      } catch (error) {
+        await this.#internal('ROLLBACK').then(
+          () => {
+            this.#block = false
+            this.#transaction.noteClosed()
+          },
+          () => {},
+        )
+        throw error
+      }
+      const conn = this.#conn
+      const committed = conn === undefined ? commitLost('the connection was lost') : await this.#commit(conn, false)
+      outcome = committed.outcome
+      failure = committed.failure
+      if (outcome === 'commit' || outcome === 'commit_failed') this.#block = false
+      if (failure !== undefined) throw failure
+      return result
+    } finally {
+      this.#endTransactionMessage(outcome, failure)
+    }
+  }
+
+  #startTransactionMessage(kind: 'route' | 'begin'): void {
+    if (!channels.transactionStart.hasSubscribers) return
+    this.#transactionMessage = { pool: this.#ctx.view(), route: this.route, kind, outcome: undefined, error: undefined }
+    channels.transactionStart.publish(this.#transactionMessage)
+  }
+
+  #endTransactionMessage(outcome: TransactionOutcome, error: Error | undefined): void {
+    this.#ctx.pool.transactionEnded(outcome)
+    const message = this.#transactionMessage
+    if (message === undefined) return
+    this.#transactionMessage = undefined
+    message.outcome = outcome
+    message.error = error
+    channels.transactionEnd.publish(message)
+  }
+
+  /** Takes a connection now (app.db.lease()): resolves once the lease holds one. */
+  async hold(): Promise<void> {
+    if (this.#conn !== undefined) return
+    await this.#internal('SELECT 1').then(() => {})
+  }
+}
+
+/** A COMMIT never sent: nothing was committed. */
+function commitLost(why: string): { outcome: TransactionOutcome; failure: Error } {
+  return { outcome: 'commit_failed', failure: new errors.FST_PG_POOL_COMMIT_FAILED(why) }
+}
+
+/** A COMMIT that failed: refused by the server, or no answer (unknown outcome). */
+function commitFailure(error: unknown): { outcome: TransactionOutcome; failure: Error } {
+  const code = (error as { code?: unknown } | null)?.code
+  // The server answered with an error: it did not commit.
+  if ((error as { severity?: unknown } | null)?.severity !== undefined && !isConnectionError(error)) {
+    const failure = new errors.FST_PG_POOL_COMMIT_FAILED(String(code))
+    Object.defineProperty(failure, 'cause', { value: error, enumerable: false, configurable: true })
+    return { outcome: 'commit_failed', failure }
+  }
+  // Sent, and no answer: a lost connection, the deadline, the pool closing.
+  const failure = new errors.FST_PG_POOL_COMMIT_UNKNOWN(typeof code === 'string' ? code : 'no answer')
+  Object.defineProperty(failure, 'cause', { value: error, enumerable: false, configurable: true })
+  return { outcome: 'commit_unknown', failure }
+}

@@ -1,0 +1,522 @@
+import { EventEmitter } from 'node:events'
+import type { Clock, TimerHandle } from './clock.js'
+import type { ConnectionFactory } from './connection-factory.js'
+import { Connector } from './connector.js'
+import { type AcquireMessage, channels, type TransactionOutcome } from './diagnostics.js'
+import { errors } from './errors.js'
+import { Housekeeping } from './housekeeping.js'
+import type { ResolvedPoolOptions } from './options.js'
+import type { CloseReason, PoolConnection } from './server-connection.js'
+import { SharedConnections } from './shared-connections.js'
+import type { PgPoolView } from './types.js'
+import { WaitQueue } from './wait-queue.js'
+
+/** What the pool needs of whoever holds a connection (a lease). */
+export interface Holder {
+  readonly route: string
+  /** Shares a connection with other pipelined holders instead of holding one alone. */
+  readonly pipelined: boolean
+  /** Start of the oldest statement still running, or 0 (the sweep's deadline). */
+  oldestQueryStart(): number
+  /** Got a connection after waiting. */
+  acquired(conn: PoolConnection): void
+  /** Its wait ended without one. */
+  acquireFailed(error: Error): void
+  /** Its connection failed before any of its statements ran (a failed session reset): find another. */
+  reroute(conn: PoolConnection): void
+  /** Held past leakDetectionThreshold. */
+  leaked(heldMs: number): void
+  /** The pool closes past its timeout: stop everything now. */
+  abort(): void
+  /** When it joined the queue (pool clock), while it waits. */
+  waitSince: number
+  /** The diagnostics message of its wait, while a subscriber listens. */
+  waitMessage: AcquireMessage | undefined
+}
+
+export interface PoolStats {
+  /** Configured maximum of server connections. */
+  readonly max: number
+  /** Connections open or being opened. */
+  readonly open: number
+  /** Connections being opened. */
+  readonly connecting: number
+  /** Open connections nobody holds. */
+  readonly idle: number
+  /** Connections held by a request or a job (alone, or shared by pipelined requests). */
+  readonly leased: number
+  /** Of those, connections shared by pipelined requests. */
+  readonly shared: number
+  /** Pipelined requests holding a share of a connection. */
+  readonly pipelined: number
+  /**
+   * Statements of pipelined requests sent and not answered yet: beyond one per shared
+   * connection, they queue on it.
+   */
+  readonly sharedQueries: number
+  /** Acquires waiting in the queue. */
+  readonly waiting: number
+  /** The configured queue cap (`pool.maxWaiting`). */
+  readonly maxWaiting: number
+  /**
+   * Waiters allowed now: `maxWaiting`, or while fewer than `max` connections are leased, as many
+   * as the pool can still open connections for. Past it, acquires are refused at once.
+   */
+  readonly waitingCap: number
+  /** How long the oldest waiter has waited, ms (0 when nobody waits). */
+  readonly oldestWaitMs: number
+  /** False once the pool started closing. */
+  readonly accepting: boolean
+}
+
+export type AcquireFailure = 'timeout' | 'rejected' | 'aborted' | 'error'
+
+/** Events of the read-only view; payloads are plain values. */
+export interface PoolEvents {
+  /** A lease was handed out after waiting `waitMs`. */
+  acquire: [waitMs: number]
+  /** An acquire failed. */
+  acquireError: [reason: AcquireFailure, waitMs: number]
+  /** A lease came back after `heldMs`; `route` is the route template (or 'app.db'). */
+  release: [heldMs: number, route: string]
+  /** A connection opened in `ms`. */
+  connect: [ms: number]
+  /** Opening a connection failed (message already redacted). */
+  connectError: [error: Error]
+  /** A connection closed. */
+  close: [reason: CloseReason]
+  /** A lease was held past `leakDetectionThreshold`. */
+  leak: [heldMs: number]
+  /** A transaction the suite ran ended (route transactions, `begin()`, `app.db.transaction()`). */
+  transaction: [outcome: TransactionOutcome]
+  /** A session reset failed: its connection was retired (the error says why; no parameters in it). */
+  resetError: [error: Error]
+}
+
+export interface PoolDeps {
+  readonly options: ResolvedPoolOptions
+  readonly clock: Clock
+  readonly factory: ConnectionFactory
+  /** Turns an opening failure into the coded error callers see (and redacts it). */
+  readonly connectError: (error: unknown) => Error
+  /** The view that diagnostics messages name. */
+  readonly view?: (() => PgPoolView) | undefined
+}
+
+/** After the pool's close timeout, how long cancelled leases get to come back before connections are cut. */
+const CANCEL_GRACE_MS = 1_000
+
+/**
+ * A bounded pool of connections with its own FIFO wait queue. Counts are exact because the
+ * pool, not postgres.js, decides which connection each caller gets. Connections are handed to
+ * holders; a holder gives its connection back with the session reset it owes.
+ */
+export class Pool extends EventEmitter<PoolEvents> {
+  readonly options: ResolvedPoolOptions
+  readonly #clock: Clock
+  readonly #deps: PoolDeps
+  /** Every open connection. */
+  readonly #all = new Set<PoolConnection>()
+  readonly #idle: PoolConnection[] = []
+  /** Connections held alone, and by whom. */
+  readonly #leased = new Map<PoolConnection, Holder>()
+  readonly #shared: SharedConnections<Holder>
+  readonly #waiters = new WaitQueue<Holder>()
+  readonly #connector: Connector
+  readonly #housekeeping: Housekeeping<Holder>
+  #queueTimer: TimerHandle | undefined
+  /** Statements of pipelined holders in flight (their leases report them). */
+  #sharedQueries = 0
+  #closing = false
+  #ended: Promise<void> | undefined
+  #drained: (() => void) | undefined
+
+  constructor(deps: PoolDeps) {
+    super()
+    this.options = deps.options
+    this.#clock = deps.clock
+    this.#deps = deps
+    this.#shared = new SharedConnections(deps.options.pipelineDepth)
+    this.#connector = new Connector(deps.factory, deps.clock, {
+      opened: (conn, ms) => this.#opened(conn, ms),
+      failed: (error) => this.#openFailed(error),
+      retry: () => this.#grow(),
+    })
+    this.#housekeeping = new Housekeeping<Holder>(deps.clock, deps.options, {
+      idle: () => this.#idle,
+      held: () => this.#held(),
+      retire: (conn, reason) => this.#discard(conn, reason),
+      leaked: (holder, heldMs) => {
+        this.emit('leak', heldMs)
+        holder.leaked(heldMs)
+      },
+      pastDeadline: (conn) => {
+        conn.markClosed('deadline')
+        void conn.end('deadline', 0)
+      },
+    })
+    this.#housekeeping.start()
+  }
+
+  stats(): PoolStats {
+    const head = this.#waiters.peek()
+    return {
+      max: this.options.max,
+      open: this.#all.size + this.#connector.opening,
+      connecting: this.#connector.opening,
+      idle: this.#idle.length,
+      leased: this.#leased.size + this.#shared.size,
+      shared: this.#shared.size,
+      pipelined: this.#shared.holders,
+      sharedQueries: this.#sharedQueries,
+      waiting: this.#waiters.length,
+      maxWaiting: this.options.maxWaiting,
+      waitingCap: this.#queueCap(),
+      oldestWaitMs: head ? this.#clock.now() - head.waitSince : 0,
+      accepting: !this.#closing,
+    }
+  }
+
+  /**
+   * Whether an acquire that finds no connection free would be refused now (the queue at its
+   * cap). The rule admission control reads instead of deriving its own.
+   */
+  wouldRefuse(pipelined = false): boolean {
+    if (this.#closing) return true
+    if (this.#waiters.length < this.#queueCap()) return false
+    // A pipelined request that finds nobody waiting may still join a shared connection.
+    return !(pipelined && this.#waiters.length === 0 && this.#shared.leastBusy() !== undefined)
+  }
+
+  /** A statement of a pipelined holder was sent (+1) or answered (-1). */
+  countSharedQuery(delta: 1 | -1): void {
+    this.#sharedQueries += delta
+  }
+
+  /** Emitted by leases when a transaction of theirs ends. */
+  transactionEnded(outcome: TransactionOutcome): void {
+    this.emit('transaction', outcome)
+  }
+
+  /** A connection now, or undefined when none is free (nobody may be waiting ahead). */
+  tryAcquire(holder: Holder): PoolConnection | undefined {
+    if (this.#closing || this.#waiters.length > 0) return undefined
+    let conn = this.#popIdle()
+    // A pipelined holder takes an idle connection first, and only when there is none joins
+    // the least busy shared one (while more connections open, up to max).
+    if (conn === undefined && holder.pipelined) {
+      conn = this.#shared.leastBusy()
+      if (conn !== undefined && this.#connector.opening === 0) this.#grow(1)
+    }
+    if (conn === undefined) return undefined
+    this.#lease(conn, holder)
+    this.emit('acquire', 0)
+    return conn
+  }
+
+  /**
+   * Queues `holder` for the next free connection (`holder.acquired` or `holder.acquireFailed`);
+   * throws the coded refusal when it may not wait.
+   */
+  wait(holder: Holder): void {
+    if (this.#closing) throw this.#refuse(new errors.FST_PG_POOL_CLOSED(), 'rejected')
+    if (this.#waiters.length >= this.#queueCap()) {
+      throw this.#refuse(new errors.FST_PG_POOL_QUEUE_FULL(this.options.maxWaiting), 'rejected')
+    }
+    holder.waitSince = this.#clock.now()
+    const view = this.#deps.view
+    if (channels.acquireStart.hasSubscribers && view !== undefined) {
+      holder.waitMessage = {
+        pool: view(),
+        route: holder.route,
+        queued: this.#waiters.length,
+        waitMs: 0,
+        error: undefined,
+      }
+      channels.acquireStart.publish(holder.waitMessage)
+    }
+    this.#waiters.push(holder)
+    this.#armQueueTimer()
+    this.#grow()
+  }
+
+  /** Takes `holder` out of the queue (its request ended); true if it was waiting. */
+  cancelWait(holder: Holder): boolean {
+    if (!this.#waiters.remove(holder)) return false
+    const waited = this.#clock.now() - holder.waitSince
+    this.emit('acquireError', 'aborted', waited)
+    this.#endWait(holder, waited, new errors.FST_PG_POOL_ABORTED())
+    return true
+  }
+
+  /**
+   * Takes a connection back from `holder`, which guarantees nothing of its still runs on it.
+   * `reset`: the statement to queue before anyone else uses it. A connection that saw a
+   * connection-level error, outlived its lifetime, or has a cancel in flight is closed instead.
+   */
+  release(conn: PoolConnection, holder: Holder, reset: string | undefined): void {
+    const now = this.#clock.now()
+    if (holder.pipelined) {
+      const since = this.#shared.leave(conn, holder, reset)
+      if (since === undefined) return
+      this.emit('release', now - since, holder.route)
+      if (this.#shared.sharersOf(conn) > 0) {
+        this.#fillShares(conn)
+        return
+      }
+      this.#putBack(conn, this.#shared.takeReset(conn))
+      return
+    }
+    if (this.#leased.get(conn) !== holder) return
+    this.#leased.delete(conn)
+    this.emit('release', now - conn.leasedAt, holder.route)
+    this.#putBack(conn, reset)
+  }
+
+  /** Opens one connection into the pool: proves the database is reachable. */
+  async warmUp(): Promise<void> {
+    const started = this.#clock.now()
+    let conn: PoolConnection
+    try {
+      conn = await this.#deps.factory(new AbortController().signal)
+    } catch (error) {
+      const coded = this.#deps.connectError(error)
+      this.emit('connectError', coded)
+      throw coded
+    }
+    this.#opened(conn, this.#clock.now() - started)
+  }
+
+  /**
+   * Stops handing out connections, fails every waiter, waits up to `timeoutMs` for leases to
+   * come back, then ends every connection (cutting any that still run a statement).
+   */
+  end(timeoutMs = this.options.closeTimeout): Promise<void> {
+    this.#ended ??= this.#end(timeoutMs)
+    return this.#ended
+  }
+
+  async #end(timeoutMs: number): Promise<void> {
+    this.#closing = true
+    this.#housekeeping.stop()
+    this.#connector.stop()
+    this.#clock.clearTimeout(this.#queueTimer)
+    for (const waiter of this.#waiters.drain()) {
+      const waited = this.#clock.now() - waiter.waitSince
+      this.emit('acquireError', 'rejected', waited)
+      this.#endWait(waiter, waited, new errors.FST_PG_POOL_CLOSED())
+    }
+    for (const conn of this.#idle.splice(0)) this.#discard(conn, 'shutdown')
+    await this.#drain(timeoutMs)
+    if (this.#heldCount > 0) {
+      // Cutting the socket alone would leave the server running the statement (it notices a
+      // gone client only when it writes): cancel first, then cut what is still there.
+      for (const holder of this.#leased.values()) holder.abort()
+      for (const [, holders] of this.#shared.entries()) for (const holder of holders.keys()) holder.abort()
+      await this.#drain(CANCEL_GRACE_MS)
+    }
+    await Promise.all([...this.#all].map((conn) => this.#discard(conn, 'shutdown', 0)))
+  }
+
+  get #heldCount(): number {
+    return this.#leased.size + this.#shared.size
+  }
+
+  async #drain(timeoutMs: number): Promise<void> {
+    if (this.#heldCount === 0 || timeoutMs <= 0) return
+    let timer: TimerHandle | undefined
+    await Promise.race([
+      new Promise<void>((resolve) => {
+        this.#drained = resolve
+      }),
+      new Promise<void>((resolve) => {
+        timer = this.#clock.setTimeout(resolve, timeoutMs)
+      }),
+    ])
+    this.#clock.clearTimeout(timer)
+  }
+
+  /**
+   * Waiters allowed now: `maxWaiting`, or more while fewer connections are leased than `max`.
+   * A request waiting for a connection the pool opens for it waits for no other request: with
+   * `maxWaiting: 0` (no queue) or a cold pool, refusing it would refuse a pool with room.
+   */
+  #queueCap(): number {
+    return Math.max(this.options.maxWaiting, this.options.max - this.#heldCount)
+  }
+
+  #popIdle(): PoolConnection | undefined {
+    let conn = this.#idle.pop()
+    // A connection the server closed while it sat idle (terminated, restarted) is replaced,
+    // never handed out: the sweep would only find it later.
+    while (conn !== undefined && !conn.usable) {
+      this.#discard(conn, conn.closeReason ?? 'error')
+      conn = this.#idle.pop()
+    }
+    return conn
+  }
+
+  #lease(conn: PoolConnection, holder: Holder): void {
+    const now = this.#clock.now()
+    if (holder.pipelined) {
+      this.#shared.join(conn, holder, now)
+      return
+    }
+    conn.leasedAt = now
+    this.#leased.set(conn, holder)
+  }
+
+  #refuse(error: Error, reason: AcquireFailure): Error {
+    this.emit('acquireError', reason, 0)
+    return error
+  }
+
+  #endWait(holder: Holder, waited: number, error: Error | undefined): void {
+    const message = holder.waitMessage
+    if (message !== undefined) {
+      holder.waitMessage = undefined
+      message.waitMs = waited
+      message.error = error
+      channels.acquireEnd.publish(message)
+    }
+    if (error !== undefined) holder.acquireFailed(error)
+  }
+
+  /** One timer for the whole queue: waiters time out in the order they came (one timeout for all). */
+  #armQueueTimer(): void {
+    const head = this.#waiters.peek()
+    if (this.#queueTimer !== undefined || head === undefined) return
+    const due = head.waitSince + this.options.acquireTimeout - this.#clock.now()
+    this.#queueTimer = this.#clock.setTimeout(this.#expire, Math.max(0, due))
+  }
+
+  readonly #expire = (): void => {
+    this.#queueTimer = undefined
+    const now = this.#clock.now()
+    const timeout = this.options.acquireTimeout
+    for (let head = this.#waiters.peek(); head !== undefined; head = this.#waiters.peek()) {
+      if (now - head.waitSince < timeout) break
+      this.#waiters.shift()
+      this.emit('acquireError', 'timeout', now - head.waitSince)
+      this.#endWait(head, now - head.waitSince, new errors.FST_PG_POOL_ACQUIRE_TIMEOUT(timeout))
+    }
+    this.#armQueueTimer()
+  }
+
+  #putBack(conn: PoolConnection, reset: string | undefined): void {
+    if (!conn.usable || this.#closing || this.#clock.now() >= conn.expiresAt || conn.cancelPending) {
+      this.#discard(conn, conn.closeReason ?? (this.#closing ? 'shutdown' : conn.cancelPending ? 'error' : 'lifetime'))
+      return
+    }
+    if (reset !== undefined) conn.queueReset(reset, (error) => this.#resetFailed(conn, error))
+    this.#handOff(conn)
+  }
+
+  /**
+   * A reset failed (called while postgres.js reads its answer): whoever got the connection
+   * since is sent elsewhere now, before the refusals of its statements are read; the
+   * connection is closed once that read is over.
+   */
+  #resetFailed(conn: PoolConnection, error: unknown): void {
+    const holder = this.#leased.get(conn)
+    const sharers = this.#shared.drop(conn)
+    this.#leased.delete(conn)
+    if (holder !== undefined) holder.reroute(conn)
+    for (const sharer of sharers) sharer.reroute(conn)
+    queueMicrotask(() => {
+      this.emit('resetError', error instanceof Error ? error : new Error(String(error)))
+      void this.#discard(conn, 'error', 0)
+    })
+  }
+
+  #handOff(conn: PoolConnection): void {
+    const waiter = this.#waiters.shift()
+    if (waiter !== undefined) {
+      this.#give(conn, waiter)
+      if (waiter.pipelined) this.#fillShares(conn)
+      if (this.#waiters.length === 0) this.#disarmQueueTimer()
+      return
+    }
+    conn.idleSince = this.#clock.now()
+    this.#idle.push(conn)
+  }
+
+  #give(conn: PoolConnection, waiter: Holder): void {
+    const waited = this.#clock.now() - waiter.waitSince
+    this.#lease(conn, waiter)
+    this.emit('acquire', waited)
+    this.#endWait(waiter, waited, undefined)
+    waiter.acquired(conn)
+  }
+
+  #disarmQueueTimer(): void {
+    this.#clock.clearTimeout(this.#queueTimer)
+    this.#queueTimer = undefined
+  }
+
+  /** Pipelined waiters at the head of the queue join a shared connection, up to pipelineDepth. */
+  #fillShares(conn: PoolConnection): void {
+    if (!this.#shared.has(conn) || this.#closing) return
+    while (this.#shared.hasRoom(conn) && this.#waiters.peek()?.pipelined) {
+      this.#give(conn, this.#waiters.shift() as Holder)
+    }
+  }
+
+  #discard(conn: PoolConnection, reason: CloseReason, graceSeconds = 1): Promise<void> {
+    const known = this.#all.delete(conn)
+    this.#leased.delete(conn)
+    this.#shared.drop(conn)
+    const i = this.#idle.indexOf(conn)
+    if (i !== -1) this.#idle.splice(i, 1)
+    const ended = conn.end(reason, graceSeconds)
+    if (known) this.emit('close', conn.closeReason ?? reason)
+    if (this.#closing) {
+      if (this.#heldCount === 0) this.#drained?.()
+    } else {
+      this.#grow()
+    }
+    return ended
+  }
+
+  /** Opens connections while callers wait (or `wanted` more are), and the pool is below max. */
+  #grow(wanted = 0): void {
+    while (
+      !this.#closing &&
+      !this.#connector.waiting &&
+      Math.max(this.#waiters.length, wanted) > this.#connector.opening &&
+      this.#all.size + this.#connector.opening < this.options.max
+    ) {
+      this.#connector.open()
+    }
+  }
+
+  #opened(conn: PoolConnection, ms: number): void {
+    if (this.#closing || !conn.usable) {
+      void conn.end('shutdown', 0)
+      return
+    }
+    this.#all.add(conn)
+    this.emit('connect', ms)
+    this.#handOff(conn)
+  }
+
+  #openFailed(error: unknown): void {
+    const coded = this.#deps.connectError(error)
+    this.emit('connectError', coded)
+    // With no connection at all the database is unreachable: fail the waiters now rather than
+    // let each run into acquireTimeout. Otherwise a retry follows (connector.ts).
+    if (this.#all.size === 0 && this.#connector.opening === 0) {
+      this.#disarmQueueTimer()
+      for (const waiter of this.#waiters.drain()) {
+        const waited = this.#clock.now() - waiter.waitSince
+        this.emit('acquireError', 'error', waited)
+        this.#endWait(waiter, waited, coded)
+      }
+    }
+  }
+
+  *#held(): Iterable<[PoolConnection, Iterable<[Holder, number]>]> {
+    for (const [conn, holder] of this.#leased) yield [conn, [[holder, conn.leasedAt]]]
+    yield* this.#shared.entries()
+  }
+}

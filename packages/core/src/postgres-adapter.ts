@@ -1,0 +1,415 @@
+import postgres from 'postgres'
+
+/**
+ * The one module that knows postgres.js's internals (3.4.x). Each assumption below is pinned by
+ * packages/core/test/postgres-adapter.contract.test.ts, so an upgrade that breaks one fails a
+ * named test instead of a request in production:
+ *
+ * 1. A query is a `Query` (a Promise subclass) whose class is reachable as the constructor of any
+ *    query; `new Query(strings, args, handler, canceller, options)`; postgres.js calls
+ *    `handler(query)` once when the query runs (then/execute/forEach/cursor), and settles it
+ *    by calling `query.resolve(value)` / `query.reject(error)`, own properties that it assigns
+ *    in the constructor and again per batch for cursors.
+ * 2. A client's `handler` and `canceller` are those of any query it builds: calling the handler
+ *    with our own Query sends it on that client; the canceller sends a CancelRequest for
+ *    `query.state` (the backend's pid and secret key, set once a query ran) when `active`.
+ * 3. After a query was built, `query.string` is its text with `$n` placeholders.
+ * 4. Results carry `command` (the command tag) and `count`; a COPY query resolves twice: first
+ *    with its stream, then with its result.
+ * 4b. A cursor's batches go to `query.cursorFn(rows)` (assigned by `cursor()`, again per batch by
+ *    its iterator); the next batch is fetched when what it returns settles: a rejection writes
+ *    Sync and rejects the query. Either writes on the socket, so neither may happen once the
+ *    connection is closed (postgres.js would write to a null socket and throw, uncaught).
+ * 4c. `cursor(rows)` without a callback returns `{ [Symbol.asyncIterator]() { next, return } }`,
+ *    whose `next()` answers `{ done: true }` once the query is no longer active, even when it
+ *    ended with an error between two batches.
+ * 5. `options.fetch_types` is read per connection; `options.parsers`, `options.serializers` and
+ *    `options.shared.typeArrayMap` hold the per-client type codecs.
+ * 6. `onnotice` receives notices; `onclose` fires when the connection closes.
+ */
+
+export type QueryHandler = (query: AdapterQuery) => void
+type Canceller = (query: { state: BackendKey; active: boolean }) => Promise<void>
+
+/** The backend a connection talks to: what a CancelRequest names. */
+export interface BackendKey {
+  readonly pid: number
+  readonly secret: number
+}
+
+/** A postgres.js query, seen from the inside. */
+export interface AdapterQuery extends Promise<unknown> {
+  strings: readonly string[]
+  args: unknown[]
+  executed: boolean
+  options: { simple?: boolean; prepare?: boolean }
+  /** Set by postgres.js for cursors and forEach: rows are handed out while the query runs. */
+  cursorFn?: unknown
+  forEachFn?: unknown
+  /** Set by COPY (`readable()`/`writable()`): the first resolve hands out a stream. */
+  streaming?: boolean
+  cancel(): unknown
+  resolve(value: unknown): void
+  reject(error: unknown): void
+}
+
+/** What the lease keeps on each query it built. */
+export interface TrackedQuery extends AdapterQuery {
+  /** The lease that built it. */
+  owner: QueryOwner
+  /** Sent by the onLease hook: runs before the holder's own queries. */
+  setup: boolean
+  /** Sent by the suite itself (BEGIN, COMMIT, ROLLBACK): not a statement of the holder. */
+  internal: boolean
+  /** The route transaction's COMMIT or ROLLBACK: the one statement sent after the holder finished. */
+  final: boolean
+  /** Its connection died under it before it ran: it will be sent again elsewhere. */
+  redirected: boolean
+  startedAt: number
+  innerResolve: (value: unknown) => void
+  innerReject: (error: unknown) => void
+  /** The cursor callback postgres.js was given (reached through `cursorFn`). */
+  innerCursorFn: ((rows: unknown) => unknown) | undefined
+  /** What it failed with, as its caller sees it (a cursor's next batch reports it). */
+  failure: unknown
+  /** Per-operation state of observers (diagnostics message), set while it runs. */
+  observed: unknown
+}
+
+/** Where a tracked query reports its end; returns what its caller should see. */
+export interface QueryOwner {
+  settled(query: TrackedQuery, value: unknown, error: unknown): unknown
+  /**
+   * A cursor batch was handed to its callback, which returned `result`: what postgres.js
+   * waits on before it fetches the next batch (the owner can stop the cursor there).
+   */
+  cursorBatch(query: TrackedQuery, result: unknown): unknown
+}
+
+export type TrackedQueryConstructor = new (
+  strings: readonly string[],
+  args: unknown[],
+  handler: QueryHandler,
+  canceller: (query: AdapterQuery) => unknown,
+  options?: object,
+) => TrackedQuery
+
+function resolveTracked(this: TrackedQuery, value: unknown): void {
+  // COPY hands out its stream first; the query ends with its result.
+  if (this.streaming && value !== null && typeof (value as { pipe?: unknown }).pipe === 'function') {
+    this.innerResolve(value)
+    return
+  }
+  if (this.redirected) return
+  this.owner.settled(this, value, undefined)
+  this.innerResolve(value)
+}
+
+function rejectTracked(this: TrackedQuery, error: unknown): void {
+  if (this.redirected) return
+  const out = this.owner.settled(this, undefined, error)
+  this.failure = out
+  this.innerReject(out)
+}
+
+type AsyncIterable = { [Symbol.asyncIterator](): { next(): unknown; return(): unknown } }
+
+/**
+ * postgres.js's cursor iterator answers `done` after a query that failed between two batches:
+ * the loop would end as if every row had been read. This one throws the failure instead.
+ */
+function cursorTrackedIterator(this: TrackedQuery, ...args: unknown[]): unknown {
+  const out = (queryCursor as (...a: unknown[]) => unknown).apply(this, args)
+  if (out === this) return out
+  const query = this
+  const iterable = out as AsyncIterable
+  return {
+    [Symbol.asyncIterator]() {
+      const iterator = iterable[Symbol.asyncIterator]()
+      return {
+        next: () => (query.failure === undefined ? iterator.next() : Promise.reject(query.failure)),
+        return: () => iterator.return(),
+      }
+    },
+  }
+}
+
+let queryCursor: unknown
+
+function cursorTracked(this: TrackedQuery, rows: unknown): unknown {
+  return this.owner.cursorBatch(this, (this.innerCursorFn as (rows: unknown) => unknown)(rows))
+}
+
+/**
+ * Subclasses postgres.js's Query so that every way a query ends (result, error, cursor end,
+ * cancel) passes through its owner: the lease goes back only when nothing of it runs. Accessors,
+ * not a wrapper: postgres.js reassigns resolve/reject (per cursor batch).
+ */
+export function trackedQueryClass(helpers: postgres.Sql<{}>): TrackedQueryConstructor {
+  const Query = (helpers`select 1` as unknown as AdapterQuery).constructor as new (...args: unknown[]) => object
+  queryCursor = (Query.prototype as { cursor: unknown }).cursor
+  const Tracked = class extends Query {}
+  ;(Tracked.prototype as { cursor: unknown }).cursor = cursorTrackedIterator
+  Object.defineProperties(Tracked.prototype, {
+    resolve: {
+      get: () => resolveTracked,
+      set(this: TrackedQuery, fn: (value: unknown) => void) {
+        this.innerResolve = fn
+      },
+    },
+    reject: {
+      get: () => rejectTracked,
+      set(this: TrackedQuery, fn: (error: unknown) => void) {
+        this.innerReject = fn
+      },
+    },
+    cursorFn: {
+      get(this: TrackedQuery) {
+        return this.innerCursorFn === undefined ? undefined : cursorTracked
+      },
+      set(this: TrackedQuery, fn: ((rows: unknown) => unknown) | undefined) {
+        this.innerCursorFn = fn
+      },
+    },
+  })
+  return Tracked as unknown as TrackedQueryConstructor
+}
+
+/** The statement as sent, `$n` placeholders for values (built by postgres.js when it ran). */
+export function queryText(query: AdapterQuery): string {
+  const built = (query as { string?: unknown }).string
+  if (typeof built === 'string') return built
+  let text = query.strings[0] ?? ''
+  for (let i = 1; i < query.strings.length; i++) text += `$${i}${query.strings[i]}`
+  return text
+}
+
+/** Command tag and row count of what a query resolved with (undefined for a stream, say). */
+export function resultOf(value: unknown): { command: string | undefined; count: number | undefined } {
+  if (value === null || typeof value !== 'object') return { command: undefined, count: undefined }
+  const result = value as { command?: unknown; count?: unknown }
+  return {
+    command: typeof result.command === 'string' ? result.command : undefined,
+    count: typeof result.count === 'number' ? result.count : undefined,
+  }
+}
+
+/** Every command tag of a result (a simple multi-statement query resolves with one per statement). */
+export function commandsOf(value: unknown): string[] {
+  if (Array.isArray(value) && value.length > 0 && Array.isArray(value[0])) {
+    return value.map((result) => resultOf(result).command ?? '')
+  }
+  const { command } = resultOf(value)
+  return command === undefined ? [] : [command]
+}
+
+/** One server connection's postgres.js client (`max: 1`), and what the pool needs of it. */
+export interface ServerClient {
+  /** The client itself (for the pool's own statements: reading the budget, the ping). */
+  readonly sql: postgres.Sql<{}>
+  /** Sends a tracked query on this client's connection. */
+  send(query: AdapterQuery): void
+  /**
+   * Sends a simple-protocol statement of the pool's own at once, in order with what is sent
+   * next (a query run by awaiting it would wait a microtask, behind statements sent meanwhile).
+   * `onError` runs synchronously when it fails: before postgres.js hands out the answers of
+   * the statements sent behind it.
+   */
+  sendNow(text: string, onError: (error: unknown) => void): void
+  /** Sends a CancelRequest for this connection's backend; resolves once the server took it. */
+  cancel(): Promise<void>
+  /** Connects and learns the backend; installs the array types (filling `arrayTypes` the first time). */
+  open(arrayTypes: Record<number, number> | undefined): Promise<void>
+  readonly pid: number
+  /** Ends the client: `graceSeconds: 0` destroys the socket, rejecting whatever is pending. */
+  end(graceSeconds: number): Promise<void>
+}
+
+export interface ClientSettings {
+  /** A postgres:// URL, if one was given. */
+  readonly url: string | undefined
+  readonly options: postgres.Options<{}>
+  readonly onNotice: (notice: postgres.Notice) => void
+  readonly onClose: () => void
+}
+
+export function createServerClient(settings: ClientSettings): ServerClient {
+  const options: postgres.Options<{}> = {
+    ...settings.options,
+    max: 1,
+    // null, not undefined: postgres.js would otherwise retire connections on its own timers.
+    idle_timeout: null as unknown as undefined,
+    max_lifetime: null,
+    onnotice: settings.onNotice,
+    onclose: settings.onClose,
+  }
+  const sql = settings.url === undefined ? postgres(options) : postgres(settings.url, options)
+  // postgres.js loads array types on each new connection from a promise nobody handles: a
+  // connection lost at that moment ends the process with an unhandled rejection
+  // (porsager/postgres#1192, #1205, #1223). open() loads them as an ordinary query instead.
+  const fetchTypes = sql.options.fetch_types !== false
+  ;(sql.options as { fetch_types: boolean }).fetch_types = false
+  const probe = sql`select 1` as unknown as { handler: QueryHandler; canceller: Canceller }
+  const handler = probe.handler
+  const canceller = probe.canceller
+  let backend: BackendKey | undefined
+  let pid = 0
+  return {
+    sql,
+    send: handler,
+    get pid() {
+      return pid
+    },
+    cancel: () => (backend === undefined ? Promise.resolve() : canceller({ state: backend, active: true })),
+    sendNow(text, onError) {
+      const query = sql.unsafe(text) as unknown as AdapterQuery
+      const reject = query.reject
+      query.reject = (error: unknown) => {
+        onError(error)
+        reject(error)
+      }
+      query.executed = true
+      handler(query)
+      Promise.prototype.then.call(query, undefined, () => {})
+    },
+    async open(arrayTypes) {
+      const query = sql<{ pid: number }[]>`select pg_backend_pid() as pid`
+      const [row] = await query
+      pid = row?.pid ?? 0
+      backend = (query as unknown as { state: BackendKey | null }).state ?? undefined
+      if (arrayTypes === undefined || !fetchTypes) return
+      // The oids are the server's: loaded once per pool, installed on every connection.
+      if (Object.keys(arrayTypes).length === 0) {
+        const rows = await sql.unsafe<{ oid: number | null; typarray: number | null }[]>(ARRAY_TYPES_SQL)
+        for (const { oid, typarray } of rows) if (oid && typarray) arrayTypes[oid] = typarray
+      }
+      installArrayTypes(sql.options as unknown as TypeOptions, arrayTypes)
+    },
+    end: (graceSeconds) => sql.end({ timeout: graceSeconds }).catch(() => {}),
+  }
+}
+
+/** A client that never connects: helpers (identifiers, json, arrays) and the Query class. */
+export function createHelpers(url: string | undefined, options: postgres.Options<{}>): postgres.Sql<{}> {
+  return url === undefined ? postgres({ ...options, max: 1 }) : postgres(url, { ...options, max: 1 })
+}
+
+/** postgres.js keeps per-client type state in `options.shared` (not in its typings). */
+export function typeArrayMapOf(sql: postgres.Sql<{}>): Record<number, number> {
+  return (sql.options as unknown as TypeOptions).shared.typeArrayMap
+}
+
+/** The query postgres.js's own fetchArrayTypes runs. */
+const ARRAY_TYPES_SQL = `select b.oid, b.typarray from pg_catalog.pg_type a
+  left join pg_catalog.pg_type b on b.oid = a.typelem
+  where a.typcategory = 'A' group by b.oid, b.typarray order by b.oid`
+
+type Parser = ((x: string) => unknown) & { array?: boolean }
+type Serializer = (x: unknown) => unknown
+interface TypeOptions {
+  parsers: Record<number, Parser>
+  serializers: Record<number, Serializer>
+  shared: { typeArrayMap: Record<number, number> }
+  transform: { undefined?: unknown }
+}
+
+/** What postgres.js's addArrayType does for each row of its array types query. */
+function installArrayTypes(options: TypeOptions, arrayTypes: Record<number, number>): void {
+  for (const [key, typarray] of Object.entries(arrayTypes)) {
+    const oid = Number(key)
+    if (options.parsers[typarray] && options.serializers[typarray]) continue
+    const parser = options.parsers[oid]
+    options.shared.typeArrayMap[oid] = typarray
+    const parse: Parser = (xs) => arrayParser(xs, parser, typarray)
+    parse.array = true
+    options.parsers[typarray] = parse
+    options.serializers[typarray] = (xs) => arraySerializer(xs, options.serializers[oid], options, typarray)
+  }
+}
+
+// postgres.js's array codecs (src/types.js, MIT, © Rasmus Porsager), which it does not export:
+// requiring its file at run time pinned the version and broke bundlers.
+
+function arrayEscape(x: string): string {
+  return x.replace(/\\/g, '\\\\').replace(/"/g, '\\"')
+}
+
+function arraySerializer(
+  xs: unknown,
+  serializer: Serializer | undefined,
+  options: TypeOptions,
+  typarray: number,
+): unknown {
+  if (!Array.isArray(xs)) return xs
+  if (xs.length === 0) return '{}'
+  const first = xs[0]
+  // Only _box (1020) has the ';' delimiter for arrays, all other types use ','.
+  const delimiter = typarray === 1020 ? ';' : ','
+  if (Array.isArray(first) && !(first as { type?: unknown }).type) {
+    return `{${xs.map((x) => arraySerializer(x, serializer, options, typarray)).join(delimiter)}}`
+  }
+  return `{${xs
+    .map((item) => {
+      let x = item as { type?: unknown; value?: unknown } | null | undefined
+      if (x === undefined) {
+        x = options.transform.undefined as typeof x
+        if (x === undefined) {
+          throw Object.assign(new Error('Undefined values are not allowed'), { code: 'UNDEFINED_VALUE' })
+        }
+      }
+      if (x === null) return 'null'
+      const value = x.type ? x.value : x
+      return `"${arrayEscape(serializer ? String(serializer(value)) : `${value}`)}"`
+    })
+    .join(delimiter)}}`
+}
+
+interface ArrayParserState {
+  i: number
+  char: string | undefined
+  str: string
+  quoted: boolean
+  last: number
+  p: string | undefined
+}
+
+function arrayParser(x: string, parser: Parser | undefined, typarray: number): unknown[] {
+  const state: ArrayParserState = { i: 0, char: undefined, str: '', quoted: false, last: 0, p: undefined }
+  return arrayParserLoop(state, x, parser, typarray)
+}
+
+function arrayParserLoop(s: ArrayParserState, x: string, parser: Parser | undefined, typarray: number): unknown[] {
+  const xs: unknown[] = []
+  const delimiter = typarray === 1020 ? ';' : ','
+  for (; s.i < x.length; s.i++) {
+    s.char = x[s.i]
+    if (s.quoted) {
+      if (s.char === '\\') {
+        s.str += x[++s.i]
+      } else if (s.char === '"') {
+        xs.push(parser ? parser(s.str) : s.str)
+        s.str = ''
+        s.quoted = x[s.i + 1] === '"'
+        s.last = s.i + 2
+      } else {
+        s.str += s.char
+      }
+    } else if (s.char === '"') {
+      s.quoted = true
+    } else if (s.char === '{') {
+      s.last = ++s.i
+      xs.push(arrayParserLoop(s, x, parser, typarray))
+    } else if (s.char === '}') {
+      s.quoted = false
+      if (s.last < s.i) xs.push(parser ? parser(x.slice(s.last, s.i)) : x.slice(s.last, s.i))
+      s.last = s.i + 1
+      break
+    } else if (s.char === delimiter && s.p !== '}' && s.p !== '"') {
+      xs.push(parser ? parser(x.slice(s.last, s.i)) : x.slice(s.last, s.i))
+      s.last = s.i + 1
+    }
+    s.p = s.char
+  }
+  if (s.last < s.i) xs.push(parser ? parser(x.slice(s.last, s.i + 1)) : x.slice(s.last, s.i + 1))
+  return xs
+}

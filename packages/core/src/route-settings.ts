@@ -1,0 +1,104 @@
+import { closestName, invalidOption } from './option-kit.js'
+import { beginStatement } from './query-api.js'
+import type { RouteDbConfig, TransactionOptions } from './types.js'
+
+/** What a route's `config.db` asks of its lease. */
+export interface RouteSettings {
+  /** The BEGIN statement when the whole request is one transaction. */
+  readonly begin: string | undefined
+  readonly pipelined: boolean
+  /** `config.db: false`: the route never uses the database. */
+  readonly optedOut: boolean
+}
+
+const exclusive: RouteSettings = Object.freeze({ begin: undefined, pipelined: false, optedOut: false })
+const optedOut: RouteSettings = Object.freeze({ begin: undefined, pipelined: false, optedOut: true })
+
+const routeKeys = ['transaction', 'pipeline']
+const transactionKeys = ['isolation', 'readOnly', 'deferrable']
+const isolationLevels = ['read committed', 'repeatable read', 'serializable']
+
+function unknownKey(scope: string, key: string, known: readonly string[]): Error {
+  const suggestion = closestName(key, known)
+  return invalidOption(
+    scope,
+    suggestion === undefined ? 'unknown option' : `unknown option; did you mean ${suggestion}?`,
+  )
+}
+
+/** Validates a route's `config.db` (at route declaration) and reads it once per config object. */
+export class RouteSettingsCache {
+  readonly #byConfig = new WeakMap<object, RouteSettings>()
+  readonly #hasOnLease: boolean
+
+  constructor(hasOnLease: boolean) {
+    this.#hasOnLease = hasOnLease
+  }
+
+  of(config: RouteDbConfig | undefined, url: string): RouteSettings {
+    if (config === undefined) return exclusive
+    if (config === false) return optedOut
+    let settings = this.#byConfig.get(config)
+    if (settings === undefined) {
+      settings = this.#read(config, url)
+      this.#byConfig.set(config, settings)
+    }
+    return settings
+  }
+
+  #read(config: unknown, url: string): RouteSettings {
+    if (typeof config !== 'object' || config === null || Array.isArray(config)) {
+      throw invalidOption(`config.db of ${url}`, 'expected false or an object')
+    }
+    for (const key of Object.keys(config)) {
+      if (!routeKeys.includes(key)) throw unknownKey(`config.db.${key} of ${url}`, key, routeKeys)
+    }
+    const { pipeline = false, transaction } = config as { pipeline?: unknown; transaction?: unknown }
+    if (typeof pipeline !== 'boolean') throw invalidOption(`config.db.pipeline of ${url}`, 'expected a boolean')
+    const begin = transactionBegin(transaction, url)
+    if (pipeline && begin !== undefined) {
+      throw invalidOption(`config.db of ${url}`, 'a pipelined route shares its connection and cannot be a transaction')
+    }
+    if (pipeline && this.#hasOnLease) {
+      throw invalidOption(
+        `config.db.pipeline of ${url}`,
+        'onLease prepares a connection of its own; a pipelined route shares one',
+      )
+    }
+    return Object.freeze({ begin, pipelined: pipeline, optedOut: false })
+  }
+}
+
+function transactionBegin(tx: unknown, url: string): string | undefined {
+  if (tx === undefined || tx === false) return undefined
+  if (tx === true) return beginStatement(true)
+  if (typeof tx !== 'object' || tx === null || Array.isArray(tx)) {
+    throw invalidOption(`config.db.transaction of ${url}`, 'expected a boolean or an object')
+  }
+  for (const key of Object.keys(tx)) {
+    if (!transactionKeys.includes(key)) throw unknownKey(`config.db.transaction.${key} of ${url}`, key, transactionKeys)
+  }
+  const { isolation, readOnly, deferrable } = tx as TransactionOptions
+  if (isolation !== undefined && !isolationLevels.includes(isolation)) {
+    throw invalidOption(`config.db.transaction.isolation of ${url}`, `expected one of ${isolationLevels.join(', ')}`)
+  }
+  for (const [name, value] of [
+    ['readOnly', readOnly],
+    ['deferrable', deferrable],
+  ] as const) {
+    if (value !== undefined && typeof value !== 'boolean') {
+      throw invalidOption(`config.db.transaction.${name} of ${url}`, 'expected a boolean')
+    }
+  }
+  return beginStatement(tx as TransactionOptions)
+}
+
+/** Route config that marks a route free of database plumbing (health probes, metrics). */
+export function withoutDatabase<T extends object>(config: T): T & { db: false } {
+  return { ...config, db: false }
+}
+
+/** Whether a route's config lets it use the database (admission control leaves the others alone). */
+export function usesDatabase(config: { db?: unknown } | undefined): boolean {
+  return config?.db !== false
+}

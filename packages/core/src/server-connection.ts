@@ -1,0 +1,132 @@
+import type postgres from 'postgres'
+import type { AdapterQuery, ServerClient, TrackedQuery } from './postgres-adapter.js'
+
+export type CloseReason = 'idle' | 'lifetime' | 'error' | 'deadline' | 'shutdown'
+
+/** What the pool and the leases need of one server connection (fakes implement it in unit tests). */
+export interface PoolConnection {
+  readonly id: number
+  readonly createdAt: number
+  /** When it retires (maxLifetime less jitter), on the pool's clock; Infinity for never. */
+  readonly expiresAt: number
+  idleSince: number
+  leasedAt: number
+  readonly usable: boolean
+  readonly closeReason: CloseReason | undefined
+  /**
+   * A cancel request was sent and not yet proven consumed (a statement ended with 57014 after
+   * it): the connection must not serve another holder, whose statement the cancel could stop.
+   */
+  readonly cancelPending: boolean
+  /** Sends a holder's statement. */
+  send(query: AdapterQuery): void
+  /** Sends a cancel request for the statement running now; at most one is ever outstanding. */
+  cancel(): void
+  /** A statement of this connection ended: a cancel it consumed clears `cancelPending`. */
+  noteEnded(error: unknown): void
+  /**
+   * Queues the session reset, not awaited. A failure marks the connection closed and calls
+   * `onFail` synchronously, before the answers of the statements queued behind the reset (which
+   * the server refused) reach their holder.
+   */
+  queueReset(sql: string, onFail: (error: unknown) => void): void
+  /** Marks it unusable; the first reason wins. */
+  markClosed(reason: CloseReason): void
+  /** Ends it: `graceSeconds: 0` destroys the socket, rejecting whatever is pending on it. */
+  end(reason: CloseReason, graceSeconds: number): Promise<void>
+}
+
+/** SQLSTATE query_canceled: a cancel request, statement_timeout or lock_timeout. */
+export const QUERY_CANCELED = '57014'
+
+/**
+ * Whether a 57014 came from a cancel request rather than a timeout. PostgreSQL's message is the
+ * only difference (and is translated with lc_messages: in another language every 57014 counts).
+ */
+export function cancelledByRequest(error: unknown): boolean {
+  if ((error as { code?: unknown } | null)?.code !== QUERY_CANCELED) return false
+  const message = String((error as { message?: unknown }).message)
+  return !message.includes('statement timeout') && !message.includes('lock timeout')
+}
+
+let nextId = 1
+
+/**
+ * One server connection: a postgres.js client with `max: 1`, leased whole. Each connection owns
+ * its client, so no reserve() defect (porsager/postgres#1195, #1199, #1208) applies.
+ */
+export class ServerConnection implements PoolConnection {
+  readonly id = nextId++
+  readonly createdAt: number
+  readonly expiresAt: number
+  idleSince = 0
+  leasedAt = 0
+  closeReason: CloseReason | undefined
+  #cancelPending = false
+  #ended: Promise<void> | undefined
+  readonly #client: ServerClient
+
+  constructor(client: ServerClient, createdAt: number, expiresAt: number) {
+    this.#client = client
+    this.createdAt = createdAt
+    this.expiresAt = expiresAt
+  }
+
+  get pid(): number {
+    return this.#client.pid
+  }
+
+  /** The client, for the pool's own statements outside any lease (budget, ping). */
+  get sql(): postgres.Sql<{}> {
+    return this.#client.sql
+  }
+
+  get usable(): boolean {
+    return this.closeReason === undefined
+  }
+
+  get cancelPending(): boolean {
+    return this.#cancelPending
+  }
+
+  send(query: AdapterQuery): void {
+    this.#client.send(query)
+  }
+
+  cancel(): void {
+    if (this.#cancelPending || !this.usable) return
+    this.#cancelPending = true
+    this.#client.cancel().catch(() => {
+      // The request never reached the server: nothing can land later.
+      this.#cancelPending = false
+    })
+  }
+
+  noteEnded(error: unknown): void {
+    if (this.#cancelPending && cancelledByRequest(error)) this.#cancelPending = false
+  }
+
+  queueReset(sql: string, onFail: (error: unknown) => void): void {
+    this.#client.sendNow(sql, (error) => {
+      this.markClosed('error')
+      // Only the server's refusal proves that nothing queued behind the reset ran: a lost
+      // connection says nothing about it, and fails its statements as a lost connection.
+      if ((error as { severity?: unknown } | null)?.severity !== undefined) onFail(error)
+    })
+  }
+
+  markClosed(reason: CloseReason): void {
+    this.closeReason ??= reason
+  }
+
+  end(reason: CloseReason, graceSeconds: number): Promise<void> {
+    this.markClosed(reason)
+    this.#ended ??= this.#client.end(graceSeconds)
+    return this.#ended
+  }
+}
+
+/** A tracked query's connection, as the lease sees it. */
+export type QueryConnection = Pick<PoolConnection, 'send' | 'cancel' | 'noteEnded'>
+
+export type { TrackedQuery }

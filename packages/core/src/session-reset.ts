@@ -1,0 +1,98 @@
+/**
+ * What the pool sends on a connection between two holders, and when: the single owner of that
+ * decision. The SQL text of a statement cannot tell whether it changed the session (a leading
+ * comment, a function, a DO block, a SECURITY DEFINER routine can SET, set_config(..., false),
+ * lock, LISTEN, PREPARE or create temp tables), so the default resets after every holder.
+ *
+ * - `always` (default): after every holder that ran a statement, the full reset below. It is
+ *   queued on the connection when the holder leaves, not awaited: PostgreSQL runs the statements
+ *   of a connection in order, and postgres.js writes the next holder's first statement behind
+ *   it in the same write, so it costs the next holder no round trip.
+ * - `rollback`: only ends a transaction the holder left open (what psycopg_pool does). Blind to
+ *   everything else a session can hold; for apps whose statements change no session state.
+ * - `never`: nothing (behind PgBouncer in transaction mode, where the server session is not ours).
+ */
+export type SessionReset = 'always' | 'rollback' | 'never'
+
+/**
+ * One message, one explicit transaction: if any statement of it fails (a session left in a
+ * failed state, a statement_timeout the holder set, a SQL-level prepared statement, see below),
+ * the transaction stays aborted and the next holder's statements behind it are refused by the
+ * server (25P02) instead of running on an unreset session; the pool then retires the connection
+ * and sends them again on another.
+ *
+ * SET SESSION AUTHORIZATION DEFAULT also resets the role (RESET ALL does not: role and session
+ * authorization are outside it). Not DISCARD ALL: its DEALLOCATE ALL would drop postgres.js's
+ * prepared statements, which it would then re-prepare in an extra round trip each (and fail
+ * inside a transaction). SQL-level prepared statements (`PREPARE`, from any statement or
+ * function) are detected instead: the division fails when there is one, and the connection,
+ * which alone can drop them cheaply, is retired.
+ */
+const RESET_BODY =
+  'BEGIN; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES; UNLISTEN *; ' +
+  'SELECT pg_catalog.pg_advisory_unlock_all(), 1 / (SELECT (pg_catalog.count(*) = 0)::int ' +
+  'FROM pg_catalog.pg_prepared_statements WHERE from_sql); COMMIT'
+
+/** After a holder whose session is known to be outside any transaction block. */
+export const RESET_SQL = RESET_BODY
+
+/**
+ * After a holder that may have left a transaction block open (or failed): ROLLBACK first. In a
+ * session already idle it draws a warning (25P01), which the pool does not log.
+ */
+export const RESET_AFTER_OPEN_SQL = `ROLLBACK; ${RESET_BODY}`
+
+export const ROLLBACK_SQL = 'ROLLBACK'
+
+/** SQLSTATE of the warning a ROLLBACK outside a transaction draws. */
+export const NO_ACTIVE_TRANSACTION = '25P01'
+
+/**
+ * Command tags after which a transaction block may be open (or aborted): BEGIN/START TRANSACTION
+ * open one; COMMIT/ROLLBACK AND CHAIN open the next; SAVEPOINT and RELEASE only run inside one.
+ * Only top-level statements can open a block: a function or DO block cannot leave one open.
+ */
+const transactionTags = new Set(['BEGIN', 'START TRANSACTION', 'COMMIT', 'ROLLBACK', 'SAVEPOINT', 'RELEASE'])
+
+/**
+ * Tracks, from the server's command tags (never from SQL text), whether a holder's session may
+ * be inside a transaction block when it leaves.
+ */
+export class TransactionState {
+  #mayBeOpen = false
+
+  get mayBeOpen(): boolean {
+    return this.#mayBeOpen
+  }
+
+  /** A statement of the holder's own succeeded with these command tags. */
+  noteCommands(commands: readonly string[]): void {
+    if (this.#mayBeOpen) return
+    for (const command of commands) if (transactionTags.has(command)) this.#mayBeOpen = true
+  }
+
+  /**
+   * A statement failed without telling which of its statements ran (a simple-protocol message
+   * can hold several: `begin; insert ...`).
+   */
+  noteUnknown(): void {
+    this.#mayBeOpen = true
+  }
+
+  /** The suite ended the transaction itself (its COMMIT or ROLLBACK was answered). */
+  noteClosed(): void {
+    this.#mayBeOpen = false
+  }
+}
+
+/** The statement to queue when a holder leaves, or undefined for none. */
+export function resetStatement(
+  mode: SessionReset,
+  ranStatements: boolean,
+  transactionMayBeOpen: boolean,
+): string | undefined {
+  if (mode === 'never') return undefined
+  if (mode === 'rollback') return transactionMayBeOpen ? ROLLBACK_SQL : undefined
+  if (!ranStatements) return undefined
+  return transactionMayBeOpen ? RESET_AFTER_OPEN_SQL : RESET_SQL
+}

@@ -1,0 +1,70 @@
+import type { Clock } from './clock.js'
+import type { ConnectionBudget } from './connection-budget.js'
+import { CONNECT_TIMEOUT, type ConnectionFactory } from './connection-factory.js'
+import { errors } from './errors.js'
+import type { ResolvedPoolOptions } from './options.js'
+import type { Pool } from './pool.js'
+import type { PgPoolView } from './types.js'
+
+export interface ViewDeps {
+  readonly pool: () => Pool
+  readonly clock: Clock
+  readonly options: ResolvedPoolOptions
+  readonly name: string
+  readonly target: string
+  readonly redact: (text: string) => string
+  readonly budget: () => ConnectionBudget | undefined
+  /** Opens a connection outside the pool, bounded by `timeoutMs` (`<applicationName>/ping`). */
+  readonly pingFactory: (timeoutMs: number) => ConnectionFactory
+  readonly connectError: (error: unknown) => Error
+}
+
+/** host, port and database of a `host:port/database` target. */
+export function endpointOf(target: string): PgPoolView['endpoint'] {
+  const slash = target.indexOf('/')
+  const hostPort = slash === -1 ? target : target.slice(0, slash)
+  const colon = hostPort.lastIndexOf(':')
+  return Object.freeze({
+    host: colon === -1 ? hostPort : hostPort.slice(0, colon),
+    port: colon === -1 ? 5432 : Number(hostPort.slice(colon + 1)) || 5432,
+    database: slash === -1 ? '' : target.slice(slash + 1),
+  })
+}
+
+/** The read-only view of one pool: what observers may read, nothing they can change. */
+export function createView(deps: ViewDeps): PgPoolView {
+  const view: PgPoolView = {
+    stats: () => deps.pool().stats(),
+    wouldRefuse: (pipelined) => deps.pool().wouldRefuse(pipelined),
+    async ping(timeoutMs) {
+      const started = deps.clock.now()
+      let conn: Awaited<ReturnType<ConnectionFactory>> | undefined
+      try {
+        conn = await deps.pingFactory(timeoutMs)(new AbortController().signal)
+        return deps.clock.now() - started
+      } catch (error) {
+        // The opening is bounded by timeoutMs: its connect timeout is the ping's.
+        if ((error as { code?: unknown }).code === CONNECT_TIMEOUT)
+          throw new errors.FST_PG_POOL_QUERY_TIMEOUT(timeoutMs)
+        throw deps.connectError(error)
+      } finally {
+        void conn?.end('shutdown', 0)
+      }
+    },
+    on(event, listener) {
+      deps.pool().on(event, listener as never)
+      return view
+    },
+    off(event, listener) {
+      deps.pool().off(event, listener as never)
+      return view
+    },
+    options: deps.options,
+    target: deps.target,
+    name: deps.name,
+    endpoint: endpointOf(deps.target),
+    redact: deps.redact,
+    budget: deps.budget,
+  }
+  return view
+}
