@@ -4,8 +4,10 @@
 // sink this script runs. The modes run in every round, in rotated order; the ratios are medians
 // of per-round ratios to `off` (bench/stats.js), throughput and the server's CPU per request.
 // Knobs: BENCH_S1_ROUNDS (default 9), BENCH_S1_DURATION (ms, default 1500), BENCH_OTEL_VARIANT
-// (suite, routes pipelined as in S1, the default; or suite-exclusive, a connection per request).
-// DATABASE_URL as in bench/run.js. Run: node bench/otel.js
+// (suite, routes pipelined as in S1, the default; or suite-exclusive, a connection per request),
+// BENCH_OTEL_CONTROL=1 (a fourth server, `off2`, the same as `off`: its ratio is the noise floor
+// of the run, against which a 2 % difference can be judged). DATABASE_URL as in bench/run.js.
+// Run: node bench/otel.js
 import { spawn } from 'node:child_process'
 import http from 'node:http'
 import os from 'node:os'
@@ -19,7 +21,9 @@ const ROUNDS = Number(process.env.BENCH_S1_ROUNDS ?? 9)
 const DURATION_MS = Number(process.env.BENCH_S1_DURATION ?? 1_500)
 const VARIANT = process.env.BENCH_OTEL_VARIANT ?? 'suite'
 const POOL_MAX = 10
-const MODES = ['off', 'noop', 'sdk']
+const MODES = ['off', 'noop', 'sdk', ...(process.env.BENCH_OTEL_CONTROL === '1' ? ['off2'] : [])]
+/** BENCH_OTEL of a mode: the control is `off` again. */
+const setting = (mode) => (mode === 'off2' ? 'off' : mode)
 
 const fmt = (n, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : '–')
 const loadavg = () =>
@@ -58,7 +62,7 @@ async function startServer(mode, url, endpoint) {
       DATABASE_URL: url,
       POOL_MAX: String(POOL_MAX),
       APP_NAME: `bench-otel-${mode}`,
-      BENCH_OTEL: mode,
+      BENCH_OTEL: setting(mode),
       BENCH_OTEL_ENDPOINT: endpoint,
     },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -141,7 +145,7 @@ async function main() {
       )
     }
     console.log('\nratios to off (median of per-round ratios):')
-    for (const mode of ['noop', 'sdk']) {
+    for (const mode of MODES.filter((m) => m !== 'off')) {
       const rate = pairedRatio(medians[mode], medians.off)
       const cpu = pairedRatio(medians[mode], medians.off, 'cpuUs')
       console.log(
