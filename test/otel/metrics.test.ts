@@ -1,3 +1,4 @@
+import type { PoolOptions } from '@fastify-pg-pool/core'
 import { DURATION_BUCKETS, METRIC } from '@fastify-pg-pool/otel'
 import { DataPointType, type MetricData, type ResourceMetrics } from '@opentelemetry/sdk-metrics'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
@@ -25,7 +26,7 @@ afterAll(async () => {
 })
 
 /** An app whose metrics go to a provider given as an option (no global SDK, no spans). */
-async function start(pool: Parameters<typeof otelApp>[1]['pool'] = {}): Promise<OtelApp> {
+async function start(pool: PoolOptions = {}): Promise<OtelApp> {
   sdk = startTestSdk()
   const started = await otelApp(role.url, { pool, otel: { meterProvider: sdk.meterProvider } })
   apps.push(started)
