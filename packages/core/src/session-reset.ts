@@ -30,8 +30,9 @@ export type SessionReset = 'always' | 'rollback' | 'never'
  */
 const RESET_BODY =
   'BEGIN; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES; UNLISTEN *; ' +
-  'SELECT pg_catalog.pg_advisory_unlock_all(), 1 / (SELECT (pg_catalog.count(*) = 0)::int ' +
-  'FROM pg_catalog.pg_prepared_statements WHERE from_sql); COMMIT'
+  // No columns: postgres.js parses no row description for it.
+  'SELECT FROM pg_catalog.pg_advisory_unlock_all() WHERE 1 / (SELECT (pg_catalog.count(*) = 0)::int ' +
+  'FROM pg_catalog.pg_prepared_statements WHERE from_sql) = 1; COMMIT'
 
 /** After a holder whose session is known to be outside any transaction block. */
 export const RESET_SQL = RESET_BODY
