@@ -32,6 +32,8 @@ export interface QueryMessage {
   readonly route: string
   /** The statement as sent, `$1`.. for values; never parameter values. */
   readonly text: string
+  /** The transaction it runs in (route transaction or `begin()`), when the suite runs one. */
+  readonly transaction: TransactionMessage | undefined
   /** End: the command tag (`SELECT`, `INSERT`, ...) when it succeeded. */
   command: string | undefined
   /** End: rows returned or affected, when it succeeded. */

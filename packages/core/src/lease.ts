@@ -88,6 +88,7 @@ export class Lease implements Holder, QueryOwner {
   readonly pipelined: boolean
   waitSince = 0
   waitMessage: Holder['waitMessage'] = undefined
+  resume: Holder['resume'] = undefined
   readonly #ctx: LeaseContext
   #phase: Phase = 'open'
   #mode: FinishMode | undefined
@@ -279,6 +280,7 @@ export class Lease implements Holder, QueryOwner {
       get text() {
         return queryText(query)
       },
+      transaction: this.#transactionMessage,
       command: undefined,
       rowCount: undefined,
       error: undefined,

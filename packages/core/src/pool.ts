@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks'
 import { EventEmitter } from 'node:events'
 import type { Clock, TimerHandle } from './clock.js'
 import type { ConnectionFactory } from './connection-factory.js'
@@ -32,6 +33,12 @@ export interface Holder {
   waitSince: number
   /** The diagnostics message of its wait, while a subscriber listens. */
   waitMessage: AcquireMessage | undefined
+  /**
+   * Runs a function in the async context the holder began to wait in (set while a tracer
+   * listens): a connection is handed over inside whoever released it, and the waiter's
+   * statements must be published in its own context.
+   */
+  resume: ((fn: () => void) => void) | undefined
 }
 
 export interface PoolStats {
@@ -225,6 +232,9 @@ export class Pool extends EventEmitter<PoolEvents> {
     }
     holder.waitSince = this.#clock.now()
     const view = this.#deps.view
+    if (channels.queryStart.hasSubscribers || channels.acquireEnd.hasSubscribers) {
+      holder.resume = AsyncLocalStorage.snapshot()
+    }
     if (channels.acquireStart.hasSubscribers && view !== undefined) {
       holder.waitMessage = {
         pool: view(),
@@ -445,8 +455,17 @@ export class Pool extends EventEmitter<PoolEvents> {
     const waited = this.#clock.now() - waiter.waitSince
     this.#lease(conn, waiter)
     this.emit('acquire', waited)
-    this.#endWait(waiter, waited, undefined)
-    waiter.acquired(conn)
+    const resume = waiter.resume
+    if (resume === undefined) {
+      this.#endWait(waiter, waited, undefined)
+      waiter.acquired(conn)
+      return
+    }
+    waiter.resume = undefined
+    resume(() => {
+      this.#endWait(waiter, waited, undefined)
+      waiter.acquired(conn)
+    })
   }
 
   #disarmQueueTimer(): void {
