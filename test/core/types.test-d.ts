@@ -73,8 +73,13 @@ describe('types', () => {
     void badPipeline
     expectTypeOf<RouteDbConfig>().toEqualTypeOf<
       | false
-      | { transaction: boolean | import('@fastify-pg-pool/core').RouteTransactionOptions; pipeline?: false }
-      | { pipeline: boolean; transaction?: false }
+      | {
+          transaction: boolean | import('@fastify-pg-pool/core').RouteTransactionOptions
+          pipeline?: false
+          instance?: string
+        }
+      | { pipeline: boolean; transaction?: false; instance?: string }
+      | { instance: string; transaction?: false; pipeline?: false }
     >()
   })
 

@@ -47,6 +47,11 @@ export const errors = {
     'Route %s is pipelined (config.db.pipeline) and shares its connection: %s needs a connection of its own',
     500,
   ),
+  FST_PG_POOL_UNKNOWN_INSTANCE: createError(
+    'FST_PG_POOL_UNKNOWN_INSTANCE',
+    'No database instance %s is registered (%s)',
+    500,
+  ),
   FST_PG_POOL_INVALID_OPTION: createError('FST_PG_POOL_INVALID_OPTION', 'Invalid option %s: %s', 500),
 } as const satisfies Record<string, FastifyErrorConstructor>
 

@@ -11,6 +11,7 @@ export {
 } from './diagnostics.js'
 export { DatabaseError, defaultErrorMapping, type ErrorMapping } from './error-mapping.js'
 export { errors, type PgPoolErrorCode } from './errors.js'
+export type { PgPoolRegistry } from './instances.js'
 export * as optionKit from './option-kit.js'
 export type { PoolOptions, ResolvedPoolOptions, SessionReset } from './options.js'
 export { pgPoolCore, pgPoolCore as default } from './plugin.js'
@@ -21,7 +22,9 @@ export type {
   IsolationLevel,
   LeaseDb,
   LeasedDb,
+  NamedDbs,
   PgPoolCoreOptions,
+  PgPoolInstances,
   PgPoolView,
   PoolDb,
   RequestDb,

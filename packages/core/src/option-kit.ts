@@ -13,6 +13,7 @@ export const fastifyRegisterKeys: readonly string[] = Object.freeze(['prefix', '
 
 // A Record over keyof PgPoolCoreOptions: adding a core option without listing it here fails the build.
 const coreKeys: Record<keyof PgPoolCoreOptions, true> = {
+  name: true,
   connection: true,
   pool: true,
   onLease: true,

@@ -1,11 +1,12 @@
 import { readFile } from 'node:fs/promises'
-import type { FastifyPluginAsync } from 'fastify'
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { systemClock } from './clock.js'
 import { type ConnectionBudget, readConnectionBudget } from './connection-budget.js'
 import { connectionFactory } from './connection-factory.js'
 import { defaultErrorMapping, type ErrorMapping } from './error-mapping.js'
 import { errors } from './errors.js'
+import { type Instance, Instances } from './instances.js'
 import { Lease, type LeaseContext } from './lease.js'
 import {
   checkKeys,
@@ -20,10 +21,10 @@ import { Pool } from './pool.js'
 import { createHelpers, trackedQueryClass, typeArrayMapOf } from './postgres-adapter.js'
 import { createLeaseDb, createPoolDb, type QueryApiContext } from './query-api.js'
 import { redactSecret } from './redact.js'
-import { registerRequestLeases } from './request-lease.js'
+import { RequestLeases } from './request-lease.js'
 import { RouteSettingsCache } from './route-settings.js'
 import { NO_ACTIVE_TRANSACTION } from './session-reset.js'
-import type { PgPoolCoreOptions, PgPoolView } from './types.js'
+import type { PgPoolCoreOptions, PgPoolView, PoolDb } from './types.js'
 import { createView } from './view.js'
 
 /** `errorMapping`: false, or SQLSTATE codes (5) or classes (2) to HTTP error statuses, over the defaults. */
@@ -48,8 +49,53 @@ function resolveErrorMapping(raw: unknown): ErrorMapping {
   return Object.freeze({ ...Object.fromEntries(defaults), ...(raw as Record<string, number>) })
 }
 
+/** Names that would collide with labels or with the objects instances are reached through. */
+const reservedNames = new Set(['primary', '__proto__', 'constructor', 'prototype'])
+
+/** `name`: undefined for the default instance, else a name for `app.dbs.<name>` and metric labels. */
+function resolveInstanceName(raw: unknown): string | undefined {
+  if (raw === undefined) return undefined
+  if (typeof raw !== 'string' || !/^[A-Za-z_][A-Za-z0-9_-]{0,62}$/.test(raw) || reservedNames.has(raw)) {
+    throw invalidOption(
+      'name',
+      `expected an instance name (a letter or _, then letters, digits, _ or -; not 'primary'), got ${describe(raw)}`,
+    )
+  }
+  return raw
+}
+
+/** What every registration of the core on one app shares: the instances and the request wiring. */
+interface Shared {
+  readonly instances: Instances
+  readonly requests: RequestLeases
+  readonly dbs: Record<string, PoolDb>
+}
+const kShared = Symbol.for('fastify-pg-pool.shared')
+
+function sharedOf(app: FastifyInstance): Shared {
+  const existing = (app as unknown as Record<symbol, Shared | undefined>)[kShared]
+  if (existing !== undefined) return existing
+  const instances = new Instances()
+  const routes = new RouteSettingsCache((name) => instances.has(name) && instances.instance(name, '').hasOnLease)
+  const shared: Shared = { instances, requests: new RequestLeases(app, instances, routes), dbs: Object.create(null) }
+  app.decorate(kShared, shared)
+  app.decorate('pgPools', instances)
+  app.decorate('dbs', shared.dbs)
+  return shared
+}
+
 const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts) => {
   checkKeys('', opts, coreOptionKeys, { ignore: fastifyRegisterKeys, aliases: coreOptionAliases })
+  const name = resolveInstanceName(opts.name)
+  const shared = sharedOf(app)
+  if (shared.instances.has(name)) {
+    throw invalidOption(
+      'name',
+      name === undefined
+        ? 'an instance without a name is registered already: give this one a name (request.dbs.<name>)'
+        : `an instance named ${describe(name)} is registered already`,
+    )
+  }
   const env = process.env
   const { connection, fromUrl } = resolveConnection(opts.connection, env)
   const options = resolvePoolOptions(opts.pool, fromUrl, env)
@@ -97,7 +143,9 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     pool: () => pool,
     clock,
     options,
-    name: 'primary',
+    name: name ?? 'primary',
+    instance: name,
+    role: 'primary',
     target: connection.target,
     redact,
     budget: () => budget,
@@ -150,21 +198,38 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     },
   }
   const api: QueryApiContext = { helpers, readFile: (path) => readFile(path, 'utf8') }
-  const poolDb = createPoolDb(api, (oneShot) => new Lease(ctx, { route: 'app.db', oneShot }))
-
-  app.decorate('pgPool', view)
-  app.decorate('db', poolDb)
-  registerRequestLeases(app, {
-    routes: new RouteSettingsCache(onLease !== undefined),
+  const poolRoute = name === undefined ? 'app.db' : `app.dbs.${name}`
+  const poolDb = createPoolDb(api, (oneShot) => new Lease(ctx, { route: poolRoute, oneShot }))
+  const leaseOnLease =
+    onLease === undefined
+      ? undefined
+      : (request: unknown) => async (lease: Lease) => {
+          await onLease(request as Parameters<typeof onLease>[0], createLeaseDb(lease, api, true))
+        }
+  const instance: Instance = {
+    name,
     api,
-    newLease: (leaseSettings) => new Lease(ctx, leaseSettings),
-    onLease:
-      onLease === undefined
-        ? undefined
-        : async (request, lease) => {
-            await onLease(request, createLeaseDb(lease, api, true))
-          },
-  })
+    poolDb,
+    views: [view],
+    hasOnLease: onLease !== undefined,
+    // onLease prepares a request's own connection: not a job's (app.db), not a shared one.
+    newLease: (leaseSettings) =>
+      new Lease(ctx, {
+        ...leaseSettings,
+        onLease:
+          leaseOnLease !== undefined && leaseSettings.request !== undefined && !leaseSettings.pipelined
+            ? leaseOnLease(leaseSettings.request)
+            : undefined,
+      }),
+  }
+  shared.instances.add(instance)
+  if (name === undefined) {
+    app.decorate('pgPool', view)
+    app.decorate('db', poolDb)
+  } else {
+    shared.dbs[name] = poolDb
+    shared.requests.addInstance(name)
+  }
 
   // Fastify waits for requests in flight before onClose: a hung statement would hold close()
   // open past closeTimeout. The clock starts at preClose; past it, leases are cancelled and cut.

@@ -1,23 +1,27 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerHookHandler } from 'fastify'
 import { errors } from './errors.js'
-import { finished, type Lease, type LeaseSettings } from './lease.js'
-import { createLeaseDb, type QueryApiContext } from './query-api.js'
+import type { Instances } from './instances.js'
+import { type FinishMode, finished, type Lease } from './lease.js'
+import { createLeaseDb } from './query-api.js'
 import { gateRawResponse } from './reply-gate.js'
 import type { RouteSettingsCache } from './route-settings.js'
 import type { RequestDb } from './types.js'
 
 const kLease = Symbol('fastify-pg-pool.lease')
 const kDb = Symbol('fastify-pg-pool.db')
+/** Leases of the request on other instances (`request.dbs.<name>`), none of them a route transaction. */
+const kOthers = Symbol('fastify-pg-pool.others')
+const kDbs = Symbol('fastify-pg-pool.dbs')
 /** The request is over for the database: a first use of request.db now is refused. */
 const kEnded = Symbol('fastify-pg-pool.ended')
+const kRequest = Symbol('fastify-pg-pool.request')
 
-type LeaseRequest = FastifyRequest & { [kLease]: Lease | null; [kDb]: RequestDb | null; [kEnded]: boolean }
-
-export interface RequestLeaseDeps {
-  readonly routes: RouteSettingsCache
-  readonly api: QueryApiContext
-  readonly newLease: (settings: LeaseSettings) => Lease
-  readonly onLease: ((request: FastifyRequest, lease: Lease) => Promise<void>) | undefined
+type LeaseRequest = FastifyRequest & {
+  [kLease]: Lease | null
+  [kDb]: RequestDb | null
+  [kOthers]: Map<string, { lease: Lease; db: RequestDb }> | null
+  [kDbs]: object | null
+  [kEnded]: boolean
 }
 
 function isStream(payload: unknown): boolean {
@@ -32,135 +36,210 @@ function failureBody(error: unknown): { statusCode: number; body: string } {
   }
 }
 
+function logFailure(request: FastifyRequest) {
+  return (error: unknown) => request.log.error({ err: error }, 'returning the connection failed')
+}
+
 /**
- * `request.db` and the life of a request's lease in Fastify's lifecycle: leased on its first
- * query, returned when the request is over, on every path:
+ * `request.db`, `request.dbs` and the life of a request's leases in Fastify's lifecycle: leased
+ * on the first query, returned when the request is over, on every path:
  * - `onSend`: the reply is decided. A route transaction commits here, before the first byte of
  *   any payload (a stream too: it cannot query after that); otherwise the lease goes back,
  *   except while a streamed payload still reads (then at `onResponse`).
  * - `onResponse`: the response ended (streams, hijacked replies): the backstop.
  * - `onRequestAbort` and handlerTimeout (the request's signal): statements are stopped.
  * After any of these, a first use of `request.db` is refused like a later one.
+ * Registered once per app, for all its instances.
  */
-export function registerRequestLeases(app: FastifyInstance, deps: RequestLeaseDeps): void {
-  const { routes, api, newLease, onLease } = deps
-  app.decorateRequest(kLease, null)
-  app.decorateRequest(kDb, null)
-  app.decorateRequest(kEnded, false)
-  app.decorateRequest('db', {
-    getter(this: FastifyRequest) {
-      const request = this as LeaseRequest
-      const existing = request[kDb]
-      if (existing !== null) return existing
-      // Fastify builds a new routeOptions object on every read: read it once.
-      const routeOptions = request.routeOptions
-      const route = routeOptions.url ?? 'unknown'
-      const settings = routes.of(routeOptions.config.db, route)
-      if (settings.optedOut) throw new errors.FST_PG_POOL_ROUTE_OPTED_OUT(route)
-      const lease = newLease({
-        route,
-        request,
-        begin: settings.begin,
-        pipelined: settings.pipelined,
-        onLease: onLease === undefined ? undefined : (held) => onLease(request, held),
-      })
-      if (request[kEnded]) {
-        // A first use after the request ended: refused like any use after the end.
-        void lease.finish('rollback')
-      } else if ((routeOptions.handlerTimeout ?? 0) > 0) {
-        // handlerTimeout aborts request.signal (an AbortController per request, only for such
-        // routes): stop what runs or waits, and hand the lease back.
-        request.signal.addEventListener('abort', () => void lease.finish('abort').catch(() => {}), { once: true })
-      }
-      const db = createLeaseDb(lease, api)
-      request[kLease] = lease
-      request[kDb] = db
-      return db
-    },
-  })
+export class RequestLeases {
+  readonly #instances: Instances
+  readonly #routes: RouteSettingsCache
+  /** Getters of `request.dbs`, one per named instance (`this` is the request's object). */
+  readonly #dbsProto: object = Object.create(null)
 
-  // Transaction routes only: a hijacked reply's raw writes wait for the COMMIT.
-  const gateHijack: preHandlerHookHandler = (request, reply, done) => {
-    const hijack = reply.hijack
-    reply.hijack = function (this: FastifyReply) {
-      hijack.call(this)
-      gateRawResponse(
-        this.raw,
-        (statusCode) => {
-          const leased = request as LeaseRequest
-          leased[kEnded] = true
-          const lease = leased[kLease]
-          if (lease === null || lease.finished) return finished
-          return lease.finish(statusCode >= 400 ? 'rollback' : 'commit')
-        },
-        (error) => {
-          request.log.error({ err: error }, 'the route transaction of a hijacked reply was not committed')
-          return failureBody(error)
-        },
-      )
-      return this
-    }
-    done()
+  constructor(app: FastifyInstance, instances: Instances, routes: RouteSettingsCache) {
+    this.#instances = instances
+    this.#routes = routes
+    this.#register(app)
   }
 
-  app.addHook('onRoute', (route) => {
-    const settings = routes.of(route.config?.db, route.url)
-    if (settings.begin === undefined) return
-    const existing = route.preHandler
-    route.preHandler = existing === undefined ? [gateHijack] : [...[existing].flat(), gateHijack]
-  })
-
-  app.addHook('onSend', (request, reply, payload, done) => {
-    const leased = request as LeaseRequest
-    const lease = leased[kLease]
-    if (lease === null) {
-      // A streamed payload of a route without a transaction may still read with request.db.
-      if (!isStream(payload) || routes.of(request.routeOptions.config.db, '').begin !== undefined) {
-        leased[kEnded] = true
-      }
-      return done(null, payload)
-    }
-    if (lease.finished) return done(null, payload)
-    const mode = reply.statusCode >= 400 ? 'rollback' : 'commit'
-    if (!lease.inTransaction) {
-      // The connection stays with a streamed payload until it has been sent (onResponse).
-      if (isStream(payload)) return done(null, payload)
-      leased[kEnded] = true
-      const finishing = lease.finish(mode)
-      if (finishing !== finished) {
-        finishing.catch((error: unknown) => request.log.error({ err: error }, 'returning the connection failed'))
-      }
-      return done(null, payload)
-    }
-    // The COMMIT before the first byte: a client never sees success for work not committed.
-    leased[kEnded] = true
-    lease.finish(mode).then(
-      () => done(null, payload),
-      (error: Error) => {
-        if (isStream(payload)) (payload as { destroy?: () => void }).destroy?.()
-        done(error)
+  /** Makes `request.dbs.<name>` lease on the instance `name`. */
+  addInstance(name: string): void {
+    const leases = this
+    Object.defineProperty(this.#dbsProto, name, {
+      enumerable: true,
+      get(this: { [kRequest]: LeaseRequest }) {
+        return leases.#other(this[kRequest], name)
       },
-    )
-  })
+    })
+  }
 
-  // Backstop for replies that end after onSend (streams) or without it (hijacked).
-  app.addHook('onResponse', (request, reply, done) => {
-    const leased = request as LeaseRequest
-    leased[kEnded] = true
-    const lease = leased[kLease]
-    if (lease !== null && !lease.finished) {
-      lease
-        .finish(reply.statusCode >= 400 ? 'rollback' : 'commit')
-        .catch((error: unknown) => request.log.error({ err: error }, 'returning the connection failed'))
+  #lease(request: LeaseRequest, instanceName: string | undefined, route: string, settings: Partial<Lease['settings']>) {
+    const instance = this.#instances.instance(instanceName, `route ${route}`)
+    const lease = instance.newLease({ route, request, ...settings })
+    if (request[kEnded]) {
+      // A first use after the request ended: refused like any use after the end.
+      void lease.finish('rollback')
+    } else if ((request.routeOptions.handlerTimeout ?? 0) > 0) {
+      // handlerTimeout aborts request.signal (an AbortController per request, only for such
+      // routes): stop what runs or waits, and hand the lease back.
+      request.signal.addEventListener('abort', () => void lease.finish('abort').catch(() => {}), { once: true })
     }
-    done()
-  })
+    return { lease, db: createLeaseDb(lease, instance.api) }
+  }
 
-  app.addHook('onRequestAbort', (request, done) => {
-    const leased = request as LeaseRequest
-    leased[kEnded] = true
-    const lease = leased[kLease]
-    if (lease !== null) void lease.finish('abort').catch(() => {})
-    done()
-  })
+  #main(request: LeaseRequest): RequestDb {
+    const existing = request[kDb]
+    if (existing !== null) return existing
+    // Fastify builds a new routeOptions object on every read: read it once.
+    const routeOptions = request.routeOptions
+    const route = routeOptions.url ?? 'unknown'
+    const settings = this.#routes.of(routeOptions.config.db, route)
+    if (settings.optedOut) throw new errors.FST_PG_POOL_ROUTE_OPTED_OUT(route)
+    const { lease, db } = this.#lease(request, settings.instance, route, {
+      begin: settings.begin,
+      pipelined: settings.pipelined,
+    })
+    request[kLease] = lease
+    request[kDb] = db
+    return db
+  }
+
+  #other(request: LeaseRequest, name: string): RequestDb {
+    const others = (request[kOthers] ??= new Map())
+    let other = others.get(name)
+    if (other === undefined) {
+      const route = request.routeOptions.url ?? 'unknown'
+      if (request.routeOptions.config.db === false) throw new errors.FST_PG_POOL_ROUTE_OPTED_OUT(route)
+      other = this.#lease(request, name, route, {})
+      others.set(name, other)
+    }
+    return other.db
+  }
+
+  #dbs(request: LeaseRequest): object {
+    let dbs = request[kDbs]
+    if (dbs === null) {
+      dbs = Object.create(this.#dbsProto) as { [kRequest]: LeaseRequest }
+      ;(dbs as { [kRequest]: LeaseRequest })[kRequest] = request
+      request[kDbs] = dbs
+    }
+    return dbs
+  }
+
+  /** Finishes the leases on other instances (never transactions), keeping them while a stream reads. */
+  #finishOthers(request: LeaseRequest, mode: FinishMode, payload?: unknown): void {
+    const others = request[kOthers]
+    if (others === null || (payload !== undefined && isStream(payload) && mode !== 'abort')) return
+    for (const { lease } of others.values()) {
+      if (!lease.finished || mode === 'abort') {
+        const finishing = lease.finish(mode === 'abort' ? 'abort' : 'commit')
+        if (finishing !== finished) finishing.catch(logFailure(request))
+      }
+    }
+  }
+
+  #register(app: FastifyInstance): void {
+    const routes = this.#routes
+    app.decorateRequest(kLease, null)
+    app.decorateRequest(kDb, null)
+    app.decorateRequest(kOthers, null)
+    app.decorateRequest(kDbs, null)
+    app.decorateRequest(kEnded, false)
+    const leases = this
+    app.decorateRequest('db', {
+      getter(this: FastifyRequest) {
+        return leases.#main(this as LeaseRequest)
+      },
+    })
+    app.decorateRequest('dbs', {
+      getter(this: FastifyRequest) {
+        return leases.#dbs(this as LeaseRequest) as Record<string, RequestDb>
+      },
+    })
+
+    // Transaction routes only: a hijacked reply's raw writes wait for the COMMIT.
+    const gateHijack: preHandlerHookHandler = (request, reply, done) => {
+      const hijack = reply.hijack
+      reply.hijack = function (this: FastifyReply) {
+        hijack.call(this)
+        gateRawResponse(
+          this.raw,
+          (statusCode) => {
+            const leased = request as LeaseRequest
+            leased[kEnded] = true
+            leases.#finishOthers(leased, statusCode >= 400 ? 'rollback' : 'commit')
+            const lease = leased[kLease]
+            if (lease === null || lease.finished) return finished
+            return lease.finish(statusCode >= 400 ? 'rollback' : 'commit')
+          },
+          (error) => {
+            request.log.error({ err: error }, 'the route transaction of a hijacked reply was not committed')
+            return failureBody(error)
+          },
+        )
+        return this
+      }
+      done()
+    }
+
+    app.addHook('onRoute', (route) => {
+      const settings = routes.of(route.config?.db, route.url)
+      if (settings.begin === undefined) return
+      const existing = route.preHandler
+      route.preHandler = existing === undefined ? [gateHijack] : [...[existing].flat(), gateHijack]
+    })
+
+    app.addHook('onSend', (request, reply, payload, done) => {
+      const leased = request as LeaseRequest
+      const lease = leased[kLease]
+      const mode = reply.statusCode >= 400 ? 'rollback' : 'commit'
+      if (leased[kOthers] !== null) this.#finishOthers(leased, mode, payload)
+      if (lease === null) {
+        // A streamed payload of a route without a transaction may still read with request.db.
+        if (!isStream(payload) || routes.of(request.routeOptions.config.db, '').begin !== undefined) {
+          leased[kEnded] = true
+        }
+        return done(null, payload)
+      }
+      if (lease.finished) return done(null, payload)
+      if (!lease.inTransaction) {
+        // The connection stays with a streamed payload until it has been sent (onResponse).
+        if (isStream(payload)) return done(null, payload)
+        leased[kEnded] = true
+        const finishing = lease.finish(mode)
+        if (finishing !== finished) finishing.catch(logFailure(request))
+        return done(null, payload)
+      }
+      // The COMMIT before the first byte: a client never sees success for work not committed.
+      leased[kEnded] = true
+      lease.finish(mode).then(
+        () => done(null, payload),
+        (error: Error) => {
+          if (isStream(payload)) (payload as { destroy?: () => void }).destroy?.()
+          done(error)
+        },
+      )
+    })
+
+    // Backstop for replies that end after onSend (streams) or without it (hijacked).
+    app.addHook('onResponse', (request, reply, done) => {
+      const leased = request as LeaseRequest
+      leased[kEnded] = true
+      const mode = reply.statusCode >= 400 ? 'rollback' : 'commit'
+      if (leased[kOthers] !== null) this.#finishOthers(leased, mode)
+      const lease = leased[kLease]
+      if (lease !== null && !lease.finished) lease.finish(mode).catch(logFailure(request))
+      done()
+    })
+
+    app.addHook('onRequestAbort', (request, done) => {
+      const leased = request as LeaseRequest
+      leased[kEnded] = true
+      if (leased[kOthers] !== null) this.#finishOthers(leased, 'abort')
+      const lease = leased[kLease]
+      if (lease !== null) void lease.finish('abort').catch(() => {})
+      done()
+    })
+  }
 }

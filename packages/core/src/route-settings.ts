@@ -9,12 +9,24 @@ export interface RouteSettings {
   readonly pipelined: boolean
   /** `config.db: false`: the route never uses the database. */
   readonly optedOut: boolean
+  /** The named instance `request.db` uses on this route (the default instance when undefined). */
+  readonly instance: string | undefined
 }
 
-const exclusive: RouteSettings = Object.freeze({ begin: undefined, pipelined: false, optedOut: false })
-const optedOut: RouteSettings = Object.freeze({ begin: undefined, pipelined: false, optedOut: true })
+const exclusive: RouteSettings = Object.freeze({
+  begin: undefined,
+  pipelined: false,
+  optedOut: false,
+  instance: undefined,
+})
+const optedOut: RouteSettings = Object.freeze({
+  begin: undefined,
+  pipelined: false,
+  optedOut: true,
+  instance: undefined,
+})
 
-const routeKeys = ['transaction', 'pipeline']
+const routeKeys = ['transaction', 'pipeline', 'instance']
 const transactionKeys = ['isolation', 'readOnly', 'deferrable']
 const isolationLevels = ['read committed', 'repeatable read', 'serializable']
 
@@ -29,9 +41,10 @@ function unknownKey(scope: string, key: string, known: readonly string[]): Error
 /** Validates a route's `config.db` (at route declaration) and reads it once per config object. */
 export class RouteSettingsCache {
   readonly #byConfig = new WeakMap<object, RouteSettings>()
-  readonly #hasOnLease: boolean
+  /** Whether the instance a route uses has onLease (which a pipelined route cannot use). */
+  readonly #hasOnLease: (instance: string | undefined) => boolean
 
-  constructor(hasOnLease: boolean) {
+  constructor(hasOnLease: (instance: string | undefined) => boolean) {
     this.#hasOnLease = hasOnLease
   }
 
@@ -53,19 +66,30 @@ export class RouteSettingsCache {
     for (const key of Object.keys(config)) {
       if (!routeKeys.includes(key)) throw unknownKey(`config.db.${key} of ${url}`, key, routeKeys)
     }
-    const { pipeline = false, transaction } = config as { pipeline?: unknown; transaction?: unknown }
+    const {
+      pipeline = false,
+      transaction,
+      instance,
+    } = config as {
+      pipeline?: unknown
+      transaction?: unknown
+      instance?: unknown
+    }
     if (typeof pipeline !== 'boolean') throw invalidOption(`config.db.pipeline of ${url}`, 'expected a boolean')
+    if (instance !== undefined && (typeof instance !== 'string' || instance === '')) {
+      throw invalidOption(`config.db.instance of ${url}`, 'expected the name of a registered instance')
+    }
     const begin = transactionBegin(transaction, url)
     if (pipeline && begin !== undefined) {
       throw invalidOption(`config.db of ${url}`, 'a pipelined route shares its connection and cannot be a transaction')
     }
-    if (pipeline && this.#hasOnLease) {
+    if (pipeline && this.#hasOnLease(instance as string | undefined)) {
       throw invalidOption(
         `config.db.pipeline of ${url}`,
         'onLease prepares a connection of its own; a pipelined route shares one',
       )
     }
-    return Object.freeze({ begin, pipelined: pipeline, optedOut: false })
+    return Object.freeze({ begin, pipelined: pipeline, optedOut: false, instance: instance as string | undefined })
   }
 }
 

@@ -2,6 +2,7 @@ import type { FastifyRequest } from 'fastify'
 import type postgres from 'postgres'
 import type { ConnectionBudget } from './connection-budget.js'
 import type { ErrorMapping } from './error-mapping.js'
+import type { PgPoolRegistry } from './instances.js'
 import type { PoolOptions, ResolvedPoolOptions } from './options.js'
 import type { PoolEvents, PoolStats } from './pool.js'
 
@@ -72,6 +73,8 @@ export type RouteDbConfig =
       /** Run the request in one transaction: committed before the response, else rolled back. */
       transaction: boolean | RouteTransactionOptions
       pipeline?: false
+      /** The named instance `request.db` uses on this route (default: the default instance). */
+      instance?: string
     }
   | {
       /**
@@ -82,7 +85,24 @@ export type RouteDbConfig =
        */
       pipeline: boolean
       transaction?: false
+      instance?: string
     }
+  | {
+      /** The named instance `request.db` uses on this route. */
+      instance: string
+      transaction?: false
+      pipeline?: false
+    }
+
+/**
+ * Named instances, for exact types of `app.dbs` and `request.dbs`: declare yours with
+ * `declare module '@fastify-pg-pool/core' { interface PgPoolInstances { reporting: true } }`.
+ */
+// biome-ignore lint/suspicious/noEmptyInterface: filled by declaration merging
+export interface PgPoolInstances {}
+
+/** `app.dbs` or `request.dbs`: one entry per named instance. */
+export type NamedDbs<T> = { readonly [K in keyof PgPoolInstances]: T } & { readonly [name: string]: T | undefined }
 
 type Listener<A extends unknown[]> = (...args: A) => void
 
@@ -108,6 +128,10 @@ export interface PgPoolView {
    * server (replicas and named instances get their own).
    */
   readonly name: string
+  /** The instance it belongs to: undefined for the default one, else its `name`. */
+  readonly instance: string | undefined
+  /** `primary`, or `replica` for a read replica's pool. */
+  readonly role: 'primary' | 'replica'
   /** Where the pool connects (no credentials): for tracing attributes. */
   readonly endpoint: { readonly host: string; readonly port: number; readonly database: string }
   /** Removes the connection password from a text (for logs and bodies). */
@@ -120,6 +144,12 @@ export interface PgPoolView {
 }
 
 export interface PgPoolCoreOptions {
+  /**
+   * Registers a named instance (a second database) beside the default one: `app.dbs.<name>`,
+   * `request.dbs.<name>`, `config.db.instance: '<name>'`, its own pool, health entry and metric
+   * label. Without a name, the default instance: `app.db`, `request.db`, `app.pgPool`.
+   */
+  name?: string | undefined
   /** A postgres:// URL or postgres.js options; `DATABASE_URL`, then PG* environment variables fill the gaps. */
   connection?: string | postgres.Options<{}> | undefined
   pool?: PoolOptions | undefined
@@ -140,11 +170,20 @@ export interface PgPoolCoreOptions {
 
 declare module 'fastify' {
   interface FastifyInstance {
+    /** The default instance's pool-level query API. */
     db: PoolDb
+    /** The default instance's primary pool. */
     pgPool: PgPoolView
+    /** Every pool of every instance (health, metrics, tracing read it). */
+    pgPools: PgPoolRegistry
+    /** The named instances' pool-level query APIs. */
+    dbs: NamedDbs<PoolDb>
   }
   interface FastifyRequest {
+    /** The request's lease on its route's instance (the default one unless `config.db.instance`). */
     db: RequestDb
+    /** The request's leases on the named instances, each taken on its first query. */
+    dbs: NamedDbs<RequestDb>
   }
   interface FastifyContextConfig {
     db?: RouteDbConfig

@@ -11,6 +11,8 @@ export interface ViewDeps {
   readonly clock: Clock
   readonly options: ResolvedPoolOptions
   readonly name: string
+  readonly instance: string | undefined
+  readonly role: 'primary' | 'replica'
   readonly target: string
   readonly redact: (text: string) => string
   readonly budget: () => ConnectionBudget | undefined
@@ -62,6 +64,8 @@ export function createView(deps: ViewDeps): PgPoolView {
     options: deps.options,
     target: deps.target,
     name: deps.name,
+    instance: deps.instance,
+    role: deps.role,
     endpoint: endpointOf(deps.target),
     redact: deps.redact,
     budget: deps.budget,

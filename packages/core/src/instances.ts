@@ -1,0 +1,85 @@
+import { errors } from './errors.js'
+import type { Lease, LeaseSettings } from './lease.js'
+import type { QueryApiContext } from './query-api.js'
+import type { PgPoolView, PoolDb } from './types.js'
+
+/**
+ * One registration of the core: a database the app talks to. The default instance (no `name`)
+ * is `request.db`, `app.db` and `app.pgPool`; a named one is `request.dbs.<name>`,
+ * `app.dbs.<name>` and `app.pgPools.get('<name>')`, or `request.db` on routes that choose it
+ * (`config.db.instance`).
+ */
+export interface Instance {
+  readonly name: string | undefined
+  readonly api: QueryApiContext
+  readonly poolDb: PoolDb
+  /** Its pools' views: the primary first. */
+  readonly views: readonly PgPoolView[]
+  readonly hasOnLease: boolean
+  /** A lease on this instance for a request (or a job). */
+  newLease(settings: LeaseSettings): Lease
+}
+
+/** `app.pgPools`: every pool the app's instances opened, for observers (health, metrics, tracing). */
+export interface PgPoolRegistry {
+  /** Every pool of every instance, primaries and replicas, in registration order. */
+  all(): readonly PgPoolView[]
+  /** The primary pool of an instance: the default one without a name. */
+  get(instance?: string): PgPoolView | undefined
+  /** Calls `listener` for each pool registered from now on; returns the unsubscribe function. */
+  onAdd(listener: (view: PgPoolView) => void): () => void
+}
+
+/** The app's instances, shared by every registration of the core on one Fastify app. */
+export class Instances implements PgPoolRegistry {
+  #default: Instance | undefined
+  readonly #named = new Map<string, Instance>()
+  readonly #views: PgPoolView[] = []
+  readonly #listeners = new Set<(view: PgPoolView) => void>()
+
+  get default(): Instance | undefined {
+    return this.#default
+  }
+
+  /** The instance a route or `request.dbs` names; throws a coded error for an unknown name. */
+  instance(name: string | undefined, where: string): Instance {
+    const instance = name === undefined ? this.#default : this.#named.get(name)
+    if (instance === undefined) {
+      throw new errors.FST_PG_POOL_UNKNOWN_INSTANCE(
+        name === undefined ? 'the default instance (registered without a name)' : `"${name}"`,
+        where,
+      )
+    }
+    return instance
+  }
+
+  has(name: string | undefined): boolean {
+    return name === undefined ? this.#default !== undefined : this.#named.has(name)
+  }
+
+  names(): string[] {
+    return [...this.#named.keys()]
+  }
+
+  add(instance: Instance): void {
+    if (instance.name === undefined) this.#default = instance
+    else this.#named.set(instance.name, instance)
+    for (const view of instance.views) {
+      this.#views.push(view)
+      for (const listener of this.#listeners) listener(view)
+    }
+  }
+
+  all(): readonly PgPoolView[] {
+    return this.#views
+  }
+
+  get(instance?: string): PgPoolView | undefined {
+    return (instance === undefined ? this.#default : this.#named.get(instance))?.views[0]
+  }
+
+  onAdd(listener: (view: PgPoolView) => void): () => void {
+    this.#listeners.add(listener)
+    return () => this.#listeners.delete(listener)
+  }
+}
