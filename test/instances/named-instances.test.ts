@@ -3,6 +3,12 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { createTestDatabase, type TestDatabase, uniqueName, waitUntil } from '../support/database.js'
 
+declare module '@fastify-pg-pool/core' {
+  interface PgPoolInstances {
+    reporting: true
+  }
+}
+
 // Issue 19: a team on @fastify/postgres registers a second database. Named instances: each its
 // own pool, `app.dbs.<name>`, `request.dbs.<name>`, or `request.db` on routes that choose it.
 
@@ -45,7 +51,7 @@ describe('named instances', () => {
     app = await twoInstances()
     app.get('/both', async (request) => {
       const [own] = await request.db`select name from which`
-      const [other] = await request.dbs.reporting!`select name from which`
+      const [other] = await request.dbs.reporting`select name from which`
       return { own: own?.name, other: other?.name }
     })
     app.get('/routed', { config: { db: { instance: 'reporting' } } }, async (request) => {
@@ -60,7 +66,7 @@ describe('named instances', () => {
     expect((await app.inject('/routed')).json()).toEqual({ name: 'reporting' })
     expect((await app.inject({ method: 'POST', url: '/routed-tx' })).statusCode).toBe(200)
     expect(await reporting.sql`select count(*)::int as n from reads`).toEqual([{ n: 1 }])
-    const [pool] = await app.dbs.reporting!`select name from which`
+    const [pool] = await app.dbs.reporting`select name from which`
     expect(pool?.name).toBe('reporting')
     const [dflt] = await app.db`select name from which`
     expect(dflt?.name).toBe('main')
@@ -76,28 +82,30 @@ describe('named instances', () => {
     expect(app.pgPools.get()).toBe(app.pgPool)
     expect(app.pgPools.get('reporting')?.options.max).toBe(3)
     app.get('/hold', async (request) => {
-      await Promise.all([request.db`select pg_sleep(0.2)`, request.dbs.reporting!`select pg_sleep(0.2)`])
+      await Promise.all([request.db`select pg_sleep(0.2)`, request.dbs.reporting`select pg_sleep(0.2)`])
       return 'ok'
     })
     await app.ready()
-    const held = Array.from({ length: 6 }, () => app!.inject('/hold'))
-    await waitUntil(() => app!.pgPool.stats().leased === 2, 'the default pool at its max')
+    const current = app
+    const held = Array.from({ length: 6 }, () => current.inject('/hold'))
+    await waitUntil(() => current.pgPool.stats().leased === 2, 'the default pool at its max')
     expect(app.pgPools.get('reporting')?.stats().leased).toBe(3)
     expect(await main.countConnections(names.main)).toBeLessThanOrEqual(2)
     expect(await reporting.countConnections(names.reporting)).toBeLessThanOrEqual(3)
     expect((await Promise.all(held)).map((r) => r.statusCode)).toEqual(Array(6).fill(200))
     await waitUntil(
-      () => app!.pgPools.all().every((view) => view.stats().leased === 0),
+      () => current.pgPools.all().every((view) => view.stats().leased === 0),
       'every lease of both instances back',
     )
   })
 
   test('a lease on another instance comes back with the request, also when the client hangs up', async () => {
     app = await twoInstances()
-    app.get('/other', async (request) => request.dbs.reporting!`select 1 as one`)
+    app.get('/other', async (request) => request.dbs.reporting`select 1 as one`)
     await app.ready()
-    expect((await app.inject('/other')).statusCode).toBe(200)
-    await waitUntil(() => app!.pgPools.get('reporting')?.stats().leased === 0, 'the reporting lease back')
+    const current = app
+    expect((await current.inject('/other')).statusCode).toBe(200)
+    await waitUntil(() => current.pgPools.get('reporting')?.stats().leased === 0, 'the reporting lease back')
     expect(app.pgPool.stats().open).toBe(1) // the default instance's start-up check only
   })
 

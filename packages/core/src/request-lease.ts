@@ -106,7 +106,11 @@ export class RequestLeases {
   }
 
   #other(request: LeaseRequest, name: string): RequestDb {
-    const others = (request[kOthers] ??= new Map())
+    let others = request[kOthers]
+    if (others === null) {
+      others = new Map()
+      request[kOthers] = others
+    }
     let other = others.get(name)
     if (other === undefined) {
       const route = request.routeOptions.url ?? 'unknown'
