@@ -1,0 +1,76 @@
+import { describe, expect, test } from 'vitest'
+import { commandsOf } from '../src/postgres-adapter.js'
+import {
+  RESET_AFTER_OPEN_SQL,
+  RESET_SQL,
+  ROLLBACK_SQL,
+  resetStatement,
+  TransactionState,
+} from '../src/session-reset.js'
+import { result } from './fake-connection.js'
+
+describe('TransactionState', () => {
+  test('a transaction may be open after BEGIN, START TRANSACTION, COMMIT/ROLLBACK (AND CHAIN), SAVEPOINT, RELEASE', () => {
+    for (const tag of ['BEGIN', 'START TRANSACTION', 'COMMIT', 'ROLLBACK', 'SAVEPOINT', 'RELEASE']) {
+      const state = new TransactionState()
+      state.noteCommands(['SELECT', tag])
+      expect(state.mayBeOpen, tag).toBe(true)
+    }
+  })
+
+  test('not after other statements, whatever they did to the session', () => {
+    const state = new TransactionState()
+    state.noteCommands(['SELECT', 'INSERT', 'SET', 'DO', 'LISTEN', 'CREATE TABLE', 'UPDATE', ''])
+    expect(state.mayBeOpen).toBe(false)
+  })
+
+  test('a failure that does not say which statements ran counts as possibly open; the suite closing it clears it', () => {
+    const state = new TransactionState()
+    state.noteUnknown()
+    expect(state.mayBeOpen).toBe(true)
+    state.noteCommands(['SELECT'])
+    expect(state.mayBeOpen).toBe(true)
+    state.noteClosed()
+    expect(state.mayBeOpen).toBe(false)
+  })
+
+  test('reads every tag of a multi-statement simple query', () => {
+    const state = new TransactionState()
+    state.noteCommands(commandsOf([result('SELECT'), result('BEGIN'), result('INSERT')]))
+    expect(state.mayBeOpen).toBe(true)
+    expect(commandsOf(result('UPDATE'))).toEqual(['UPDATE'])
+    expect(commandsOf(undefined)).toEqual([])
+  })
+})
+
+describe('resetStatement', () => {
+  test.each([
+    ['always', true, false, RESET_SQL],
+    ['always', true, true, RESET_AFTER_OPEN_SQL],
+    ['always', false, false, undefined],
+    ['always', false, true, undefined],
+    ['rollback', true, false, undefined],
+    ['rollback', true, true, ROLLBACK_SQL],
+    ['rollback', false, true, ROLLBACK_SQL],
+    ['never', true, true, undefined],
+  ] as const)('%s, ran statements %s, transaction may be open %s: %s', (mode, ran, open, expected) => {
+    expect(resetStatement(mode, ran, open)).toBe(expected)
+  })
+
+  test('one message, one explicit transaction, ROLLBACK first only when a block may be open', () => {
+    expect(RESET_SQL.startsWith('BEGIN;')).toBe(true)
+    expect(RESET_SQL.endsWith('COMMIT')).toBe(true)
+    expect(RESET_AFTER_OPEN_SQL).toBe(`ROLLBACK; ${RESET_SQL}`)
+    expect(RESET_SQL).not.toContain('DISCARD ALL')
+    for (const part of [
+      'CLOSE ALL',
+      'SET SESSION AUTHORIZATION DEFAULT',
+      'RESET ALL',
+      'DISCARD TEMP',
+      'UNLISTEN *',
+      'pg_advisory_unlock_all()',
+    ]) {
+      expect(RESET_SQL).toContain(part)
+    }
+  })
+})
