@@ -3,6 +3,7 @@ import type { Clock } from './clock.js'
 import type { ResolvedConnection, ResolvedPoolOptions } from './options.js'
 import { createServerClient } from './postgres-adapter.js'
 import { type PoolConnection, ServerConnection } from './server-connection.js'
+import { CAPTURE_BASELINE_SQL } from './session-reset.js'
 
 /**
  * Opens one server connection; the pool's only way to get one (fakes replace it in unit tests).
@@ -24,6 +25,11 @@ export interface FactorySettings {
   readonly applicationName?: string
   /** Bounds the whole opening (default: the pool's connectTimeout). */
   readonly connectTimeout?: number
+  /**
+   * Runs once on each new connection before anyone gets it (search_path, a role, settings);
+   * what it leaves on the session is restored by every session reset.
+   */
+  readonly onConnect?: ((db: postgres.Sql<{}>) => unknown) | undefined
 }
 
 /** A code the opening failed with when nothing answered in time. */
@@ -68,7 +74,17 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
         void conn?.end('error', 0)
       }, connectTimeout)
     })
-    const opening = client.open(settings.arrayTypes)
+    const onConnect = settings.onConnect
+    const opening =
+      onConnect === undefined
+        ? client.open(settings.arrayTypes)
+        : client.open(settings.arrayTypes).then(async () => {
+            await onConnect(client.sql)
+            const [row] =
+              await client.sql.unsafe<{ settings: string | null; role: string | null }[]>(CAPTURE_BASELINE_SQL)
+            const baseline = [row?.settings, row?.role].filter((x): x is string => typeof x === 'string' && x !== '')
+            if (conn !== undefined && baseline.length > 0) conn.baseline = baseline.join('; ')
+          })
     opening.catch(() => {})
     const abandon = () => void conn?.end('shutdown', 0)
     signal.addEventListener('abort', abandon, { once: true })

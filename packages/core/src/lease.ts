@@ -537,7 +537,12 @@ export class Lease implements Holder, QueryOwner {
     this.#conn = undefined
     const reset = this.#ctx.options.pgbouncer
       ? undefined
-      : resetStatement(this.#ctx.options.sessionReset, this.#ranStatements, this.#transaction.mayBeOpen || this.#block)
+      : resetStatement(
+          this.#ctx.options.sessionReset,
+          this.#ranStatements,
+          this.#transaction.mayBeOpen || this.#block,
+          conn.baseline,
+        )
     this.#ctx.pool.release(conn, this, reset)
   }
 

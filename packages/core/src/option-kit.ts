@@ -17,6 +17,7 @@ const coreKeys: Record<keyof PgPoolCoreOptions, true> = {
   connection: true,
   pool: true,
   onLease: true,
+  onConnect: true,
   errorMapping: true,
 }
 

@@ -105,6 +105,10 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   if (onLease !== undefined && typeof onLease !== 'function') {
     throw invalidOption('onLease', 'expected a function (request, db) => void | Promise<void>')
   }
+  const onConnect = opts.onConnect
+  if (onConnect !== undefined && typeof onConnect !== 'function') {
+    throw invalidOption('onConnect', 'expected a function (db) => void | Promise<void>')
+  }
   const clock = systemClock
 
   // Never connects: it only builds helpers (identifiers, json, arrays) with the user's types
@@ -135,7 +139,7 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   const pool = new Pool({
     options,
     clock,
-    factory: connectionFactory(settings),
+    factory: connectionFactory({ ...settings, onConnect }),
     connectError,
     view: () => view as PgPoolView,
   })

@@ -18,6 +18,8 @@ export interface PoolConnection {
    * it): the connection must not serve another holder, whose statement the cancel could stop.
    */
   readonly cancelPending: boolean
+  /** Statements that restore what `onConnect` set on this session (the reset runs them last). */
+  readonly baseline: string | undefined
   /** Sends a holder's statement. */
   send(query: AdapterQuery): void
   /** Sends a cancel request for the statement running now; at most one is ever outstanding. */
@@ -62,6 +64,7 @@ export class ServerConnection implements PoolConnection {
   idleSince = 0
   leasedAt = 0
   closeReason: CloseReason | undefined
+  baseline: string | undefined
   #cancelPending = false
   #ended: Promise<void> | undefined
   readonly #client: ServerClient

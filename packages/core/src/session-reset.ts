@@ -28,20 +28,31 @@ export type SessionReset = 'always' | 'rollback' | 'never'
  * function) are detected instead: the division fails when there is one, and the connection,
  * which alone can drop them cheaply, is retired.
  */
-const RESET_BODY =
+const RESET_UNTIL_COMMIT =
   'BEGIN; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES; UNLISTEN *; ' +
   // No columns: postgres.js parses no row description for it.
   'SELECT FROM pg_catalog.pg_advisory_unlock_all() WHERE 1 / (SELECT (pg_catalog.count(*) = 0)::int ' +
-  'FROM pg_catalog.pg_prepared_statements WHERE from_sql) = 1; COMMIT'
+  'FROM pg_catalog.pg_prepared_statements WHERE from_sql) = 1'
 
 /** After a holder whose session is known to be outside any transaction block. */
-export const RESET_SQL = RESET_BODY
+export const RESET_SQL = `${RESET_UNTIL_COMMIT}; COMMIT`
 
 /**
  * After a holder that may have left a transaction block open (or failed): ROLLBACK first. In a
  * session already idle it draws a warning (25P01), which the pool does not log.
  */
-export const RESET_AFTER_OPEN_SQL = `ROLLBACK; ${RESET_BODY}`
+export const RESET_AFTER_OPEN_SQL = `ROLLBACK; ${RESET_SQL}`
+
+/**
+ * What `onConnect` left on a new connection's session (settings, role), captured once as the
+ * statements that restore it: the reset brings every session back to that state, not to a bare
+ * one. Custom settings (`app.x`) are not listed by pg_settings, so they cannot be captured: give
+ * those as startup parameters (`connection: { connection: { 'app.x': ... } }`), which RESET ALL keeps.
+ */
+export const CAPTURE_BASELINE_SQL = `SELECT
+  (SELECT 'SELECT WHERE ARRAY[' || pg_catalog.string_agg(pg_catalog.format('pg_catalog.set_config(%L, %L, false)', name, setting), ', ') || '] IS NOT NULL'
+     FROM pg_catalog.pg_settings WHERE source = 'session' AND name NOT IN ('role', 'session_authorization')) AS settings,
+  CASE WHEN current_user <> session_user THEN pg_catalog.format('SET ROLE %I', current_user) END AS role`
 
 export const ROLLBACK_SQL = 'ROLLBACK'
 
@@ -86,14 +97,19 @@ export class TransactionState {
   }
 }
 
-/** The statement to queue when a holder leaves, or undefined for none. */
+/**
+ * The statement to queue when a holder leaves, or undefined for none. `baseline`: the
+ * statements that restore what onConnect set on the connection (inside the reset's transaction).
+ */
 export function resetStatement(
   mode: SessionReset,
   ranStatements: boolean,
   transactionMayBeOpen: boolean,
+  baseline?: string,
 ): string | undefined {
   if (mode === 'never') return undefined
   if (mode === 'rollback') return transactionMayBeOpen ? ROLLBACK_SQL : undefined
   if (!ranStatements) return undefined
-  return transactionMayBeOpen ? RESET_AFTER_OPEN_SQL : RESET_SQL
+  const reset = baseline === undefined ? RESET_SQL : `${RESET_UNTIL_COMMIT}; ${baseline}; COMMIT`
+  return transactionMayBeOpen ? `ROLLBACK; ${reset}` : reset
 }

@@ -161,6 +161,13 @@ export interface PgPoolCoreOptions {
    */
   onLease?: ((request: FastifyRequest, db: LeaseDb) => void | Promise<void>) | undefined
   /**
+   * Runs once on each new server connection, before any request gets it: `set search_path`, a
+   * role, settings every request relies on, type lookups. What it leaves on the session is
+   * restored by every session reset (temp tables it creates are not kept). If it throws, the
+   * connection is not used (FST_PG_POOL_CONNECT_FAILED). Not per request: see `onLease`.
+   */
+  onConnect?: ((db: postgres.Sql<{}>) => void | Promise<void>) | undefined
+  /**
    * HTTP status of PostgreSQL errors by SQLSTATE (5 characters) or class (2), merged over the
    * defaults (22xxx, 23502 → 400; 23505, 23503, 23514 → 409; 40001, 40P01, 53300, 57014, 08xxx →
    * 503; else 500). `false`: PostgreSQL errors reach the error handler untouched.
