@@ -52,9 +52,14 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
   }
   return async (signal) => {
     let conn: ServerConnection | undefined
+    // A password function is called here, once per connection, and postgres.js only gets its
+    // value: postgres.js awaits the function in a promise nobody handles, so a rejection there
+    // would end the process. Its wait counts against connectTimeout with the rest.
+    const password = connection.password?.()
+    password?.catch(() => {})
     const client = createServerClient({
       url: connection.url,
-      options: clientOptions,
+      options: password === undefined ? clientOptions : { ...clientOptions, password: () => password },
       onNotice: settings.onNotice,
       onClose: () => conn?.markClosed('error'),
     })
@@ -74,11 +79,13 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
         void conn?.end('error', 0)
       }, connectTimeout)
     })
+    const opened =
+      password === undefined ? client.open(settings.arrayTypes) : password.then(() => client.open(settings.arrayTypes))
     const onConnect = settings.onConnect
     const opening =
       onConnect === undefined
-        ? client.open(settings.arrayTypes)
-        : client.open(settings.arrayTypes).then(async () => {
+        ? opened
+        : opened.then(async () => {
             await onConnect(client.sql)
             const [row] =
               await client.sql.unsafe<{ settings: string | null; role: string | null }[]>(CAPTURE_BASELINE_SQL)

@@ -1,6 +1,6 @@
 import type postgres from 'postgres'
 import { boolean, describe, integer, invalidOption, oneOf, resolveTable, text } from './option-kit.js'
-import { redactUrls } from './redact.js'
+import { redactSecret, redactUrls, Secrets } from './redact.js'
 import type { SessionReset } from './session-reset.js'
 
 export type { SessionReset }
@@ -79,8 +79,17 @@ export interface ResolvedConnection {
   readonly url: string | undefined
   /** postgres.js options, without the ones the pool owns. */
   readonly options: postgres.Options<{}>
-  /** The password, kept only to scrub it from anything the suite prints. */
-  readonly secret: string | undefined
+  /**
+   * The password, and every value a password function returned lately: kept only to scrub them
+   * from anything the suite prints.
+   */
+  readonly secret: Secrets
+  /**
+   * `connection.password` given as a function: called once for each new connection (the
+   * factory's, never postgres.js's), its value remembered in `secret`. Rejects with an error
+   * that holds neither the value nor the function's own error object.
+   */
+  readonly password: (() => Promise<string>) | undefined
   /** Where the pool connects, without credentials, for logs. */
   readonly target: string
 }
@@ -143,6 +152,7 @@ export function resolveConnection(
   let url: string | undefined
   let options: postgres.Options<{}> = {}
   let secret: string | undefined
+  let fetch: (() => unknown) | undefined
   let target: string
   // No connection given: DATABASE_URL, then the PG* variables (postgres.js reads those).
   const given = connection ?? (env.DATABASE_URL || undefined)
@@ -172,15 +182,54 @@ export function resolveConnection(
     for (const key of ownedConnectionKeys) {
       if (key in given) throw invalidOption(`connection.${key}`, 'is managed by the pool; use the pool options')
     }
-    const { max, ...rest } = given as postgres.Options<{}> & { max?: unknown }
+    const { max, password: givenPassword, pass, ...rest } = given as postgres.Options<{}> & { max?: unknown }
     if (max !== undefined) fromUrl.max = String(max)
-    options = rest
-    secret = typeof rest.password === 'string' ? rest.password : undefined
+    // A function is called by the pool (connection-factory.ts), never handed to postgres.js.
+    const pw: unknown = givenPassword ?? pass
+    if (typeof pw === 'function') fetch = pw as () => unknown
+    else if (pw !== undefined && pw !== null && typeof pw !== 'string') {
+      throw invalidOption(
+        'connection.password',
+        // Only its type: a password given as a number would be printed otherwise.
+        `expected a string or a function returning one (or a promise of one), got a ${typeof pw}`,
+      )
+    }
+    options = typeof pw === 'string' ? { ...rest, password: pw } : rest
+    secret = typeof pw === 'string' ? pw : undefined
     const host = Array.isArray(rest.host) ? rest.host.join(',') : (rest.host ?? env.PGHOST ?? 'localhost')
     target = `${host}:${rest.port ?? env.PGPORT ?? 5432}/${rest.database ?? env.PGDATABASE ?? ''}`
   } else {
     throw invalidOption('connection', `expected a URL string or postgres.js options, got ${describe(given)}`)
   }
   secret ??= env.PGPASSWORD || undefined
-  return { connection: Object.freeze({ url, options, secret, target }), fromUrl }
+  const secrets = new Secrets(secret)
+  const password = fetch === undefined ? undefined : passwordSource(fetch, secrets)
+  return { connection: Object.freeze({ url, options, secret: secrets, password, target }), fromUrl }
+}
+
+/** A code of the error a password function's failure becomes (the cause of FST_PG_POOL_CONNECT_FAILED). */
+export const PASSWORD_FAILED = 'PASSWORD_FAILED'
+
+/**
+ * Calls a password function for one connection. Its value is remembered for redaction before
+ * anyone sees it; a throw or a rejection becomes a PASSWORD_FAILED error with the message
+ * redacted against the recent values (its error object, which may hold a token, is dropped).
+ */
+function passwordSource(fetch: () => unknown, secrets: Secrets): () => Promise<string> {
+  const failed = (problem: string) =>
+    Object.assign(new Error(`connection.password function ${problem}`), { code: PASSWORD_FAILED })
+  return async () => {
+    let value: unknown
+    try {
+      value = await fetch()
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error)
+      throw failed(`failed: ${redactSecret(message, secrets)}`)
+    }
+    if (typeof value !== 'string' || value === '') {
+      throw failed(`returned ${value === '' ? 'an empty string' : typeof value}, expected a password string`)
+    }
+    secrets.remember(value)
+    return value
+  }
 }
