@@ -20,6 +20,11 @@ export const errors = {
   FST_PG_POOL_CONNECT_FAILED: createError('FST_PG_POOL_CONNECT_FAILED', 'Could not connect to the database', 503),
   FST_PG_POOL_CONNECTION_LOST: createError('FST_PG_POOL_CONNECTION_LOST', 'The database connection was lost (%s)', 503),
   FST_PG_POOL_QUERY_TIMEOUT: createError('FST_PG_POOL_QUERY_TIMEOUT', 'The database did not answer within %d ms', 503),
+  FST_PG_POOL_NOT_PRIMARY: createError(
+    'FST_PG_POOL_NOT_PRIMARY',
+    'The database server is not the primary (a failover is under way); retry later',
+    503,
+  ),
   FST_PG_POOL_ABORTED: createError('FST_PG_POOL_ABORTED', 'The request ended before its database work finished', 503),
   FST_PG_POOL_RELEASED: createError(
     'FST_PG_POOL_RELEASED',
@@ -65,4 +70,5 @@ export const retryableCodes: ReadonlySet<string> = new Set<PgPoolErrorCode>([
   'FST_PG_POOL_CONNECT_FAILED',
   'FST_PG_POOL_CONNECTION_LOST',
   'FST_PG_POOL_QUERY_TIMEOUT',
+  'FST_PG_POOL_NOT_PRIMARY',
 ])

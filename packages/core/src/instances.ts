@@ -1,6 +1,7 @@
 import { errors } from './errors.js'
 import type { Lease, LeaseSettings } from './lease.js'
 import type { QueryApiContext } from './query-api.js'
+import type { ReadYourWrites } from './read-your-writes.js'
 import type { PgPoolView, PoolDb } from './types.js'
 
 /**
@@ -16,7 +17,11 @@ export interface Instance {
   /** Its pools' views: the primary first. */
   readonly views: readonly PgPoolView[]
   readonly hasOnLease: boolean
-  /** A lease on this instance for a request (or a job). */
+  /** Read replicas are configured: `request.db.replica` exists. */
+  readonly hasReplicas: boolean
+  /** Read-your-writes tokens, when enabled. */
+  readonly readYourWrites: ReadYourWrites | undefined
+  /** A lease on this instance for a request (or a job); `readOnly` routes it to a replica. */
   newLease(settings: LeaseSettings): Lease
 }
 

@@ -2,6 +2,7 @@ import type { Clock, TimerHandle } from './clock.js'
 import { channels, type QueryMessage, type TransactionMessage, type TransactionOutcome } from './diagnostics.js'
 import { isConnectionError, type SurfaceSettings, surfaceError, withRetryAfter } from './error-mapping.js'
 import { errors } from './errors.js'
+import { type Lsn, parseLsn } from './lsn.js'
 import type { ResolvedPoolOptions } from './options.js'
 import type { Holder, Pool } from './pool.js'
 import {
@@ -36,6 +37,15 @@ export interface LeaseContext {
   readonly view: () => PgPoolView
   /** A lease was held past leakDetectionThreshold. */
   readonly onLeak: (lease: Lease, heldMs: number) => void
+  /**
+   * Reads routed to the primary (no replica usable): the session is made read-only, so that a
+   * write fails loudly (25006) instead of going to the primary.
+   */
+  readonly readOnly?: boolean
+  /** The instance's primary, taking writes: a 25006 there means it is no longer the primary. */
+  readonly writable?: boolean
+  /** Read-your-writes: learn the WAL position of what a holder wrote (`commitLsn`). */
+  readonly captureLsn?: boolean
 }
 
 export type FinishMode = 'commit' | 'rollback' | 'abort'
@@ -54,6 +64,13 @@ export interface LeaseSettings {
   readonly pipelined?: boolean
   /** Release as soon as the first statement settles (app.db one-shot queries). */
   readonly oneShot?: boolean
+  /** Reads only: routed to a replica when one is usable (see `target`). */
+  readonly readOnly?: boolean
+  /**
+   * Which pool serves the lease, decided on its first statement (read routing: a replica, or
+   * the primary; read-your-writes may wait for a replica to catch up). Default: the context's.
+   */
+  readonly target?: (() => LeaseContext | Promise<LeaseContext>) | undefined
   /**
    * Runs when the lease gets its connection (after the route's BEGIN), before any of the
    * holder's statements; its own statements are built with `setup: true`.
@@ -89,7 +106,15 @@ export class Lease implements Holder, QueryOwner {
   waitSince = 0
   waitMessage: Holder['waitMessage'] = undefined
   resume: Holder['resume'] = undefined
-  readonly #ctx: LeaseContext
+  #ctx: LeaseContext
+  /** The target was resolved (or there is none). */
+  #targeted: boolean
+  /** Resolving the target (waiting for a replica to catch up). */
+  #choosing = false
+  /** Read-your-writes: the WAL position after this holder's writes, once known. */
+  #commitLsn: Lsn | undefined
+  /** A statement of the holder's wrote (by its command tag). */
+  #wrote = false
   #phase: Phase = 'open'
   #mode: FinishMode | undefined
   #conn: PoolConnection | undefined
@@ -117,6 +142,7 @@ export class Lease implements Holder, QueryOwner {
 
   constructor(ctx: LeaseContext, settings: LeaseSettings) {
     this.#ctx = ctx
+    this.#targeted = settings.target === undefined
     this.settings = settings
     this.route = settings.route
     this.pipelined = settings.pipelined === true
@@ -126,12 +152,28 @@ export class Lease implements Holder, QueryOwner {
     return this.settings.begin !== undefined
   }
 
+  /** The route's own transaction is read-only: a 25006 in it is the holder's, not a failover. */
+  get #readOnlyTransaction(): boolean {
+    return this.settings.begin?.includes('READ ONLY') === true
+  }
+
   get finished(): boolean {
     return this.#mode !== undefined
   }
 
   get #busy(): boolean {
-    return this.#inflight.size > 0 || (this.#pending?.length ?? 0) > 0 || (this.#held?.length ?? 0) > 0 || this.#waiting
+    return (
+      this.#inflight.size > 0 ||
+      (this.#pending?.length ?? 0) > 0 ||
+      (this.#held?.length ?? 0) > 0 ||
+      this.#waiting ||
+      this.#choosing
+    )
+  }
+
+  /** The WAL position after this holder's writes (read-your-writes), once the lease is back. */
+  get commitLsn(): Lsn | undefined {
+    return this.#commitLsn
   }
 
   /**
@@ -176,10 +218,34 @@ export class Lease implements Holder, QueryOwner {
     }
     this.#pending ??= []
     this.#pending.push(query)
-    if (!this.#waiting) this.#acquire()
+    if (!this.#waiting && !this.#choosing) this.#acquire()
   }
 
   #acquire(): void {
+    if (!this.#targeted) {
+      const target = (this.settings.target as () => LeaseContext | Promise<LeaseContext>)()
+      if (!(target instanceof Promise)) {
+        this.#ctx = target
+        this.#targeted = true
+      } else {
+        this.#choosing = true
+        target.then(
+          (ctx) => {
+            this.#choosing = false
+            this.#ctx = ctx
+            this.#targeted = true
+            if (this.#mode === 'abort' || this.#phase === 'done') return this.#maybeIdle()
+            if ((this.#pending?.length ?? 0) > 0) this.#acquire()
+            else this.#maybeIdle()
+          },
+          (error: unknown) => {
+            this.#choosing = false
+            this.#failPending(error)
+          },
+        )
+        return
+      }
+    }
     const pool = this.#ctx.pool
     const conn = pool.tryAcquire(this)
     if (conn !== undefined) {
@@ -214,6 +280,11 @@ export class Lease implements Holder, QueryOwner {
 
   #attach(conn: PoolConnection): void {
     this.#conn = conn
+    if (this.#ctx.readOnly === true && !this.#readOnlySet) {
+      // Ahead of everything else; the session reset undoes it (RESET ALL).
+      this.#readOnlySet = true
+      this.#internal('SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY').catch(() => {})
+    }
     const begin = this.settings.begin
     if (begin !== undefined && !this.#routeTransaction) {
       this.#routeTransaction = true
@@ -248,6 +319,7 @@ export class Lease implements Holder, QueryOwner {
   }
 
   #prepared = false
+  #readOnlySet = false
 
   /** Sends a statement now, or holds it while onLease prepares the connection. */
   #deliver(query: TrackedQuery): void {
@@ -300,9 +372,28 @@ export class Lease implements Holder, QueryOwner {
     conn?.noteEnded(error)
     let out: unknown
     if (error === undefined) {
-      if (!query.internal) this.#transaction.noteCommands(commandsOf(value))
+      if (!query.internal) {
+        const commands = commandsOf(value)
+        this.#transaction.noteCommands(commands)
+        if (!this.#wrote && this.#ctx.captureLsn === true) this.#wrote = commands.some(isWrite)
+      }
     } else {
       if (isConnectionError(error)) conn?.markClosed('error')
+      if (
+        (error as { code?: unknown } | null)?.code === READ_ONLY_SQL_TRANSACTION &&
+        this.#ctx.writable === true &&
+        !this.#readOnlyTransaction
+      ) {
+        // A write refused by a server that is no longer the primary (a failover): this
+        // connection is retired, the request gets a 503 it may retry once the new primary serves.
+        conn?.markClosed('error')
+        if (!query.internal && query.options.simple === true) this.#transaction.noteUnknown()
+        const notPrimary = withRetryAfter(new errors.FST_PG_POOL_NOT_PRIMARY(), this.#ctx.options.retryAfter)
+        Object.defineProperty(notPrimary, 'cause', { value: error, enumerable: false, configurable: true })
+        if (query.observed !== undefined) this.#publishEnd(query, value, notPrimary)
+        this.#maybeIdle()
+        return notPrimary
+      }
       // A simple-protocol message can hold several statements: which ran is unknown.
       if (!query.internal && query.options.simple === true) this.#transaction.noteUnknown()
       out = surfaceError(
@@ -526,10 +617,22 @@ export class Lease implements Holder, QueryOwner {
       return finished
     }
     if (!this.#routeTransaction) {
+      if (this.#wrote && this.#mode === 'commit' && conn.usable) return this.#captureThenRelease(conn)
       this.#release(conn)
       return finished
     }
     return this.#endRouteTransaction(conn)
+  }
+
+  /** Read-your-writes after writes outside a transaction: the WAL position, then the release. */
+  async #captureThenRelease(conn: PoolConnection): Promise<void> {
+    try {
+      const result = await this.#internal(CURRENT_LSN_SQL, true)
+      this.#commitLsn = lsnOf(result)
+    } catch {
+      // No token: the next read goes by lag alone.
+    }
+    this.#release(conn)
   }
 
   #release(conn: PoolConnection): void {
@@ -575,9 +678,14 @@ export class Lease implements Holder, QueryOwner {
     // A begin() block whose request already ended: the lease rolls its work back.
     if (!final && this.#mode !== undefined) return commitLost('the request ended first')
     try {
-      const result = await this.#internal('COMMIT', final)
+      const capture = final && this.#ctx.captureLsn === true && !this.#readOnlyTransaction
+      const answer = await this.#internal(capture ? `COMMIT; ${CURRENT_LSN_SQL}` : 'COMMIT', final)
+      const result = capture && Array.isArray(answer) ? answer[0] : answer
       this.#transaction.noteClosed()
-      if (resultOf(result).command === 'COMMIT') return { outcome: 'commit', failure: undefined }
+      if (resultOf(result).command === 'COMMIT') {
+        if (capture && Array.isArray(answer)) this.#commitLsn = lsnOf(answer[1])
+        return { outcome: 'commit', failure: undefined }
+      }
       // COMMIT of a transaction a statement had failed: the server rolled back.
       return { outcome: 'commit_failed', failure: new errors.FST_PG_POOL_COMMIT_FAILED('the server rolled back') }
     } catch (error) {
@@ -644,6 +752,46 @@ export class Lease implements Holder, QueryOwner {
     if (this.#conn !== undefined) return
     await this.#internal('SELECT 1').then(() => {})
   }
+}
+
+/** SQLSTATE read_only_sql_transaction. */
+const READ_ONLY_SQL_TRANSACTION = '25006'
+
+/** The position a transaction's commit record is written at or before (read-your-writes). */
+const CURRENT_LSN_SQL = 'SELECT pg_catalog.pg_current_wal_insert_lsn()::text AS lsn'
+
+function lsnOf(rows: unknown): Lsn | undefined {
+  return parseLsn((rows as { lsn?: unknown }[] | undefined)?.[0]?.lsn)
+}
+
+/** Command tags that do not write (or do not make a write visible): the rest are writes. */
+const readTags = new Set([
+  'SELECT',
+  'SHOW',
+  'FETCH',
+  'MOVE',
+  'EXPLAIN',
+  'BEGIN',
+  'START TRANSACTION',
+  'ROLLBACK',
+  'SET',
+  'RESET',
+  'DECLARE CURSOR',
+  'CLOSE CURSOR',
+  'CLOSE CURSOR ALL',
+  'PREPARE',
+  'DEALLOCATE',
+  'DEALLOCATE ALL',
+  'SAVEPOINT',
+  'RELEASE',
+  'LISTEN',
+  'UNLISTEN',
+  'DISCARD TEMP',
+  'DISCARD ALL',
+])
+
+function isWrite(command: string): boolean {
+  return command !== '' && !readTags.has(command)
 }
 
 /** A COMMIT never sent: nothing was committed. */

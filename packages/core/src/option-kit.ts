@@ -19,6 +19,8 @@ const coreKeys: Record<keyof PgPoolCoreOptions, true> = {
   onLease: true,
   onConnect: true,
   errorMapping: true,
+  replicas: true,
+  replica: true,
 }
 
 /** The core's top-level option keys (the umbrella checks its own keys and these together). */

@@ -1,5 +1,17 @@
 import type postgres from 'postgres'
-import { boolean, describe, integer, invalidOption, oneOf, resolveTable, text } from './option-kit.js'
+import {
+  asFeature,
+  asObject,
+  boolean,
+  checkKeys,
+  describe,
+  integer,
+  invalidOption,
+  number,
+  oneOf,
+  resolveTable,
+  text,
+} from './option-kit.js'
 import { redactSecret, redactUrls, Secrets } from './redact.js'
 import type { SessionReset } from './session-reset.js'
 
@@ -232,4 +244,106 @@ function passwordSource(fetch: () => unknown, secrets: Secrets): () => Promise<s
     secrets.remember(value)
     return value
   }
+}
+
+/** One read replica: a URL, postgres.js options, or those with pool options of its own. */
+export type ReplicaTarget =
+  | string
+  | postgres.Options<{}>
+  | { connection: string | postgres.Options<{}>; pool?: PoolOptions | undefined }
+
+export interface ReplicaOptions {
+  /**
+   * Most lag a replica may have and still get reads: replayed bytes behind the primary's WAL,
+   * and seconds since the last transaction it replayed was committed (0 once caught up). A
+   * replica past either gets no reads until it catches up. Default `{ seconds: 5 }`.
+   */
+  maxLag?: { bytes?: number; seconds?: number }
+  /** How often the primary's and the replicas' WAL positions are sampled, ms. Default 1000. */
+  lagInterval?: number
+  /**
+   * Read-your-writes (opt-in): a response after a write carries its commit's WAL position in a
+   * signed token (header, optionally a cookie); a read-only request that sends it back is served
+   * by a replica only once that replica has replayed it, waiting up to `maxWait` ms, else by the
+   * primary. Default false.
+   */
+  readYourWrites?:
+    | false
+    | {
+        /** HMAC key of the tokens, at least 16 characters (never logged). */
+        secret: string
+        /** Header carrying the token both ways. Default 'x-pg-read-after'. */
+        header?: string
+        /** A cookie carrying it too, or false. Default false. */
+        cookie?: string | false
+        /** Most a read waits for a replica to catch up before the primary serves it, ms. Default 200. */
+        maxWait?: number
+      }
+}
+
+export interface ResolvedReplicas {
+  readonly replicas: readonly { readonly connection: ResolvedConnection; readonly options: ResolvedPoolOptions }[]
+  readonly maxLag: { readonly bytes: number; readonly seconds: number }
+  readonly lagInterval: number
+  readonly readYourWrites:
+    | false
+    | { readonly secret: string; readonly header: string; readonly cookie: string | false; readonly maxWait: number }
+}
+
+const DEFAULT_MAX_LAG_SECONDS = 5
+const MIN_SECRET_LENGTH = 16
+
+export function resolveReplicas(
+  replicas: unknown,
+  replica: unknown,
+  primaryPool: PoolOptions | undefined,
+  env: NodeJS.ProcessEnv,
+): ResolvedReplicas {
+  if (replicas !== undefined && !Array.isArray(replicas)) {
+    throw invalidOption('replicas', `expected an array of URLs or connection options, got ${describe(replicas)}`)
+  }
+  const targets = (replicas ?? []) as unknown[]
+  const resolved = targets.map((target, i) => {
+    const isEntry = typeof target === 'object' && target !== null && 'connection' in target
+    const entry = isEntry ? (target as { connection: unknown; pool?: unknown }) : { connection: target }
+    if (isEntry) checkKeys(`replicas[${i}]`, entry, ['connection', 'pool'])
+    if (entry.connection === undefined) throw invalidOption(`replicas[${i}].connection`, 'expected a URL or options')
+    const { connection, fromUrl } = resolveConnection(entry.connection as string | postgres.Options<{}>, {})
+    const pool = { ...primaryPool, ...(asObject(`replicas[${i}].pool`, entry.pool) as PoolOptions) }
+    return { connection, options: resolvePoolOptions(pool, fromUrl, env) }
+  })
+  const given = asObject('replica', replica)
+  checkKeys('replica', given, ['maxLag', 'lagInterval', 'readYourWrites'])
+  const lag = resolveTable('replica.maxLag', given.maxLag, {
+    bytes: number({ min: 0, default: Number.POSITIVE_INFINITY }),
+    seconds: number({ min: 0, default: undefined }),
+  })
+  const maxLag = {
+    bytes: lag.bytes,
+    seconds: lag.seconds ?? (given.maxLag === undefined ? DEFAULT_MAX_LAG_SECONDS : Number.POSITIVE_INFINITY),
+  }
+  const lagInterval = integer({ min: 10, default: 1_000 }).read(given.lagInterval, 'replica.lagInterval')
+  const ryw = asFeature('replica.readYourWrites', given.readYourWrites ?? false)
+  let readYourWrites: ResolvedReplicas['readYourWrites'] = false
+  if (ryw !== false) {
+    const settings = resolveTable('replica.readYourWrites', ryw, {
+      secret: text(undefined),
+      header: text('x-pg-read-after'),
+      cookie: { read: (raw, name) => (raw === false || raw === undefined ? false : text(undefined).read(raw, name)) },
+      maxWait: integer({ min: 0, default: 200 }),
+    })
+    if (settings.secret === undefined || settings.secret.length < MIN_SECRET_LENGTH) {
+      throw invalidOption(
+        'replica.readYourWrites.secret',
+        `expected a secret of at least ${MIN_SECRET_LENGTH} characters`,
+      )
+    }
+    readYourWrites = Object.freeze({
+      secret: settings.secret,
+      header: settings.header.toLowerCase(),
+      cookie: settings.cookie as string | false,
+      maxWait: settings.maxWait,
+    })
+  }
+  return Object.freeze({ replicas: resolved, maxLag: Object.freeze(maxLag), lagInterval, readYourWrites })
 }

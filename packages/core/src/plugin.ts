@@ -2,12 +2,10 @@ import { readFile } from 'node:fs/promises'
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { systemClock } from './clock.js'
-import { type ConnectionBudget, readConnectionBudget } from './connection-budget.js'
-import { connectionFactory } from './connection-factory.js'
 import { defaultErrorMapping, type ErrorMapping } from './error-mapping.js'
-import { errors } from './errors.js'
 import { type Instance, Instances } from './instances.js'
 import { Lease, type LeaseContext } from './lease.js'
+import { ServerLsnSource } from './lsn-source.js'
 import {
   checkKeys,
   coreOptionAliases,
@@ -16,16 +14,16 @@ import {
   fastifyRegisterKeys,
   invalidOption,
 } from './option-kit.js'
-import { resolveConnection, resolvePoolOptions } from './options.js'
-import { Pool } from './pool.js'
-import { createHelpers, trackedQueryClass, typeArrayMapOf } from './postgres-adapter.js'
+import { resolveConnection, resolvePoolOptions, resolveReplicas } from './options.js'
+import { createPoolUnit, type PoolUnit } from './pool-unit.js'
+import { createHelpers, trackedQueryClass } from './postgres-adapter.js'
 import { createLeaseDb, createPoolDb, type QueryApiContext } from './query-api.js'
-import { redactSecret } from './redact.js'
+import { ReadYourWrites } from './read-your-writes.js'
+import { ReplicaMonitor } from './replica-monitor.js'
+import { type ReadRoute, ReplicaRouter } from './replica-router.js'
 import { RequestLeases } from './request-lease.js'
 import { RouteSettingsCache } from './route-settings.js'
-import { NO_ACTIVE_TRANSACTION } from './session-reset.js'
-import type { PgPoolCoreOptions, PgPoolView, PoolDb } from './types.js'
-import { createView } from './view.js'
+import type { PgPoolCoreOptions, PoolDb } from './types.js'
 
 /** `errorMapping`: false, or SQLSTATE codes (5) or classes (2) to HTTP error statuses, over the defaults. */
 function resolveErrorMapping(raw: unknown): ErrorMapping {
@@ -99,8 +97,8 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   const env = process.env
   const { connection, fromUrl } = resolveConnection(opts.connection, env)
   const options = resolvePoolOptions(opts.pool, fromUrl, env)
+  const replicaSettings = resolveReplicas(opts.replicas, opts.replica, opts.pool, env)
   const mapping = resolveErrorMapping(opts.errorMapping)
-  const redact = (text: string) => redactSecret(text, connection.secret)
   const onLease = opts.onLease
   if (onLease !== undefined && typeof onLease !== 'function') {
     throw invalidOption('onLease', 'expected a function (request, db) => void | Promise<void>')
@@ -110,100 +108,95 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     throw invalidOption('onConnect', 'expected a function (db) => void | Promise<void>')
   }
   const clock = systemClock
+  const log = app.log
 
   // Never connects: it only builds helpers (identifiers, json, arrays) with the user's types
   // and transforms, and lends its Query class to the tracked queries.
   const helpers = createHelpers(connection.url, connection.options)
-  const onNotice = (notice: { severity?: string; code?: string; message?: string }) => {
-    // A session reset's ROLLBACK after a holder that may have left a transaction open.
-    if (notice.code === NO_ACTIVE_TRANSACTION) return
-    app.log.debug(
-      { notice: { severity: notice.severity, code: notice.code, message: notice.message } },
-      'postgres notice',
-    )
-  }
-  const settings = { connection, options, clock, onNotice, arrayTypes: typeArrayMapOf(helpers) }
-  const connectError = (error: unknown): Error => {
-    if ((error as { code?: unknown } | null)?.code === 'FST_PG_POOL_CONNECT_FAILED') return error as Error
-    const code = (error as { code?: unknown } | null)?.code ?? 'unknown'
-    const message = error instanceof Error ? error.message : String(error)
-    // The driver's detail (host, port, reason) is the cause: in logs, never in a client's body.
-    const detail = Object.assign(new Error(redact(`${String(code)}: ${message}`)), { code })
-    const coded = new errors.FST_PG_POOL_CONNECT_FAILED()
-    Object.defineProperty(coded, 'cause', { value: detail, enumerable: false, configurable: true })
-    return coded
-  }
-
-  let budget: ConnectionBudget | undefined
-  let view: PgPoolView | undefined
-  const pool = new Pool({
-    options,
-    clock,
-    factory: connectionFactory({ ...settings, onConnect }),
-    connectError,
-    view: () => view as PgPoolView,
-  })
-  view = createView({
-    pool: () => pool,
-    clock,
-    options,
-    name: name ?? 'primary',
-    instance: name,
-    role: 'primary',
-    target: connection.target,
-    redact,
-    budget: () => budget,
-    pingFactory: (timeoutMs) =>
-      connectionFactory({
-        ...settings,
-        arrayTypes: undefined,
-        connectTimeout: timeoutMs,
-        applicationName: `${options.applicationName}/ping`,
-      }),
-    connectError,
-  })
-
-  let lastConnectFailed = false
-  pool.on('connectError', (error) => {
-    // The first failure after a success at warn; the retries that follow at debug.
-    app.log[lastConnectFailed ? 'debug' : 'warn']({ err: error }, 'could not open a database connection')
-    lastConnectFailed = true
-  })
-  pool.on('connect', () => {
-    lastConnectFailed = false
-  })
-  pool.on('resetError', (error) => {
-    app.log.warn(
-      { err: { message: error.message, code: (error as { code?: unknown }).code } },
-      'a session reset failed: its connection was retired',
-    )
-  })
-
-  const ctx: LeaseContext = {
-    pool,
-    clock,
-    options,
-    Query: trackedQueryClass(helpers),
-    surface: { statementTimeout: options.statementTimeout, retryAfter: options.retryAfter, mapping },
-    view: () => view as PgPoolView,
-    onLeak: (lease, heldMs) => {
-      const request = lease.settings.request as { log?: typeof app.log; method?: string; id?: string } | undefined
-      const log = request?.log ?? app.log
-      log.warn(
-        {
-          route: lease.route,
-          method: request?.method,
-          reqId: request?.id,
-          heldMs,
-          threshold: options.leakDetectionThreshold,
-        },
-        'database connection held longer than leakDetectionThreshold',
-      )
-    },
-  }
   const api: QueryApiContext = { helpers, readFile: (path) => readFile(path, 'utf8') }
+  const Query = trackedQueryClass(helpers)
+  const readYourWrites =
+    replicaSettings.readYourWrites === false ? undefined : new ReadYourWrites(replicaSettings.readYourWrites)
+  const common = { log, instance: name, clock, helpers, Query, api, mapping, onConnect }
+
+  const primary = createPoolUnit({
+    ...common,
+    name: name ?? 'primary',
+    role: 'primary',
+    connection,
+    options,
+    captureLsn: readYourWrites !== undefined,
+  })
+  const replicaCount = replicaSettings.replicas.length
+  const monitorSource =
+    replicaCount === 0
+      ? undefined
+      : new ServerLsnSource(
+          connection,
+          replicaSettings.replicas.map((replica) => replica.connection),
+          options.applicationName,
+          clock,
+        )
+  const monitor =
+    monitorSource === undefined
+      ? undefined
+      : new ReplicaMonitor(clock, monitorSource, replicaCount, replicaSettings.lagInterval)
+  let router: ReplicaRouter | undefined
+  const replicas = replicaSettings.replicas.map((replica, index) =>
+    createPoolUnit({
+      ...common,
+      name: `${name ?? ''}${name === undefined ? '' : '-'}replica-${index}`,
+      role: 'replica',
+      connection: replica.connection,
+      options: replica.options,
+      replica: () => ({
+        lag: monitor?.lag(index),
+        usable: router?.usable(index) ?? false,
+        maxLag: replicaSettings.maxLag,
+      }),
+    }),
+  )
+  if (monitor !== undefined) {
+    router = new ReplicaRouter(
+      replicas.map((replica) => replica.pool),
+      monitor,
+      replicaSettings.maxLag,
+    )
+  }
+  const units = [primary, ...replicas]
+
+  /** Where a read goes: a usable replica (past `atLeast`), else the primary, read-only. */
+  const readTarget = (request: unknown): (() => LeaseContext | Promise<LeaseContext>) | undefined => {
+    if (router === undefined) return () => primary.readOnlyCtx
+    const atLeast =
+      readYourWrites === undefined || request === undefined
+        ? undefined
+        : readYourWrites.read(request as Parameters<ReadYourWrites['read']>[0])
+    const resolve = (route: ReadRoute): LeaseContext => {
+      if (route.replica !== undefined) return (replicas[route.replica] as PoolUnit).ctx
+      primary.pool.readFallback(route.reason)
+      return primary.readOnlyCtx
+    }
+    const chosen = router
+    if (atLeast === undefined) return () => resolve(chosen.route())
+    return () => {
+      const now = chosen.route(atLeast)
+      if (now.replica !== undefined || now.reason !== 'behind_write') return resolve(now)
+      return chosen.routeAfter(atLeast, (readYourWrites as ReadYourWrites).settings.maxWait).then(resolve)
+    }
+  }
+
   const poolRoute = name === undefined ? 'app.db' : `app.dbs.${name}`
-  const poolDb = createPoolDb(api, (oneShot) => new Lease(ctx, { route: poolRoute, oneShot }))
+  const poolDb = createPoolDb(api, (oneShot) => new Lease(primary.ctx, { route: poolRoute, oneShot }))
+  if (replicaCount > 0) {
+    // app.db.replica: one-shot reads routed like a read-only route's.
+    const replicaDb = createPoolDb(
+      api,
+      (oneShot) =>
+        new Lease(primary.readOnlyCtx, { route: `${poolRoute}.replica`, oneShot, target: readTarget(undefined) }),
+    )
+    Object.defineProperty(poolDb, 'replica', { value: replicaDb, enumerable: false })
+  }
   const leaseOnLease =
     onLease === undefined
       ? undefined
@@ -214,21 +207,36 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     name,
     api,
     poolDb,
-    views: [view],
+    views: units.map((unit) => unit.view),
     hasOnLease: onLease !== undefined,
+    hasReplicas: replicaCount > 0,
+    readYourWrites,
     // onLease prepares a request's own connection: not a job's (app.db), not a shared one.
     newLease: (leaseSettings) =>
-      new Lease(ctx, {
+      new Lease(leaseSettings.readOnly === true ? primary.readOnlyCtx : primary.ctx, {
         ...leaseSettings,
+        target: leaseSettings.readOnly === true ? readTarget(leaseSettings.request) : undefined,
         onLease:
           leaseOnLease !== undefined && leaseSettings.request !== undefined && !leaseSettings.pipelined
             ? leaseOnLease(leaseSettings.request)
             : undefined,
       }),
   }
+
+  try {
+    for (const unit of units) await unit.start()
+    await monitor?.start()
+  } catch (error) {
+    monitor?.stop()
+    await Promise.all(units.map((unit) => unit.end(0)))
+    await monitorSource?.end()
+    await helpers.end({ timeout: 0 })
+    throw error
+  }
+
   shared.instances.add(instance)
   if (name === undefined) {
-    app.decorate('pgPool', view)
+    app.decorate('pgPool', primary.view)
     app.decorate('db', poolDb)
   } else {
     shared.dbs[name] = poolDb
@@ -241,40 +249,20 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   let closeDeadline = Number.POSITIVE_INFINITY
   app.addHook('preClose', (done) => {
     closeDeadline = Date.now() + options.closeTimeout
-    closeTimer = setTimeout(() => void pool.end(0), options.closeTimeout).unref()
+    closeTimer = setTimeout(() => {
+      for (const unit of units) void unit.end(0)
+    }, options.closeTimeout).unref()
     done()
   })
   app.addHook('onClose', async () => {
     clearTimeout(closeTimer)
+    monitor?.stop()
     // What is left of closeTimeout since preClose (all of it when preClose did not run).
-    await pool.end(Math.max(0, Math.min(options.closeTimeout, closeDeadline - Date.now())))
+    const left = Math.max(0, Math.min(options.closeTimeout, closeDeadline - Date.now()))
+    await Promise.all(units.map((unit) => unit.end(left)))
+    await monitorSource?.end()
     await helpers.end({ timeout: 0 })
   })
-
-  const checkBudget = async () => {
-    if (options.pgbouncer) return
-    budget = await readConnectionBudget(poolDb, options.max, options.instances)
-    if (budget.exceeded) {
-      app.log.warn(
-        { ...budget, max: options.max },
-        `pool max ${options.max} x ${options.instances} instances = ${budget.demand} connections, more than the ${budget.available} the server allows (max_connections ${budget.maxConnections} - ${budget.reserved} reserved); lower pool.max or put PgBouncer in front`,
-      )
-    }
-  }
-  if (!options.lazy) {
-    try {
-      await pool.warmUp()
-    } catch (error) {
-      await pool.end(0)
-      await helpers.end({ timeout: 0 })
-      throw error
-    }
-    await checkBudget().catch((error: unknown) => app.log.warn({ err: error }, 'could not read the connection budget'))
-  } else {
-    pool.once('connect', () => {
-      checkBudget().catch((error: unknown) => app.log.debug({ err: error }, 'could not read the connection budget'))
-    })
-  }
 }
 
 /** Registers the lease pool, `request.db`, `app.db` and `app.pgPool`. */

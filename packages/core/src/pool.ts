@@ -7,6 +7,7 @@ import { type AcquireMessage, channels, type TransactionOutcome } from './diagno
 import { errors } from './errors.js'
 import { Housekeeping } from './housekeeping.js'
 import type { ResolvedPoolOptions } from './options.js'
+import type { FallbackReason } from './replica-router.js'
 import type { CloseReason, PoolConnection } from './server-connection.js'
 import { SharedConnections } from './shared-connections.js'
 import type { PgPoolView } from './types.js'
@@ -98,6 +99,8 @@ export interface PoolEvents {
   transaction: [outcome: TransactionOutcome]
   /** A session reset failed: its connection was retired (the error says why; no parameters in it). */
   resetError: [error: Error]
+  /** A read meant for a replica went to this primary: no replica usable, all lagging, or behind the client's write. */
+  readFallback: [reason: FallbackReason]
 }
 
 export interface PoolDeps {
@@ -203,6 +206,11 @@ export class Pool extends EventEmitter<PoolEvents> {
   /** Emitted by leases when a transaction of theirs ends. */
   transactionEnded(outcome: TransactionOutcome): void {
     this.emit('transaction', outcome)
+  }
+
+  /** A read the router could not give a replica is served here (counted by observers). */
+  readFallback(reason: FallbackReason): void {
+    this.emit('readFallback', reason)
   }
 
   /** A connection now, or undefined when none is free (nobody may be waiting ahead). */

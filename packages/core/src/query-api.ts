@@ -136,8 +136,12 @@ export function beginStatement(options: true | TransactionOptions): string {
   return text
 }
 
-/** app.db: each call leases its own connection and returns it when done. */
-export function createPoolDb(ctx: QueryApiContext, newLease: (oneShot: boolean) => Lease): PoolDb {
+/** app.db: each call leases its own connection and returns it when done; `listen` on the instance's listener. */
+export function createPoolDb(
+  ctx: QueryApiContext,
+  newLease: (oneShot: boolean) => Lease,
+  listen: PoolDb['listen'] = () => Promise.reject(new Error('listen() is not available on this handle')),
+): PoolDb {
   const oneShot = (): QuerySource => ({ lease: newLease(true), setup: false })
   const db = templateOrHelper(oneShot, ctx.helpers) as unknown as Record<string, unknown>
   addQueryApi(db, oneShot, ctx.helpers, ctx.readFile)
@@ -161,5 +165,6 @@ export function createPoolDb(ctx: QueryApiContext, newLease: (oneShot: boolean) 
     leased.release = () => lease.finish('commit')
     return leased as unknown as LeasedDb
   }
+  db.listen = listen
   return db as unknown as PoolDb
 }

@@ -1,8 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerHookHandler } from 'fastify'
 import { errors } from './errors.js'
-import type { Instances } from './instances.js'
+import type { Instance, Instances } from './instances.js'
 import { type FinishMode, finished, type Lease } from './lease.js'
 import { createLeaseDb } from './query-api.js'
+import type { ReadYourWrites } from './read-your-writes.js'
 import { gateRawResponse } from './reply-gate.js'
 import type { RouteSettingsCache } from './route-settings.js'
 import type { RequestDb } from './types.js'
@@ -15,6 +16,8 @@ const kDbs = Symbol('fastify-pg-pool.dbs')
 /** The request is over for the database: a first use of request.db now is refused. */
 const kEnded = Symbol('fastify-pg-pool.ended')
 const kRequest = Symbol('fastify-pg-pool.request')
+/** Read-your-writes of the instance request.db uses, when enabled: the token goes on the reply. */
+const kTokens = Symbol('fastify-pg-pool.tokens')
 
 type LeaseRequest = FastifyRequest & {
   [kLease]: Lease | null
@@ -22,6 +25,7 @@ type LeaseRequest = FastifyRequest & {
   [kOthers]: Map<string, { lease: Lease; db: RequestDb }> | null
   [kDbs]: object | null
   [kEnded]: boolean
+  [kTokens]: ReadYourWrites | null
 }
 
 function isStream(payload: unknown): boolean {
@@ -77,6 +81,8 @@ export class RequestLeases {
   #lease(request: LeaseRequest, instanceName: string | undefined, route: string, settings: Partial<Lease['settings']>) {
     const instance = this.#instances.instance(instanceName, `route ${route}`)
     const lease = instance.newLease({ route, request, ...settings })
+    const db = createLeaseDb(lease, instance.api)
+    if (instance.hasReplicas && settings.readOnly !== true) this.#addReplica(request, db, instance, route)
     if (request[kEnded]) {
       // A first use after the request ended: refused like any use after the end.
       void lease.finish('rollback')
@@ -85,7 +91,32 @@ export class RequestLeases {
       // routes): stop what runs or waits, and hand the lease back.
       request.signal.addEventListener('abort', () => void lease.finish('abort').catch(() => {}), { once: true })
     }
-    return { lease, db: createLeaseDb(lease, instance.api) }
+    return { lease, db, instance }
+  }
+
+  /** `request.db.replica`: the request's reads on the instance's replicas (a lease of its own). */
+  #addReplica(request: LeaseRequest, db: RequestDb, instance: Instance, route: string): void {
+    Object.defineProperty(db, 'replica', {
+      enumerable: false,
+      get: () =>
+        this.#keyed(request, `${instance.name ?? ''}\u0000replica`, () =>
+          this.#lease(request, instance.name, route, { readOnly: true }),
+        ),
+    })
+  }
+
+  #keyed(request: LeaseRequest, key: string, create: () => { lease: Lease; db: RequestDb }): RequestDb {
+    let others = request[kOthers]
+    if (others === null) {
+      others = new Map()
+      request[kOthers] = others
+    }
+    let other = others.get(key)
+    if (other === undefined) {
+      other = create()
+      others.set(key, other)
+    }
+    return other.db
   }
 
   #main(request: LeaseRequest): RequestDb {
@@ -96,29 +127,23 @@ export class RequestLeases {
     const route = routeOptions.url ?? 'unknown'
     const settings = this.#routes.of(routeOptions.config.db, route)
     if (settings.optedOut) throw new errors.FST_PG_POOL_ROUTE_OPTED_OUT(route)
-    const { lease, db } = this.#lease(request, settings.instance, route, {
+    const { lease, db, instance } = this.#lease(request, settings.instance, route, {
       begin: settings.begin,
       pipelined: settings.pipelined,
+      readOnly: settings.readOnly,
     })
     request[kLease] = lease
     request[kDb] = db
+    if (instance.readYourWrites !== undefined && !settings.readOnly) request[kTokens] = instance.readYourWrites
     return db
   }
 
   #other(request: LeaseRequest, name: string): RequestDb {
-    let others = request[kOthers]
-    if (others === null) {
-      others = new Map()
-      request[kOthers] = others
-    }
-    let other = others.get(name)
-    if (other === undefined) {
+    return this.#keyed(request, name, () => {
       const route = request.routeOptions.url ?? 'unknown'
       if (request.routeOptions.config.db === false) throw new errors.FST_PG_POOL_ROUTE_OPTED_OUT(route)
-      other = this.#lease(request, name, route, {})
-      others.set(name, other)
-    }
-    return other.db
+      return this.#lease(request, name, route, {})
+    })
   }
 
   #dbs(request: LeaseRequest): object {
@@ -150,6 +175,7 @@ export class RequestLeases {
     app.decorateRequest(kOthers, null)
     app.decorateRequest(kDbs, null)
     app.decorateRequest(kEnded, false)
+    app.decorateRequest(kTokens, null)
     const leases = this
     app.decorateRequest('db', {
       getter(this: FastifyRequest) {
@@ -207,18 +233,37 @@ export class RequestLeases {
         return done(null, payload)
       }
       if (lease.finished) return done(null, payload)
+      const tokens = leased[kTokens]
       if (!lease.inTransaction) {
         // The connection stays with a streamed payload until it has been sent (onResponse).
         if (isStream(payload)) return done(null, payload)
         leased[kEnded] = true
         const finishing = lease.finish(mode)
-        if (finishing !== finished) finishing.catch(logFailure(request))
-        return done(null, payload)
+        if (finishing === finished) return done(null, payload)
+        if (tokens === null) {
+          finishing.catch(logFailure(request))
+          return done(null, payload)
+        }
+        // Read-your-writes: the position of the request's writes goes on the reply.
+        finishing.then(
+          () => {
+            if (lease.commitLsn !== undefined) tokens.write(reply, lease.commitLsn)
+            done(null, payload)
+          },
+          (error: unknown) => {
+            logFailure(request)(error)
+            done(null, payload)
+          },
+        )
+        return
       }
       // The COMMIT before the first byte: a client never sees success for work not committed.
       leased[kEnded] = true
       lease.finish(mode).then(
-        () => done(null, payload),
+        () => {
+          if (tokens !== null && lease.commitLsn !== undefined) tokens.write(reply, lease.commitLsn)
+          done(null, payload)
+        },
         (error: Error) => {
           if (isStream(payload)) (payload as { destroy?: () => void }).destroy?.()
           done(error)

@@ -11,6 +11,8 @@ export interface RouteSettings {
   readonly optedOut: boolean
   /** The named instance `request.db` uses on this route (the default instance when undefined). */
   readonly instance: string | undefined
+  /** Reads only: routed to a replica when one is usable. */
+  readonly readOnly: boolean
 }
 
 const exclusive: RouteSettings = Object.freeze({
@@ -18,15 +20,17 @@ const exclusive: RouteSettings = Object.freeze({
   pipelined: false,
   optedOut: false,
   instance: undefined,
+  readOnly: false,
 })
 const optedOut: RouteSettings = Object.freeze({
   begin: undefined,
   pipelined: false,
   optedOut: true,
   instance: undefined,
+  readOnly: false,
 })
 
-const routeKeys = ['transaction', 'pipeline', 'instance']
+const routeKeys = ['transaction', 'pipeline', 'instance', 'readOnly']
 const transactionKeys = ['isolation', 'readOnly', 'deferrable']
 const isolationLevels = ['read committed', 'repeatable read', 'serializable']
 
@@ -70,12 +74,15 @@ export class RouteSettingsCache {
       pipeline = false,
       transaction,
       instance,
+      readOnly = false,
     } = config as {
       pipeline?: unknown
       transaction?: unknown
       instance?: unknown
+      readOnly?: unknown
     }
     if (typeof pipeline !== 'boolean') throw invalidOption(`config.db.pipeline of ${url}`, 'expected a boolean')
+    if (typeof readOnly !== 'boolean') throw invalidOption(`config.db.readOnly of ${url}`, 'expected a boolean')
     if (instance !== undefined && (typeof instance !== 'string' || instance === '')) {
       throw invalidOption(`config.db.instance of ${url}`, 'expected the name of a registered instance')
     }
@@ -89,7 +96,13 @@ export class RouteSettingsCache {
         'onLease prepares a connection of its own; a pipelined route shares one',
       )
     }
-    return Object.freeze({ begin, pipelined: pipeline, optedOut: false, instance: instance as string | undefined })
+    return Object.freeze({
+      begin,
+      pipelined: pipeline,
+      optedOut: false,
+      instance: instance as string | undefined,
+      readOnly,
+    })
   }
 }
 

@@ -3,8 +3,11 @@ import type postgres from 'postgres'
 import type { ConnectionBudget } from './connection-budget.js'
 import type { ErrorMapping } from './error-mapping.js'
 import type { PgPoolRegistry } from './instances.js'
-import type { PoolOptions, ResolvedPoolOptions } from './options.js'
+import type { ListenerStats, Listening, NotificationHandler } from './listener.js'
+import type { PoolOptions, ReplicaOptions, ReplicaTarget, ResolvedPoolOptions } from './options.js'
 import type { PoolEvents, PoolStats } from './pool.js'
+import type { ReplicaLag } from './replica-monitor.js'
+import type { MaxLag } from './replica-router.js'
 
 /** Mirrors postgres.js's (unexported) result type of begin(). */
 export type UnwrapPromiseArray<T> = T extends unknown[]
@@ -33,6 +36,11 @@ export interface LeaseDb extends postgres.ISql<{}> {
   /** A savepoint inside a transaction: rolled back alone if `cb` throws. */
   savepoint<T>(cb: (sql: LeaseDb) => T | Promise<T>): Promise<UnwrapPromiseArray<T>>
   savepoint<T>(name: string, cb: (sql: LeaseDb) => T | Promise<T>): Promise<UnwrapPromiseArray<T>>
+  /**
+   * Present when the instance has read replicas: the request's reads on a replica (a lease of
+   * its own, routed like a `readOnly` route's), e.g. `await request.db.replica\`select ...\``.
+   */
+  readonly replica?: LeaseDb
 }
 
 /** `request.db`: leased on its first query, returned when the request is over. */
@@ -52,6 +60,12 @@ export interface PoolDb extends postgres.ISql<{}> {
   transaction<T>(cb: TransactionCallback<T>, options?: TransactionOptions): Promise<UnwrapPromiseArray<T>>
   /** Holds one connection until `release()` (jobs, migrations, session work). */
   lease(): Promise<LeasedDb>
+  /**
+   * LISTEN on `channel`, on a connection of the instance's own outside the lease pool, listened to
+   * again after it is lost (server restart, terminated backend); resolves once the server listens.
+   * Every listener ends on `app.close()`.
+   */
+  listen(channel: string, onNotify: NotificationHandler): Promise<Listening>
 }
 
 /**
@@ -75,6 +89,8 @@ export type RouteDbConfig =
       pipeline?: false
       /** The named instance `request.db` uses on this route (default: the default instance). */
       instance?: string
+      /** Reads only: served by a replica when one is usable (else by the primary, read-only). */
+      readOnly?: boolean
     }
   | {
       /**
@@ -86,12 +102,25 @@ export type RouteDbConfig =
       pipeline: boolean
       transaction?: false
       instance?: string
+      readOnly?: boolean
     }
   | {
       /** The named instance `request.db` uses on this route. */
       instance: string
       transaction?: false
       pipeline?: false
+      readOnly?: boolean
+    }
+  | {
+      /**
+       * Reads only: served by a replica when one is usable (least leases out, within maxLag, and
+       * with read-your-writes past the client's own write), else by the primary in a read-only
+       * session. A write fails with 25006 either way.
+       */
+      readOnly: boolean
+      transaction?: false
+      pipeline?: false
+      instance?: string
     }
 
 /**
@@ -106,6 +135,15 @@ export type NamedDbs<T> = { readonly [K in keyof PgPoolInstances]: T } & { reado
 
 type Listener<A extends unknown[]> = (...args: A) => void
 
+/** A replica pool's routing state. */
+export interface ReplicaState {
+  /** Its lag at the last sample (undefined before the first). */
+  readonly lag: ReplicaLag | undefined
+  /** Whether reads go to it now: sampled recently, reachable, a standby, within maxLag. */
+  readonly usable: boolean
+  readonly maxLag: MaxLag
+}
+
 /** The read-only view of one pool that health, metrics, backpressure and tracing use. */
 export interface PgPoolView {
   /** Current counts; cheap enough to call on every request. */
@@ -117,6 +155,8 @@ export interface PgPoolView {
   wouldRefuse(pipelined?: boolean): boolean
   /** Opens a connection outside the lease queue and runs a statement; resolves with ms. */
   ping(timeoutMs: number): Promise<number>
+  /** The LISTEN connection's counts (`app.db.listen`): handlers, channels, connected, notifications. */
+  listener(): ListenerStats
   on<E extends keyof PoolEvents>(event: E, listener: Listener<PoolEvents[E]>): PgPoolView
   off<E extends keyof PoolEvents>(event: E, listener: Listener<PoolEvents[E]>): PgPoolView
   /** Validated, frozen pool options. */
@@ -134,6 +174,8 @@ export interface PgPoolView {
   readonly role: 'primary' | 'replica'
   /** Where the pool connects (no credentials): for tracing attributes. */
   readonly endpoint: { readonly host: string; readonly port: number; readonly database: string }
+  /** A replica pool's lag and whether it gets reads; undefined for a primary. */
+  replica(): ReplicaState | undefined
   /** Removes the connection password from a text (for logs and bodies). */
   redact(text: string): string
   /**
@@ -153,6 +195,14 @@ export interface PgPoolCoreOptions {
   /** A postgres:// URL or postgres.js options; `DATABASE_URL`, then PG* environment variables fill the gaps. */
   connection?: string | postgres.Options<{}> | undefined
   pool?: PoolOptions | undefined
+  /**
+   * Read replicas (streaming standbys) of this instance's primary: a URL, postgres.js options, or
+   * `{ connection, pool }` with pool options of its own (the primary's otherwise). Reads of routes
+   * with `config.db.readOnly` (and `request.db.replica`, `app.db.replica`) go to them.
+   */
+  replicas?: readonly ReplicaTarget[] | undefined
+  /** How reads are routed to replicas: lag bound, sampling, read-your-writes. */
+  replica?: ReplicaOptions | undefined
   /**
    * Prepares each request's connection before the handler's first query runs on it, e.g.
    * `db\`select set_config('app.tenant_id', ${id}, true)\`` for row-level security. Runs on

@@ -2,9 +2,10 @@ import type { Clock } from './clock.js'
 import type { ConnectionBudget } from './connection-budget.js'
 import { CONNECT_TIMEOUT, type ConnectionFactory } from './connection-factory.js'
 import { errors } from './errors.js'
+import { type ListenerStats, NO_LISTENER } from './listener.js'
 import type { ResolvedPoolOptions } from './options.js'
 import type { Pool } from './pool.js'
-import type { PgPoolView } from './types.js'
+import type { PgPoolView, ReplicaState } from './types.js'
 
 export interface ViewDeps {
   readonly pool: () => Pool
@@ -16,8 +17,11 @@ export interface ViewDeps {
   readonly target: string
   readonly redact: (text: string) => string
   readonly budget: () => ConnectionBudget | undefined
+  readonly replica?: (() => ReplicaState) | undefined
   /** Opens a connection outside the pool, bounded by `timeoutMs` (`<applicationName>/ping`). */
   readonly pingFactory: (timeoutMs: number) => ConnectionFactory
+  /** The instance's LISTEN connection (a replica's view has none). */
+  readonly listener?: (() => ListenerStats) | undefined
   readonly connectError: (error: unknown) => Error
 }
 
@@ -53,6 +57,7 @@ export function createView(deps: ViewDeps): PgPoolView {
         void conn?.end('shutdown', 0)
       }
     },
+    listener: () => deps.listener?.() ?? NO_LISTENER,
     on(event, listener) {
       deps.pool().on(event, listener as never)
       return view
@@ -67,6 +72,7 @@ export function createView(deps: ViewDeps): PgPoolView {
     instance: deps.instance,
     role: deps.role,
     endpoint: endpointOf(deps.target),
+    replica: () => deps.replica?.(),
     redact: deps.redact,
     budget: deps.budget,
   }

@@ -1,0 +1,105 @@
+import type { Clock } from './clock.js'
+import type { Lsn } from './lsn.js'
+import { parseLsn } from './lsn.js'
+import type { ResolvedConnection } from './options.js'
+import { createServerClient, type ServerClient } from './postgres-adapter.js'
+import type { LsnSource } from './replica-monitor.js'
+
+/** A sample that takes longer than this fails: a frozen server must not stall monitoring. */
+export const SAMPLE_TIMEOUT_MS = 2_000
+
+const PRIMARY_SQL = 'SELECT pg_catalog.pg_current_wal_lsn()::text AS lsn'
+const REPLICA_SQL = `SELECT pg_catalog.pg_last_wal_replay_lsn()::text AS replay, pg_catalog.pg_is_in_recovery() AS recovery,
+  EXTRACT(epoch FROM pg_catalog.now() - pg_catalog.pg_last_xact_replay_timestamp())::float8 AS age`
+
+/** One dedicated connection (outside the lease pools), reopened after a failure. */
+class MonitorConnection {
+  readonly #connection: ResolvedConnection
+  readonly #applicationName: string
+  readonly #clock: Clock
+  #client: ServerClient | undefined
+
+  constructor(connection: ResolvedConnection, applicationName: string, clock: Clock) {
+    this.#connection = connection
+    this.#applicationName = applicationName
+    this.#clock = clock
+  }
+
+  async query<T>(text: string): Promise<T[]> {
+    this.#client ??= createServerClient({
+      url: this.#connection.url,
+      options: {
+        ...this.#connection.options,
+        connect_timeout: SAMPLE_TIMEOUT_MS / 1000,
+        connection: { ...this.#connection.options.connection, application_name: this.#applicationName },
+      },
+      onNotice: () => {},
+      onClose: () => {},
+    })
+    const client = this.#client
+    let timer: object | undefined
+    try {
+      return await Promise.race([
+        client.sql.unsafe(text) as unknown as Promise<T[]>,
+        new Promise<never>((_, reject) => {
+          timer = this.#clock.setTimeout(
+            () => reject(Object.assign(new Error('no answer'), { code: 'SAMPLE_TIMEOUT' })),
+            SAMPLE_TIMEOUT_MS,
+          )
+        }),
+      ])
+    } catch (error) {
+      // Start over with a new connection next time (the server may have restarted or frozen).
+      this.#client = undefined
+      void client.end(0)
+      throw error
+    } finally {
+      this.#clock.clearTimeout(timer)
+    }
+  }
+
+  end(): Promise<void> {
+    const client = this.#client
+    this.#client = undefined
+    return client?.end(0) ?? Promise.resolve()
+  }
+}
+
+/** Replay positions read over a dedicated connection to each server. */
+export class ServerLsnSource implements LsnSource {
+  readonly #primary: MonitorConnection
+  readonly #replicas: MonitorConnection[]
+
+  constructor(
+    primary: ResolvedConnection,
+    replicas: readonly ResolvedConnection[],
+    applicationName: string,
+    clock: Clock,
+  ) {
+    const name = `${applicationName}/monitor`
+    this.#primary = new MonitorConnection(primary, name, clock)
+    this.#replicas = replicas.map((replica) => new MonitorConnection(replica, name, clock))
+  }
+
+  async primary(): Promise<Lsn> {
+    const [row] = await this.#primary.query<{ lsn: string | null }>(PRIMARY_SQL)
+    const lsn = parseLsn(row?.lsn)
+    if (lsn === undefined) throw Object.assign(new Error('the primary is in recovery'), { code: 'NOT_PRIMARY' })
+    return lsn
+  }
+
+  async replica(index: number): Promise<{ replay: Lsn; replayAgeSeconds: number | null; inRecovery: boolean }> {
+    const monitor = this.#replicas[index]
+    if (monitor === undefined) throw new Error(`no replica ${index}`)
+    const [row] = await monitor.query<{ replay: string | null; recovery: boolean; age: number | null }>(REPLICA_SQL)
+    return {
+      replay: parseLsn(row?.replay) ?? 0n,
+      replayAgeSeconds: typeof row?.age === 'number' ? row.age : null,
+      inRecovery: row?.recovery === true,
+    }
+  }
+
+  async end(): Promise<void> {
+    await Promise.all([this.#primary.end(), ...this.#replicas.map((replica) => replica.end())])
+  }
+}

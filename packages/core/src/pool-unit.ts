@@ -1,0 +1,176 @@
+import type { FastifyBaseLogger } from 'fastify'
+import type postgres from 'postgres'
+import type { Clock } from './clock.js'
+import { type ConnectionBudget, readConnectionBudget } from './connection-budget.js'
+import { connectionFactory } from './connection-factory.js'
+import type { ErrorMapping } from './error-mapping.js'
+import { errors } from './errors.js'
+import { Lease, type LeaseContext } from './lease.js'
+import type { ResolvedConnection, ResolvedPoolOptions } from './options.js'
+import { Pool } from './pool.js'
+import { type TrackedQueryConstructor, typeArrayMapOf } from './postgres-adapter.js'
+import { createPoolDb, type QueryApiContext } from './query-api.js'
+import { redactSecret } from './redact.js'
+import { NO_ACTIVE_TRANSACTION } from './session-reset.js'
+import type { PgPoolView, ReplicaState } from './types.js'
+import { createView } from './view.js'
+
+export interface PoolUnitSettings {
+  readonly log: FastifyBaseLogger
+  /** The pool's label (metrics, health): 'primary', the instance's name, 'replica-0', ... */
+  readonly name: string
+  readonly instance: string | undefined
+  readonly role: 'primary' | 'replica'
+  readonly connection: ResolvedConnection
+  readonly options: ResolvedPoolOptions
+  readonly clock: Clock
+  /** The instance's helpers client (never connects): the Query class and the array type oids. */
+  readonly helpers: postgres.Sql<{}>
+  readonly Query: TrackedQueryConstructor
+  readonly api: QueryApiContext
+  readonly mapping: ErrorMapping
+  readonly onConnect?: ((db: postgres.Sql<{}>) => unknown) | undefined
+  /** A replica's routing state (its lag, whether it gets reads). */
+  readonly replica?: (() => ReplicaState) | undefined
+  /** Read-your-writes: leases on this (primary) pool learn the position of their writes. */
+  readonly captureLsn?: boolean
+}
+
+/** One pool of an instance (its primary, or a replica) with everything built around it. */
+export interface PoolUnit {
+  readonly pool: Pool
+  readonly view: PgPoolView
+  /** How leases of this pool run. */
+  readonly ctx: LeaseContext
+  /** The same for reads routed here when no replica could take them: a read-only session. */
+  readonly readOnlyCtx: LeaseContext
+  /** Opens a first connection (unless lazy) and reads the server's connection budget. */
+  start(): Promise<void>
+  end(timeoutMs: number): Promise<void>
+}
+
+export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
+  const { log, connection, options, clock, helpers } = settings
+  const redact = (text: string) => redactSecret(text, connection.secret)
+  const onNotice = (notice: { severity?: string; code?: string; message?: string }) => {
+    // A session reset's ROLLBACK after a holder that may have left a transaction open.
+    if (notice.code === NO_ACTIVE_TRANSACTION) return
+    log.debug({ notice: { severity: notice.severity, code: notice.code, message: notice.message } }, 'postgres notice')
+  }
+  const factorySettings = { connection, options, clock, onNotice, arrayTypes: typeArrayMapOf(helpers) }
+  const connectError = (error: unknown): Error => {
+    if ((error as { code?: unknown } | null)?.code === 'FST_PG_POOL_CONNECT_FAILED') return error as Error
+    const code = (error as { code?: unknown } | null)?.code ?? 'unknown'
+    const message = error instanceof Error ? error.message : String(error)
+    // The driver's detail (host, port, reason) is the cause: in logs, never in a client's body.
+    const detail = Object.assign(new Error(redact(`${String(code)}: ${message}`)), { code })
+    const coded = new errors.FST_PG_POOL_CONNECT_FAILED()
+    Object.defineProperty(coded, 'cause', { value: detail, enumerable: false, configurable: true })
+    return coded
+  }
+
+  let budget: ConnectionBudget | undefined
+  let view: PgPoolView | undefined
+  const pool = new Pool({
+    options,
+    clock,
+    factory: connectionFactory({ ...factorySettings, onConnect: settings.onConnect }),
+    connectError,
+    view: () => view as PgPoolView,
+  })
+  view = createView({
+    pool: () => pool,
+    clock,
+    options,
+    name: settings.name,
+    instance: settings.instance,
+    role: settings.role,
+    target: connection.target,
+    redact,
+    budget: () => budget,
+    replica: settings.replica,
+    pingFactory: (timeoutMs) =>
+      connectionFactory({
+        ...factorySettings,
+        arrayTypes: undefined,
+        connectTimeout: timeoutMs,
+        applicationName: `${options.applicationName}/ping`,
+      }),
+    connectError,
+  })
+
+  let lastConnectFailed = false
+  pool.on('connectError', (error) => {
+    // The first failure after a success at warn; the retries that follow at debug.
+    log[lastConnectFailed ? 'debug' : 'warn'](
+      { err: error, pool: settings.name },
+      'could not open a database connection',
+    )
+    lastConnectFailed = true
+  })
+  pool.on('connect', () => {
+    lastConnectFailed = false
+  })
+  pool.on('resetError', (error) => {
+    log.warn(
+      { err: { message: error.message, code: (error as { code?: unknown }).code }, pool: settings.name },
+      'a session reset failed: its connection was retired',
+    )
+  })
+
+  const ctx: LeaseContext = {
+    pool,
+    clock,
+    options,
+    Query: settings.Query,
+    surface: { statementTimeout: options.statementTimeout, retryAfter: options.retryAfter, mapping: settings.mapping },
+    view: () => view as PgPoolView,
+    onLeak: (lease, heldMs) => {
+      const request = lease.settings.request as { log?: FastifyBaseLogger; method?: string; id?: string } | undefined
+      ;(request?.log ?? log).warn(
+        {
+          route: lease.route,
+          method: request?.method,
+          reqId: request?.id,
+          pool: settings.name,
+          heldMs,
+          threshold: options.leakDetectionThreshold,
+        },
+        'database connection held longer than leakDetectionThreshold',
+      )
+    },
+    writable: settings.role === 'primary',
+    captureLsn: settings.captureLsn === true,
+  }
+  const readOnlyCtx: LeaseContext = { ...ctx, readOnly: true, writable: false, captureLsn: false }
+
+  const checkBudget = async () => {
+    if (options.pgbouncer) return
+    const db = createPoolDb(settings.api, () => new Lease(ctx, { route: 'connection budget', oneShot: true }))
+    budget = await readConnectionBudget(db, options.max, options.instances)
+    if (budget.exceeded) {
+      log.warn(
+        { ...budget, max: options.max, pool: settings.name },
+        `pool ${settings.name}: max ${options.max} x ${options.instances} instances = ${budget.demand} connections, more than the ${budget.available} the server allows (max_connections ${budget.maxConnections} - ${budget.reserved} reserved); lower pool.max or put PgBouncer in front`,
+      )
+    }
+  }
+
+  return {
+    pool,
+    view,
+    ctx,
+    readOnlyCtx,
+    async start() {
+      if (options.lazy) {
+        pool.once('connect', () => {
+          checkBudget().catch((error: unknown) => log.debug({ err: error }, 'could not read the connection budget'))
+        })
+        return
+      }
+      await pool.warmUp()
+      await checkBudget().catch((error: unknown) => log.warn({ err: error }, 'could not read the connection budget'))
+    },
+    end: (timeoutMs) => pool.end(timeoutMs),
+  }
+}

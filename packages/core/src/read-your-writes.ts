@@ -1,0 +1,82 @@
+import { createHmac, timingSafeEqual } from 'node:crypto'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { formatLsn, type Lsn, parseLsn } from './lsn.js'
+
+/** Read-your-writes: the resolved `replica.readYourWrites` option. */
+export interface ReadYourWritesSettings {
+  /** HMAC key of the tokens (at least 16 characters): a client cannot forge one to pin reads on the primary. */
+  readonly secret: string
+  /** Response and request header carrying the token. */
+  readonly header: string
+  /** Cookie carrying the token too (HttpOnly, SameSite=Lax), or false. */
+  readonly cookie: string | false
+  /** How long a read waits for a replica to replay its write before it goes to the primary, ms. */
+  readonly maxWait: number
+}
+
+/** Bytes of the HMAC kept in a token (128 bits). */
+const SIGNATURE_BYTES = 16
+/** How long the cookie lives: long enough to cover replication lag, short enough to expire. */
+const COOKIE_MAX_AGE_SECONDS = 60
+
+/**
+ * The token a response carries after a write: `<commit LSN>.<HMAC>`. A later read-only request
+ * that sends it back is served by a replica only once that replica has replayed the LSN.
+ */
+export class ReadYourWrites {
+  readonly settings: ReadYourWritesSettings
+
+  constructor(settings: ReadYourWritesSettings) {
+    this.settings = settings
+  }
+
+  #sign(lsn: string): Buffer {
+    return createHmac('sha256', this.settings.secret).update(lsn).digest().subarray(0, SIGNATURE_BYTES)
+  }
+
+  token(lsn: Lsn): string {
+    const text = formatLsn(lsn)
+    return `${text}.${this.#sign(text).toString('base64url')}`
+  }
+
+  /** The LSN a valid token names; undefined for a missing, malformed or forged one. */
+  verify(token: unknown): Lsn | undefined {
+    if (typeof token !== 'string') return undefined
+    const dot = token.indexOf('.')
+    if (dot <= 0) return undefined
+    const text = token.slice(0, dot)
+    const lsn = parseLsn(text)
+    if (lsn === undefined) return undefined
+    const given = Buffer.from(token.slice(dot + 1), 'base64url')
+    const expected = this.#sign(text)
+    return given.length === expected.length && timingSafeEqual(given, expected) ? lsn : undefined
+  }
+
+  /** The position a request must read at least, from its header or cookie. */
+  read(request: FastifyRequest): Lsn | undefined {
+    const { header, cookie } = this.settings
+    const fromHeader = request.headers[header]
+    if (fromHeader !== undefined) return this.verify(Array.isArray(fromHeader) ? fromHeader[0] : fromHeader)
+    if (cookie === false) return undefined
+    const cookies = request.headers.cookie
+    if (cookies === undefined) return undefined
+    for (const part of cookies.split(';')) {
+      const eq = part.indexOf('=')
+      if (eq !== -1 && part.slice(0, eq).trim() === cookie)
+        return this.verify(decodeURIComponent(part.slice(eq + 1).trim()))
+    }
+    return undefined
+  }
+
+  /** Puts the token of `lsn` on a response (before its headers go out). */
+  write(reply: FastifyReply, lsn: Lsn): void {
+    const token = this.token(lsn)
+    reply.header(this.settings.header, token)
+    if (this.settings.cookie !== false) {
+      reply.header(
+        'set-cookie',
+        `${this.settings.cookie}=${encodeURIComponent(token)}; Path=/; Max-Age=${COOKIE_MAX_AGE_SECONDS}; HttpOnly; SameSite=Lax`,
+      )
+    }
+  }
+}

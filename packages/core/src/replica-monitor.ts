@@ -1,0 +1,135 @@
+import type { Clock, TimerHandle } from './clock.js'
+import { formatLsn, type Lsn } from './lsn.js'
+
+/** How far a replica is behind its primary, as last sampled. */
+export interface ReplicaLag {
+  /** Bytes of WAL the replica has not replayed yet (0 when caught up). */
+  readonly bytes: number
+  /**
+   * Seconds behind: 0 when caught up, else how long ago the last transaction it replayed was
+   * committed on the primary (`now() - pg_last_xact_replay_timestamp()`).
+   */
+  readonly seconds: number
+  /** The position it has replayed (`pg_last_wal_replay_lsn()`). */
+  readonly replayLsn: string
+  /** When it was sampled, on the pool's clock. */
+  readonly at: number
+  /** Why the replica cannot serve reads, when it cannot: unreachable, no longer a standby. */
+  readonly error: string | undefined
+}
+
+/** Where the monitor reads positions (dedicated connections outside the lease pools). */
+export interface LsnSource {
+  /** The primary's current WAL position (`pg_current_wal_lsn()`). */
+  primary(): Promise<Lsn>
+  /** A replica's replay position, the age of its last replayed commit, and whether it is a standby. */
+  replica(index: number): Promise<{ replay: Lsn; replayAgeSeconds: number | null; inRecovery: boolean }>
+}
+
+/** How often replay positions are polled while a read waits for its write (read-your-writes). */
+export const CATCH_UP_POLL_MS = 10
+
+/**
+ * Samples, every `interval`, the primary's WAL position and each replica's replay position:
+ * the lag that routing reads against `maxLag`, and the replayed position that read-your-writes
+ * waits for.
+ */
+export class ReplicaMonitor {
+  readonly #clock: Clock
+  readonly #source: LsnSource
+  readonly #interval: number
+  readonly #lags: (ReplicaLag | undefined)[]
+  readonly #replayed: Lsn[]
+  #timer: TimerHandle | undefined
+  #stopped = false
+  #sampling: Promise<void> | undefined
+
+  constructor(clock: Clock, source: LsnSource, replicas: number, interval: number) {
+    this.#clock = clock
+    this.#source = source
+    this.#interval = interval
+    this.#lags = Array.from({ length: replicas }, () => undefined)
+    this.#replayed = Array.from({ length: replicas }, () => 0n)
+  }
+
+  /** Samples now, then every interval. */
+  start(): Promise<void> {
+    this.#sampling ??= this.sample()
+    return this.#sampling
+  }
+
+  stop(): void {
+    this.#stopped = true
+    this.#clock.clearTimeout(this.#timer)
+  }
+
+  lag(index: number): ReplicaLag | undefined {
+    return this.#lags[index]
+  }
+
+  /** The position replica `index` was last seen to have replayed. */
+  replayed(index: number): Lsn {
+    return this.#replayed[index] ?? 0n
+  }
+
+  /** Whether the last sample is recent: older than three intervals, a replica counts as unknown. */
+  fresh(index: number, now = this.#clock.now()): boolean {
+    const lag = this.#lags[index]
+    return lag !== undefined && now - lag.at <= 3 * this.#interval
+  }
+
+  async sample(): Promise<void> {
+    this.#clock.clearTimeout(this.#timer)
+    const primary = await this.#source.primary().catch(() => undefined)
+    await Promise.all(
+      this.#lags.map(async (_, index) => {
+        const at = this.#clock.now()
+        try {
+          const { replay, replayAgeSeconds, inRecovery } = await this.#source.replica(index)
+          if (replay > (this.#replayed[index] ?? 0n)) this.#replayed[index] = replay
+          if (!inRecovery) {
+            this.#lags[index] = { bytes: 0, seconds: 0, replayLsn: formatLsn(replay), at, error: 'not a standby' }
+            return
+          }
+          const bytes = primary === undefined ? Number.POSITIVE_INFINITY : Math.max(0, Number(primary - replay))
+          const seconds = bytes === 0 ? 0 : (replayAgeSeconds ?? Number.POSITIVE_INFINITY)
+          this.#lags[index] = {
+            bytes,
+            seconds,
+            replayLsn: formatLsn(replay),
+            at,
+            error: primary === undefined ? 'primary unreachable' : undefined,
+          }
+        } catch (error) {
+          this.#lags[index] = {
+            bytes: Number.POSITIVE_INFINITY,
+            seconds: Number.POSITIVE_INFINITY,
+            replayLsn: formatLsn(this.#replayed[index] ?? 0n),
+            at,
+            error: `unreachable (${String((error as { code?: unknown } | null)?.code ?? 'error')})`,
+          }
+        }
+      }),
+    )
+    if (!this.#stopped) this.#timer = this.#clock.setTimeout(() => void this.sample(), this.#interval)
+  }
+
+  /**
+   * Waits (polling every CATCH_UP_POLL_MS) until replica `index` has replayed `lsn`, for at most
+   * `maxWaitMs`; true once it has.
+   */
+  async waitReplayed(index: number, lsn: Lsn, maxWaitMs: number): Promise<boolean> {
+    const deadline = this.#clock.now() + maxWaitMs
+    for (;;) {
+      if (this.replayed(index) >= lsn) return true
+      if (this.#stopped || this.#clock.now() >= deadline) return false
+      await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, CATCH_UP_POLL_MS))
+      try {
+        const { replay } = await this.#source.replica(index)
+        if (replay > (this.#replayed[index] ?? 0n)) this.#replayed[index] = replay
+      } catch {
+        return false
+      }
+    }
+  }
+}
