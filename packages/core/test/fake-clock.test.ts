@@ -48,6 +48,12 @@ describe('FakeClock', () => {
     expect(ran).toEqual([])
     clock.advance(0)
     expect(ran).toEqual([200])
+    // A timer that stalls: the timers due meanwhile run right after it, late; time never goes back.
+    clock.setTimeout(() => clock.stall(100), 10)
+    clock.setTimeout(() => ran.push(clock.now()), 20)
+    clock.advance(50)
+    expect(ran).toEqual([200, 310])
+    expect(clock.now()).toBe(310)
   })
 
   test('advanceAsync lets promise callbacks run between timers', async () => {

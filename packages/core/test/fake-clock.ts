@@ -56,7 +56,8 @@ export class FakeClock implements Clock {
       this.#now = Math.max(this.#now, next[1].due)
       next[1].fn()
     }
-    this.#now = target
+    // A timer may have stalled the clock past the target.
+    this.#now = Math.max(this.#now, target)
   }
 
   /**
@@ -72,13 +73,14 @@ export class FakeClock implements Clock {
       next[1].fn()
       await flush()
     }
-    this.#now = target
+    this.#now = Math.max(this.#now, target)
     await flush()
   }
 
   /**
    * Moves time forward without running any timer: the process was stalled (a GC pause, a
-   * CPU-heavy callback). Timers that fell due run late, at the next `advance`.
+   * CPU-heavy callback). Timers that fell due run late: at the next `advance`, or, when a timer
+   * stalls, right after it within the same step.
    */
   stall(ms: number): void {
     this.#now += ms

@@ -32,6 +32,8 @@ export class FakeConnection implements PoolConnection {
   idleSince = 0
   leasedAt = 0
   closeReason: CloseReason | undefined
+  /** What onConnect left on the session, restored by the reset (none here unless a test sets it). */
+  baseline: string | undefined = undefined
   /** What reached the wire, in order: reset statements as they are, queries by their text. */
   readonly wire: string[] = []
   /** Queries sent, in order. */
