@@ -1,7 +1,17 @@
-import type { PgPoolView, PoolStats } from '@fastify-pg-pool/core'
+import type { Clock, PgPoolView, PoolStats } from '@fastify-pg-pool/core'
 import type { Priority, ResolvedBackpressureOptions } from './options.js'
 
 export type PoolRefusal = 'queue_full' | 'queue_delay'
+
+/** What admission reads of the pool's view. */
+export type AdmissionView = Pick<PgPoolView, 'stats' | 'wouldRefuse' | 'options'>
+
+/**
+ * Share of `retryStorm.delay` a held refusal is answered early or late at random (0.5 to 1.5 ×
+ * the delay): refusals held together and answered together would come back together, a burst
+ * that stalls the requests being served.
+ */
+export const HOLD_JITTER = 0.5
 
 /** Statements queued on shared connections behind the one each connection runs. */
 const sharedBacklog = (stats: PoolStats): number => Math.max(0, stats.sharedQueries - stats.shared)
@@ -34,8 +44,10 @@ export type AdmissionSettings = Pick<
  * admitted (it waits for one lease at most), so the pool is never idle while work arrives.
  */
 export class Admission {
-  readonly #view: PgPoolView
+  readonly #view: AdmissionView
   readonly #settings: AdmissionSettings
+  readonly #clock: Clock
+  readonly #random: () => number
   /** CoDel's first_above_time: when a wait above target, if it lasts, means overload. */
   #firstAbove: number | undefined
   #overloaded = false
@@ -58,16 +70,18 @@ export class Admission {
   /** The drain rate at the last check outside settling; 0 before one. */
   #steadyDrain = 0
 
-  constructor(view: PgPoolView, settings: AdmissionSettings, now: number) {
+  constructor(view: AdmissionView, settings: AdmissionSettings, clock: Clock, random: () => number = Math.random) {
     this.#view = view
     this.#settings = settings
-    this.#bucketStart = now
+    this.#clock = clock
+    this.#random = random
+    this.#bucketStart = clock.now()
   }
 
-  readonly onAcquire = (waitMs: number, now: number): void => {
+  readonly onAcquire = (waitMs: number): void => {
     // A pipelined request that got a share at once still queues behind the statements ahead of
     // it on that connection: the queueing delay the last check saw counts as its sojourn.
-    this.#sojourn(Math.max(waitMs, this.#sharedQueueMs), now)
+    this.#sojourn(Math.max(waitMs, this.#sharedQueueMs), this.#clock.now())
   }
 
   /** `stalledMs`: how much of the hold the event loop was stalled (see StallClock). */
@@ -81,7 +95,8 @@ export class Admission {
   }
 
   /** Why a request of `priority` must be refused now, or undefined to admit it. */
-  check(priority: Priority, now: number): PoolRefusal | undefined {
+  check(priority: Priority): PoolRefusal | undefined {
+    const now = this.#clock.now()
     const stats = this.#view.stats()
     const { waiting } = stats
     // The core's own queue rule (it would refuse with FST_PG_POOL_QUEUE_FULL): a request that may
@@ -135,9 +150,9 @@ export class Admission {
    * Seconds until the queue ahead of a new request has drained (Little's law), within the
    * configured bounds; the core's `pool.retryAfter` (bounded too) while no lease came back yet.
    */
-  retryAfter(now: number): number {
+  retryAfter(): number {
     const { min, max } = this.#settings.retryAfter
-    const drain = this.#drainPerMs(now)
+    const drain = this.#drainPerMs(this.#clock.now())
     let seconds = this.#view.options.retryAfter
     if (drain > 0) {
       const stats = this.#view.stats()
@@ -202,33 +217,37 @@ export class Admission {
   }
 
   /**
-   * How long to hold back a refusal, ms: 0, or `retryStorm.delay` during a retry storm. A storm
-   * is refusals arriving more than `retryStorm.factor` times faster than the pool drains, over
-   * the last half to whole interval: clients retrying at
+   * How long to hold back a refusal, ms: 0, or during a retry storm `retryStorm.delay` give or
+   * take HOLD_JITTER of it. A storm is refusals arriving more than `retryStorm.factor` times
+   * faster than the pool drains, over the last half to whole interval: clients retrying at
    * once without honouring Retry-After then cost a timer each instead of a full request cycle,
    * and stop starving the requests being served of CPU. Held back, such clients retry slower,
    * so the storm lasts at least one delay, then ends when refusals fall below half that rate.
    */
-  refusalDelay(now: number): number {
+  refusalDelay(): number {
     const storm = this.#settings.retryStorm
-    if (storm === false) return 0
+    if (storm === false || !this.#storming(storm, this.#clock.now())) return 0
+    return storm.delay * (1 - HOLD_JITTER + 2 * HOLD_JITTER * this.#random())
+  }
+
+  #storming(storm: { readonly factor: number; readonly delay: number }, now: number): boolean {
     const inStorm = this.#stormSince !== undefined
-    if (inStorm && now - (this.#stormSince as number) < storm.delay) return storm.delay
+    if (inStorm && now - (this.#stormSince as number) < storm.delay) return true
     const drain = this.#drainPerMs(now)
     const elapsed = now - this.#bucketStart
     if (drain === 0 || this.#prevSpan === 0) {
       this.#stormSince = undefined
-      return 0
+      return false
     }
     // Refusals per ms over the rate the pool serves.
     const combined = (this.#prevRefusals + this.#refusals) / (this.#prevSpan + elapsed) / drain
     const storming = combined > (inStorm ? storm.factor / 2 : storm.factor)
     if (!storming) {
       this.#stormSince = undefined
-      return 0
+      return false
     }
     if (!inStorm) this.#stormSince = now
-    return storm.delay
+    return true
   }
 
   #refuse(reason: PoolRefusal, now: number): PoolRefusal {

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks'
 import underPressure from '@fastify/under-pressure'
-import { channels } from '@fastify-pg-pool/core'
+import { type Clock, channels } from '@fastify-pg-pool/core'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { Admission, type PoolRefusal } from './admission.js'
@@ -21,21 +21,29 @@ const poolCodes = new Set(['FST_PG_POOL_ACQUIRE_TIMEOUT', 'FST_PG_POOL_QUEUE_FUL
 
 const processTypes = ['eventLoopDelay', 'eventLoopUtilization', 'heapUsedBytes', 'rssBytes', 'healthCheck'] as const
 
+type TimerHandle = ReturnType<Clock['setTimeout']>
+
+const systemClock: Clock = {
+  now: () => performance.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout | undefined),
+}
+
 const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, opts) => {
   const options = resolveOptions(opts)
   const view = app.pgPool
-  const admission = new Admission(view, options, performance.now())
-  const stalls = new StallClock(() => {
+  const clock = systemClock
+  const admission = new Admission(view, options, clock)
+  const stalls = new StallClock(clock, () => {
     const stats = view.stats()
     return stats.leased > 0 || stats.waiting > 0
   })
   const onAcquire = (waitMs: number) => {
-    const now = performance.now()
-    stalls.wake(now)
-    admission.onAcquire(waitMs, now)
+    stalls.wake()
+    admission.onAcquire(waitMs)
   }
   const onRelease = (heldMs: number) => {
-    const now = performance.now()
+    const now = clock.now()
     admission.onRelease(heldMs, stalls.within(now - heldMs, now))
   }
   view.on('acquire', onAcquire)
@@ -77,10 +85,10 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
     reply.code(503).header('retry-after', String(retryAfter)).header('content-type', CONTENT_TYPE).send(body)
 
   // Refusals held back during a retry storm are answered at once when the app closes.
-  const held = new Map<NodeJS.Timeout, () => void>()
+  const held = new Map<TimerHandle, () => void>()
   app.addHook('preClose', (done) => {
     for (const [timer, answer] of held) {
-      clearTimeout(timer)
+      clock.clearTimeout(timer)
       answer()
     }
     held.clear()
@@ -90,25 +98,20 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
   const admit: onRequestHookHandler = (request, reply, done) => {
     const priority = priorityOf(request)
     if (priority === null) return done()
-    const now = performance.now()
-    const refusal = admission.check(priority, now)
+    const refusal = admission.check(priority)
     if (refusal === undefined) return done()
     // Observers (metrics, tracing) count refusals from the channel: nothing is written to the core.
     if (channels.refusal.hasSubscribers) {
       channels.refusal.publish({ pool: view, route: request.routeOptions.url ?? 'unknown', reason: refusal, request })
     }
-    const delay = admission.refusalDelay(now)
-    const retryAfter = admission.retryAfter(now)
+    // Jittered during a retry storm (admission.ts, HOLD_JITTER).
+    const delay = admission.refusalDelay()
+    const retryAfter = admission.retryAfter()
     if (delay === 0) return refuse(reply, bodies[refusal], retryAfter)
-    // Jittered (0.5 to 1.5 × delay): held refusals answered together would come back together,
-    // a burst that stalls the requests being served.
-    const timer = setTimeout(
-      () => {
-        held.delete(timer)
-        refuse(reply, bodies[refusal], retryAfter)
-      },
-      delay * (0.5 + Math.random()),
-    )
+    const timer = clock.setTimeout(() => {
+      held.delete(timer)
+      refuse(reply, bodies[refusal], retryAfter)
+    }, delay)
     held.set(timer, () => refuse(reply, bodies[refusal], retryAfter))
   }
   app.addHook('onRequest', admit)
@@ -120,7 +123,7 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
     if (typeof code === 'string' && poolCodes.has(code)) {
       // The core's errors carry their own Retry-After (error.headers, which Fastify's error
       // handler applies after this hook): the computed one replaces it there.
-      const seconds = String(admission.retryAfter(performance.now()))
+      const seconds = String(admission.retryAfter())
       const headers = (error as { headers?: Record<string, string> }).headers
       if (headers !== undefined) headers['retry-after'] = seconds
       else reply.header('retry-after', seconds)

@@ -1,4 +1,4 @@
-import { performance } from 'node:perf_hooks'
+import type { Clock } from '@fastify-pg-pool/core'
 
 const PERIOD_MS = 10
 /** Lateness below this is timer jitter and ordinary event-loop turns, not a stall. */
@@ -17,29 +17,32 @@ const KEEP = 32
  * service is not woken 100 times a second, and V8 can see it idle (its memory reducer does).
  */
 export class StallClock {
+  readonly #clock: Clock
   readonly #busy: () => boolean
-  #timer: NodeJS.Timeout | undefined
+  #timer: ReturnType<Clock['setTimeout']> | undefined
   #lastTick = 0
-  /** Ring of the last stalls, [start, end] in performance.now() ms. */
+  /** Ring of the last stalls, [start, end] in the clock's ms. */
   readonly #starts = new Float64Array(KEEP)
   readonly #ends = new Float64Array(KEEP)
   #next = 0
   #count = 0
   #stopped = false
 
-  constructor(busy: () => boolean) {
+  constructor(clock: Clock, busy: () => boolean) {
+    this.#clock = clock
     this.#busy = busy
   }
 
   /** Starts the timer if it is not running (the pool got work). */
-  wake(now = performance.now()): void {
+  wake(now = this.#clock.now()): void {
     if (this.#timer !== undefined || this.#stopped) return
     this.#lastTick = now
-    this.#timer = setInterval(this.#tick, PERIOD_MS).unref()
+    this.#timer = this.#clock.setTimeout(this.#tick, PERIOD_MS)
   }
 
+  // Re-armed from each tick, as an interval would be: lateness is measured from the last tick.
   readonly #tick = (): void => {
-    const now = performance.now()
+    const now = this.#clock.now()
     const due = this.#lastTick + PERIOD_MS
     if (now - due > MIN_STALL_MS) {
       this.#starts[this.#next] = due
@@ -48,10 +51,7 @@ export class StallClock {
       this.#count = Math.min(KEEP, this.#count + 1)
     }
     this.#lastTick = now
-    if (!this.#busy()) {
-      clearInterval(this.#timer)
-      this.#timer = undefined
-    }
+    this.#timer = this.#busy() ? this.#clock.setTimeout(this.#tick, PERIOD_MS) : undefined
   }
 
   /**
@@ -74,7 +74,7 @@ export class StallClock {
 
   stop(): void {
     this.#stopped = true
-    clearInterval(this.#timer)
+    this.#clock.clearTimeout(this.#timer)
     this.#timer = undefined
   }
 }
