@@ -342,7 +342,9 @@ describe('route transactions', () => {
     await flush()
     conn(h).fail(connectionError('CONNECTION_CLOSED'))
     const { error } = await finished
-    expect(error).toMatchObject({ code: 'FST_PG_POOL_COMMIT_UNKNOWN', statusCode: 500 })
+    expect(error).toMatchObject({ code: 'FST_PG_POOL_COMMIT_UNKNOWN' })
+    // Never a success: a 5xx (its exact status is the errors table's).
+    expect((error as { statusCode: number }).statusCode).toBeGreaterThanOrEqual(500)
     expect((error as Error).message).toContain('may have been committed')
     expect(h.of('transaction')).toEqual([['commit_unknown']])
     expect(conn(h).ends).toEqual([{ reason: 'error', graceSeconds: 1 }])
@@ -415,6 +417,20 @@ describe('the reset a lease asks for', () => {
   test("'never' and pgbouncer: nothing", async () => {
     expect(await resetAfter({ sessionReset: 'never' }, [result('BEGIN')])).toBeUndefined()
     expect(await resetAfter({ pgbouncer: true }, [result('BEGIN')])).toBeUndefined()
+  })
+
+  test("the baseline onConnect left on the connection is restored inside the reset's transaction", async () => {
+    const h = leaseHarness()
+    const lease = h.lease()
+    const { outcome } = run(lease, 'select 1')
+    await flush()
+    conn(h).baseline = 'SET search_path TO app'
+    conn(h).answer(result('BEGIN'))
+    await outcome
+    await lease.finish('commit')
+    // Before the reset's COMMIT: a failure in it fails the whole reset (and retires the connection).
+    const untilCommit = RESET_SQL.slice(0, -'; COMMIT'.length)
+    expect(conn(h).resets).toEqual([`ROLLBACK; ${untilCommit}; SET search_path TO app; COMMIT`])
   })
 
   test('a lease that ran only statements of its own (hold()) owes no reset', async () => {
