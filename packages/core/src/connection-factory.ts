@@ -30,7 +30,15 @@ export interface FactorySettings {
    * what it leaves on the session is restored by every session reset.
    */
   readonly onConnect?: ((db: postgres.Sql<{}>) => unknown) | undefined
+  /**
+   * The pool is a primary's: with a host list, a server in recovery (a standby) is skipped, as
+   * target_session_attrs=read-write would (postgres.js does not check it on every connection).
+   */
+  readonly requirePrimary?: boolean
 }
+
+/** A code the opening failed with when every host of a list was a standby (or unreachable). */
+export const NOT_PRIMARY = 'NOT_PRIMARY'
 
 /** A code the opening failed with when nothing answered in time. */
 export const CONNECT_TIMEOUT = 'CONNECT_TIMEOUT'
@@ -50,16 +58,21 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
       ...(options.statementTimeout > 0 && !options.pgbouncer ? { statement_timeout: options.statementTimeout } : {}),
     },
   }
-  return async (signal) => {
+  const hosts = settings.requirePrimary === true ? connection.hosts : []
+  /** The host tried first: the last that was the primary. */
+  let preferred = 0
+  const open = async (signal: AbortSignal, server?: { host: string; port: number }): Promise<PoolConnection> => {
     let conn: ServerConnection | undefined
     // A password function is called here, once per connection, and postgres.js only gets its
     // value: postgres.js awaits the function in a promise nobody handles, so a rejection there
     // would end the process. Its wait counts against connectTimeout with the rest.
     const password = connection.password?.()
     password?.catch(() => {})
+    const serverOptions =
+      server === undefined ? clientOptions : { ...clientOptions, host: server.host, port: server.port }
     const client = createServerClient({
       url: connection.url,
-      options: password === undefined ? clientOptions : { ...clientOptions, password: () => password },
+      options: password === undefined ? serverOptions : { ...serverOptions, password: () => password },
       onNotice: settings.onNotice,
       onClose: () => conn?.markClosed('error'),
     })
@@ -79,8 +92,19 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
         void conn?.end('error', 0)
       }, connectTimeout)
     })
-    const opened =
+    const connected =
       password === undefined ? client.open(settings.arrayTypes) : password.then(() => client.open(settings.arrayTypes))
+    const opened =
+      server === undefined
+        ? connected
+        : connected.then(async () => {
+            const [row] = await client.sql.unsafe<{ recovery: boolean }[]>(IN_RECOVERY_SQL)
+            if (row?.recovery !== false) {
+              throw Object.assign(new Error(`${server.host}:${server.port} is in recovery (a standby)`), {
+                code: NOT_PRIMARY,
+              })
+            }
+          })
     const onConnect = settings.onConnect
     const opening =
       onConnect === undefined
@@ -107,4 +131,23 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
     if (signal.aborted) throw Object.assign(new Error('the pool is closing'), { code: 'CONNECTION_ENDED' })
     return conn
   }
+  if (hosts.length < 2) return (signal) => open(signal)
+  // A host list: each in turn, from the last that was the primary, until one is.
+  return async (signal) => {
+    let last: unknown
+    for (let k = 0; k < hosts.length; k++) {
+      const index = (preferred + k) % hosts.length
+      try {
+        const conn = await open(signal, hosts[index])
+        preferred = index
+        return conn
+      } catch (error) {
+        last = error
+        if (signal.aborted) break
+      }
+    }
+    throw last
+  }
 }
+
+const IN_RECOVERY_SQL = 'SELECT pg_catalog.pg_is_in_recovery() AS recovery'

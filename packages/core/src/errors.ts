@@ -32,10 +32,11 @@ export const errors = {
     500,
   ),
   FST_PG_POOL_COMMIT_FAILED: createError('FST_PG_POOL_COMMIT_FAILED', 'The transaction was not committed (%s)', 500),
+  // 503: the cause is transient (a lost connection, a failover); retry only an idempotent request.
   FST_PG_POOL_COMMIT_UNKNOWN: createError(
     'FST_PG_POOL_COMMIT_UNKNOWN',
     'COMMIT was sent and no answer came (%s): the transaction may have been committed',
-    500,
+    503,
   ),
   FST_PG_POOL_NESTED_TRANSACTION: createError(
     'FST_PG_POOL_NESTED_TRANSACTION',
@@ -71,4 +72,5 @@ export const retryableCodes: ReadonlySet<string> = new Set<PgPoolErrorCode>([
   'FST_PG_POOL_CONNECTION_LOST',
   'FST_PG_POOL_QUERY_TIMEOUT',
   'FST_PG_POOL_NOT_PRIMARY',
+  'FST_PG_POOL_COMMIT_UNKNOWN',
 ])

@@ -665,7 +665,7 @@ export class Lease implements Holder, QueryOwner {
     }
     this.#endTransactionMessage(outcome, failure)
     this.#release(conn)
-    if (failure !== undefined) throw failure
+    if (failure !== undefined) throw withRetryAfter(failure, this.#ctx.options.retryAfter)
   }
 
   /** COMMIT, and what its answer (or its absence) says about the transaction. */
@@ -724,7 +724,7 @@ export class Lease implements Holder, QueryOwner {
       outcome = committed.outcome
       failure = committed.failure
       if (outcome === 'commit' || outcome === 'commit_failed') this.#block = false
-      if (failure !== undefined) throw failure
+      if (failure !== undefined) throw withRetryAfter(failure, this.#ctx.options.retryAfter)
       return result
     } finally {
       this.#endTransactionMessage(outcome, failure)

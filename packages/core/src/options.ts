@@ -102,6 +102,12 @@ export interface ResolvedConnection {
    * that holds neither the value nor the function's own error object.
    */
   readonly password: (() => Promise<string>) | undefined
+  /**
+   * The servers a multi-host primary may be on (`host=a,b`, a host list): each new connection
+   * tries them in turn and keeps the first that accepts writes (target_session_attrs=read-write).
+   * Empty for a single host.
+   */
+  readonly hosts: readonly { readonly host: string; readonly port: number }[]
   /** Where the pool connects, without credentials, for logs. */
   readonly target: string
 }
@@ -168,10 +174,27 @@ export function resolveConnection(
   let target: string
   // No connection given: DATABASE_URL, then the PG* variables (postgres.js reads those).
   const given = connection ?? (env.DATABASE_URL || undefined)
+  let hosts: { host: string; port: number }[] = []
   if (typeof given === 'string') {
     let parsed: URL
+    // A host list (`h1:5432,h2:5433`), which URL cannot parse: read it, parse the rest with the first.
+    const authority = given.slice(given.indexOf('://') + 3).split(/[?/]/)[0] ?? ''
+    const hostList = authority.slice(authority.lastIndexOf('@') + 1)
+    let single = given
+    if (hostList.includes(',')) {
+      hosts = hostList.split(',').map((entry) => {
+        const colon = entry.lastIndexOf(':')
+        const host = colon === -1 ? entry : entry.slice(0, colon)
+        const port = colon === -1 ? 5432 : Number(entry.slice(colon + 1))
+        if (host === '' || !Number.isInteger(port)) {
+          throw invalidOption('connection', `a host list entry is not host[:port]: ${describe(entry)}`)
+        }
+        return { host, port }
+      })
+      single = given.replace(hostList, hostList.split(',')[0] as string)
+    }
     try {
-      parsed = new URL(given)
+      parsed = new URL(single)
     } catch {
       throw invalidOption('connection', `not a valid URL: ${describe(given)}`)
     }
@@ -187,7 +210,10 @@ export function resolveConnection(
     parsed.searchParams.delete('max')
     parsed.searchParams.delete('application_name')
     url = parsed.toString()
-    target = `${parsed.hostname || 'localhost'}:${parsed.port || 5432}${parsed.pathname}`
+    target =
+      hosts.length > 0
+        ? `${hosts.map(({ host, port }) => `${host}:${port}`).join(',')}${parsed.pathname}`
+        : `${parsed.hostname || 'localhost'}:${parsed.port || 5432}${parsed.pathname}`
   } else if (given === undefined || given === null) {
     target = `${env.PGHOST ?? 'localhost'}:${env.PGPORT ?? 5432}/${env.PGDATABASE ?? ''}`
   } else if (typeof given === 'object' && !Array.isArray(given)) {
@@ -210,13 +236,20 @@ export function resolveConnection(
     secret = typeof pw === 'string' ? pw : undefined
     const host = Array.isArray(rest.host) ? rest.host.join(',') : (rest.host ?? env.PGHOST ?? 'localhost')
     target = `${host}:${rest.port ?? env.PGPORT ?? 5432}/${rest.database ?? env.PGDATABASE ?? ''}`
+    if (Array.isArray(rest.host) && rest.host.length > 1) {
+      const ports = rest.port as unknown
+      hosts = rest.host.map((entry, i) => ({
+        host: entry,
+        port: Number(Array.isArray(ports) ? (ports[i] ?? ports[0] ?? 5432) : (ports ?? 5432)),
+      }))
+    }
   } else {
     throw invalidOption('connection', `expected a URL string or postgres.js options, got ${describe(given)}`)
   }
   secret ??= env.PGPASSWORD || undefined
   const secrets = new Secrets(secret)
   const password = fetch === undefined ? undefined : passwordSource(fetch, secrets)
-  return { connection: Object.freeze({ url, options, secret: secrets, password, target }), fromUrl }
+  return { connection: Object.freeze({ url, options, secret: secrets, password, hosts, target }), fromUrl }
 }
 
 /** A code of the error a password function's failure becomes (the cause of FST_PG_POOL_CONNECT_FAILED). */

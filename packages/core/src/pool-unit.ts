@@ -6,6 +6,7 @@ import { connectionFactory } from './connection-factory.js'
 import type { ErrorMapping } from './error-mapping.js'
 import { errors } from './errors.js'
 import { Lease, type LeaseContext } from './lease.js'
+import type { ListenerStats } from './listener.js'
 import type { ResolvedConnection, ResolvedPoolOptions } from './options.js'
 import { Pool } from './pool.js'
 import { type TrackedQueryConstructor, typeArrayMapOf } from './postgres-adapter.js'
@@ -34,6 +35,8 @@ export interface PoolUnitSettings {
   readonly replica?: (() => ReplicaState) | undefined
   /** Read-your-writes: leases on this (primary) pool learn the position of their writes. */
   readonly captureLsn?: boolean
+  /** The instance's LISTEN connection, on its primary's view. */
+  readonly listener?: (() => ListenerStats) | undefined
 }
 
 /** One pool of an instance (its primary, or a replica) with everything built around it. */
@@ -74,7 +77,11 @@ export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
   const pool = new Pool({
     options,
     clock,
-    factory: connectionFactory({ ...factorySettings, onConnect: settings.onConnect }),
+    factory: connectionFactory({
+      ...factorySettings,
+      onConnect: settings.onConnect,
+      requirePrimary: settings.role === 'primary',
+    }),
     connectError,
     view: () => view as PgPoolView,
   })
@@ -89,6 +96,7 @@ export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
     redact,
     budget: () => budget,
     replica: settings.replica,
+    listener: settings.listener,
     pingFactory: (timeoutMs) =>
       connectionFactory({
         ...factorySettings,
@@ -139,7 +147,8 @@ export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
         'database connection held longer than leakDetectionThreshold',
       )
     },
-    writable: settings.role === 'primary',
+    // Only a primary that can fail over (a host list): a 25006 there means another host is the primary now.
+    writable: settings.role === 'primary' && connection.hosts.length > 1,
     captureLsn: settings.captureLsn === true,
   }
   const readOnlyCtx: LeaseContext = { ...ctx, readOnly: true, writable: false, captureLsn: false }
