@@ -37,7 +37,7 @@ function withParams(url: string, params: Record<string, string>): string {
 }
 
 /** The TLS server as postgres.js options, with `ssl` as given. */
-function options(ssl: postgres.Options<{}>['ssl']): postgres.Options<{}> {
+function options(ssl: NonNullable<postgres.Options<{}>['ssl']>): postgres.Options<{}> {
   const parsed = new URL(tls.url)
   return {
     host: parsed.hostname,

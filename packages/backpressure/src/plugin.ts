@@ -31,6 +31,17 @@ const systemClock: Clock = {
 
 const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, opts) => {
   const options = resolveOptions(opts)
+  // The app registered @fastify/under-pressure itself: a second one would fail on its decorators
+  // (`memoryUsage`), and which thresholds, exemptions and replies apply is the app's choice, so
+  // it is refused here, before anything is attached to the pool.
+  if (options.process !== false && app.hasDecorator('memoryUsage')) {
+    throw new errors.FST_PG_POOL_INVALID_OPTION(
+      'backpressure.process',
+      '@fastify/under-pressure is registered on this app already; pass backpressure: { process: false } ' +
+        'to keep its process checks (this plugin then does admission control only), or remove it to let ' +
+        'this plugin register it',
+    )
+  }
   const view = app.pgPool
   const clock = systemClock
   const admission = new Admission(view, options, clock)
