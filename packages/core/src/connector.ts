@@ -81,6 +81,9 @@ export class Connector {
         if (this.#stopped) return
         this.#failures++
         this.#events.failed(error)
+        // Openings failing together share one wait: a second timer would end the backoff early
+        // and outlive stop().
+        this.#clock.clearTimeout(this.#retryTimer)
         this.#retryTimer = this.#clock.setTimeout(
           () => {
             this.#retryTimer = undefined
