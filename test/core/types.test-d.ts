@@ -77,9 +77,11 @@ describe('types', () => {
           transaction: boolean | import('@fastify-pg-pool/core').RouteTransactionOptions
           pipeline?: false
           instance?: string
+          readOnly?: boolean
         }
-      | { pipeline: boolean; transaction?: false; instance?: string }
-      | { instance: string; transaction?: false; pipeline?: false }
+      | { pipeline: boolean; transaction?: false; instance?: string; readOnly?: boolean }
+      | { instance: string; transaction?: false; pipeline?: false; readOnly?: boolean }
+      | { readOnly: boolean; transaction?: false; pipeline?: false; instance?: string }
     >()
   })
 

@@ -35,7 +35,7 @@ describe('onConnect', () => {
         await sql`set search_path to app, public`
         await sql`set timezone to 'Europe/Paris'`
       },
-    } as never)
+    })
     const { app } = current
     app.get('/state', async (request) => {
       const [row] = await request.db`
@@ -61,7 +61,7 @@ describe('onConnect', () => {
   test('a role set by onConnect is kept across resets; one a request set is not', async () => {
     current = await coreApp(db.url, { max: 1 }, {}, {
       onConnect: async (sql) => void (await sql`set role fpp_connect_reader`),
-    } as never)
+    })
     const { app } = current
     app.get('/who', async (request) => (await request.db`select current_user as who`)[0])
     app.get('/become', async (request) => request.db.unsafe('set role postgres'))
@@ -75,7 +75,7 @@ describe('onConnect', () => {
       onConnect: async () => {
         throw new Error('no schema for this tenant')
       },
-    } as never).then(
+    }).then(
       () => undefined,
       (error: Error & { code?: string }) => error,
     )
