@@ -29,13 +29,18 @@ afterAll(() => db.drop())
 describe('onConnect', () => {
   test('runs once per new connection; every request sees its settings, even after one changed them', async () => {
     let calls = 0
-    current = await coreApp(db.url, { max: 2 }, {}, {
-      onConnect: async (sql) => {
-        calls++
-        await sql`set search_path to app, public`
-        await sql`set timezone to 'Europe/Paris'`
+    current = await coreApp(
+      db.url,
+      { max: 2 },
+      {},
+      {
+        onConnect: async (sql) => {
+          calls++
+          await sql`set search_path to app, public`
+          await sql`set timezone to 'Europe/Paris'`
+        },
       },
-    })
+    )
     const { app } = current
     app.get('/state', async (request) => {
       const [row] = await request.db`
@@ -59,9 +64,14 @@ describe('onConnect', () => {
   })
 
   test('a role set by onConnect is kept across resets; one a request set is not', async () => {
-    current = await coreApp(db.url, { max: 1 }, {}, {
-      onConnect: async (sql) => void (await sql`set role fpp_connect_reader`),
-    })
+    current = await coreApp(
+      db.url,
+      { max: 1 },
+      {},
+      {
+        onConnect: async (sql) => void (await sql`set role fpp_connect_reader`),
+      },
+    )
     const { app } = current
     app.get('/who', async (request) => (await request.db`select current_user as who`)[0])
     app.get('/become', async (request) => request.db.unsafe('set role postgres'))
@@ -71,11 +81,16 @@ describe('onConnect', () => {
   })
 
   test('an onConnect that throws fails register with FST_PG_POOL_CONNECT_FAILED, its error as the cause', async () => {
-    const failure = await coreApp(db.url, {}, {}, {
-      onConnect: async () => {
-        throw new Error('no schema for this tenant')
+    const failure = await coreApp(
+      db.url,
+      {},
+      {},
+      {
+        onConnect: async () => {
+          throw new Error('no schema for this tenant')
+        },
       },
-    }).then(
+    ).then(
       () => undefined,
       (error: Error & { code?: string }) => error,
     )
