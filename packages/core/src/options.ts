@@ -97,9 +97,10 @@ export interface ResolvedConnection {
    */
   readonly secret: Secrets
   /**
-   * `connection.password` given as a function: called once for each new connection (the
-   * factory's, never postgres.js's), its value remembered in `secret`. Rejects with an error
-   * that holds neither the value nor the function's own error object.
+   * `connection.password` given as a function: called once for each new connection, its value
+   * remembered in `secret`. Rejects with an error that holds neither the value nor the function's
+   * own error object. The pool's connections await it before opening; `options.password` wraps it
+   * for clients postgres.js opens itself (a failure there is an empty password, never a rejection).
    */
   readonly password: (() => Promise<string>) | undefined
   /**
@@ -222,7 +223,7 @@ export function resolveConnection(
     }
     const { max, password: givenPassword, pass, ...rest } = given as postgres.Options<{}> & { max?: unknown }
     if (max !== undefined) fromUrl.max = String(max)
-    // A function is called by the pool (connection-factory.ts), never handed to postgres.js.
+    // A function is wrapped below: postgres.js never calls it as given.
     const pw: unknown = givenPassword ?? pass
     if (typeof pw === 'function') fetch = pw as () => unknown
     else if (pw !== undefined && pw !== null && typeof pw !== 'string') {
@@ -249,6 +250,12 @@ export function resolveConnection(
   secret ??= env.PGPASSWORD || undefined
   const secrets = new Secrets(secret)
   const password = fetch === undefined ? undefined : passwordSource(fetch, secrets)
+  if (password !== undefined) {
+    // For clients opened from these options by postgres.js itself (LISTEN, samplers): it awaits the
+    // password in a promise nobody handles, so a failure must not reject there. An empty password
+    // fails the login (28P01) instead. The pool's own connections get the value resolved first.
+    options = { ...options, password: () => password().catch(() => '') }
+  }
   return { connection: Object.freeze({ url, options, secret: secrets, password, hosts, target }), fromUrl }
 }
 
