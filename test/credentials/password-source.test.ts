@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto'
 import postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
-import { resolveConnection } from '../../packages/core/src/options.js'
+// Not exported: the built module, the same files the package name resolves to (src would declare
+// core's Fastify augmentation a second time).
+import { resolveConnection } from '../../packages/core/dist/options.js'
 import { failOnProcessErrors } from '../faults/process-errors.js'
 import { createTestDatabase, type TestDatabase, uniqueName } from '../support/database.js'
 
