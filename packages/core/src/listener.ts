@@ -1,0 +1,311 @@
+import postgres from 'postgres'
+import { errors } from './errors.js'
+import { invalidOption } from './option-kit.js'
+
+/** A notification as PostgreSQL delivered it. */
+export interface Notification {
+  readonly channel: string
+  readonly payload: string
+}
+
+/** Called with each notification of its channel; a throw or a rejection is logged, never fatal. */
+export type NotificationHandler = (notification: Notification) => unknown
+
+/** What `listen()` resolves with, once the channel is listened to on the server. */
+export interface Listening {
+  /** Stops this handler (the channel is unlistened when it was its last). Idempotent. */
+  unlisten(): Promise<void>
+}
+
+/** The listener's counts, read by health and metrics through the view. */
+export interface ListenerStats {
+  /** Handlers registered with `listen()` and not unlistened. */
+  readonly listeners: number
+  /** Distinct channels they listen on. */
+  readonly channels: number
+  /** The listener's connection is open with every channel listened to (false while nothing listens). */
+  readonly connected: boolean
+  /** Notifications received on the listened channels (once each, whatever the number of handlers). */
+  readonly notifications: number
+  /** Times the channels were listened to again on a new connection after one was lost. */
+  readonly reconnections: number
+}
+
+export const NO_LISTENER: ListenerStats = Object.freeze({
+  listeners: 0,
+  channels: 0,
+  connected: false,
+  notifications: 0,
+  reconnections: 0,
+})
+
+/** Where and how the listener connects: the instance's connection, described by shape. */
+export interface ListenerSettings {
+  readonly url: string | undefined
+  readonly options: postgres.Options<{}>
+  /** A password function, called for each new connection (rotating credentials). */
+  readonly password?: (() => Promise<string>) | undefined
+  readonly applicationName: string
+  /** ms, for each attempt to open the connection. */
+  readonly connectTimeout: number
+  /** PgBouncer in transaction mode keeps no session: a LISTEN there would hear nothing. */
+  readonly pgbouncer: boolean
+  readonly onNotice: (notice: postgres.Notice) => void
+  /** Removes the connection's password from a text. */
+  readonly redact: (text: string) => string
+  readonly onHandlerError: (error: unknown, channel: string) => void
+  /** The connection was lost (`false`), or the channels are listened to again on a new one (`true`). */
+  readonly onConnectedChange: (connected: boolean) => void
+}
+
+/** PostgreSQL truncates identifiers at NAMEDATALEN - 1 bytes; pg_notify refuses longer channels. */
+const MAX_CHANNEL_BYTES = 63
+
+/**
+ * Longest wait between attempts to reopen a lost connection, in seconds. postgres.js's own
+ * backoff grows to 20 s: notifications sent that long after the server came back would be lost.
+ * One connection trying every two seconds costs a server nothing.
+ */
+const RECONNECT_MAX_DELAY_S = 2
+
+/** postgres.js's backoff (seconds, from the attempt number, with jitter), capped. */
+function reconnectDelay(attempt: number): number {
+  return (0.5 + Math.random() / 2) * Math.min(3 ** attempt / 100, RECONNECT_MAX_DELAY_S)
+}
+
+/**
+ * FST_PG_POOL_CONNECT_FAILED, the driver's detail (host, port, reason: redacted) as its cause, as
+ * the pool reports a connection it could not open: in logs, never in a client's body.
+ */
+function connectFailed(error: unknown, redact: (text: string) => string): Error {
+  const code = (error as { code?: unknown } | null)?.code ?? 'unknown'
+  if (code === 'FST_PG_POOL_CONNECT_FAILED') return error as Error
+  const message = error instanceof Error ? error.message : String(error)
+  const detail = Object.assign(new Error(redact(`${String(code)}: ${message}`)), { code })
+  const coded = new errors.FST_PG_POOL_CONNECT_FAILED()
+  Object.defineProperty(coded, 'cause', { value: detail, enumerable: false, configurable: true })
+  return coded
+}
+
+function listenStatement(channel: string): string {
+  return `LISTEN "${channel.replace(/"/g, '""')}"`
+}
+
+interface Subscription {
+  readonly handler: NotificationHandler
+}
+
+interface Channel {
+  readonly subscriptions: Set<Subscription>
+  /** The channel's first LISTEN. */
+  readonly ready: Promise<void>
+}
+
+/**
+ * LISTEN/NOTIFY on a connection of its own, outside the lease pool: a lease is reset (UNLISTEN *)
+ * when it goes back, and a notification arrives between statements, which no request waits for.
+ *
+ * postgres.js's `sql.listen` re-subscribes after a lost connection too, but on an inner client
+ * whose `onclose` it keeps to itself: nothing outside can tell that the connection is down. Here
+ * the client is ours (`onclose` and `onnotify`, which `sql.listen` itself is built on), so the
+ * state is known, and every channel is listened to again in one statement, one attempt at a
+ * time, with postgres.js's reconnect backoff (capped) between them.
+ */
+export class Listener {
+  readonly #settings: ListenerSettings
+  readonly #channels = new Map<string, Channel>()
+  #client: postgres.Sql<{}> | undefined
+  /** Open with every channel listened to. */
+  #connected = false
+  /** Was connected since the client was created: a loss is then a reconnection to come. */
+  #wasConnected = false
+  #resubscribing = false
+  /** The connection closed again while a resubscription was under way. */
+  #closedMeanwhile = false
+  #closed = false
+  #listeners = 0
+  #notifications = 0
+  #reconnections = 0
+
+  constructor(settings: ListenerSettings) {
+    this.#settings = settings
+  }
+
+  /** Resolves once `channel` is listened to on the server; rejects (coded) when it cannot be. */
+  async listen(channel: string, handler: NotificationHandler): Promise<Listening> {
+    if (this.#closed) throw new errors.FST_PG_POOL_CLOSED()
+    if (typeof channel !== 'string' || channel === '' || Buffer.byteLength(channel) > MAX_CHANNEL_BYTES) {
+      throw invalidOption('listen(channel)', `expected a channel name of 1 to ${MAX_CHANNEL_BYTES} bytes`)
+    }
+    if (typeof handler !== 'function') {
+      throw invalidOption('listen(channel, onNotify)', 'expected a function (notification) => void')
+    }
+    if (this.#settings.pgbouncer) {
+      throw invalidOption(
+        'pool.pgbouncer',
+        'LISTEN needs a session of its own, which PgBouncer in transaction mode does not keep: notifications would be lost',
+      )
+    }
+    const subscription: Subscription = { handler }
+    let entry = this.#channels.get(channel)
+    if (entry === undefined) {
+      const ready = this.#run(listenStatement(channel))
+      entry = { subscriptions: new Set(), ready }
+      this.#channels.set(channel, entry)
+    }
+    entry.subscriptions.add(subscription)
+    this.#listeners++
+    try {
+      await entry.ready
+    } catch (error) {
+      this.#remove(channel, entry, subscription, false)
+      throw this.#closed ? new errors.FST_PG_POOL_CLOSED() : connectFailed(error, this.#settings.redact)
+    }
+    if (!this.#connected && !this.#wasConnected && this.#client !== undefined && !this.#resubscribing) {
+      this.#connected = true
+      this.#wasConnected = true
+    }
+    const listened = entry
+    let active = true
+    return {
+      unlisten: async () => {
+        if (!active) return
+        active = false
+        await this.#remove(channel, listened, subscription, true)
+      },
+    }
+  }
+
+  stats(): ListenerStats {
+    if (this.#listeners === 0 && this.#notifications === 0 && this.#reconnections === 0) return NO_LISTENER
+    return {
+      listeners: this.#listeners,
+      channels: this.#channels.size,
+      connected: this.#connected,
+      notifications: this.#notifications,
+      reconnections: this.#reconnections,
+    }
+  }
+
+  /** Ends the connection and every subscription; later `listen()` calls are refused. */
+  async close(): Promise<void> {
+    this.#closed = true
+    for (const entry of this.#channels.values()) entry.subscriptions.clear()
+    this.#channels.clear()
+    this.#listeners = 0
+    await this.#endClient()
+  }
+
+  async #remove(channel: string, entry: Channel, subscription: Subscription, unlisten: boolean): Promise<void> {
+    if (!entry.subscriptions.delete(subscription)) return
+    this.#listeners--
+    if (entry.subscriptions.size > 0 || this.#channels.get(channel) !== entry) return
+    this.#channels.delete(channel)
+    // Nothing listens any more: the connection goes (closing it unlistens everything).
+    if (this.#channels.size === 0) return this.#endClient()
+    if (unlisten) await this.#run(`UN${listenStatement(channel)}`).catch(() => {})
+  }
+
+  /** Runs one statement on the listener's connection (opened on first use). */
+  async #run(text: string): Promise<void> {
+    await this.#clientNow().unsafe(text)
+  }
+
+  #clientNow(): postgres.Sql<{}> {
+    if (this.#client !== undefined) return this.#client
+    const { url, options, password, applicationName, connectTimeout, onNotice } = this.#settings
+    let client: postgres.Sql<{}> | undefined
+    const clientOptions = {
+      ...options,
+      ...(password === undefined ? {} : { password }),
+      max: 1,
+      // null, not undefined: postgres.js would otherwise retire the connection on its own timers.
+      idle_timeout: null as unknown as undefined,
+      max_lifetime: null,
+      // LISTEN parses no values.
+      fetch_types: false,
+      connect_timeout: connectTimeout / 1000,
+      backoff: reconnectDelay,
+      connection: { ...options.connection, application_name: applicationName },
+      onnotice: onNotice,
+      onnotify: (channel: string, payload: string) => this.#dispatch(channel, payload),
+      onclose: () => {
+        if (client !== undefined) this.#lost(client)
+      },
+    } as postgres.Options<{}>
+    client = url === undefined ? postgres(clientOptions) : postgres(url, clientOptions)
+    this.#client = client
+    this.#connected = false
+    this.#wasConnected = false
+    return client
+  }
+
+  async #endClient(): Promise<void> {
+    const client = this.#client
+    this.#client = undefined
+    const wasConnected = this.#connected
+    this.#connected = false
+    this.#wasConnected = false
+    this.#resubscribing = false
+    this.#closedMeanwhile = false
+    if (wasConnected && !this.#closed && this.#listeners > 0) this.#settings.onConnectedChange(false)
+    await client?.end({ timeout: 0 }).catch(() => {})
+  }
+
+  #dispatch(channel: string, payload: string): void {
+    const entry = this.#channels.get(channel)
+    if (entry === undefined) return
+    this.#notifications++
+    const notification: Notification = Object.freeze({ channel, payload })
+    for (const { handler } of [...entry.subscriptions]) {
+      try {
+        const result = handler(notification)
+        if (result instanceof Promise) result.catch((error: unknown) => this.#settings.onHandlerError(error, channel))
+      } catch (error) {
+        this.#settings.onHandlerError(error, channel)
+      }
+    }
+  }
+
+  /**
+   * The connection closed (the server restarted, the backend was terminated, the network cut):
+   * the server forgot every LISTEN. Listen again on a new connection; postgres.js opens it for
+   * the statement, after its backoff when the last attempt failed.
+   */
+  #lost(client: postgres.Sql<{}>): void {
+    if (this.#closed || client !== this.#client) return
+    if (this.#connected) {
+      this.#connected = false
+      this.#settings.onConnectedChange(false)
+    }
+    this.#resubscribe(client)
+  }
+
+  #resubscribe(client: postgres.Sql<{}>): void {
+    // One attempt at a time: a failed one closes the connection again, and that close (before or
+    // after the failure is seen) starts the next.
+    if (this.#resubscribing) {
+      this.#closedMeanwhile = true
+      return
+    }
+    const channels = [...this.#channels.keys()]
+    if (channels.length === 0) return
+    this.#resubscribing = true
+    this.#closedMeanwhile = false
+    client.unsafe(channels.map(listenStatement).join('; ')).then(
+      () => {
+        this.#resubscribing = false
+        if (client !== this.#client || this.#closed) return
+        this.#connected = true
+        if (this.#wasConnected) this.#reconnections++
+        this.#wasConnected = true
+        this.#settings.onConnectedChange(true)
+      },
+      () => {
+        this.#resubscribing = false
+        if (client !== this.#client || this.#closed) return
+        if (this.#closedMeanwhile) this.#resubscribe(client)
+      },
+    )
+  }
+}
