@@ -5,6 +5,7 @@ import { systemClock } from './clock.js'
 import { defaultErrorMapping, type ErrorMapping } from './error-mapping.js'
 import { type Instance, Instances } from './instances.js'
 import { Lease, type LeaseContext } from './lease.js'
+import { Listener } from './listener.js'
 import { ServerLsnSource } from './lsn-source.js'
 import {
   checkKeys,
@@ -118,6 +119,27 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   const readYourWrites =
     replicaSettings.readYourWrites === false ? undefined : new ReadYourWrites(replicaSettings.readYourWrites)
   const common = { log, instance: name, clock, helpers, Query, api, mapping, onConnect }
+  // app.db.listen: LISTEN on a connection of the instance's own, outside the lease pool.
+  const listenerLog = { pool: name ?? 'primary' }
+  const listener = new Listener({
+    url: connection.url,
+    options: connection.options,
+    password: connection.password,
+    applicationName: `${options.applicationName}/listen`,
+    connectTimeout: options.connectTimeout,
+    pgbouncer: options.pgbouncer,
+    redact: (text) => primary.view.redact(text),
+    onNotice: (notice) =>
+      log.debug(
+        { notice: { severity: notice.severity, code: notice.code, message: notice.message } },
+        'postgres notice',
+      ),
+    onHandlerError: (error, channel) => log.error({ err: error, channel, ...listenerLog }, 'a LISTEN handler failed'),
+    onConnectedChange: (connected) => {
+      if (connected) log.info(listenerLog, 'the LISTEN connection is back: every channel is listened to again')
+      else log.warn(listenerLog, 'the LISTEN connection was lost: reconnecting')
+    },
+  })
 
   const primary = createPoolUnit({
     ...common,
@@ -126,6 +148,7 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     connection,
     options,
     captureLsn: readYourWrites !== undefined,
+    listener: () => listener.stats(),
   })
   const replicaCount = replicaSettings.replicas.length
   const monitorSource =
@@ -187,7 +210,12 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   }
 
   const poolRoute = name === undefined ? 'app.db' : `app.dbs.${name}`
-  const poolDb = createPoolDb(api, (oneShot) => new Lease(primary.ctx, { route: poolRoute, oneShot }))
+  const poolDb = createPoolDb(
+    api,
+    (oneShot) => new Lease(primary.ctx, { route: poolRoute, oneShot }),
+    (channel, onNotify) => listener.listen(channel, onNotify),
+  )
+  app.addHook('onClose', () => listener.close())
   if (replicaCount > 0) {
     // app.db.replica: one-shot reads routed like a read-only route's.
     const replicaDb = createPoolDb(
