@@ -34,6 +34,7 @@ describe('@fastify-pg-pool/health README', () => {
       warnWaiting: true,
       failWaiting: true,
       requireDatabase: true,
+      requireInstances: true,
       details: true,
       drainDelay: true,
       logLevel: true,

@@ -25,6 +25,7 @@ describe('@fastify-pg-pool/health types', () => {
       warnWaiting: 1,
       failWaiting: 0,
       requireDatabase: 'startup',
+      requireInstances: ['reporting'],
       details: 'public',
       drainDelay: 5_000,
       logLevel: 'warn',
@@ -38,6 +39,8 @@ describe('@fastify-pg-pool/health types', () => {
     await app.register(pgPoolHealth, { livePath: true })
     // @ts-expect-error not a detail level
     await app.register(pgPoolHealth, { details: 'secret' })
+    // @ts-expect-error instance names in an array
+    await app.register(pgPoolHealth, { requireInstances: 'reporting' })
     // @ts-expect-error durations are numbers
     await app.register(pgPoolHealth, { pingTimeout: '1s' })
     // @ts-expect-error exactOptionalPropertyTypes: leave an option out rather than undefined
@@ -50,9 +53,14 @@ describe('@fastify-pg-pool/health types', () => {
     expectTypeOf<PgPoolHealthOptions['details']>().toEqualTypeOf<'full' | 'public' | undefined>()
     expectTypeOf<HealthStatus>().toEqualTypeOf<'pass' | 'warn' | 'fail'>()
     expectTypeOf<HealthResponse['status']>().toEqualTypeOf<HealthStatus>()
+    // One entry per pool under each key.
     expectTypeOf<NonNullable<HealthResponse['checks']>['postgres:responseTime']>().toEqualTypeOf<
-      readonly [HealthCheck] | undefined
+      readonly HealthCheck[] | undefined
     >()
+    expectTypeOf<HealthCheck['componentId']>().toEqualTypeOf<string | undefined>()
+    expectTypeOf<
+      NonNullable<NonNullable<HealthResponse['checks']>['postgres:listener']>[number]['connected']
+    >().toBeBoolean()
     expectTypeOf<
       NonNullable<NonNullable<HealthResponse['checks']>['postgres:connections']>[0]['waiting']
     >().toBeNumber()

@@ -1,12 +1,17 @@
-import type { ConnectionBudget, PoolStats } from '@fastify-pg-pool/core'
+import type { ConnectionBudget, PgPoolView, PoolStats } from '@fastify-pg-pool/core'
 import type { ResolvedHealthOptions } from './options.js'
 import type { PingResult } from './ping-cache.js'
 
 /** draft-inadarei-api-health-check: `pass` and `warn` answer 200, `fail` answers 503. */
 export type HealthStatus = 'pass' | 'warn' | 'fail'
 
+type ListenerStats = ReturnType<PgPoolView['listener']>
+type ReplicaState = NonNullable<ReturnType<PgPoolView['replica']>>
+
 /** One measurement of a check (draft-inadarei-api-health-check, "checks"). */
 export interface HealthCheck {
+  /** The pool measured: `primary`, a named instance's name, `replica-0`... (absent on `uptime`). */
+  readonly componentId?: string
   readonly componentType: 'datastore' | 'system'
   readonly observedValue: number
   readonly observedUnit: string
@@ -35,11 +40,28 @@ export interface BudgetCheck extends HealthCheck {
   readonly instances: number
 }
 
+/** `postgres:listener`: the LISTEN connection (`app.db.listen`), while anything listens. */
+export interface ListenerCheck extends HealthCheck {
+  readonly connected: boolean
+  readonly channels: number
+  readonly reconnections: number
+}
+
+/** `postgres:replicationLag`: a read replica's lag, in seconds, with bytes as an extension. */
+export interface ReplicationLagCheck extends HealthCheck {
+  readonly bytes: number
+  /** Whether reads go to the replica now. */
+  readonly usable: boolean
+}
+
+/** Each key holds one entry per pool (its `componentId`), in the order the pools were registered. */
 export interface HealthChecks {
-  readonly 'postgres:responseTime'?: readonly [HealthCheck]
-  readonly 'postgres:connections'?: readonly [ConnectionsCheck]
-  readonly 'postgres:budget'?: readonly [BudgetCheck]
-  readonly uptime?: readonly [HealthCheck]
+  readonly 'postgres:responseTime'?: readonly HealthCheck[]
+  readonly 'postgres:connections'?: readonly ConnectionsCheck[]
+  readonly 'postgres:budget'?: readonly BudgetCheck[]
+  readonly 'postgres:listener'?: readonly ListenerCheck[]
+  readonly 'postgres:replicationLag'?: readonly ReplicationLagCheck[]
+  readonly uptime?: readonly HealthCheck[]
 }
 
 /** An `application/health+json` body. With `details: 'public'` only `status` is present. */
@@ -63,7 +85,12 @@ function withOutput<T extends HealthCheck>(check: Omit<T, 'output'>, output: str
   return (output === undefined ? check : { ...check, output }) as T
 }
 
-export function connectionsCheck(stats: PoolStats, options: ResolvedHealthOptions, time: string): ConnectionsCheck {
+export function connectionsCheck(
+  stats: PoolStats,
+  options: ResolvedHealthOptions,
+  time: string,
+  componentId = 'primary',
+): ConnectionsCheck {
   // By default, where the core refuses new requests: its queue cap, never below the connections
   // the pool can still open (requests waiting for those wait for no one).
   const failAt = options.failWaiting ?? Math.max(1, stats.waitingCap)
@@ -78,6 +105,7 @@ export function connectionsCheck(stats: PoolStats, options: ResolvedHealthOption
   }
   return withOutput<ConnectionsCheck>(
     {
+      componentId,
       componentType: 'datastore',
       observedValue: stats.leased,
       observedUnit: 'connections',
@@ -93,7 +121,11 @@ export function connectionsCheck(stats: PoolStats, options: ResolvedHealthOption
   )
 }
 
-export function responseTimeCheck(ping: PingResult, options: ResolvedHealthOptions): HealthCheck {
+export function responseTimeCheck(
+  ping: PingResult,
+  options: ResolvedHealthOptions,
+  componentId = 'primary',
+): HealthCheck {
   const ms = Math.round(ping.ms * 10) / 10
   let status: HealthStatus = 'pass'
   let output: string | undefined
@@ -109,6 +141,7 @@ export function responseTimeCheck(ping: PingResult, options: ResolvedHealthOptio
   }
   return withOutput<HealthCheck>(
     {
+      componentId,
       componentType: 'datastore',
       observedValue: ms,
       observedUnit: 'ms',
@@ -119,9 +152,10 @@ export function responseTimeCheck(ping: PingResult, options: ResolvedHealthOptio
   )
 }
 
-export function budgetCheck(budget: ConnectionBudget, time: string): BudgetCheck {
+export function budgetCheck(budget: ConnectionBudget, time: string, componentId = 'primary'): BudgetCheck {
   return withOutput<BudgetCheck>(
     {
+      componentId,
       componentType: 'datastore',
       observedValue: budget.demand,
       observedUnit: 'connections',
@@ -139,46 +173,128 @@ export function budgetCheck(budget: ConnectionBudget, time: string): BudgetCheck
   )
 }
 
-export interface ReadinessInput {
+/** Warns while the LISTEN connection is down: notifications sent meanwhile are lost. */
+export function listenerCheck(listener: ListenerStats, time: string, componentId = 'primary'): ListenerCheck {
+  return withOutput<ListenerCheck>(
+    {
+      componentId,
+      componentType: 'datastore',
+      observedValue: listener.listeners,
+      observedUnit: 'listeners',
+      status: listener.connected ? 'pass' : 'warn',
+      time,
+      connected: listener.connected,
+      channels: listener.channels,
+      reconnections: listener.reconnections,
+    },
+    listener.connected ? undefined : `LISTEN connection down: reconnecting (${listener.channels} channels)`,
+  )
+}
+
+/** Warns while a replica gets no reads (lagging past maxLag, or not a usable standby). */
+export function replicationLagCheck(
+  replica: ReplicaState,
+  lag: NonNullable<ReplicaState['lag']>,
+  time: string,
+  componentId: string,
+): ReplicationLagCheck {
+  const seconds = Math.round(lag.seconds * 1000) / 1000
+  let output: string | undefined
+  if (!replica.usable) {
+    output =
+      lag.error === undefined
+        ? `replica lagging: ${seconds} s, ${lag.bytes} bytes behind (maxLag ${replica.maxLag.seconds} s, ${replica.maxLag.bytes} bytes): reads go elsewhere`
+        : 'replica not usable for reads (unreachable, or no longer a standby)'
+  }
+  return withOutput<ReplicationLagCheck>(
+    {
+      componentId,
+      componentType: 'datastore',
+      observedValue: seconds,
+      observedUnit: 's',
+      status: replica.usable ? 'pass' : 'warn',
+      time,
+      bytes: lag.bytes,
+      usable: replica.usable,
+    },
+    output,
+  )
+}
+
+/** What readiness reads of one pool. */
+export interface PoolReading {
+  /** The pool's label (`view.name`): the checks' componentId. */
+  readonly name: string
+  /**
+   * Its failure fails readiness: the default instance's primary (and the primaries of
+   * `requireInstances`). Any other pool, replicas included, degrades readiness to `warn`.
+   */
+  readonly required: boolean
   readonly stats: PoolStats
   readonly budget: ConnectionBudget | undefined
+  readonly listener: ListenerStats
+  readonly replica: ReplicaState | undefined
   /** undefined while shutting down (no ping then). */
   readonly ping: PingResult | undefined
   /** A ping succeeded before: with `requireDatabase: 'startup'` a failed ping only warns. */
   readonly everPassed: boolean
 }
 
+export interface ReadinessInput {
+  /** Every pool of the app, in registration order. */
+  readonly pools: readonly PoolReading[]
+  /** `app.close()` began: readiness fails, no ping is made. */
+  readonly draining: boolean
+}
+
+type CheckKey = Exclude<keyof HealthChecks, 'uptime'>
+
 /** The readiness body; `fail` answers 503. */
 export function readiness(input: ReadinessInput, options: ResolvedHealthOptions): HealthResponse {
   const time = new Date().toISOString()
-  const connections = connectionsCheck(input.stats, options, time)
-  const checks: HealthChecks = {}
+  const checks = new Map<CheckKey, HealthCheck[]>()
   const outputs: string[] = []
   const statuses: HealthStatus[] = []
-  if (input.ping === undefined) {
+  if (input.draining) {
     statuses.push('fail')
     outputs.push('shutting down')
-  } else {
-    const responseTime = responseTimeCheck(input.ping, options)
-    Object.assign(checks, { 'postgres:responseTime': [responseTime] })
-    statuses.push(
-      responseTime.status === 'fail' && options.requireDatabase === 'startup' && input.everPassed
-        ? 'warn'
-        : responseTime.status,
-    )
-    if (responseTime.output !== undefined) outputs.push(responseTime.output)
   }
-  Object.assign(checks, { 'postgres:connections': [connections] })
-  statuses.push(connections.status)
-  if (connections.output !== undefined) outputs.push(connections.output)
-  if (input.budget !== undefined) {
-    const budget = budgetCheck(input.budget, time)
-    Object.assign(checks, { 'postgres:budget': [budget] })
-    statuses.push(budget.status)
-    if (budget.output !== undefined) outputs.push(budget.output)
+  // Reasons name their pool once there is more than one.
+  const named = input.pools.length > 1
+  for (const pool of input.pools) {
+    const add = (key: CheckKey, check: HealthCheck, status: HealthStatus = check.status) => {
+      const entries = checks.get(key)
+      if (entries === undefined) checks.set(key, [check])
+      else entries.push(check)
+      // A pool readiness does not depend on (a replica, another instance) only degrades it.
+      statuses.push(status === 'fail' && !pool.required ? 'warn' : status)
+      if (check.output !== undefined) outputs.push(named ? `${pool.name}: ${check.output}` : check.output)
+    }
+    if (pool.ping !== undefined && !input.draining) {
+      const responseTime = responseTimeCheck(pool.ping, options, pool.name)
+      add(
+        'postgres:responseTime',
+        responseTime,
+        responseTime.status === 'fail' && options.requireDatabase === 'startup' && pool.everPassed
+          ? 'warn'
+          : responseTime.status,
+      )
+    }
+    add('postgres:connections', connectionsCheck(pool.stats, options, time, pool.name))
+    if (pool.budget !== undefined) add('postgres:budget', budgetCheck(pool.budget, time, pool.name))
+    if (pool.listener.listeners > 0) add('postgres:listener', listenerCheck(pool.listener, time, pool.name))
+    const lag = pool.replica?.lag
+    if (pool.replica !== undefined && lag !== undefined) {
+      add('postgres:replicationLag', replicationLagCheck(pool.replica, lag, time, pool.name))
+    }
   }
   const status = worst(statuses)
-  return present(status, status === 'pass' ? undefined : outputs.join('; '), checks, options)
+  return present(
+    status,
+    status === 'pass' ? undefined : outputs.join('; '),
+    Object.fromEntries(checks) as HealthChecks,
+    options,
+  )
 }
 
 /** The liveness body: always `pass` while the process answers. */

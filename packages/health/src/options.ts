@@ -46,6 +46,12 @@ export interface PgPoolHealthOptions {
    * replica does not empty the Service. Default `'always'`.
    */
   requireDatabase?: RequireDatabase
+  /**
+   * Named instances whose primary fails readiness like the default instance's does. Every other
+   * pool (another instance, a read replica) that fails makes readiness `warn`, not `fail`: the
+   * routes that do not need it keep their pod in the Service. Default none.
+   */
+  requireInstances?: readonly string[]
   /** `'full'`: status and checks. `'public'`: the status alone. Default `'full'`. */
   details?: HealthDetails
   /**
@@ -78,6 +84,7 @@ export interface ResolvedHealthOptions {
   /** undefined: the pool's waitingCap. */
   readonly failWaiting: number | undefined
   readonly requireDatabase: RequireDatabase
+  readonly requireInstances: readonly string[]
   readonly details: HealthDetails
   readonly drainDelay: number
   readonly logLevel: LogLevel | undefined
@@ -88,6 +95,16 @@ export interface ResolvedHealthOptions {
 }
 
 const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const satisfies readonly LogLevel[]
+
+const requireInstances: optionKit.OptionSpec<readonly string[]> = {
+  read(raw, name) {
+    if (raw === undefined) return Object.freeze([])
+    if (!Array.isArray(raw) || !raw.every((item) => typeof item === 'string' && item !== '')) {
+      throw invalidOption(name, `expected an array of instance names, got ${describe(raw)}`)
+    }
+    return Object.freeze([...raw])
+  },
+}
 
 const table = {
   prefix: routePrefix,
@@ -100,6 +117,7 @@ const table = {
   warnWaiting: integer({ min: 0, default: 1 }),
   failWaiting: integer({ min: 0, default: undefined }),
   requireDatabase: oneOf(['always', 'startup'], 'always'),
+  requireInstances,
   details: oneOf(['full', 'public'], 'full'),
   drainDelay: integer({ min: 0, default: 0 }),
   logLevel: oneOf(logLevels, undefined),

@@ -3,7 +3,7 @@ import type { FastifyContextConfig, FastifyInstance, FastifyPluginAsync, Fastify
 import fp from 'fastify-plugin'
 import { type HealthResponse, liveness, readiness } from './health-report.js'
 import { type PgPoolHealthOptions, resolveHealthOptions } from './options.js'
-import { PingCache } from './ping-cache.js'
+import { PoolProbes } from './pool-probes.js'
 
 const HEALTH_CONTENT_TYPE = 'application/health+json; charset=utf-8'
 
@@ -22,19 +22,15 @@ function send(reply: FastifyReply, body: HealthResponse): FastifyReply {
 
 const health: FastifyPluginAsync<PgPoolHealthOptions> = async (app: FastifyInstance, opts) => {
   const options = resolveHealthOptions(opts)
-  const view = app.pgPool
-  // view.ping is looked up per call so a wrapper installed on the view (tests, tracing) sees every ping.
-  const pings = new PingCache((timeoutMs) => view.ping(timeoutMs), options.pingTimeout, options.cacheTime)
+  // Every pool of every instance, those registered later (a named instance) included.
+  const probes = new PoolProbes(app.pgPools, options)
   let draining = false
   let lastStatus: HealthResponse['status'] | undefined
 
   const ready = async (): Promise<HealthResponse> => {
-    const ping = draining ? undefined : await pings.get()
-    const body = readiness(
-      // Checked again after the ping: close may have begun while it ran.
-      { stats: view.stats(), budget: view.budget(), ping: draining ? undefined : ping, everPassed: pings.everPassed },
-      { ...options, details: 'full' },
-    )
+    const pools = await probes.read(!draining)
+    // Checked again after the pings: close may have begun while they ran.
+    const body = readiness({ pools, draining }, { ...options, details: 'full' })
     if (body.status !== lastStatus) {
       // Once per change, not per probe; the output holds codes and counts only.
       const level = body.status === 'pass' || draining ? 'info' : 'warn'
@@ -59,6 +55,8 @@ const health: FastifyPluginAsync<PgPoolHealthOptions> = async (app: FastifyInsta
     routes.push({ ...common, url, handler: async (_request, reply) => send(reply, await ready()) })
   }
   for (const route of routes) app.route(route)
+
+  app.addHook('onClose', async () => probes.close())
 
   // Readiness fails from here on while in-flight requests finish; liveness keeps answering.
   app.addHook('preClose', async () => {
