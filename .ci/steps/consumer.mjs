@@ -178,7 +178,10 @@ async function exercise(base) {
   }
   const metrics = await fetch(`${base}/metrics`)
   const text = await metrics.text()
-  const wanted = ['pg_pool_connections{state="idle"}', 'pg_pool_lease_seconds_count{route="/items/:from/move/:to"}']
+  const wanted = [
+    'pg_pool_connections{pool="primary",state="idle"}',
+    'pg_pool_lease_seconds_count{pool="primary",route="/items/:from/move/:to"}',
+  ]
   if (metrics.status !== 200 || !(metrics.headers.get('content-type') ?? '').startsWith('text/plain')) {
     throw new Error(
       `GET /metrics: expected 200 text/plain, got ${metrics.status} ${metrics.headers.get('content-type')}`,

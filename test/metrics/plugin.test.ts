@@ -100,9 +100,9 @@ describe('/metrics', () => {
     expect(open.headers['content-type']).toBe('application/openmetrics-text; version=1.0.0; charset=utf-8')
     expect(open.body.endsWith('\n# EOF\n')).toBe(true)
     expect(open.body).toContain('# TYPE pg_pool_acquires counter\n')
-    expect(open.body).toContain('pg_pool_acquires_total{result="ok"} 1\n')
+    expect(open.body).toContain('pg_pool_acquires_total{pool="primary",result="ok"} 1\n')
     expect(open.body).toContain('# TYPE pg_pool_acquire_seconds histogram\n')
-    expect(open.body).toContain('pg_pool_acquire_seconds_bucket{le="+Inf"} 1\n')
+    expect(open.body).toContain('pg_pool_acquire_seconds_bucket{le="+Inf",pool="primary"} 1\n')
     expect(open.body).not.toContain('\n\n')
 
     // prom-client's own OpenMetrics mode renames counters for good; the text format must not change.
@@ -125,12 +125,12 @@ describe('/metrics', () => {
   test('a custom path, or none at all with app.pgPoolMetrics.scrape() still available', async () => {
     const custom = await metricsApp({ path: '/internal/metrics' })
     expect((await custom.inject({ url: '/metrics' })).statusCode).toBe(404)
-    expect((await custom.inject({ url: '/internal/metrics' })).body).toContain('pg_pool_waiters 0')
+    expect((await custom.inject({ url: '/internal/metrics' })).body).toContain('pg_pool_waiters{pool="primary"} 0')
 
     const none = await metricsApp({ path: false })
     expect((await none.inject({ url: '/metrics' })).statusCode).toBe(404)
     const scraped = await none.pgPoolMetrics.scrape()
-    expect(scraped.body).toContain('pg_pool_waiters 0')
+    expect(scraped.body).toContain('pg_pool_waiters{pool="primary"} 0')
     expect((await none.pgPoolMetrics.scrape(prometheusAccept)).body).toContain('# EOF')
   })
 
@@ -144,7 +144,7 @@ describe('/metrics', () => {
     expect((await app.inject({ url: '/metrics', headers: { authorization: 'Bearer nope' } })).statusCode).toBe(401)
     const ok = await app.inject({ url: '/metrics', headers: { authorization: 'Bearer s3cret' } })
     expect(ok.statusCode).toBe(200)
-    expect(ok.body).toContain('pg_pool_connections_max 2')
+    expect(ok.body).toContain('pg_pool_connections_max{pool="primary"} 2')
     expect((await app.inject({ url: '/item' })).statusCode).toBe(200)
   })
 

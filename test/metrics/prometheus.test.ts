@@ -115,7 +115,7 @@ describe.skipIf(prometheusBin === undefined)('a real Prometheus scraping the exa
       'pg_pool_waiters = 3 in Prometheus',
     )
     expect(waiting).toHaveLength(1)
-    expect(waiting[0]?.metric).toMatchObject({ __name__: 'pg_pool_waiters', job: 'example' })
+    expect(waiting[0]?.metric).toMatchObject({ __name__: 'pg_pool_waiters', job: 'example', pool: 'primary' })
 
     const leased = await query('pg_pool_connections{state="leased"}')
     expect(leased[0]?.value[1]).toBe('2')
@@ -150,6 +150,7 @@ describe.skipIf(prometheusBin === undefined)('a real Prometheus scraping the exa
       ['PgPoolAcquireTimeouts', 'ok'],
       ['PgPoolShedding', 'ok'],
       ['PgPoolLeaks', 'ok'],
+      ['PgPoolListenerDown', 'ok'],
     ])
 
     const dashboard = JSON.parse(readFileSync(new URL('grafana-dashboard.json', examples), 'utf8')) as {
@@ -158,7 +159,11 @@ describe.skipIf(prometheusBin === undefined)('a real Prometheus scraping the exa
     const empty: string[] = []
     for (const panel of dashboard.panels) {
       for (const { expr } of panel.targets) {
-        const promql = expr.replaceAll('$__rate_interval', '1m').replaceAll('$job', '.*').replaceAll('$instance', '.*')
+        const promql = expr
+          .replaceAll('$__rate_interval', '1m')
+          .replaceAll('$job', '.*')
+          .replaceAll('$instance', '.*')
+          .replaceAll('$pool', '.*')
         if ((await query(promql)).length === 0) empty.push(`${panel.title}: ${expr}`)
       }
     }

@@ -73,7 +73,7 @@ describe('prefix', () => {
     await app.register(pgPoolMetrics, { prefix: '/internal' })
     const scrape = await app.inject('/internal/metrics')
     expect(scrape.statusCode).toBe(200)
-    expect(scrape.body).toContain('pg_pool_waiters 0')
+    expect(scrape.body).toContain('pg_pool_waiters{pool="primary"} 0')
     expect((await app.inject('/metrics')).statusCode).toBe(404)
   })
 

@@ -141,7 +141,7 @@ describe('each package on its own, at every level', () => {
     await app.ready()
     expect((await app.inject('/live')).statusCode).toBe(200)
     expect((await app.inject('/hc')).statusCode).toBe(200)
-    expect((await app.inject('/m')).body).toContain('each_waiters 0')
+    expect((await app.inject('/m')).body).toContain('each_waiters{pool="primary"} 0')
   })
 })
 

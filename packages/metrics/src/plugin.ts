@@ -35,7 +35,14 @@ const metrics: FastifyPluginAsync<PgPoolMetricsOptions> = async (app, opts) => {
 
   let detach = () => {}
   try {
-    detach = registerPoolMetrics(app.pgPool, options, routes)
+    const pools = registerPoolMetrics(options, routes)
+    // Every pool of every instance, and those registered after this plugin (a named instance).
+    for (const view of app.pgPools.all()) pools.add(view)
+    const unsubscribe = app.pgPools.onAdd((view) => pools.add(view))
+    detach = () => {
+      unsubscribe()
+      pools.detach()
+    }
     if (options.httpMetrics) registerHttpMetrics(app, options, routes)
     // Standard names (process_*, nodejs_*), as Node.js dashboards expect them.
     if (options.defaultMetrics) collectDefaultMetrics({ register: registry })

@@ -22,45 +22,71 @@ const MAX_SHED_REASONS = 20
 
 type PoolListeners = { [E in keyof PoolEvents]?: (...args: PoolEvents[E]) => void }
 
+/** The label every pool metric carries: the view's name (`primary`, an instance's, `replica-0`...). */
+export const POOL_LABEL = 'pool'
+
+/** One pool's state between scrapes. */
+interface PoolSeries {
+  readonly view: PgPoolView
+  readonly pool: string
+  /** Successful acquires since the last scrape (added to the counter when scraped). */
+  acquired: number
+  /** The listener's totals at the last scrape (its counters grow by the difference). */
+  notifications: number
+  reconnections: number
+  detach(): void
+}
+
+/** What the plugin holds: pools are added as the app registers them. */
+export interface PoolMetrics {
+  /** Starts the series of `view` (every known label at 0) and follows its events. */
+  add(view: PgPoolView): void
+  /** Stops following every pool. */
+  detach(): void
+}
+
 /**
- * Registers the pool's metrics: gauges read from `stats()` when scraped, counters and histograms
- * fed by the view's events. Returns the function that unsubscribes.
+ * Registers the pool metrics, each labelled with its pool: gauges read from each pool's `stats()`
+ * when scraped, counters and histograms fed by each view's events.
  */
-export function registerPoolMetrics(
-  view: PgPoolView,
-  options: ResolvedMetricsOptions,
-  routes: BoundedLabel,
-): () => void {
+export function registerPoolMetrics(options: ResolvedMetricsOptions, routes: BoundedLabel): PoolMetrics {
   const { namePrefix: prefix, buckets } = options
   const registers: Registry[] = [options.registry]
   const seconds = (ms: number) => ms / 1000
+  const pools: PoolSeries[] = []
+  const byView = new Map<PgPoolView, PoolSeries>()
 
   new Gauge({
     name: `${prefix}connections`,
     help: 'Server connections of the pool by state: idle, leased (held by a request or job), connecting',
-    labelNames: ['state'],
+    labelNames: [POOL_LABEL, 'state'],
     registers,
     collect() {
-      const stats = view.stats()
-      this.set({ state: 'idle' }, stats.idle)
-      this.set({ state: 'leased' }, stats.leased)
-      this.set({ state: 'connecting' }, stats.connecting)
+      for (const { view, pool } of pools) {
+        const stats = view.stats()
+        this.set({ pool, state: 'idle' }, stats.idle)
+        this.set({ pool, state: 'leased' }, stats.leased)
+        this.set({ pool, state: 'connecting' }, stats.connecting)
+      }
     },
   })
-  // Gauges read when scraped; a read that gives undefined removes the series.
-  const readGauge = (name: string, help: string, read: () => number | undefined) =>
+  // Gauges read when scraped, per pool; a read that gives undefined removes the pool's series.
+  const readGauge = (name: string, help: string, read: (view: PgPoolView) => number | undefined) =>
     new Gauge({
       name: `${prefix}${name}`,
       help,
+      labelNames: [POOL_LABEL],
       registers,
       collect() {
-        const value = read()
-        if (value === undefined) this.remove()
-        else this.set(value)
+        for (const { view, pool } of pools) {
+          const value = read(view)
+          if (value === undefined) this.remove({ pool })
+          else this.set({ pool }, value)
+        }
       },
     })
   const statsGauge = (name: string, help: string, read: (stats: PoolStats) => number) =>
-    readGauge(name, help, () => read(view.stats()))
+    readGauge(name, help, (view) => read(view.stats()))
   statsGauge('connections_max', 'Most server connections the pool opens (pool.max)', (s) => s.max)
   statsGauge('waiters', 'Requests waiting for a connection', (s) => s.waiting)
   statsGauge(
@@ -85,7 +111,7 @@ export function registerPoolMetrics(
     help: string,
     read: (b: NonNullable<ReturnType<PgPoolView['budget']>>) => number,
   ) =>
-    readGauge(name, help, () => {
+    readGauge(name, help, (view) => {
       const budget = view.budget()
       return budget === undefined ? undefined : read(budget)
     })
@@ -100,127 +126,193 @@ export function registerPoolMetrics(
     'Connections all instances may open at full load: pool.max x pool.instances',
     (b) => b.demand,
   )
+  readGauge('listeners', 'Handlers listening for notifications (app.db.listen) on the LISTEN connection', (view) => {
+    return view.listener().listeners
+  })
+  readGauge(
+    'listener_connected',
+    'Whether the LISTEN connection is open with every channel listened to (1), or not (0: reconnecting, or nothing listens)',
+    (view) => (view.listener().connected ? 1 : 0),
+  )
 
   // Observed on every request: series looked up once, not per observation (fast-histogram.ts).
   const acquireSeconds = new FastHistogram({
     name: `${prefix}acquire_seconds`,
     help: 'Time acquires waited before they got a connection',
+    labelNames: [POOL_LABEL],
     buckets: buckets.acquire,
     registers,
-  }).series()
+  })
   const leaseSeconds = new FastHistogram({
     name: `${prefix}lease_seconds`,
     help: 'Time a connection was held, by route template (app.db for pool-level queries)',
-    labelNames: ['route'],
+    labelNames: [POOL_LABEL, 'route'],
     buckets: buckets.lease,
     registers,
   })
-  const leaseSeries = new Map<string, HistogramSeries>()
-  const leaseSeriesOf = (route: string) => {
-    let series = leaseSeries.get(route)
-    if (series === undefined) {
-      series = leaseSeconds.series({ route: routes.value(route) })
-      leaseSeries.set(route, series)
-    }
-    return series
-  }
   const connectSeconds = new Histogram({
     name: `${prefix}connect_seconds`,
     help: 'Time to open a server connection',
+    labelNames: [POOL_LABEL],
     buckets: [...buckets.connect],
     registers,
   })
-  connectSeconds.zero({})
-  // Successful acquires are counted in a number and added to the counter when scraped.
-  let acquiredSinceScrape = 0
   const acquires = new Counter({
     name: `${prefix}acquires_total`,
     help: 'Acquires by result: ok, timeout (acquireTimeout passed), rejected (queue full or closing), aborted (the request ended), error (connecting failed)',
-    labelNames: ['result'],
+    labelNames: [POOL_LABEL, 'result'],
     registers,
     collect() {
-      this.inc({ result: 'ok' }, acquiredSinceScrape)
-      acquiredSinceScrape = 0
+      for (const series of pools) {
+        this.inc({ pool: series.pool, result: 'ok' }, series.acquired)
+        series.acquired = 0
+      }
     },
   })
-  for (const result of acquireResults) acquires.inc({ result }, 0)
   const opened = new Counter({
     name: `${prefix}connections_opened_total`,
     help: 'Server connections opened',
+    labelNames: [POOL_LABEL],
     registers,
   })
-  // Connections opened before this plugin registered (the core's start-up check).
-  const { open, connecting } = view.stats()
-  opened.inc(open - connecting)
   const closed = new Counter({
     name: `${prefix}connections_closed_total`,
     help: 'Server connections closed by reason: idle, lifetime, error, deadline (query past statement timeout), shutdown',
-    labelNames: ['reason'],
+    labelNames: [POOL_LABEL, 'reason'],
     registers,
   })
-  for (const reason of closeReasons) closed.inc({ reason }, 0)
   const connectErrors = new Counter({
     name: `${prefix}connection_errors_total`,
     help: 'Attempts to open a server connection that failed',
+    labelNames: [POOL_LABEL],
     registers,
   })
   const leaks = new Counter({
     name: `${prefix}leaks_total`,
     help: 'Leases held past pool.leakDetectionThreshold',
+    labelNames: [POOL_LABEL],
     registers,
   })
   const shed = new Counter({
     name: `${prefix}requests_shed_total`,
     help: 'Requests refused by admission control, by reason',
-    labelNames: ['reason'],
+    labelNames: [POOL_LABEL, 'reason'],
     registers,
   })
-  for (const reason of knownShedReasons) shed.inc({ reason }, 0)
   const shedReasons = new BoundedLabel(MAX_SHED_REASONS)
   for (const reason of knownShedReasons) shedReasons.value(reason)
-
   const transactions = new Counter({
     name: `${prefix}transactions_total`,
     help: 'Transactions the suite ran (route transactions, begin(), app.db.transaction()) by outcome: commit, rollback, commit_failed (the server refused the COMMIT), commit_unknown (COMMIT sent, no answer: it may have committed)',
-    labelNames: ['outcome'],
+    labelNames: [POOL_LABEL, 'outcome'],
     registers,
   })
-  for (const outcome of transactionOutcomes) transactions.inc({ outcome }, 0)
   const resetFailures = new Counter({
     name: `${prefix}session_reset_failures_total`,
     help: 'Session resets that failed: their connection was retired (and a holder handed it meanwhile was moved to another)',
+    labelNames: [POOL_LABEL],
     registers,
   })
+  // The listener's totals, read when scraped: each counter grows by what the view counted since.
+  const listenerCounter = (name: string, help: string, key: 'notifications' | 'reconnections') =>
+    new Counter({
+      name: `${prefix}${name}`,
+      help,
+      labelNames: [POOL_LABEL],
+      registers,
+      collect() {
+        for (const series of pools) {
+          const total = series.view.listener()[key]
+          if (total > series[key]) this.inc({ pool: series.pool }, total - series[key])
+          series[key] = total
+        }
+      },
+    })
+  const notifications = listenerCounter(
+    'notifications_total',
+    'Notifications the LISTEN connection received on the listened channels',
+    'notifications',
+  )
+  const reconnections = listenerCounter(
+    'listener_reconnections_total',
+    'Times the LISTEN connection was lost and every channel was listened to again on a new one',
+    'reconnections',
+  )
 
-  const listeners: PoolListeners = {
-    acquire(waitMs) {
-      acquiredSinceScrape++
-      acquireSeconds.observe(seconds(waitMs))
-    },
-    acquireError: (reason) => acquires.inc({ result: reason }),
-    release: (heldMs, route) => leaseSeriesOf(route).observe(seconds(heldMs)),
-    connect(ms) {
-      opened.inc()
-      connectSeconds.observe(seconds(ms))
-    },
-    connectError: () => connectErrors.inc(),
-    close: (reason) => closed.inc({ reason }),
-    leak: () => leaks.inc(),
-    transaction: (outcome) => transactions.inc({ outcome }),
-    resetError: () => resetFailures.inc(),
-  }
   // Admission control (or any plugin that refuses work) publishes refusals on a diagnostics
-  // channel; this app counts its own pool's.
+  // channel; this app counts its own pools'.
   const onRefusal = (message: unknown) => {
     const refusal = message as RefusalMessage
-    if (refusal.pool === view) shed.inc({ reason: shedReasons.value(String(refusal.reason)) })
+    const series = byView.get(refusal.pool)
+    if (series !== undefined) shed.inc({ pool: series.pool, reason: shedReasons.value(String(refusal.reason)) })
   }
   channels.refusal.subscribe(onRefusal)
-  // One cast for the loop: each entry pairs an event with its own listener type.
-  const entries = Object.entries(listeners) as [keyof PoolEvents, (...args: never) => void][]
-  for (const [event, listener] of entries) view.on(event, listener as never)
-  return () => {
-    channels.refusal.unsubscribe(onRefusal)
-    for (const [event, listener] of entries) view.off(event, listener as never)
+
+  const add = (view: PgPoolView) => {
+    if (byView.has(view)) return
+    const pool = view.name
+    const labels = { pool }
+    // Every known label at 0 from the start, so that rate() and alerts work before the first event.
+    for (const result of acquireResults) acquires.inc({ pool, result }, 0)
+    for (const reason of closeReasons) closed.inc({ pool, reason }, 0)
+    for (const reason of knownShedReasons) shed.inc({ pool, reason }, 0)
+    for (const outcome of transactionOutcomes) transactions.inc({ pool, outcome }, 0)
+    for (const counter of [connectErrors, leaks, resetFailures, notifications, reconnections]) counter.inc(labels, 0)
+    connectSeconds.zero(labels)
+    // Connections opened before this plugin saw the pool (the core's start-up check).
+    const { open, connecting } = view.stats()
+    opened.inc(labels, open - connecting)
+    const acquire = acquireSeconds.series(labels)
+    const leaseSeries = new Map<string, HistogramSeries>()
+    const leaseSeriesOf = (route: string) => {
+      let series = leaseSeries.get(route)
+      if (series === undefined) {
+        series = leaseSeconds.series({ pool, route: routes.value(route) })
+        leaseSeries.set(route, series)
+      }
+      return series
+    }
+    const listener = view.listener()
+    const series: PoolSeries = {
+      view,
+      pool,
+      acquired: 0,
+      // Counted from when this plugin saw the pool, as the other counters are.
+      notifications: listener.notifications,
+      reconnections: listener.reconnections,
+      detach: () => {
+        for (const [event, handler] of entries) view.off(event, handler as never)
+      },
+    }
+    const listeners: PoolListeners = {
+      acquire(waitMs) {
+        series.acquired++
+        acquire.observe(seconds(waitMs))
+      },
+      acquireError: (reason) => acquires.inc({ pool, result: reason }),
+      release: (heldMs, route) => leaseSeriesOf(route).observe(seconds(heldMs)),
+      connect(ms) {
+        opened.inc(labels)
+        connectSeconds.observe(labels, seconds(ms))
+      },
+      connectError: () => connectErrors.inc(labels),
+      close: (reason) => closed.inc({ pool, reason }),
+      leak: () => leaks.inc(labels),
+      transaction: (outcome) => transactions.inc({ pool, outcome }),
+      resetError: () => resetFailures.inc(labels),
+    }
+    // One cast for the loop: each entry pairs an event with its own listener type.
+    const entries = Object.entries(listeners) as [keyof PoolEvents, (...args: never) => void][]
+    for (const [event, handler] of entries) view.on(event, handler as never)
+    pools.push(series)
+    byView.set(view, series)
+  }
+
+  return {
+    add,
+    detach() {
+      channels.refusal.unsubscribe(onRefusal)
+      for (const series of pools) series.detach()
+    },
   }
 }
