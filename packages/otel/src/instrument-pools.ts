@@ -17,13 +17,15 @@ export interface PoolInstrumentation {
   readonly tracing: boolean
   /** Metrics are recorded: metrics are on and a real meter provider is registered. */
   readonly metrics: boolean
-  /** The pools' `db.client.connection.pool.name`, in the order given. */
+  /** The pools' `db.client.connection.pool.name`, in the order given (and added). */
   readonly poolNames: readonly string[]
+  /** Instruments one more pool (a named instance or a replica registered later). */
+  add(view: PgPoolView): void
   close(): void
 }
 
 /**
- * Instruments the given pools (`[app.pgPool]`; later named instances and replicas too): one
+ * Instruments the given pools (`app.pgPools.all()`; `add()` for those registered later): one
  * subscriber per diagnostics channel for all of them, each message routed by its `pool`.
  *
  * With no SDK registered (the API's no-op providers) nothing is subscribed at all: the core
@@ -40,14 +42,17 @@ export function instrumentPools(
 
 /** instrumentPools with options already resolved (the plugin's). */
 export function instrument(views: readonly PgPoolView[], options: ResolvedOtelOptions): PoolInstrumentation {
+  // Live: the subscribers look pools up here per message, the metrics read them per collection.
   const identities: PoolIdentity[] = []
   const pools = new Map<PgPoolView, PoolIdentity>()
-  for (const view of views) {
-    if (pools.has(view)) continue
+  const identify = (view: PgPoolView): PoolIdentity | undefined => {
+    if (pools.has(view)) return undefined
     const identity = poolIdentity(view, options.poolName)
     identities.push(identity)
     pools.set(view, identity)
+    return identity
   }
+  for (const view of views) identify(view)
   const tracer = options.traces ? realTracer(options.tracerProvider) : undefined
   const meter = options.metrics ? realMeter(options.meterProvider) : undefined
   const subscriptions = new Subscriptions()
@@ -77,12 +82,18 @@ export function instrument(views: readonly PgPoolView[], options: ResolvedOtelOp
     subscriptions.on(channels.queryStart, statements.start.bind(statements))
     subscriptions.on(channels.queryEnd, statements.end.bind(statements))
   }
-  if (meter !== undefined) registerPoolMetrics(meter, identities, subscriptions)
+  const addMetrics = meter === undefined ? undefined : registerPoolMetrics(meter, identities, subscriptions)
 
   return {
     tracing: tracer !== undefined,
     metrics: meter !== undefined,
-    poolNames: identities.map((identity) => identity.name),
+    get poolNames() {
+      return identities.map((identity) => identity.name)
+    },
+    add(view) {
+      const identity = identify(view)
+      if (identity !== undefined) addMetrics?.(identity)
+    },
     close: () => subscriptions.close(),
   }
 }

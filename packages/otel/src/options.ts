@@ -24,7 +24,10 @@ export interface PgPoolOtelOptions {
   queryText?: boolean
   /** `db.client.connection.pool.name` of a pool. Default: `host:port/database`, or the instance's name. */
   poolName?: PoolNamer
-  /** The pools to instrument. Default: `[app.pgPool]`. */
+  /**
+   * The pools to instrument. Default: every pool of `app.pgPools` (each instance's primary and
+   * replicas), and those registered after this plugin.
+   */
   pools?: PoolSelector
 }
 
@@ -61,7 +64,8 @@ function fn<F>(fallback: F, shape: string): optionKit.OptionSpec<F> {
   }
 }
 
-const defaultPools: PoolSelector = (app) => [app.pgPool]
+/** The default selection: every pool the app has (the plugin also follows those added later). */
+export const defaultPools: PoolSelector = (app) => app.pgPools.all()
 
 const table = {
   tracerProvider: provider<TracerProvider>('getTracer', 'TracerProvider'),

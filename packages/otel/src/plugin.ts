@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { instrument } from './instrument-pools.js'
-import { type PgPoolOtelOptions, resolveOtelOptions } from './options.js'
+import { defaultPools, type PgPoolOtelOptions, resolveOtelOptions } from './options.js'
 
 /** `app.pgPoolOtel`: what the plugin found and set up at register. */
 export interface PgPoolOtelView {
@@ -22,13 +22,20 @@ declare module 'fastify' {
 const otel: FastifyPluginAsync<PgPoolOtelOptions> = async (app, opts) => {
   const options = resolveOtelOptions(opts)
   const instrumentation = instrument(options.pools(app), options)
+  // By default, pools registered after this plugin (a named instance) are instrumented too.
+  const unsubscribe = options.pools === defaultPools ? app.pgPools.onAdd((view) => instrumentation.add(view)) : () => {}
   app.decorate('pgPoolOtel', {
     tracing: instrumentation.tracing,
     metrics: instrumentation.metrics,
-    poolNames: instrumentation.poolNames,
+    get poolNames() {
+      return instrumentation.poolNames
+    },
   } satisfies PgPoolOtelView)
   // After the pool closed (onClose runs in registration order: the core's first).
-  app.addHook('onClose', async () => instrumentation.close())
+  app.addHook('onClose', async () => {
+    unsubscribe()
+    instrumentation.close()
+  })
 }
 
 /** OpenTelemetry spans and metrics of the pool, through @opentelemetry/api. */

@@ -5,14 +5,14 @@ import { ATTR, DB_SYSTEM_POSTGRESQL } from './attributes.js'
 /** Names a pool for `db.client.connection.pool.name`. */
 export type PoolNamer = (view: PgPoolView) => string
 
-/** The name the core gives its default instance (named instances and replicas get their own). */
-const DEFAULT_INSTANCE = 'primary'
-
 /**
  * The conventions' default, `server.address:server.port/db.namespace` (the view's `target`,
- * never with credentials), unless the instance has a name of its own.
+ * never with credentials), for the default instance's primary; every other pool (a named
+ * instance, a read replica) by its own name (`reporting`, `replica-0`), which two pools on one
+ * server need to be told apart.
  */
-export const defaultPoolName: PoolNamer = (view) => (view.name === DEFAULT_INSTANCE ? view.target : view.name)
+export const defaultPoolName: PoolNamer = (view) =>
+  view.instance === undefined && view.role === 'primary' ? view.target : view.name
 
 /** One instrumented pool and the attributes every span and metric of it carries, built once. */
 export interface PoolIdentity {

@@ -8,12 +8,20 @@ const IDLE_MIN = 0
 
 const seconds = (ms: number) => ms / 1000
 
+/** Adds a pool to the metrics (its events followed from then on). */
+export type AddPoolMetrics = (pool: PoolIdentity) => void
+
 /**
  * The conventions' connection-pool metrics for each pool: the counts are read from `stats()`
  * when the SDK collects (one read per pool per collection, for all of them), the times and
  * timeouts follow the view's events. Every series carries `db.client.connection.pool.name`.
+ * `pools` is read at each collection: pools added later are collected too.
  */
-export function registerPoolMetrics(meter: Meter, pools: readonly PoolIdentity[], subscriptions: Subscriptions): void {
+export function registerPoolMetrics(
+  meter: Meter,
+  pools: readonly PoolIdentity[],
+  subscriptions: Subscriptions,
+): AddPoolMetrics {
   const connections = { unit: '{connection}' }
   const count = meter.createObservableUpDownCounter(METRIC.connectionCount, {
     ...connections,
@@ -61,7 +69,7 @@ export function registerPoolMetrics(meter: Meter, pools: readonly PoolIdentity[]
   const waitTime = histogram(METRIC.waitTime, 'The time it took to obtain an open connection from the pool.')
   const useTime = histogram(METRIC.useTime, 'The time between borrowing a connection and returning it to the pool.')
 
-  for (const { view, pool: attributes } of pools) {
+  const follow = ({ view, pool: attributes }: PoolIdentity) => {
     const onAcquire = (waitMs: number) => waitTime.record(seconds(waitMs), attributes)
     const onAcquireError = (reason: string) => {
       if (reason === 'timeout') timeouts.add(1, attributes)
@@ -77,4 +85,6 @@ export function registerPoolMetrics(meter: Meter, pools: readonly PoolIdentity[]
         .off('connect', onConnect)
     })
   }
+  for (const pool of pools) follow(pool)
+  return follow
 }
