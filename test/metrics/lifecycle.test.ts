@@ -77,6 +77,7 @@ describe('registering and closing', () => {
         'connect',
         'connectError',
         'leak',
+        'readFallback',
         'release',
         'resetError',
         'transaction',

@@ -16,10 +16,12 @@ import type { ResolvedMetricsOptions } from './options.js'
 const acquireResults: readonly ('ok' | AcquireFailure)[] = ['ok', 'timeout', 'rejected', 'aborted', 'error']
 const closeReasons: readonly CloseReason[] = ['idle', 'lifetime', 'error', 'deadline', 'shutdown']
 const transactionOutcomes: readonly TransactionOutcome[] = ['commit', 'rollback', 'commit_failed', 'commit_unknown']
+const fallbackReasons: readonly PoolEvents['readFallback'][0][] = ['no_replica', 'lagging', 'behind_write']
 /** Shed reasons whose series exist at 0 from the start; others appear when first counted. */
 export const knownShedReasons: readonly string[] = ['queue_full', 'queue_delay', 'process']
 const MAX_SHED_REASONS = 20
 
+type ReplicaState = NonNullable<ReturnType<PgPoolView['replica']>>
 type PoolListeners = { [E in keyof PoolEvents]?: (...args: PoolEvents[E]) => void }
 
 /** The label every pool metric carries: the view's name (`primary`, an instance's, `replica-0`...). */
@@ -129,6 +131,19 @@ export function registerPoolMetrics(options: ResolvedMetricsOptions, routes: Bou
   readGauge('listeners', 'Handlers listening for notifications (app.db.listen) on the LISTEN connection', (view) => {
     return view.listener().listeners
   })
+  // A read replica's lag and routing state, once sampled (absent for primaries).
+  const replicaGauge = (name: string, help: string, read: (r: ReplicaState) => number | undefined) =>
+    readGauge(name, help, (view) => {
+      const replica = view.replica()
+      return replica === undefined ? undefined : read(replica)
+    })
+  replicaGauge('replica_lag_seconds', 'How far a read replica is behind its primary, in seconds', (r) => r.lag?.seconds)
+  replicaGauge('replica_lag_bytes', 'WAL a read replica has not replayed yet, in bytes', (r) => r.lag?.bytes)
+  replicaGauge(
+    'replica_usable',
+    'Whether a read replica gets reads now (1): sampled, reachable, a standby, within maxLag',
+    (r) => (r.usable ? 1 : 0),
+  )
   readGauge(
     'listener_connected',
     'Whether the LISTEN connection is open with every channel listened to (1), or not (0: reconnecting, or nothing listens)',
@@ -213,6 +228,12 @@ export function registerPoolMetrics(options: ResolvedMetricsOptions, routes: Bou
     labelNames: [POOL_LABEL],
     registers,
   })
+  const fallbacks = new Counter({
+    name: `${prefix}read_fallbacks_total`,
+    help: 'Reads meant for a replica that the primary served, by reason: no_replica (none usable), lagging (all past maxLag), behind_write (none had replayed the client’s write)',
+    labelNames: [POOL_LABEL, 'reason'],
+    registers,
+  })
   // The listener's totals, read when scraped: each counter grows by what the view counted since.
   const listenerCounter = (name: string, help: string, key: 'notifications' | 'reconnections') =>
     new Counter({
@@ -250,6 +271,11 @@ export function registerPoolMetrics(options: ResolvedMetricsOptions, routes: Bou
 
   const add = (view: PgPoolView) => {
     if (byView.has(view)) return
+    if (view.role === 'replica') {
+      // An instance with replicas: its primary's fallbacks exist at 0 from now on.
+      const primary = pools.find((series) => series.view.role === 'primary' && series.view.instance === view.instance)
+      if (primary !== undefined) for (const reason of fallbackReasons) fallbacks.inc({ pool: primary.pool, reason }, 0)
+    }
     const pool = view.name
     const labels = { pool }
     // Every known label at 0 from the start, so that rate() and alerts work before the first event.
@@ -300,6 +326,7 @@ export function registerPoolMetrics(options: ResolvedMetricsOptions, routes: Bou
       leak: () => leaks.inc(labels),
       transaction: (outcome) => transactions.inc({ pool, outcome }),
       resetError: () => resetFailures.inc(labels),
+      readFallback: (reason) => fallbacks.inc({ pool, reason }),
     }
     // One cast for the loop: each entry pairs an event with its own listener type.
     const entries = Object.entries(listeners) as [keyof PoolEvents, (...args: never) => void][]
