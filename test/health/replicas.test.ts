@@ -1,0 +1,93 @@
+import pgPoolCore from '@fastify-pg-pool/core'
+import pgPoolHealth from '@fastify-pg-pool/health'
+import Fastify, { type FastifyInstance } from 'fastify'
+import postgres from 'postgres'
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
+import { waitUntil } from '../support/database.js'
+import { type ReplicatedDatabase, type ReplicationCluster, startReplication } from '../support/replication.js'
+import { expectHealthJson } from './support.js'
+
+// Issue 20: a lagging or lost replica degrades readiness to warn; it never fails it while the
+// primary serves.
+
+let cluster: ReplicationCluster
+let database: ReplicatedDatabase
+let primarySql: postgres.Sql
+let app: FastifyInstance | undefined
+
+beforeAll(async () => {
+  cluster = await startReplication()
+  database = await cluster.createDatabase('health')
+  primarySql = postgres(database.primaryUrl, { max: 1, onnotice: () => {} })
+  await primarySql`create table notes (id serial primary key, body text)`
+  await cluster.waitForReplay(cluster.standby)
+}, 120_000)
+afterEach(async () => {
+  await app?.close()
+  app = undefined
+  await cluster.resumeReplay(cluster.standby).catch(() => {})
+  if (!cluster.standby.running) await cluster.standby.start()
+})
+afterAll(async () => {
+  await primarySql?.end({ timeout: 1 })
+  await cluster?.destroy()
+})
+
+async function replicaApp(): Promise<FastifyInstance> {
+  const instance = Fastify()
+  await instance.register(pgPoolCore, {
+    connection: database.primaryUrl,
+    replicas: [database.standbyUrls[0] as string],
+    replica: { lagInterval: 50, maxLag: { seconds: 0.2 } },
+    pool: { max: 2, connectTimeout: 1_000 },
+  })
+  await instance.register(pgPoolHealth, { cacheTime: 0, pingTimeout: 1_000 })
+  await instance.ready()
+  return instance
+}
+
+async function ready(instance: FastifyInstance) {
+  const res = await instance.inject('/health/ready')
+  return { status: res.statusCode, body: expectHealthJson(JSON.parse(res.body)) }
+}
+
+describe('readiness with a read replica', () => {
+  test('lagging past maxLag, then stopped: warn (200) each time, naming replica-0; back: pass', async () => {
+    app = await replicaApp()
+    const current = app
+    const replica = () => current.pgPools.all()[1]
+    await waitUntil(() => replica()?.replica()?.usable === true, 'the replica usable', 10_000)
+    const up = await ready(current)
+    expect(up.status).toBe(200)
+    expect(up.body.status).toBe('pass')
+    expect(up.body.checks?.['postgres:responseTime']?.map((c) => c.componentId)).toEqual(['primary', 'replica-0'])
+    expect(up.body.checks?.['postgres:replicationLag']).toEqual([
+      expect.objectContaining({ componentId: 'replica-0', status: 'pass', observedUnit: 's', usable: true }),
+    ])
+
+    await cluster.pauseReplay(cluster.standby)
+    await primarySql`insert into notes (body) values ('behind')`
+    await waitUntil(() => replica()?.replica()?.usable === false, 'the replica lagging', 10_000)
+    const lagging = await ready(current)
+    expect(lagging.status).toBe(200)
+    expect(lagging.body.status).toBe('warn')
+    expect(lagging.body.checks?.['postgres:replicationLag']?.[0]).toMatchObject({ status: 'warn', usable: false })
+    expect(lagging.body.output).toMatch(/^replica-0: replica lagging: /)
+    await cluster.resumeReplay(cluster.standby)
+    await waitUntil(() => replica()?.replica()?.usable === true, 'the replica caught up', 10_000)
+    expect((await ready(current)).body.status).toBe('pass')
+
+    await cluster.standby.stop()
+    const lost = await ready(current)
+    expect(lost.status).toBe(200)
+    expect(lost.body.status).toBe('warn')
+    expect(lost.body.checks?.['postgres:responseTime']?.map((c) => [c.componentId, c.status])).toEqual([
+      ['primary', 'pass'],
+      ['replica-0', 'fail'],
+    ])
+    expect(lost.body.output).toContain('replica-0: database unreachable (FST_PG_POOL_CONNECT_FAILED)')
+
+    await cluster.standby.start()
+    await waitUntil(async () => (await ready(current)).body.status === 'pass', 'readiness back to pass', 15_000)
+  })
+})
