@@ -151,6 +151,7 @@ describe.skipIf(prometheusBin === undefined)('a real Prometheus scraping the exa
       ['PgPoolShedding', 'ok'],
       ['PgPoolLeaks', 'ok'],
       ['PgPoolListenerDown', 'ok'],
+      ['PgPoolReplicaUnusable', 'ok'],
     ])
 
     const dashboard = JSON.parse(readFileSync(new URL('grafana-dashboard.json', examples), 'utf8')) as {
