@@ -4,9 +4,10 @@
 // sink this script runs. The modes run in every round, in rotated order; the ratios are medians
 // of per-round ratios to `off` (bench/stats.js), throughput and the server's CPU per request.
 // Knobs: BENCH_S1_ROUNDS (default 9), BENCH_S1_DURATION (ms, default 1500), BENCH_OTEL_VARIANT
-// (suite, routes pipelined as in S1, the default; or suite-exclusive, a connection per request),
-// BENCH_OTEL_CONTROL=1 (a fourth server, `off2`, the same as `off`: its ratio is the noise floor
-// of the run, against which a 2 % difference can be judged). DATABASE_URL as in bench/run.js.
+// (suite, the default path: a connection per request, the session reset included; or
+// suite-pipelined, the routes pipelined), BENCH_OTEL_CONTROL=1 (a fourth server, `off2`, the
+// same as `off`: its ratio is the noise floor of the run, against which a 2 % difference can be
+// judged). DATABASE_URL as in bench/run.js.
 // Run: node bench/otel.js
 import { spawn } from 'node:child_process'
 import http from 'node:http'

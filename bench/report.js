@@ -6,8 +6,10 @@ import { pairedRatio, roundRatios, totalOver } from './stats.js'
 const docs = fileURLToPath(new URL('../docs/', import.meta.url))
 const colors = {
   suite: '#1b7f3b',
-  'suite-exclusive': '#65a30d',
+  'suite-pipelined': '#65a30d',
   'suite-off': '#7a7a7a',
+  'suite-rollback': '#a16207',
+  baseline: '#9333ea',
   raw: '#c2410c',
   'fastify-postgres': '#1d4ed8',
 }
@@ -146,9 +148,20 @@ function notes(r) {
     const { suite, raw } = r.S1
     const off = r.S1['suite-off']
     const fpg = r.S1['fastify-postgres']
-    const exclusive = r.S1['suite-exclusive']
+    const pipelined = r.S1['suite-pipelined']
+    const rollback = r.S1['suite-rollback']
+    const { baseline } = r.S1
+    const per = (x) =>
+      `${fmt(x.cpuUs)} µs of server CPU (GC ${fmt(x.gcUs, 1)}) and ${Number.isFinite(x.pgCpuUs) ? `${fmt(x.pgCpuUs)} µs of PostgreSQL CPU` : 'PostgreSQL CPU not measured'}`
     out.push(
-      `**S1.** With the GET by id pipelined, its requests share connections and their statements go out together, as raw postgres.js does with its own pool. The suite reached ${fmt(pairedRatio(suite, raw), 2)}× raw postgres.js and ${fmt(pairedRatio(suite, fpg), 2)}× @fastify/postgres${off ? ` (without admission control: ${fmt(pairedRatio(off, raw), 2)}× raw)` : ''}, with metrics, health and admission control on${off ? `; admission control itself (two \`onRequest\` hooks: the pool check and @fastify/under-pressure) ${admissionCost(suite.okPerS, off.okPerS)}` : ''}.${exclusive ? ` The same route with the default lease, a connection of its own per request from its first query to its response (so that currval, SET, transactions and onLease context are the request's own), reached ${fmt(pairedRatio(exclusive, raw), 2)}× raw: one round trip and one server wake-up per statement, with the connection idle in between, is the price of that isolation.` : ''} Raw postgres.js gives none of the guarantees the suite exists for (bounded queue, aborts cancelled, leases returned exactly once). The last columns are the server process's CPU time per request (\`process.cpuUsage()\` across the measurement) and the part of it spent in garbage collection.`,
+      `**S1.** The default path (a connection per request from its first statement to its response, metrics, health and admission control on, the full session reset after every request) reached ${fmt(pairedRatio(suite, raw), 2)}× raw postgres.js and ${fmt(pairedRatio(suite, fpg), 2)}× @fastify/postgres. Per request it spent ${per(suite)}, against ${per(raw)} for raw postgres.js. Raw postgres.js queues every statement on one of its 10 connections as it comes, so several requests' statements travel in one write and one read; a connection per request gets one statement per round trip and the connection waits idle between the answer and the request's next step. The session reset (one message queued behind the request, never awaited: BEGIN, CLOSE ALL, SET SESSION AUTHORIZATION DEFAULT, RESET ALL, DISCARD TEMP, DISCARD SEQUENCES, UNLISTEN *, the advisory-lock release, the SQL-level prepared-statement check, COMMIT) is most of the PostgreSQL difference.${rollback ? ` With \`sessionReset: 'rollback'\` (the opt-in that only ends a transaction left open, blind to session state) the same route reached ${fmt(pairedRatio(rollback, raw), 2)}× raw (${per(rollback)}).` : ''}${baseline ? ` The previous release's default lease (\`${esc(r.baselineLabel ?? 'baseline')}\`, whose 'auto' reset guessed from the SQL text and sent nothing after a plain select) reached ${fmt(pairedRatio(baseline, raw), 2)}× raw (${per(baseline)}).` : ''}${pipelined ? ` With the routes declared \`pipeline: true\` (session-free: requests share connections, their statements queued together as postgres.js does) the suite reached ${fmt(pairedRatio(pipelined, raw), 2)}× raw.` : ''}${off ? ` Without admission control: ${fmt(pairedRatio(off, raw), 2)}× raw; admission control itself (two \`onRequest\` hooks: the pool check and @fastify/under-pressure) ${admissionCost(suite.okPerS, off.okPerS)}.` : ''} Raw postgres.js gives none of the guarantees the suite exists for (bounded queue, aborts cancelled, leases returned exactly once, nothing of one request's session seen by the next).`,
+    )
+  }
+  if (r.S1t) {
+    const { suite, raw } = r.S1t
+    const fpg = r.S1t['fastify-postgres']
+    out.push(
+      `**S1t.** The same GET in a transaction: a \`transaction: true\` route against postgres.js's own \`sql.begin(tx => tx\`select …\`)\` in a plain route (a reserved connection, BEGIN, the statement, COMMIT) reached ${fmt(pairedRatio(suite, raw), 2)}×${fpg ? `, and ${fmt(pairedRatio(suite, fpg), 2)}× @fastify/postgres's \`transact\`` : ''}${r.S1t.baseline ? `; the previous release, ${fmt(pairedRatio(r.S1t.baseline, raw), 2)}× sql.begin` : ''}. The route's COMMIT travels with the reset behind it (one write, no extra round trip); the statement log of a transaction route is BEGIN, the statement, COMMIT, then the reset, answered while the next request's statement is already queued.`,
     )
   }
   if (r.S2o) {
@@ -156,7 +169,7 @@ function notes(r) {
     if (at2) {
       const worst = ['raw', 'fastify-postgres'].filter((k) => at2[k])
       out.push(
-        `**S2o.** Without admission control, an open-loop arrival rate above capacity turns into an unbounded queue: at 2× ${worst.map((k) => `${k} answered ${fmt(at2[k].goodput)} req/s within 1 s with a 2xx p99 of ${fmt(at2[k].ok99)} ms and left ${fmt(at2[k].unanswered)} requests unanswered`).join('; ')}. The core alone (\`backpressure: false\`) is bounded by its own queue cap and acquire timeout, but its refusals come only after a full queue and after the body is parsed. With admission control the queue stays at about \`maxDelay\` of work: goodput ${fmt(at2.suite.goodput)} req/s, 2xx p99 ${fmt(at2.suite.ok99)} ms. Capacity is nominal (${r.capacity} req/s assumes a connection is back the instant \`pg_sleep(0.02)\` ends); every variant pays some overhead per lease on top, more when the machine is loaded${at2['suite-off'] ? ` — the core without admission control, its queue full all along, drained ${fmt(at2['suite-off'].goodput)} req/s, so admission control keeps the pool at its real capacity while cutting the 2xx p99 from ${fmt(at2['suite-off'].ok99)} ms to ${fmt(at2.suite.ok99)} ms` : ''}. The 503 latency is measured from when the generator issued the request, so it includes the generator's and the server's scheduling on the shared cores${at2.suite.floorP99 === undefined ? '' : `: the same generator at the same rate against \`/health/live\` (no database, nothing queued), right after each overload, had a p99 of ${fmt(at2.suite.floorP99, 1)} ms (median over the suite's rounds), the floor this machine puts under any answer`}.${at2['suite-exclusive'] ? ` With a connection per request (\`suite-exclusive\`) goodput was ${fmt(at2['suite-exclusive'].goodput)} req/s (${fmt((100 * at2['suite-exclusive'].goodput) / r.capacity)}% of capacity) with a 2xx p99 of ${fmt(at2['suite-exclusive'].ok99)} ms: each lease idles about a millisecond between one statement's answer and the next request's statement reaching the server, where a shared connection has the next statement queued already.` : ''}`,
+        `**S2o.** Without admission control, an open-loop arrival rate above capacity turns into an unbounded queue: at 2× ${worst.map((k) => `${k} answered ${fmt(at2[k].goodput)} req/s within 1 s with a 2xx p99 of ${fmt(at2[k].ok99)} ms and left ${fmt(at2[k].unanswered)} requests unanswered`).join('; ')}. The core alone (\`backpressure: false\`) is bounded by its own queue cap and acquire timeout, but its refusals come only after a full queue and after the body is parsed. With admission control the queue stays at about \`maxDelay\` of work: goodput ${fmt(at2.suite.goodput)} req/s, 2xx p99 ${fmt(at2.suite.ok99)} ms. Capacity is nominal (${r.capacity} req/s assumes a connection is back the instant \`pg_sleep(0.02)\` ends); every variant pays some overhead per lease on top, more when the machine is loaded${at2['suite-off'] ? ` — the core without admission control, its queue full all along, drained ${fmt(at2['suite-off'].goodput)} req/s, so admission control keeps the pool at its real capacity while cutting the 2xx p99 from ${fmt(at2['suite-off'].ok99)} ms to ${fmt(at2.suite.ok99)} ms` : ''}. The 503 latency is measured from when the generator issued the request, so it includes the generator's and the server's scheduling on the shared cores${at2.suite.floorP99 === undefined ? '' : `: the same generator at the same rate against \`/health/live\` (no database, nothing queued), right after each overload, had a p99 of ${fmt(at2.suite.floorP99, 1)} ms (median over the suite's rounds), the floor this machine puts under any answer`}.${at2['suite-pipelined'] ? ` With the route pipelined (\`suite-pipelined\`) goodput was ${fmt(at2['suite-pipelined'].goodput)} req/s (${fmt((100 * at2['suite-pipelined'].goodput) / r.capacity)}% of capacity) with a 2xx p99 of ${fmt(at2['suite-pipelined'].ok99)} ms: a connection per request idles between one statement's answer and the next request's statement reaching the server, where a shared connection has the next statement queued already.` : ''}`,
       )
     }
   }
@@ -164,14 +177,15 @@ function notes(r) {
     const { suite, raw } = r.S2
     const off = r.S2['suite-off']
     out.push(
-      `**S2.** 400 clients that retry at once turn every refusal into a new request. The suite holds refusals back for \`retryStorm.delay\` while refusals arrive more than \`retryStorm.factor\`× faster than the pool drains, so its goodput stayed at ${fmt(pairedRatio(suite, raw), 2)}× raw postgres.js with a 2xx p99 of ${fmt(suite.ok99)} ms against raw's ${fmt(raw.ok99)} ms${off ? `; the core alone, refusing at once after parsing, managed ${fmt(off.okPerS)} 2xx/s` : ''}${r.S2['suite-exclusive'] ? `; with a connection per request, ${fmt(pairedRatio(r.S2['suite-exclusive'], raw), 2)}× raw and a 2xx p99 of ${fmt(r.S2['suite-exclusive'].ok99)} ms` : ''}. The p99 is the load generator's: 400 connections in one autocannon process on the same two cores. Against a route with no database at all (\`/health/live\`, measured on the suite's server before each of its rounds), the same 400-connection closed loop had a p99 of ${fmt(suite.baselineP99)} ms; \`BENCH_TRACE=1\` prints the server's own time for the 2xx of \`/slow\` (from routing to response), which in tuning runs had a p99 of about 100–130 ms.`,
+      `**S2.** 400 clients that retry at once turn every refusal into a new request. The suite holds refusals back for \`retryStorm.delay\` while refusals arrive more than \`retryStorm.factor\`× faster than the pool drains, so its goodput stayed at ${fmt(pairedRatio(suite, raw), 2)}× raw postgres.js with a 2xx p99 of ${fmt(suite.ok99)} ms against raw's ${fmt(raw.ok99)} ms${off ? `; the core alone, refusing at once after parsing, managed ${fmt(off.okPerS)} 2xx/s` : ''}${r.S2['suite-pipelined'] ? `; with the route pipelined, ${fmt(pairedRatio(r.S2['suite-pipelined'], raw), 2)}× raw and a 2xx p99 of ${fmt(r.S2['suite-pipelined'].ok99)} ms` : ''}. The p99 is the load generator's: 400 connections in one autocannon process on the same two cores. Against a route with no database at all (\`/health/live\`, measured on the suite's server before each of its rounds), the same 400-connection closed loop had a p99 of ${fmt(suite.baselineP99)} ms; \`BENCH_TRACE=1\` prints the server's own time for the 2xx of \`/slow\` (from routing to response), which in tuning runs had a p99 of about 100–130 ms.`,
     )
   }
   return out
 }
 
-export async function writeReport(r, { variants, lines }) {
+export async function writeReport(r, { variants, s1Variants = {}, lines }) {
   const names = Object.entries(variants)
+  const s1Names = [...names, ...Object.entries(s1Variants)]
   const out = []
   const md = (s = '') => out.push(s)
   md('# Benchmarks')
@@ -190,21 +204,19 @@ export async function writeReport(r, { variants, lines }) {
   md('Variants, each its own server process with pool `max` 10 and no logger:')
   md()
   for (const [key, label] of names) md(`- **${label}** (\`${key}\`)`)
+  for (const [key, label] of Object.entries(s1Variants)) md(`- **${label}** (\`${key}\`, S1 only)`)
   md()
   md(
-    'Both routes under load (`GET /items/:id`, `GET /slow`) rely on no session state, so the suite declares them `config: { db: { pipeline: true } }`: their requests share connections, up to `pool.pipelineDepth` (8) each. `suite-exclusive` runs the same app with the default lease, a connection per request from its first query to its response. S0 uses a third route with the default lease in every suite variant (only there does a client abort cancel the running query).',
+    "`suite` is what a user gets from the README's first route: the default lease (a connection per request from its first statement to its response), the full session reset after every request, metrics, health and admission control on. `suite-pipelined` declares the two routes under load (`GET /items/:id`, `GET /slow`), which rely on no session state, `config: { db: { pipeline: true } }`: their requests share connections, up to `pool.pipelineDepth` (8) each. S0 uses a third route with the default lease in every suite variant.",
   )
   md()
   md('## Targets')
   md()
-  md('| target | routes pipelined (`suite`) | | a connection per request (`suite-exclusive`), for contrast |')
-  md('|---|---|---|---|')
-  for (const t of r.targets) {
-    const c = r.contrast?.find((x) => x.name === t.name)
-    md(
-      `| ${esc(t.name)} | ${esc(t.measured)} | ${t.pass ? 'PASS' : '**FAIL**'} | ${c ? `${esc(c.measured)} (${c.pass ? 'pass' : 'fail'})` : '–'} |`,
-    )
-  }
+  md('Judged on `suite`, the default path (the pipelined target on `suite-pipelined`).')
+  md()
+  md('| target | measured | |')
+  md('|---|---|---|')
+  for (const t of r.targets) md(`| ${esc(t.name)} | ${esc(t.measured)} | ${t.pass ? 'PASS' : '**FAIL**'} |`)
   md()
   if (r.S0) {
     md('## S0 — abort safety')
@@ -225,16 +237,20 @@ export async function writeReport(r, { variants, lines }) {
     )
     md()
     md(
-      '| variant | req/s | × raw postgres.js | × @fastify/postgres | p50 ms | p99 ms | non-2xx (all rounds) | server CPU µs/request | of which GC |',
+      '| variant | req/s | × raw postgres.js | × @fastify/postgres | p50 ms | p99 ms | non-2xx (all rounds) | server CPU µs/request | of which GC | PostgreSQL CPU µs/request | load generator CPU µs/request |',
     )
-    md('|---|---|---|---|---|---|---|---|---|')
-    for (const [key, label] of names) {
+    md('|---|---|---|---|---|---|---|---|---|---|---|')
+    for (const [key, label] of s1Names) {
       const x = r.S1[key]
       if (x === undefined) continue
       md(
-        `| ${label} | ${fmt(x.okPerS)} | ${fmt(pairedRatio(x, r.S1.raw), 2)} | ${fmt(pairedRatio(x, r.S1['fastify-postgres']), 2)} | ${fmt(x.ok50, 1)} | ${fmt(x.ok99, 1)} | ${totalOver(x, 'refused', 'other')} | ${fmt(x.cpuUs)} | ${fmt(x.gcUs, 1)} |`,
+        `| ${label} | ${fmt(x.okPerS)} | ${fmt(pairedRatio(x, r.S1.raw), 2)} | ${fmt(pairedRatio(x, r.S1['fastify-postgres']), 2)} | ${fmt(x.ok50, 1)} | ${fmt(x.ok99, 1)} | ${totalOver(x, 'refused', 'other')} | ${fmt(x.cpuUs)} | ${fmt(x.gcUs, 1)} | ${fmt(x.pgCpuUs)} | ${fmt(x.clientCpuUs)} |`,
       )
     }
+    md()
+    md(
+      "Server CPU is the server process's (`process.cpuUsage()` across the measurement), GC the part of it in garbage collection; PostgreSQL CPU is the variant's backends' (utime + stime from /proc, embedded server only); the load generator's is this process's. All per 2xx answered.",
+    )
     md()
     const perRound = (key, base) =>
       roundRatios(r.S1[key], r.S1[base])
@@ -243,6 +259,24 @@ export async function writeReport(r, { variants, lines }) {
     md(
       `Ratios round by round: the suite against raw postgres.js ${perRound('suite', 'raw')}; against @fastify/postgres ${perRound('suite', 'fastify-postgres')}. Req/s and latencies in the table are medians over the rounds; the ratios are the medians of these per-round ratios (each round runs the variants one after the other, in an order rotated from round to round).`,
     )
+    md()
+  }
+  if (r.S1t) {
+    md('## S1t — the same GET in a transaction')
+    md()
+    md(
+      "`GET /tx/:id` in the same rounds as S1: the suite's `config: { db: { transaction: true } }` route, postgres.js's `sql.begin(tx => tx`select …`)`, @fastify/postgres's `transact`.",
+    )
+    md()
+    md('| variant | req/s | × postgres.js sql.begin | p99 ms | server CPU µs/request | PostgreSQL CPU µs/request |')
+    md('|---|---|---|---|---|---|')
+    for (const [key, label] of s1Names) {
+      const x = r.S1t[key]
+      if (x === undefined) continue
+      md(
+        `| ${label} | ${fmt(x.okPerS)} | ${fmt(pairedRatio(x, r.S1t.raw), 2)} | ${fmt(x.ok99, 1)} | ${fmt(x.cpuUs)} | ${fmt(x.pgCpuUs)} |`,
+      )
+    }
     md()
   }
   const files = []

@@ -6,6 +6,7 @@
 // BENCH_ONLY (comma list of S0,S1,S2o,S2) and BENCH_LOADS (S2o's loads) narrow a run, which then
 // leaves docs/ alone; BENCH_VARIANTS (a comma list) skips the targets too.
 import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import os from 'node:os'
@@ -37,17 +38,27 @@ const MAX_WAITING = POOL_MAX * 10
 const WARM_OVERLOADS = Number(process.env.BENCH_WARM_OVERLOADS ?? 5)
 
 const allVariants = {
-  suite: 'fastify-pg-pool (admission on; routes pipelined)',
-  'suite-exclusive': 'fastify-pg-pool (admission on; a connection per request)',
-  'suite-off': 'fastify-pg-pool, backpressure: false (routes pipelined)',
+  suite: 'fastify-pg-pool (all features on; a connection per request, session reset)',
+  'suite-pipelined': 'fastify-pg-pool (all features on; routes pipelined)',
+  'suite-off': 'fastify-pg-pool, backpressure: false (a connection per request)',
   raw: 'postgres.js in a route',
   'fastify-postgres': '@fastify/postgres (pg)',
+}
+// S1 only (not in the overload scenarios): what the session reset costs, against the cheaper
+// opt-in mode and, with BENCH_BASELINE=<a checkout of an earlier commit, installed and built>,
+// against that commit's default lease.
+const s1Variants = {
+  'suite-rollback': "fastify-pg-pool, sessionReset: 'rollback' (a connection per request)",
+  ...(process.env.BENCH_BASELINE
+    ? { baseline: `the default lease at ${process.env.BENCH_BASELINE_LABEL ?? 'BENCH_BASELINE'}` }
+    : {}),
 }
 // BENCH_VARIANTS narrows the run while tuning; the targets need all of them.
 const chosen = process.env.BENCH_VARIANTS?.split(',')
 export const variants = Object.fromEntries(
   Object.entries(allVariants).filter(([key]) => !chosen || chosen.includes(key)),
 )
+const s1Only = Object.fromEntries(Object.entries(s1Variants).filter(([key]) => !chosen || chosen.includes(key)))
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 const lines = []
@@ -59,11 +70,13 @@ const log = (line = '') => {
 async function startServer(variant, url) {
   // BENCH_NODE_ARGS: extra node flags for the servers, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`.
   const nodeArgs = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? []
+  // The baseline runs the earlier checkout's own server with its default lease.
+  const baseline = variant === 'baseline'
   const child = spawn(process.execPath, [...nodeArgs, 'bench/server.js'], {
-    cwd: root,
+    cwd: baseline ? process.env.BENCH_BASELINE : root,
     env: {
       ...process.env,
-      VARIANT: variant,
+      VARIANT: baseline ? 'suite-exclusive' : variant,
       DATABASE_URL: url,
       POOL_MAX: String(POOL_MAX),
       APP_NAME: `bench-${variant}`,
@@ -105,10 +118,10 @@ async function withServer(variant, url, work) {
  * for `work(servers)`: long-running processes, as services are, and the variants of a round
  * can run seconds apart.
  */
-async function withServers(url, warm, work) {
+async function withServers(url, warm, work, which = variants) {
   const servers = {}
   try {
-    for (const variant of Object.keys(variants)) {
+    for (const variant of Object.keys(which)) {
       servers[variant] = await startServer(variant, url)
       await warm(servers[variant].base)
     }
@@ -173,10 +186,48 @@ async function abortSafety(db, variant) {
   })
 }
 
-/** One S1 measurement on a running server: 64 connections, closed loop, GET by id. */
-async function throughput(base) {
+const randomTx = () => `/tx/${1 + Math.floor(Math.random() * ITEMS)}`
+
+/**
+ * CPU time (ms) of each PostgreSQL backend serving `variant` (its application_name), by pid, read
+ * from /proc: only when the server runs on this machine (the embedded one does), else undefined.
+ */
+async function backendCpuMs(db, variant) {
+  const rows = await db.admin`select pid from pg_stat_activity where application_name = ${`bench-${variant}`}`
+  const tick = 1000 / 100 // USER_HZ on Linux
+  const byPid = new Map()
+  for (const { pid } of rows) {
+    try {
+      const [comm, rest] = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')
+      if (!comm.includes('postgres')) return undefined // a remote server's pid
+      const fields = rest.split(' ')
+      byPid.set(pid, (Number(fields[11]) + Number(fields[12])) * tick)
+    } catch (error) {
+      if (error.code !== 'ENOENT') return undefined // not this machine's processes
+    }
+  }
+  return byPid
+}
+
+/**
+ * The backends' CPU between two reads. A pool closes idle connections between rounds, so a
+ * backend may be new (all its time counts) or gone (its last interval is lost, a few ms at most).
+ */
+function backendCpuDelta(before, after) {
+  if (before === undefined || after === undefined || after.size === 0) return Number.NaN
+  let ms = 0
+  for (const [pid, now] of after) ms += now - (before.get(pid) ?? 0)
+  return ms
+}
+
+/** One S1 measurement on a running server: 64 connections, closed loop, GET by id (or `paths`). */
+async function throughput(db, variant, base, paths = randomItem) {
   const before = (await getJson(`${base}/cpu`)).body
-  const result = await closedLoop({ url: base, connections: 64, durationMs: S1_DURATION_MS, paths: randomItem })
+  const pgBefore = await backendCpuMs(db, variant)
+  const clientBefore = process.cpuUsage()
+  const result = await closedLoop({ url: base, connections: 64, durationMs: S1_DURATION_MS, paths })
+  const client = process.cpuUsage(clientBefore)
+  const pgAfter = await backendCpuMs(db, variant)
   const after = (await getJson(`${base}/cpu`)).body
   const requests = result.answered + 1
   return {
@@ -184,6 +235,9 @@ async function throughput(base) {
     // The server process's CPU and GC time per request, microseconds.
     cpuUs: ((after.cpuMs - before.cpuMs) * 1000) / requests,
     gcUs: ((after.gcMs - before.gcMs) * 1000) / requests,
+    // PostgreSQL's (its backends for this variant) and the load generator's, per request.
+    pgCpuUs: (backendCpuDelta(pgBefore, pgAfter) * 1000) / requests,
+    clientCpuUs: (client.user + client.system) / requests,
     shedBy: Object.entries(after.shed)
       .map(([reason, n]) => [reason, n - (before.shed[reason] ?? 0)])
       .filter(([, n]) => n > 0),
@@ -245,8 +299,8 @@ const loadavg = () =>
     .join(' ')
 
 /** The variants in the order round `round` runs them: rotated, so none always runs first or last. */
-const inOrder = (round) => {
-  const keys = Object.keys(variants)
+const inOrder = (round, which = variants) => {
+  const keys = Object.keys(which)
   return keys.map((_, i) => keys[(i + round) % keys.length])
 }
 
@@ -266,8 +320,7 @@ async function main() {
     lines.push(...saved.lines)
     // Judged again, by this version's rules.
     saved.targets = evaluate(saved, 'suite')
-    saved.contrast = evaluate(saved, 'suite-exclusive')
-    const files = await writeReport(saved, { variants, lines })
+    const files = await writeReport(saved, { variants, s1Variants: s1Only, lines })
     console.log(`wrote ${files.join(', ')}`)
     return
   }
@@ -290,6 +343,7 @@ async function main() {
     cpus: os.cpus().length,
     cpuModel: os.cpus()[0]?.model ?? 'unknown',
     notes: process.env.BENCH_NOTES,
+    baselineLabel: process.env.BENCH_BASELINE ? (process.env.BENCH_BASELINE_LABEL ?? 'BENCH_BASELINE') : undefined,
   }
   try {
     if (only.has('S0')) {
@@ -304,20 +358,41 @@ async function main() {
     }
     if (only.has('S1')) {
       // Short rounds, so that the variants of one round are measured within seconds of each other.
-      const warm = (base) => closedLoop({ url: base, connections: 64, durationMs: 1_500, paths: randomItem })
-      results.S1 = await withServers(db.url, warm, async (servers) => {
-        const runs = {}
-        for (let round = 0; round < S1_ROUNDS; round++) {
-          for (const variant of inOrder(round)) {
-            const r = await throughput(servers[variant])
-            push(runs, variant, r)
-            log(
-              `S1 round ${round + 1} ${variant}: ${fmt(r.okPerS)} req/s, p99 ${fmt(r.ok99, 1)} ms, non-2xx ${r.refused + r.other}${r.shedBy.length > 0 ? ` (refused: ${r.shedBy.map(([reason, n]) => `${n} ${reason}`).join(', ')})` : ''}, server CPU ${fmt(r.cpuUs)} µs/request (GC ${fmt(r.gcUs, 1)})`,
-            )
+      const warm = async (base) => {
+        await closedLoop({ url: base, connections: 64, durationMs: 1_500, paths: randomItem })
+        await closedLoop({ url: base, connections: 64, durationMs: 500, paths: randomTx })
+      }
+      const s1 = { ...variants, ...s1Only }
+      // S1t: the same GET in a transaction; the suite's route transaction against postgres.js's
+      // sql.begin (and @fastify/postgres's transact), in the same rounds.
+      const txVariants = ['suite', 'raw', 'fastify-postgres', 'baseline'].filter((v) => v in s1)
+      await withServers(
+        db.url,
+        warm,
+        async (servers) => {
+          const runs = {}
+          const txRuns = {}
+          for (let round = 0; round < S1_ROUNDS; round++) {
+            for (const variant of inOrder(round, s1)) {
+              const r = await throughput(db, variant, servers[variant])
+              push(runs, variant, r)
+              log(
+                `S1 round ${round + 1} ${variant}: ${fmt(r.okPerS)} req/s, p99 ${fmt(r.ok99, 1)} ms, non-2xx ${r.refused + r.other}${r.shedBy.length > 0 ? ` (refused: ${r.shedBy.map(([reason, n]) => `${n} ${reason}`).join(', ')})` : ''}, server CPU ${fmt(r.cpuUs)} µs/request (GC ${fmt(r.gcUs, 1)}), PostgreSQL ${fmt(r.pgCpuUs)} µs, load generator ${fmt(r.clientCpuUs)} µs`,
+              )
+            }
+            for (const variant of inOrder(round, Object.fromEntries(txVariants.map((v) => [v, v])))) {
+              const r = await throughput(db, variant, servers[variant], randomTx)
+              push(txRuns, variant, r)
+              log(
+                `S1t round ${round + 1} ${variant}: ${fmt(r.okPerS)} req/s, p99 ${fmt(r.ok99, 1)} ms, non-2xx ${r.refused + r.other}, server CPU ${fmt(r.cpuUs)} µs/request (GC ${fmt(r.gcUs, 1)}), PostgreSQL ${fmt(r.pgCpuUs)} µs`,
+              )
+            }
           }
-        }
-        return Object.fromEntries(Object.entries(runs).map(([v, rs]) => [v, medianOf(rs)]))
-      })
+          results.S1 = Object.fromEntries(Object.entries(runs).map(([v, rs]) => [v, medianOf(rs)]))
+          results.S1t = Object.fromEntries(Object.entries(txRuns).map(([v, rs]) => [v, medianOf(rs)]))
+        },
+        s1,
+      )
     }
     if (only.has('S2o')) {
       // Each server first goes through overloads that are not counted (1 s at 2×, WARM_OVERLOADS
@@ -381,14 +456,8 @@ async function main() {
   results.loadEnd = loadavg()
   log(`load average at end: ${results.loadEnd}`)
   results.targets = evaluate(results, 'suite')
-  // The same checks on the default lease (a connection per request), for contrast.
-  results.contrast = evaluate(results, 'suite-exclusive')
-  log('\nTargets (routes pipelined):')
+  log('\nTargets (the default: a connection per request, all features on, the session reset included):')
   for (const t of results.targets) log(`${t.pass ? 'PASS' : 'FAIL'}  ${t.name}: ${t.measured}`)
-  if (results.contrast.length > 0) {
-    log('\nThe same checks with a connection per request (suite-exclusive), not the targets:')
-    for (const t of results.contrast) log(`${t.pass ? 'pass' : 'fail'}  ${t.name}: ${t.measured}`)
-  }
   if (chosen) return
   const saved = join(os.tmpdir(), `fastify-pg-pool-bench-${startedAt.getTime()}.json`)
   await writeFile(saved, JSON.stringify({ ...results, lines }))
@@ -399,7 +468,7 @@ async function main() {
     log('BENCH_ONLY or BENCH_LOADS narrowed this run: docs/ left as they were')
     return
   }
-  const files = await writeReport(results, { variants, lines })
+  const files = await writeReport(results, { variants, s1Variants: s1Only, lines })
   log(`\nwrote ${files.join(', ')}`)
 }
 
@@ -427,6 +496,15 @@ function evaluate(r, key) {
       failed === 0,
       `${refused} × 503${failed > refused ? `, ${failed - refused} other non-2xx` : ''} in ${suite.rounds?.length ?? 1} rounds`,
     )
+    const pipelined = r.S1['suite-pipelined']
+    if (pipelined) {
+      const ratio = pairedRatio(pipelined, raw)
+      add('S1 pipelined routes ≥ 1.1× raw postgres.js', ratio >= 1.1, `${fmt(ratio, 2)}×`)
+    }
+  }
+  if (r.S1t?.[key] && r.S1t.raw) {
+    const ratio = pairedRatio(r.S1t[key], r.S1t.raw)
+    add("S1t transaction route ≥ 0.95× postgres.js's sql.begin", ratio >= 0.95, `${fmt(ratio, 2)}×`)
   }
   const s2o = r.S2o?.[2]?.[key]
   if (s2o) {

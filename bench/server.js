@@ -4,9 +4,12 @@
 //   GET /hold        holds a connection 500 ms (abort test)
 //   GET /health/live liveness, no database    GET /stats    { waiting } for the sampler
 //   GET /cpu         process CPU time, GC counts and refusals by reason, read before and after a measurement
-// Variants: suite (routes pipelined: config.db.pipeline), suite-exclusive (the same with the
-// default lease, a connection per request), suite-off (backpressure: false), raw,
-// fastify-postgres. BENCH_TRACE=1 prints waits, holds, refusals, event-loop delay and GC.
+//   GET /tx/:id      the same row in a transaction (a route transaction; postgres.js's sql.begin)
+// Variants: suite (all features on, the default lease: a connection per request, the session
+// reset included), suite-pipelined (the same with routes pipelined: config.db.pipeline),
+// suite-off (the default lease, backpressure: false), suite-rollback (the default lease,
+// sessionReset: 'rollback'), raw, fastify-postgres. BENCH_TRACE=1 prints waits, holds, refusals,
+// event-loop delay and GC.
 // BENCH_OTEL (off|noop|sdk) adds @fastify-pg-pool/otel to the suite variants (bench/otel.js).
 // Prints {"port":N} on stdout once listening.
 import { constants, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks'
@@ -24,11 +27,12 @@ const shedCounts = {}
 
 const itemById = (id) => Number.parseInt(id, 10) || 1
 
-if (variant === 'suite' || variant === 'suite-exclusive' || variant === 'suite-off') {
-  const { default: pgPool } = await import('fastify-pg-pool')
+const suites = new Set(['suite', 'suite-pipelined', 'suite-off', 'suite-rollback'])
+if (suites.has(variant)) {
+  const { default: pgPool, channels } = await import('fastify-pg-pool')
   await app.register(pgPool, {
     connection: url,
-    pool: { max, applicationName },
+    pool: { max, applicationName, ...(variant === 'suite-rollback' ? { sessionReset: 'rollback' } : {}) },
     health: {},
     metrics: {},
     // BENCH_BACKPRESSURE (JSON) overrides the defaults while tuning; the report uses the defaults.
@@ -71,9 +75,9 @@ if (variant === 'suite' || variant === 'suite-exclusive' || variant === 'suite-o
     await app.register(pgPoolOtel)
   }
   // ---- end BENCH_OTEL -------------------------------------------------------------------------
-  // Neither route relies on session state: both may share a connection (config.db.pipeline),
-  // except in suite-exclusive, which keeps the default lease (a connection per request).
-  const routeDb = { config: { db: { pipeline: variant !== 'suite-exclusive' } } }
+  // Neither route relies on session state: both may share a connection (config.db.pipeline) in
+  // suite-pipelined; the other suites keep the default lease (a connection per request).
+  const routeDb = variant === 'suite-pipelined' ? { config: { db: { pipeline: true } } } : {}
   app.get('/items/:id', routeDb, async (request) => {
     const [row] = await request.db`select id, name from fpp_bench_items where id = ${itemById(request.params.id)}`
     return row ?? null
@@ -86,10 +90,14 @@ if (variant === 'suite' || variant === 'suite-exclusive' || variant === 'suite-o
     await request.db`select pg_sleep(0.5)`
     return { ok: true }
   })
+  app.get('/tx/:id', { config: { db: { transaction: true } } }, async (request) => {
+    const [row] = await request.db`select id, name from fpp_bench_items where id = ${itemById(request.params.id)}`
+    return row ?? null
+  })
   waiting = () => app.pgPool.stats().waiting
   // Refusals by reason, read with /cpu: a round that refused says why.
-  app.pgPool.on('shed', (reason) => {
-    shedCounts[reason] = (shedCounts[reason] ?? 0) + 1
+  channels.refusal.subscribe((message) => {
+    shedCounts[message.reason] = (shedCounts[message.reason] ?? 0) + 1
   })
   if (process.env.BENCH_TRACE) {
     const waits = []
@@ -153,6 +161,15 @@ if (variant === 'suite' || variant === 'suite-exclusive' || variant === 'suite-o
       return { ok: true }
     }),
   )
+  // postgres.js's own transaction: one reserved connection, BEGIN, the statement, COMMIT.
+  app.get('/tx/:id', async (request) =>
+    tracked(async () => {
+      const [row] = await sql.begin(
+        (tx) => tx`select id, name from fpp_bench_items where id = ${itemById(request.params.id)}`,
+      )
+      return row ?? null
+    }),
+  )
   waiting = () => Math.max(0, inFlight - max)
   app.addHook('onClose', () => sql.end({ timeout: 1 }))
 } else if (variant === 'fastify-postgres') {
@@ -172,6 +189,14 @@ if (variant === 'suite' || variant === 'suite-exclusive' || variant === 'suite-o
     await app.pg.query('select pg_sleep(0.5)')
     return { ok: true }
   })
+  app.get('/tx/:id', async (request) =>
+    app.pg.transact(async (client) => {
+      const { rows } = await client.query('select id, name from fpp_bench_items where id = $1', [
+        itemById(request.params.id),
+      ])
+      return rows[0] ?? null
+    }),
+  )
   waiting = () => app.pg.pool.waitingCount
 } else {
   throw new Error(`unknown VARIANT ${variant}`)
