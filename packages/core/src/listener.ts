@@ -1,4 +1,5 @@
 import postgres from 'postgres'
+import type { Clock, TimerHandle } from './clock.js'
 import { errors } from './errors.js'
 import { invalidOption } from './option-kit.js'
 
@@ -42,10 +43,12 @@ export const NO_LISTENER: ListenerStats = Object.freeze({
 /** Where and how the listener connects: the instance's connection, described by shape. */
 export interface ListenerSettings {
   readonly url: string | undefined
+  /** postgres.js options (a password function among them is called for each new connection). */
   readonly options: postgres.Options<{}>
-  /** A password function, called for each new connection (rotating credentials). */
-  readonly password?: (() => Promise<string>) | undefined
+  /** A multi-host primary (`host=a,b`): the LISTEN connection goes to the one that accepts writes. */
+  readonly hosts?: readonly { readonly host: string; readonly port: number }[] | undefined
   readonly applicationName: string
+  readonly clock: Clock
   /** ms, for each attempt to open the connection. */
   readonly connectTimeout: number
   /** PgBouncer in transaction mode keeps no session: a LISTEN there would hear nothing. */
@@ -67,6 +70,12 @@ const MAX_CHANNEL_BYTES = 63
  * One connection trying every two seconds costs a server nothing.
  */
 const RECONNECT_MAX_DELAY_S = 2
+
+/**
+ * Wait before a new connection when the server refused the LISTEN on an open one (a standby during
+ * a failover answers 25006): the promotion takes about a second.
+ */
+export const REFUSED_RETRY_MS = 1_000
 
 /** postgres.js's backoff (seconds, from the attempt number, with jitter), capped. */
 function reconnectDelay(attempt: number): number {
@@ -123,6 +132,7 @@ export class Listener {
   /** The connection closed again while a resubscription was under way. */
   #closedMeanwhile = false
   #closed = false
+  #retry: TimerHandle | undefined
   #listeners = 0
   #notifications = 0
   #reconnections = 0
@@ -213,11 +223,20 @@ export class Listener {
 
   #clientNow(): postgres.Sql<{}> {
     if (this.#client !== undefined) return this.#client
-    const { url, options, password, applicationName, connectTimeout, onNotice } = this.#settings
+    const { url, options, hosts = [], applicationName, connectTimeout, onNotice } = this.#settings
     let client: postgres.Sql<{}> | undefined
     const clientOptions = {
       ...options,
-      ...(password === undefined ? {} : { password }),
+      // After a failover the primary is another host: postgres.js tries them in turn on each
+      // attempt and skips one in recovery (where LISTEN is refused). Not 'read-write': postgres.js
+      // judges it by default_transaction_read_only, which a standby reports 'off'.
+      ...(hosts.length > 1
+        ? {
+            host: hosts.map((entry) => entry.host),
+            port: hosts.map((entry) => entry.port),
+            target_session_attrs: options.target_session_attrs ?? 'primary',
+          }
+        : {}),
       max: 1,
       // null, not undefined: postgres.js would otherwise retire the connection on its own timers.
       idle_timeout: null as unknown as undefined,
@@ -236,7 +255,6 @@ export class Listener {
     client = url === undefined ? postgres(clientOptions) : postgres(url, clientOptions)
     this.#client = client
     this.#connected = false
-    this.#wasConnected = false
     return client
   }
 
@@ -248,6 +266,8 @@ export class Listener {
     this.#wasConnected = false
     this.#resubscribing = false
     this.#closedMeanwhile = false
+    this.#settings.clock.clearTimeout(this.#retry)
+    this.#retry = undefined
     if (wasConnected && !this.#closed && this.#listeners > 0) this.#settings.onConnectedChange(false)
     await client?.end({ timeout: 0 }).catch(() => {})
   }
@@ -305,7 +325,23 @@ export class Listener {
         this.#resubscribing = false
         if (client !== this.#client || this.#closed) return
         if (this.#closedMeanwhile) this.#resubscribe(client)
+        else this.#retryOnNewConnection(client)
       },
     )
+  }
+
+  /**
+   * The server refused the LISTEN and the connection stays open (no close will start another
+   * attempt): drop it, and listen again on a new one shortly, which postgres.js may open to
+   * another host.
+   */
+  #retryOnNewConnection(client: postgres.Sql<{}>): void {
+    this.#client = undefined
+    void client.end({ timeout: 0 }).catch(() => {})
+    this.#retry = this.#settings.clock.setTimeout(() => {
+      this.#retry = undefined
+      if (this.#closed || this.#channels.size === 0) return
+      this.#resubscribe(this.#clientNow())
+    }, REFUSED_RETRY_MS)
   }
 }

@@ -124,8 +124,9 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   const listener = new Listener({
     url: connection.url,
     options: connection.options,
-    password: connection.password,
+    hosts: connection.hosts,
     applicationName: `${options.applicationName}/listen`,
+    clock,
     connectTimeout: options.connectTimeout,
     pgbouncer: options.pgbouncer,
     redact: (text) => primary.view.redact(text),
