@@ -46,6 +46,11 @@ export interface LeaseContext {
   readonly writable?: boolean
   /** Read-your-writes: learn the WAL position of what a holder wrote (`commitLsn`). */
   readonly captureLsn?: boolean
+  /**
+   * The application_name a lease's session shows while it holds the connection (a trace's
+   * traceparent and route, for pg_stat_activity), or undefined to keep the pool's.
+   */
+  readonly leaseApplicationName?: ((request: unknown, route: string) => string | undefined) | undefined
 }
 
 export type FinishMode = 'commit' | 'rollback' | 'abort'
@@ -280,6 +285,22 @@ export class Lease implements Holder, QueryOwner {
 
   #attach(conn: PoolConnection): void {
     this.#conn = conn
+    const label = this.#ctx.leaseApplicationName
+    if (label !== undefined && !this.pipelined && !this.#labelAsked) {
+      // Once: a rerouted lease sends its statements again, this one among them.
+      this.#labelAsked = true
+      const name = label(this.settings.request, this.route)
+      if (name !== undefined) {
+        this.#labelled = true
+        // One prepared statement for every lease (the name is a parameter), sent ahead of the
+        // holder's first statement, not awaited; the session reset restores the pool's name.
+        const query = this.query(SET_APPLICATION_NAME, [name])
+        query.internal = true
+        query.executed = true
+        this.dispatch(query)
+        Promise.prototype.then.call(query, undefined, () => {})
+      }
+    }
     if (this.#ctx.readOnly === true && !this.#readOnlySet) {
       // Ahead of everything else; the session reset undoes it (RESET ALL).
       this.#readOnlySet = true
@@ -320,6 +341,9 @@ export class Lease implements Holder, QueryOwner {
 
   #prepared = false
   #readOnlySet = false
+  #labelAsked = false
+  /** This lease's application_name was set: the reset must restore the pool's. */
+  #labelled = false
 
   /** Sends a statement now, or holds it while onLease prepares the connection. */
   #deliver(query: TrackedQuery): void {
@@ -645,6 +669,7 @@ export class Lease implements Holder, QueryOwner {
           this.#ranStatements,
           this.#transaction.mayBeOpen || this.#block,
           conn.baseline,
+          this.#labelled,
         )
     this.#ctx.pool.release(conn, this, reset)
   }
@@ -753,6 +778,13 @@ export class Lease implements Holder, QueryOwner {
     await this.#internal('SELECT 1').then(() => {})
   }
 }
+
+/** A tagged template's strings: postgres.js prepares it once per connection. */
+const SET_APPLICATION_NAME: readonly string[] = Object.freeze(
+  Object.assign(["select pg_catalog.set_config('application_name', ", ', false)'], {
+    raw: ["select pg_catalog.set_config('application_name', ", ', false)'],
+  }),
+)
 
 /** SQLSTATE read_only_sql_transaction. */
 const READ_ONLY_SQL_TRANSACTION = '25006'

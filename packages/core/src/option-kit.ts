@@ -21,6 +21,7 @@ const coreKeys: Record<keyof PgPoolCoreOptions, true> = {
   errorMapping: true,
   replicas: true,
   replica: true,
+  leaseApplicationName: true,
 }
 
 /** The core's top-level option keys (the umbrella checks its own keys and these together). */

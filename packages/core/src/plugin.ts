@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises'
-import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
+import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { systemClock } from './clock.js'
 import { defaultErrorMapping, type ErrorMapping } from './error-mapping.js'
@@ -118,7 +118,44 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   const Query = trackedQueryClass(helpers)
   const readYourWrites =
     replicaSettings.readYourWrites === false ? undefined : new ReadYourWrites(replicaSettings.readYourWrites)
-  const common = { log, instance: name, clock, helpers, Query, api, mapping, onConnect }
+  const labelLease = opts.leaseApplicationName
+  if (labelLease !== undefined && typeof labelLease !== 'function') {
+    throw invalidOption('leaseApplicationName', 'expected a function (request, route) => string | undefined')
+  }
+  if (labelLease !== undefined && options.pgbouncer) {
+    throw invalidOption(
+      'leaseApplicationName',
+      'it sets application_name on the server session, which PgBouncer in transaction mode hands to other clients; remove it or pgbouncer',
+    )
+  }
+  // A label that fails leaves the lease with the pool's name (said once): it never fails the request.
+  let labelFailed = false
+  const leaseApplicationName: LeaseContext['leaseApplicationName'] =
+    labelLease === undefined
+      ? undefined
+      : (request, route) => {
+          try {
+            const name = labelLease(request as FastifyRequest | undefined, route)
+            return typeof name === 'string' && name !== '' ? name : undefined
+          } catch (error) {
+            if (!labelFailed) {
+              labelFailed = true
+              log.warn({ err: error, route }, "leaseApplicationName threw: leases keep the pool's application_name")
+            }
+            return undefined
+          }
+        }
+  const common = {
+    log,
+    instance: name,
+    clock,
+    helpers,
+    Query,
+    api,
+    mapping,
+    onConnect,
+    leaseApplicationName,
+  }
   // app.db.listen: LISTEN on a connection of the instance's own, outside the lease pool.
   const listenerLog = { pool: name ?? 'primary' }
   const listener = new Listener({

@@ -37,6 +37,7 @@ export interface PoolUnitSettings {
   readonly captureLsn?: boolean
   /** The instance's LISTEN connection, on its primary's view. */
   readonly listener?: (() => ListenerStats) | undefined
+  readonly leaseApplicationName?: LeaseContext['leaseApplicationName']
 }
 
 /** One pool of an instance (its primary, or a replica) with everything built around it. */
@@ -150,6 +151,7 @@ export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
     // Only a primary that can fail over (a host list): a 25006 there means another host is the primary now.
     writable: settings.role === 'primary' && connection.hosts.length > 1,
     captureLsn: settings.captureLsn === true,
+    leaseApplicationName: settings.leaseApplicationName,
   }
   const readOnlyCtx: LeaseContext = { ...ctx, readOnly: true, writable: false, captureLsn: false }
 

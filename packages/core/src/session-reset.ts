@@ -104,16 +104,29 @@ export class TransactionState {
 /**
  * The statement to queue when a holder leaves, or undefined for none. `baseline`: the
  * statements that restore what onConnect set on the connection (inside the reset's transaction).
+ * `labelled`: the pool set this holder's application_name (`leaseApplicationName`); the full
+ * reset restores it with everything else, the cheaper modes restore that one setting (and what
+ * onConnect set, which may have been it) so that the next holder never shows this one's label.
  */
 export function resetStatement(
   mode: SessionReset,
   ranStatements: boolean,
   transactionMayBeOpen: boolean,
   baseline?: string,
+  labelled = false,
 ): string | undefined {
-  if (mode === 'never') return undefined
-  if (mode === 'rollback') return transactionMayBeOpen ? ROLLBACK_SQL : undefined
+  if (mode !== 'always') {
+    const parts = [
+      mode === 'rollback' && transactionMayBeOpen ? ROLLBACK_SQL : undefined,
+      labelled ? RESTORE_APPLICATION_NAME_SQL : undefined,
+      labelled ? baseline : undefined,
+    ].filter((part) => part !== undefined)
+    return parts.length === 0 ? undefined : parts.join('; ')
+  }
   if (!ranStatements) return undefined
   const reset = baseline === undefined ? RESET_SQL : `${RESET_UNTIL_COMMIT}; ${baseline}; COMMIT`
   return transactionMayBeOpen ? `ROLLBACK; ${reset}` : reset
 }
+
+/** application_name back to the connection's own (its startup value: the pool's name). */
+export const RESTORE_APPLICATION_NAME_SQL = 'RESET application_name'

@@ -218,6 +218,14 @@ export interface PgPoolCoreOptions {
    */
   onConnect?: ((db: postgres.Sql<{}>) => void | Promise<void>) | undefined
   /**
+   * The application_name a request's session shows while it holds its connection (e.g. the
+   * trace's traceparent and the route, so that pg_stat_activity ties a running statement to its
+   * trace), or undefined to keep the pool's. Called when the lease gets its connection, in the
+   * request's async context; sent ahead of its first statement without a round trip; the
+   * session reset restores the pool's name. Not for pipelined routes (a shared session).
+   */
+  leaseApplicationName?: ((request: FastifyRequest | undefined, route: string) => string | undefined) | undefined
+  /**
    * HTTP status of PostgreSQL errors by SQLSTATE (5 characters) or class (2), merged over the
    * defaults (22xxx, 23502 → 400; 23505, 23503, 23514 → 409; 40001, 40P01, 53300, 57014, 08xxx →
    * 503; else 500). `false`: PostgreSQL errors reach the error handler untouched.

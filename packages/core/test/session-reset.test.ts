@@ -3,6 +3,7 @@ import { commandsOf } from '../src/postgres-adapter.js'
 import {
   RESET_AFTER_OPEN_SQL,
   RESET_SQL,
+  RESTORE_APPLICATION_NAME_SQL,
   ROLLBACK_SQL,
   resetStatement,
   TransactionState,
@@ -55,6 +56,17 @@ describe('resetStatement', () => {
     ['never', true, true, undefined],
   ] as const)('%s, ran statements %s, transaction may be open %s: %s', (mode, ran, open, expected) => {
     expect(resetStatement(mode, ran, open)).toBe(expected)
+  })
+
+  test("a labelled lease (leaseApplicationName): the cheaper modes restore the pool's application_name too", () => {
+    const baseline = "SELECT WHERE ARRAY[pg_catalog.set_config('search_path', 'app', false)] IS NOT NULL"
+    expect(resetStatement('always', true, false, undefined, true)).toBe(RESET_SQL)
+    expect(resetStatement('rollback', true, false, undefined, true)).toBe(RESTORE_APPLICATION_NAME_SQL)
+    expect(resetStatement('rollback', true, true, undefined, true)).toBe(
+      `${ROLLBACK_SQL}; ${RESTORE_APPLICATION_NAME_SQL}`,
+    )
+    expect(resetStatement('never', true, true, baseline, true)).toBe(`${RESTORE_APPLICATION_NAME_SQL}; ${baseline}`)
+    expect(resetStatement('never', true, true, baseline, false)).toBeUndefined()
   })
 
   test('one message, one explicit transaction, ROLLBACK first only when a block may be open', () => {
