@@ -1,8 +1,8 @@
 import pgPoolBackpressure, { type PgPoolBackpressureOptions } from '@fastify-pg-pool/backpressure'
-import pgPoolCore, { optionKit, type PgPoolCoreOptions } from '@fastify-pg-pool/core'
+import pgPoolCore, { optionKit, type PgPoolCoreOptions, type PgPoolView } from '@fastify-pg-pool/core'
 import pgPoolHealth, { type PgPoolHealthOptions } from '@fastify-pg-pool/health'
 import pgPoolMetrics, { type PgPoolMetricsOptions } from '@fastify-pg-pool/metrics'
-import type { FastifyPluginAsync, RegisterOptions } from 'fastify'
+import type { FastifyInstance, FastifyPluginAsync, RegisterOptions } from 'fastify'
 import fp from 'fastify-plugin'
 
 const { asFeature, checkKeys, coreOptionAliases, coreOptionKeys, fastifyRegisterKeys } = optionKit
@@ -14,33 +14,134 @@ export interface PgPoolOptions extends PgPoolCoreOptions {
   metrics?: PgPoolMetricsOptions | false
   /** Admission control and process pressure; false disables it. */
   backpressure?: PgPoolBackpressureOptions | false
+  /**
+   * OpenTelemetry spans and metrics (@fastify-pg-pool/otel; needs @opentelemetry/api and an SDK
+   * registered first). `traceContext: true` also shows each lease's traceparent and route in
+   * pg_stat_activity's application_name. Default false.
+   */
+  otel?: PgPoolOtelPart | false
+}
+
+/**
+ * The options of @fastify-pg-pool/otel (its README), described by shape: its types import
+ * @opentelemetry/api, an optional peer dependency this package must type-check without.
+ */
+export interface PgPoolOtelPart {
+  /** Where spans go (a TracerProvider). Default: the global provider, as the SDK registered it. */
+  tracerProvider?: { getTracer(name: string, version?: string): unknown }
+  /** Where metrics go (a MeterProvider). Default: the global provider. */
+  meterProvider?: { getMeter(name: string, version?: string): unknown }
+  /** Spans of connection waits, statements and route transactions, refusal events. Default true. */
+  traces?: boolean
+  /** The database-client pool and operation metrics. Default true. */
+  metrics?: boolean
+  /** `db.query.text` on statement spans (never parameter values). Default false. */
+  queryText?: boolean
+  /** `db.client.connection.pool.name` of a pool. */
+  poolName?: (view: PgPoolView) => string
+  /** The pools to instrument. Default: every pool of every instance. */
+  pools?: (app: FastifyInstance) => readonly PgPoolView[]
+  /** Each lease's traceparent and route in pg_stat_activity (application_name). Default false. */
+  traceContext?: boolean
 }
 
 /** The umbrella's keys and the core's: a typo among them is refused with the key meant. */
-const knownKeys: readonly string[] = [...coreOptionKeys, 'health', 'metrics', 'backpressure']
+const knownKeys: readonly string[] = [...coreOptionKeys, 'health', 'metrics', 'backpressure', 'otel']
+
+/** Registered once per app: a second registration (a named instance) shares them. */
+const sharedParts = {
+  metrics: '@fastify-pg-pool/metrics',
+  health: '@fastify-pg-pool/health',
+  backpressure: '@fastify-pg-pool/backpressure',
+  otel: '@fastify-pg-pool/otel',
+} as const
+
+/**
+ * What the first registration in an app decided, for the ones after it (named instances): they
+ * add a database, and the health, metrics and tracing the first registered serve it too.
+ */
+interface FirstRegistration {
+  readonly labelLease: PgPoolCoreOptions['leaseApplicationName']
+}
+const firstRegistrations = new WeakMap<FastifyInstance, FirstRegistration>()
+
+const isEmpty = (value: unknown) =>
+  value === undefined || (typeof value === 'object' && value !== null && Object.keys(value).length === 0)
 
 const plugin: FastifyPluginAsync<PgPoolOptions> = async (app, opts) => {
   checkKeys('', opts, knownKeys, { ignore: fastifyRegisterKeys, aliases: coreOptionAliases })
-  const { health, metrics, backpressure, ...rest } = opts as PgPoolOptions & RegisterOptions
+  const { health, metrics, backpressure, otel, ...rest } = opts as PgPoolOptions & RegisterOptions
   const { prefix, logLevel, logSerializers: _, ...core } = rest
   const parts = {
     health: asFeature('health', health),
     metrics: asFeature('metrics', metrics),
     backpressure: asFeature('backpressure', backpressure),
+    otel: otel === undefined ? (false as const) : asFeature('otel', otel),
+  }
+  const first = firstRegistrations.get(app)
+  // Options there would be ignored: refused instead (nothing, or {}, is fine).
+  for (const part of ['health', 'metrics', 'otel'] as const) {
+    if (first !== undefined && !isEmpty(opts[part])) {
+      throw optionKit.invalidOption(
+        part,
+        `${sharedParts[part]} belongs to the first fastify-pg-pool registration of this app, and serves every instance: give its options (or false) there`,
+      )
+    }
+  }
+  // Admission control watches the default instance's pool: it comes with that registration.
+  if (core.name !== undefined && !isEmpty(backpressure)) {
+    throw optionKit.invalidOption(
+      'backpressure',
+      "admission control watches the default instance's pool: give its options (or false) on the registration without a name",
+    )
+  }
+  const { traceContext = false, ...otelOptions } = parts.otel === false ? {} : parts.otel
+  if (typeof traceContext !== 'boolean') {
+    throw optionKit.invalidOption('otel.traceContext', `expected a boolean, got ${optionKit.describe(traceContext)}`)
+  }
+  // Loaded only when asked for: @opentelemetry/api is an optional peer dependency. A name in a
+  // variable, so that bundlers leave the import to run time instead of requiring the API.
+  const otelPackage: string = sharedParts.otel
+  const otelModule =
+    parts.otel === false ? undefined : ((await import(otelPackage)) as typeof import('@fastify-pg-pool/otel'))
+  const labelLease: PgPoolCoreOptions['leaseApplicationName'] =
+    first?.labelLease ??
+    (traceContext && otelModule !== undefined
+      ? (_request, route) => otelModule.traceContextApplicationName(route)
+      : undefined)
+  if (first === undefined) firstRegistrations.set(app, { labelLease })
+  // Trace context sets application_name on the server session: not behind PgBouncer in
+  // transaction mode, where that session is other clients' too (refused when asked for here,
+  // left out for a later instance behind PgBouncer).
+  if (traceContext && core.pool?.pgbouncer === true) {
+    throw optionKit.invalidOption(
+      'otel.traceContext',
+      'it sets application_name on the server session, which PgBouncer in transaction mode hands to other clients; remove it or pool.pgbouncer',
+    )
+  }
+  if (labelLease !== undefined && core.pool?.pgbouncer !== true && core.leaseApplicationName === undefined) {
+    core.leaseApplicationName = labelLease
   }
   // Fastify's prefix and logLevel, given to the umbrella, apply to the routes it declares: the
   // health and metrics routes (each part's own options win).
   const routeDefaults = { ...(prefix === undefined ? {} : { prefix }) }
   await app.register(pgPoolCore, core)
-  if (parts.metrics !== false) await app.register(pgPoolMetrics, { ...routeDefaults, ...parts.metrics })
-  if (parts.health !== false) {
+  if (first === undefined && parts.metrics !== false) {
+    await app.register(pgPoolMetrics, { ...routeDefaults, ...parts.metrics })
+  }
+  if (first === undefined && parts.health !== false) {
     await app.register(pgPoolHealth, {
       ...routeDefaults,
       ...(logLevel === undefined ? {} : { logLevel }),
       ...parts.health,
     })
   }
-  if (parts.backpressure !== false) await app.register(pgPoolBackpressure, parts.backpressure)
+  if (core.name === undefined && parts.backpressure !== false) {
+    await app.register(pgPoolBackpressure, parts.backpressure)
+  }
+  if (first === undefined && otelModule !== undefined) {
+    await app.register(otelModule.default, otelOptions as Parameters<typeof otelModule.default>[1])
+  }
 }
 
 /** Core pool, health routes, metrics and admission control in one registration. */

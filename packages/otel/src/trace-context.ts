@@ -93,10 +93,11 @@ export interface TraceContextOptions {
  * never evicts, does not grow. A comment in each statement would make every traced statement
  * a new text, a new prepared statement, forever.
  *
- * As an `onLease` hook it has two costs the proposed core hook would not: `set_config` marks
- * the session as changed, so the pool resets it (awaited) before the next request gets it; and
- * `onLease` cannot be combined with pipelined routes (`config.db.pipeline`), which the core
- * refuses at declaration.
+ * The core's `leaseApplicationName` option does the same without a hook per request, and for
+ * `app.db` too: `leaseApplicationName: (_request, route) => traceContextApplicationName(route)`
+ * (the umbrella's `otel: { traceContext: true }`). This hook is for apps that compose `onLease`
+ * already. The default session reset puts the pool's name back before the next holder; with
+ * `sessionReset: 'rollback'` or `'never'` only the core option does.
  */
 export function traceContextOnLease(options: TraceContextOptions = {}): (request: FastifyRequest, db: LeaseDb) => void {
   const format = options.format ?? defaultApplicationNameFormat
