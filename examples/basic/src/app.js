@@ -2,9 +2,15 @@ import Fastify from 'fastify'
 import pgPool from 'fastify-pg-pool'
 
 /** The example app: a small inventory with one transactional route. */
-export async function buildApp({ connection, logger = true, pool = {} }) {
+export async function buildApp({ connection, replicas = [], logger = true, pool = {} }) {
   const app = Fastify({ logger })
-  await app.register(pgPool, { connection, pool: { max: 10, acquireTimeout: 2_000, ...pool } })
+  await app.register(pgPool, {
+    connection,
+    pool: { max: 10, acquireTimeout: 2_000, ...pool },
+    // Read replicas (none in the demo): the readOnly routes below read from them, within the
+    // default lag bound, and from the primary when none is usable.
+    ...(replicas.length > 0 ? { replicas } : {}),
+  })
 
   await app.db`
     create table if not exists items (
@@ -21,15 +27,21 @@ export async function buildApp({ connection, logger = true, pool = {} }) {
     ])}`
   }
 
-  app.get('/items', async (request) => request.db`select * from items order by id`)
+  // readOnly: served by a replica when one is configured and usable, else by the primary.
+  app.get(
+    '/items',
+    { config: { db: { readOnly: true } } },
+    async (request) => request.db`select * from items order by id`,
+  )
 
   // A read by key relies on no session state: its requests may share connections, their
-  // statements sent together (config.db.pipeline), for throughput under load.
+  // statements sent together (config.db.pipeline), for throughput under load; a read, so a
+  // replica may serve it.
   app.get(
     '/items/:id',
     {
       schema: { params: { type: 'object', properties: { id: { type: 'integer' } } } },
-      config: { db: { pipeline: true } },
+      config: { db: { pipeline: true, readOnly: true } },
     },
     async (request, reply) => {
       const [item] = await request.db`select * from items where id = ${request.params.id}`
@@ -38,7 +50,7 @@ export async function buildApp({ connection, logger = true, pool = {} }) {
   )
 
   // Both updates commit together before the response, or neither does: the stock check
-  // (stock >= 0) failing on the second update rolls back the first.
+  // (stock >= 0) failing on the second update rolls back the first (409, SQLSTATE 23514).
   app.post(
     '/items/:from/move/:to',
     {

@@ -42,14 +42,16 @@ async function explain(error) {
 
 try {
   const url = await database.start()
-  app = await buildApp({ connection: url, pool: { pgbouncer: process.env.PGBOUNCER === 'true' } })
+  // Comma-separated replica URLs (examples/docker-compose.yml, examples/kubernetes set it).
+  const replicas = (process.env.DATABASE_REPLICA_URLS ?? '').split(',').filter((entry) => entry.trim() !== '')
+  app = await buildApp({ connection: url, replicas, pool: { pgbouncer: process.env.PGBOUNCER === 'true' } })
   const address = await app.listen({ port, host })
   console.log(`
 fastify-pg-pool demo on ${address}; try:
   curl ${address}/items
   curl ${address}/items/1
   curl -X POST ${address}/items/1/move/2      # transaction: both rows or neither
-  curl -X POST ${address}/items/3/move/1      # fails the stock check: rolled back, 500
+  curl -X POST ${address}/items/3/move/1      # fails the stock check: rolled back, 409
   curl ${address}/slow?ms=500
   curl ${address}/health
   curl ${address}/health/live
