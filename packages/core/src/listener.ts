@@ -126,7 +126,7 @@ export class Listener {
   #client: postgres.Sql<{}> | undefined
   /** Open with every channel listened to. */
   #connected = false
-  /** Was connected since the client was created: a loss is then a reconnection to come. */
+  /** Has been connected since something started listening: a loss is then a reconnection to come. */
   #wasConnected = false
   #resubscribing = false
   /** The connection closed again while a resubscription was under way. */
@@ -168,7 +168,7 @@ export class Listener {
     try {
       await entry.ready
     } catch (error) {
-      this.#remove(channel, entry, subscription, false)
+      void this.#remove(channel, entry, subscription, false)
       throw this.#closed ? new errors.FST_PG_POOL_CLOSED() : connectFailed(error, this.#settings.redact)
     }
     if (!this.#connected && !this.#wasConnected && this.#client !== undefined && !this.#resubscribing) {
