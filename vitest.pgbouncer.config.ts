@@ -16,6 +16,7 @@ export default defineConfig({
       'test/core/refusals.test.ts',
       'test/core/query-api.test.ts',
       'test/core/aborts.test.ts',
+      'test/regressions/read-only-session.test.ts',
       'test/health/**/*.test.ts',
       'test/pgbouncer/**/*.test.ts',
     ],

@@ -107,7 +107,6 @@ export const finished: Promise<void> = Promise.resolve()
 export class Lease implements Holder, QueryOwner {
   readonly settings: LeaseSettings
   readonly route: string
-  readonly pipelined: boolean
   waitSince = 0
   waitMessage: Holder['waitMessage'] = undefined
   resume: Holder['resume'] = undefined
@@ -150,7 +149,14 @@ export class Lease implements Holder, QueryOwner {
     this.#targeted = settings.target === undefined
     this.settings = settings
     this.route = settings.route
-    this.pipelined = settings.pipelined === true
+  }
+
+  /**
+   * Shares its connection (a pipelined route). Not a read served by the primary: making it
+   * read-only takes a session (or a transaction) of its own.
+   */
+  get pipelined(): boolean {
+    return this.settings.pipelined === true && this.#ctx.readOnly !== true
   }
 
   get inTransaction(): boolean {
@@ -301,11 +307,8 @@ export class Lease implements Holder, QueryOwner {
         Promise.prototype.then.call(query, undefined, () => {})
       }
     }
-    if (this.#ctx.readOnly === true && !this.#readOnlySet) {
-      // Ahead of everything else; the session reset undoes it (RESET ALL).
-      this.#readOnlySet = true
-      this.#internal('SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY').catch(() => {})
-    }
+    const readOnly = this.#ctx.readOnly === true && !this.#readOnlySet
+    if (readOnly) this.#readOnlySet = true
     const begin = this.settings.begin
     if (begin !== undefined && !this.#routeTransaction) {
       this.#routeTransaction = true
@@ -316,6 +319,16 @@ export class Lease implements Holder, QueryOwner {
         conn.markClosed('error')
         void conn.end('error', 0)
       })
+      // A read served by the primary: the transaction is read-only, the session untouched.
+      if (readOnly && !this.#readOnlyTransaction) this.#internal('SET TRANSACTION READ ONLY').catch(() => {})
+    } else if (readOnly && !this.#ctx.options.pgbouncer) {
+      // Ahead of everything else; the session reset undoes it (in every mode: #release).
+      this.#sessionReadOnly = true
+      this.#internal('SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY').catch(() => {})
+    } else if (readOnly) {
+      // Behind PgBouncer the session is not ours: the statements run in read-only transactions
+      // the lease opens before them (#send) and ends when it finishes.
+      this.#implicitReadOnly = true
     }
     const onLease = this.settings.onLease
     if (onLease !== undefined && !this.#preparing && this.#setupError === undefined && !this.#prepared) {
@@ -341,6 +354,12 @@ export class Lease implements Holder, QueryOwner {
 
   #prepared = false
   #readOnlySet = false
+  /** SET SESSION CHARACTERISTICS ... READ ONLY was sent: the reset must undo it. */
+  #sessionReadOnly = false
+  /** Behind PgBouncer, a read served by the primary: statements run in BEGIN READ ONLY blocks. */
+  #implicitReadOnly = false
+  /** Such a block is open. */
+  #implicitOpen = false
   #labelAsked = false
   /** This lease's application_name was set: the reset must restore the pool's. */
   #labelled = false
@@ -359,6 +378,14 @@ export class Lease implements Holder, QueryOwner {
       const lost = new errors.FST_PG_POOL_CONNECTION_LOST(conn.closeReason ?? 'closed')
       query.reject(withRetryAfter(lost, this.#ctx.options.retryAfter))
       return
+    }
+    if (this.#implicitReadOnly && !query.internal && !this.#block && !this.#implicitOpen) {
+      this.#implicitOpen = true
+      this.#internal('BEGIN READ ONLY').catch(() => {
+        // The statements behind it must not run outside it.
+        conn.markClosed('error')
+        void conn.end('error', 0)
+      })
     }
     query.redirected = false
     query.startedAt = this.#ctx.clock.now()
@@ -640,12 +667,20 @@ export class Lease implements Holder, QueryOwner {
       this.#phase = 'done'
       return finished
     }
+    if (this.#implicitOpen) return this.#endImplicitBlock(conn)
     if (!this.#routeTransaction) {
       if (this.#wrote && this.#mode === 'commit' && conn.usable) return this.#captureThenRelease(conn)
       this.#release(conn)
       return finished
     }
     return this.#endRouteTransaction(conn)
+  }
+
+  /** Ends the read-only block a read behind PgBouncer ran in (nothing to commit), then the release. */
+  async #endImplicitBlock(conn: PoolConnection): Promise<void> {
+    this.#implicitOpen = false
+    if (conn.usable) await this.#internal('ROLLBACK', true).catch(() => conn.markClosed('error'))
+    this.#release(conn)
   }
 
   /** Read-your-writes after writes outside a transaction: the WAL position, then the release. */
@@ -669,9 +704,18 @@ export class Lease implements Holder, QueryOwner {
           this.#ranStatements,
           this.#transaction.mayBeOpen || this.#block,
           conn.baseline,
-          this.#labelled,
+          this.#sessionRestores(),
         )
     this.#ctx.pool.release(conn, this, reset)
+  }
+
+  /** Settings this lease changed on the session itself, which every reset mode must undo. */
+  #sessionRestores(): readonly string[] {
+    if (!this.#labelled && !this.#sessionReadOnly) return noRestores
+    return [
+      ...(this.#labelled ? ['application_name'] : []),
+      ...(this.#sessionReadOnly ? ['default_transaction_read_only'] : []),
+    ]
   }
 
   async #endRouteTransaction(conn: PoolConnection): Promise<void> {
@@ -730,6 +774,14 @@ export class Lease implements Holder, QueryOwner {
     let outcome: TransactionOutcome = 'rollback'
     let failure: Error | undefined
     try {
+      if (this.#implicitReadOnly) {
+        // Its own read-only transaction, with the isolation it asks for, in place of the lease's.
+        if (this.#implicitOpen) {
+          this.#implicitOpen = false
+          await this.#internal('ROLLBACK')
+        }
+        beginText = `${beginText} READ ONLY`
+      }
       await this.#internal(beginText)
       let result: T
       try {
@@ -785,6 +837,8 @@ const SET_APPLICATION_NAME: readonly string[] = Object.freeze(
     raw: ["select pg_catalog.set_config('application_name', ", ', false)'],
   }),
 )
+
+const noRestores: readonly string[] = Object.freeze([])
 
 /** SQLSTATE read_only_sql_transaction. */
 const READ_ONLY_SQL_TRANSACTION = '25006'

@@ -104,29 +104,27 @@ export class TransactionState {
 /**
  * The statement to queue when a holder leaves, or undefined for none. `baseline`: the
  * statements that restore what onConnect set on the connection (inside the reset's transaction).
- * `labelled`: the pool set this holder's application_name (`leaseApplicationName`); the full
- * reset restores it with everything else, the cheaper modes restore that one setting (and what
- * onConnect set, which may have been it) so that the next holder never shows this one's label.
+ * `restores`: settings the pool itself changed on the holder's session (its application_name
+ * for `leaseApplicationName`, default_transaction_read_only for a read served by the primary);
+ * the full reset undoes them with everything else, the cheaper modes reset those settings (and
+ * what onConnect set, which may have been one of them) so that no holder inherits them.
  */
 export function resetStatement(
   mode: SessionReset,
   ranStatements: boolean,
   transactionMayBeOpen: boolean,
   baseline?: string,
-  labelled = false,
+  restores: readonly string[] = [],
 ): string | undefined {
   if (mode !== 'always') {
     const parts = [
-      mode === 'rollback' && transactionMayBeOpen ? ROLLBACK_SQL : undefined,
-      labelled ? RESTORE_APPLICATION_NAME_SQL : undefined,
-      labelled ? baseline : undefined,
-    ].filter((part) => part !== undefined)
+      ...(mode === 'rollback' && transactionMayBeOpen ? [ROLLBACK_SQL] : []),
+      ...restores.map((setting) => `RESET ${setting}`),
+      ...(restores.length > 0 && baseline !== undefined ? [baseline] : []),
+    ]
     return parts.length === 0 ? undefined : parts.join('; ')
   }
   if (!ranStatements) return undefined
   const reset = baseline === undefined ? RESET_SQL : `${RESET_UNTIL_COMMIT}; ${baseline}; COMMIT`
   return transactionMayBeOpen ? `ROLLBACK; ${reset}` : reset
 }
-
-/** application_name back to the connection's own (its startup value: the pool's name). */
-export const RESTORE_APPLICATION_NAME_SQL = 'RESET application_name'

@@ -3,7 +3,6 @@ import { commandsOf } from '../src/postgres-adapter.js'
 import {
   RESET_AFTER_OPEN_SQL,
   RESET_SQL,
-  RESTORE_APPLICATION_NAME_SQL,
   ROLLBACK_SQL,
   resetStatement,
   TransactionState,
@@ -58,15 +57,18 @@ describe('resetStatement', () => {
     expect(resetStatement(mode, ran, open)).toBe(expected)
   })
 
-  test("a labelled lease (leaseApplicationName): the cheaper modes restore the pool's application_name too", () => {
+  test('settings the pool changed on the session (application_name, read-only) are reset in every mode', () => {
     const baseline = "SELECT WHERE ARRAY[pg_catalog.set_config('search_path', 'app', false)] IS NOT NULL"
-    expect(resetStatement('always', true, false, undefined, true)).toBe(RESET_SQL)
-    expect(resetStatement('rollback', true, false, undefined, true)).toBe(RESTORE_APPLICATION_NAME_SQL)
-    expect(resetStatement('rollback', true, true, undefined, true)).toBe(
-      `${ROLLBACK_SQL}; ${RESTORE_APPLICATION_NAME_SQL}`,
+    const both = ['application_name', 'default_transaction_read_only']
+    expect(resetStatement('always', true, false, undefined, both)).toBe(RESET_SQL)
+    expect(resetStatement('rollback', true, false, undefined, ['application_name'])).toBe('RESET application_name')
+    expect(resetStatement('rollback', true, true, undefined, both)).toBe(
+      `${ROLLBACK_SQL}; RESET application_name; RESET default_transaction_read_only`,
     )
-    expect(resetStatement('never', true, true, baseline, true)).toBe(`${RESTORE_APPLICATION_NAME_SQL}; ${baseline}`)
-    expect(resetStatement('never', true, true, baseline, false)).toBeUndefined()
+    expect(resetStatement('never', true, true, baseline, ['default_transaction_read_only'])).toBe(
+      `RESET default_transaction_read_only; ${baseline}`,
+    )
+    expect(resetStatement('never', true, true, baseline, [])).toBeUndefined()
   })
 
   test('one message, one explicit transaction, ROLLBACK first only when a block may be open', () => {
