@@ -12,10 +12,13 @@ export {
 export { DatabaseError, defaultErrorMapping, type ErrorMapping } from './error-mapping.js'
 export { errors, type PgPoolErrorCode } from './errors.js'
 export type { PgPoolRegistry } from './instances.js'
+export type { ListenerStats, Listening, Notification, NotificationHandler } from './listener.js'
 export * as optionKit from './option-kit.js'
-export type { PoolOptions, ResolvedPoolOptions, SessionReset } from './options.js'
+export type { PoolOptions, ReplicaOptions, ReplicaTarget, ResolvedPoolOptions, SessionReset } from './options.js'
 export { pgPoolCore, pgPoolCore as default } from './plugin.js'
 export type { AcquireFailure, PoolEvents, PoolStats } from './pool.js'
+export type { ReplicaLag } from './replica-monitor.js'
+export type { FallbackReason, MaxLag } from './replica-router.js'
 export { usesDatabase, withoutDatabase } from './route-settings.js'
 export type { CloseReason } from './server-connection.js'
 export type {
@@ -27,6 +30,7 @@ export type {
   PgPoolInstances,
   PgPoolView,
   PoolDb,
+  ReplicaState,
   RequestDb,
   RouteDbConfig,
   RouteTransactionOptions,
