@@ -159,8 +159,8 @@ async function exercise(base) {
   await expectJson(base, 'GET', '/items/abc', 400)
   await expectJson(base, 'POST', '/items/1/move/2', 200, { moved: 1, left: 9 })
   await expectJson(base, 'POST', '/items/2/move/1', 200, { moved: 1, left: 0 })
-  // pear has none left: the stock check fails and the update of apple is rolled back
-  await expectJson(base, 'POST', '/items/2/move/1', 500)
+  // pear has none left: the stock check fails (23514, 409) and the update of apple is rolled back
+  await expectJson(base, 'POST', '/items/2/move/1', 409, { code: '23514' })
   await expectJson(base, 'GET', '/items/1', 200, { stock: 10 })
   // a 404 reply without a throw rolls back too
   await expectJson(base, 'POST', '/items/1/move/3', 404)

@@ -12,7 +12,7 @@ assert.equal(umbrella.default[Symbol.for('plugin-meta')]?.name, 'fastify-pg-pool
 assert.equal(typeof umbrella.errors, 'object', 'errors')
 
 const parts = [
-  ['@fastify-pg-pool/core', 'pgPoolCorePlugin'],
+  ['@fastify-pg-pool/core', 'pgPoolCore'],
   ['@fastify-pg-pool/health', 'pgPoolHealth'],
   ['@fastify-pg-pool/metrics', 'pgPoolMetrics'],
   ['@fastify-pg-pool/backpressure', 'pgPoolBackpressure'],
