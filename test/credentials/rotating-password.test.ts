@@ -1,13 +1,13 @@
 import { randomBytes } from 'node:crypto'
-import { Writable } from 'node:stream'
 import pgPoolCore, { type PgPoolCoreOptions } from '@fastify-pg-pool/core'
 import pgPoolHealth from '@fastify-pg-pool/health'
 import pgPoolMetrics from '@fastify-pg-pool/metrics'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify from 'fastify'
 import postgres from 'postgres'
 import { afterAll, afterEach, beforeAll, describe, expect, inject, test } from 'vitest'
 import { deferred, failOnProcessErrors } from '../faults/process-errors.js'
 import { createTestDatabase, type TestDatabase, uniqueName, waitFor, waitUntil } from '../support/database.js'
+import { Witness } from '../support/witness.js'
 
 // Issue 19: `connection.password` as a function, called for each new connection (cloud IAM
 // tokens expire in minutes). The role's password changes while the app runs; new connections
@@ -20,11 +20,11 @@ const newPassword = () => `tok@${randomBytes(6).toString('hex')}/${randomBytes(6
 let db: TestDatabase
 /** Whether the server enforces password auth (an external server may use trust). */
 let enforced = false
-let apps: FastifyInstance[] = []
 /** Every password the role ever had or a function returned. */
 const issued: string[] = []
 /** Everything the apps printed or answered. */
-const seen: string[] = []
+const witness = new Witness()
+const { seen } = witness
 failOnProcessErrors()
 
 function forms(secret: string): string[] {
@@ -75,27 +75,6 @@ function connectionFor(password: NonNullable<postgres.Options<{}>['password']>):
   }
 }
 
-/** A Fastify app with a trace-level JSON logger whose lines all land in `seen`. */
-function loggedApp(): { app: FastifyInstance; lines: string[] } {
-  const lines: string[] = []
-  const stream = new Writable({
-    write(chunk, _encoding, callback) {
-      lines.push(String(chunk))
-      seen.push(String(chunk))
-      callback()
-    },
-  })
-  const app = Fastify({ logger: { level: 'trace', stream } })
-  apps.push(app)
-  return { app, lines }
-}
-
-async function capture(app: FastifyInstance, path: string) {
-  const response = await app.inject(path)
-  seen.push(JSON.stringify(response.headers), response.body)
-  return response
-}
-
 async function backendPids(applicationName: string): Promise<number[]> {
   const rows = await db.admin<{ pid: number }[]>`
     select pid from pg_stat_activity where application_name = ${applicationName} order by pid`
@@ -116,8 +95,7 @@ beforeAll(async () => {
   expect(await canLogin(first)).toBe(true)
 })
 afterEach(async () => {
-  await Promise.all(apps.map((app) => app.close().catch(() => {})))
-  apps = []
+  await witness.closeApps()
 })
 afterAll(async () => {
   expectNoSecret(seen)
@@ -130,7 +108,7 @@ describe('connection.password as a function', () => {
     let token = issued[0] as string
     let calls = 0
     const applicationName = uniqueName('rotate')
-    const { app, lines } = loggedApp()
+    const { app, lines } = witness.loggedApp()
     await app.register(pgPoolCore, {
       connection: connectionFor(() => {
         calls++
@@ -152,12 +130,12 @@ describe('connection.password as a function', () => {
     expect(calls).toBe(1)
 
     // Two requests at once need a second connection: one more call, none per request.
-    const [a, b] = await Promise.all([capture(app, '/who'), capture(app, '/who')])
+    const [a, b] = await Promise.all([witness.capture(app, '/who'), witness.capture(app, '/who')])
     expect([a?.statusCode, b?.statusCode]).toEqual([200, 200])
     expect(a?.json().user).toBe(role)
     expect(connects).toBe(1)
     expect(calls).toBe(2)
-    for (let i = 0; i < 5; i++) expect((await capture(app, '/who')).statusCode).toBe(200)
+    for (let i = 0; i < 5; i++) expect((await witness.capture(app, '/who')).statusCode).toBe(200)
     expect(calls).toBe(2)
     const oldPids = await backendPids(applicationName)
     expect(oldPids).toHaveLength(2)
@@ -166,7 +144,7 @@ describe('connection.password as a function', () => {
     const rotated = newPassword()
     await setRolePassword(rotated)
     // Open connections stay authenticated: requests keep succeeding on them.
-    for (let i = 0; i < 3; i++) expect((await capture(app, '/who')).statusCode).toBe(200)
+    for (let i = 0; i < 3; i++) expect((await witness.capture(app, '/who')).statusCode).toBe(200)
     expect(await backendPids(applicationName)).toEqual(oldPids)
     // A new connection calls the function again, and the old password is refused.
     const stale = await app.pgPool.ping(2_000).catch((error: unknown) => error)
@@ -175,19 +153,19 @@ describe('connection.password as a function', () => {
     if (enforced) {
       expect(stale).toMatchObject({ code: 'FST_PG_POOL_CONNECT_FAILED' })
       expect(causeOf(stale)).toMatch(/28P01/)
-      expect((await capture(app, '/health/ready')).statusCode).toBe(503)
+      expect((await witness.capture(app, '/health/ready')).statusCode).toBe(503)
     }
 
     // The variable the function reads is updated: new connections authenticate again.
     token = rotated
     expect(typeof (await app.pgPool.ping(2_000))).toBe('number')
-    expect((await capture(app, '/health/ready')).statusCode).toBe(200)
+    expect((await witness.capture(app, '/health/ready')).statusCode).toBe(200)
 
     // Old connections retired: their backends are terminated; the pool notices and replaces them.
     expect(await db.terminate(applicationName)).toBe(2)
     await waitUntil(() => app.pgPool.stats().open === 0, 'the pool to drop the terminated connections', 5_000)
     const callsBefore = calls
-    const after = await Promise.all([capture(app, '/who'), capture(app, '/who')])
+    const after = await Promise.all([witness.capture(app, '/who'), witness.capture(app, '/who')])
     expect(after.map((response) => response.statusCode)).toEqual([200, 200])
     const newPids = await backendPids(applicationName)
     expect(newPids).toHaveLength(2)
@@ -196,7 +174,8 @@ describe('connection.password as a function', () => {
     expect(calls - callsBefore).toBe(2)
     if (enforced) expect(await canLogin(issued[0] as string)).toBe(false)
 
-    for (const path of ['/health', '/health/ready', '/metrics']) expect((await capture(app, path)).statusCode).toBe(200)
+    for (const path of ['/health', '/health/ready', '/metrics'])
+      expect((await witness.capture(app, path)).statusCode).toBe(200)
     seen.push(app.pgPool.redact(`${token} ${encodeURIComponent(token)}`))
     expect(app.pgPool.redact(`a ${rotated} b ${encodeURIComponent(rotated)} c`)).toBe('a *** b *** c')
     expect(app.pgPool.redact(`a ${issued[0]} b`)).toBe('a *** b')
@@ -212,7 +191,7 @@ describe('connection.password as a function', () => {
     let gate = Promise.resolve()
     const returned: string[] = []
     const applicationName = uniqueName('lifetime')
-    const { app, lines } = loggedApp()
+    const { app, lines } = witness.loggedApp()
     await app.register(pgPoolCore, {
       connection: connectionFor(async () => {
         await gate
@@ -229,7 +208,7 @@ describe('connection.password as a function', () => {
     let running = true
     const worker = async () => {
       while (running) {
-        const response = await capture(app, '/pid')
+        const response = await witness.capture(app, '/pid')
         statuses.push(response.statusCode)
         if (response.statusCode === 200) pidsSeen.add(response.json().pid)
       }
@@ -270,7 +249,7 @@ describe('connection.password as a function', () => {
   test("the function's failures become FST_PG_POOL_CONNECT_FAILED, without its error object or any value it returned", async () => {
     const good = issued[issued.length - 1] as string
     let mode: 'ok' | 'throw' | 'reject' | 'empty' | 'hang' = 'ok'
-    const { app, lines } = loggedApp()
+    const { app, lines } = witness.loggedApp()
     await app.register(pgPoolCore, {
       connection: connectionFor(() => {
         if (mode === 'throw') throw Object.assign(new Error(`token service refused; last token ${good}`), { good })
@@ -283,7 +262,7 @@ describe('connection.password as a function', () => {
     })
     app.get('/hold', async (request) => request.db`select 1 as one`)
     await app.ready()
-    expect((await capture(app, '/hold')).statusCode).toBe(200)
+    expect((await witness.capture(app, '/hold')).statusCode).toBe(200)
 
     const causes: Record<string, string> = {}
     for (const failing of ['throw', 'reject', 'empty'] as const) {
@@ -304,13 +283,13 @@ describe('connection.password as a function', () => {
 
     // A request that needs a new connection gets the coded 503, nothing else.
     for (const password of [() => Promise.reject(new Error('AccessDenied')), () => new Promise<string>(() => {})]) {
-      const { app: lazy, lines: lazyLines } = loggedApp()
+      const { app: lazy, lines: lazyLines } = witness.loggedApp()
       await lazy.register(pgPoolCore, {
         connection: connectionFor(password),
         pool: { lazy: true, connectTimeout: 500, acquireTimeout: 2_000 },
       })
       lazy.get('/q', async (request) => request.db`select 1`)
-      const refused = await capture(lazy, '/q')
+      const refused = await witness.capture(lazy, '/q')
       expect(refused.statusCode).toBe(503)
       expect(refused.json()).toEqual({
         statusCode: 503,
@@ -325,7 +304,7 @@ describe('connection.password as a function', () => {
     }
 
     // register fails the same way, and no promise is left unhandled (failOnProcessErrors).
-    const { app: eager } = loggedApp()
+    const { app: eager } = witness.loggedApp()
     const failure = await eager
       .register(pgPoolCore, { connection: connectionFor(async () => Promise.reject(new Error('no token'))) })
       .then(() => eager.ready())
@@ -340,7 +319,7 @@ describe('connection.password as a function', () => {
 
   test('a password of another type is refused at register without being shown', async () => {
     const app = Fastify()
-    apps.push(app)
+    witness.track(app)
     const error = await app
       .register(pgPoolCore, { connection: { host: 'localhost', password: 123456 as unknown as string } })
       .then(() => app.ready())

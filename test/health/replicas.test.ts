@@ -1,26 +1,29 @@
 import pgPoolCore from '@fastify-pg-pool/core'
 import pgPoolHealth from '@fastify-pg-pool/health'
 import Fastify, { type FastifyInstance } from 'fastify'
-import postgres from 'postgres'
+import type postgres from 'postgres'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { waitUntil } from '../support/database.js'
-import { type ReplicatedDatabase, type ReplicationCluster, startReplication } from '../support/replication.js'
+import {
+  type NotesCluster,
+  type ReplicatedDatabase,
+  type ReplicationCluster,
+  startNotesCluster,
+} from '../support/replication.js'
 import { expectHealthJson } from './support.js'
 
 // Issue 20: a lagging or lost replica degrades readiness to warn; it never fails it while the
 // primary serves.
 
+let notes: NotesCluster | undefined
 let cluster: ReplicationCluster
 let database: ReplicatedDatabase
 let primarySql: postgres.Sql
 let app: FastifyInstance | undefined
 
 beforeAll(async () => {
-  cluster = await startReplication()
-  database = await cluster.createDatabase('health')
-  primarySql = postgres(database.primaryUrl, { max: 1, onnotice: () => {} })
-  await primarySql`create table notes (id serial primary key, body text)`
-  await cluster.waitForReplay(cluster.standby)
+  notes = await startNotesCluster('health')
+  ;({ cluster, database, primarySql } = notes)
 }, 120_000)
 afterEach(async () => {
   await app?.close()
@@ -29,8 +32,7 @@ afterEach(async () => {
   if (!cluster.standby.running) await cluster.standby.start()
 })
 afterAll(async () => {
-  await primarySql?.end({ timeout: 1 })
-  await cluster?.destroy()
+  await notes?.destroy()
 })
 
 async function replicaApp(): Promise<FastifyInstance> {

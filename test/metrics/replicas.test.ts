@@ -1,26 +1,29 @@
 import pgPoolCore from '@fastify-pg-pool/core'
 import pgPoolMetrics from '@fastify-pg-pool/metrics'
 import Fastify, { type FastifyInstance } from 'fastify'
-import postgres from 'postgres'
+import type postgres from 'postgres'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { waitUntil } from '../support/database.js'
-import { type ReplicatedDatabase, type ReplicationCluster, startReplication } from '../support/replication.js'
+import {
+  type NotesCluster,
+  type ReplicatedDatabase,
+  type ReplicationCluster,
+  startNotesCluster,
+} from '../support/replication.js'
 import { parseExposition } from './exposition.js'
 
 // Issue 20: each replica its own pool label, its lag as gauges, and reads the primary served
 // instead counted by reason.
 
+let notes: NotesCluster | undefined
 let cluster: ReplicationCluster
 let database: ReplicatedDatabase
 let primarySql: postgres.Sql
 let app: FastifyInstance | undefined
 
 beforeAll(async () => {
-  cluster = await startReplication()
-  database = await cluster.createDatabase('metrics')
-  primarySql = postgres(database.primaryUrl, { max: 1, onnotice: () => {} })
-  await primarySql`create table notes (id serial primary key, body text)`
-  await cluster.waitForReplay(cluster.standby)
+  notes = await startNotesCluster('metrics')
+  ;({ cluster, database, primarySql } = notes)
 }, 120_000)
 afterEach(async () => {
   await app?.close()
@@ -28,8 +31,7 @@ afterEach(async () => {
   await cluster.resumeReplay(cluster.standby).catch(() => {})
 })
 afterAll(async () => {
-  await primarySql?.end({ timeout: 1 })
-  await cluster?.destroy()
+  await notes?.destroy()
 })
 
 describe('metrics with a read replica', () => {

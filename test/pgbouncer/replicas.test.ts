@@ -1,16 +1,22 @@
 import pgPoolCore from '@fastify-pg-pool/core'
 import Fastify, { type FastifyInstance } from 'fastify'
-import postgres from 'postgres'
+import type postgres from 'postgres'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { waitUntil } from '../support/database.js'
 import { type PgBouncer, startPgBouncer } from '../support/pgbouncer.js'
-import { type ReplicatedDatabase, type ReplicationCluster, startReplication } from '../support/replication.js'
+import {
+  type NotesCluster,
+  type ReplicatedDatabase,
+  type ReplicationCluster,
+  startNotesCluster,
+} from '../support/replication.js'
 
 // Issue 20: PgBouncer (transaction mode) in front of the primary still works with replicas: writes
 // go through PgBouncer to the primary, read-only routes to the replica, the lag monitor reads the
 // primary's WAL position through PgBouncer, and read-your-writes tokens still hold.
 // Runs only in the PgBouncer leg (vitest.pgbouncer.config.ts): it needs the pgbouncer binary.
 
+let notes: NotesCluster | undefined
 let cluster: ReplicationCluster
 let database: ReplicatedDatabase
 let bouncer: PgBouncer
@@ -18,11 +24,8 @@ let primarySql: postgres.Sql
 let app: FastifyInstance | undefined
 
 beforeAll(async () => {
-  cluster = await startReplication()
-  database = await cluster.createDatabase('bounced')
-  primarySql = postgres(database.primaryUrl, { max: 2, onnotice: () => {} })
-  await primarySql`create table notes (id serial primary key, body text)`
-  await cluster.waitForReplay(cluster.standby)
+  notes = await startNotesCluster('bounced')
+  ;({ cluster, database, primarySql } = notes)
   bouncer = await startPgBouncer({ upstream: database.primaryUrl, defaultPoolSize: 4 })
 }, 120_000)
 afterEach(async () => {
@@ -31,9 +34,8 @@ afterEach(async () => {
   await cluster.resumeReplay(cluster.standby).catch(() => {})
 })
 afterAll(async () => {
-  await primarySql?.end({ timeout: 1 })
   await bouncer?.stop()
-  await cluster?.destroy()
+  await notes?.destroy()
 })
 
 async function bouncedApp(): Promise<FastifyInstance> {

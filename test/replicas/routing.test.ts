@@ -1,24 +1,27 @@
 import pgPoolCore from '@fastify-pg-pool/core'
 import Fastify, { type FastifyInstance } from 'fastify'
-import postgres from 'postgres'
+import type postgres from 'postgres'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { waitUntil } from '../support/database.js'
-import { type ReplicatedDatabase, type ReplicationCluster, startReplication } from '../support/replication.js'
+import {
+  type NotesCluster,
+  type ReplicatedDatabase,
+  type ReplicationCluster,
+  startNotesCluster,
+} from '../support/replication.js'
 
 // Issue 20: reads of read-only routes go to a streaming replica, writes to the primary; a
 // replica held back past maxLag gets no reads until it catches up.
 
+let notes: NotesCluster | undefined
 let cluster: ReplicationCluster
 let database: ReplicatedDatabase
 let primarySql: postgres.Sql
 let app: FastifyInstance | undefined
 
 beforeAll(async () => {
-  cluster = await startReplication()
-  database = await cluster.createDatabase('routing')
-  primarySql = postgres(database.primaryUrl, { max: 2, onnotice: () => {} })
-  await primarySql`create table notes (id serial primary key, body text)`
-  await cluster.waitForReplay(cluster.standby)
+  notes = await startNotesCluster('routing')
+  ;({ cluster, database, primarySql } = notes)
 }, 120_000)
 afterEach(async () => {
   await app?.close()
@@ -26,8 +29,7 @@ afterEach(async () => {
   await cluster.resumeReplay(cluster.standby).catch(() => {})
 })
 afterAll(async () => {
-  await primarySql?.end({ timeout: 1 })
-  await cluster?.destroy()
+  await notes?.destroy()
 })
 
 async function replicaApp(replica: Record<string, unknown> = {}): Promise<FastifyInstance> {

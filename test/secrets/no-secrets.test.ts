@@ -1,14 +1,13 @@
 import { randomBytes } from 'node:crypto'
-import { Writable } from 'node:stream'
 import pgPoolCore, { type PgPoolCoreOptions } from '@fastify-pg-pool/core'
 import pgPoolHealth from '@fastify-pg-pool/health'
 import pgPoolMetrics from '@fastify-pg-pool/metrics'
-import Fastify, { type FastifyInstance } from 'fastify'
 import postgres from 'postgres'
 import { afterAll, afterEach, beforeAll, describe, expect, inject, test } from 'vitest'
 import { failOnProcessErrors } from '../faults/process-errors.js'
 import { createTestDatabase, type TestDatabase, uniqueName, waitFor } from '../support/database.js'
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js'
+import { Witness } from '../support/witness.js'
 
 // A login role of this file's own, with a password that needs URL encoding, so that the test
 // does not depend on the server's own credentials (DATABASE_URL may use trust auth).
@@ -22,9 +21,9 @@ const secretParam = `param-${randomBytes(8).toString('hex')}`
 let db: TestDatabase
 let proxy: TcpProxy
 let url: string
-let apps: FastifyInstance[] = []
-/** Everything the apps printed or answered, for the final search. */
-const seen: string[] = []
+/** Everything the apps printed or answered. */
+const witness = new Witness()
+const { seen } = witness
 failOnProcessErrors()
 
 function withCredentials(base: string, user: string, pass: string): string {
@@ -45,27 +44,6 @@ function expectNoSecret(texts: string[]): void {
   expect(all).not.toContain(marker)
 }
 
-/** A Fastify app with a debug-level JSON logger whose lines all land in `seen`. */
-function loggedApp(): { app: FastifyInstance; lines: string[] } {
-  const lines: string[] = []
-  const stream = new Writable({
-    write(chunk, _encoding, callback) {
-      lines.push(String(chunk))
-      seen.push(String(chunk))
-      callback()
-    },
-  })
-  const app = Fastify({ logger: { level: 'trace', stream } })
-  apps.push(app)
-  return { app, lines }
-}
-
-async function capture(app: FastifyInstance, path: string) {
-  const response = await app.inject(path)
-  seen.push(JSON.stringify(response.headers), response.body)
-  return response
-}
-
 beforeAll(async () => {
   db = await createTestDatabase()
   await db.admin.unsafe(`create role ${role} login password '${password.replace(/'/g, "''")}'`)
@@ -74,8 +52,7 @@ beforeAll(async () => {
   proxy = await startTcpProxy(Number(new URL(db.directUrl).port))
 })
 afterEach(async () => {
-  await Promise.all(apps.map((app) => app.close().catch(() => {})))
-  apps = []
+  await witness.closeApps()
   proxy.onClientData = undefined
   proxy.setMode('pass')
 })
@@ -88,7 +65,7 @@ afterAll(async () => {
 
 describe('the password never appears', () => {
   test('in logs, error bodies, health and metrics through query errors, timeouts, refusals and outages', async () => {
-    const { app, lines } = loggedApp()
+    const { app, lines } = witness.loggedApp()
     await app.register(pgPoolCore, {
       connection: proxy.urlFor(url),
       pool: { max: 2, maxWaiting: 1, connectTimeout: 500, acquireTimeout: 500, statementTimeout: 1_000 },
@@ -102,29 +79,32 @@ describe('the password never appears', () => {
     app.get('/hold', async (request) => request.db`select pg_sleep(0.8)`)
     await app.ready()
 
-    expect((await capture(app, '/ok')).statusCode).toBe(200)
-    expect((await capture(app, '/missing-table')).json()).toMatchObject({ statusCode: 500, code: '42P01' })
+    expect((await witness.capture(app, '/ok')).statusCode).toBe(200)
+    expect((await witness.capture(app, '/missing-table')).json()).toMatchObject({ statusCode: 500, code: '42P01' })
     // A data exception (class 22) is the request's: 400, with the SQLSTATE as its code.
-    expect((await capture(app, '/division')).json()).toMatchObject({ statusCode: 400, code: '22012' })
-    expect((await capture(app, '/slow')).json()).toMatchObject({ statusCode: 503, code: 'FST_PG_POOL_QUERY_TIMEOUT' })
+    expect((await witness.capture(app, '/division')).json()).toMatchObject({ statusCode: 400, code: '22012' })
+    expect((await witness.capture(app, '/slow')).json()).toMatchObject({
+      statusCode: 503,
+      code: 'FST_PG_POOL_QUERY_TIMEOUT',
+    })
 
     // Refusals: two hold the pool, one waits past acquireTimeout, one finds the queue full.
-    const holds = [capture(app, '/hold'), capture(app, '/hold')]
+    const holds = [witness.capture(app, '/hold'), witness.capture(app, '/hold')]
     await waitFor(() => app.pgPool.stats().leased === 2)
-    const waiting = capture(app, '/ok')
+    const waiting = witness.capture(app, '/ok')
     await waitFor(() => app.pgPool.stats().waiting === 1)
-    expect((await capture(app, '/ok')).json()).toMatchObject({ code: 'FST_PG_POOL_QUEUE_FULL' })
+    expect((await witness.capture(app, '/ok')).json()).toMatchObject({ code: 'FST_PG_POOL_QUEUE_FULL' })
     expect((await waiting).json()).toMatchObject({ code: 'FST_PG_POOL_ACQUIRE_TIMEOUT' })
     await Promise.all(holds)
 
     // A frozen server: the client-side deadline, a failing readiness probe.
     proxy.setMode('blackhole')
-    expect((await capture(app, '/ok')).json()).toMatchObject({ code: 'FST_PG_POOL_QUERY_TIMEOUT' })
-    expect((await capture(app, '/health/ready')).statusCode).toBe(503)
+    expect((await witness.capture(app, '/ok')).json()).toMatchObject({ code: 'FST_PG_POOL_QUERY_TIMEOUT' })
+    expect((await witness.capture(app, '/health/ready')).statusCode).toBe(503)
     // Connections reset: connect errors, a failing ping.
     proxy.setMode('reset')
-    expect((await capture(app, '/ok')).statusCode).toBe(503)
-    expect((await capture(app, '/health')).statusCode).toBe(503)
+    expect((await witness.capture(app, '/ok')).statusCode).toBe(503)
+    expect((await witness.capture(app, '/health')).statusCode).toBe(503)
     const pingError = await app.pgPool.ping(300).catch((error: Error) => error)
     expect(pingError).toBeInstanceOf(Error)
     seen.push(String(pingError), (pingError as Error).stack ?? '', JSON.stringify(pingError))
@@ -132,7 +112,7 @@ describe('the password never appears', () => {
     proxy.setMode('pass')
     expect(await waitFor(async () => (await app.inject('/ok')).statusCode === 200, 3_000)).toBe(true)
     for (const path of ['/health', '/health/ready', '/health/live', '/metrics']) {
-      expect((await capture(app, path)).statusCode).toBe(200)
+      expect((await witness.capture(app, path)).statusCode).toBe(200)
     }
     seen.push(JSON.stringify(app.pgPool.options), app.pgPool.target, JSON.stringify(app.pgPool.stats()))
     expect(app.pgPool.target).toBe(`127.0.0.1:${proxy.port}/${new URL(db.directUrl).pathname.slice(1)}`)
@@ -156,7 +136,7 @@ describe('the password never appears', () => {
     )
     await probe.end({ timeout: 0 })
 
-    const { app: eager } = loggedApp()
+    const { app: eager } = witness.loggedApp()
     const failure = await eager
       .register(pgPoolCore, { connection: wrongUrl, pool: { connectTimeout: 1_000 } })
       .then(() => eager.ready())
@@ -173,17 +153,17 @@ describe('the password never appears', () => {
     expect(enforced || inject('serverKind') === 'external').toBe(true)
     seen.push(String(failure), failure?.stack ?? '', JSON.stringify(failure ?? {}))
 
-    const { app: lazy } = loggedApp()
+    const { app: lazy } = witness.loggedApp()
     await lazy.register(pgPoolCore, { connection: wrongUrl, pool: { lazy: true, connectTimeout: 1_000 } })
     lazy.get('/ok', async (request) => (await request.db`select 1 as one`)[0])
     await lazy.ready()
-    const refused = await capture(lazy, '/ok')
+    const refused = await witness.capture(lazy, '/ok')
     expect(refused.statusCode).toBe(enforced ? 503 : 200)
     expectNoSecret(seen)
   })
 
   test('with postgres.js options instead of a URL, through connect errors', async () => {
-    const { app } = loggedApp()
+    const { app } = witness.loggedApp()
     const parsed = new URL(db.directUrl)
     const connection: PgPoolCoreOptions['connection'] = {
       host: '127.0.0.1',
@@ -196,11 +176,11 @@ describe('the password never appears', () => {
     await app.register(pgPoolCore, { connection, pool: { lazy: true, connectTimeout: 500, acquireTimeout: 500 } })
     app.get('/ok', async (request) => (await request.db`select 1 as one`)[0])
     await app.ready()
-    const refused = await capture(app, '/ok')
+    const refused = await witness.capture(app, '/ok')
     expect(refused.json()).toMatchObject({ code: 'FST_PG_POOL_CONNECT_FAILED' })
     const events: string[] = []
     app.pgPool.on('connectError', (error) => events.push(String(error), error.stack ?? ''))
-    await capture(app, '/ok')
+    await witness.capture(app, '/ok')
     seen.push(...events)
     expect(events.length).toBeGreaterThan(0)
     proxy.setMode('pass')

@@ -648,3 +648,36 @@ export async function startReplication(options: ReplicationOptions = {}): Promis
     }
   }
 }
+
+/** A primary and a standby with one database holding `notes (id serial, body text)`, replayed. */
+export interface NotesCluster {
+  readonly cluster: ReplicationCluster
+  readonly database: ReplicatedDatabase
+  /** A plain client on the primary's database. */
+  readonly primarySql: postgres.Sql
+  /** Ends the client, stops every node, removes every directory. */
+  destroy(): Promise<void>
+}
+
+/** What the replica tests share: `startReplication()`, a database `name`, its `notes` table. */
+export async function startNotesCluster(name: string): Promise<NotesCluster> {
+  const cluster = await startReplication()
+  try {
+    const database = await cluster.createDatabase(name)
+    const primarySql = postgres(database.primaryUrl, { max: 2, onnotice: () => {} })
+    await primarySql`create table notes (id serial primary key, body text)`
+    await cluster.waitForReplay(cluster.standby)
+    return {
+      cluster,
+      database,
+      primarySql,
+      async destroy() {
+        await primarySql.end({ timeout: 1 })
+        await cluster.destroy()
+      },
+    }
+  } catch (error) {
+    await cluster.destroy()
+    throw error
+  }
+}

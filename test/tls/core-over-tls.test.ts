@@ -2,18 +2,17 @@ import { execFile } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
-import { Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import pgPoolCore from '@fastify-pg-pool/core'
 import pgPoolHealth from '@fastify-pg-pool/health'
 import pgPoolMetrics from '@fastify-pg-pool/metrics'
-import Fastify, { type FastifyInstance } from 'fastify'
 import postgres from 'postgres'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { failOnProcessErrors } from '../faults/process-errors.js'
 import { uniqueName, waitFor } from '../support/database.js'
 import { startTlsServer, type TlsServer } from '../support/tls-server.js'
+import { Witness } from '../support/witness.js'
 
 // Issue 19: TLS documented and tested. The server (test/support/tls-server.ts) accepts TLS only
 // (pg_hba has hostssl lines alone), so every connection that works here is encrypted.
@@ -25,9 +24,9 @@ const UNTRUSTED = /UNABLE_TO_GET_ISSUER_CERT_LOCALLY|UNABLE_TO_VERIFY_LEAF_SIGNA
 let tls: TlsServer
 /** A plain client over TLS, for pg_stat_ssl. */
 let admin: postgres.Sql
-let apps: FastifyInstance[] = []
 /** Everything the apps printed or answered. */
-const seen: string[] = []
+const witness = new Witness()
+const { seen } = witness
 failOnProcessErrors()
 
 function withParams(url: string, params: Record<string, string>): string {
@@ -49,26 +48,6 @@ function options(ssl: NonNullable<postgres.Options<{}>['ssl']>): postgres.Option
   }
 }
 
-function loggedApp(): { app: FastifyInstance; lines: string[] } {
-  const lines: string[] = []
-  const stream = new Writable({
-    write(chunk, _encoding, callback) {
-      lines.push(String(chunk))
-      seen.push(String(chunk))
-      callback()
-    },
-  })
-  const app = Fastify({ logger: { level: 'debug', stream } })
-  apps.push(app)
-  return { app, lines }
-}
-
-async function capture(app: FastifyInstance, path: string) {
-  const response = await app.inject(path)
-  seen.push(JSON.stringify(response.headers), response.body)
-  return response
-}
-
 /** pg_stat_ssl of the backends with this application_name. */
 async function sslOfBackends(applicationName: string): Promise<{ ssl: boolean; version: string | null }[]> {
   return admin<{ ssl: boolean; version: string | null }[]>`
@@ -81,8 +60,7 @@ beforeAll(async () => {
   admin = postgres(tls.url, { max: 1, ssl: { ca: tls.caPem }, onnotice: () => {} })
 })
 afterEach(async () => {
-  await Promise.all(apps.map((app) => app.close().catch(() => {})))
-  apps = []
+  await witness.closeApps()
 })
 afterAll(async () => {
   const all = seen.join('\n')
@@ -95,27 +73,27 @@ afterAll(async () => {
 describe('the core over TLS', () => {
   test('ssl: { ca } verifies the server and every connection of the pool is encrypted', async () => {
     const applicationName = uniqueName('tls')
-    const { app } = loggedApp()
+    const { app } = witness.loggedApp()
     await app.register(pgPoolCore, { connection: options({ ca: tls.caPem }), pool: { max: 2, applicationName } })
     app.get('/ssl', async (request) => {
       const [row] = await request.db<{ ssl: boolean }[]>`
         select ssl, pg_sleep(0.05) from pg_stat_ssl where pid = pg_backend_pid()`
       return { ssl: row?.ssl }
     })
-    const responses = await Promise.all([capture(app, '/ssl'), capture(app, '/ssl')])
+    const responses = await Promise.all([witness.capture(app, '/ssl'), witness.capture(app, '/ssl')])
     expect(responses.map((response) => response.json())).toEqual([{ ssl: true }, { ssl: true }])
     const backends = await sslOfBackends(applicationName)
     expect(backends).toHaveLength(2)
     for (const backend of backends)
       expect(backend).toEqual({ ssl: true, version: expect.stringMatching(/^TLSv1\.[23]$/) })
     // Host name checked too: the certificate names localhost.
-    const { app: byName } = loggedApp()
+    const { app: byName } = witness.loggedApp()
     await byName.register(pgPoolCore, { connection: { ...options({ ca: tls.caPem }), host: 'localhost' } })
     expect(await byName.db`select 1 as one`).toEqual([{ one: 1 }])
   })
 
   test('a CA that did not sign the server certificate fails register with FST_PG_POOL_CONNECT_FAILED; bodies name no address and no secret', async () => {
-    const { app: eager } = loggedApp()
+    const { app: eager } = witness.loggedApp()
     const failure = await eager
       .register(pgPoolCore, { connection: options({ ca: tls.wrongCaPem }), pool: { connectTimeout: 5_000 } })
       .then(() => eager.ready())
@@ -129,14 +107,14 @@ describe('the core over TLS', () => {
     expect((failure?.cause as Error | undefined)?.message).toMatch(UNTRUSTED)
     seen.push(String(failure), JSON.stringify(failure ?? {}), String((failure?.cause as Error | undefined)?.message))
 
-    const { app: lazy, lines } = loggedApp()
+    const { app: lazy, lines } = witness.loggedApp()
     await lazy.register(pgPoolCore, {
       connection: options({ ca: tls.wrongCaPem }),
       pool: { lazy: true, connectTimeout: 5_000, acquireTimeout: 5_000 },
     })
     await lazy.register(pgPoolHealth, { pingTimeout: 5_000, cacheTime: 0, details: 'full' })
     lazy.get('/q', async (request) => request.db`select 1`)
-    const refused = await capture(lazy, '/q')
+    const refused = await witness.capture(lazy, '/q')
     expect(refused.statusCode).toBe(503)
     expect(refused.json()).toEqual({
       statusCode: 503,
@@ -144,7 +122,7 @@ describe('the core over TLS', () => {
       error: 'Service Unavailable',
       message: 'Could not connect to the database',
     })
-    const health = await capture(lazy, '/health/ready')
+    const health = await witness.capture(lazy, '/health/ready')
     expect(health.statusCode).toBe(503)
     for (const body of [refused.body, health.body]) {
       expect(body).not.toContain(String(tls.port))
@@ -156,7 +134,7 @@ describe('the core over TLS', () => {
 
   test('sslmode in a URL: require encrypts without verifying; verify-full checks the trust store only', async () => {
     const applicationName = uniqueName('tls-url')
-    const { app } = loggedApp()
+    const { app } = witness.loggedApp()
     await app.register(pgPoolCore, {
       connection: withParams(tls.url, { sslmode: 'require' }),
       pool: { max: 1, applicationName },
@@ -167,7 +145,7 @@ describe('the core over TLS', () => {
 
     // postgres.js verifies verify-full (and verify-ca) against Node's trust store, never a file
     // named in the URL: this server's private CA is unknown there.
-    const { app: verifying } = loggedApp()
+    const { app: verifying } = witness.loggedApp()
     const failure = await verifying
       .register(pgPoolCore, { connection: withParams(tls.url, { sslmode: 'verify-full' }) })
       .then(() => verifying.ready())
@@ -209,7 +187,7 @@ describe('the core over TLS', () => {
 
   test('health, pings and metrics work over TLS, and come back after the server restarts', async () => {
     const applicationName = uniqueName('tls-health')
-    const { app } = loggedApp()
+    const { app } = witness.loggedApp()
     await app.register(pgPoolCore, {
       connection: options({ ca: tls.caPem }),
       pool: { max: 2, applicationName, connectTimeout: 1_000, acquireTimeout: 1_000 },
@@ -220,19 +198,19 @@ describe('the core over TLS', () => {
     await app.ready()
 
     expect(typeof (await app.pgPool.ping(2_000))).toBe('number')
-    const ready = await capture(app, '/health/ready')
+    const ready = await witness.capture(app, '/health/ready')
     expect(ready.statusCode).toBe(200)
     expect(ready.json()).toMatchObject({ status: 'pass' })
-    expect((await capture(app, '/health')).statusCode).toBe(200)
-    expect((await capture(app, '/q')).json()).toEqual({ one: 1 })
-    const metrics = await capture(app, '/metrics')
+    expect((await witness.capture(app, '/health')).statusCode).toBe(200)
+    expect((await witness.capture(app, '/q')).json()).toEqual({ one: 1 })
+    const metrics = await witness.capture(app, '/metrics')
     expect(metrics.statusCode).toBe(200)
     expect(metrics.body).toMatch(/fastify_pg_pool|pg_pool/)
     expect(await sslOfBackends(applicationName)).toEqual([{ ssl: true, version: expect.any(String) }])
 
     await tls.stop()
-    expect((await capture(app, '/health/ready')).statusCode).toBe(503)
-    expect((await capture(app, '/q')).statusCode).toBe(503)
+    expect((await witness.capture(app, '/health/ready')).statusCode).toBe(503)
+    expect((await witness.capture(app, '/q')).statusCode).toBe(503)
     await tls.start()
     // The admin client reconnects by itself; the pool and the pings reopen over TLS.
     expect(await waitFor(async () => (await app.inject('/health/ready')).statusCode === 200, 10_000)).toBe(true)
