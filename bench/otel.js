@@ -1,20 +1,9 @@
-// What @fastify-pg-pool/otel costs S1 (GET /items/:id, 64 clients, closed loop, pool 10): the
-// suite's server three times, side by side, with the plugin off, on with no SDK (noop), and on
-// with the SDK exporting spans in batches and metrics every second over OTLP/HTTP (sdk), to a
-// sink this script runs. The modes run in every round, in rotated order; the ratios are medians
-// of per-round ratios to `off` (bench/stats.js), throughput and the server's CPU per request.
-// Knobs: BENCH_S1_ROUNDS (default 9), BENCH_S1_DURATION (ms, default 1500), BENCH_OTEL_VARIANT
-// (suite, the default path: a connection per request, the session reset included; or
-// suite-pipelined, the routes pipelined), BENCH_OTEL_CONTROL=1 (a fourth server, `off2`, the
-// same as `off`: its ratio is the noise floor of the run, against which a 2 % difference can be
-// judged). DATABASE_URL as in bench/run.js.
-// Run: node bench/otel.js
-import { spawn } from 'node:child_process'
 import http from 'node:http'
 import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { closedLoop } from './load.js'
 import { ITEMS, startDatabase } from './postgres.js'
+import { spawnServer } from './spawn-server.js'
 import { medianOf, pairedRatio } from './stats.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
@@ -54,11 +43,10 @@ async function startSink() {
   }
 }
 
-async function startServer(mode, url, endpoint) {
-  const child = spawn(process.execPath, ['bench/server.js'], {
+function startServer(mode, url, endpoint) {
+  return spawnServer({
     cwd: root,
     env: {
-      ...process.env,
       VARIANT,
       DATABASE_URL: url,
       POOL_MAX: String(POOL_MAX),
@@ -66,26 +54,8 @@ async function startServer(mode, url, endpoint) {
       BENCH_OTEL: setting(mode),
       BENCH_OTEL_ENDPOINT: endpoint,
     },
-    stdio: ['ignore', 'pipe', 'inherit'],
+    label: mode,
   })
-  const port = await new Promise((resolve, reject) => {
-    let out = ''
-    child.stdout.on('data', (chunk) => {
-      out += chunk
-      if (out.includes('\n')) resolve(JSON.parse(out.split('\n')[0]).port)
-    })
-    child.once('exit', (code) => reject(new Error(`server ${mode} exited with ${code}`)))
-  })
-  const exited = new Promise((resolve) => child.once('exit', resolve))
-  return {
-    base: `http://127.0.0.1:${port}`,
-    async stop() {
-      child.kill('SIGTERM')
-      const killer = setTimeout(() => child.kill('SIGKILL'), 3_000)
-      await exited
-      clearTimeout(killer)
-    },
-  }
 }
 
 function getJson(url) {

@@ -1,11 +1,3 @@
-// `npm run bench`: real HTTP load against one server process per variant, variants alternated
-// round by round in one run, on embedded PostgreSQL (or DATABASE_URL). Prints each target as
-// PASS/FAIL and writes docs/benchmarks.md and the charts under docs/.
-// Knobs: BENCH_DURATION (ms per measurement, default 3000), BENCH_ROUNDS (default 5; S1 has its
-// own, BENCH_S1_ROUNDS (9) of BENCH_S1_DURATION ms (1500)),
-// BENCH_ONLY (comma list of S0,S1,S2o,S2) and BENCH_LOADS (S2o's loads) narrow a run, which then
-// leaves docs/ alone; BENCH_VARIANTS (a comma list) skips the targets too.
-import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
 import http from 'node:http'
@@ -16,6 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { closedLoop, openLoop, sampler } from './load.js'
 import { ITEMS, startDatabase } from './postgres.js'
 import { writeReport } from './report.js'
+import { spawnServer } from './spawn-server.js'
 import { medianOf, pairedRatio, totalOver } from './stats.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
@@ -67,41 +60,21 @@ const log = (line = '') => {
   lines.push(...String(line).split('\n'))
 }
 
-async function startServer(variant, url) {
-  // BENCH_NODE_ARGS: extra node flags for the servers, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`.
-  const nodeArgs = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? []
+function startServer(variant, url) {
   // The baseline runs the earlier checkout's own server with its default lease.
   const baseline = variant === 'baseline'
-  const child = spawn(process.execPath, [...nodeArgs, 'bench/server.js'], {
+  return spawnServer({
     cwd: baseline ? process.env.BENCH_BASELINE : root,
+    // BENCH_NODE_ARGS: extra node flags for the servers, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`.
+    nodeArgs: process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [],
     env: {
-      ...process.env,
       VARIANT: baseline ? 'suite-exclusive' : variant,
       DATABASE_URL: url,
       POOL_MAX: String(POOL_MAX),
       APP_NAME: `bench-${variant}`,
     },
-    stdio: ['ignore', 'pipe', 'inherit'],
+    label: variant,
   })
-  const port = await new Promise((resolve, reject) => {
-    let out = ''
-    child.stdout.on('data', (chunk) => {
-      out += chunk
-      const line = out.split('\n')[0]
-      if (out.includes('\n')) resolve(JSON.parse(line).port)
-    })
-    child.once('exit', (code) => reject(new Error(`server ${variant} exited with ${code}`)))
-  })
-  const exited = new Promise((resolve) => child.once('exit', resolve))
-  return {
-    base: `http://127.0.0.1:${port}`,
-    async stop() {
-      child.kill('SIGTERM')
-      const killer = setTimeout(() => child.kill('SIGKILL'), 3_000)
-      await exited
-      clearTimeout(killer)
-    },
-  }
 }
 
 async function withServer(variant, url, work) {
