@@ -139,9 +139,7 @@ describe('otel', () => {
       (app as FastifyInstance).inject('/an').then((reply) => reply),
     )
     span.end()
-    expect(response.json().name).toMatch(
-      new RegExp(`^00-${span.spanContext().traceId}-[0-9a-f]{16}-01 /an$`),
-    )
+    expect(response.json().name).toMatch(new RegExp(`^00-${span.spanContext().traceId}-[0-9a-f]{16}-01 /an$`))
 
     const behindBouncer = Fastify()
     behindBouncer.register(pgPool, { connection: primary.url, pool: { pgbouncer: true }, otel: { traceContext: true } })
