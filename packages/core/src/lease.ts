@@ -427,6 +427,13 @@ export class Lease implements Holder, QueryOwner {
         const commands = commandsOf(value)
         this.#transaction.noteCommands(commands)
         if (!this.#wrote && this.#ctx.captureLsn === true) this.#wrote = commands.some(isWrite)
+        if (query.options.simple === true) {
+          // A simple-protocol message can hold several statements, and postgres.js keeps no tag
+          // of one without rows (`begin; insert ...` reads as INSERT): it may have opened a
+          // transaction, and written.
+          this.#transaction.noteUnknown()
+          if (this.#ctx.captureLsn === true) this.#wrote = true
+        }
       }
     } else {
       if (isConnectionError(error)) conn?.markClosed('error')

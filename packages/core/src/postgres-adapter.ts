@@ -18,8 +18,11 @@ import postgres from 'postgres'
  *    with its stream, then with its result.
  * 4b. A cursor's batches go to `query.cursorFn(rows)` (assigned by `cursor()`, again per batch by
  *    its iterator); the next batch is fetched when what it returns settles: a rejection writes
- *    Sync and rejects the query. Either writes on the socket, so neither may happen once the
- *    connection is closed (postgres.js would write to a null socket and throw, uncaught).
+ *    Sync and rejects the query, but leaves the connection's row counter past the batch (the
+ *    next statement's rows would come after empty slots), so the adapter never rejects there:
+ *    it answers `sql.CLOSE`, which resets the counter and closes the portal, and the query
+ *    fails afterwards. Either writes on the socket, so neither may happen once the connection
+ *    is closed (postgres.js would write to a null socket and throw, uncaught).
  * 4c. `cursor(rows)` without a callback returns `{ [Symbol.asyncIterator]() { next, return } }`,
  *    whose `next()` answers `{ done: true }` once the query is no longer active, even when it
  *    ended with an error between two batches.
@@ -72,6 +75,10 @@ export interface TrackedQuery extends AdapterQuery {
   innerCursorFn: ((rows: unknown) => unknown) | undefined
   /** What it failed with, as its caller sees it (a cursor's next batch reports it). */
   failure: unknown
+  /** Why its cursor was stopped (a callback that failed, an abort): it fails with it once closed. */
+  stoppedBy: unknown
+  /** Its end went through the owner (postgres.js may settle a query more than once). */
+  ended: boolean
   /** Per-operation state of observers (diagnostics message), set while it runs. */
   observed: unknown
 }
@@ -100,13 +107,21 @@ function resolveTracked(this: TrackedQuery, value: unknown): void {
     this.innerResolve(value)
     return
   }
-  if (this.redirected) return
+  // A cursor closed early (CLOSE) is resolved twice, at CloseComplete and at ReadyForQuery.
+  if (this.redirected || this.ended) return
+  if (this.stoppedBy !== undefined) {
+    // Closed because it had to stop: it ends with the reason.
+    rejectTracked.call(this, this.stoppedBy)
+    return
+  }
+  this.ended = true
   this.owner.settled(this, value, undefined)
   this.innerResolve(value)
 }
 
 function rejectTracked(this: TrackedQuery, error: unknown): void {
-  if (this.redirected) return
+  if (this.redirected || this.ended) return
+  this.ended = true
   const out = this.owner.settled(this, undefined, error)
   this.failure = out
   this.innerReject(out)
@@ -135,9 +150,26 @@ function cursorTrackedIterator(this: TrackedQuery, ...args: unknown[]): unknown 
 }
 
 let queryCursor: unknown
+/** postgres.js's `sql.CLOSE`: what a cursor callback returns to end the cursor early. */
+let closeCursor: unknown
 
 function cursorTracked(this: TrackedQuery, rows: unknown): unknown {
-  return this.owner.cursorBatch(this, (this.innerCursorFn as (rows: unknown) => unknown)(rows))
+  let returned: unknown
+  try {
+    returned = (this.innerCursorFn as (rows: unknown) => unknown)(rows)
+  } catch (error) {
+    returned = Promise.reject(error)
+  }
+  const waited = this.owner.cursorBatch(this, returned)
+  if (typeof (waited as { then?: unknown } | null)?.then !== 'function') return waited
+  // Never a rejection for postgres.js (4b): the portal is closed, the query fails with the reason.
+  return (waited as Promise<unknown>).then(
+    (value) => value,
+    (error: unknown) => {
+      this.stoppedBy = error
+      return closeCursor
+    },
+  )
 }
 
 /**
@@ -148,6 +180,7 @@ function cursorTracked(this: TrackedQuery, rows: unknown): unknown {
 export function trackedQueryClass(helpers: postgres.Sql<{}>): TrackedQueryConstructor {
   const Query = (helpers`select 1` as unknown as AdapterQuery).constructor as new (...args: unknown[]) => object
   queryCursor = (Query.prototype as { cursor: unknown }).cursor
+  closeCursor = (helpers as unknown as { CLOSE: unknown }).CLOSE
   const Tracked = class extends Query {}
   ;(Tracked.prototype as { cursor: unknown }).cursor = cursorTrackedIterator
   Object.defineProperties(Tracked.prototype, {
