@@ -6,7 +6,9 @@
 //       /health, /health/ready and /metrics, and exits 0 on SIGTERM;
 //   (b) it type-checks with tsc --strict --module nodenext --moduleResolution nodenext;
 //   (c) a CommonJS file require()s the umbrella and the four packages;
-//   (d) esbuild bundles it (platform node, ESM, everything inside) and the bundle runs as (a).
+//   (d) esbuild bundles it (platform node, ESM, everything inside) and the bundle runs as (a);
+//   (e) esbuild bundles examples/basic's app (src/app.js) the same way and the bundle answers its
+//       routes, the transaction's commit and its rollback on a failed check included.
 // PostgreSQL: DATABASE_URL when set (its user needs CREATEDB), else embedded PostgreSQL 18 from
 // the workspace; one database per check, dropped after. The temporary directory is removed.
 import { execFile, spawn } from 'node:child_process'
@@ -25,6 +27,7 @@ const CHECKS = {
   types: '(b) README example type-checks (tsc --strict --module nodenext)',
   require: '(c) require() from CommonJS',
   bundle: '(d) esbuild bundle of the README example runs',
+  example: '(e) esbuild bundle of examples/basic runs',
 }
 // Hang guards only: every wait below ends as soon as its event happens.
 const START_LIMIT = 120_000
@@ -137,10 +140,10 @@ async function expectJson(base, method, path, status, body) {
 }
 
 /** Runs the routes' checks, then stops the server; the first failure is the one reported. */
-async function exerciseAndStop(child, base) {
+async function exerciseAndStop(child, base, routes = exercise) {
   let failure
   try {
-    await exercise(base)
+    await routes(base)
   } catch (error) {
     failure = error
   }
@@ -150,6 +153,19 @@ async function exerciseAndStop(child, base) {
     failure ??= error
   }
   if (failure) throw failure
+}
+
+/** examples/basic's routes (src/app.js), through HTTP. */
+async function exerciseExample(base) {
+  const items = await expectJson(base, 'GET', '/items', 200)
+  if (JSON.parse(items).length !== 3) throw new Error(`GET /items: expected the 3 seeded items, got ${items}`)
+  await expectJson(base, 'GET', '/items/1', 200, { id: 1, name: 'apple' })
+  await expectJson(base, 'GET', '/items/9', 404)
+  await expectJson(base, 'POST', '/items/1/move/2', 200, { moved: 1, left: 9 })
+  // plum has none: the stock check fails (23514) and the first update is rolled back
+  await expectJson(base, 'POST', '/items/3/move/1', 409, { code: '23514' })
+  await expectJson(base, 'GET', '/items/1', 200, { stock: 9 })
+  for (const path of ['/health/ready', '/metrics']) await expectJson(base, 'GET', path, 200)
 }
 
 /** The README example's routes and the suite's, through HTTP. */
@@ -296,6 +312,41 @@ try {
       env: { DATABASE_URL: url },
     })
     await exerciseAndStop(child, base)
+  })
+
+  await check('example', async () => {
+    const url = await createDatabase(`fpp_consumer_example_${process.pid}`)
+    // examples/basic's app as it is, behind a small entry (its server.js also starts an embedded
+    // PostgreSQL, whose native binaries are not bundled: DATABASE_URL here).
+    copyFileSync(join(repo, 'examples/basic/src/app.js'), join(app, 'example-app.js'))
+    writeFileSync(
+      join(app, 'example-server.mjs'),
+      [
+        "import { buildApp } from './example-app.js'",
+        'const app = await buildApp({ connection: process.env.DATABASE_URL, logger: false })',
+        "process.once('SIGTERM', () => app.close().then(() => process.exit(0)))",
+        'await app.listen({ port: Number(process.env.PORT) })',
+        '',
+      ].join('\n'),
+    )
+    await sh(
+      join(app, 'node_modules/.bin/esbuild'),
+      [
+        'example-server.mjs',
+        '--bundle',
+        '--platform=node',
+        '--format=esm',
+        `--outfile=${join(bundle, 'example.mjs')}`,
+        '--log-level=warning',
+        "--banner:js=import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
+      ],
+      { cwd: app },
+    )
+    const { child, base } = await startServer(process.execPath, ['example.mjs'], {
+      cwd: bundle,
+      env: { DATABASE_URL: url },
+    })
+    await exerciseAndStop(child, base, exerciseExample)
   })
 } catch (error) {
   for (const key of Object.keys(CHECKS)) {
