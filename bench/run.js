@@ -68,7 +68,8 @@ function startServer(variant, url) {
     // BENCH_NODE_ARGS: extra node flags for the servers, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`.
     nodeArgs: process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [],
     env: {
-      VARIANT: baseline ? 'suite-exclusive' : variant,
+      // BENCH_BASELINE_VARIANT: which of the earlier server's variants (its pipelined `suite`, say).
+      VARIANT: baseline ? (process.env.BENCH_BASELINE_VARIANT ?? 'suite-exclusive') : variant,
       DATABASE_URL: url,
       POOL_MAX: String(POOL_MAX),
       APP_NAME: `bench-${variant}`,

@@ -54,7 +54,8 @@ describe('leaseApplicationName', () => {
     await waitUntil(async () => {
       const rows = await db.admin<{ application_name: string }[]>`
         select application_name from pg_stat_activity
-        where query = 'select pg_sleep(0.5)' and state = 'active'`
+        where query = 'select pg_sleep(0.5)' and state = 'active'
+          and datname = ${new URL(db.directUrl).pathname.slice(1)}`
       running = rows[0]?.application_name
       return running !== undefined
     }, 'the sleeping statement in pg_stat_activity')

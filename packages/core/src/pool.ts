@@ -9,6 +9,7 @@ import { Housekeeping } from './housekeeping.js'
 import type { ResolvedPoolOptions } from './options.js'
 import type { FallbackReason } from './replica-router.js'
 import type { CloseReason, PoolConnection } from './server-connection.js'
+import { owedReset } from './session-reset.js'
 import { SharedConnections } from './shared-connections.js'
 import type { PgPoolView } from './types.js'
 import { WaitQueue } from './wait-queue.js'
@@ -131,6 +132,8 @@ export class Pool extends EventEmitter<PoolEvents> {
   /** Connections held alone, and by whom. */
   readonly #leased = new Map<PoolConnection, Holder>()
   readonly #shared: SharedConnections<Holder>
+  /** Resets owed by connections pipelined holders used, paid when a holder of its own takes one. */
+  readonly #owed = new Map<PoolConnection, string>()
   readonly #waiters = new WaitQueue<Holder>()
   readonly #connector: Connector
   readonly #housekeeping: Housekeeping<Holder>
@@ -282,7 +285,7 @@ export class Pool extends EventEmitter<PoolEvents> {
         this.#fillShares(conn)
         return
       }
-      this.#putBack(conn, this.#shared.takeReset(conn))
+      this.#putBack(conn, this.#shared.takeReset(conn), true)
       return
     }
     if (this.#leased.get(conn) !== holder) return
@@ -380,6 +383,12 @@ export class Pool extends EventEmitter<PoolEvents> {
       this.#shared.join(conn, holder, now)
       return
     }
+    const owed = this.#owed.get(conn)
+    if (owed !== undefined) {
+      // Ahead of the holder's first statement, as any reset (a failure reroutes the holder).
+      this.#owed.delete(conn)
+      conn.queueReset(owed, (error) => this.#resetFailed(conn, error))
+    }
     conn.leasedAt = now
     this.#leased.set(conn, holder)
   }
@@ -421,13 +430,23 @@ export class Pool extends EventEmitter<PoolEvents> {
     this.#armQueueTimer()
   }
 
-  #putBack(conn: PoolConnection, reset: string | undefined): void {
+  /**
+   * `fromShared`: pipelined holders used it. They share a session by contract (several run on it
+   * at once), so no reset is owed between them: the reset is owed until a holder of its own
+   * (a request's lease, app.db) takes the connection, and queued then (#lease).
+   */
+  #putBack(conn: PoolConnection, reset: string | undefined, fromShared = false): void {
     if (!conn.usable || this.#closing || this.#clock.now() >= conn.expiresAt || conn.cancelPending) {
       this.#discard(conn, conn.closeReason ?? (this.#closing ? 'shutdown' : conn.cancelPending ? 'error' : 'lifetime'))
       return
     }
-    if (reset !== undefined) conn.queueReset(reset, (error) => this.#resetFailed(conn, error))
+    if (reset !== undefined && fromShared) this.#owe(conn, reset)
+    else if (reset !== undefined) conn.queueReset(reset, (error) => this.#resetFailed(conn, error))
     this.#handOff(conn)
+  }
+
+  #owe(conn: PoolConnection, reset: string): void {
+    this.#owed.set(conn, owedReset(this.#owed.get(conn), reset))
   }
 
   /**
@@ -491,6 +510,7 @@ export class Pool extends EventEmitter<PoolEvents> {
 
   #discard(conn: PoolConnection, reason: CloseReason, graceSeconds = 1): Promise<void> {
     const known = this.#all.delete(conn)
+    this.#owed.delete(conn)
     this.#leased.delete(conn)
     this.#shared.drop(conn)
     const i = this.#idle.indexOf(conn)

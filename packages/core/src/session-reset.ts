@@ -128,3 +128,12 @@ export function resetStatement(
   const reset = baseline === undefined ? RESET_SQL : `${RESET_UNTIL_COMMIT}; ${baseline}; COMMIT`
   return transactionMayBeOpen ? `ROLLBACK; ${reset}` : reset
 }
+
+/**
+ * What a connection owes after several holders asked for a reset (pipelined holders, between
+ * which none is sent): the one that also ends a transaction one of them may have left open.
+ */
+export function owedReset(owed: string | undefined, asked: string): string {
+  if (owed === undefined) return asked
+  return owed.startsWith(ROLLBACK_SQL) || !asked.startsWith(ROLLBACK_SQL) ? owed : asked
+}

@@ -392,12 +392,10 @@ describe('session reset', () => {
 
   test('a reset that fails on a shared connection reroutes every holder sharing it', async () => {
     const h = poolHarness({ max: 1, pipelineDepth: 4 })
-    const p1 = new FakeHolder('/p', true)
-    const conn = await hold(h, p1)
-    const p2 = new FakeHolder('/p', true)
-    expect(h.pool.tryAcquire(p2)).toBe(conn)
-    h.pool.release(conn, p1, 'RESET')
-    h.pool.release(conn, p2, 'RESET')
+    // An exclusive holder's reset is queued when it leaves, before pipelined holders share it.
+    const a = new FakeHolder()
+    const conn = await hold(h, a)
+    h.pool.release(conn, a, 'RESET')
     const [p3, p4] = [new FakeHolder('/p', true), new FakeHolder('/p', true)]
     expect(h.pool.tryAcquire(p3)).toBe(conn)
     expect(h.pool.tryAcquire(p4)).toBe(conn)
@@ -535,10 +533,33 @@ describe('shared connections', () => {
     // No reset while anyone still shares it.
     expect(h.factory.last.resets).toEqual([])
     for (const p of [p3, p4, p5]) h.pool.release(conn, p, undefined)
-    // The last one out queues the first reset asked for.
-    expect(h.factory.last.resets).toEqual(['RESET 1'])
+    // Nor once the last one is out: it is owed until a holder of its own takes the connection.
+    expect(h.factory.last.resets).toEqual([])
     expect(h.pool.stats()).toMatchObject({ leased: 0, shared: 0, pipelined: 0, idle: 1 })
     expect(h.of('release')).toHaveLength(5)
+    expect(h.pool.tryAcquire(new FakeHolder())).toBe(conn)
+    expect(h.factory.last.resets).toEqual(['RESET 1'])
+  })
+
+  test('no reset between pipelined holders; the one owed, ROLLBACK first if any asked, before an exclusive holder', async () => {
+    const h = poolHarness({ max: 1, pipelineDepth: 4 })
+    const p1 = new FakeHolder('/p', true)
+    const conn = await hold(h, p1)
+    h.pool.release(conn, p1, 'BEGIN; RESET ALL; COMMIT')
+    const p2 = new FakeHolder('/p', true)
+    expect(h.pool.tryAcquire(p2)).toBe(conn)
+    h.pool.release(conn, p2, 'ROLLBACK; BEGIN; RESET ALL; COMMIT')
+    const p3 = new FakeHolder('/p', true)
+    expect(h.pool.tryAcquire(p3)).toBe(conn)
+    h.pool.release(conn, p3, 'BEGIN; RESET ALL; COMMIT')
+    expect(h.factory.last.resets).toEqual([])
+    const a = new FakeHolder()
+    expect(h.pool.tryAcquire(a)).toBe(conn)
+    expect(h.factory.last.resets).toEqual(['ROLLBACK; BEGIN; RESET ALL; COMMIT'])
+    // Paid once: the exclusive holder's own release asks for the next.
+    h.pool.release(conn, a, undefined)
+    expect(h.pool.tryAcquire(new FakeHolder())).toBe(conn)
+    expect(h.factory.last.resets).toHaveLength(1)
   })
 
   test('a pipelined holder takes an idle connection before sharing, and sharing opens another up to max', async () => {
