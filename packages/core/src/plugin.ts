@@ -278,15 +278,17 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     hasReplicas: replicaCount > 0,
     readYourWrites,
     // onLease prepares a request's own connection: not a job's (app.db), not a shared one.
-    newLease: (leaseSettings) =>
-      new Lease(leaseSettings.readOnly === true ? primary.readOnlyCtx : primary.ctx, {
+    newLease: (leaseSettings) => {
+      const readOnly = leaseSettings.readOnly === true
+      const prepared = leaseOnLease !== undefined && leaseSettings.request !== undefined && !leaseSettings.pipelined
+      // The common case (a request's lease on the primary, no hook) takes its settings as they are.
+      if (!readOnly && !prepared) return new Lease(primary.ctx, leaseSettings)
+      return new Lease(readOnly ? primary.readOnlyCtx : primary.ctx, {
         ...leaseSettings,
-        target: leaseSettings.readOnly === true ? readTarget(leaseSettings.request) : undefined,
-        onLease:
-          leaseOnLease !== undefined && leaseSettings.request !== undefined && !leaseSettings.pipelined
-            ? leaseOnLease(leaseSettings.request)
-            : undefined,
-      }),
+        target: readOnly ? readTarget(leaseSettings.request) : undefined,
+        onLease: prepared ? leaseOnLease(leaseSettings.request) : undefined,
+      })
+    },
   }
 
   try {

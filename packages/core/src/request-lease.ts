@@ -78,15 +78,22 @@ export class RequestLeases {
     })
   }
 
-  #lease(request: LeaseRequest, instanceName: string | undefined, route: string, settings: Partial<Lease['settings']>) {
+  /** `settings`: the lease's, its route and request included (built once per request). */
+  #lease(
+    request: LeaseRequest,
+    instanceName: string | undefined,
+    settings: Lease['settings'],
+    handlerTimeout: number | undefined,
+  ) {
+    const route = settings.route
     const instance = this.#instances.instance(instanceName, `route ${route}`)
-    const lease = instance.newLease({ route, request, ...settings })
+    const lease = instance.newLease(settings)
     const db = createLeaseDb(lease, instance.api)
     if (instance.hasReplicas && settings.readOnly !== true) this.#addReplica(request, db, instance, route)
     if (request[kEnded]) {
       // A first use after the request ended: refused like any use after the end.
       void lease.finish('rollback')
-    } else if ((request.routeOptions.handlerTimeout ?? 0) > 0) {
+    } else if ((handlerTimeout ?? 0) > 0) {
       // handlerTimeout aborts request.signal (an AbortController per request, only for such
       // routes): stop what runs or waits, and hand the lease back.
       request.signal.addEventListener('abort', () => void lease.finish('abort').catch(() => {}), { once: true })
@@ -100,7 +107,7 @@ export class RequestLeases {
       enumerable: false,
       get: () =>
         this.#keyed(request, `${instance.name ?? ''}\u0000replica`, () =>
-          this.#lease(request, instance.name, route, { readOnly: true }),
+          this.#lease(request, instance.name, { route, request, readOnly: true }, request.routeOptions.handlerTimeout),
         ),
     })
   }
@@ -127,11 +134,12 @@ export class RequestLeases {
     const route = routeOptions.url ?? 'unknown'
     const settings = this.#routes.of(routeOptions.config.db, route)
     if (settings.optedOut) throw new errors.FST_PG_POOL_ROUTE_OPTED_OUT(route)
-    const { lease, db, instance } = this.#lease(request, settings.instance, route, {
-      begin: settings.begin,
-      pipelined: settings.pipelined,
-      readOnly: settings.readOnly,
-    })
+    const { lease, db, instance } = this.#lease(
+      request,
+      settings.instance,
+      { route, request, begin: settings.begin, pipelined: settings.pipelined, readOnly: settings.readOnly },
+      routeOptions.handlerTimeout,
+    )
     request[kLease] = lease
     request[kDb] = db
     if (instance.readYourWrites !== undefined && !settings.readOnly) request[kTokens] = instance.readYourWrites
@@ -140,9 +148,10 @@ export class RequestLeases {
 
   #other(request: LeaseRequest, name: string): RequestDb {
     return this.#keyed(request, name, () => {
-      const route = request.routeOptions.url ?? 'unknown'
-      if (request.routeOptions.config.db === false) throw new errors.FST_PG_POOL_ROUTE_OPTED_OUT(route)
-      return this.#lease(request, name, route, {})
+      const routeOptions = request.routeOptions
+      const route = routeOptions.url ?? 'unknown'
+      if (routeOptions.config.db === false) throw new errors.FST_PG_POOL_ROUTE_OPTED_OUT(route)
+      return this.#lease(request, name, { route, request }, routeOptions.handlerTimeout)
     })
   }
 
