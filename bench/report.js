@@ -250,7 +250,7 @@ export async function writeReport(r, { variants, s1Variants = {}, lines }) {
     }
     md()
     md(
-      "Server CPU is the server process's (`process.cpuUsage()` across the measurement), GC the part of it in garbage collection; PostgreSQL CPU is the variant's backends' (utime + stime from /proc, embedded server only); the load generator's is this process's. All per 2xx answered.",
+      "Server CPU is the server process's (`process.cpuUsage()` across the measurement), GC the part of it in garbage collection; PostgreSQL CPU is the whole server's across the measurement (its processes' utime + stime from /proc, exited backends included; embedded server only), while only that variant runs; the load generator's is this process's. All per 2xx answered.",
     )
     md()
     const perRound = (key, base) =>

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import os from 'node:os'
@@ -163,45 +163,46 @@ async function abortSafety(db, variant) {
 const randomTx = () => `/tx/${1 + Math.floor(Math.random() * ITEMS)}`
 
 /**
- * CPU time (ms) of each PostgreSQL backend serving `variant` (its application_name), by pid, read
- * from /proc: only when the server runs on this machine (the embedded one does), else undefined.
+ * CPU time (ms) the whole PostgreSQL server has used: its postmaster's exited children (cutime +
+ * cstime) plus every live child, from /proc. Only when the server runs on this machine (the
+ * embedded one does), else NaN. S1 measures one variant at a time, so the difference across a
+ * measurement is that variant's statements (plus the server's background processes, a few µs
+ * per request at most), whatever backends the pool opened or retired meanwhile.
  */
-async function backendCpuMs(db, variant) {
-  const rows = await db.admin`select pid from pg_stat_activity where application_name = ${`bench-${variant}`}`
+async function postgresCpuMs(db) {
   const tick = 1000 / 100 // USER_HZ on Linux
-  const byPid = new Map()
-  for (const { pid } of rows) {
-    try {
-      const [comm, rest] = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')
-      if (!comm.includes('postgres')) return undefined // a remote server's pid
-      const fields = rest.split(' ')
-      byPid.set(pid, (Number(fields[11]) + Number(fields[12])) * tick)
-    } catch (error) {
-      if (error.code !== 'ENOENT') return undefined // not this machine's processes
-    }
+  const stat = (pid) => {
+    const [comm, rest] = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')
+    return { comm, fields: rest.split(' ') }
   }
-  return byPid
-}
-
-/**
- * The backends' CPU between two reads. A pool closes idle connections between rounds, so a
- * backend may be new (all its time counts) or gone (its last interval is lost, a few ms at most).
- */
-function backendCpuDelta(before, after) {
-  if (before === undefined || after === undefined || after.size === 0) return Number.NaN
-  let ms = 0
-  for (const [pid, now] of after) ms += now - (before.get(pid) ?? 0)
-  return ms
+  try {
+    const [{ pid }] = await db.admin`select pg_backend_pid() as pid`
+    const backend = stat(pid)
+    if (!backend.comm.includes('postgres')) return Number.NaN // a remote server's pid
+    const postmaster = Number(backend.fields[1])
+    const { fields } = stat(postmaster)
+    let ms = (Number(fields[13]) + Number(fields[14])) * tick // cutime + cstime
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue
+      try {
+        const child = stat(entry)
+        if (Number(child.fields[1]) === postmaster) ms += (Number(child.fields[11]) + Number(child.fields[12])) * tick
+      } catch {}
+    }
+    return ms
+  } catch {
+    return Number.NaN
+  }
 }
 
 /** One S1 measurement on a running server: 64 connections, closed loop, GET by id (or `paths`). */
-async function throughput(db, variant, base, paths = randomItem) {
+async function throughput(db, base, paths = randomItem) {
   const before = (await getJson(`${base}/cpu`)).body
-  const pgBefore = await backendCpuMs(db, variant)
+  const pgBefore = await postgresCpuMs(db)
   const clientBefore = process.cpuUsage()
   const result = await closedLoop({ url: base, connections: 64, durationMs: S1_DURATION_MS, paths })
   const client = process.cpuUsage(clientBefore)
-  const pgAfter = await backendCpuMs(db, variant)
+  const pgAfter = await postgresCpuMs(db)
   const after = (await getJson(`${base}/cpu`)).body
   const requests = result.answered + 1
   return {
@@ -210,7 +211,7 @@ async function throughput(db, variant, base, paths = randomItem) {
     cpuUs: ((after.cpuMs - before.cpuMs) * 1000) / requests,
     gcUs: ((after.gcMs - before.gcMs) * 1000) / requests,
     // PostgreSQL's (its backends for this variant) and the load generator's, per request.
-    pgCpuUs: (backendCpuDelta(pgBefore, pgAfter) * 1000) / requests,
+    pgCpuUs: ((pgAfter - pgBefore) * 1000) / requests,
     clientCpuUs: (client.user + client.system) / requests,
     shedBy: Object.entries(after.shed)
       .map(([reason, n]) => [reason, n - (before.shed[reason] ?? 0)])
@@ -348,14 +349,14 @@ async function main() {
           const txRuns = {}
           for (let round = 0; round < S1_ROUNDS; round++) {
             for (const variant of inOrder(round, s1)) {
-              const r = await throughput(db, variant, servers[variant])
+              const r = await throughput(db, servers[variant])
               push(runs, variant, r)
               log(
                 `S1 round ${round + 1} ${variant}: ${fmt(r.okPerS)} req/s, p99 ${fmt(r.ok99, 1)} ms, non-2xx ${r.refused + r.other}${r.shedBy.length > 0 ? ` (refused: ${r.shedBy.map(([reason, n]) => `${n} ${reason}`).join(', ')})` : ''}, server CPU ${fmt(r.cpuUs)} µs/request (GC ${fmt(r.gcUs, 1)}), PostgreSQL ${fmt(r.pgCpuUs)} µs, load generator ${fmt(r.clientCpuUs)} µs`,
               )
             }
             for (const variant of inOrder(round, Object.fromEntries(txVariants.map((v) => [v, v])))) {
-              const r = await throughput(db, variant, servers[variant], randomTx)
+              const r = await throughput(db, servers[variant], randomTx)
               push(txRuns, variant, r)
               log(
                 `S1t round ${round + 1} ${variant}: ${fmt(r.okPerS)} req/s, p99 ${fmt(r.ok99, 1)} ms, non-2xx ${r.refused + r.other}, server CPU ${fmt(r.cpuUs)} µs/request (GC ${fmt(r.gcUs, 1)}), PostgreSQL ${fmt(r.pgCpuUs)} µs`,
