@@ -25,6 +25,15 @@ import type { PgPoolView } from './types.js'
  */
 export const ABORT_GRACE_MS = 50
 
+/**
+ * How long an aborted lease lets a running statement end on its own before it sends a cancel
+ * request. Most statements take less: they end without one, and their connection goes back to
+ * the pool. A cancel that arrives after its statement ended would have to retire the connection
+ * (it could stop the next holder's statement), so sending none keeps the pool from churning
+ * connections under client hang-ups. Well inside the 100 ms the lease has to come back in.
+ */
+export const CANCEL_DELAY_MS = 5
+
 /** What every lease of one plugin instance shares. */
 export interface LeaseContext {
   readonly pool: Pool
@@ -620,17 +629,24 @@ export class Lease implements Holder, QueryOwner {
     // A shared connection runs other holders' statements too: a cancel request could stop one
     // of theirs. Statements of pipelined routes run to their end.
     if (this.pipelined) return
-    conn.cancel()
     if (this.#cursorWaits !== undefined) {
+      // Waiting on the handler's callback, not on the server: stopped at once.
       const aborted = new errors.FST_PG_POOL_ABORTED()
       for (const stop of [...this.#cursorWaits]) stop(aborted)
     }
     this.#abortTimer = this.#ctx.clock.setTimeout(() => {
-      this.#abortTimer = undefined
-      if (this.#inflight.size === 0) return
-      conn.markClosed('error')
-      void conn.end('error', 0)
-    }, ABORT_GRACE_MS)
+      if (this.#inflight.size === 0) {
+        this.#abortTimer = undefined
+        return
+      }
+      conn.cancel()
+      this.#abortTimer = this.#ctx.clock.setTimeout(() => {
+        this.#abortTimer = undefined
+        if (this.#inflight.size === 0) return
+        conn.markClosed('error')
+        void conn.end('error', 0)
+      }, ABORT_GRACE_MS)
+    }, CANCEL_DELAY_MS)
   }
 
   #maybeIdle(): void {

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, test } from 'vitest'
 import { defaultErrorMapping } from '../src/error-mapping.js'
-import { ABORT_GRACE_MS, Lease, type LeaseContext, type LeaseSettings } from '../src/lease.js'
+import { ABORT_GRACE_MS, CANCEL_DELAY_MS, Lease, type LeaseContext, type LeaseSettings } from '../src/lease.js'
 import type { PoolOptions } from '../src/options.js'
 import { createHelpers, type TrackedQuery, trackedQueryClass } from '../src/postgres-adapter.js'
 import { RESET_AFTER_OPEN_SQL, RESET_SQL, ROLLBACK_SQL } from '../src/session-reset.js'
@@ -173,13 +173,32 @@ describe('a lease', () => {
 })
 
 describe('abort and the cancel rule', () => {
+  /** Aborts a lease whose statement still runs once CANCEL_DELAY_MS has passed. */
   async function aborting(h: LeaseHarness) {
     const lease = h.lease()
     const statement = run(lease, 'select pg_sleep(10)')
     await flush()
     const finished = settle(lease.finish('abort'))
+    expect(conn(h).cancels).toBe(0)
+    await h.clock.advanceAsync(CANCEL_DELAY_MS)
     return { lease, statement, finished }
   }
+
+  test('a statement that ends within CANCEL_DELAY_MS gets no cancel: the connection goes back', async () => {
+    const h = leaseHarness()
+    const lease = h.lease()
+    const statement = run(lease, 'select 1')
+    await flush()
+    const finished = settle(lease.finish('abort'))
+    await h.clock.advanceAsync(CANCEL_DELAY_MS - 1)
+    conn(h).answer()
+    await statement.outcome
+    await finished
+    await h.clock.advanceAsync(ABORT_GRACE_MS * 2)
+    expect(conn(h).cancels).toBe(0)
+    expect(conn(h).ends).toEqual([])
+    expect(h.pool.stats()).toMatchObject({ open: 1, idle: 1 })
+  })
 
   test('one cancel request; a 57014 by request proves it consumed: the connection goes back', async () => {
     const h = leaseHarness()
@@ -246,7 +265,7 @@ describe('abort and the cancel rule', () => {
       { reason: 'error', graceSeconds: 1 },
     ])
     expect((await statement.outcome).error).toMatchObject({ code: 'FST_PG_POOL_ABORTED' })
-    expect(at).toBe(ABORT_GRACE_MS)
+    expect(at).toBe(CANCEL_DELAY_MS + ABORT_GRACE_MS)
     expect(h.pool.stats()).toMatchObject({ open: 0, leased: 0 })
   })
 
