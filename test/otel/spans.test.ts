@@ -1,9 +1,9 @@
-import { channels, type TransactionMessage } from '@fastify-pg-pool/core'
 import { ATTR, REFUSAL_EVENT, SPAN } from '@fastify-pg-pool/otel'
 import { SpanKind, SpanStatusCode, trace } from '@opentelemetry/api'
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { createTestDatabase, type TestDatabase, waitUntil } from '../support/database.js'
+import { startTcpProxy } from '../support/tcp-proxy.js'
 import { closeGate, createTables, type OtelApp, otelApp, type PasswordRole, passwordRole } from './helpers.js'
 import { ancestors, parentOf, spanStrings, startTestSdk, type TestSdk } from './sdk.js'
 
@@ -176,26 +176,35 @@ describe('statement, wait and transaction spans', () => {
     expect(commit.attributes['error.type']).toBe('23505')
   })
 
-  test('a commit with no answer (commit_unknown, as the core will publish it): an error, never success', async () => {
-    const { app } = await start()
-    // What the core publishes for a route transaction whose COMMIT got no answer.
-    const message: TransactionMessage = {
-      pool: app.pgPool,
-      route: '/move',
-      kind: 'route',
-      outcome: undefined,
-      error: undefined,
+  test('a COMMIT whose answer never came (commit_unknown): an error, never success', async () => {
+    // The route transaction's COMMIT goes out; from then on the server's answers are swallowed
+    // and the connection is cut: the core reports FST_PG_POOL_COMMIT_UNKNOWN.
+    const proxy = await startTcpProxy(Number(new URL(role.url).port))
+    try {
+      const started = await otelApp(proxy.urlFor(role.url), { fastifyOtel: sdk.tracerProvider, pool: { max: 1 } })
+      apps.push(started)
+      const commit = Buffer.concat([Buffer.from([0x51, 0, 0, 0, 11]), Buffer.from('COMMIT\0')])
+      let committing = false
+      proxy.onClientData = (chunk) => {
+        if (chunk.includes(commit)) committing = true
+      }
+      proxy.onServerData = () => {
+        if (!committing) return true
+        setImmediate(() => proxy.cutAll())
+        return false
+      }
+      const response = await started.app.inject({ method: 'POST', url: '/move' })
+      expect(response.json().code).toBe('FST_PG_POOL_COMMIT_UNKNOWN')
+      const transaction = only(sdk.spans(), SPAN.transaction)
+      expect(transaction.attributes).toMatchObject({
+        [ATTR.transactionOutcome]: 'commit_unknown',
+        'error.type': 'commit_unknown',
+      })
+      expect(transaction.status).toEqual({ code: SpanStatusCode.ERROR, message: 'commit_unknown' })
+    } finally {
+      await Promise.all(apps.splice(0).map(({ app }) => app.close()))
+      await proxy.close()
     }
-    channels.transactionStart.publish(message)
-    message.outcome = 'commit_unknown'
-    message.error = Object.assign(new Error('no answer to COMMIT'), { code: 'FST_PG_POOL_COMMIT_UNKNOWN' })
-    channels.transactionEnd.publish(message)
-    const transaction = only(sdk.spans(), SPAN.transaction)
-    expect(transaction.attributes).toMatchObject({
-      [ATTR.transactionOutcome]: 'commit_unknown',
-      'error.type': 'commit_unknown',
-    })
-    expect(transaction.status).toEqual({ code: SpanStatusCode.ERROR, message: 'commit_unknown' })
   })
 
   test('work outside requests (app.db) under the caller’s own span', async () => {
