@@ -196,7 +196,9 @@ export async function writeReport(r, { variants, s1Variants = {}, lines }) {
   md('(ms per measurement), `BENCH_ROUNDS`, `BENCH_S1_ROUNDS` and `BENCH_S1_DURATION` shorten a run;')
   md('`BENCH_ONLY=S0,S1,S2o,S2` and `BENCH_LOADS` narrow one (its results are saved, this page is left as it is);')
   md('`node bench/run.js --report FILE` rewrites this page from the results a run saved.')
-  md('The cancel stress run (`node bench/stress-cancel.js`, not part of this page) is in [stress-cancel.md](stress-cancel.md).')
+  md(
+    'The cancel stress run (`node bench/stress-cancel.js`, not part of this page) is in [stress-cancel.md](stress-cancel.md).',
+  )
   md()
   md(
     `Run ${r.startedAt.toISOString()} · PostgreSQL ${r.db} · node ${process.version} · ${r.cpus} CPUs (${esc(r.cpuModel)}), shared with other work · ${r.durationMs} ms per measurement, ${r.rounds} rounds, the variants' order rotated from round to round (values are the median of the rounds, ratios the median of the per-round ratios; maxima are the maxima).`,
