@@ -1,45 +1,27 @@
 import pgPoolCore from '@fastify-pg-pool/core'
 import pgPoolHealth from '@fastify-pg-pool/health'
 import Fastify, { type FastifyInstance } from 'fastify'
-import type postgres from 'postgres'
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
+import { afterEach, describe, expect, test } from 'vitest'
 import { waitUntil } from '../support/database.js'
-import {
-  type NotesCluster,
-  type ReplicatedDatabase,
-  type ReplicationCluster,
-  startNotesCluster,
-} from '../support/replication.js'
+import { useNotesCluster } from '../support/notes-cluster.js'
 import { expectHealthJson } from './support.js'
 
 // Issue 20: a lagging or lost replica degrades readiness to warn; it never fails it while the
 // primary serves.
 
-let notes: NotesCluster | undefined
-let cluster: ReplicationCluster
-let database: ReplicatedDatabase
-let primarySql: postgres.Sql
+const notes = useNotesCluster('health')
 let app: FastifyInstance | undefined
 
-beforeAll(async () => {
-  notes = await startNotesCluster('health')
-  ;({ cluster, database, primarySql } = notes)
-}, 120_000)
 afterEach(async () => {
   await app?.close()
   app = undefined
-  await cluster.resumeReplay(cluster.standby).catch(() => {})
-  if (!cluster.standby.running) await cluster.standby.start()
-})
-afterAll(async () => {
-  await notes?.destroy()
 })
 
 async function replicaApp(): Promise<FastifyInstance> {
   const instance = Fastify()
   await instance.register(pgPoolCore, {
-    connection: database.primaryUrl,
-    replicas: [database.standbyUrls[0] as string],
+    connection: notes.database.primaryUrl,
+    replicas: [notes.database.standbyUrls[0] as string],
     replica: { lagInterval: 50, maxLag: { seconds: 0.2 } },
     pool: { max: 2, connectTimeout: 1_000 },
   })
@@ -67,19 +49,19 @@ describe('readiness with a read replica', () => {
       expect.objectContaining({ componentId: 'replica-0', status: 'pass', observedUnit: 's', usable: true }),
     ])
 
-    await cluster.pauseReplay(cluster.standby)
-    await primarySql`insert into notes (body) values ('behind')`
+    await notes.cluster.pauseReplay(notes.cluster.standby)
+    await notes.primarySql`insert into notes (body) values ('behind')`
     await waitUntil(() => replica()?.replica()?.usable === false, 'the replica lagging', 10_000)
     const lagging = await ready(current)
     expect(lagging.status).toBe(200)
     expect(lagging.body.status).toBe('warn')
     expect(lagging.body.checks?.['postgres:replicationLag']?.[0]).toMatchObject({ status: 'warn', usable: false })
     expect(lagging.body.output).toMatch(/^replica-0: replica lagging: /)
-    await cluster.resumeReplay(cluster.standby)
+    await notes.cluster.resumeReplay(notes.cluster.standby)
     await waitUntil(() => replica()?.replica()?.usable === true, 'the replica caught up', 10_000)
     expect((await ready(current)).body.status).toBe('pass')
 
-    await cluster.standby.stop()
+    await notes.cluster.standby.stop()
     const lost = await ready(current)
     expect(lost.status).toBe(200)
     expect(lost.body.status).toBe('warn')
@@ -89,7 +71,7 @@ describe('readiness with a read replica', () => {
     ])
     expect(lost.body.output).toContain('replica-0: database unreachable (FST_PG_POOL_CONNECT_FAILED)')
 
-    await cluster.standby.start()
+    await notes.cluster.standby.start()
     await waitUntil(async () => (await ready(current)).body.status === 'pass', 'readiness back to pass', 15_000)
   })
 })

@@ -1,45 +1,28 @@
 import pgPoolCore from '@fastify-pg-pool/core'
 import pgPoolMetrics from '@fastify-pg-pool/metrics'
 import Fastify, { type FastifyInstance } from 'fastify'
-import type postgres from 'postgres'
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
+import { afterEach, describe, expect, test } from 'vitest'
 import { waitUntil } from '../support/database.js'
-import {
-  type NotesCluster,
-  type ReplicatedDatabase,
-  type ReplicationCluster,
-  startNotesCluster,
-} from '../support/replication.js'
+import { useNotesCluster } from '../support/notes-cluster.js'
 import { parseExposition } from './exposition.js'
 
 // Issue 20: each replica its own pool label, its lag as gauges, and reads the primary served
 // instead counted by reason.
 
-let notes: NotesCluster | undefined
-let cluster: ReplicationCluster
-let database: ReplicatedDatabase
-let primarySql: postgres.Sql
+const notes = useNotesCluster('metrics')
 let app: FastifyInstance | undefined
 
-beforeAll(async () => {
-  notes = await startNotesCluster('metrics')
-  ;({ cluster, database, primarySql } = notes)
-}, 120_000)
 afterEach(async () => {
   await app?.close()
   app = undefined
-  await cluster.resumeReplay(cluster.standby).catch(() => {})
-})
-afterAll(async () => {
-  await notes?.destroy()
 })
 
 describe('metrics with a read replica', () => {
   test('pool="replica-0" series, lag gauges, and fallbacks to the primary by reason', async () => {
     app = Fastify()
     await app.register(pgPoolCore, {
-      connection: database.primaryUrl,
-      replicas: [database.standbyUrls[0] as string],
+      connection: notes.database.primaryUrl,
+      replicas: [notes.database.standbyUrls[0] as string],
       replica: { lagInterval: 50, maxLag: { seconds: 0.2 } },
       pool: { max: 2 },
     })
@@ -64,8 +47,8 @@ describe('metrics with a read replica', () => {
     expect(m.find('pg_pool_replica_lag_seconds', { pool: 'primary' })).toEqual([])
     expect(m.value('pg_pool_read_fallbacks_total', { pool: 'primary', reason: 'lagging' })).toBe(0)
 
-    await cluster.pauseReplay(cluster.standby)
-    await primarySql`insert into notes (body) values ('behind')`
+    await notes.cluster.pauseReplay(notes.cluster.standby)
+    await notes.primarySql`insert into notes (body) values ('behind')`
     await waitUntil(() => replica()?.replica()?.usable === false, 'the replica lagging', 10_000)
     expect((await app.inject('/read')).json()).toEqual({ standby: false })
     m = await scrape()

@@ -1,49 +1,36 @@
 import pgPoolCore from '@fastify-pg-pool/core'
 import Fastify, { type FastifyInstance } from 'fastify'
-import type postgres from 'postgres'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { waitUntil } from '../support/database.js'
+import { useNotesCluster } from '../support/notes-cluster.js'
 import { type PgBouncer, startPgBouncer } from '../support/pgbouncer.js'
-import {
-  type NotesCluster,
-  type ReplicatedDatabase,
-  type ReplicationCluster,
-  startNotesCluster,
-} from '../support/replication.js'
 
 // Issue 20: PgBouncer (transaction mode) in front of the primary still works with replicas: writes
 // go through PgBouncer to the primary, read-only routes to the replica, the lag monitor reads the
 // primary's WAL position through PgBouncer, and read-your-writes tokens still hold.
 // Runs only in the PgBouncer leg (vitest.pgbouncer.config.ts): it needs the pgbouncer binary.
 
-let notes: NotesCluster | undefined
-let cluster: ReplicationCluster
-let database: ReplicatedDatabase
+const notes = useNotesCluster('bounced')
 let bouncer: PgBouncer
-let primarySql: postgres.Sql
 let app: FastifyInstance | undefined
 
 beforeAll(async () => {
-  notes = await startNotesCluster('bounced')
-  ;({ cluster, database, primarySql } = notes)
-  bouncer = await startPgBouncer({ upstream: database.primaryUrl, defaultPoolSize: 4 })
-}, 120_000)
+  bouncer = await startPgBouncer({ upstream: notes.database.primaryUrl, defaultPoolSize: 4 })
+})
 afterEach(async () => {
   await app?.close()
   app = undefined
-  await cluster.resumeReplay(cluster.standby).catch(() => {})
 })
 afterAll(async () => {
   await bouncer?.stop()
-  await notes?.destroy()
 })
 
 async function bouncedApp(): Promise<FastifyInstance> {
   const instance = Fastify()
   await instance.register(pgPoolCore, {
-    connection: bouncer.via(database.primaryUrl),
+    connection: bouncer.via(notes.database.primaryUrl),
     pool: { max: 4, pgbouncer: true },
-    replicas: [database.standbyUrls[0] as string],
+    replicas: [notes.database.standbyUrls[0] as string],
     replica: { lagInterval: 50, maxLag: { seconds: 0.2 }, readYourWrites: { secret: 'a'.repeat(32) } },
   })
   instance.get('/where', { config: { db: { readOnly: true } } }, async (request) => {
@@ -66,16 +53,18 @@ describe('PgBouncer in front of the primary, a replica beside it', () => {
     await waitUntil(() => current.pgPools.all()[1]?.replica()?.usable === true, 'the replica to be usable', 10_000)
     const write = await app.inject({ method: 'POST', url: '/write' })
     expect(write.statusCode).toBe(200)
-    const [row] = await primarySql<{ n: number }[]>`select count(*)::int as n from notes where id = ${write.json().id}`
+    const [row] = await notes.primarySql<
+      { n: number }[]
+    >`select count(*)::int as n from notes where id = ${write.json().id}`
     expect(row?.n).toBe(1)
     expect((await app.inject('/where')).json().standby).toBe(true)
 
     // Held back past maxLag: the monitor, reading the primary through PgBouncer, sees the lag.
-    await cluster.pauseReplay(cluster.standby)
-    await primarySql`insert into notes (body) values ('behind')`
+    await notes.cluster.pauseReplay(notes.cluster.standby)
+    await notes.primarySql`insert into notes (body) values ('behind')`
     await waitUntil(() => current.pgPools.all()[1]?.replica()?.usable === false, 'the replica to lag', 10_000)
     expect((await app.inject('/where')).json().standby).toBe(false)
-    await cluster.resumeReplay(cluster.standby)
+    await notes.cluster.resumeReplay(notes.cluster.standby)
     await waitUntil(() => current.pgPools.all()[1]?.replica()?.usable === true, 'the replica to catch up', 10_000)
   })
 
@@ -85,14 +74,14 @@ describe('PgBouncer in front of the primary, a replica beside it', () => {
     await waitUntil(() => current.pgPools.all()[1]?.replica()?.usable === true, 'the replica to be usable', 10_000)
     // maxLag is 0.2 s: pausing replay and writing at once leaves the replica usable by lag for a
     // moment, so only the token keeps the read off it.
-    await cluster.pauseReplay(cluster.standby)
+    await notes.cluster.pauseReplay(notes.cluster.standby)
     for (let i = 0; i < 20; i++) {
       const write = await app.inject({ method: 'POST', url: '/write' })
       expect(write.statusCode, write.body).toBe(200)
       const token = write.headers['x-pg-read-after']
       expect(typeof token).toBe('string')
       const read = await app.inject({ url: '/where', headers: { 'x-pg-read-after': token as string } })
-      const [row] = await primarySql<{ n: number }[]>`select count(*)::int as n from notes`
+      const [row] = await notes.primarySql<{ n: number }[]>`select count(*)::int as n from notes`
       // The read saw every row there was when it was sent, the client's own write included.
       expect(read.json().notes).toBe(row?.n)
     }

@@ -1,42 +1,25 @@
 import pgPoolCore from '@fastify-pg-pool/core'
 import Fastify, { type FastifyInstance } from 'fastify'
-import type postgres from 'postgres'
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
+import { afterEach, describe, expect, test } from 'vitest'
 import { waitUntil } from '../support/database.js'
-import {
-  type NotesCluster,
-  type ReplicatedDatabase,
-  type ReplicationCluster,
-  startNotesCluster,
-} from '../support/replication.js'
+import { useNotesCluster } from '../support/notes-cluster.js'
 
 // Issue 20: reads of read-only routes go to a streaming replica, writes to the primary; a
 // replica held back past maxLag gets no reads until it catches up.
 
-let notes: NotesCluster | undefined
-let cluster: ReplicationCluster
-let database: ReplicatedDatabase
-let primarySql: postgres.Sql
+const notes = useNotesCluster('routing')
 let app: FastifyInstance | undefined
 
-beforeAll(async () => {
-  notes = await startNotesCluster('routing')
-  ;({ cluster, database, primarySql } = notes)
-}, 120_000)
 afterEach(async () => {
   await app?.close()
   app = undefined
-  await cluster.resumeReplay(cluster.standby).catch(() => {})
-})
-afterAll(async () => {
-  await notes?.destroy()
 })
 
 async function replicaApp(replica: Record<string, unknown> = {}): Promise<FastifyInstance> {
   const instance = Fastify()
   await instance.register(pgPoolCore, {
-    connection: database.primaryUrl,
-    replicas: [database.standbyUrls[0] as string],
+    connection: notes.database.primaryUrl,
+    replicas: [notes.database.standbyUrls[0] as string],
     replica: { lagInterval: 50, ...replica },
     pool: { max: 4 },
   })
@@ -87,15 +70,15 @@ describe('read replicas', () => {
     await waitUntil(() => current.pgPools.all()[1]?.replica()?.usable === true, 'the replica to be usable', 10_000)
     const fallbacks: string[] = []
     app.pgPool.on('readFallback', (reason) => fallbacks.push(reason))
-    await cluster.pauseReplay(cluster.standby)
-    await primarySql`insert into notes (body) values ('behind')`
+    await notes.cluster.pauseReplay(notes.cluster.standby)
+    await notes.primarySql`insert into notes (body) values ('behind')`
     await waitUntil(() => current.pgPools.all()[1]?.replica()?.usable === false, 'the replica to lag', 10_000)
     const primaryRead = (await app.inject('/where')).json()
     expect(primaryRead.standby).toBe(false)
     expect(fallbacks).toContain('lagging')
     // On the primary the read-only route still cannot write.
     expect((await app.inject({ method: 'POST', url: '/write-in-read' })).json().code).toBe('25006')
-    await cluster.resumeReplay(cluster.standby)
+    await notes.cluster.resumeReplay(notes.cluster.standby)
     await waitUntil(() => current.pgPools.all()[1]?.replica()?.usable === true, 'the replica to catch up', 10_000)
     expect((await app.inject('/where')).json().standby).toBe(true)
   })
