@@ -207,17 +207,7 @@ export class Lease implements Holder, QueryOwner {
     setup = false,
     handler: (query: AdapterQuery) => void = dispatchQuery,
   ): TrackedQuery {
-    const query = new this.#ctx.Query(strings, args, handler, cancelQuery, options)
-    query.owner = this
-    query.setup = setup
-    query.internal = false
-    query.final = false
-    query.redirected = false
-    query.startedAt = 0
-    query.observed = undefined
-    query.innerCursorFn = undefined
-    query.failure = undefined
-    return query
+    return new this.#ctx.Query(strings, args, handler, cancelQuery, options, this, setup)
   }
 
   /** Called by postgres.js (through dispatchQuery) when a query of this lease runs. */

@@ -93,12 +93,15 @@ export interface QueryOwner {
   cursorBatch(query: TrackedQuery, result: unknown): unknown
 }
 
+/** postgres.js's query constructor, then the tracked query's own two: its owner and `setup`. */
 export type TrackedQueryConstructor = new (
   strings: readonly string[],
   args: unknown[],
   handler: QueryHandler,
   canceller: (query: AdapterQuery) => unknown,
-  options?: object,
+  options: object | undefined,
+  owner: QueryOwner,
+  setup: boolean,
 ) => TrackedQuery
 
 function resolveTracked(this: TrackedQuery, value: unknown): void {
@@ -181,7 +184,33 @@ export function trackedQueryClass(helpers: postgres.Sql<{}>): TrackedQueryConstr
   const Query = (helpers`select 1` as unknown as AdapterQuery).constructor as new (...args: unknown[]) => object
   queryCursor = (Query.prototype as { cursor: unknown }).cursor
   closeCursor = (helpers as unknown as { CLOSE: unknown }).CLOSE
-  const Tracked = class extends Query {}
+  // Every field of TrackedQuery but innerResolve/innerReject (set through the accessors below by
+  // postgres.js's constructor) is set here, so each query has all of them from the start.
+  const Tracked = class extends Query {
+    constructor(
+      strings: readonly string[],
+      args: unknown[],
+      handler: QueryHandler,
+      canceller: (query: AdapterQuery) => unknown,
+      options: object | undefined,
+      owner: QueryOwner,
+      setup: boolean,
+    ) {
+      super(strings, args, handler, canceller, options)
+      const query = this as unknown as TrackedQuery
+      query.owner = owner
+      query.setup = setup
+      query.internal = false
+      query.final = false
+      query.redirected = false
+      query.startedAt = 0
+      query.innerCursorFn = undefined
+      query.failure = undefined
+      query.stoppedBy = undefined
+      query.ended = false
+      query.observed = undefined
+    }
+  }
   ;(Tracked.prototype as { cursor: unknown }).cursor = cursorTrackedIterator
   Object.defineProperties(Tracked.prototype, {
     resolve: {

@@ -103,16 +103,9 @@ function track(
       cancelled.push(q)
     },
     options,
+    owner,
+    false,
   )
-  query.owner = owner
-  query.setup = false
-  query.internal = false
-  query.final = false
-  query.redirected = false
-  query.startedAt = 0
-  query.observed = undefined
-  query.innerCursorFn = undefined
-  query.failure = undefined
   return { query, runs: () => runs, cancelled }
 }
 
