@@ -274,10 +274,10 @@ export interface ServerClient {
   /**
    * Sends a simple-protocol statement of the pool's own at once, in order with what is sent
    * next (a query run by awaiting it would wait a microtask, behind statements sent meanwhile).
-   * `onError` runs synchronously when it fails: before postgres.js hands out the answers of
-   * the statements sent behind it.
+   * `onEnd` runs once, synchronously, when its answer is read (with the error if it failed,
+   * else undefined): before postgres.js hands out the answers of the statements sent behind it.
    */
-  sendNow(text: string, onError: (error: unknown) => void): void
+  sendNow(text: string, onEnd: (error: unknown) => void): void
   /** Sends a CancelRequest for this connection's backend; resolves once the server took it. */
   cancel(): Promise<void>
   /** Connects and learns the backend; installs the array types (filling `arrayTypes` the first time). */
@@ -323,11 +323,23 @@ export function createServerClient(settings: ClientSettings): ServerClient {
       return pid
     },
     cancel: () => (backend === undefined ? Promise.resolve() : canceller({ state: backend, active: true })),
-    sendNow(text, onError) {
+    sendNow(text, onEnd) {
       const query = sql.unsafe(text) as unknown as AdapterQuery
-      const reject = query.reject
+      const { resolve, reject } = query
+      // postgres.js may settle a query more than once: the first answer is the one.
+      let ended = false
+      query.resolve = (value: unknown) => {
+        if (!ended) {
+          ended = true
+          onEnd(undefined)
+        }
+        resolve(value)
+      }
       query.reject = (error: unknown) => {
-        onError(error)
+        if (!ended) {
+          ended = true
+          onEnd(error)
+        }
         reject(error)
       }
       query.executed = true

@@ -1,5 +1,6 @@
 import type postgres from 'postgres'
 import type { AdapterQuery, ServerClient, TrackedQuery } from './postgres-adapter.js'
+import type { UnderFailedReset } from './session-reset.js'
 
 export type CloseReason = 'idle' | 'lifetime' | 'error' | 'deadline' | 'shutdown'
 
@@ -20,8 +21,12 @@ export interface PoolConnection {
   readonly cancelPending: boolean
   /** Statements that restore what `onConnect` set on this session (the reset runs them last). */
   readonly baseline: string | undefined
-  /** Sends a holder's statement. */
-  send(query: AdapterQuery): void
+  /**
+   * Sends a holder's statement. `underFailedReset`: what it could do in the aborted transaction
+   * of a reset that failed (session-reset.ts); behind a reset not answered yet, at most one
+   * statement that could end that transaction is written, the rest wait for the answer.
+   */
+  send(query: AdapterQuery, underFailedReset?: UnderFailedReset): void
   /** Sends a cancel request for the statement running now; at most one is ever outstanding. */
   cancel(): void
   /** A statement of this connection ended: a cancel it consumed clears `cancelPending`. */
@@ -29,7 +34,9 @@ export interface PoolConnection {
   /**
    * Queues the session reset, not awaited. A failure marks the connection closed and calls
    * `onFail` synchronously, before the answers of the statements queued behind the reset (which
-   * the server refused) reach their holder.
+   * the server refused) reach their holder; statements held for its answer (`send`) are then
+   * dropped (their holder sends them again elsewhere), or fail as a lost connection when no
+   * server answered.
    */
   queueReset(sql: string, onFail: (error: unknown) => void): void
   /** Marks it unusable; the first reason wins. */
@@ -53,6 +60,11 @@ export function cancelledByRequest(error: unknown): boolean {
 
 let nextId = 1
 
+/** What postgres.js rejects a statement with when its connection is gone. */
+function lostConnection(): Error {
+  return Object.assign(new Error('write CONNECTION_CLOSED'), { code: 'CONNECTION_CLOSED' })
+}
+
 /**
  * One server connection: a postgres.js client with `max: 1`, leased whole. Each connection owns
  * its client, so no reserve() defect (porsager/postgres#1195, #1199, #1208) applies.
@@ -68,6 +80,12 @@ export class ServerConnection implements PoolConnection {
   #cancelPending = false
   #ended: Promise<void> | undefined
   readonly #client: ServerClient
+  /** Resets queued and not answered yet. */
+  #resetsUnanswered = 0
+  /** Behind the unanswered reset, a statement that could end its transaction was written. */
+  #endingWritten = false
+  /** Statements waiting for the reset's answer, in the order they came. */
+  #heldForReset: AdapterQuery[] = []
 
   constructor(client: ServerClient, createdAt: number, expiresAt: number) {
     this.#client = client
@@ -92,7 +110,21 @@ export class ServerConnection implements PoolConnection {
     return this.#cancelPending
   }
 
-  send(query: AdapterQuery): void {
+  send(query: AdapterQuery, underFailedReset: UnderFailedReset = 'may-end-and-continue'): void {
+    if (this.#resetsUnanswered > 0 && underFailedReset !== 'refused') {
+      // If the reset failed, PostgreSQL would run this one (it may end the aborted transaction)
+      // and everything written after it, on a session nobody cleaned: one such statement at a
+      // time, and none that may hold several.
+      if (this.#endingWritten || this.#heldForReset.length > 0 || underFailedReset === 'may-end-and-continue') {
+        this.#heldForReset.push(query)
+        return
+      }
+      this.#endingWritten = true
+    } else if (this.#heldForReset.length > 0) {
+      // Never ahead of what waits: the order of a holder's statements is the order sent.
+      this.#heldForReset.push(query)
+      return
+    }
     this.#client.send(query)
   }
 
@@ -110,12 +142,37 @@ export class ServerConnection implements PoolConnection {
   }
 
   queueReset(sql: string, onFail: (error: unknown) => void): void {
+    this.#resetsUnanswered++
     this.#client.sendNow(sql, (error) => {
+      this.#resetsUnanswered--
+      if (error === undefined) {
+        if (this.#resetsUnanswered === 0) this.#releaseHeld()
+        return
+      }
       this.markClosed('error')
+      const held = this.#heldForReset
+      this.#heldForReset = []
+      this.#endingWritten = false
       // Only the server's refusal proves that nothing queued behind the reset ran: a lost
       // connection says nothing about it, and fails its statements as a lost connection.
-      if ((error as { severity?: unknown } | null)?.severity !== undefined) onFail(error)
+      if ((error as { severity?: unknown } | null)?.severity !== undefined) {
+        // Their holders send them again on another connection, as what was written behind it.
+        onFail(error)
+        return
+      }
+      for (const query of held) query.reject(lostConnection())
     })
+  }
+
+  /** The reset was answered and succeeded: what waited for it is written, in order. */
+  #releaseHeld(): void {
+    this.#endingWritten = false
+    const held = this.#heldForReset
+    this.#heldForReset = []
+    for (const query of held) {
+      if (this.usable) this.#client.send(query)
+      else query.reject(lostConnection())
+    }
   }
 
   markClosed(reason: CloseReason): void {

@@ -137,3 +137,28 @@ export function owedReset(owed: string | undefined, asked: string): string {
   if (owed === undefined) return asked
   return owed.startsWith(ROLLBACK_SQL) || !asked.startsWith(ROLLBACK_SQL) ? owed : asked
 }
+
+/**
+ * What a statement written behind a reset could do if the reset failed. A failed reset leaves
+ * its transaction aborted, and PostgreSQL refuses every statement there (25P02) except one that
+ * ends the transaction (ROLLBACK, ABORT, COMMIT, END, PREPARE TRANSACTION); after that one,
+ * whatever else was written would run on the session the reset did not clean, and run a second
+ * time on the connection its holder is sent to. The connection uses this to write at most one
+ * statement that could end a transaction behind a reset it has no answer for (ServerConnection).
+ *
+ * - `refused`: the suite's own BEGIN, SET and SELECT: refused there, whatever follows.
+ * - `may-end`: one statement that could end the transaction: any statement of a holder sent
+ *   with the extended protocol (one statement per message; its text is not read), the suite's
+ *   own COMMIT or ROLLBACK.
+ * - `may-end-and-continue`: a holder's simple-protocol message, which can hold several
+ *   statements (`rollback; insert ...`): it waits for the reset's answer.
+ */
+export type UnderFailedReset = 'refused' | 'may-end' | 'may-end-and-continue'
+
+const endsTransaction = /^\s*(COMMIT|ROLLBACK|END|ABORT|PREPARE\s+TRANSACTION)\b/i
+
+/** `text`: the statement's text, read only for the suite's own statements (`internal`). */
+export function underFailedReset(internal: boolean, simple: boolean, text: string): UnderFailedReset {
+  if (internal) return endsTransaction.test(text) ? 'may-end' : 'refused'
+  return simple ? 'may-end-and-continue' : 'may-end'
+}

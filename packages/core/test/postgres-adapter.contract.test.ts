@@ -247,24 +247,24 @@ describe("2. a client's handler and canceller: send(), sendNow(), cancel()", () 
     }
   })
 
-  test('sendNow() runs in order with what is sent next; its onError runs before the answers sent behind it', async () => {
+  test('sendNow() runs in order with what is sent next; its onEnd runs once, with its error or none, before the answers sent behind it', async () => {
     const { client } = await openClient({})
     const log: string[] = []
     const owner = new RecordingOwner(log)
     // Not awaited by anyone, sent at once: the next statement sees its effect.
-    client.sendNow("set application_name = 'set by sendNow'", () => log.push('sendNow failed'))
+    client.sendNow("set application_name = 'set by sendNow'", (error) => log.push(`sendNow ended: ${codeOf(error)}`))
     const next = track(owner, (q) => client.send(q), sql`select current_setting('application_name') as name`)
     expect(await next.query).toEqual([{ name: 'set by sendNow' }])
 
     const errors: unknown[] = []
     client.sendNow('select 1 / 0', (error) => {
       errors.push(error)
-      log.push('sendNow failed')
+      log.push(`sendNow ended: ${codeOf(error)}`)
     })
     const behind = track(owner, (q) => client.send(q), sql`select 2 as n`)
     expect(await behind.query).toEqual([{ n: 2 }])
     expect(codeOf(errors[0])).toBe('22012')
-    expect(log).toEqual(['settled', 'sendNow failed', 'settled'])
+    expect(log).toEqual(['sendNow ended: undefined', 'settled', 'sendNow ended: 22012', 'settled'])
   })
 
   test('cancel() lands on the running statement, which ends with 57014; the connection stays usable', async () => {

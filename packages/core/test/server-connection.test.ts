@@ -7,15 +7,17 @@ import { serverError } from './fake-connection.js'
 
 /** A ServerClient with no socket: it records what the connection asks of it. */
 function fakeClient() {
-  const calls = { cancels: 0, sendNow: [] as string[], ends: [] as number[] }
+  const calls = { cancels: 0, sendNow: [] as string[], sent: [] as string[], ends: [] as number[] }
   let failCancel: ((error: unknown) => void) | undefined
-  let resetError: ((error: unknown) => void) | undefined
+  let resetEnd: ((error: unknown) => void) | undefined
   const client: ServerClient = {
     sql: undefined as unknown as postgres.Sql<{}>,
-    send: (_query: AdapterQuery) => {},
-    sendNow(text, onError) {
+    send: (query: AdapterQuery) => {
+      calls.sent.push(query.strings[0] ?? '')
+    },
+    sendNow(text, onEnd) {
       calls.sendNow.push(text)
-      resetError = onError
+      resetEnd = onEnd
     },
     cancel() {
       calls.cancels++
@@ -33,7 +35,8 @@ function fakeClient() {
     client,
     calls,
     cancelLost: () => failCancel?.(new Error('ECONNREFUSED')),
-    resetFails: (error: unknown) => resetError?.(error),
+    resetFails: (error: unknown) => resetEnd?.(error),
+    resetAnswered: () => resetEnd?.(undefined),
   }
 }
 
@@ -118,5 +121,86 @@ describe('ServerConnection: the session reset', () => {
     expect(conn.end('shutdown', 5)).toBe(first)
     await first
     expect([conn.closeReason, calls.ends]).toEqual(['deadline', [0]])
+  })
+})
+
+/** A query as the connection sees it: its text, and what its rejection was. */
+function statement(text: string) {
+  const query = { strings: [text], rejected: undefined as unknown } as unknown as AdapterQuery & { rejected: unknown }
+  query.reject = (error: unknown) => {
+    ;(query as { rejected: unknown }).rejected = error
+  }
+  return query
+}
+
+describe('ServerConnection: what is written behind a reset not answered yet', () => {
+  test('without a reset everything is written at once', () => {
+    const { client, calls } = fakeClient()
+    const conn = new ServerConnection(client, 0, Number.POSITIVE_INFINITY)
+    conn.send(statement('rollback; insert'), 'may-end-and-continue')
+    conn.send(statement('insert'), 'may-end')
+    expect(calls.sent).toEqual(['rollback; insert', 'insert'])
+  })
+
+  test("one statement that could end the reset's transaction, then nothing until the answer; the suite's BEGIN and SET pass", () => {
+    const { client, calls, resetAnswered } = fakeClient()
+    const conn = new ServerConnection(client, 0, Number.POSITIVE_INFINITY)
+    conn.queueReset('RESET ALL', () => {})
+    conn.send(statement('BEGIN'), 'refused')
+    conn.send(statement('a'), 'may-end')
+    conn.send(statement('b'), 'may-end')
+    conn.send(statement('SET x'), 'refused')
+    expect(calls.sent).toEqual(['BEGIN', 'a'])
+    resetAnswered()
+    expect(calls.sent).toEqual(['BEGIN', 'a', 'b', 'SET x'])
+    conn.send(statement('c'), 'may-end')
+    expect(calls.sent).toEqual(['BEGIN', 'a', 'b', 'SET x', 'c'])
+  })
+
+  test('a message that may hold several statements waits for the answer, even first', () => {
+    const { client, calls, resetAnswered } = fakeClient()
+    const conn = new ServerConnection(client, 0, Number.POSITIVE_INFINITY)
+    conn.queueReset('RESET ALL', () => {})
+    conn.send(statement('rollback; insert'), 'may-end-and-continue')
+    expect(calls.sent).toEqual([])
+    resetAnswered()
+    expect(calls.sent).toEqual(['rollback; insert'])
+  })
+
+  test('a refused reset: what waited is dropped (its holder sends it elsewhere), never written', () => {
+    const { client, calls, resetFails } = fakeClient()
+    const conn = new ServerConnection(client, 0, Number.POSITIVE_INFINITY)
+    const failures: unknown[] = []
+    conn.queueReset('RESET ALL', (error) => failures.push(error))
+    const held = statement('b')
+    conn.send(statement('a'), 'may-end')
+    conn.send(held, 'may-end')
+    resetFails(serverError('22012'))
+    expect(failures).toHaveLength(1)
+    expect(calls.sent).toEqual(['a'])
+    expect((held as unknown as { rejected: unknown }).rejected).toBeUndefined()
+  })
+
+  test('a lost connection: what waited fails as a lost connection, never written', () => {
+    const { client, calls, resetFails } = fakeClient()
+    const conn = new ServerConnection(client, 0, Number.POSITIVE_INFINITY)
+    conn.queueReset('RESET ALL', () => {})
+    const held = statement('rollback; insert')
+    conn.send(held, 'may-end-and-continue')
+    resetFails(Object.assign(new Error('write CONNECTION_CLOSED'), { code: 'CONNECTION_CLOSED' }))
+    expect(calls.sent).toEqual([])
+    expect((held as unknown as { rejected: { code: string } }).rejected.code).toBe('CONNECTION_CLOSED')
+  })
+
+  test('answered on a connection closed meanwhile: what waited fails as a lost connection', () => {
+    const { client, calls, resetAnswered } = fakeClient()
+    const conn = new ServerConnection(client, 0, Number.POSITIVE_INFINITY)
+    conn.queueReset('RESET ALL', () => {})
+    const held = statement('x')
+    conn.send(held, 'may-end-and-continue')
+    conn.markClosed('deadline')
+    resetAnswered()
+    expect(calls.sent).toEqual([])
+    expect((held as unknown as { rejected: { code: string } }).rejected.code).toBe('CONNECTION_CLOSED')
   })
 })
