@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { createTestDatabase, sleep, type TestDatabase, waitFor } from '../support/database.js'
 import { listen, startRequest } from '../support/http.js'
 import { startTcpProxy } from '../support/tcp-proxy.js'
-import { expectHealthJson, healthApp, probe } from './support.js'
+import { expectHealthJson, healthApp, healthAppCountingPings, probe } from './support.js'
 
 let db: TestDatabase
 beforeAll(async () => {
@@ -22,7 +22,7 @@ async function serverSessions(): Promise<number> {
 
 describe('database up', () => {
   test('ready and /health answer 200 pass in application/health+json; live never pings', async () => {
-    const { app, pings } = await healthApp(db.url)
+    const { app, pings } = await healthAppCountingPings(db.url)
     try {
       const base = await listen(app)
       const live = await probe(base, '/health/live')
@@ -125,7 +125,7 @@ describe('database up', () => {
 describe('probe storm', () => {
   test('200 probes at once share one ping; the next window pings once more', async () => {
     const cacheTime = 2_000
-    const { app, pings } = await healthApp(db.url, { max: 2 }, { cacheTime })
+    const { app, pings } = await healthAppCountingPings(db.url, { max: 2 }, { cacheTime })
     try {
       const base = await listen(app)
       const before = await serverSessions()
@@ -163,7 +163,7 @@ describe('probe storm', () => {
   })
 
   test('steady probing pings at most once per cache window', async () => {
-    const { app, pings } = await healthApp(db.url, {}, { cacheTime: 300 })
+    const { app, pings } = await healthAppCountingPings(db.url, {}, { cacheTime: 300 })
     try {
       const started = Date.now()
       while (Date.now() - started < 1_500) {

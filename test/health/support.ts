@@ -6,6 +6,8 @@ import formatsPlugin from 'ajv-formats'
 import type { FastifyServerOptions } from 'fastify'
 import { expect } from 'vitest'
 import { coreApp, type TestApp } from '../support/app.js'
+import { waitUntil } from '../support/database.js'
+import { startTcpProxy } from '../support/tcp-proxy.js'
 
 const schema = JSON.parse(readFileSync(new URL('./health-json.schema.json', import.meta.url), 'utf8'))
 const ajv = new Ajv({ allErrors: true, strict: true })
@@ -43,21 +45,41 @@ export async function probe(base: string, path: string): Promise<Probe> {
   }
 }
 
-/** Core on `url` plus the health plugin; `instrument` sees the view before health registers. */
+/** Core on `url` plus the health plugin. */
 export async function healthApp(
   url: string,
   pool: PoolOptions = {},
   health: PgPoolHealthOptions = {},
   server: FastifyServerOptions = {},
-): Promise<TestApp & { pings: () => number }> {
+): Promise<TestApp> {
   const test = await coreApp(url, pool, server)
-  let pings = 0
-  const ping = test.app.pgPool.ping
-  // Counts the pings the plugin asks for; each still opens a real connection to the server.
-  test.app.pgPool.ping = (timeoutMs) => {
-    pings++
-    return ping(timeoutMs)
-  }
   await test.app.register(pgPoolHealth, health)
-  return { ...test, pings: () => pings }
+  return test
+}
+
+/**
+ * As healthApp, and counts the pings the plugin asks for. The view is frozen (no observer can
+ * wrap it), so they are counted where they show: each ping opens a connection of its own to
+ * the server, here through a proxy that counts them; the pool's own connections ('connect'
+ * events) are the rest. Only for a server that is up: the proxy accepts while it is down.
+ */
+export async function healthAppCountingPings(
+  url: string,
+  pool: PoolOptions = {},
+  health: PgPoolHealthOptions = {},
+): Promise<TestApp & { pings: () => number }> {
+  const proxy = await startTcpProxy(Number(new URL(url).port || 5432))
+  const test = await coreApp(proxy.urlFor(url), pool)
+  let poolConnects = 0
+  test.app.pgPool.on('connect', () => {
+    poolConnects++
+  })
+  test.app.addHook('onClose', async () => {
+    await proxy.close()
+  })
+  // From a settled start: no pool connection half-way between the proxy and its 'connect'.
+  await waitUntil(() => test.app.pgPool.stats().connecting === 0, 'the pool to finish opening')
+  const before = proxy.accepted
+  await test.app.register(pgPoolHealth, health)
+  return { ...test, pings: () => proxy.accepted - before - poolConnects }
 }

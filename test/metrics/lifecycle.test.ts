@@ -1,6 +1,7 @@
+import { EventEmitter } from 'node:events'
 import pgPoolMetrics from '@fastify-pg-pool/metrics'
 import { Gauge, register as globalRegistry, Registry } from 'prom-client'
-import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest'
 import { coreApp } from '../support/app.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
 import { parseExposition } from './exposition.js'
@@ -53,38 +54,42 @@ describe('registering and closing', () => {
 
   test('every listener the plugin adds to the pool view is removed on close', async () => {
     const { app } = await coreApp(db.url, { max: 1 })
-    const view = app.pgPool
+    // The view is frozen: the listeners are seen on the pool's emitter, through EventEmitter's
+    // own methods (the view's on/off forward to them).
     const live = new Map<string, Set<unknown>>()
-    const { on, off } = view
-    type Subscribe = (event: string, listener: unknown) => unknown
-    Object.assign(view, {
-      on(event: string, listener: unknown) {
-        live.set(event, (live.get(event) ?? new Set()).add(listener))
-        return (on as Subscribe).call(view, event, listener)
-      },
-      off(event: string, listener: unknown) {
-        live.get(event)?.delete(listener)
-        return (off as Subscribe).call(view, event, listener)
-      },
-    })
-    await app.register(pgPoolMetrics)
-    await app.ready()
-    expect([...live.keys()].sort()).toEqual(
-      [
-        'acquire',
-        'acquireError',
-        'close',
-        'connect',
-        'connectError',
-        'leak',
-        'readFallback',
-        'release',
-        'resetError',
-        'transaction',
-      ].sort(),
-    )
-    expect([...live.values()].every((listeners) => listeners.size === 1)).toBe(true)
-    await app.close()
-    expect([...live.values()].every((listeners) => listeners.size === 0)).toBe(true)
+    const on = vi.spyOn(EventEmitter.prototype, 'on')
+    const off = vi.spyOn(EventEmitter.prototype, 'off')
+    const viewEvents = new Set([
+      'acquire',
+      'acquireError',
+      'close',
+      'connect',
+      'connectError',
+      'leak',
+      'readFallback',
+      'release',
+      'resetError',
+      'transaction',
+    ])
+    try {
+      await app.register(pgPoolMetrics)
+      await app.ready()
+      // The pool: the one emitter given an 'acquire' listener (sockets share other event names).
+      const pool = on.mock.contexts[on.mock.calls.findIndex(([event]) => event === 'acquire')]
+      on.mock.calls.forEach(([event, listener], i) => {
+        if (on.mock.contexts[i] === pool && typeof event === 'string')
+          live.set(event, (live.get(event) ?? new Set()).add(listener))
+      })
+      expect([...live.keys()].sort()).toEqual([...viewEvents].sort())
+      expect([...live.values()].every((listeners) => listeners.size === 1)).toBe(true)
+      await app.close()
+      off.mock.calls.forEach(([event, listener], i) => {
+        if (off.mock.contexts[i] === pool && typeof event === 'string') live.get(event)?.delete(listener)
+      })
+      expect([...live.values()].every((listeners) => listeners.size === 0)).toBe(true)
+    } finally {
+      on.mockRestore()
+      off.mockRestore()
+    }
   })
 })

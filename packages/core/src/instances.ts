@@ -39,8 +39,15 @@ export interface PgPoolRegistry {
 export class Instances implements PgPoolRegistry {
   #default: Instance | undefined
   readonly #named = new Map<string, Instance>()
-  readonly #views: PgPoolView[] = []
+  /** Frozen, replaced on each add: what observers hold cannot change under them or be changed. */
+  #views: readonly PgPoolView[] = Object.freeze([])
   readonly #listeners = new Set<(view: PgPoolView) => void>()
+  /** `app.pgPools`: what observers read, and nothing that registers or resolves instances. */
+  readonly registry: PgPoolRegistry = Object.freeze({
+    all: () => this.all(),
+    get: (instance?: string) => this.get(instance),
+    onAdd: (listener: (view: PgPoolView) => void) => this.onAdd(listener),
+  })
 
   get default(): Instance | undefined {
     return this.#default
@@ -70,7 +77,7 @@ export class Instances implements PgPoolRegistry {
     if (instance.name === undefined) this.#default = instance
     else this.#named.set(instance.name, instance)
     for (const view of instance.views) {
-      this.#views.push(view)
+      this.#views = Object.freeze([...this.#views, view])
       for (const listener of this.#listeners) listener(view)
     }
   }

@@ -78,7 +78,7 @@ function sharedOf(app: FastifyInstance): Shared {
   const routes = new RouteSettingsCache((name) => instances.has(name) && instances.instance(name, '').hasOnLease)
   const shared: Shared = { instances, requests: new RequestLeases(app, instances, routes), dbs: Object.create(null) }
   app.decorate(kShared, shared)
-  app.decorate('pgPools', instances)
+  app.decorate('pgPools', instances.registry)
   app.decorate('dbs', shared.dbs)
   return shared
 }
@@ -307,7 +307,8 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     app.decorate('pgPool', primary.view)
     app.decorate('db', poolDb)
   } else {
-    shared.dbs[name] = poolDb
+    // Not writable: no code of the app can swap another's instance for its own.
+    Object.defineProperty(shared.dbs, name, { value: poolDb, enumerable: true, writable: false, configurable: false })
     shared.requests.addInstance(name)
   }
 

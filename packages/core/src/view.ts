@@ -76,5 +76,6 @@ export function createView(deps: ViewDeps): PgPoolView {
     redact: deps.redact,
     budget: deps.budget,
   }
-  return view
+  // Read-only for every observer: none can change what the others read.
+  return Object.freeze(view)
 }
