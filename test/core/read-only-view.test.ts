@@ -1,4 +1,6 @@
 import type { PgPoolView } from '@fastify-pg-pool/core'
+import pgPoolMetrics from '@fastify-pg-pool/metrics'
+import { Registry } from 'prom-client'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../support/app.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
@@ -62,6 +64,23 @@ describe('app.dbs: a named instance cannot be swapped', () => {
         ;(app.dbs as Record<string, unknown>).reports = {}
       }).toThrow(TypeError)
       expect(app.dbs.reports).toBe(reports)
+    } finally {
+      await app.close()
+    }
+  })
+})
+
+describe("the observers' own views are frozen too", () => {
+  test('app.pgPoolMetrics: its registry and scrape cannot be replaced', async () => {
+    const { app } = await coreApp(db.url, { max: 1 })
+    try {
+      await app.register(pgPoolMetrics, { registry: new Registry() })
+      await app.ready()
+      const metrics = app.pgPoolMetrics as unknown as Record<string, unknown>
+      expect(() => {
+        metrics.scrape = async () => ''
+      }).toThrow(TypeError)
+      expect(Object.isFrozen(app.pgPool)).toBe(true)
     } finally {
       await app.close()
     }

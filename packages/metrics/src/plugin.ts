@@ -57,10 +57,13 @@ const metrics: FastifyPluginAsync<PgPoolMetricsOptions> = async (app, opts) => {
   }
   const ours = added()
 
-  app.decorate('pgPoolMetrics', {
-    registry,
-    scrape: (accept?: string) => scrape(registry, accept),
-  } satisfies PgPoolMetricsView)
+  app.decorate(
+    'pgPoolMetrics',
+    Object.freeze({
+      registry,
+      scrape: (accept?: string) => scrape(registry, accept),
+    } satisfies PgPoolMetricsView),
+  )
 
   // An injected registry outlives the app: take our metrics out so the next app can register.
   app.addHook('onClose', async () => {

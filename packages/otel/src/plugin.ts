@@ -24,13 +24,16 @@ const otel: FastifyPluginAsync<PgPoolOtelOptions> = async (app, opts) => {
   const instrumentation = instrument(options.pools(app), options)
   // By default, pools registered after this plugin (a named instance) are instrumented too.
   const unsubscribe = options.pools === defaultPools ? app.pgPools.onAdd((view) => instrumentation.add(view)) : () => {}
-  app.decorate('pgPoolOtel', {
-    tracing: instrumentation.tracing,
-    metrics: instrumentation.metrics,
-    get poolNames() {
-      return instrumentation.poolNames
-    },
-  } satisfies PgPoolOtelView)
+  app.decorate(
+    'pgPoolOtel',
+    Object.freeze({
+      tracing: instrumentation.tracing,
+      metrics: instrumentation.metrics,
+      get poolNames() {
+        return instrumentation.poolNames
+      },
+    } satisfies PgPoolOtelView),
+  )
   // After the pool closed (onClose runs in registration order: the core's first).
   app.addHook('onClose', async () => {
     unsubscribe()
