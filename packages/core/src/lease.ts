@@ -99,6 +99,8 @@ function dispatchQuery(query: AdapterQuery): void {
   const tracked = query as TrackedQuery
   ;(tracked.owner as Lease).dispatch(tracked)
 }
+function ignore(): void {}
+
 function cancelQuery(query: AdapterQuery): unknown {
   const tracked = query as TrackedQuery
   return (tracked.owner as Lease).cancelQuery(tracked)
@@ -420,6 +422,12 @@ export class Lease implements Holder, QueryOwner {
     if (this.pipelined) this.#ctx.pool.countSharedQuery(-1)
     const conn = this.#conn
     conn?.noteEnded(error)
+    // A COPY TO STDOUT that failed can leave postgres.js's socket paused for good (it pauses
+    // when the stream's buffer is full and only the stream's next read resumes it, which a
+    // failed stream never does): nothing more would be read on that connection.
+    if (error !== undefined && query.stream !== undefined && !('writableEnded' in query.stream)) {
+      conn?.markClosed('error')
+    }
     let out: unknown
     if (error === undefined) {
       if (!query.internal) {
@@ -537,6 +545,7 @@ export class Lease implements Holder, QueryOwner {
     this.#mode = mode
     this.#phase = 'finishing'
     if (mode === 'abort') this.#stopWork()
+    this.#stopHolderDriven()
     this.#finishing = this.#busy
       ? new Promise<void>((resolve) => {
           this.#whenIdle = resolve
@@ -603,6 +612,35 @@ export class Lease implements Holder, QueryOwner {
     // postgres.js runs it when it is dispatched, not when it is awaited: mark it as running.
     copy.executed = true
     return copy
+  }
+
+  /**
+   * What only the holder could move on, and nothing else would ever end, is stopped when it
+   * finishes, in every mode (nothing runs on behalf of a finished holder): a cursor waiting for
+   * its next call, a COPY FROM STDIN it had not ended (failed with CopyFail), a COPY TO STDOUT
+   * it had not read to the end (read on and cancelled). Without this the lease, and its
+   * connection, would wait for the statement deadline. Such a stream gets an error listener: the
+   * holder that would have listened is gone.
+   */
+  #stopHolderDriven(): void {
+    if (this.#cursorWaits !== undefined) {
+      const released = new errors.FST_PG_POOL_RELEASED()
+      for (const stop of [...this.#cursorWaits]) stop(released)
+    }
+    for (const query of this.#inflight) {
+      const stream = query.stream
+      if (stream === undefined || stream.destroyed) continue
+      stream.on('error', ignore)
+      if ('writableEnded' in stream) {
+        if (!stream.writableEnded) stream.destroy()
+      } else if (!stream.readableEnded) {
+        // Read on, to nobody (a 'data' listener keeps chunks from queueing in the stream), and
+        // stop the server; the connection is retired once it ends with the cancel (settled).
+        stream.on('data', ignore)
+        stream.resume()
+        if (!this.pipelined) this.#conn?.cancel()
+      }
+    }
   }
 
   #stopWork(): void {

@@ -1,3 +1,4 @@
+import type { Readable, Writable } from 'node:stream'
 import postgres from 'postgres'
 
 /**
@@ -81,6 +82,8 @@ export interface TrackedQuery extends AdapterQuery {
   ended: boolean
   /** Per-operation state of observers (diagnostics message), set while it runs. */
   observed: unknown
+  /** The stream a COPY handed out (a Writable for FROM STDIN, a Readable for TO STDOUT). */
+  stream: Readable | Writable | undefined
 }
 
 /** Where a tracked query reports its end; returns what its caller should see. */
@@ -107,6 +110,7 @@ export type TrackedQueryConstructor = new (
 function resolveTracked(this: TrackedQuery, value: unknown): void {
   // COPY hands out its stream first; the query ends with its result.
   if (this.streaming && value !== null && typeof (value as { pipe?: unknown }).pipe === 'function') {
+    this.stream = value as Readable | Writable
     this.innerResolve(value)
     return
   }
@@ -209,6 +213,7 @@ export function trackedQueryClass(helpers: postgres.Sql<{}>): TrackedQueryConstr
       query.stoppedBy = undefined
       query.ended = false
       query.observed = undefined
+      query.stream = undefined
     }
   }
   ;(Tracked.prototype as { cursor: unknown }).cursor = cursorTrackedIterator

@@ -55,7 +55,12 @@ export const QUERY_CANCELED = '57014'
 export function cancelledByRequest(error: unknown): boolean {
   if ((error as { code?: unknown } | null)?.code !== QUERY_CANCELED) return false
   const message = String((error as { message?: unknown }).message)
-  return !message.includes('statement timeout') && !message.includes('lock timeout')
+  // A COPY FROM STDIN the client failed (CopyFail) ends with 57014 too.
+  return (
+    !message.includes('statement timeout') &&
+    !message.includes('lock timeout') &&
+    !message.startsWith('COPY from stdin failed')
+  )
 }
 
 let nextId = 1

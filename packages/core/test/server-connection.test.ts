@@ -45,12 +45,14 @@ const byTimeout = serverError('57014', 'canceling statement due to statement tim
 const byLockTimeout = serverError('57014', 'canceling statement due to lock timeout')
 
 describe('cancelledByRequest', () => {
-  test('a 57014 from a cancel request, not from statement_timeout or lock_timeout', () => {
+  test('a 57014 from a cancel request, not from statement_timeout, lock_timeout or a failed COPY', () => {
     expect(cancelledByRequest(byRequest)).toBe(true)
     expect(cancelledByRequest(byTimeout)).toBe(false)
     expect(cancelledByRequest(byLockTimeout)).toBe(false)
     expect(cancelledByRequest(serverError('57P01', 'terminating connection due to administrator command'))).toBe(false)
     expect(cancelledByRequest(undefined)).toBe(false)
+    // A COPY FROM STDIN the client failed (CopyFail) also ends with 57014: not a cancel's.
+    expect(cancelledByRequest(serverError('57014', 'COPY from stdin failed: null'))).toBe(false)
   })
 })
 

@@ -1,0 +1,106 @@
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import type { FastifyInstance } from 'fastify'
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
+import { coreApp, type TestApp } from '../support/app.js'
+import { createTestDatabase, type TestDatabase, waitUntil } from '../support/database.js'
+
+// A statement that only its holder can move on (a cursor waiting for the next call, a COPY
+// stream the handler writes or reads) never ends by itself once the handler is gone. Before the
+// fix the lease waited for it, holding its connection until the statement deadline
+// (statementTimeout, 30 s by default): with max 1 the next request timed out waiting (503), and
+// a connection cut under an abandoned COPY stream emitted an 'error' nobody listened to.
+
+let db: TestDatabase
+let current: TestApp
+let app: FastifyInstance
+let handler: (db: FastifyInstance['db']) => Promise<unknown>
+
+beforeAll(async () => {
+  db = await createTestDatabase()
+  await db.sql.unsafe('create table copied (n int)')
+})
+beforeEach(async () => {
+  await db.sql`truncate copied`
+  current = await coreApp(db.url, { max: 1, acquireTimeout: 3_000 })
+  app = current.app
+  app.post('/run', async (request) => handler(request.db as unknown as FastifyInstance['db']))
+  app.get('/copy-out', async (request) =>
+    request.db`copy (select g from generate_series(1, 1000) g) to stdout`.readable(),
+  )
+  app.get('/next', async (request) => {
+    const [row] = await request.db<{ n: number }[]>`select count(*)::int as n from copied`
+    return row
+  })
+})
+afterEach(async () => {
+  await current?.app.close()
+})
+afterAll(async () => {
+  await db.drop()
+})
+
+const copyIn = async (sql: FastifyInstance['db']) => {
+  const writable = await sql`copy copied (n) from stdin`.writable()
+  writable.write('100\n')
+}
+const copyOut = async (sql: FastifyInstance['db']) => {
+  const readable = await sql`copy (select g from generate_series(1, 200000) g) to stdout`.readable()
+  await new Promise((resolve) => readable.once('data', resolve))
+}
+const cursor = async (sql: FastifyInstance['db']) => {
+  const batches = sql`select g from generate_series(1, 1000) g`.cursor(10)[Symbol.asyncIterator]()
+  await batches.next()
+}
+
+const cases: [string, (sql: FastifyInstance['db']) => Promise<unknown>][] = [
+  ['a COPY FROM STDIN never ended', copyIn],
+  ['a COPY TO STDOUT read once', copyOut],
+  ['a cursor iterated once', cursor],
+]
+
+describe('a statement only the handler could move on ends with the request', () => {
+  for (const [name, start] of cases) {
+    for (const outcome of ['throws', 'returns 200'] as const) {
+      test(`${name}, then the handler ${outcome}: the next request gets the connection`, async () => {
+        handler = async (sql) => {
+          await start(sql)
+          if (outcome === 'throws') throw new Error('gave up')
+          return { ok: true }
+        }
+        const first = await app.inject({ method: 'POST', url: '/run' })
+        expect(first.statusCode).toBe(outcome === 'throws' ? 500 : 200)
+        const next = await app.inject('/next')
+        expect(next.statusCode, next.body).toBe(200)
+        // What the abandoned COPY FROM STDIN wrote was not committed.
+        expect(next.json()).toEqual({ n: 0 })
+        await waitUntil(() => app.pgPool.stats().leased === 0, 'the lease back')
+        // Nothing of it still runs on the server (the reset queued after /next may, briefly).
+        await waitUntil(async () => {
+          const [row] = await db.sql<{ n: number }[]>`
+            select count(*)::int as n from pg_stat_activity
+            where application_name = ${current.applicationName} and state = 'active'
+              and (query ilike 'copy%' or query ilike '%generate_series%')`
+          return row?.n === 0
+        }, 'no statement of the first request running')
+      })
+    }
+  }
+
+  test('control: a COPY FROM STDIN the handler ends is committed', async () => {
+    handler = async (sql) => {
+      const writable = await sql`copy copied (n) from stdin`.writable()
+      await pipeline(Readable.from(['1\n', '2\n', '3\n']), writable)
+      return { ok: true }
+    }
+    expect((await app.inject({ method: 'POST', url: '/run' })).statusCode).toBe(200)
+    expect((await app.inject('/next')).json()).toEqual({ n: 3 })
+  })
+
+  test('control: a COPY TO STDOUT returned as the payload is sent whole', async () => {
+    const response = await app.inject('/copy-out')
+    expect(response.statusCode).toBe(200)
+    expect(response.body.trim().split('\n')).toHaveLength(1000)
+    expect((await app.inject('/next')).statusCode).toBe(200)
+  })
+})
