@@ -87,6 +87,29 @@ describe('a statement only the handler could move on ends with the request', () 
     }
   }
 
+  // A COPY run as a plain query (no readable()/writable()) hands out a stream all the same, that
+  // the handler did not ask for. Before the fix the connection was later closed under it and its
+  // 'error' found no listener: vitest reported unhandled errors (in an app, an uncaught
+  // exception). The tagged form runs on the extended protocol, whose end postgres.js cannot read.
+  const plain: [string, (sql: FastifyInstance['db']) => Promise<unknown>][] = [
+    ['COPY FROM STDIN with unsafe()', (sql) => sql.unsafe('copy copied (n) from stdin')],
+    ['COPY FROM STDIN as a tagged template', (sql) => sql`copy copied (n) from stdin`],
+    ['COPY TO STDOUT as a tagged template', (sql) => sql`copy (select 1) to stdout`],
+  ]
+  for (const [name, run] of plain) {
+    test(`${name}, without readable()/writable(): no uncaught error, the next request gets a connection`, async () => {
+      handler = async (sql) => {
+        await run(sql)
+        return { ok: true }
+      }
+      expect((await app.inject({ method: 'POST', url: '/run' })).statusCode).toBe(200)
+      const next = await app.inject('/next')
+      expect(next.statusCode, next.body).toBe(200)
+      expect(next.json()).toEqual({ n: 0 })
+      await waitUntil(() => app.pgPool.stats().leased === 0, 'the lease back')
+    })
+  }
+
   test('control: a COPY FROM STDIN the handler ends is committed', async () => {
     handler = async (sql) => {
       const writable = await sql`copy copied (n) from stdin`.writable()

@@ -627,10 +627,19 @@ export class Lease implements Holder, QueryOwner {
       const released = new errors.FST_PG_POOL_RELEASED()
       for (const stop of [...this.#cursorWaits]) stop(released)
     }
+    let cut = false
     for (const query of this.#inflight) {
       const stream = query.stream
-      if (stream === undefined || stream.destroyed) continue
+      if (stream === undefined) continue
       stream.on('error', ignore)
+      if (query.options.simple !== true) {
+        // A COPY sent with the extended protocol (a plain query, not readable()/writable()): the
+        // server ignores the Sync sent with it while the COPY runs and waits for another after
+        // it, which postgres.js never sends. Only closing the connection ends it.
+        cut = true
+        continue
+      }
+      if (stream.destroyed) continue
       if ('writableEnded' in stream) {
         if (!stream.writableEnded) stream.destroy()
       } else if (!stream.readableEnded) {
@@ -640,6 +649,11 @@ export class Lease implements Holder, QueryOwner {
         stream.resume()
         if (!this.pipelined) this.#conn?.cancel()
       }
+    }
+    const conn = this.#conn
+    if (cut && conn !== undefined) {
+      conn.markClosed('error')
+      void conn.end('error', 0)
     }
   }
 

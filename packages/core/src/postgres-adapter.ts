@@ -107,9 +107,23 @@ export type TrackedQueryConstructor = new (
   setup: boolean,
 ) => TrackedQuery
 
+function ignoreError(): void {}
+
 function resolveTracked(this: TrackedQuery, value: unknown): void {
-  // COPY hands out its stream first; the query ends with its result.
-  if (this.streaming && value !== null && typeof (value as { pipe?: unknown }).pipe === 'function') {
+  // COPY hands out its stream first; the query ends with its result. Also when it was not asked
+  // for with readable()/writable() (a plain query whose statement is a COPY): the statement runs
+  // on until the stream is done with, and an error on a stream nobody expected would find no
+  // listener (an uncaught 'error' event).
+  if (
+    this.stream === undefined &&
+    value !== null &&
+    typeof value === 'object' &&
+    typeof (value as { pipe?: unknown }).pipe === 'function'
+  ) {
+    if (!this.streaming) {
+      this.streaming = true
+      ;(value as Readable | Writable).on('error', ignoreError)
+    }
     this.stream = value as Readable | Writable
     this.innerResolve(value)
     return
