@@ -25,6 +25,9 @@ beforeEach(async () => {
   current = await coreApp(db.url, { max: 1, acquireTimeout: 3_000 })
   app = current.app
   app.post('/run', async (request) => handler(request.db as unknown as FastifyInstance['db']))
+  app.post('/run-tx', { config: { db: { transaction: true } } }, async (request) =>
+    handler(request.db as unknown as FastifyInstance['db']),
+  )
   app.get('/copy-out', async (request) =>
     request.db`copy (select g from generate_series(1, 1000) g) to stdout`.readable(),
   )
@@ -109,6 +112,28 @@ describe('a statement only the handler could move on ends with the request', () 
       await waitUntil(() => app.pgPool.stats().leased === 0, 'the lease back')
     })
   }
+
+  test('a transaction route that leaves a cursor waiting commits (the cursor is ended first)', async () => {
+    handler = async (sql) => {
+      await sql`insert into copied (n) values (1)`
+      await cursor(sql)
+      return { ok: true }
+    }
+    expect((await app.inject({ method: 'POST', url: '/run-tx' })).statusCode).toBe(200)
+    expect((await app.inject('/next')).json()).toEqual({ n: 1 })
+  })
+
+  test('a transaction route that leaves a COPY FROM STDIN open is rolled back: never a 2xx for it', async () => {
+    handler = async (sql) => {
+      await sql`insert into copied (n) values (1)`
+      await copyIn(sql)
+      return { ok: true }
+    }
+    const response = await app.inject({ method: 'POST', url: '/run-tx' })
+    expect(response.statusCode).toBe(500)
+    expect(response.json().code).toBe('FST_PG_POOL_COMMIT_FAILED')
+    expect((await app.inject('/next')).json()).toEqual({ n: 0 })
+  })
 
   test('control: a COPY FROM STDIN the handler ends is committed', async () => {
     handler = async (sql) => {
