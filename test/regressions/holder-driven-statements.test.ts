@@ -31,6 +31,9 @@ beforeEach(async () => {
   app.get('/copy-out', async (request) =>
     request.db`copy (select g from generate_series(1, 1000) g) to stdout`.readable(),
   )
+  app.get('/copy-out-tx', { config: { db: { transaction: true } } }, async (request) =>
+    request.db`copy (select g from generate_series(1, 100000) g) to stdout`.readable(),
+  )
   app.get('/next', async (request) => {
     const [row] = await request.db<{ n: number }[]>`select count(*)::int as n from copied`
     return row
@@ -133,6 +136,15 @@ describe('a statement only the handler could move on ends with the request', () 
     expect(response.statusCode).toBe(500)
     expect(response.json().code).toBe('FST_PG_POOL_COMMIT_FAILED')
     expect((await app.inject('/next')).json()).toEqual({ n: 0 })
+  })
+
+  test('a transaction route returning its own COPY TO STDOUT answers 500, never a 2xx with a cut body', async () => {
+    // The COMMIT comes before the first byte, and the COPY cannot end before it was read.
+    const response = await app.inject('/copy-out-tx')
+    expect(response.statusCode).toBe(500)
+    expect(response.json()).toMatchObject({ code: 'FST_PG_POOL_COMMIT_FAILED' })
+    expect(response.json().message).toContain('COPY TO STDOUT cannot be the payload of a route transaction')
+    expect((await app.inject('/next')).statusCode).toBe(200)
   })
 
   test('control: a COPY FROM STDIN the handler ends is committed', async () => {

@@ -174,6 +174,12 @@ export class Lease implements Holder, QueryOwner {
     return this.settings.begin !== undefined
   }
 
+  /** Whether `value` is the stream of a COPY of this lease that still runs. */
+  runsCopyInto(value: unknown): boolean {
+    for (const query of this.#inflight) if (query.stream === value) return true
+    return false
+  }
+
   /** The route's own transaction is read-only: a 25006 in it is the holder's, not a failover. */
   get #readOnlyTransaction(): boolean {
     return this.settings.begin?.includes('READ ONLY') === true

@@ -268,6 +268,18 @@ export class RequestLeases {
       }
       // The COMMIT before the first byte: a client never sees success for work not committed.
       leased[kEnded] = true
+      if (mode === 'commit' && isStream(payload) && lease.runsCopyInto(payload)) {
+        // A COPY TO STDOUT of the transaction itself cannot be sent after its COMMIT, and the
+        // COMMIT cannot come before it was read: nothing is committed, the client gets a 500.
+        const refused = new errors.FST_PG_POOL_COMMIT_FAILED(
+          'a COPY TO STDOUT cannot be the payload of a route transaction; send it from a route without one',
+        )
+        lease.finish('rollback').then(
+          () => done(refused),
+          () => done(refused),
+        )
+        return
+      }
       lease.finish(mode).then(
         () => {
           if (tokens !== null && lease.commitLsn !== undefined) tokens.write(reply, lease.commitLsn)
