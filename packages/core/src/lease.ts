@@ -15,7 +15,7 @@ import {
   type TrackedQueryConstructor,
 } from './postgres-adapter.js'
 import type { PoolConnection } from './server-connection.js'
-import { resetStatement, TransactionState, underFailedReset } from './session-reset.js'
+import { resetStatement, TransactionState } from './session-reset.js'
 import type { PgPoolView } from './types.js'
 
 /**
@@ -399,7 +399,7 @@ export class Lease implements Holder, QueryOwner {
     this.#inflight.add(query)
     if (this.pipelined) this.#ctx.pool.countSharedQuery(1)
     if (!query.internal) this.#ranStatements = true
-    conn.send(query, underFailedReset(query.internal, query.options.simple === true, query.strings[0] ?? ''))
+    conn.send(query)
     if (channels.queryStart.hasSubscribers) this.#publishStart(query)
   }
 

@@ -1,6 +1,6 @@
 import type postgres from 'postgres'
-import type { AdapterQuery, ServerClient, TrackedQuery } from './postgres-adapter.js'
-import type { UnderFailedReset } from './session-reset.js'
+import type { ServerClient, TrackedQuery } from './postgres-adapter.js'
+import { underFailedReset } from './session-reset.js'
 
 export type CloseReason = 'idle' | 'lifetime' | 'error' | 'deadline' | 'shutdown'
 
@@ -22,11 +22,11 @@ export interface PoolConnection {
   /** Statements that restore what `onConnect` set on this session (the reset runs them last). */
   readonly baseline: string | undefined
   /**
-   * Sends a holder's statement. `underFailedReset`: what it could do in the aborted transaction
-   * of a reset that failed (session-reset.ts); behind a reset not answered yet, at most one
-   * statement that could end that transaction is written, the rest wait for the answer.
+   * Sends a holder's statement. Behind a reset not answered yet, at most one statement that
+   * could end the reset's transaction if it failed is written (session-reset.ts,
+   * underFailedReset); the rest wait for the answer.
    */
-  send(query: AdapterQuery, underFailedReset?: UnderFailedReset): void
+  send(query: TrackedQuery): void
   /** Sends a cancel request for the statement running now; at most one is ever outstanding. */
   cancel(): void
   /** A statement of this connection ended: a cancel it consumed clears `cancelPending`. */
@@ -90,7 +90,7 @@ export class ServerConnection implements PoolConnection {
   /** Behind the unanswered reset, a statement that could end its transaction was written. */
   #endingWritten = false
   /** Statements waiting for the reset's answer, in the order they came. */
-  #heldForReset: AdapterQuery[] = []
+  #heldForReset: TrackedQuery[] = []
 
   constructor(client: ServerClient, createdAt: number, expiresAt: number) {
     this.#client = client
@@ -115,22 +115,23 @@ export class ServerConnection implements PoolConnection {
     return this.#cancelPending
   }
 
-  send(query: AdapterQuery, underFailedReset: UnderFailedReset = 'may-end-and-continue'): void {
-    if (this.#resetsUnanswered > 0 && underFailedReset !== 'refused') {
-      // If the reset failed, PostgreSQL would run this one (it may end the aborted transaction)
-      // and everything written after it, on a session nobody cleaned: one such statement at a
-      // time, and none that may hold several.
-      if (this.#endingWritten || this.#heldForReset.length > 0 || underFailedReset === 'may-end-and-continue') {
-        this.#heldForReset.push(query)
-        return
-      }
-      this.#endingWritten = true
-    } else if (this.#heldForReset.length > 0) {
-      // Never ahead of what waits: the order of a holder's statements is the order sent.
-      this.#heldForReset.push(query)
-      return
-    }
-    this.#client.send(query)
+  send(query: TrackedQuery): void {
+    if (this.#resetsUnanswered > 0 && this.#holdForReset(query)) this.#heldForReset.push(query)
+    else this.#client.send(query)
+  }
+
+  /**
+   * Behind a reset not answered yet: if it failed, PostgreSQL would run a statement that may end
+   * its aborted transaction, and everything written after it, on a session nobody cleaned. So one
+   * such statement at a time, none that may hold several, and nothing ahead of what waits.
+   */
+  #holdForReset(query: TrackedQuery): boolean {
+    if (this.#heldForReset.length > 0) return true
+    const kind = underFailedReset(query)
+    if (kind === 'refused') return false
+    if (kind === 'may-end-and-continue' || this.#endingWritten) return true
+    this.#endingWritten = true
+    return false
   }
 
   cancel(): void {

@@ -1,3 +1,5 @@
+import type { TrackedQuery } from './postgres-adapter.js'
+
 /**
  * What the pool sends on a connection between two holders, and when: the single owner of that
  * decision. The SQL text of a statement cannot tell whether it changed the session (a leading
@@ -157,8 +159,8 @@ export type UnderFailedReset = 'refused' | 'may-end' | 'may-end-and-continue'
 
 const endsTransaction = /^\s*(COMMIT|ROLLBACK|END|ABORT|PREPARE\s+TRANSACTION)\b/i
 
-/** `text`: the statement's text, read only for the suite's own statements (`internal`). */
-export function underFailedReset(internal: boolean, simple: boolean, text: string): UnderFailedReset {
-  if (internal) return endsTransaction.test(text) ? 'may-end' : 'refused'
-  return simple ? 'may-end-and-continue' : 'may-end'
+/** The statement's text is read only for the suite's own statements (`internal`). */
+export function underFailedReset(query: Pick<TrackedQuery, 'internal' | 'options' | 'strings'>): UnderFailedReset {
+  if (query.internal) return endsTransaction.test(query.strings[0] ?? '') ? 'may-end' : 'refused'
+  return query.options.simple === true ? 'may-end-and-continue' : 'may-end'
 }

@@ -1,7 +1,8 @@
 import type postgres from 'postgres'
 import { describe, expect, test } from 'vitest'
-import type { AdapterQuery, ServerClient } from '../src/postgres-adapter.js'
+import type { AdapterQuery, ServerClient, TrackedQuery } from '../src/postgres-adapter.js'
 import { cancelledByRequest, ServerConnection } from '../src/server-connection.js'
+import { type UnderFailedReset, underFailedReset } from '../src/session-reset.js'
 import { flush } from './fake-clock.js'
 import { serverError } from './fake-connection.js'
 
@@ -126,12 +127,22 @@ describe('ServerConnection: the session reset', () => {
   })
 })
 
-/** A query as the connection sees it: its text, and what its rejection was. */
-function statement(text: string) {
-  const query = { strings: [text], rejected: undefined as unknown } as unknown as AdapterQuery & { rejected: unknown }
+/**
+ * A query as the connection sees it, sent by the suite (BEGIN, SET: refused in an aborted
+ * transaction), or by a holder with the extended protocol (one statement that may end it) or the
+ * simple one (may hold several); and what its rejection was.
+ */
+function statement(text: string, kind: UnderFailedReset) {
+  const query = {
+    strings: [text],
+    internal: kind === 'refused',
+    options: { simple: kind !== 'may-end' },
+    rejected: undefined as unknown,
+  } as unknown as TrackedQuery & { rejected: unknown }
   query.reject = (error: unknown) => {
     ;(query as { rejected: unknown }).rejected = error
   }
+  expect(underFailedReset(query)).toBe(kind)
   return query
 }
 
@@ -139,8 +150,8 @@ describe('ServerConnection: what is written behind a reset not answered yet', ()
   test('without a reset everything is written at once', () => {
     const { client, calls } = fakeClient()
     const conn = new ServerConnection(client, 0, Number.POSITIVE_INFINITY)
-    conn.send(statement('rollback; insert'), 'may-end-and-continue')
-    conn.send(statement('insert'), 'may-end')
+    conn.send(statement('rollback; insert', 'may-end-and-continue'))
+    conn.send(statement('insert', 'may-end'))
     expect(calls.sent).toEqual(['rollback; insert', 'insert'])
   })
 
@@ -148,14 +159,14 @@ describe('ServerConnection: what is written behind a reset not answered yet', ()
     const { client, calls, resetAnswered } = fakeClient()
     const conn = new ServerConnection(client, 0, Number.POSITIVE_INFINITY)
     conn.queueReset('RESET ALL', () => {})
-    conn.send(statement('BEGIN'), 'refused')
-    conn.send(statement('a'), 'may-end')
-    conn.send(statement('b'), 'may-end')
-    conn.send(statement('SET x'), 'refused')
+    conn.send(statement('BEGIN', 'refused'))
+    conn.send(statement('a', 'may-end'))
+    conn.send(statement('b', 'may-end'))
+    conn.send(statement('SET x', 'refused'))
     expect(calls.sent).toEqual(['BEGIN', 'a'])
     resetAnswered()
     expect(calls.sent).toEqual(['BEGIN', 'a', 'b', 'SET x'])
-    conn.send(statement('c'), 'may-end')
+    conn.send(statement('c', 'may-end'))
     expect(calls.sent).toEqual(['BEGIN', 'a', 'b', 'SET x', 'c'])
   })
 
@@ -163,7 +174,7 @@ describe('ServerConnection: what is written behind a reset not answered yet', ()
     const { client, calls, resetAnswered } = fakeClient()
     const conn = new ServerConnection(client, 0, Number.POSITIVE_INFINITY)
     conn.queueReset('RESET ALL', () => {})
-    conn.send(statement('rollback; insert'), 'may-end-and-continue')
+    conn.send(statement('rollback; insert', 'may-end-and-continue'))
     expect(calls.sent).toEqual([])
     resetAnswered()
     expect(calls.sent).toEqual(['rollback; insert'])
@@ -174,9 +185,9 @@ describe('ServerConnection: what is written behind a reset not answered yet', ()
     const conn = new ServerConnection(client, 0, Number.POSITIVE_INFINITY)
     const failures: unknown[] = []
     conn.queueReset('RESET ALL', (error) => failures.push(error))
-    const held = statement('b')
-    conn.send(statement('a'), 'may-end')
-    conn.send(held, 'may-end')
+    const held = statement('b', 'may-end')
+    conn.send(statement('a', 'may-end'))
+    conn.send(held)
     resetFails(serverError('22012'))
     expect(failures).toHaveLength(1)
     expect(calls.sent).toEqual(['a'])
@@ -187,8 +198,8 @@ describe('ServerConnection: what is written behind a reset not answered yet', ()
     const { client, calls, resetFails } = fakeClient()
     const conn = new ServerConnection(client, 0, Number.POSITIVE_INFINITY)
     conn.queueReset('RESET ALL', () => {})
-    const held = statement('rollback; insert')
-    conn.send(held, 'may-end-and-continue')
+    const held = statement('rollback; insert', 'may-end-and-continue')
+    conn.send(held)
     resetFails(Object.assign(new Error('write CONNECTION_CLOSED'), { code: 'CONNECTION_CLOSED' }))
     expect(calls.sent).toEqual([])
     expect((held as unknown as { rejected: { code: string } }).rejected.code).toBe('CONNECTION_CLOSED')
@@ -198,8 +209,8 @@ describe('ServerConnection: what is written behind a reset not answered yet', ()
     const { client, calls, resetAnswered } = fakeClient()
     const conn = new ServerConnection(client, 0, Number.POSITIVE_INFINITY)
     conn.queueReset('RESET ALL', () => {})
-    const held = statement('x')
-    conn.send(held, 'may-end-and-continue')
+    const held = statement('x', 'may-end-and-continue')
+    conn.send(held)
     conn.markClosed('deadline')
     resetAnswered()
     expect(calls.sent).toEqual([])

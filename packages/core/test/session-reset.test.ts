@@ -91,18 +91,23 @@ describe('resetStatement', () => {
 })
 
 describe('underFailedReset', () => {
+  /** A statement of the suite's own (`internal`) or a holder's, simple-protocol or not. */
+  const q = (internal: boolean, simple: boolean, text: string) => ({ internal, options: { simple }, strings: [text] })
+
   test("the suite's own COMMIT and ROLLBACK may end the aborted transaction; its BEGIN, SET and SELECT cannot", () => {
-    expect(underFailedReset(true, true, 'COMMIT')).toBe('may-end')
-    expect(underFailedReset(true, true, 'COMMIT; SELECT pg_catalog.pg_current_wal_lsn()')).toBe('may-end')
-    expect(underFailedReset(true, true, 'ROLLBACK')).toBe('may-end')
-    expect(underFailedReset(true, true, 'BEGIN ISOLATION LEVEL SERIALIZABLE')).toBe('refused')
-    expect(underFailedReset(true, true, 'SET TRANSACTION READ ONLY')).toBe('refused')
-    expect(underFailedReset(true, false, "select pg_catalog.set_config('application_name', $1, false)")).toBe('refused')
+    expect(underFailedReset(q(true, true, 'COMMIT'))).toBe('may-end')
+    expect(underFailedReset(q(true, true, 'COMMIT; SELECT pg_catalog.pg_current_wal_lsn()'))).toBe('may-end')
+    expect(underFailedReset(q(true, true, 'ROLLBACK'))).toBe('may-end')
+    expect(underFailedReset(q(true, true, 'BEGIN ISOLATION LEVEL SERIALIZABLE'))).toBe('refused')
+    expect(underFailedReset(q(true, true, 'SET TRANSACTION READ ONLY'))).toBe('refused')
+    expect(underFailedReset(q(true, false, "select pg_catalog.set_config('application_name', $1, false)"))).toBe(
+      'refused',
+    )
   })
 
   test("a holder's statement may end it, whatever its text; a simple-protocol message may hold more after that", () => {
-    expect(underFailedReset(false, false, 'select 1')).toBe('may-end')
-    expect(underFailedReset(false, true, 'select 1')).toBe('may-end-and-continue')
-    expect(underFailedReset(false, true, 'rollback; insert into t values (1)')).toBe('may-end-and-continue')
+    expect(underFailedReset(q(false, false, 'select 1'))).toBe('may-end')
+    expect(underFailedReset(q(false, true, 'select 1'))).toBe('may-end-and-continue')
+    expect(underFailedReset(q(false, true, 'rollback; insert into t values (1)'))).toBe('may-end-and-continue')
   })
 })
