@@ -7,7 +7,9 @@ import type { ResolvedPoolOptions } from './options.js'
 import type { Holder, Pool } from './pool.js'
 import {
   type AdapterQuery,
+  abandonCopy,
   commandsOf,
+  leftSocketPaused,
   type QueryOwner,
   queryText,
   resultOf,
@@ -99,8 +101,6 @@ function dispatchQuery(query: AdapterQuery): void {
   const tracked = query as TrackedQuery
   ;(tracked.owner as Lease).dispatch(tracked)
 }
-function ignore(): void {}
-
 function cancelQuery(query: AdapterQuery): unknown {
   const tracked = query as TrackedQuery
   return (tracked.owner as Lease).cancelQuery(tracked)
@@ -428,12 +428,7 @@ export class Lease implements Holder, QueryOwner {
     if (this.pipelined) this.#ctx.pool.countSharedQuery(-1)
     const conn = this.#conn
     conn?.noteEnded(error)
-    // A COPY TO STDOUT that failed can leave postgres.js's socket paused for good (it pauses
-    // when the stream's buffer is full and only the stream's next read resumes it, which a
-    // failed stream never does): nothing more would be read on that connection.
-    if (error !== undefined && query.stream !== undefined && !('writableEnded' in query.stream)) {
-      conn?.markClosed('error')
-    }
+    if (leftSocketPaused(query, error)) conn?.markClosed('error')
     let out: unknown
     if (error === undefined) {
       if (!query.internal) {
@@ -623,41 +618,23 @@ export class Lease implements Holder, QueryOwner {
   /**
    * What only the holder could move on, and nothing else would ever end, is stopped when it
    * finishes, in every mode (nothing runs on behalf of a finished holder): a cursor waiting for
-   * its next call, a COPY FROM STDIN it had not ended (failed with CopyFail), a COPY TO STDOUT
-   * it had not read to the end (read on and cancelled). Without this the lease, and its
-   * connection, would wait for the statement deadline. Such a stream gets an error listener: the
-   * holder that would have listened is gone.
+   * its next call, a COPY it had not ended or read to the end (abandonCopy). Without this the
+   * lease, and its connection, would wait for the statement deadline.
    */
   #stopHolderDriven(): void {
     if (this.#cursorWaits !== undefined) {
       const released = new errors.FST_PG_POOL_RELEASED()
       for (const stop of [...this.#cursorWaits]) stop(released)
     }
-    let cut = false
-    for (const query of this.#inflight) {
-      const stream = query.stream
-      if (stream === undefined) continue
-      stream.on('error', ignore)
-      if (query.options.simple !== true) {
-        // A COPY sent with the extended protocol (a plain query, not readable()/writable()): the
-        // server ignores the Sync sent with it while the COPY runs and waits for another after
-        // it, which postgres.js never sends. Only closing the connection ends it.
-        cut = true
-        continue
-      }
-      if (stream.destroyed) continue
-      if ('writableEnded' in stream) {
-        if (!stream.writableEnded) stream.destroy()
-      } else if (!stream.readableEnded) {
-        // Read on, to nobody (a 'data' listener keeps chunks from queueing in the stream), and
-        // stop the server; the connection is retired once it ends with the cancel (settled).
-        stream.on('data', ignore)
-        stream.resume()
-        if (!this.pipelined) this.#conn?.cancel()
-      }
-    }
     const conn = this.#conn
-    if (cut && conn !== undefined) {
+    let close = false
+    for (const query of this.#inflight) {
+      const ending = abandonCopy(query)
+      if (ending === 'close') close = true
+      // The connection is retired once the COPY ends with the cancel (leftSocketPaused).
+      else if (ending === 'cancel' && !this.pipelined) conn?.cancel()
+    }
+    if (close && conn !== undefined) {
       conn.markClosed('error')
       void conn.end('error', 0)
     }

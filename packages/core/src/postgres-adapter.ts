@@ -109,6 +109,41 @@ export type TrackedQueryConstructor = new (
 
 function ignoreError(): void {}
 
+/**
+ * Ends a COPY whose holder is gone (its stream is the holder's to drive, so nothing else would):
+ * a FROM STDIN not ended is failed (CopyFail: none of its rows is written); a TO STDOUT not read
+ * to the end is read on, to nobody (a 'data' listener keeps chunks from queueing in the stream),
+ * and 'cancel' says the server must be told to stop; 'close' says only closing the connection
+ * ends it: one sent with the extended protocol (a plain query, not readable()/writable()), since
+ * the server ignores the Sync sent with it while the COPY runs and waits for another, which
+ * postgres.js never sends. The stream gets an error listener: the holder that would have
+ * listened is gone. Undefined for a query that is not a COPY, or a COPY that ends by itself.
+ */
+export function abandonCopy(query: TrackedQuery): 'cancel' | 'close' | undefined {
+  const stream = query.stream
+  if (stream === undefined) return undefined
+  stream.on('error', ignoreError)
+  if (query.options.simple !== true) return 'close'
+  if (stream.destroyed) return undefined
+  if ('writableEnded' in stream) {
+    if (!stream.writableEnded) stream.destroy()
+    return undefined
+  }
+  if (stream.readableEnded) return undefined
+  stream.on('data', ignoreError)
+  stream.resume()
+  return 'cancel'
+}
+
+/**
+ * Whether a query that ended with `error` may have left its connection unread for good: a COPY
+ * TO STDOUT, whose stream pauses postgres.js's socket when its buffer is full and is the only
+ * thing that resumes it, which a failed stream never does.
+ */
+export function leftSocketPaused(query: TrackedQuery, error: unknown): boolean {
+  return error !== undefined && query.stream !== undefined && !('writableEnded' in query.stream)
+}
+
 function resolveTracked(this: TrackedQuery, value: unknown): void {
   // COPY hands out its stream first; the query ends with its result. Also when it was not asked
   // for with readable()/writable() (a plain query whose statement is a COPY): the statement runs
@@ -205,15 +240,8 @@ export function trackedQueryClass(helpers: postgres.Sql<{}>): TrackedQueryConstr
   // Every field of TrackedQuery but innerResolve/innerReject (set through the accessors below by
   // postgres.js's constructor) is set here, so each query has all of them from the start.
   const Tracked = class extends Query {
-    constructor(
-      strings: readonly string[],
-      args: unknown[],
-      handler: QueryHandler,
-      canceller: (query: AdapterQuery) => unknown,
-      options: object | undefined,
-      owner: QueryOwner,
-      setup: boolean,
-    ) {
+    constructor(...params: ConstructorParameters<TrackedQueryConstructor>) {
+      const [strings, args, handler, canceller, options, owner, setup] = params
       super(strings, args, handler, canceller, options)
       const query = this as unknown as TrackedQuery
       query.owner = owner
