@@ -626,6 +626,7 @@ export class Lease implements Holder, QueryOwner {
       const released = new errors.FST_PG_POOL_RELEASED()
       for (const stop of [...this.#cursorWaits]) stop(released)
     }
+    if (this.#inflight.size === 0) return
     const conn = this.#conn
     let close = false
     for (const query of this.#inflight) {

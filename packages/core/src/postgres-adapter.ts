@@ -149,7 +149,9 @@ function resolveTracked(this: TrackedQuery, value: unknown): void {
   // for with readable()/writable() (a plain query whose statement is a COPY): the statement runs
   // on until the stream is done with, and an error on a stream nobody expected would find no
   // listener (an uncaught 'error' event).
+  // (A result is an array: the common case is decided by the first test.)
   if (
+    !Array.isArray(value) &&
     this.stream === undefined &&
     value !== null &&
     typeof value === 'object' &&

@@ -173,6 +173,7 @@ export class ServerConnection implements PoolConnection {
   /** The reset was answered and succeeded: what waited for it is written, in order. */
   #releaseHeld(): void {
     this.#endingWritten = false
+    if (this.#heldForReset.length === 0) return
     const held = this.#heldForReset
     this.#heldForReset = []
     for (const query of held) {
