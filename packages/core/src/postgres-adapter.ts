@@ -242,8 +242,17 @@ export function trackedQueryClass(helpers: postgres.Sql<{}>): TrackedQueryConstr
   // Every field of TrackedQuery but innerResolve/innerReject (set through the accessors below by
   // postgres.js's constructor) is set here, so each query has all of them from the start.
   const Tracked = class extends Query {
-    constructor(...params: ConstructorParameters<TrackedQueryConstructor>) {
-      const [strings, args, handler, canceller, options, owner, setup] = params
+    // The parameters of TrackedQueryConstructor, spelled out: a rest parameter would allocate
+    // an array for every query.
+    constructor(
+      strings: readonly string[],
+      args: unknown[],
+      handler: QueryHandler,
+      canceller: (query: AdapterQuery) => unknown,
+      options: object | undefined,
+      owner: QueryOwner,
+      setup: boolean,
+    ) {
       super(strings, args, handler, canceller, options)
       const query = this as unknown as TrackedQuery
       query.owner = owner
