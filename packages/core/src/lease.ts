@@ -1,8 +1,9 @@
 import type { Clock, TimerHandle } from './clock.js'
+import { commitFailure, commitLost } from './commit-outcome.js'
 import { channels, type QueryMessage, type TransactionMessage, type TransactionOutcome } from './diagnostics.js'
 import { isConnectionError, type SurfaceSettings, surfaceError, withRetryAfter } from './error-mapping.js'
 import { errors } from './errors.js'
-import { type Lsn, parseLsn } from './lsn.js'
+import type { Lsn } from './lsn.js'
 import type { ResolvedPoolOptions } from './options.js'
 import type { Holder, Pool } from './pool.js'
 import {
@@ -19,6 +20,7 @@ import {
 import type { PoolConnection } from './server-connection.js'
 import { resetStatement, TransactionState } from './session-reset.js'
 import type { PgPoolView } from './types.js'
+import { CURRENT_LSN_SQL, isWrite, lsnOf } from './write-position.js'
 
 /**
  * How long an aborted lease's statements get to end (a cancel request normally stops a running
@@ -891,60 +893,3 @@ const noRestores: readonly string[] = Object.freeze([])
 
 /** SQLSTATE read_only_sql_transaction. */
 const READ_ONLY_SQL_TRANSACTION = '25006'
-
-/** The position a transaction's commit record is written at or before (read-your-writes). */
-const CURRENT_LSN_SQL = 'SELECT pg_catalog.pg_current_wal_insert_lsn()::text AS lsn'
-
-function lsnOf(rows: unknown): Lsn | undefined {
-  return parseLsn((rows as { lsn?: unknown }[] | undefined)?.[0]?.lsn)
-}
-
-/** Command tags that do not write (or do not make a write visible): the rest are writes. */
-const readTags = new Set([
-  'SELECT',
-  'SHOW',
-  'FETCH',
-  'MOVE',
-  'EXPLAIN',
-  'BEGIN',
-  'START TRANSACTION',
-  'ROLLBACK',
-  'SET',
-  'RESET',
-  'DECLARE CURSOR',
-  'CLOSE CURSOR',
-  'CLOSE CURSOR ALL',
-  'PREPARE',
-  'DEALLOCATE',
-  'DEALLOCATE ALL',
-  'SAVEPOINT',
-  'RELEASE',
-  'LISTEN',
-  'UNLISTEN',
-  'DISCARD TEMP',
-  'DISCARD ALL',
-])
-
-function isWrite(command: string): boolean {
-  return command !== '' && !readTags.has(command)
-}
-
-/** A COMMIT never sent: nothing was committed. */
-function commitLost(why: string): { outcome: TransactionOutcome; failure: Error } {
-  return { outcome: 'commit_failed', failure: new errors.FST_PG_POOL_COMMIT_FAILED(why) }
-}
-
-/** A COMMIT that failed: refused by the server, or no answer (unknown outcome). */
-function commitFailure(error: unknown): { outcome: TransactionOutcome; failure: Error } {
-  const code = (error as { code?: unknown } | null)?.code
-  // The server answered with an error: it did not commit.
-  if ((error as { severity?: unknown } | null)?.severity !== undefined && !isConnectionError(error)) {
-    const failure = new errors.FST_PG_POOL_COMMIT_FAILED(String(code))
-    Object.defineProperty(failure, 'cause', { value: error, enumerable: false, configurable: true })
-    return { outcome: 'commit_failed', failure }
-  }
-  // Sent, and no answer: a lost connection, the deadline, the pool closing.
-  const failure = new errors.FST_PG_POOL_COMMIT_UNKNOWN(typeof code === 'string' ? code : 'no answer')
-  Object.defineProperty(failure, 'cause', { value: error, enumerable: false, configurable: true })
-  return { outcome: 'commit_unknown', failure }
-}

@@ -1,0 +1,25 @@
+import type { TransactionOutcome } from './diagnostics.js'
+import { isConnectionError } from './error-mapping.js'
+import { errors } from './errors.js'
+
+/** What a transaction's end says about it: committed, refused, or unknown (no answer). */
+
+/** A COMMIT never sent: nothing was committed. */
+export function commitLost(why: string): { outcome: TransactionOutcome; failure: Error } {
+  return { outcome: 'commit_failed', failure: new errors.FST_PG_POOL_COMMIT_FAILED(why) }
+}
+
+/** A COMMIT that failed: refused by the server, or no answer (unknown outcome). */
+export function commitFailure(error: unknown): { outcome: TransactionOutcome; failure: Error } {
+  const code = (error as { code?: unknown } | null)?.code
+  // The server answered with an error: it did not commit.
+  if ((error as { severity?: unknown } | null)?.severity !== undefined && !isConnectionError(error)) {
+    const failure = new errors.FST_PG_POOL_COMMIT_FAILED(String(code))
+    Object.defineProperty(failure, 'cause', { value: error, enumerable: false, configurable: true })
+    return { outcome: 'commit_failed', failure }
+  }
+  // Sent, and no answer: a lost connection, the deadline, the pool closing.
+  const failure = new errors.FST_PG_POOL_COMMIT_UNKNOWN(typeof code === 'string' ? code : 'no answer')
+  Object.defineProperty(failure, 'cause', { value: error, enumerable: false, configurable: true })
+  return { outcome: 'commit_unknown', failure }
+}

@@ -1,0 +1,43 @@
+import { type Lsn, parseLsn } from './lsn.js'
+
+/**
+ * Read-your-writes, the lease's side: whether a holder wrote (from the server's command tags,
+ * never from SQL text), and the WAL position after its writes.
+ */
+
+/** The position a transaction's commit record is written at or before (read-your-writes). */
+export const CURRENT_LSN_SQL = 'SELECT pg_catalog.pg_current_wal_insert_lsn()::text AS lsn'
+
+export function lsnOf(rows: unknown): Lsn | undefined {
+  return parseLsn((rows as { lsn?: unknown }[] | undefined)?.[0]?.lsn)
+}
+
+/** Command tags that do not write (or do not make a write visible): the rest are writes. */
+const readTags = new Set([
+  'SELECT',
+  'SHOW',
+  'FETCH',
+  'MOVE',
+  'EXPLAIN',
+  'BEGIN',
+  'START TRANSACTION',
+  'ROLLBACK',
+  'SET',
+  'RESET',
+  'DECLARE CURSOR',
+  'CLOSE CURSOR',
+  'CLOSE CURSOR ALL',
+  'PREPARE',
+  'DEALLOCATE',
+  'DEALLOCATE ALL',
+  'SAVEPOINT',
+  'RELEASE',
+  'LISTEN',
+  'UNLISTEN',
+  'DISCARD TEMP',
+  'DISCARD ALL',
+])
+
+export function isWrite(command: string): boolean {
+  return command !== '' && !readTags.has(command)
+}
