@@ -91,6 +91,16 @@ describe('request.db speaks postgres.js', () => {
     expect(result).toEqual({ answer: 42, notified: 'SELECT' })
   })
 
+  test('file() without parameters runs a file of several statements, as postgres.js does (simple protocol)', async () => {
+    const path = fileURLToPath(new URL('./fixtures/two-inserts.sql', import.meta.url))
+    await inRequest(async (sql) => {
+      await sql.file(path)
+      return null
+    })
+    const rows = await db.sql`select name from person where name like 'from-file-%' order by name`
+    expect(rows.map((r) => r.name)).toEqual(['from-file-1', 'from-file-2'])
+  })
+
   test('query errors reach the handler as postgres.js errors and leave the lease healthy', async () => {
     const outcome = await inRequest(async (sql) => {
       const error = await sql`select * from missing_table`.catch((e: { code: string }) => e.code)

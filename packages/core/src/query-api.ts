@@ -42,10 +42,12 @@ function addQueryApi(
     })
   }
   target.file = (path: string, ...rest: [unknown?, object?]) => {
-    const [list, options] = splitArgs(rest)
+    const [list, options] = splitArgs(rest) as [unknown[], Record<string, unknown>]
     const { lease, setup } = sourceFor()
-    // Read when it runs, as postgres.js does: the text is its only string.
-    return lease.query([], list, options, setup, (query) => {
+    // Read when it runs, as postgres.js does: the text is its only string. Without parameters
+    // it goes by the simple protocol, as postgres.js sends it: a file may hold several statements.
+    const fileOptions = { ...options, simple: 'simple' in options ? options.simple : list.length === 0 }
+    return lease.query([], list, fileOptions, setup, (query) => {
       readFile(path).then(
         (text) => {
           query.strings = [text]
