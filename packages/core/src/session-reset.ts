@@ -31,7 +31,10 @@ export type SessionReset = 'always' | 'rollback' | 'never'
  * which alone can drop them cheaply, is retired.
  */
 const RESET_UNTIL_COMMIT =
-  'BEGIN; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES; UNLISTEN *; ' +
+  // Its isolation spelled out: a bare BEGIN would take the defaults the holder left (RESET ALL
+  // comes too late for this transaction), and a serializable, read-only, deferrable one waits
+  // for a safe snapshot, for as long as any serializable writer elsewhere stays open.
+  'BEGIN ISOLATION LEVEL READ COMMITTED; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES; UNLISTEN *; ' +
   // No columns: postgres.js parses no row description for them. The unlock is a one-time
   // filter, evaluated once. The check reads the function, not the pg_prepared_statements view
   // (half the planning, measured), and fails on the first SQL-level statement: 1 / 0 for a

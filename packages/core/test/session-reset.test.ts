@@ -73,7 +73,7 @@ describe('resetStatement', () => {
   })
 
   test('one message, one explicit transaction, ROLLBACK first only when a block may be open', () => {
-    expect(RESET_SQL.startsWith('BEGIN;')).toBe(true)
+    expect(RESET_SQL.startsWith('BEGIN ISOLATION LEVEL READ COMMITTED;')).toBe(true)
     expect(RESET_SQL.endsWith('COMMIT')).toBe(true)
     expect(RESET_AFTER_OPEN_SQL).toBe(`ROLLBACK; ${RESET_SQL}`)
     expect(RESET_SQL).not.toContain('DISCARD ALL')
