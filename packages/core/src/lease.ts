@@ -142,6 +142,14 @@ export class Lease implements Holder, QueryOwner {
   #pending: TrackedQuery[] | undefined
   /** The holder's statements waiting for onLease to finish. */
   #held: TrackedQuery[] | undefined
+  /**
+   * Statements waiting for the holder's statement on the server to end: outside a transaction
+   * a holder has one statement at a time there (see #oneAtATime), and whatever comes after a
+   * waiting one waits too, so that statements run in the order they were sent.
+   */
+  #queued: TrackedQuery[] | undefined
+  /** The holder's own statements (not the pool's) sent and not ended. */
+  #holderRunning = 0
   #preparing = false
   #setupError: unknown
   #ranStatements = false
@@ -150,6 +158,10 @@ export class Lease implements Holder, QueryOwner {
   #routeTransaction = false
   /** A `begin()` block is open. */
   #block = false
+  /** The block was opened by onLease (its statements are setup statements). */
+  #blockSetup = false
+  /** The block is read-only by its BEGIN: a 25006 in it is the holder's, not a failover. */
+  #blockReadOnly = false
   #transactionMessage: TransactionMessage | undefined
   #finishing: Promise<void> | undefined
   #whenIdle: (() => void) | undefined
@@ -184,7 +196,7 @@ export class Lease implements Holder, QueryOwner {
 
   /** The route's own transaction is read-only: a 25006 in it is the holder's, not a failover. */
   get #readOnlyTransaction(): boolean {
-    return this.settings.begin?.includes('READ ONLY') === true
+    return this.settings.begin?.includes('READ ONLY') === true || (this.#block && this.#blockReadOnly)
   }
 
   get finished(): boolean {
@@ -196,6 +208,7 @@ export class Lease implements Holder, QueryOwner {
       this.#inflight.size > 0 ||
       (this.#pending?.length ?? 0) > 0 ||
       (this.#held?.length ?? 0) > 0 ||
+      (this.#queued?.length ?? 0) > 0 ||
       this.#waiting ||
       this.#choosing
     )
@@ -373,12 +386,45 @@ export class Lease implements Holder, QueryOwner {
   /** This lease's application_name was set: the reset must restore the pool's. */
   #labelled = false
 
-  /** Sends a statement now, or holds it while onLease prepares the connection. */
+  /**
+   * Sends a statement now; holds it while onLease prepares the connection (the holder's
+   * statements, and those of its begin() block), or queues it behind the holder's statement on
+   * the server (#oneAtATime).
+   */
   #deliver(query: TrackedQuery): void {
-    if (this.#preparing && !query.setup && !query.internal) {
+    if (this.#preparing && !query.setup && (!query.internal || (this.#block && !this.#blockSetup))) {
       this.#held ??= []
       this.#held.push(query)
+    } else if (this.#queued !== undefined || (!query.internal && this.#holderRunning > 0 && this.#oneAtATime)) {
+      this.#queued ??= []
+      this.#queued.push(query)
     } else this.#send(query)
+  }
+
+  /**
+   * Outside a transaction each statement commits on its own, and a cancel stops only the one
+   * running: a statement written behind it would run after a hang-up, or after the request's
+   * deadline. So there the holder has one statement on the server at a time (`Promise.all` of
+   * several costs a round trip each). In a transaction they travel together: an abort rolls
+   * back whatever ran. Pipelined routes share their connection and are never cancelled.
+   */
+  get #oneAtATime(): boolean {
+    return !this.#routeTransaction && !this.#block && !this.#implicitReadOnly && !this.pipelined
+  }
+
+  /** Sends what waited behind the holder's statement that ended, up to its next one. */
+  #sendQueued(): void {
+    const queued = this.#queued
+    if (queued === undefined) return
+    while (queued.length > 0) {
+      const next = queued[0] as TrackedQuery
+      if (!next.internal && this.#holderRunning > 0 && this.#oneAtATime) return
+      queued.shift()
+      this.#send(next)
+    }
+    this.#queued = undefined
+    // What could not be sent (the connection was lost) was rejected without running.
+    this.#maybeIdle()
   }
 
   #send(query: TrackedQuery): void {
@@ -400,7 +446,10 @@ export class Lease implements Holder, QueryOwner {
     query.startedAt = this.#ctx.clock.now()
     this.#inflight.add(query)
     if (this.pipelined) this.#ctx.pool.countSharedQuery(1)
-    if (!query.internal) this.#ranStatements = true
+    if (!query.internal) {
+      this.#ranStatements = true
+      this.#holderRunning++
+    }
     conn.send(query)
     if (channels.queryStart.hasSubscribers) this.#publishStart(query)
   }
@@ -428,6 +477,9 @@ export class Lease implements Holder, QueryOwner {
       return error
     }
     if (this.pipelined) this.#ctx.pool.countSharedQuery(-1)
+    if (!query.internal) this.#holderRunning--
+    // Sent after postgres.js has handled this answer, as a caller's next statement would be.
+    if (this.#queued !== undefined) queueMicrotask(() => this.#sendQueued())
     const conn = this.#conn
     conn?.noteEnded(error)
     if (leftSocketPaused(query, error)) conn?.markClosed('error')
@@ -517,7 +569,7 @@ export class Lease implements Holder, QueryOwner {
 
   /** Called by postgres.js when the holder cancels a query of its own (`query.cancel()`). */
   cancelQuery(query: TrackedQuery): unknown {
-    for (const queue of [this.#pending, this.#held]) {
+    for (const queue of [this.#pending, this.#held, this.#queued]) {
       const i = queue?.indexOf(query) ?? -1
       if (queue !== undefined && i !== -1) {
         queue.splice(i, 1)
@@ -595,7 +647,8 @@ export class Lease implements Holder, QueryOwner {
       again.push(this.#resendable(query))
     }
     this.#inflight.clear()
-    this.#pending = [...again, ...this.#takePending()]
+    this.#holderRunning = 0
+    this.#pending = [...again, ...this.#takeQueued(), ...this.#takePending()]
     if (this.#pending.length === 0) {
       this.#maybeIdle()
       return
@@ -649,6 +702,7 @@ export class Lease implements Holder, QueryOwner {
     const aborted = withRetryAfter(new errors.FST_PG_POOL_ABORTED(), this.#ctx.options.retryAfter)
     for (const query of this.#takePending()) query.reject(aborted)
     for (const query of this.#takeHeld()) query.reject(aborted)
+    for (const query of this.#takeQueued()) query.reject(aborted)
     const conn = this.#conn
     if (conn === undefined || this.#inflight.size === 0) {
       this.#maybeIdle()
@@ -697,12 +751,18 @@ export class Lease implements Holder, QueryOwner {
     return queries
   }
 
+  #takeQueued(): TrackedQuery[] {
+    const queries = this.#queued ?? []
+    this.#queued = undefined
+    return queries
+  }
+
   /**
    * Sends a statement of the suite's own (BEGIN, COMMIT, ROLLBACK), tracked like any other.
    * `final`: the route transaction's end, the one statement allowed after the holder finished.
    */
-  #internal(text: string, final = false): Promise<unknown> {
-    const query = this.query([text], [], { simple: true, prepare: false })
+  #internal(text: string, final = false, setup = false): Promise<unknown> {
+    const query = this.query([text], [], { simple: true, prepare: false }, setup)
     query.internal = true
     query.final = final
     query.executed = true
@@ -815,12 +875,16 @@ export class Lease implements Holder, QueryOwner {
 
   /**
    * A transaction opened with `db.begin()`: BEGIN, the callback, then COMMIT (ROLLBACK when it
-   * throws). Its statements are this lease's, so an abort stops them like any other.
+   * throws). Its statements are this lease's, so an abort stops them like any other. `setup`:
+   * opened by onLease, whose statements run before the holder's; the holder's own block waits
+   * for onLease like its other statements.
    */
-  async transaction<T>(beginText: string, callback: () => Promise<T>): Promise<T> {
+  async transaction<T>(beginText: string, callback: () => Promise<T>, setup = false): Promise<T> {
     if (this.#block || this.inTransaction) throw new errors.FST_PG_POOL_NESTED_TRANSACTION()
     if (this.pipelined) throw new errors.FST_PG_POOL_PIPELINED(this.route, 'a transaction')
     this.#block = true
+    this.#blockSetup = setup
+    this.#blockReadOnly = /\bREAD\s+ONLY\b/i.test(beginText)
     this.#startTransactionMessage('begin')
     let outcome: TransactionOutcome = 'rollback'
     let failure: Error | undefined
@@ -829,16 +893,22 @@ export class Lease implements Holder, QueryOwner {
         // Its own read-only transaction, with the isolation it asks for, in place of the lease's.
         if (this.#implicitOpen) {
           this.#implicitOpen = false
-          await this.#internal('ROLLBACK')
+          await this.#internal('ROLLBACK', false, setup)
         }
         beginText = `${beginText} READ ONLY`
       }
-      await this.#internal(beginText)
+      await this.#internal(beginText, false, setup)
+      if (this.#ctx.readOnly === true && !this.#implicitReadOnly && !this.#blockReadOnly) {
+        // A read served by the primary: its session is read-only, but a `BEGIN READ WRITE`
+        // overrides that; the block is made read-only (allowed before its first statement).
+        this.#blockReadOnly = true
+        await this.#internal('SET TRANSACTION READ ONLY', false, setup)
+      }
       let result: T
       try {
         result = await callback()
       } catch (error) {
-        await this.#internal('ROLLBACK').then(
+        await this.#internal('ROLLBACK', false, setup).then(
           () => {
             this.#block = false
             this.#transaction.noteClosed()

@@ -116,13 +116,17 @@ export function createLeaseDb(lease: Lease, ctx: QueryApiContext, setup = false)
   const nextName = () => `fpp_sp_${++savepoints}`
   db.begin = (options: unknown, fn?: unknown) => {
     const callback = (fn ?? options) as (sql: LeaseDb) => unknown
-    return lease.transaction(beginText(fn === undefined ? undefined : options), () => {
-      const tx = templateOrHelper(sourceFor, ctx.helpers) as unknown as Record<string, unknown>
-      addQueryApi(tx, sourceFor, ctx.helpers, ctx.readFile)
-      tx.begin = () => Promise.reject(new errors.FST_PG_POOL_NESTED_TRANSACTION())
-      addSavepoint(tx, nextName)
-      return settle(callback(tx as unknown as LeaseDb))
-    })
+    return lease.transaction(
+      beginText(fn === undefined ? undefined : options),
+      () => {
+        const tx = templateOrHelper(sourceFor, ctx.helpers) as unknown as Record<string, unknown>
+        addQueryApi(tx, sourceFor, ctx.helpers, ctx.readFile)
+        tx.begin = () => Promise.reject(new errors.FST_PG_POOL_NESTED_TRANSACTION())
+        addSavepoint(tx, nextName)
+        return settle(callback(tx as unknown as LeaseDb))
+      },
+      setup,
+    )
   }
   addSavepoint(db, nextName)
   return db as unknown as LeaseDb
