@@ -220,6 +220,24 @@ export class Lease implements Holder, QueryOwner {
   }
 
   /**
+   * Read-your-writes for a streamed reply, whose headers go out before the lease comes back: the
+   * WAL position after what the holder wrote so far (outside a transaction, committed), or
+   * undefined when it wrote nothing. Not while a statement of the lease still runs (the stream
+   * may be reading it, and the position would have to wait for it): then undefined too.
+   */
+  positionSoFar(): Promise<Lsn | undefined> | undefined {
+    if (!this.#wrote || this.#busy || this.#conn === undefined || this.#mode !== undefined) return undefined
+    if (this.inTransaction || this.#block) return undefined
+    return this.#internal(CURRENT_LSN_SQL).then(
+      (rows) => {
+        this.#commitLsn = lsnOf(rows)
+        return this.#commitLsn
+      },
+      () => undefined,
+    )
+  }
+
+  /**
    * A query of this lease (postgres.js runs it when awaited). `handler`: what runs it, when
    * something has to come first (reading a file's text); it ends in `dispatch`.
    */
@@ -780,7 +798,8 @@ export class Lease implements Holder, QueryOwner {
     }
     if (this.#implicitOpen) return this.#endImplicitBlock(conn)
     if (!this.#routeTransaction) {
-      if (this.#wrote && this.#mode === 'commit' && conn.usable) return this.#captureThenRelease(conn)
+      // Outside a transaction every write committed on its own, whatever the reply's status.
+      if (this.#wrote && this.#mode !== 'abort' && conn.usable) return this.#captureThenRelease(conn)
       this.#release(conn)
       return finished
     }

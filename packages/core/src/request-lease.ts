@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerHookHandl
 import { errors } from './errors.js'
 import type { Instance, Instances } from './instances.js'
 import { type FinishMode, finished, type Lease } from './lease.js'
+import type { Lsn } from './lsn.js'
 import { createLeaseDb } from './query-api.js'
 import type { ReadYourWrites } from './read-your-writes.js'
 import { gateRawResponse } from './reply-gate.js'
@@ -19,10 +20,18 @@ const kRequest = Symbol('fastify-pg-pool.request')
 /** Read-your-writes of the instance request.db uses, when enabled: the token goes on the reply. */
 const kTokens = Symbol('fastify-pg-pool.tokens')
 
+/** A lease of the request on another instance (or its replicas), and that instance's tokens. */
+interface Other {
+  readonly lease: Lease
+  readonly db: RequestDb
+  /** Read-your-writes of a named instance's primary lease (`request.dbs.<name>`), or null. */
+  readonly tokens: ReadYourWrites | null
+}
+
 type LeaseRequest = FastifyRequest & {
   [kLease]: Lease | null
   [kDb]: RequestDb | null
-  [kOthers]: Map<string, { lease: Lease; db: RequestDb }> | null
+  [kOthers]: Map<string, Other> | null
   [kDbs]: object | null
   [kEnded]: boolean
   [kTokens]: ReadYourWrites | null
@@ -42,6 +51,16 @@ function failureBody(error: unknown): { statusCode: number; body: string } {
 
 function logFailure(request: FastifyRequest) {
   return (error: unknown) => request.log.error({ err: error }, 'returning the connection failed')
+}
+
+/** Puts a read-your-writes token on the reply; a failure is logged, never left unanswered. */
+function writeToken(request: FastifyRequest, reply: FastifyReply, tokens: ReadYourWrites, lsn: Lsn | undefined): void {
+  if (lsn === undefined) return
+  try {
+    tokens.write(reply, lsn)
+  } catch (error) {
+    request.log.error({ err: error }, 'the read-your-writes token could not be put on the reply')
+  }
 }
 
 /**
@@ -106,13 +125,19 @@ export class RequestLeases {
     Object.defineProperty(db, 'replica', {
       enumerable: false,
       get: () =>
-        this.#keyed(request, `${instance.name ?? ''}\u0000replica`, () =>
-          this.#lease(request, instance.name, { route, request, readOnly: true }, request.routeOptions.handlerTimeout),
-        ),
+        this.#keyed(request, `${instance.name ?? ''}\u0000replica`, () => ({
+          ...this.#lease(
+            request,
+            instance.name,
+            { route, request, readOnly: true },
+            request.routeOptions.handlerTimeout,
+          ),
+          tokens: null,
+        })),
     })
   }
 
-  #keyed(request: LeaseRequest, key: string, create: () => { lease: Lease; db: RequestDb }): RequestDb {
+  #keyed(request: LeaseRequest, key: string, create: () => Other): RequestDb {
     let others = request[kOthers]
     if (others === null) {
       others = new Map()
@@ -151,7 +176,8 @@ export class RequestLeases {
       const routeOptions = request.routeOptions
       const route = routeOptions.url ?? 'unknown'
       if (routeOptions.config.db === false) throw new errors.FST_PG_POOL_ROUTE_OPTED_OUT(route)
-      return this.#lease(request, name, { route, request }, routeOptions.handlerTimeout)
+      const { lease, db, instance } = this.#lease(request, name, { route, request }, routeOptions.handlerTimeout)
+      return { lease, db, tokens: instance.readYourWrites ?? null }
     })
   }
 
@@ -165,16 +191,33 @@ export class RequestLeases {
     return dbs
   }
 
-  /** Finishes the leases on other instances (never transactions), keeping them while a stream reads. */
-  #finishOthers(request: LeaseRequest, mode: FinishMode, payload?: unknown): void {
+  /**
+   * Finishes the leases on other instances (never transactions), keeping them while a stream
+   * reads. With `reply` (onSend): resolves once the leases of instances that give read-your-writes
+   * tokens are back with their tokens on the reply, or returns undefined when none is to wait for.
+   */
+  #finishOthers(
+    request: LeaseRequest,
+    mode: FinishMode,
+    payload?: unknown,
+    reply?: FastifyReply,
+  ): Promise<unknown> | undefined {
     const others = request[kOthers]
-    if (others === null || (payload !== undefined && isStream(payload) && mode !== 'abort')) return
-    for (const { lease } of others.values()) {
+    if (others === null || (payload !== undefined && isStream(payload) && mode !== 'abort')) return undefined
+    let tokensWritten: Promise<void>[] | undefined
+    for (const { lease, tokens } of others.values()) {
       if (!lease.finished || mode === 'abort') {
         const finishing = lease.finish(mode === 'abort' ? 'abort' : 'commit')
-        if (finishing !== finished) finishing.catch(logFailure(request))
+        if (finishing === finished) continue
+        if (tokens !== null && reply !== undefined && mode !== 'abort') {
+          tokensWritten ??= []
+          tokensWritten.push(
+            finishing.then(() => writeToken(request, reply, tokens, lease.commitLsn), logFailure(request)),
+          )
+        } else finishing.catch(logFailure(request))
       }
     }
+    return tokensWritten === undefined ? undefined : Promise.all(tokensWritten)
   }
 
   #register(app: FastifyInstance): void {
@@ -229,11 +272,18 @@ export class RequestLeases {
       route.preHandler = existing === undefined ? [gateHijack] : [...[existing].flat(), gateHijack]
     })
 
-    app.addHook('onSend', (request, reply, payload, done) => {
+    app.addHook('onSend', (request, reply, payload, sent) => {
       const leased = request as LeaseRequest
       const lease = leased[kLease]
       const mode = reply.statusCode >= 400 ? 'rollback' : 'commit'
-      if (leased[kOthers] !== null) this.#finishOthers(leased, mode, payload)
+      const others = leased[kOthers] === null ? undefined : this.#finishOthers(leased, mode, payload, reply)
+      // The reply goes once the other instances' tokens are on it too.
+      const done =
+        others === undefined
+          ? sent
+          : (((error?: Error | null, body?: unknown) => {
+              void others.then(() => (sent as (error: Error | null, body?: unknown) => void)(error ?? null, body))
+            }) as typeof sent)
       if (lease === null) {
         // A streamed payload of a route without a transaction may still read with request.db.
         if (!isStream(payload) || routes.of(request.routeOptions.config.db, '').begin !== undefined) {
@@ -244,8 +294,17 @@ export class RequestLeases {
       if (lease.finished) return done(null, payload)
       const tokens = leased[kTokens]
       if (!lease.inTransaction) {
-        // The connection stays with a streamed payload until it has been sent (onResponse).
-        if (isStream(payload)) return done(null, payload)
+        // The connection stays with a streamed payload until it has been sent (onResponse); its
+        // token, when it wrote, is the position of what it wrote so far.
+        if (isStream(payload)) {
+          const position = tokens === null ? undefined : lease.positionSoFar()
+          if (position === undefined) return done(null, payload)
+          position.then((lsn) => {
+            writeToken(request, reply, tokens as ReadYourWrites, lsn)
+            done(null, payload)
+          })
+          return
+        }
         leased[kEnded] = true
         const finishing = lease.finish(mode)
         if (finishing === finished) return done(null, payload)
@@ -256,7 +315,7 @@ export class RequestLeases {
         // Read-your-writes: the position of the request's writes goes on the reply.
         finishing.then(
           () => {
-            if (lease.commitLsn !== undefined) tokens.write(reply, lease.commitLsn)
+            writeToken(request, reply, tokens, lease.commitLsn)
             done(null, payload)
           },
           (error: unknown) => {
@@ -282,7 +341,7 @@ export class RequestLeases {
       }
       lease.finish(mode).then(
         () => {
-          if (tokens !== null && lease.commitLsn !== undefined) tokens.write(reply, lease.commitLsn)
+          if (tokens !== null) writeToken(request, reply, tokens, lease.commitLsn)
           done(null, payload)
         },
         (error: Error) => {
