@@ -5,7 +5,7 @@ import { listen, startRequest } from '../support/http.js'
 import { isCancelRequest, startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js'
 
 // Issue 17 item 2: PostgreSQL's cancel request names a backend, not a statement, and lands
-// asynchronously. Here every cancel is held 400 ms by a proxy, so it always lands after the
+// asynchronously. Here every cancel is held 700 ms by a proxy, so it always lands after the
 // statement it was meant for has finished, while the next holder's statement runs. On fd52652
 // the connection went back to the pool at once and B's statement got 57014 (500).
 
@@ -31,16 +31,16 @@ async function setup(): Promise<{ base: string; cancels: () => number }> {
   current = await coreApp(proxy.urlFor(db.url), { max: 1, acquireTimeout: 10_000 })
   const { app } = current
   app.get('/abandoned', async (request) => {
-    await request.db`select pg_sleep(0.15) as abandoned`
+    await request.db`select pg_sleep(0.4) as abandoned`
     return 'never read'
   })
   app.get('/victim', async (request) => {
-    const [row] = await request.db`select pg_sleep(0.8) as victim, 'ok' as status`
+    const [row] = await request.db`select pg_sleep(1.2) as victim, 'ok' as status`
     return row
   })
   app.post('/victim-tx', { config: { db: { transaction: true } } }, async (request) => {
     await request.db`insert into victims (note) values ('before sleep')`
-    await request.db`select pg_sleep(0.8) as victim`
+    await request.db`select pg_sleep(1.2) as victim`
     await request.db`insert into victims (note) values ('after sleep')`
     return { ok: true }
   })
@@ -48,7 +48,7 @@ async function setup(): Promise<{ base: string; cancels: () => number }> {
   proxy.clientChunkDelay = (chunk) => {
     if (!isCancelRequest(chunk)) return 0
     cancels++
-    return 400
+    return 700
   }
   return { base: await listen(app), cancels: () => cancels }
 }

@@ -62,9 +62,12 @@ describe('leaseApplicationName', () => {
     expect(running).toMatch(/^req req-\d+ \/sleep$/)
     expect((await sleeping).statusCode).toBe(200)
 
-    const [row] = await db.admin<{ n: number }[]>`
-      select count(*)::int as n from pg_stat_activity where application_name = ${applicationName}`
-    expect(row?.n).toBe(1)
+    // The reset that restores the pool's name is queued behind the response, not awaited.
+    await waitUntil(async () => {
+      const [row] = await db.admin<{ n: number }[]>`
+        select count(*)::int as n from pg_stat_activity where application_name = ${applicationName}`
+      return row?.n === 1
+    }, "the pool's name back on its one connection")
     // One prepared statement however many leases were labelled: the name is a parameter.
     for (let i = 0; i < 5; i++) await app.inject(`/items/${i}`)
     const [{ statements = 0 } = {}] = await app.db<{ statements: number }[]>`
