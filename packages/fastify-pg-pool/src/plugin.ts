@@ -1,5 +1,10 @@
 import pgPoolBackpressure, { type PgPoolBackpressureOptions } from '@fastify-pg-pool/backpressure'
-import pgPoolCore, { optionKit, type PgPoolCoreOptions, type PgPoolView } from '@fastify-pg-pool/core'
+import pgPoolCore, {
+  optionKit,
+  type PgPoolCoreOptions,
+  type PgPoolRegistry,
+  type PgPoolView,
+} from '@fastify-pg-pool/core'
 import pgPoolHealth, { type PgPoolHealthOptions } from '@fastify-pg-pool/health'
 import pgPoolMetrics, { type PgPoolMetricsOptions } from '@fastify-pg-pool/metrics'
 import type { FastifyInstance, FastifyPluginAsync, RegisterOptions } from 'fastify'
@@ -63,7 +68,11 @@ const sharedParts = {
 interface FirstRegistration {
   readonly labelLease: PgPoolCoreOptions['leaseApplicationName']
 }
-const firstRegistrations = new WeakMap<FastifyInstance, FirstRegistration>()
+/**
+ * Keyed by the core's registry (`app.pgPools`), one object for every context of an app: a named
+ * instance registered inside an encapsulated plugin is a later registration too, not a first.
+ */
+const firstRegistrations = new WeakMap<PgPoolRegistry, FirstRegistration>()
 
 const isEmpty = (value: unknown) =>
   value === undefined || (typeof value === 'object' && value !== null && Object.keys(value).length === 0)
@@ -78,7 +87,7 @@ const plugin: FastifyPluginAsync<PgPoolOptions> = async (app, opts) => {
     backpressure: asFeature('backpressure', backpressure),
     otel: otel === undefined ? (false as const) : asFeature('otel', otel),
   }
-  const first = firstRegistrations.get(app)
+  const first = app.hasDecorator('pgPools') ? firstRegistrations.get(app.pgPools) : undefined
   // Options there would be ignored: refused instead (nothing, or {}, is fine).
   for (const part of ['health', 'metrics', 'otel'] as const) {
     if (first !== undefined && !isEmpty(opts[part])) {
@@ -109,7 +118,6 @@ const plugin: FastifyPluginAsync<PgPoolOptions> = async (app, opts) => {
     (traceContext && otelModule !== undefined
       ? (_request, route) => otelModule.traceContextApplicationName(route)
       : undefined)
-  if (first === undefined) firstRegistrations.set(app, { labelLease })
   // Trace context sets application_name on the server session: not behind PgBouncer in
   // transaction mode, where that session is other clients' too (refused when asked for here,
   // left out for a later instance behind PgBouncer).
@@ -126,6 +134,7 @@ const plugin: FastifyPluginAsync<PgPoolOptions> = async (app, opts) => {
   // health and metrics routes (each part's own options win).
   const routeDefaults = { ...(prefix === undefined ? {} : { prefix }) }
   await app.register(pgPoolCore, core)
+  if (first === undefined) firstRegistrations.set(app.pgPools, { labelLease })
   if (first === undefined && parts.metrics !== false) {
     await app.register(pgPoolMetrics, { ...routeDefaults, ...parts.metrics })
   }
