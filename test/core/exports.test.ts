@@ -17,6 +17,7 @@ describe('@fastify-pg-pool/core exports', () => {
       'errors',
       'optionKit',
       'pgPoolCore',
+      'routeInstance',
       'usesDatabase',
       'withoutDatabase',
     ])

@@ -77,7 +77,7 @@ describe('the umbrella registered twice', () => {
     expect(app.hasRoute({ method: 'GET', url: '/metrics' })).toBe(false)
   })
 
-  test('admission control watches the default pool: backpressure options on a named registration are refused', async () => {
+  test('admission control comes with the default registration: backpressure options on a named registration are refused', async () => {
     app = Fastify()
     app.register(pgPool, { name: 'analytics', connection: analytics.url, backpressure: { maxDelay: 50 } })
     await expect(app.ready()).rejects.toMatchObject({

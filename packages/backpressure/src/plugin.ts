@@ -1,9 +1,8 @@
 import { performance } from 'node:perf_hooks'
 import underPressure from '@fastify/under-pressure'
-import { type Clock, channels } from '@fastify-pg-pool/core'
+import { type Clock, channels, routeInstance, usesDatabase } from '@fastify-pg-pool/core'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import { Admission, type PoolRefusal } from './admission.js'
 import { errors, refusalBody } from './errors.js'
 import {
   type PgPoolBackpressureOptions,
@@ -12,6 +11,7 @@ import {
   resolveOptions,
   routePriority,
 } from './options.js'
+import { PoolAdmission } from './pool-admission.js'
 import { StallClock } from './stall-clock.js'
 
 const CONTENT_TYPE = 'application/json; charset=utf-8'
@@ -22,6 +22,14 @@ const poolCodes = new Set(['FST_PG_POOL_ACQUIRE_TIMEOUT', 'FST_PG_POOL_QUEUE_FUL
 const processTypes = ['eventLoopDelay', 'eventLoopUtilization', 'heapUsedBytes', 'rssBytes', 'healthCheck'] as const
 
 type TimerHandle = ReturnType<Clock['setTimeout']>
+
+/** How admission treats a route: its priority (null: never refused) and the pool it judges it by. */
+interface RouteAdmission {
+  readonly priority: Priority | null
+  /** The primary pool of the instance the route's `request.db` uses; undefined without one. */
+  readonly pool: PoolAdmission | undefined
+}
+const unrouted: RouteAdmission = Object.freeze({ priority: null, pool: undefined })
 
 const systemClock: Clock = {
   now: () => performance.now(),
@@ -42,51 +50,55 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
         'this plugin register it',
     )
   }
-  const view = app.pgPool
   const clock = systemClock
-  const admission = new Admission(view, options, clock)
-  const stalls = new StallClock(clock, () => {
-    const stats = view.stats()
-    return stats.leased > 0 || stats.waiting > 0
-  })
-  const onAcquire = (waitMs: number) => {
-    stalls.wake()
-    admission.onAcquire(waitMs)
+  // Stalls are the process's: one clock for every pool, running while any of them has work.
+  const pools: PoolAdmission[] = []
+  const anyBusy = (): boolean => {
+    for (const pool of pools) if (pool.busy()) return true
+    return false
   }
-  const onRelease = (heldMs: number) => {
-    const now = clock.now()
-    admission.onRelease(heldMs, stalls.within(now - heldMs, now))
-  }
-  view.on('acquire', onAcquire)
-  view.on('release', onRelease)
+  const stalls = new StallClock(clock, anyBusy)
   app.addHook('onClose', (_app, done) => {
     stalls.stop()
-    view.off('acquire', onAcquire)
-    view.off('release', onRelease)
+    for (const pool of pools) pool.stop()
     done()
   })
-
-  const bodies: Record<PoolRefusal, string> = {
-    queue_full: refusalBody(new errors.FST_PG_POOL_QUEUE_FULL(view.options.maxWaiting)),
-    queue_delay: refusalBody(new errors.FST_PG_POOL_OVERLOADED(options.target)),
+  /**
+   * The admission of an instance's primary pool, created when a route first needs it (an
+   * instance registered after this plugin is found then); undefined for an unknown instance,
+   * whose requests are admitted for the core to refuse with its own coded error.
+   */
+  const poolAdmission = (instance: string | undefined): PoolAdmission | undefined => {
+    const view = app.pgPools.get(instance)
+    if (view === undefined) return undefined
+    let pool = pools.find((known) => known.view === view)
+    if (pool === undefined) {
+      pool = new PoolAdmission(view, options, clock, stalls)
+      pools.push(pool)
+    }
+    return pool
   }
+
   const processBodies = new Map<string, string>(
     processTypes.map((type) => [type, refusalBody(new errors.FST_PG_POOL_PROCESS_PRESSURE(type))]),
   )
 
   // Resolved once per route (its config object), on the first request: routes registered
   // before this plugin (health, metrics) are never seen by onRoute.
-  const priorities = new WeakMap<object, Priority | null>()
-  const priorityOf = (request: FastifyRequest): Priority | null => {
+  const routes = new WeakMap<object, RouteAdmission>()
+  const routeOf = (request: FastifyRequest): RouteAdmission => {
     const route = request.routeOptions
     const config = route.config as { db?: unknown; backpressure?: unknown } | undefined
-    if (config === undefined) return null
-    let priority = priorities.get(config)
-    if (priority === undefined) {
-      priority = routePriority(route.url, config, options.exempt)
-      priorities.set(config, priority)
+    if (config === undefined) return unrouted
+    let judged = routes.get(config)
+    if (judged === undefined) {
+      judged = Object.freeze({
+        priority: routePriority(route.url, config, options.exempt),
+        pool: route.url === undefined || !usesDatabase(config) ? undefined : poolAdmission(routeInstance(config)),
+      })
+      routes.set(config, judged)
     }
-    return priority
+    return judged
   }
   app.addHook('onRoute', (route) => {
     routePriority(route.url, route.config, options.exempt)
@@ -107,34 +119,42 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
   })
 
   const admit: onRequestHookHandler = (request, reply, done) => {
-    const priority = priorityOf(request)
-    if (priority === null) return done()
+    const { priority, pool } = routeOf(request)
+    if (priority === null || pool === undefined) return done()
+    const { admission } = pool
     const refusal = admission.check(priority)
     if (refusal === undefined) return done()
     // Observers (metrics, tracing) count refusals from the channel: nothing is written to the core.
     if (channels.refusal.hasSubscribers) {
-      channels.refusal.publish({ pool: view, route: request.routeOptions.url ?? 'unknown', reason: refusal, request })
+      channels.refusal.publish({
+        pool: pool.view,
+        route: request.routeOptions.url ?? 'unknown',
+        reason: refusal,
+        request,
+      })
     }
+    const body = pool.bodies[refusal]
     // Jittered during a retry storm (admission.ts, HOLD_JITTER).
     const delay = admission.refusalDelay()
     const retryAfter = admission.retryAfter()
-    if (delay === 0) return refuse(reply, bodies[refusal], retryAfter)
+    if (delay === 0) return refuse(reply, body, retryAfter)
     const timer = clock.setTimeout(() => {
       held.delete(timer)
-      refuse(reply, bodies[refusal], retryAfter)
+      refuse(reply, body, retryAfter)
     }, delay)
-    held.set(timer, () => refuse(reply, bodies[refusal], retryAfter))
+    held.set(timer, () => refuse(reply, body, retryAfter))
   }
   app.addHook('onRequest', admit)
 
   // A request admitted earlier that then timed out in the queue, or met a full queue, gets the
   // same Retry-After as a refusal at the door (the core's own value is a constant).
-  app.addHook('onError', (_request, reply, error, done) => {
+  app.addHook('onError', (request, reply, error, done) => {
     const code = (error as { code?: unknown }).code
-    if (typeof code === 'string' && poolCodes.has(code)) {
+    const pool = routeOf(request).pool
+    if (pool !== undefined && typeof code === 'string' && poolCodes.has(code)) {
       // The core's errors carry their own Retry-After (error.headers, which Fastify's error
       // handler applies after this hook): the computed one replaces it there.
-      const seconds = String(admission.retryAfter())
+      const seconds = String(pool.admission.retryAfter())
       const headers = (error as { headers?: Record<string, string> }).headers
       if (headers !== undefined) headers['retry-after'] = seconds
       else reply.header('retry-after', seconds)
@@ -152,10 +172,11 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
       // Called for every request while a threshold is exceeded. Returning nothing lets the
       // request through (exempt routes); a returned body is sent as the reply.
       pressureHandler: (request: FastifyRequest, reply: FastifyReply, type: string) => {
-        if (priorityOf(request) === null) return undefined
-        if (channels.refusal.hasSubscribers) {
+        const { priority, pool } = routeOf(request)
+        if (priority === null) return undefined
+        if (pool !== undefined && channels.refusal.hasSubscribers) {
           const route = request.routeOptions.url ?? 'unknown'
-          channels.refusal.publish({ pool: view, route, reason: 'process', request })
+          channels.refusal.publish({ pool: pool.view, route, reason: 'process', request })
         }
         reply.code(503).header('retry-after', processRetryAfter).header('content-type', CONTENT_TYPE)
         return processBodies.get(type) ?? processBodies.get('healthCheck')

@@ -19,7 +19,7 @@ export { pgPoolCore, pgPoolCore as default } from './plugin.js'
 export type { AcquireFailure, PoolEvents, PoolStats } from './pool.js'
 export type { ReplicaLag } from './replica-monitor.js'
 export type { FallbackReason, MaxLag } from './replica-router.js'
-export { usesDatabase, withoutDatabase } from './route-settings.js'
+export { routeInstance, usesDatabase, withoutDatabase } from './route-settings.js'
 export type { CloseReason } from './server-connection.js'
 export type {
   IsolationLevel,

@@ -139,3 +139,15 @@ export function withoutDatabase<T extends object>(config: T): T & { db: false } 
 export function usesDatabase(config: { db?: unknown } | undefined): boolean {
   return config?.db !== false
 }
+
+/**
+ * The named instance a route's `request.db` uses (`config.db.instance`), undefined for the
+ * default one: for observers that judge a route by its pool (admission control). Reads a config
+ * the core validated when the route was added.
+ */
+export function routeInstance(config: { db?: unknown } | undefined): string | undefined {
+  const db = config?.db
+  if (typeof db !== 'object' || db === null) return undefined
+  const { instance } = db as { instance?: unknown }
+  return typeof instance === 'string' ? instance : undefined
+}

@@ -97,11 +97,12 @@ const plugin: FastifyPluginAsync<PgPoolOptions> = async (app, opts) => {
       )
     }
   }
-  // Admission control watches the default instance's pool: it comes with that registration.
+  // Admission control comes with the default instance's registration and judges every
+  // instance's routes (each by its own pool): its options are given there, once.
   if (core.name !== undefined && !isEmpty(backpressure)) {
     throw optionKit.invalidOption(
       'backpressure',
-      "admission control watches the default instance's pool: give its options (or false) on the registration without a name",
+      "admission control comes with the registration without a name and judges every instance's routes: give its options (or false) there",
     )
   }
   const { traceContext = false, ...otelOptions } = parts.otel === false ? {} : parts.otel
