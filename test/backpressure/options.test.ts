@@ -185,6 +185,33 @@ describe('options', () => {
     )
   })
 
+  test('a bad config.backpressure on a route added before the plugin: its requests get the coded 500, logged once', async () => {
+    // Fastify shows a plugin only the routes added after it: this one is checked on its first request.
+    current = await coreApp(db.url, { max: 1 })
+    const { app, logs } = current
+    let handled = 0
+    app.get('/early', { config: { backpressure: { priorty: 'low' } as never } }, async () => {
+      handled++
+      return {}
+    })
+    await app.register(pgPoolBackpressure, { process: false })
+    await app.ready()
+    const replies = await Promise.all([app.inject('/early'), app.inject('/early'), app.inject('/early')])
+    for (const res of replies) {
+      expect(res.statusCode).toBe(500)
+      expect(res.json()).toEqual({
+        statusCode: 500,
+        code: 'FST_PG_POOL_INVALID_OPTION',
+        error: 'Internal Server Error',
+        message: 'Invalid option config.backpressure.priorty of /early: unknown option; did you mean priority?',
+      })
+    }
+    expect(handled).toBe(0)
+    const errorLogs = logs.filter((line) => (line.level as number) >= 50)
+    expect(errorLogs).toHaveLength(1)
+    expect(JSON.stringify(errorLogs[0])).toContain('config.backpressure.priorty of /early')
+  })
+
   test('without the core it refuses to register', async () => {
     const Fastify = (await import('fastify')).default
     const app = Fastify()

@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http'
 import createError, { type FastifyErrorConstructor } from '@fastify/error'
 import { errors as coreErrors } from '@fastify-pg-pool/core'
 
@@ -23,12 +24,11 @@ export const errors = {
 
 export type PgPoolBackpressureErrorCode = keyof typeof errors
 
-/** The JSON body of a refusal, serialized once: the refusal path does no work per request. */
-export function refusalBody(error: Error & { code: string; statusCode?: number }): string {
-  return JSON.stringify({
-    statusCode: error.statusCode ?? 503,
-    code: error.code,
-    error: 'Service Unavailable',
-    message: error.message,
-  })
+/**
+ * The JSON body of a coded error, as Fastify's error handler writes it, serialized once: the
+ * refusal path does no work per request.
+ */
+export function errorBody(error: Error & { code: string; statusCode?: number }): string {
+  const statusCode = error.statusCode ?? 503
+  return JSON.stringify({ statusCode, code: error.code, error: STATUS_CODES[statusCode], message: error.message })
 }

@@ -3,7 +3,7 @@ import underPressure from '@fastify/under-pressure'
 import { type Clock, channels, routeInstance, usesDatabase } from '@fastify-pg-pool/core'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import { errors, refusalBody } from './errors.js'
+import { errorBody, errors } from './errors.js'
 import {
   type PgPoolBackpressureOptions,
   type Priority,
@@ -23,13 +23,17 @@ const processTypes = ['eventLoopDelay', 'eventLoopUtilization', 'heapUsedBytes',
 
 type TimerHandle = ReturnType<Clock['setTimeout']>
 
+type InvalidOption = InstanceType<(typeof errors)['FST_PG_POOL_INVALID_OPTION']>
+
 /** How admission treats a route: its priority (null: never refused) and the pool it judges it by. */
 interface RouteAdmission {
   readonly priority: Priority | null
   /** The primary pool of the instance the route's `request.db` uses; undefined without one. */
   readonly pool: PoolAdmission | undefined
+  /** The body of the 500 its every request gets, when its `config.backpressure` is invalid. */
+  readonly invalid: string | undefined
 }
-const unrouted: RouteAdmission = Object.freeze({ priority: null, pool: undefined })
+const unrouted: RouteAdmission = Object.freeze({ priority: null, pool: undefined, invalid: undefined })
 
 const systemClock: Clock = {
   now: () => performance.now(),
@@ -80,26 +84,37 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
   }
 
   const processBodies = new Map<string, string>(
-    processTypes.map((type) => [type, refusalBody(new errors.FST_PG_POOL_PROCESS_PRESSURE(type))]),
+    processTypes.map((type) => [type, errorBody(new errors.FST_PG_POOL_PROCESS_PRESSURE(type))]),
   )
 
-  // Resolved once per route (its config object), on the first request: routes registered
-  // before this plugin (health, metrics) are never seen by onRoute.
+  // Resolved once per route (its config object), on the first request: routes added before
+  // this plugin (health, metrics) are never seen by onRoute, and Fastify lists them nowhere.
   const routes = new WeakMap<object, RouteAdmission>()
+  const judge = (request: FastifyRequest): RouteAdmission => {
+    const { url, config } = request.routeOptions as { url: string | undefined; config: { db?: unknown } }
+    let priority: Priority | null
+    try {
+      priority = routePriority(url, config, options.exempt)
+    } catch (error) {
+      // A route added before the plugin, with a bad config.backpressure: said once, loudly, and
+      // every request to it answered with the coded error (a throw here would be logged per request).
+      request.log.error({ err: error }, `every request to ${url} is answered 500: its config.backpressure is invalid`)
+      return Object.freeze({ priority: null, pool: undefined, invalid: errorBody(error as InvalidOption) })
+    }
+    const pool = url === undefined || !usesDatabase(config) ? undefined : poolAdmission(routeInstance(config))
+    return Object.freeze({ priority, pool, invalid: undefined })
+  }
   const routeOf = (request: FastifyRequest): RouteAdmission => {
-    const route = request.routeOptions
-    const config = route.config as { db?: unknown; backpressure?: unknown } | undefined
+    const config = request.routeOptions.config as object | undefined
     if (config === undefined) return unrouted
     let judged = routes.get(config)
     if (judged === undefined) {
-      judged = Object.freeze({
-        priority: routePriority(route.url, config, options.exempt),
-        pool: route.url === undefined || !usesDatabase(config) ? undefined : poolAdmission(routeInstance(config)),
-      })
+      judged = judge(request)
       routes.set(config, judged)
     }
     return judged
   }
+  // Routes added after the plugin are checked as they are added: a bad config.backpressure throws.
   app.addHook('onRoute', (route) => {
     routePriority(route.url, route.config, options.exempt)
   })
@@ -119,7 +134,8 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
   })
 
   const admit: onRequestHookHandler = (request, reply, done) => {
-    const { priority, pool } = routeOf(request)
+    const { priority, pool, invalid } = routeOf(request)
+    if (invalid !== undefined) return reply.code(500).header('content-type', CONTENT_TYPE).send(invalid)
     if (priority === null || pool === undefined) return done()
     const { admission } = pool
     const refusal = admission.check(priority)

@@ -1,6 +1,6 @@
 import type { Clock, PgPoolView } from '@fastify-pg-pool/core'
 import { Admission, type AdmissionSettings, type PoolRefusal } from './admission.js'
-import { errors, refusalBody } from './errors.js'
+import { errorBody, errors } from './errors.js'
 import type { StallClock } from './stall-clock.js'
 
 /**
@@ -21,8 +21,8 @@ export class PoolAdmission {
     this.view = view
     this.admission = new Admission(view, settings, clock)
     this.bodies = Object.freeze({
-      queue_full: refusalBody(new errors.FST_PG_POOL_QUEUE_FULL(view.options.maxWaiting)),
-      queue_delay: refusalBody(new errors.FST_PG_POOL_OVERLOADED(settings.target)),
+      queue_full: errorBody(new errors.FST_PG_POOL_QUEUE_FULL(view.options.maxWaiting)),
+      queue_delay: errorBody(new errors.FST_PG_POOL_OVERLOADED(settings.target)),
     })
     this.#clock = clock
     this.#stalls = stalls
