@@ -83,6 +83,10 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
     return pool
   }
 
+  // The default instance's pool is watched from now on (its hold times before the first request
+  // count); the others from the first request of a route that uses them.
+  poolAdmission(undefined)
+
   const processBodies = new Map<string, string>(
     processTypes.map((type) => [type, errorBody(new errors.FST_PG_POOL_PROCESS_PRESSURE(type))]),
   )
