@@ -60,6 +60,7 @@ const conditions: Readonly<Record<string, string>> = {
   '42501': 'insufficient_privilege',
   '42601': 'syntax_error',
   '42703': 'undefined_column',
+  '42704': 'undefined_object',
   '42883': 'undefined_function',
   '42P01': 'undefined_table',
   '42P02': 'undefined_parameter',
@@ -99,9 +100,8 @@ const valueFields = [
 
 /**
  * A PostgreSQL error as the suite lets it out of `request.db`: the SQLSTATE in `code`, an HTTP
- * `statusCode` by the mapping, and a message that says what a client may know. The server's
- * error is its `cause` (for logs: pino prints a cause's message), with its message redacted in
- * class 22, whose messages quote input values. Still a `postgres.PostgresError`.
+ * `statusCode` by the mapping, and a message that says what a client may know. Its `cause` is
+ * what the log may know of the server's error (`loggedCause`). Still a `postgres.PostgresError`.
  */
 export class DatabaseError extends postgres.PostgresError {
   declare readonly code: string
@@ -115,9 +115,27 @@ function statusOf(code: string, mapping: Readonly<Record<string, number>>): numb
   return mapping[code] ?? mapping[code.slice(0, 2)] ?? 500
 }
 
-/** Quoted values in a message (`invalid input syntax for type integer: "abc"`) become `"***"`. */
-function redactValues(message: string): string {
-  return message.replace(/"(?:[^"\\]|\\.)*"/g, '"***"')
+/**
+ * The server's error as a log may show it: pino prints a cause's message and stack. The server
+ * quotes parameter values in messages of many classes (`${name}::regclass` gives
+ * `relation "<value>" does not exist`, class 22 `invalid input syntax ...: "<value>"`, a
+ * function's `raise exception` any text), so the message is kept only when the server points
+ * into the statement text (`position`): such an error was raised while the statement was parsed,
+ * before any parameter value was bound, and can quote only the statement. Any other message
+ * becomes the condition; `detail`, `hint` and `where` never reach it. The stack keeps its frames
+ * (postgres.js appends the query's call site), under the safe message.
+ */
+function loggedCause(error: postgres.PostgresError, code: string, condition: string): Error {
+  const message =
+    error.position !== undefined && error.position !== ''
+      ? error.message
+      : `${condition}: the server's message is withheld (it may quote a query parameter)`
+  const cause = Object.assign(new Error(message), { code, condition })
+  // Frames only past the server's message: a value could itself read like a frame.
+  const stack = typeof error.stack === 'string' ? error.stack : ''
+  const end = stack.indexOf(error.message)
+  cause.stack = `Error: ${message}${end === -1 ? '' : stack.slice(end + error.message.length)}`
+  return cause
 }
 
 function isPostgresError(error: unknown): error is postgres.PostgresError {
@@ -145,11 +163,11 @@ export function toDatabaseError(
     if (value !== undefined) Object.defineProperty(mapped, name, { value, enumerable: false })
   }
   if (statusCode === 503) Object.assign(mapped, { headers: { 'retry-after': String(retryAfter) } })
-  let cause: Error = error
-  if (code.startsWith('22')) {
-    cause = Object.assign(new Error(redactValues(error.message)), { code })
-  }
-  Object.defineProperty(mapped, 'cause', { value: cause, enumerable: false, configurable: true })
+  Object.defineProperty(mapped, 'cause', {
+    value: loggedCause(error, code, condition),
+    enumerable: false,
+    configurable: true,
+  })
   return mapped
 }
 
