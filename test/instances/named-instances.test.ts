@@ -141,6 +141,38 @@ describe('named instances', () => {
     await bad.close()
   })
 
+  // A replica's pool is labelled `replica-<i>` (`<name>-replica-<i>` for a named instance): an
+  // instance named like that was accepted, and /metrics series and /health components of the
+  // two pools overwrote each other.
+  for (const [first, second, clash] of [
+    [{ replicas: true }, { name: 'replica-0' }, 'replica-0'],
+    [{ name: 'replica-0' }, { replicas: true }, 'replica-0'],
+    [{ name: 'x', replicas: true }, { name: 'x-replica-0' }, 'x-replica-0'],
+    [{ name: 'x-replica-0' }, { name: 'x', replicas: true }, 'x-replica-0'],
+  ] as const) {
+    test(`an instance whose pool label is taken is refused: ${JSON.stringify(first)} then ${JSON.stringify(second)}`, async () => {
+      app = Fastify()
+      const register = (instance: { name?: string; replicas?: boolean }) =>
+        app?.register(pgPoolCore, {
+          ...(instance.name === undefined ? {} : { name: instance.name as never }),
+          connection: main.url,
+          ...(instance.replicas ? { replicas: [main.url] } : {}),
+          pool: { lazy: true, max: 1 },
+        })
+      await register(first)
+      const refusal = await register(second)?.then(
+        () => 'registered',
+        (error: unknown) => error,
+      )
+      expect(refusal).toMatchObject({
+        code: 'FST_PG_POOL_INVALID_OPTION',
+        message: expect.stringContaining(`"${clash}"`),
+      })
+      const labels = app.pgPools.all().map((view) => view.name)
+      expect(labels).toEqual([...new Set(labels)])
+    })
+  }
+
   test('a named instance alone: request.db refuses on routes that do not choose it', async () => {
     app = Fastify()
     await app.register(pgPoolCore, { name: 'reporting', connection: reporting.url, pool: { max: 1 } })

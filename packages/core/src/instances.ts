@@ -69,6 +69,14 @@ export class Instances implements PgPoolRegistry {
     return name === undefined ? this.#default !== undefined : this.#named.has(name)
   }
 
+  /**
+   * The first of `labels` another pool of this app already carries. Metrics series and health
+   * components tell pools apart by label alone: a second pool with one would overwrite the first.
+   */
+  takenLabel(labels: readonly string[]): string | undefined {
+    return labels.find((label) => this.#views.some((view) => view.name === label))
+  }
+
   names(): string[] {
     return [...this.#named.keys()]
   }

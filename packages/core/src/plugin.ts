@@ -63,6 +63,12 @@ function resolveInstanceName(raw: unknown): string | undefined {
   return raw
 }
 
+/** The labels of an instance's pools (metrics, health, logs): its primary's, then each replica's. */
+function poolLabels(name: string | undefined, replicas: number): string[] {
+  const replica = name === undefined ? 'replica-' : `${name}-replica-`
+  return [name ?? 'primary', ...Array.from({ length: replicas }, (_, index) => `${replica}${index}`)]
+}
+
 /** What every registration of the core on one app shares: the instances and the request wiring. */
 interface Shared {
   readonly instances: Instances
@@ -99,6 +105,15 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   const { connection, fromUrl } = resolveConnection(opts.connection, env)
   const options = resolvePoolOptions(opts.pool, fromUrl, env)
   const replicaSettings = resolveReplicas(opts.replicas, opts.replica, opts.pool, env)
+  const labels = poolLabels(name, replicaSettings.replicas.length)
+  const taken = shared.instances.takenLabel(labels)
+  if (taken !== undefined) {
+    throw invalidOption(
+      taken === labels[0] ? 'name' : 'replicas',
+      `this instance's pool would be labelled ${describe(taken)}, the label of another pool of this app already ` +
+        '(metrics and health tell pools apart by label): give one of the two instances another name',
+    )
+  }
   const mapping = resolveErrorMapping(opts.errorMapping)
   const onLease = opts.onLease
   if (onLease !== undefined && typeof onLease !== 'function') {
@@ -181,7 +196,7 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
 
   const primary = createPoolUnit({
     ...common,
-    name: name ?? 'primary',
+    name: labels[0] as string,
     role: 'primary',
     connection,
     options,
@@ -206,7 +221,7 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   const replicas = replicaSettings.replicas.map((replica, index) =>
     createPoolUnit({
       ...common,
-      name: `${name ?? ''}${name === undefined ? '' : '-'}replica-${index}`,
+      name: labels[index + 1] as string,
       role: 'replica',
       connection: replica.connection,
       options: replica.options,
