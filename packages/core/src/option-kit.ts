@@ -287,6 +287,23 @@ export function number<D extends number | undefined>(rule: NumberRule<D>): Optio
   return numeric('a number', rule)
 }
 
+/**
+ * The longest delay a Node.js timer keeps: past it, `setTimeout` runs after 1 ms
+ * (TimeoutOverflowWarning). PostgreSQL's millisecond settings (`statement_timeout`) stop there too.
+ */
+export const MAX_DURATION_MS = 2_147_483_647
+
+export interface DurationRule<D> {
+  readonly default: D
+  /** Default 0. */
+  readonly min?: number
+}
+
+/** Milliseconds: an integer from the rule's `min` to MAX_DURATION_MS. Every duration option is one. */
+export function duration<D extends number | undefined>(rule: DurationRule<D>): OptionSpec<number | D> {
+  return integer({ min: rule.min ?? 0, max: MAX_DURATION_MS, default: rule.default })
+}
+
 /** `true` or `false`. */
 export function boolean<D extends boolean | undefined>(fallback: D): OptionSpec<boolean | D> {
   return {

@@ -5,6 +5,7 @@ import {
   boolean,
   checkKeys,
   describe,
+  duration,
   integer,
   invalidOption,
   number,
@@ -17,7 +18,7 @@ import type { SessionReset } from './session-reset.js'
 
 export type { SessionReset }
 
-/** Pool options; every duration is in milliseconds. */
+/** Pool options; every duration is in milliseconds, at most 2147483647 (MAX_DURATION_MS). */
 export interface PoolOptions {
   /** Most server connections this pool opens. Default 10. */
   max?: number
@@ -119,14 +120,14 @@ const DEFAULT_WAITERS_PER_CONNECTION = 10
 
 const poolTable = {
   max: integer({ min: 1, default: undefined, strings: true }),
-  acquireTimeout: integer({ min: 1, default: 5_000 }),
+  acquireTimeout: duration({ min: 1, default: 5_000 }),
   maxWaiting: integer({ min: 0, default: undefined }),
-  idleTimeout: integer({ min: 0, default: 30_000 }),
-  maxLifetime: integer({ min: 0, default: 30 * 60_000 }),
-  connectTimeout: integer({ min: 1, default: 5_000 }),
-  statementTimeout: integer({ min: 0, default: 30_000 }),
-  leakDetectionThreshold: integer({ min: 0, default: 30_000 }),
-  closeTimeout: integer({ min: 0, default: 10_000 }),
+  idleTimeout: duration({ min: 0, default: 30_000 }),
+  maxLifetime: duration({ min: 0, default: 30 * 60_000 }),
+  connectTimeout: duration({ min: 1, default: 5_000 }),
+  statementTimeout: duration({ min: 0, default: 30_000 }),
+  leakDetectionThreshold: duration({ min: 0, default: 30_000 }),
+  closeTimeout: duration({ min: 0, default: 10_000 }),
   applicationName: text(undefined),
   pgbouncer: boolean(false),
   sessionReset: oneOf(['always', 'rollback', 'never'] as const, 'always'),
@@ -362,7 +363,7 @@ export function resolveReplicas(
     bytes: lag.bytes,
     seconds: lag.seconds ?? (given.maxLag === undefined ? DEFAULT_MAX_LAG_SECONDS : Number.POSITIVE_INFINITY),
   }
-  const lagInterval = integer({ min: 10, default: 1_000 }).read(given.lagInterval, 'replica.lagInterval')
+  const lagInterval = duration({ min: 10, default: 1_000 }).read(given.lagInterval, 'replica.lagInterval')
   const ryw = asFeature('replica.readYourWrites', given.readYourWrites ?? false)
   let readYourWrites: ResolvedReplicas['readYourWrites'] = false
   if (ryw !== false) {
@@ -370,7 +371,7 @@ export function resolveReplicas(
       secret: text(undefined),
       header: text('x-pg-read-after'),
       cookie: { read: (raw, name) => (raw === false || raw === undefined ? false : text(undefined).read(raw, name)) },
-      maxWait: integer({ min: 0, default: 200 }),
+      maxWait: duration({ default: 200 }),
     })
     if (settings.secret === undefined || settings.secret.length < MIN_SECRET_LENGTH) {
       throw invalidOption(

@@ -1,7 +1,8 @@
 import { optionKit } from '@fastify-pg-pool/core'
 import type { LogLevel } from 'fastify'
 
-const { integer, oneOf, prefixed, resolveTable, routePath, routePrefix, text, invalidOption, describe } = optionKit
+const { duration, integer, oneOf, prefixed, resolveTable, routePath, routePrefix, text, invalidOption, describe } =
+  optionKit
 
 /** What the readiness routes need from the database. */
 export type RequireDatabase = 'always' | 'startup'
@@ -9,7 +10,7 @@ export type RequireDatabase = 'always' | 'startup'
 /** How much a readiness or liveness body shows. */
 export type HealthDetails = 'full' | 'public'
 
-/** Options of `@fastify-pg-pool/health`; every duration is in milliseconds. */
+/** Options of `@fastify-pg-pool/health`; every duration is in milliseconds, at most 2147483647. */
 export interface PgPoolHealthOptions {
   /**
    * Fastify's register option, honoured: prepended to the three paths (`'/internal'` serves
@@ -111,15 +112,15 @@ const table = {
   livePath: routePath('/health/live'),
   readyPath: routePath('/health/ready'),
   healthPath: routePath('/health'),
-  pingTimeout: integer({ min: 1, default: 1_000 }),
-  pingWarn: integer({ min: 0, default: 500 }),
-  cacheTime: integer({ min: 0, default: 1_000 }),
+  pingTimeout: duration({ min: 1, default: 1_000 }),
+  pingWarn: duration({ min: 0, default: 500 }),
+  cacheTime: duration({ min: 0, default: 1_000 }),
   warnWaiting: integer({ min: 0, default: 1 }),
   failWaiting: integer({ min: 0, default: undefined }),
   requireDatabase: oneOf(['always', 'startup'], 'always'),
   requireInstances,
   details: oneOf(['full', 'public'], 'full'),
-  drainDelay: integer({ min: 0, default: 0 }),
+  drainDelay: duration({ min: 0, default: 0 }),
   logLevel: oneOf(logLevels, undefined),
   serviceId: text(undefined),
   description: text(undefined),
