@@ -342,6 +342,38 @@ export function text<D extends string | undefined>(fallback: D): OptionSpec<stri
   }
 }
 
+/** RFC 9110's token (tchar+): what an HTTP header's name and RFC 6265's cookie-name are made of. */
+const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+
+/**
+ * An HTTP header name, lowercased: Node lowercases the names of incoming headers, and refuses to
+ * send one that is not a token (ERR_INVALID_HTTP_TOKEN, thrown while the reply is being sent).
+ */
+export function headerName<D extends string | undefined>(fallback: D): OptionSpec<string | D> {
+  return {
+    read(raw, name) {
+      if (raw === undefined) return fallback
+      if (typeof raw !== 'string' || !HTTP_TOKEN.test(raw)) {
+        throw expected(name, "an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)", raw)
+      }
+      return raw.toLowerCase()
+    },
+  }
+}
+
+/** A cookie name (RFC 6265: a token), case kept: cookie names are case-sensitive. */
+export function cookieName<D extends string | undefined>(fallback: D): OptionSpec<string | D> {
+  return {
+    read(raw, name) {
+      if (raw === undefined) return fallback
+      if (typeof raw !== 'string' || !HTTP_TOKEN.test(raw)) {
+        throw expected(name, "a cookie name (letters, digits and !#$%&'*+-.^_`|~)", raw)
+      }
+      return raw
+    },
+  }
+}
+
 /** A route path (`/...`), or `false` for no route. */
 export function routePath(fallback: string | false): OptionSpec<string | false> {
   return {

@@ -4,8 +4,10 @@ import {
   asObject,
   boolean,
   checkKeys,
+  cookieName,
   describe,
   duration,
+  headerName,
   integer,
   invalidOption,
   number,
@@ -313,9 +315,12 @@ export interface ReplicaOptions {
     | {
         /** HMAC key of the tokens, at least 16 characters (never logged). */
         secret: string
-        /** Header carrying the token both ways. Default 'x-pg-read-after'. */
+        /**
+         * Header carrying the token both ways: an HTTP token, in any case (it is lowercased, as
+         * Node lowercases incoming header names). Default 'x-pg-read-after'.
+         */
         header?: string
-        /** A cookie carrying it too, or false. Default false. */
+        /** A cookie carrying it too (its name an HTTP token, case kept), or false. Default false. */
         cookie?: string | false
         /** Most a read waits for a replica to catch up before the primary serves it, ms. Default 200. */
         maxWait?: number
@@ -369,8 +374,10 @@ export function resolveReplicas(
   if (ryw !== false) {
     const settings = resolveTable('replica.readYourWrites', ryw, {
       secret: text(undefined),
-      header: text('x-pg-read-after'),
-      cookie: { read: (raw, name) => (raw === false || raw === undefined ? false : text(undefined).read(raw, name)) },
+      header: headerName('x-pg-read-after'),
+      cookie: {
+        read: (raw, name) => (raw === false || raw === undefined ? false : cookieName(undefined).read(raw, name)),
+      },
       maxWait: duration({ default: 200 }),
     })
     if (settings.secret === undefined || settings.secret.length < MIN_SECRET_LENGTH) {
@@ -381,7 +388,7 @@ export function resolveReplicas(
     }
     readYourWrites = Object.freeze({
       secret: settings.secret,
-      header: settings.header.toLowerCase(),
+      header: settings.header,
       cookie: settings.cookie as string | false,
       maxWait: settings.maxWait,
     })
