@@ -75,3 +75,24 @@ describe('readiness with a read replica', () => {
     await waitUntil(async () => (await ready(current)).body.status === 'pass', 'readiness back to pass', 15_000)
   })
 })
+
+// The ping opened its connection without the pool's primary check: a primary given as a host
+// list answered readiness from whichever host took the connection, a standby included, while
+// every pool connection failed with NOT_PRIMARY.
+describe('readiness of a primary given as a host list', () => {
+  test('with no primary among its hosts, the ping fails as the pool does: 503', async () => {
+    const standby = new URL(notes.database.standbyUrls[0] as string)
+    const standbysOnly = (notes.database.standbyUrls[0] as string).replace(
+      standby.host,
+      `${standby.host},${standby.host}`,
+    )
+    app = Fastify()
+    await app.register(pgPoolCore, { connection: standbysOnly, pool: { max: 1, lazy: true, connectTimeout: 1_000 } })
+    await app.register(pgPoolHealth, { cacheTime: 0, pingTimeout: 1_000 })
+    app.get('/q', async (request) => request.db`select 1`)
+    expect((await app.inject('/q')).statusCode).toBe(503)
+    await expect(app.pgPool.ping(1_000)).rejects.toMatchObject({ code: 'FST_PG_POOL_CONNECT_FAILED' })
+    const res = await ready(app)
+    expect({ status: res.status, body: res.body.status }).toEqual({ status: 503, body: 'fail' })
+  })
+})

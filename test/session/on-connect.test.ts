@@ -1,3 +1,4 @@
+import pgPoolHealth from '@fastify-pg-pool/health'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../support/app.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
@@ -78,6 +79,36 @@ describe('onConnect', () => {
     expect((await app.inject('/who')).json()).toEqual({ who: 'fpp_connect_reader' })
     await app.inject('/become')
     expect((await app.inject('/who')).json()).toEqual({ who: 'fpp_connect_reader' })
+  })
+
+  // The ping opened its connection without onConnect: with the role onConnect sets dropped, every
+  // pool connection failed and /health/ready still answered 200 pass.
+  test('runs for the health ping too: an onConnect that starts failing fails the ping and readiness', async () => {
+    let failing = false
+    let calls = 0
+    current = await coreApp(
+      db.url,
+      { max: 1 },
+      {},
+      {
+        onConnect: async (sql) => {
+          calls++
+          if (failing) throw new Error('the role this app sets is gone')
+          await sql`set role fpp_connect_reader`
+        },
+      },
+    )
+    const { app } = current
+    await app.register(pgPoolHealth, { cacheTime: 0 })
+    expect((await app.inject('/health/ready')).statusCode).toBe(200)
+    const before = calls
+    await app.pgPool.ping(2_000)
+    expect(calls).toBe(before + 1)
+
+    failing = true
+    await expect(app.pgPool.ping(2_000)).rejects.toMatchObject({ code: 'FST_PG_POOL_CONNECT_FAILED' })
+    const ready = await app.inject('/health/ready')
+    expect({ status: ready.statusCode, body: ready.json().status }).toEqual({ status: 503, body: 'fail' })
   })
 
   test('an onConnect that throws fails register with FST_PG_POOL_CONNECT_FAILED, its error as the cause', async () => {

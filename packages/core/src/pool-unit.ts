@@ -61,7 +61,17 @@ export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
     if (notice.code === NO_ACTIVE_TRANSACTION) return
     log.debug({ notice: { severity: notice.severity, code: notice.code, message: notice.message } }, 'postgres notice')
   }
-  const factorySettings = { connection, options, clock, onNotice, arrayTypes: typeArrayMapOf(helpers) }
+  // The ping opens its connection exactly as the pool does (onConnect, the primary check of a host
+  // list): a readiness that skipped them would pass while every pool connection fails.
+  const factorySettings = {
+    connection,
+    options,
+    clock,
+    onNotice,
+    arrayTypes: typeArrayMapOf(helpers),
+    onConnect: settings.onConnect,
+    requirePrimary: settings.role === 'primary',
+  }
   const connectError = (error: unknown): Error => {
     if ((error as { code?: unknown } | null)?.code === 'FST_PG_POOL_CONNECT_FAILED') return error as Error
     const code = (error as { code?: unknown } | null)?.code ?? 'unknown'
@@ -78,11 +88,7 @@ export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
   const pool = new Pool({
     options,
     clock,
-    factory: connectionFactory({
-      ...factorySettings,
-      onConnect: settings.onConnect,
-      requirePrimary: settings.role === 'primary',
-    }),
+    factory: connectionFactory(factorySettings),
     connectError,
     view: () => view as PgPoolView,
   })

@@ -45,15 +45,19 @@ export function createView(deps: ViewDeps): PgPoolView {
     async ping(timeoutMs) {
       const started = deps.clock.now()
       let conn: Awaited<ReturnType<ConnectionFactory>> | undefined
+      // Each opening is bounded by timeoutMs (its connect timeout is the ping's); a primary's host
+      // list tries its hosts in turn, so the whole ping is bounded too.
+      const deadline = new AbortController()
+      const timer = deps.clock.setTimeout(() => deadline.abort(), timeoutMs)
       try {
-        conn = await deps.pingFactory(timeoutMs)(new AbortController().signal)
+        conn = await deps.pingFactory(timeoutMs)(deadline.signal)
         return deps.clock.now() - started
       } catch (error) {
-        // The opening is bounded by timeoutMs: its connect timeout is the ping's.
-        if ((error as { code?: unknown }).code === CONNECT_TIMEOUT)
+        if (deadline.signal.aborted || (error as { code?: unknown }).code === CONNECT_TIMEOUT)
           throw new errors.FST_PG_POOL_QUERY_TIMEOUT(timeoutMs)
         throw deps.connectError(error)
       } finally {
+        deps.clock.clearTimeout(timer)
         void conn?.end('shutdown', 0)
       }
     },
