@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import type { DatabaseError } from '@fastify-pg-pool/core'
 import type { FastifyRequest } from 'fastify'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../support/app.js'
@@ -74,5 +75,23 @@ describe('a PostgreSQL error logs no query parameter, whatever its class', () =>
     current.app.get('/q', async (request) => request.db`select * from no_such_table where id = ${1}`)
     expect((await current.app.inject('/q')).json().code).toBe('42P01')
     expect(loggedError('42P01')?.message).toContain('relation "no_such_table" does not exist')
+  })
+})
+
+describe("the server's message stays readable to the handler", () => {
+  test('serverMessage holds a raise exception text for the handler to map; the log never shows it', async () => {
+    const secret = `secretparam${randomBytes(6).toString('hex')}`
+    current = await coreApp(db.url)
+    current.app.get('/q', async (request, reply) => {
+      const error = await request.db`select find_user(${secret})`.then(
+        () => undefined,
+        (e: unknown) => e as DatabaseError,
+      )
+      request.log.error({ err: error }, 'the handler logs what it caught')
+      return reply.code(404).send({ mapped: error?.serverMessage === `no user ${secret}`, code: error?.code })
+    })
+    const response = await current.app.inject('/q')
+    expect(response.json()).toEqual({ mapped: true, code: 'P0001' })
+    expect(JSON.stringify(current.logs)).not.toContain(secret)
   })
 })

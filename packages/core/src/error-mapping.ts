@@ -87,6 +87,7 @@ const summaries: Readonly<Record<number, string>> = {
 const namingFields = ['severity', 'schema_name', 'table_name', 'column_name', 'constraint_name', 'routine'] as const
 /** Fields that may hold values or SQL text: kept on the error, hidden from serializers and logs. */
 const valueFields = [
+  'serverMessage',
   'detail',
   'hint',
   'where',
@@ -108,6 +109,8 @@ export class DatabaseError extends postgres.PostgresError {
   declare readonly statusCode: number
   /** PostgreSQL's name for the SQLSTATE, when known. */
   declare readonly condition: string
+  /** The server's own message (not enumerable: never in a log or a body; it may quote values). */
+  declare readonly serverMessage: string
   declare readonly headers?: Record<string, string>
 }
 
@@ -159,7 +162,8 @@ export function toDatabaseError(
   }
   Object.assign(mapped, fields)
   for (const name of valueFields) {
-    const value = (error as unknown as Record<string, unknown>)[name]
+    // The server's own message (a `raise exception` text a handler maps, say) as `serverMessage`.
+    const value = name === 'serverMessage' ? error.message : (error as unknown as Record<string, unknown>)[name]
     if (value !== undefined) Object.defineProperty(mapped, name, { value, enumerable: false })
   }
   if (statusCode === 503) Object.assign(mapped, { headers: { 'retry-after': String(retryAfter) } })
