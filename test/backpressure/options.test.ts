@@ -98,8 +98,8 @@ describe('process pressure', () => {
 
 describe('options', () => {
   const bad: [unknown, string][] = [
-    [{ target: 0 }, 'Invalid option backpressure.target: expected a number > 0, got 0'],
-    [{ interval: '100' }, 'Invalid option backpressure.interval: expected a number > 0, got "100"'],
+    [{ target: 0 }, 'Invalid option backpressure.target: expected a number > 0 and <= 2147483647, got 0'],
+    [{ interval: '100' }, 'Invalid option backpressure.interval: expected a number > 0 and <= 2147483647, got "100"'],
     [{ minRetryAfter: 0 }, 'Invalid option backpressure.minRetryAfter: expected an integer >= 1, got 0'],
     [{ maxRetryAfter: 1.5 }, 'Invalid option backpressure.maxRetryAfter: expected an integer >= 1, got 1.5'],
     [

@@ -1,3 +1,4 @@
+import pgPoolBackpressure from '@fastify-pg-pool/backpressure'
 import pgPoolCore from '@fastify-pg-pool/core'
 import pgPoolHealth from '@fastify-pg-pool/health'
 import Fastify from 'fastify'
@@ -44,6 +45,16 @@ const coreDurations: [string, Setting][] = [
 
 const healthDurations = ['pingTimeout', 'pingWarn', 'cacheTime', 'drainDelay']
 
+/** Backpressure's durations, as the options that set one (target, interval, maxDelay may be fractions). */
+const backpressureDurations: [string, Setting][] = [
+  ['target', (ms) => ({ target: ms, maxDelay: ms })],
+  ['interval', (ms) => ({ interval: ms })],
+  ['maxDelay', (ms) => ({ maxDelay: ms })],
+  ['retryStorm.delay', (ms) => ({ retryStorm: { delay: ms } })],
+  ['process.sampleInterval', (ms) => ({ process: { sampleInterval: ms } })],
+  ['process.maxEventLoopDelay', (ms) => ({ process: { maxEventLoopDelay: ms } })],
+]
+
 async function registerOutcome(register: (app: ReturnType<typeof Fastify>) => Promise<unknown>) {
   const app = Fastify()
   try {
@@ -79,6 +90,19 @@ describe('a duration past what a timer can wait is refused at register, naming t
       expect(outcome).toMatchObject({
         code: 'FST_PG_POOL_INVALID_OPTION',
         message: expect.stringContaining(`Invalid option health.${key}: expected an integer`),
+      })
+    })
+  }
+
+  for (const [path, options] of backpressureDurations) {
+    test(`backpressure ${path}: 2^31 ms refused`, async () => {
+      const outcome = await registerOutcome(async (app) => {
+        await app.register(pgPoolCore, { connection: db.url, pool: { lazy: true } })
+        await app.register(pgPoolBackpressure, options(MAX_TIMER_MS + 1) as never)
+      })
+      expect(outcome).toMatchObject({
+        code: 'FST_PG_POOL_INVALID_OPTION',
+        message: expect.stringContaining(`Invalid option backpressure.${path}`),
       })
     })
   }

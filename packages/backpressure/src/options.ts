@@ -1,6 +1,8 @@
 import { optionKit, usesDatabase } from '@fastify-pg-pool/core'
 
-const { asObject, closestName, describe, feature, integer, invalidOption, number, resolveTable } = optionKit
+const { asObject, closestName, describe, duration, feature, integer, invalidOption, number, resolveTable } = optionKit
+/** Durations in ms feed timers: Node fires a longer one after 1 ms. */
+const MAX_MS = optionKit.MAX_DURATION_MS
 
 export type Priority = 'high' | 'normal' | 'low'
 
@@ -86,13 +88,13 @@ export interface ResolvedBackpressureOptions {
 }
 
 const processTable = {
-  maxEventLoopDelay: number({ min: 0, default: 1000 }),
+  maxEventLoopDelay: number({ min: 0, max: MAX_MS, default: 1000 }),
   maxEventLoopUtilization: number({ min: 0, max: 1, default: 0 }),
   maxHeapUsedBytes: number({ min: 0, default: 0 }),
   maxRssBytes: number({ min: 0, default: 0 }),
   // under-pressure samples the loop every 10 ms and reads a window without a sample as an
   // infinite delay: a shorter interval would refuse requests on an idle process.
-  sampleInterval: integer({ min: 50, default: 1000 }),
+  sampleInterval: duration({ min: 50, default: 1000 }),
 } satisfies Record<keyof ProcessPressureOptions, unknown>
 
 const exempt: optionKit.OptionSpec<readonly string[]> = {
@@ -106,11 +108,11 @@ const exempt: optionKit.OptionSpec<readonly string[]> = {
 }
 
 const table = {
-  target: number({ above: 0, default: 40 }),
-  interval: number({ above: 0, default: 100 }),
+  target: number({ above: 0, max: MAX_MS, default: 40 }),
+  interval: number({ above: 0, max: MAX_MS, default: 100 }),
   // Default: max(60, target), below.
-  maxDelay: number({ above: 0, default: undefined }),
-  retryStorm: feature({ factor: number({ above: 0, default: 10 }), delay: number({ min: 0, default: 500 }) }),
+  maxDelay: number({ above: 0, max: MAX_MS, default: undefined }),
+  retryStorm: feature({ factor: number({ above: 0, default: 10 }), delay: number({ min: 0, max: MAX_MS, default: 500 }) }),
   minRetryAfter: integer({ min: 1, default: 1 }),
   // Default: max(30, minRetryAfter), below.
   maxRetryAfter: integer({ min: 1, default: undefined }),
