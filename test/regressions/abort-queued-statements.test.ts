@@ -100,6 +100,29 @@ describe('statements queued behind a running one stop with the request', () => {
 })
 
 describe('outside a transaction, a request writes one statement at a time', () => {
+  test.each([
+    ['waiting behind the running one', true],
+    ['not yet handed to the lease (cancelled in the same tick)', false],
+  ])("a statement's own cancel() while %s: it fails with FST_PG_POOL_ABORTED, never runs", async (_, later) => {
+    current = await coreApp(db.url, { max: 1 })
+    const { app } = current
+    app.get('/cancel', async (request) => {
+      const slow = request.db`select pg_sleep(0.2)`
+      const insert = request.db`insert into ledger values ('cancelled')`
+      const outcome = Promise.allSettled([slow, insert])
+      if (later) await new Promise((resolve) => setImmediate(resolve))
+      insert.cancel()
+      const [first, second] = await outcome
+      return {
+        first: first.status,
+        second: second.status === 'rejected' ? (second.reason as { code?: string }).code : 'ran',
+      }
+    })
+    const res = await app.inject('/cancel')
+    expect(res.json()).toEqual({ first: 'fulfilled', second: 'FST_PG_POOL_ABORTED' })
+    expect(await db.sql`select note from ledger`).toEqual([])
+  })
+
   test('Promise.all of three statements: each is sent once the one before it ended, in order; all answer', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks'
 import type { Clock, TimerHandle } from './clock.js'
 import { commitFailure, commitLost } from './commit-outcome.js'
 import { channels, type QueryMessage, type TransactionMessage, type TransactionOutcome } from './diagnostics.js'
@@ -98,6 +99,12 @@ export interface LeaseSettings {
 
 type Phase = 'open' | 'finishing' | 'done'
 
+/** A statement waiting behind the holder's running one, and the async context it was sent in. */
+interface Queued {
+  readonly query: TrackedQuery
+  readonly resume: ((fn: () => void) => void) | undefined
+}
+
 // postgres.js calls these with the query; one pair for every lease, not two closures each.
 function dispatchQuery(query: AdapterQuery): void {
   const tracked = query as TrackedQuery
@@ -147,9 +154,14 @@ export class Lease implements Holder, QueryOwner {
    * a holder has one statement at a time there (see #oneAtATime), and whatever comes after a
    * waiting one waits too, so that statements run in the order they were sent.
    */
-  #queued: TrackedQuery[] | undefined
+  #queued: Queued[] | undefined
   /** The holder's own statements (not the pool's) sent and not ended. */
   #holderRunning = 0
+  /**
+   * Statements the holder cancelled before postgres.js handed them to the lease (it runs a query
+   * a microtask after it is awaited): refused when they arrive.
+   */
+  #cancelledEarly: Set<TrackedQuery> | undefined
   #preparing = false
   #setupError: unknown
   #ranStatements = false
@@ -261,6 +273,10 @@ export class Lease implements Holder, QueryOwner {
     }
     if (this.#setupError !== undefined && !query.setup && !query.internal) {
       query.reject(this.#setupError)
+      return
+    }
+    if (this.#cancelledEarly?.delete(query)) {
+      query.reject(new errors.FST_PG_POOL_ABORTED())
       return
     }
     if (this.#conn !== undefined) {
@@ -415,7 +431,10 @@ export class Lease implements Holder, QueryOwner {
       this.#held.push(query)
     } else if (this.#queued !== undefined || (!query.internal && this.#holderRunning > 0 && this.#oneAtATime)) {
       this.#queued ??= []
-      this.#queued.push(query)
+      // Sent later from another statement's end: in its caller's async context, where tracers
+      // find the active span (as the pool resumes a waiter).
+      const resume = channels.queryStart.hasSubscribers ? AsyncLocalStorage.snapshot() : undefined
+      this.#queued.push({ query, resume })
     } else this.#send(query)
   }
 
@@ -435,10 +454,11 @@ export class Lease implements Holder, QueryOwner {
     const queued = this.#queued
     if (queued === undefined) return
     while (queued.length > 0) {
-      const next = queued[0] as TrackedQuery
-      if (!next.internal && this.#holderRunning > 0 && this.#oneAtATime) return
+      const { query, resume } = queued[0] as Queued
+      if (!query.internal && this.#holderRunning > 0 && this.#oneAtATime) return
       queued.shift()
-      this.#send(next)
+      if (resume === undefined) this.#send(query)
+      else resume(() => this.#send(query))
     }
     this.#queued = undefined
     // What could not be sent (the connection was lost) was rejected without running.
@@ -588,7 +608,7 @@ export class Lease implements Holder, QueryOwner {
   /** Called by postgres.js when the holder cancels a query of its own (`query.cancel()`). */
   cancelQuery(query: TrackedQuery): unknown {
     for (const queue of [this.#pending, this.#held, this.#queued]) {
-      const i = queue?.indexOf(query) ?? -1
+      const i = queue?.findIndex((waiting) => waiting === query || (waiting as Queued).query === query) ?? -1
       if (queue !== undefined && i !== -1) {
         queue.splice(i, 1)
         query.reject(new errors.FST_PG_POOL_ABORTED())
@@ -596,8 +616,16 @@ export class Lease implements Holder, QueryOwner {
         return undefined
       }
     }
+    if (!this.#inflight.has(query)) {
+      // Not handed to the lease yet: refused when it is.
+      if (this.#phase !== 'done') {
+        this.#cancelledEarly ??= new Set()
+        this.#cancelledEarly.add(query)
+      }
+      return undefined
+    }
     // On a shared connection a cancel request could stop another holder's statement.
-    if (!this.pipelined && this.#inflight.has(query)) this.#conn?.cancel()
+    if (!this.pipelined) this.#conn?.cancel()
     return undefined
   }
 
@@ -770,9 +798,9 @@ export class Lease implements Holder, QueryOwner {
   }
 
   #takeQueued(): TrackedQuery[] {
-    const queries = this.#queued ?? []
+    const queued = this.#queued ?? []
     this.#queued = undefined
-    return queries
+    return queued.map(({ query }) => query)
   }
 
   /**
