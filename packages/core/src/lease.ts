@@ -162,6 +162,8 @@ export class Lease implements Holder, QueryOwner {
    * a microtask after it is awaited): refused when they arrive.
    */
   #cancelledEarly: Set<TrackedQuery> | undefined
+  /** Statements sent again after a failed session reset, by the query their holder holds. */
+  #rerouted: Map<TrackedQuery, TrackedQuery> | undefined
   #preparing = false
   #setupError: unknown
   #ranStatements = false
@@ -421,12 +423,12 @@ export class Lease implements Holder, QueryOwner {
   #labelled = false
 
   /**
-   * Sends a statement now; holds it while onLease prepares the connection (the holder's
-   * statements, and those of its begin() block), or queues it behind the holder's statement on
-   * the server (#oneAtATime).
+   * Sends a statement now; holds it while onLease prepares the connection (everything but
+   * onLease's own: the holder's statements, its begin() block's BEGIN included), or queues it
+   * behind the holder's statement on the server (#oneAtATime).
    */
   #deliver(query: TrackedQuery): void {
-    if (this.#preparing && !query.setup && (!query.internal || (this.#block && !this.#blockSetup))) {
+    if (this.#preparing && !query.setup) {
       this.#held ??= []
       this.#held.push(query)
     } else if (this.#queued !== undefined || (!query.internal && this.#holderRunning > 0 && this.#oneAtATime)) {
@@ -474,7 +476,7 @@ export class Lease implements Holder, QueryOwner {
     }
     if (this.#implicitReadOnly && !query.internal && !this.#block && !this.#implicitOpen) {
       this.#implicitOpen = true
-      this.#internal('BEGIN READ ONLY').catch(() => {
+      this.#internal('BEGIN READ ONLY', false, query.setup).catch(() => {
         // The statements behind it must not run outside it.
         conn.markClosed('error')
         void conn.end('error', 0)
@@ -606,7 +608,10 @@ export class Lease implements Holder, QueryOwner {
   }
 
   /** Called by postgres.js when the holder cancels a query of its own (`query.cancel()`). */
-  cancelQuery(query: TrackedQuery): unknown {
+  cancelQuery(held: TrackedQuery): unknown {
+    // The holder holds the query it made: after a reroute, the copy sent in its place runs.
+    let query = held
+    for (let copy = this.#rerouted?.get(query); copy !== undefined; copy = this.#rerouted?.get(query)) query = copy
     for (const queue of [this.#pending, this.#held, this.#queued]) {
       const i = queue?.findIndex((waiting) => waiting === query || (waiting as Queued).query === query) ?? -1
       if (queue !== undefined && i !== -1) {
@@ -690,7 +695,10 @@ export class Lease implements Holder, QueryOwner {
         query.innerReject(withRetryAfter(lost, this.#ctx.options.retryAfter))
         continue
       }
-      again.push(this.#resendable(query))
+      const copy = this.#resendable(query)
+      this.#rerouted ??= new Map()
+      this.#rerouted.set(query, copy)
+      again.push(copy)
     }
     this.#inflight.clear()
     this.#holderRunning = 0
@@ -906,7 +914,9 @@ export class Lease implements Holder, QueryOwner {
     if (!final && this.#mode !== undefined) return commitLost('the request ended first')
     try {
       const capture = final && this.#ctx.captureLsn === true && !this.#readOnlyTransaction
-      const answer = await this.#internal(capture ? `COMMIT; ${CURRENT_LSN_SQL}` : 'COMMIT', final)
+      // A block of onLease's commits while the holder's statements are held.
+      const setup = !final && this.#blockSetup
+      const answer = await this.#internal(capture ? `COMMIT; ${CURRENT_LSN_SQL}` : 'COMMIT', final, setup)
       const result = capture && Array.isArray(answer) ? answer[0] : answer
       this.#transaction.noteClosed()
       if (resultOf(result).command === 'COMMIT') {
@@ -927,30 +937,33 @@ export class Lease implements Holder, QueryOwner {
    * for onLease like its other statements.
    */
   async transaction<T>(beginText: string, callback: () => Promise<T>, setup = false): Promise<T> {
-    if (this.#block || this.inTransaction) throw new errors.FST_PG_POOL_NESTED_TRANSACTION()
+    // onLease may open a block of its own while the holder's first block waits for it (that
+    // block's statements, its BEGIN included, are held until onLease is done).
+    const outer =
+      setup && this.#preparing && this.#block && !this.#blockSetup
+        ? { readOnly: this.#blockReadOnly, message: this.#transactionMessage }
+        : undefined
+    if ((this.#block && outer === undefined) || this.inTransaction) throw new errors.FST_PG_POOL_NESTED_TRANSACTION()
     if (this.pipelined) throw new errors.FST_PG_POOL_PIPELINED(this.route, 'a transaction')
+    // A read-only route's block is read-only whatever it asks: in a BEGIN the last mode wins, so
+    // `BEGIN READ WRITE READ ONLY` is read-only from its first statement on.
+    if (this.settings.readOnly === true) beginText = `${beginText} READ ONLY`
     this.#block = true
     this.#blockSetup = setup
     this.#blockReadOnly = /\bREAD\s+ONLY\b/i.test(beginText)
     this.#startTransactionMessage('begin')
     let outcome: TransactionOutcome = 'rollback'
     let failure: Error | undefined
+    let begun = false
     try {
-      if (this.#implicitReadOnly) {
-        // Its own read-only transaction, with the isolation it asks for, in place of the lease's.
-        if (this.#implicitOpen) {
-          this.#implicitOpen = false
-          await this.#internal('ROLLBACK', false, setup)
-        }
-        beginText = `${beginText} READ ONLY`
+      if (this.#implicitOpen) {
+        // Behind PgBouncer, a read served by the primary ran in a read-only block of the lease's:
+        // this block, read-only too, replaces it.
+        this.#implicitOpen = false
+        await this.#internal('ROLLBACK', false, setup)
       }
       await this.#internal(beginText, false, setup)
-      if (this.#ctx.readOnly === true && !this.#implicitReadOnly && !this.#blockReadOnly) {
-        // A read served by the primary: its session is read-only, but a `BEGIN READ WRITE`
-        // overrides that; the block is made read-only (allowed before its first statement).
-        this.#blockReadOnly = true
-        await this.#internal('SET TRANSACTION READ ONLY', false, setup)
-      }
+      begun = true
       let result: T
       try {
         result = await callback()
@@ -972,7 +985,15 @@ export class Lease implements Holder, QueryOwner {
       if (failure !== undefined) throw withRetryAfter(failure, this.#ctx.options.retryAfter)
       return result
     } finally {
+      // A BEGIN that failed opened nothing: the lease is outside a block again.
+      if (!begun) this.#block = false
       this.#endTransactionMessage(outcome, failure)
+      if (outer !== undefined) {
+        this.#block = true
+        this.#blockSetup = false
+        this.#blockReadOnly = outer.readOnly
+        this.#transactionMessage = outer.message
+      }
     }
   }
 

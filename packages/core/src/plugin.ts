@@ -274,7 +274,12 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     const replicaDb = createPoolDb(
       api,
       (oneShot) =>
-        new Lease(primary.readOnlyCtx, { route: `${poolRoute}.replica`, oneShot, target: readTarget(undefined) }),
+        new Lease(primary.readOnlyCtx, {
+          route: `${poolRoute}.replica`,
+          oneShot,
+          readOnly: true,
+          target: readTarget(undefined),
+        }),
     )
     Object.defineProperty(poolDb, 'replica', { value: replicaDb, enumerable: false })
   }

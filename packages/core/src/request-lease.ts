@@ -203,8 +203,19 @@ export class RequestLeases {
     reply?: FastifyReply,
   ): Promise<unknown> | undefined {
     const others = request[kOthers]
-    if (others === null || (payload !== undefined && isStream(payload) && mode !== 'abort')) return undefined
+    if (others === null) return undefined
     let tokensWritten: Promise<void>[] | undefined
+    if (payload !== undefined && isStream(payload) && mode !== 'abort') {
+      // Kept while the stream reads: a token names what each wrote before the stream started.
+      if (reply === undefined) return undefined
+      for (const { lease, tokens } of others.values()) {
+        const position = tokens === null ? undefined : lease.positionSoFar()
+        if (position === undefined) continue
+        tokensWritten ??= []
+        tokensWritten.push(position.then((lsn) => writeToken(request, reply, tokens as ReadYourWrites, lsn)))
+      }
+      return tokensWritten === undefined ? undefined : Promise.all(tokensWritten)
+    }
     for (const { lease, tokens } of others.values()) {
       if (!lease.finished || mode === 'abort') {
         const finishing = lease.finish(mode === 'abort' ? 'abort' : 'commit')
