@@ -45,7 +45,8 @@ describe('trace context to the server: application_name per lease', () => {
     const running = async () =>
       db.admin<{ application_name: string }[]>`
         select application_name from pg_stat_activity
-        where state = 'active' and query like '%from gate' and pid <> pg_backend_pid()`
+        where state = 'active' and query like '%from gate' and pid <> pg_backend_pid()
+          and datname = ${new URL(db.directUrl).pathname.slice(1)}`
     await waitUntil(async () => (await running()).length === 1, 'the gate statement to run')
     const [row] = await running()
     await gate.open()

@@ -112,7 +112,10 @@ const table = {
   interval: number({ above: 0, max: MAX_MS, default: 100 }),
   // Default: max(60, target), below.
   maxDelay: number({ above: 0, max: MAX_MS, default: undefined }),
-  retryStorm: feature({ factor: number({ above: 0, default: 10 }), delay: number({ min: 0, max: MAX_MS, default: 500 }) }),
+  retryStorm: feature({
+    factor: number({ above: 0, default: 10 }),
+    delay: number({ min: 0, max: MAX_MS, default: 500 }),
+  }),
   minRetryAfter: integer({ min: 1, default: 1 }),
   // Default: max(30, minRetryAfter), below.
   maxRetryAfter: integer({ min: 1, default: undefined }),
