@@ -100,14 +100,14 @@ describe('options', () => {
   const bad: [unknown, string][] = [
     [{ target: 0 }, 'Invalid option backpressure.target: expected a number > 0 and <= 2147483647, got 0'],
     [{ interval: '100' }, 'Invalid option backpressure.interval: expected a number > 0 and <= 2147483647, got "100"'],
-    [{ minRetryAfter: 0 }, 'Invalid option backpressure.minRetryAfter: expected an integer >= 1, got 0'],
-    [{ maxRetryAfter: 1.5 }, 'Invalid option backpressure.maxRetryAfter: expected an integer >= 1, got 1.5'],
+    [{ minRetryAfter: 0 }, 'Invalid option backpressure.minRetryAfter: expected an integer from 1 to 86400, got 0'],
+    [{ maxRetryAfter: 1.5 }, 'Invalid option backpressure.maxRetryAfter: expected an integer from 1 to 86400, got 1.5'],
     [
       { minRetryAfter: 5, maxRetryAfter: 2 },
       'Invalid option backpressure.maxRetryAfter: expected at least minRetryAfter (5), got 2',
     ],
     // The old shape, kept until 1.0, is validated under its own name.
-    [{ retryAfter: { min: 0 } }, 'Invalid option backpressure.retryAfter.min: expected an integer >= 1, got 0'],
+    [{ retryAfter: { min: 0 } }, 'Invalid option backpressure.retryAfter.min: expected an integer from 1 to 86400, got 0'],
     [{ retryAfter: { mn: 1 } }, 'Invalid option backpressure.retryAfter.mn: unknown option; did you mean min?'],
     [
       { retryAfter: { min: 2 }, maxRetryAfter: 9 },

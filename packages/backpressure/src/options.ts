@@ -116,9 +116,9 @@ const table = {
     factor: number({ above: 0, default: 10 }),
     delay: number({ min: 0, max: MAX_MS, default: 500 }),
   }),
-  minRetryAfter: integer({ min: 1, default: 1 }),
+  minRetryAfter: integer({ min: 1, max: optionKit.MAX_RETRY_AFTER_SECONDS, default: 1 }),
   // Default: max(30, minRetryAfter), below.
-  maxRetryAfter: integer({ min: 1, default: undefined }),
+  maxRetryAfter: integer({ min: 1, max: optionKit.MAX_RETRY_AFTER_SECONDS, default: undefined }),
   exempt,
   process: feature(processTable),
 } satisfies Record<Exclude<keyof PgPoolBackpressureOptions, 'retryAfter'>, unknown>
@@ -126,7 +126,10 @@ const table = {
 /** Names other admission plugins give these options. */
 const aliases = { underPressure: 'process', exclude: 'exempt', maxQueueDelay: 'maxDelay' }
 
-const legacyRetryAfter = { min: integer({ min: 1, default: undefined }), max: integer({ min: 1, default: undefined }) }
+const legacyRetryAfter = {
+  min: integer({ min: 1, max: optionKit.MAX_RETRY_AFTER_SECONDS, default: undefined }),
+  max: integer({ min: 1, max: optionKit.MAX_RETRY_AFTER_SECONDS, default: undefined }),
+}
 
 /** Validates the plugin options once, at register; throws FST_PG_POOL_INVALID_OPTION. */
 export function resolveOptions(raw: unknown): ResolvedBackpressureOptions {

@@ -293,6 +293,12 @@ export function number<D extends number | undefined>(rule: NumberRule<D>): Optio
  */
 export const MAX_DURATION_MS = 2_147_483_647
 
+/**
+ * The most a `Retry-After` (whole seconds) may say: a day. Past it a number stops printing as
+ * digits (1e21 gives "1e+21", not delay-seconds), and no overload is worth a longer wait.
+ */
+export const MAX_RETRY_AFTER_SECONDS = 86_400
+
 export interface DurationRule<D> {
   readonly default: D
   /** Default 0. */

@@ -62,8 +62,7 @@ export class ReadYourWrites {
     if (cookies === undefined) return undefined
     for (const part of cookies.split(';')) {
       const eq = part.indexOf('=')
-      if (eq !== -1 && part.slice(0, eq).trim() === cookie)
-        return this.verify(decodeURIComponent(part.slice(eq + 1).trim()))
+      if (eq !== -1 && part.slice(0, eq).trim() === cookie) return this.verify(decodeCookie(part.slice(eq + 1).trim()))
     }
     return undefined
   }
@@ -78,5 +77,15 @@ export class ReadYourWrites {
         `${this.settings.cookie}=${encodeURIComponent(token)}; Path=/; Max-Age=${COOKIE_MAX_AGE_SECONDS}; HttpOnly; SameSite=Lax`,
       )
     }
+  }
+}
+
+/** A cookie value as the client sent it, percent-decoded; undefined when it is not valid encoding. */
+function decodeCookie(value: string): string | undefined {
+  try {
+    return decodeURIComponent(value)
+  } catch {
+    // A client's malformed token is ignored like a forged one, never a 500.
+    return undefined
   }
 }
