@@ -26,6 +26,13 @@ export interface FactorySettings {
   /** Bounds the whole opening (default: the pool's connectTimeout). */
   readonly connectTimeout?: number
   /**
+   * connectTimeout bounds the whole host list, not each host (the ping's timeout): each host gets
+   * an equal share of what is left, so a frozen host cannot take it all from the next ones.
+   */
+  readonly timeoutSpansHosts?: boolean
+  /** The host of a list tried first, shared by the pool's openings and its pings. */
+  readonly hostPreference?: HostPreference
+  /**
    * Runs once on each new connection before anyone gets it (search_path, a role, settings);
    * what it leaves on the session is restored by every session reset.
    */
@@ -35,6 +42,11 @@ export interface FactorySettings {
    * target_session_attrs=read-write would (postgres.js does not check it on every connection).
    */
   readonly requirePrimary?: boolean
+}
+
+/** The index in a host list of the last host that was the primary: openings try it first. */
+export interface HostPreference {
+  index: number
 }
 
 /** A code the opening failed with when every host of a list was a standby (or unreachable). */
@@ -48,7 +60,6 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
   const connectTimeout = settings.connectTimeout ?? options.connectTimeout
   const clientOptions: postgres.Options<{}> = {
     ...connection.options,
-    connect_timeout: connectTimeout / 1000,
     prepare: options.pgbouncer ? false : (connection.options.prepare ?? true),
     connection: {
       ...connection.options.connection,
@@ -59,17 +70,20 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
     },
   }
   const hosts = settings.requirePrimary === true ? connection.hosts : []
-  /** The host tried first: the last that was the primary. */
-  let preferred = 0
-  const open = async (signal: AbortSignal, server?: { host: string; port: number }): Promise<PoolConnection> => {
+  const preferred = settings.hostPreference ?? { index: 0 }
+  const open = async (
+    signal: AbortSignal,
+    timeoutMs: number,
+    server?: { host: string; port: number },
+  ): Promise<PoolConnection> => {
     let conn: ServerConnection | undefined
     // A password function is called here, once per connection, and postgres.js only gets its
     // value: postgres.js awaits the function in a promise nobody handles, so a rejection there
     // would end the process. Its wait counts against connectTimeout with the rest.
     const password = connection.password?.()
     password?.catch(() => {})
-    const serverOptions =
-      server === undefined ? clientOptions : { ...clientOptions, host: server.host, port: server.port }
+    const timed = { ...clientOptions, connect_timeout: timeoutMs / 1000 }
+    const serverOptions = server === undefined ? timed : { ...timed, host: server.host, port: server.port }
     const client = createServerClient({
       url: connection.url,
       options: password === undefined ? serverOptions : { ...serverOptions, password: () => password },
@@ -88,9 +102,9 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
     let timer: object | undefined
     const deadline = new Promise<never>((_, reject) => {
       timer = clock.setTimeout(() => {
-        reject(Object.assign(new Error(`no answer within ${connectTimeout} ms`), { code: CONNECT_TIMEOUT }))
+        reject(Object.assign(new Error(`no answer within ${timeoutMs} ms`), { code: CONNECT_TIMEOUT }))
         void conn?.end('error', 0)
-      }, connectTimeout)
+      }, timeoutMs)
     })
     const connected =
       password === undefined ? client.open(settings.arrayTypes) : password.then(() => client.open(settings.arrayTypes))
@@ -131,15 +145,18 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
     if (signal.aborted) throw Object.assign(new Error('the pool is closing'), { code: 'CONNECTION_ENDED' })
     return conn
   }
-  if (hosts.length < 2) return (signal) => open(signal)
+  if (hosts.length < 2) return (signal) => open(signal, connectTimeout)
   // A host list: each in turn, from the last that was the primary, until one is.
   return async (signal) => {
+    const endsAt = clock.now() + connectTimeout
     let last: unknown
     for (let k = 0; k < hosts.length; k++) {
-      const index = (preferred + k) % hosts.length
+      const index = (preferred.index + k) % hosts.length
+      const timeoutMs =
+        settings.timeoutSpansHosts === true ? Math.max(1, (endsAt - clock.now()) / (hosts.length - k)) : connectTimeout
       try {
-        const conn = await open(signal, hosts[index])
-        preferred = index
+        const conn = await open(signal, timeoutMs, hosts[index])
+        preferred.index = index
         return conn
       } catch (error) {
         last = error

@@ -62,8 +62,10 @@ export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
     log.debug({ notice: { severity: notice.severity, code: notice.code, message: notice.message } }, 'postgres notice')
   }
   // The ping opens its connection exactly as the pool does (onConnect, the primary check of a host
-  // list): a readiness that skipped them would pass while every pool connection fails.
+  // list): a readiness that skipped them would pass while every pool connection fails. It starts
+  // from the host the pool last found to be the primary, as the pool's next opening would.
   const factorySettings = {
+    hostPreference: { index: 0 },
     connection,
     options,
     clock,
@@ -109,6 +111,7 @@ export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
         ...factorySettings,
         arrayTypes: undefined,
         connectTimeout: timeoutMs,
+        timeoutSpansHosts: true,
         applicationName: `${options.applicationName}/ping`,
       }),
     connectError,

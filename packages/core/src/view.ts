@@ -45,8 +45,8 @@ export function createView(deps: ViewDeps): PgPoolView {
     async ping(timeoutMs) {
       const started = deps.clock.now()
       let conn: Awaited<ReturnType<ConnectionFactory>> | undefined
-      // Each opening is bounded by timeoutMs (its connect timeout is the ping's); a primary's host
-      // list tries its hosts in turn, so the whole ping is bounded too.
+      // The opening is bounded by timeoutMs; a primary's host list shares it among its hosts, tried
+      // in turn from the pool's preferred one, and the whole ping is bounded too.
       const deadline = new AbortController()
       const timer = deps.clock.setTimeout(() => deadline.abort(), timeoutMs)
       try {
