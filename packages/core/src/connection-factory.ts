@@ -2,7 +2,7 @@ import type postgres from 'postgres'
 import type { Clock } from './clock.js'
 import type { ResolvedConnection, ResolvedPoolOptions } from './options.js'
 import { createServerClient } from './postgres-adapter.js'
-import { type PoolConnection, ServerConnection } from './server-connection.js'
+import { type CloseReason, type PoolConnection, ServerConnection } from './server-connection.js'
 import { CAPTURE_BASELINE_SQL } from './session-reset.js'
 
 /**
@@ -100,10 +100,16 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
     // postgres.js's connect_timeout ends at the handshake: a server frozen right after it would
     // leave this connection opening forever, counted against max. The whole opening is bounded.
     let timer: object | undefined
+    // An opening given up may have a statement running (onConnect's, waiting on a lock): a backend
+    // that waits never notices its client left, so the server is told to stop it before the close.
+    const giveUp = (reason: CloseReason) => {
+      conn?.cancel()
+      void conn?.end(reason, 0)
+    }
     const deadline = new Promise<never>((_, reject) => {
       timer = clock.setTimeout(() => {
         reject(Object.assign(new Error(`no answer within ${timeoutMs} ms`), { code: CONNECT_TIMEOUT }))
-        void conn?.end('error', 0)
+        giveUp('error')
       }, timeoutMs)
     })
     const connected =
@@ -131,7 +137,7 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
             if (conn !== undefined && baseline.length > 0) conn.baseline = baseline.join('; ')
           })
     opening.catch(() => {})
-    const abandon = () => void conn?.end('shutdown', 0)
+    const abandon = () => giveUp('shutdown')
     signal.addEventListener('abort', abandon, { once: true })
     try {
       await Promise.race([opening, deadline])
