@@ -107,7 +107,10 @@ describe('options', () => {
       'Invalid option backpressure.maxRetryAfter: expected at least minRetryAfter (5), got 2',
     ],
     // The old shape, kept until 1.0, is validated under its own name.
-    [{ retryAfter: { min: 0 } }, 'Invalid option backpressure.retryAfter.min: expected an integer from 1 to 86400, got 0'],
+    [
+      { retryAfter: { min: 0 } },
+      'Invalid option backpressure.retryAfter.min: expected an integer from 1 to 86400, got 0',
+    ],
     [{ retryAfter: { mn: 1 } }, 'Invalid option backpressure.retryAfter.mn: unknown option; did you mean min?'],
     [
       { retryAfter: { min: 2 }, maxRetryAfter: 9 },
