@@ -55,6 +55,12 @@ export const NOT_PRIMARY = 'NOT_PRIMARY'
 /** A code the opening failed with when nothing answered in time. */
 export const CONNECT_TIMEOUT = 'CONNECT_TIMEOUT'
 
+/**
+ * The reason to abort an opening's signal with when the caller's deadline passed (the ping's),
+ * rather than because the pool closes: what still runs on it gets a cancel request.
+ */
+export const OPENING_DEADLINE = 'opening deadline'
+
 export function connectionFactory(settings: FactorySettings): ConnectionFactory {
   const { connection, options, clock } = settings
   const connectTimeout = settings.connectTimeout ?? options.connectTimeout
@@ -100,10 +106,12 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
     // postgres.js's connect_timeout ends at the handshake: a server frozen right after it would
     // leave this connection opening forever, counted against max. The whole opening is bounded.
     let timer: object | undefined
-    // An opening given up may have a statement running (onConnect's, waiting on a lock): a backend
-    // that waits never notices its client left, so the server is told to stop it before the close.
+    // An opening given up at its deadline may have a statement running (onConnect's, waiting on a
+    // lock): a backend that waits never notices its client left, so the server is told to stop it
+    // before the close. Not when the pool closes: the cancel request's own connection, to a server
+    // that may be frozen, would keep the process alive for up to connectTimeout after app.close().
     const giveUp = (reason: CloseReason) => {
-      conn?.cancel()
+      if (reason !== 'shutdown') conn?.cancel()
       void conn?.end(reason, 0)
     }
     const deadline = new Promise<never>((_, reject) => {
@@ -137,7 +145,8 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
             if (conn !== undefined && baseline.length > 0) conn.baseline = baseline.join('; ')
           })
     opening.catch(() => {})
-    const abandon = () => giveUp('shutdown')
+    // Aborted by the caller's own deadline (a ping's): given up like at the opening's deadline.
+    const abandon = () => giveUp(signal.reason === OPENING_DEADLINE ? 'error' : 'shutdown')
     signal.addEventListener('abort', abandon, { once: true })
     try {
       await Promise.race([opening, deadline])

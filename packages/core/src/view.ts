@@ -1,6 +1,6 @@
 import type { Clock } from './clock.js'
 import type { ConnectionBudget } from './connection-budget.js'
-import { CONNECT_TIMEOUT, type ConnectionFactory } from './connection-factory.js'
+import { CONNECT_TIMEOUT, type ConnectionFactory, OPENING_DEADLINE } from './connection-factory.js'
 import { errors } from './errors.js'
 import { type ListenerStats, NO_LISTENER } from './listener.js'
 import type { ResolvedPoolOptions } from './options.js'
@@ -48,7 +48,7 @@ export function createView(deps: ViewDeps): PgPoolView {
       // The opening is bounded by timeoutMs; a primary's host list shares it among its hosts, tried
       // in turn from the pool's preferred one, and the whole ping is bounded too.
       const deadline = new AbortController()
-      const timer = deps.clock.setTimeout(() => deadline.abort(), timeoutMs)
+      const timer = deps.clock.setTimeout(() => deadline.abort(OPENING_DEADLINE), timeoutMs)
       try {
         conn = await deps.pingFactory(timeoutMs)(deadline.signal)
         return deps.clock.now() - started
