@@ -164,6 +164,8 @@ export class Lease implements Holder, QueryOwner {
   #cancelledEarly: Set<TrackedQuery> | undefined
   /** Statements sent again after a failed session reset, by the query their holder holds. */
   #rerouted: Map<TrackedQuery, TrackedQuery> | undefined
+  /** The holder's begin() blocks waiting for onLease to have prepared the connection. */
+  #readyWaiters: { resolve: () => void; reject: (error: unknown) => void }[] | undefined
   #preparing = false
   #setupError: unknown
   #ranStatements = false
@@ -304,7 +306,7 @@ export class Lease implements Holder, QueryOwner {
             this.#ctx = ctx
             this.#targeted = true
             if (this.#mode === 'abort' || this.#phase === 'done') return this.#maybeIdle()
-            if ((this.#pending?.length ?? 0) > 0) this.#acquire()
+            if ((this.#pending?.length ?? 0) > 0 || this.#readyWaiters !== undefined) this.#acquire()
             else this.#maybeIdle()
           },
           (error: unknown) => {
@@ -344,7 +346,36 @@ export class Lease implements Holder, QueryOwner {
   #failPending(error: unknown): void {
     const surfaced = withRetryAfter(error, this.#ctx.options.retryAfter)
     for (const query of this.#takePending()) query.reject(surfaced)
+    this.#settleReady(surfaced)
     this.#maybeIdle()
+  }
+
+  /**
+   * Resolves once the lease holds a connection that onLease has prepared, taking one now when it
+   * has none; undefined when there is nothing to wait for. A holder's begin() waits here, so that
+   * its block starts after the hook's statements and blocks, never among them.
+   */
+  #whenPrepared(): Promise<void> | undefined {
+    // A finished lease runs nothing more: the block's BEGIN is refused as released.
+    if (this.settings.onLease === undefined || this.#mode !== undefined) return undefined
+    if (this.#setupError !== undefined) return Promise.reject(this.#setupError)
+    if (this.#prepared && !this.#preparing) return undefined
+    return new Promise<void>((resolve, reject) => {
+      this.#readyWaiters ??= []
+      this.#readyWaiters.push({ resolve, reject })
+      if (this.#conn === undefined && !this.#waiting && !this.#choosing) this.#acquire()
+    })
+  }
+
+  /** onLease is done (or will never run): the begin() blocks waiting for it go on, or fail. */
+  #settleReady(error?: unknown): void {
+    const waiters = this.#readyWaiters
+    if (waiters === undefined) return
+    this.#readyWaiters = undefined
+    for (const waiter of waiters) {
+      if (error === undefined) waiter.resolve()
+      else waiter.reject(error)
+    }
   }
 
   #attach(conn: PoolConnection): void {
@@ -396,6 +427,7 @@ export class Lease implements Holder, QueryOwner {
         () => {
           this.#preparing = false
           for (const query of this.#takeHeld()) this.#deliver(query)
+          this.#settleReady()
           this.#maybeIdle()
         },
         (error: unknown) => {
@@ -403,6 +435,7 @@ export class Lease implements Holder, QueryOwner {
           this.#preparing = false
           this.#setupError = error
           for (const query of this.#takeHeld()) query.reject(error)
+          this.#settleReady(error)
           this.#maybeIdle()
         },
       )
@@ -757,6 +790,7 @@ export class Lease implements Holder, QueryOwner {
     for (const query of this.#takePending()) query.reject(aborted)
     for (const query of this.#takeHeld()) query.reject(aborted)
     for (const query of this.#takeQueued()) query.reject(aborted)
+    this.#settleReady(aborted)
     const conn = this.#conn
     if (conn === undefined || this.#inflight.size === 0) {
       this.#maybeIdle()
@@ -937,14 +971,18 @@ export class Lease implements Holder, QueryOwner {
    * for onLease like its other statements.
    */
   async transaction<T>(beginText: string, callback: () => Promise<T>, setup = false): Promise<T> {
-    // onLease may open a block of its own while the holder's first block waits for it (that
-    // block's statements, its BEGIN included, are held until onLease is done).
-    const outer =
-      setup && this.#preparing && this.#block && !this.#blockSetup
-        ? { readOnly: this.#blockReadOnly, message: this.#transactionMessage }
-        : undefined
-    if ((this.#block && outer === undefined) || this.inTransaction) throw new errors.FST_PG_POOL_NESTED_TRANSACTION()
+    // onLease runs inside a route transaction; a block of onLease's own may run while the holder's
+    // begin() waits for the hook (below), never the other way round.
+    if (this.inTransaction || (this.#block && (setup || !this.#blockSetup))) {
+      throw new errors.FST_PG_POOL_NESTED_TRANSACTION()
+    }
     if (this.pipelined) throw new errors.FST_PG_POOL_PIPELINED(this.route, 'a transaction')
+    if (!setup) {
+      const prepared = this.#whenPrepared()
+      if (prepared !== undefined) await prepared
+      // Another block of the holder's began meanwhile.
+      if (this.#block) throw new errors.FST_PG_POOL_NESTED_TRANSACTION()
+    }
     // A read-only route's block is read-only whatever it asks: in a BEGIN the last mode wins, so
     // `BEGIN READ WRITE READ ONLY` is read-only from its first statement on.
     if (this.settings.readOnly === true) beginText = `${beginText} READ ONLY`
@@ -988,12 +1026,6 @@ export class Lease implements Holder, QueryOwner {
       // A BEGIN that failed opened nothing: the lease is outside a block again.
       if (!begun) this.#block = false
       this.#endTransactionMessage(outcome, failure)
-      if (outer !== undefined) {
-        this.#block = true
-        this.#blockSetup = false
-        this.#blockReadOnly = outer.readOnly
-        this.#transactionMessage = outer.message
-      }
     }
   }
 
