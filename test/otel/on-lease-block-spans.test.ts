@@ -2,8 +2,8 @@ import pgPoolCore from '@fastify-pg-pool/core'
 import pgPoolOtel, { ATTR, SPAN } from '@fastify-pg-pool/otel'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
-import { startTestSdk, type TestSdk } from './sdk.js'
 import { createTestDatabase, sleep, type TestDatabase, uniqueName, waitFor } from '../support/database.js'
+import { startTestSdk, type TestSdk } from './sdk.js'
 
 // Found by a third round of hostile probing (failed on 0dc7bab): after an abort during onLease's
 // own block, with the handler's begin() waiting behind it, the handler's transaction span never
