@@ -174,8 +174,6 @@ export class Lease implements Holder, QueryOwner {
   #routeTransaction = false
   /** A `begin()` block is open. */
   #block = false
-  /** The block was opened by onLease (its statements are setup statements). */
-  #blockSetup = false
   /** The block is read-only by its BEGIN: a 25006 in it is the holder's, not a failover. */
   #blockReadOnly = false
   #transactionMessage: TransactionMessage | undefined
@@ -212,7 +210,15 @@ export class Lease implements Holder, QueryOwner {
 
   /** The route's own transaction is read-only: a 25006 in it is the holder's, not a failover. */
   get #readOnlyTransaction(): boolean {
-    return this.settings.begin?.includes('READ ONLY') === true || (this.#block && this.#blockReadOnly)
+    return beginsReadOnly(this.settings.begin) || (this.#block && this.#blockReadOnly)
+  }
+
+  /**
+   * The open block is onLease's own: a holder's block starts only once onLease is done
+   * (#whenPrepared), so a block open while onLease runs is the hook's.
+   */
+  get #onLeaseBlock(): boolean {
+    return this.#block && this.#preparing
   }
 
   get finished(): boolean {
@@ -244,6 +250,9 @@ export class Lease implements Holder, QueryOwner {
   positionSoFar(): Promise<Lsn | undefined> | undefined {
     if (!this.#wrote || this.#busy || this.#conn === undefined || this.#mode !== undefined) return undefined
     if (this.inTransaction || this.#block) return undefined
+    // Nothing runs: this position covers every write so far. The lease captures again when it
+    // comes back only if a later statement writes (the token is on the reply already).
+    this.#wrote = false
     return this.#internal(CURRENT_LSN_SQL).then(
       (rows) => {
         this.#commitLsn = lsnOf(rows)
@@ -949,7 +958,7 @@ export class Lease implements Holder, QueryOwner {
     try {
       const capture = final && this.#ctx.captureLsn === true && !this.#readOnlyTransaction
       // A block of onLease's commits while the holder's statements are held.
-      const setup = !final && this.#blockSetup
+      const setup = !final && this.#onLeaseBlock
       const answer = await this.#internal(capture ? `COMMIT; ${CURRENT_LSN_SQL}` : 'COMMIT', final, setup)
       const result = capture && Array.isArray(answer) ? answer[0] : answer
       this.#transaction.noteClosed()
@@ -973,7 +982,7 @@ export class Lease implements Holder, QueryOwner {
   async transaction<T>(beginText: string, callback: () => Promise<T>, setup = false): Promise<T> {
     // onLease runs inside a route transaction; a block of onLease's own may run while the holder's
     // begin() waits for the hook (below), never the other way round.
-    if (this.inTransaction || (this.#block && (setup || !this.#blockSetup))) {
+    if (this.inTransaction || (this.#block && (setup || !this.#onLeaseBlock))) {
       throw new errors.FST_PG_POOL_NESTED_TRANSACTION()
     }
     if (this.pipelined) throw new errors.FST_PG_POOL_PIPELINED(this.route, 'a transaction')
@@ -987,8 +996,7 @@ export class Lease implements Holder, QueryOwner {
     // `BEGIN READ WRITE READ ONLY` is read-only from its first statement on.
     if (this.settings.readOnly === true) beginText = `${beginText} READ ONLY`
     this.#block = true
-    this.#blockSetup = setup
-    this.#blockReadOnly = /\bREAD\s+ONLY\b/i.test(beginText)
+    this.#blockReadOnly = beginsReadOnly(beginText)
     this.#startTransactionMessage('begin')
     let outcome: TransactionOutcome = 'rollback'
     let failure: Error | undefined
@@ -1060,6 +1068,13 @@ const SET_APPLICATION_NAME: readonly string[] = Object.freeze(
 )
 
 const noRestores: readonly string[] = Object.freeze([])
+
+/** A BEGIN whose last access mode is READ ONLY (in a BEGIN the last mode wins). */
+function beginsReadOnly(text: string | undefined): boolean {
+  if (text === undefined) return false
+  const modes = text.toUpperCase().match(/\bREAD\s+(ONLY|WRITE)\b/g)
+  return modes !== null && /ONLY$/.test(modes[modes.length - 1] as string)
+}
 
 /** SQLSTATE read_only_sql_transaction. */
 const READ_ONLY_SQL_TRANSACTION = '25006'

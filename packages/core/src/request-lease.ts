@@ -204,20 +204,19 @@ export class RequestLeases {
   ): Promise<unknown> | undefined {
     const others = request[kOthers]
     if (others === null) return undefined
+    // Kept while a stream reads: a token names what each wrote before the stream started.
+    const streaming = payload !== undefined && isStream(payload) && mode !== 'abort'
+    if (streaming && reply === undefined) return undefined
     let tokensWritten: Promise<void>[] | undefined
-    if (payload !== undefined && isStream(payload) && mode !== 'abort') {
-      // Kept while the stream reads: a token names what each wrote before the stream started.
-      if (reply === undefined) return undefined
-      for (const { lease, tokens } of others.values()) {
+    for (const { lease, tokens } of others.values()) {
+      if (streaming) {
         const position = tokens === null ? undefined : lease.positionSoFar()
         if (position === undefined) continue
         tokensWritten ??= []
-        tokensWritten.push(position.then((lsn) => writeToken(request, reply, tokens as ReadYourWrites, lsn)))
-      }
-      return tokensWritten === undefined ? undefined : Promise.all(tokensWritten)
-    }
-    for (const { lease, tokens } of others.values()) {
-      if (!lease.finished || mode === 'abort') {
+        tokensWritten.push(
+          position.then((lsn) => writeToken(request, reply as FastifyReply, tokens as ReadYourWrites, lsn)),
+        )
+      } else if (!lease.finished || mode === 'abort') {
         const finishing = lease.finish(mode === 'abort' ? 'abort' : 'commit')
         if (finishing === finished) continue
         if (tokens !== null && reply !== undefined && mode !== 'abort') {
