@@ -64,7 +64,8 @@ beforeEach(async () => {
         (select name from items where id = 1) as item,
         (select count(*)::int from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()) as locks,
         (select count(*)::int from pg_class where relnamespace = pg_my_temp_schema()) as "tempObjects",
-        (select count(*)::int from pg_prepared_statements where from_sql) as prepared,
+        (select count(*)::int from pg_prepared_statements where from_sql and left(name, 22) <> 'fastify_pg_pool_reset_') as prepared,
+        (select count(*)::int from pg_prepared_statements where left(name, 22) = 'fastify_pg_pool_reset_') as "resetCheck",
         (select count(*)::int from pg_listening_channels()) as listening,
         (select count(*)::int from pg_cursors where is_holdable) as cursors,
         current_setting('statement_timeout') as "statementTimeout",
@@ -96,6 +97,8 @@ const clean = {
   locks: 0,
   tempObjects: 0,
   prepared: 0,
+  // The reset's own check (session-reset.ts, RESET_CHECK), prepared on each connection.
+  resetCheck: 1,
   listening: 0,
   cursors: 0,
   statementTimeout: '30s',
@@ -142,7 +145,20 @@ set app.tenant = 'A'`,
     (sql) => sql.unsafe('set session characteristics as transaction isolation level serializable'),
   ],
   ['nextval (lastval/currval are session state)', (sql) => sql`select nextval('ids')`],
+  // What drops the reset's own prepared check: the reset fails, and the connection is replaced.
+  ['DEALLOCATE ALL', (sql) => sql.unsafe('deallocate all')],
+  ['DISCARD ALL', (sql) => sql.unsafe('discard all')],
+  [
+    "DEALLOCATE of the reset's check, its name read back",
+    (sql) =>
+      sql.unsafe(`do $$ begin
+        execute format('deallocate %I', (select name from pg_prepared_statements where left(name, 22) = 'fastify_pg_pool_reset_'));
+      end $$`),
+  ],
 ]
+
+/** Cases after which only a new connection is clean (the reset fails and the connection is retired). */
+const retires = /^(PREPARE|DEALLOCATE|DISCARD ALL)/
 
 describe('session reset (default): nothing crosses from one request to the next', () => {
   test('B sees a clean session on a fresh connection', async () => {
@@ -151,6 +167,8 @@ describe('session reset (default): nothing crosses from one request to the next'
 
   for (const [name, action] of cases) {
     for (const route of ['/a', '/a-tx']) {
+      // PostgreSQL refuses DISCARD ALL inside a transaction block.
+      if (name === 'DISCARD ALL' && route === '/a-tx') continue
       test(`${name} (${route === '/a' ? 'plain route' : 'transaction route'})`, async () => {
         const before = await probe()
         doA = action
@@ -159,8 +177,9 @@ describe('session reset (default): nothing crosses from one request to the next'
         const after = await probe()
         expect(after).toMatchObject(clean)
         // The same backend, reset in place: the test would prove nothing on a new connection.
-        // (A session that only a new connection can clean, e.g. SQL-level PREPARE, may be retired.)
-        if (!name.startsWith('PREPARE')) expect(after.pid).toBe(before.pid)
+        // (A session that only a new connection can clean, e.g. SQL-level PREPARE, is retired.)
+        if (retires.test(name)) expect(after.pid).not.toBe(before.pid)
+        else expect(after.pid).toBe(before.pid)
         // A's advisory lock is not held by the pool's connection: another session can take it.
         const [free] = await db.sql`select pg_try_advisory_lock(4242) as ok`
         expect(free?.ok).toBe(true)

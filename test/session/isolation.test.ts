@@ -172,6 +172,32 @@ describe('sessionReset modes', () => {
     expect(await db.sql`select id from items`).toEqual([])
   })
 
+  test("only 'always' prepares the reset's check on its connections, once each, after onConnect", async () => {
+    const checks = `select count(*)::int as n from pg_prepared_statements where left(name, 22) = 'fastify_pg_pool_reset_'`
+    for (const [sessionReset, expected] of [
+      ['always', 1],
+      ['rollback', 0],
+      ['never', 0],
+    ] as const) {
+      // onConnect's own DEALLOCATE ALL runs before the check is prepared, so it cannot drop it.
+      current = await coreApp(
+        db.url,
+        { max: 1, sessionReset },
+        {},
+        {
+          onConnect: async (sql) => {
+            await sql.unsafe('deallocate all')
+          },
+        },
+      )
+      const { app } = current
+      app.get('/checks', async (request) => (await request.db.unsafe<{ n: number }[]>(checks))[0])
+      for (let i = 0; i < 3; i++) expect((await app.inject('/checks')).json(), sessionReset).toEqual({ n: expected })
+      await app.close()
+      current = undefined
+    }
+  })
+
   test("sessionReset: 'never' leaves session state behind (the option is real)", async () => {
     current = await coreApp(db.url, { max: 1, sessionReset: 'never' })
     const { app } = current

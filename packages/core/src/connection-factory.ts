@@ -3,7 +3,7 @@ import type { Clock } from './clock.js'
 import type { ResolvedConnection, ResolvedPoolOptions } from './options.js'
 import { createServerClient } from './postgres-adapter.js'
 import { type CloseReason, type PoolConnection, ServerConnection } from './server-connection.js'
-import { CAPTURE_BASELINE_SQL } from './session-reset.js'
+import { CAPTURE_BASELINE_SQL, PREPARE_RESET_CHECK_SQL } from './session-reset.js'
 
 /**
  * Opens one server connection; the pool's only way to get one (fakes replace it in unit tests).
@@ -42,6 +42,11 @@ export interface FactorySettings {
    * target_session_attrs=read-write would (postgres.js does not check it on every connection).
    */
   readonly requirePrimary?: boolean
+  /**
+   * Connections that leases will hold (not the ping's): with the full session reset, its check
+   * is prepared on each before anyone gets it (session-reset.ts, RESET_CHECK).
+   */
+  readonly leased?: boolean
 }
 
 /** The index in a host list of the last host that was the primary: openings try it first. */
@@ -76,6 +81,7 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
     },
   }
   const hosts = settings.requirePrimary === true ? connection.hosts : []
+  const prepareCheck = settings.leased === true && options.sessionReset === 'always' && !options.pgbouncer
   const preferred = settings.hostPreference ?? { index: 0 }
   const open = async (
     signal: AbortSignal,
@@ -134,7 +140,7 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
             }
           })
     const onConnect = settings.onConnect
-    const opening =
+    const configured =
       onConnect === undefined
         ? opened
         : opened.then(async () => {
@@ -144,6 +150,12 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
             const baseline = [row?.settings, row?.role].filter((x): x is string => typeof x === 'string' && x !== '')
             if (conn !== undefined && baseline.length > 0) conn.baseline = baseline.join('; ')
           })
+    // Last, after onConnect: what the reset checks for is what holders leave, not what it set.
+    const opening = prepareCheck
+      ? configured.then(async () => {
+          await client.sql.unsafe(PREPARE_RESET_CHECK_SQL).simple()
+        })
+      : configured
     opening.catch(() => {})
     // Aborted by the caller's own deadline (a ping's): given up like at the opening's deadline.
     const abandon = () => giveUp(signal.reason === OPENING_DEADLINE ? 'error' : 'shutdown')

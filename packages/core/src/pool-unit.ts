@@ -73,6 +73,7 @@ export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
     arrayTypes: typeArrayMapOf(helpers),
     onConnect: settings.onConnect,
     requirePrimary: settings.role === 'primary',
+    leased: true,
   }
   const connectError = (error: unknown): Error => {
     if ((error as { code?: unknown } | null)?.code === 'FST_PG_POOL_CONNECT_FAILED') return error as Error
@@ -113,6 +114,7 @@ export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
         connectTimeout: timeoutMs,
         timeoutSpansHosts: true,
         applicationName: `${options.applicationName}/ping`,
+        leased: false,
       }),
     connectError,
   })

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import type { TrackedQuery } from './postgres-adapter.js'
 
 /**
@@ -27,21 +28,40 @@ export type SessionReset = 'always' | 'rollback' | 'never'
  * authorization are outside it). Not DISCARD ALL: its DEALLOCATE ALL would drop postgres.js's
  * prepared statements, which it would then re-prepare in an extra round trip each (and fail
  * inside a transaction). SQL-level prepared statements (`PREPARE`, from any statement or
- * function) are detected instead: the division fails when there is one, and the connection,
- * which alone can drop them cheaply, is retired.
+ * function) are detected instead, by RESET_CHECK (below): it fails when there is one, and the
+ * connection, which alone can drop them cheaply, is retired.
  */
+/**
+ * The name of the reset's last step, prepared on each connection when it opens
+ * (PREPARE_RESET_CHECK_SQL): prepared once, it is planned once, where the same SELECT in the
+ * reset's simple-protocol message was planned on every reset (16 µs of PostgreSQL CPU and 10 µs
+ * of Node CPU of the 56 µs and 56 µs the reset took, measured on PostgreSQL 18 with
+ * bench/reset-cost.js). A request that drops it (`DEALLOCATE ALL`, `DISCARD ALL`) makes the next
+ * reset fail (26000): fail-closed, the connection is retired like after any failed reset. The
+ * name ends in a random suffix (one per process): SQL cannot put a statement of its own in the
+ * check's place without first reading the name back from pg_prepared_statements, which is no
+ * accident but an app setting out to defeat its own pool.
+ */
+export const RESET_CHECK = `fastify_pg_pool_reset_${randomBytes(6).toString('hex')}`
+
+/**
+ * No columns: postgres.js parses no row description for them. The unlock is a one-time filter,
+ * evaluated once, whatever the check finds. The check reads the function, not the
+ * pg_prepared_statements view (half the planning, measured), and fails on the first SQL-level
+ * statement but its own: 1 / 0 for such a from_sql row (CASE fixes the order: a bare AND could
+ * divide first). Its cost grows with the statements postgres.js prepared on the connection
+ * (about 0.35 µs each on PostgreSQL 18, measured): the function returns them all.
+ */
+export const PREPARE_RESET_CHECK_SQL =
+  `PREPARE ${RESET_CHECK} AS SELECT WHERE pg_catalog.pg_advisory_unlock_all() IS NULL OR EXISTS (` +
+  `SELECT FROM pg_catalog.pg_prepared_statement() s WHERE CASE WHEN s.name = '${RESET_CHECK}' THEN false ELSE 1 / (s.from_sql::int - 1) = 0 END)`
+
 const RESET_UNTIL_COMMIT =
   // Its isolation spelled out: a bare BEGIN would take the defaults the holder left (RESET ALL
   // comes too late for this transaction), and a serializable, read-only, deferrable one waits
   // for a safe snapshot, for as long as any serializable writer elsewhere stays open.
   'BEGIN ISOLATION LEVEL READ COMMITTED; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES; UNLISTEN *; ' +
-  // No columns: postgres.js parses no row description for them. The unlock is a one-time
-  // filter, evaluated once. The check reads the function, not the pg_prepared_statements view
-  // (half the planning, measured), and fails on the first SQL-level statement: 1 / 0 for a
-  // from_sql row only. Its cost grows with the statements postgres.js prepared on the connection
-  // (about 0.35 µs each on PostgreSQL 18, measured), which a simple-protocol message cannot avoid.
-  'SELECT WHERE pg_catalog.pg_advisory_unlock_all() IS NULL; ' +
-  'SELECT FROM pg_catalog.pg_prepared_statement() s WHERE 1 / (s.from_sql::int - 1) = 0'
+  `EXECUTE ${RESET_CHECK}`
 
 /** After a holder whose session is known to be outside any transaction block. */
 export const RESET_SQL = `${RESET_UNTIL_COMMIT}; COMMIT`

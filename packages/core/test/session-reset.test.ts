@@ -1,7 +1,9 @@
 import { describe, expect, test } from 'vitest'
 import { commandsOf } from '../src/postgres-adapter.js'
 import {
+  PREPARE_RESET_CHECK_SQL,
   RESET_AFTER_OPEN_SQL,
+  RESET_CHECK,
   RESET_SQL,
   ROLLBACK_SQL,
   resetStatement,
@@ -83,10 +85,16 @@ describe('resetStatement', () => {
       'RESET ALL',
       'DISCARD TEMP',
       'UNLISTEN *',
-      'pg_advisory_unlock_all()',
+      `EXECUTE ${RESET_CHECK}`,
     ]) {
       expect(RESET_SQL).toContain(part)
     }
+  })
+
+  test('the check prepared on each connection unlocks advisory locks and skips only itself', () => {
+    expect(PREPARE_RESET_CHECK_SQL.startsWith(`PREPARE ${RESET_CHECK} AS SELECT WHERE`)).toBe(true)
+    expect(PREPARE_RESET_CHECK_SQL).toContain('pg_catalog.pg_advisory_unlock_all()')
+    expect(PREPARE_RESET_CHECK_SQL).toContain(`WHEN s.name = '${RESET_CHECK}' THEN false`)
   })
 })
 
