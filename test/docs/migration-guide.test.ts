@@ -84,10 +84,8 @@ async function run(code: string, scope: Record<string, unknown>): Promise<Record
   return fn(...Object.values(bound))
 }
 
-const schema = `
-  create table users (id serial primary key, username text not null unique);
-  create table audit (id serial primary key, event text not null);
-  insert into users (username) values ('ada'), ('grace');`
+/** The guide's own schema block: what it tells its readers to create is what the samples run on. */
+const schema = /<!-- schema -->\n```sql\n([\s\S]*?)\n```/.exec(guide)?.[1] ?? ''
 
 let before: TestDatabase
 let after: TestDatabase
@@ -156,6 +154,9 @@ describe('the migration guide', () => {
     )
     const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
     expect(readme).toContain('(docs/migrating-from-fastify-postgres.md)')
+    // Its readers get the tables the samples need from the guide itself.
+    expect(schema).toContain('create table users')
+    expect(schema).toContain('create table audit')
   })
 
   test('@fastify/postgres has the API the guide maps: query, connect, transact, pool, Client', () => {
