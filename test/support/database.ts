@@ -24,7 +24,8 @@ export interface TestDatabase {
   terminate(name: string): Promise<number>
   /** Running queries of `name` whose text matches `like`. */
   running(name: string, like: string): Promise<number>
-  drop(): Promise<void>
+  /** Drops the database, then `roles` (which may own objects in it), then ends the clients. */
+  drop(roles?: readonly string[]): Promise<void>
 }
 
 export function uniqueName(prefix = 'fpp'): string {
@@ -70,9 +71,10 @@ export async function createTestDatabase(): Promise<TestDatabase> {
       count(admin<{ n: number }[]>`
         select count(*)::int as n from pg_stat_activity
         where application_name = ${app} and datname = ${name} and state = 'active' and query like ${like}`),
-    async drop() {
+    async drop(roles = []) {
       await sql.end({ timeout: 1 })
       await admin.unsafe(`drop database if exists ${name} with (force)`)
+      for (const role of roles) await admin.unsafe(`drop role if exists ${role}`)
       await admin.end({ timeout: 1 })
     },
   }
