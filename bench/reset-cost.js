@@ -5,7 +5,7 @@
 // embedded one by default, or DATABASE_URL pointing at 127.0.0.1).
 import { readFileSync } from 'node:fs'
 import postgres from 'postgres'
-import { PREPARE_RESET_CHECK_SQL, RESET_SQL } from '../packages/core/dist/session-reset.js'
+import { prepareResetCheck, RESET_SQL } from '../packages/core/dist/session-reset.js'
 import { startDatabase } from './postgres.js'
 
 const UTILITIES = 'CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES; UNLISTEN *'
@@ -34,7 +34,7 @@ async function connect(prepareCheck) {
   const [{ pid }] = await sql`select pg_backend_pid() as pid`
   // A few statements prepared, as postgres.js leaves on a connection an app has used.
   for (let i = 0; i < 5; i++) await sql`select ${i}::int + ${i} as ${sql(`x${i}`)}`
-  if (prepareCheck) await sql.unsafe(PREPARE_RESET_CHECK_SQL).simple()
+  if (prepareCheck) await sql.unsafe(prepareResetCheck()).simple()
   return { sql, pid }
 }
 // ... or on one without it, where the earlier check finds no SQL-level statement.

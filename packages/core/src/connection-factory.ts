@@ -3,7 +3,7 @@ import type { Clock } from './clock.js'
 import type { ResolvedConnection, ResolvedPoolOptions } from './options.js'
 import { createServerClient } from './postgres-adapter.js'
 import { type CloseReason, type PoolConnection, ServerConnection } from './server-connection.js'
-import { CAPTURE_BASELINE_SQL, PREPARE_RESET_CHECK_SQL } from './session-reset.js'
+import { CAPTURE_BASELINE_SQL, KEPT_STATEMENTS_SQL, type KeptStatement, prepareResetCheck } from './session-reset.js'
 
 /**
  * Opens one server connection; the pool's only way to get one (fakes replace it in unit tests).
@@ -150,10 +150,12 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
             const baseline = [row?.settings, row?.role].filter((x): x is string => typeof x === 'string' && x !== '')
             if (conn !== undefined && baseline.length > 0) conn.baseline = baseline.join('; ')
           })
-    // Last, after onConnect: what the reset checks for is what holders leave, not what it set.
+    // Last, after onConnect: the reset checks for what holders leave, and what onConnect
+    // prepared (SQL-level) is kept as the session's baseline.
     const opening = prepareCheck
       ? configured.then(async () => {
-          await client.sql.unsafe(PREPARE_RESET_CHECK_SQL).simple()
+          const kept = await client.sql.unsafe<KeptStatement[]>(KEPT_STATEMENTS_SQL).simple()
+          await client.sql.unsafe(prepareResetCheck(kept)).simple()
         })
       : configured
     opening.catch(() => {})

@@ -33,7 +33,7 @@ export type SessionReset = 'always' | 'rollback' | 'never'
  */
 /**
  * The name of the reset's last step, prepared on each connection when it opens
- * (PREPARE_RESET_CHECK_SQL): prepared once, it is planned once, where the same SELECT in the
+ * (prepareResetCheck): prepared once, it is planned once, where the same SELECT in the
  * reset's simple-protocol message was planned on every reset (16 µs of PostgreSQL CPU and 10 µs
  * of Node CPU of the 56 µs and 56 µs the reset took, measured on PostgreSQL 18 with
  * bench/reset-cost.js). A request that drops it (`DEALLOCATE ALL`, `DISCARD ALL`) makes the next
@@ -45,16 +45,63 @@ export type SessionReset = 'always' | 'rollback' | 'never'
 export const RESET_CHECK = `fastify_pg_pool_reset_${randomBytes(6).toString('hex')}`
 
 /**
- * No columns: postgres.js parses no row description for them. The unlock is a one-time filter,
- * evaluated once, whatever the check finds. The check reads the function, not the
- * pg_prepared_statements view (half the planning, measured), and fails on the first SQL-level
- * statement but its own: 1 / 0 for such a from_sql row (CASE fixes the order: a bare AND could
- * divide first). Its cost grows with the statements postgres.js prepared on the connection
- * (about 0.35 µs each on PostgreSQL 18, measured): the function returns them all.
+ * The SQL-level statements a connection holds when it opens, after onConnect (its own, or what
+ * a server session reused behind PgBouncer in session mode kept): the reset's check takes them
+ * for the session's baseline. Each as a literal quoted by the server (quote_literal writes E''
+ * when it must, whatever standard_conforming_strings is) and its prepare_time in ISO 8601, which
+ * no DateStyle reads differently.
  */
-export const PREPARE_RESET_CHECK_SQL =
-  `PREPARE ${RESET_CHECK} AS SELECT WHERE pg_catalog.pg_advisory_unlock_all() IS NULL OR EXISTS (` +
-  `SELECT FROM pg_catalog.pg_prepared_statement() s WHERE CASE WHEN s.name = '${RESET_CHECK}' THEN false ELSE 1 / (s.from_sql::int - 1) = 0 END)`
+export const KEPT_STATEMENTS_SQL = `SELECT pg_catalog.quote_literal(name) AS name,
+  pg_catalog.to_char(prepare_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "preparedAt"
+  FROM pg_catalog.pg_prepared_statements WHERE from_sql`
+
+/** A statement of KEPT_STATEMENTS_SQL: its name as a quoted literal, when it was prepared. */
+export interface KeptStatement {
+  readonly name: string
+  readonly preparedAt: string
+}
+
+// Every operator spelled OPERATOR(pg_catalog.x): an unqualified one resolves through the
+// search_path the check is planned with, which after RESET ALL is the database's or the role's
+// default, where a schema the app can write may come before pg_catalog. Functions and types
+// qualified likewise; IS NULL, CASE, EXISTS and ::int (a keyword) cannot be replaced.
+const EQ = 'OPERATOR(pg_catalog.=)'
+
+/**
+ * The statement to prepare on a new connection (RESET_CHECK). No columns: postgres.js parses no
+ * row description for them. The unlock is a one-time filter, evaluated once, whatever the check
+ * finds. The check reads the function, not the pg_prepared_statements view (half the planning,
+ * measured), and fails on the first SQL-level statement that is neither its own nor one of
+ * `kept`: 1 / 0 for such a from_sql row (CASE fixes the order: a bare AND could divide first). A
+ * kept statement is known by its name and prepare_time, so one deallocated and prepared again
+ * under its name is not. With statements kept, it also fails when one of them is gone (a request
+ * deallocated it), so that the next holder does not miss what onConnect prepared for it. Its cost
+ * grows with the statements postgres.js prepared on the connection (about 0.35 µs each on
+ * PostgreSQL 18, measured): the function returns them all.
+ *
+ * Our own name among `kept` (a server session reused behind PgBouncer in session mode, from an
+ * earlier connection of this process) is deallocated first: PREPARE would refuse the name.
+ */
+export function prepareResetCheck(kept: readonly KeptStatement[] = []): string {
+  const ours = `'${RESET_CHECK}'`
+  const others = kept.filter((statement) => statement.name !== ours)
+  const isKept = others
+    .map(
+      (statement) =>
+        `(s.name ${EQ} ${statement.name} AND s.prepare_time ${EQ} '${statement.preparedAt}'::pg_catalog.timestamptz)`,
+    )
+    .join(' OR ')
+  const check =
+    `SELECT WHERE pg_catalog.pg_advisory_unlock_all() IS NULL OR EXISTS (SELECT FROM pg_catalog.pg_prepared_statement() s ` +
+    `WHERE CASE WHEN s.name ${EQ} ${ours} THEN false ${isKept === '' ? '' : `WHEN ${isKept} THEN false `}` +
+    `ELSE 1 OPERATOR(pg_catalog./) (s.from_sql::int OPERATOR(pg_catalog.-) 1) ${EQ} 0 END)` +
+    (others.length === 0
+      ? ''
+      : ` OR 1 OPERATOR(pg_catalog./) (CASE WHEN (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statement() s ` +
+        `WHERE ${isKept}) ${EQ} ${others.length} THEN 1 ELSE 0 END) ${EQ} 0`)
+  const deallocate = others.length === kept.length ? '' : `DEALLOCATE ${RESET_CHECK}; `
+  return `${deallocate}PREPARE ${RESET_CHECK} AS ${check}`
+}
 
 const RESET_UNTIL_COMMIT =
   // Its isolation spelled out: a bare BEGIN would take the defaults the holder left (RESET ALL

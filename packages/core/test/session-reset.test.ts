@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'vitest'
 import { commandsOf } from '../src/postgres-adapter.js'
 import {
-  PREPARE_RESET_CHECK_SQL,
+  prepareResetCheck,
   RESET_AFTER_OPEN_SQL,
   RESET_CHECK,
   RESET_SQL,
@@ -92,9 +92,36 @@ describe('resetStatement', () => {
   })
 
   test('the check prepared on each connection unlocks advisory locks and skips only itself', () => {
-    expect(PREPARE_RESET_CHECK_SQL.startsWith(`PREPARE ${RESET_CHECK} AS SELECT WHERE`)).toBe(true)
-    expect(PREPARE_RESET_CHECK_SQL).toContain('pg_catalog.pg_advisory_unlock_all()')
-    expect(PREPARE_RESET_CHECK_SQL).toContain(`WHEN s.name = '${RESET_CHECK}' THEN false`)
+    const sql = prepareResetCheck()
+    expect(sql.startsWith(`PREPARE ${RESET_CHECK} AS SELECT WHERE`)).toBe(true)
+    expect(sql).toContain('pg_catalog.pg_advisory_unlock_all()')
+    expect(sql).toContain(`WHEN s.name OPERATOR(pg_catalog.=) '${RESET_CHECK}' THEN false`)
+    expect(sql).not.toContain('count(*)')
+  })
+
+  test('no operator of the check resolves through the search_path', () => {
+    const sql = prepareResetCheck([{ name: "'app_item'", preparedAt: '2026-12-06T12:00:00.000001Z' }])
+    const bare = sql.replace(/OPERATOR\(pg_catalog\.[=/-]\)/g, '').replace(/'[^']*'/g, "''")
+    expect(bare).not.toMatch(/[=/]|\s-\s/)
+  })
+
+  test('statements kept from onConnect: skipped by name and prepare time, and counted', () => {
+    const sql = prepareResetCheck([
+      { name: "'app_item'", preparedAt: '2026-12-06T12:00:00.000001Z' },
+      { name: "E'odd\\\\name'", preparedAt: '2026-12-06T12:00:00.000002Z' },
+    ])
+    expect(sql).toContain(
+      "(s.name OPERATOR(pg_catalog.=) 'app_item' AND s.prepare_time OPERATOR(pg_catalog.=) '2026-12-06T12:00:00.000001Z'::pg_catalog.timestamptz)",
+    )
+    expect(sql).toContain("s.name OPERATOR(pg_catalog.=) E'odd\\\\name'")
+    expect(sql).toContain(') OPERATOR(pg_catalog.=) 2 THEN 1 ELSE 0 END')
+    expect(sql.startsWith('PREPARE ')).toBe(true)
+  })
+
+  test('its own name among the kept (a reused server session): deallocated first, not kept', () => {
+    const sql = prepareResetCheck([{ name: `'${RESET_CHECK}'`, preparedAt: '2026-12-06T12:00:00.000001Z' }])
+    expect(sql.startsWith(`DEALLOCATE ${RESET_CHECK}; PREPARE ${RESET_CHECK} AS `)).toBe(true)
+    expect(sql).not.toContain('count(*)')
   })
 })
 
