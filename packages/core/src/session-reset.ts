@@ -18,20 +18,6 @@ import type { TrackedQuery } from './postgres-adapter.js'
 export type SessionReset = 'always' | 'rollback' | 'never'
 
 /**
- * One message, one explicit transaction: if any statement of it fails (a session left in a
- * failed state, a statement_timeout the holder set, a SQL-level prepared statement, see below),
- * the transaction stays aborted and the next holder's statements behind it are refused by the
- * server (25P02) instead of running on an unreset session; the pool then retires the connection
- * and sends them again on another.
- *
- * SET SESSION AUTHORIZATION DEFAULT also resets the role (RESET ALL does not: role and session
- * authorization are outside it). Not DISCARD ALL: its DEALLOCATE ALL would drop postgres.js's
- * prepared statements, which it would then re-prepare in an extra round trip each (and fail
- * inside a transaction). SQL-level prepared statements (`PREPARE`, from any statement or
- * function) are detected instead, by RESET_CHECK (below): it fails when there is one, and the
- * connection, which alone can drop them cheaply, is retired.
- */
-/**
  * The name of the reset's last step, prepared on each connection when it opens
  * (prepareResetCheck): prepared once, it is planned once, where the same SELECT in the
  * reset's simple-protocol message was planned on every reset (16 µs of PostgreSQL CPU and 10 µs
@@ -103,6 +89,20 @@ export function prepareResetCheck(kept: readonly KeptStatement[] = []): string {
   return `${deallocate}PREPARE ${RESET_CHECK} AS ${check}`
 }
 
+/**
+ * One message, one explicit transaction: if any statement of it fails (a session left in a
+ * failed state, a statement_timeout the holder set, a SQL-level prepared statement, see below),
+ * the transaction stays aborted and the next holder's statements behind it are refused by the
+ * server (25P02) instead of running on an unreset session; the pool then retires the connection
+ * and sends them again on another.
+ *
+ * SET SESSION AUTHORIZATION DEFAULT also resets the role (RESET ALL does not: role and session
+ * authorization are outside it). Not DISCARD ALL: its DEALLOCATE ALL would drop postgres.js's
+ * prepared statements, which it would then re-prepare in an extra round trip each (and fail
+ * inside a transaction). SQL-level prepared statements (`PREPARE`, from any statement or
+ * function) are detected instead, by RESET_CHECK (above): it fails when there is one, and the
+ * connection, which alone can drop them cheaply, is retired.
+ */
 const RESET_UNTIL_COMMIT =
   // Its isolation spelled out: a bare BEGIN would take the defaults the holder left (RESET ALL
   // comes too late for this transaction), and a serializable, read-only, deferrable one waits
