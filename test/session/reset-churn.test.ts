@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, sleep, type TestDatabase, waitFor } from '../support/database.js'
+import { createTestDatabase, type TestDatabase, waitFor } from '../support/database.js'
 
 // Hostile probing of the session reset: requests that each leave something behind, many at once on
 // one or two connections, so that the reset fails and connections are retired over and over. Every

@@ -3,7 +3,15 @@ import type { Clock } from './clock.js'
 import type { ResolvedConnection, ResolvedPoolOptions } from './options.js'
 import { createServerClient } from './postgres-adapter.js'
 import { type CloseReason, type PoolConnection, ServerConnection } from './server-connection.js'
-import { CAPTURE_BASELINE_SQL, KEPT_STATEMENTS_SQL, type KeptStatement, prepareResetCheck } from './session-reset.js'
+import {
+  type BaselineRow,
+  baselineOf,
+  CAPTURE_BASELINE_SQL,
+  KEPT_STATEMENTS_SQL,
+  type KeptStatement,
+  LOGIN_USER_SQL,
+  prepareResetCheck,
+} from './session-reset.js'
 
 /**
  * Opens one server connection; the pool's only way to get one (fakes replace it in unit tests).
@@ -144,11 +152,10 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
       onConnect === undefined
         ? opened
         : opened.then(async () => {
+            const [who] = await client.sql.unsafe<{ login: string }[]>(LOGIN_USER_SQL).simple()
             await onConnect(client.sql)
-            const [row] =
-              await client.sql.unsafe<{ settings: string | null; role: string | null }[]>(CAPTURE_BASELINE_SQL)
-            const baseline = [row?.settings, row?.role].filter((x): x is string => typeof x === 'string' && x !== '')
-            if (conn !== undefined && baseline.length > 0) conn.baseline = baseline.join('; ')
+            const [row] = await client.sql.unsafe<BaselineRow[]>(CAPTURE_BASELINE_SQL).simple()
+            if (conn !== undefined) conn.baseline = baselineOf(row, who?.login)
           })
     // Last, after onConnect: the reset checks for what holders leave, and what onConnect
     // prepared (SQL-level) is kept as the session's baseline.

@@ -30,21 +30,26 @@ export type SessionReset = 'always' | 'rollback' | 'never'
  */
 export const RESET_CHECK = `fastify_pg_pool_reset_${randomBytes(6).toString('hex')}`
 
+/** When a statement was prepared, as text no DateStyle, TimeZone or locale writes differently. */
+const preparedAt = (column: string) =>
+  `pg_catalog.to_char(pg_catalog.timezone('UTC', ${column}), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`
+
+/** A statement's key: its prepare time (fixed width), a space, its name. */
+const keyOf = (alias: string) => `pg_catalog.concat(${preparedAt(`${alias}.prepare_time`)}, ' ', ${alias}.name)`
+
 /**
  * The SQL-level statements a connection holds when it opens, after onConnect (its own, or what
  * a server session reused behind PgBouncer in session mode kept): the reset's check takes them
- * for the session's baseline. Each as a literal quoted by the server (quote_literal writes E''
- * when it must, whatever standard_conforming_strings is) and its prepare_time in ISO 8601, which
- * no DateStyle reads differently.
+ * for the session's baseline. Each as literals quoted by the server (quote_literal writes E''
+ * when it must, whatever standard_conforming_strings is): its name, and its key (keyOf).
  */
-export const KEPT_STATEMENTS_SQL = `SELECT pg_catalog.quote_literal(name) AS name,
-  pg_catalog.to_char(prepare_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "preparedAt"
-  FROM pg_catalog.pg_prepared_statements WHERE from_sql`
+export const KEPT_STATEMENTS_SQL = `SELECT pg_catalog.quote_literal(s.name) AS name, pg_catalog.quote_literal(${keyOf('s')}) AS key
+  FROM pg_catalog.pg_prepared_statements s WHERE s.from_sql`
 
-/** A statement of KEPT_STATEMENTS_SQL: its name as a quoted literal, when it was prepared. */
+/** A statement of KEPT_STATEMENTS_SQL, as quoted literals. */
 export interface KeptStatement {
   readonly name: string
-  readonly preparedAt: string
+  readonly key: string
 }
 
 // Every operator spelled OPERATOR(pg_catalog.x): an unqualified one resolves through the
@@ -59,11 +64,13 @@ const EQ = 'OPERATOR(pg_catalog.=)'
  * finds. The check reads the function, not the pg_prepared_statements view (half the planning,
  * measured), and fails on the first SQL-level statement that is neither its own nor one of
  * `kept`: 1 / 0 for such a from_sql row (CASE fixes the order: a bare AND could divide first). A
- * kept statement is known by its name and prepare_time, so one deallocated and prepared again
- * under its name is not. With statements kept, it also fails when one of them is gone (a request
- * deallocated it), so that the next holder does not miss what onConnect prepared for it. Its cost
- * grows with the statements postgres.js prepared on the connection (about 0.35 µs each on
- * PostgreSQL 18, measured): the function returns them all.
+ * kept statement is known by its key (prepare time and name), so one deallocated and prepared
+ * again under its name is not; the keys are one array constant, which PostgreSQL (14 and later)
+ * looks up in a hash table, so the check stays linear in the statements on the connection. With
+ * statements kept, it also fails when one of them is gone (a request deallocated it), so that the
+ * next holder does not miss what onConnect prepared for it. Its cost grows with the statements
+ * postgres.js prepared on the connection (about 0.35 µs each on PostgreSQL 18, measured): the
+ * function returns them all.
  *
  * Our own name among `kept` (a server session reused behind PgBouncer in session mode, from an
  * earlier connection of this process) is deallocated first: PREPARE would refuse the name.
@@ -71,15 +78,10 @@ const EQ = 'OPERATOR(pg_catalog.=)'
 export function prepareResetCheck(kept: readonly KeptStatement[] = []): string {
   const ours = `'${RESET_CHECK}'`
   const others = kept.filter((statement) => statement.name !== ours)
-  const isKept = others
-    .map(
-      (statement) =>
-        `(s.name ${EQ} ${statement.name} AND s.prepare_time ${EQ} '${statement.preparedAt}'::pg_catalog.timestamptz)`,
-    )
-    .join(' OR ')
+  const isKept = `${keyOf('s')} ${EQ} ANY (ARRAY[${others.map((statement) => statement.key).join(', ')}]::pg_catalog.text[])`
   const check =
     `SELECT WHERE pg_catalog.pg_advisory_unlock_all() IS NULL OR EXISTS (SELECT FROM pg_catalog.pg_prepared_statement() s ` +
-    `WHERE CASE WHEN s.name ${EQ} ${ours} THEN false ${isKept === '' ? '' : `WHEN ${isKept} THEN false `}` +
+    `WHERE CASE WHEN s.name ${EQ} ${ours} THEN false ${others.length === 0 ? '' : `WHEN ${isKept} THEN false `}` +
     `ELSE 1 OPERATOR(pg_catalog./) (s.from_sql::int OPERATOR(pg_catalog.-) 1) ${EQ} 0 END)` +
     (others.length === 0
       ? ''
@@ -119,16 +121,50 @@ export const RESET_SQL = `${RESET_UNTIL_COMMIT}; COMMIT`
  */
 export const RESET_AFTER_OPEN_SQL = `ROLLBACK; ${RESET_SQL}`
 
+/** Who the session is before onConnect runs: the user it logged in as. */
+export const LOGIN_USER_SQL = 'SELECT session_user AS login'
+
 /**
- * What `onConnect` left on a new connection's session (settings, role), captured once as the
- * statements that restore it: the reset brings every session back to that state, not to a bare
- * one. Custom settings (`app.x`) are not listed by pg_settings, so they cannot be captured: give
- * those as startup parameters (`connection: { connection: { 'app.x': ... } }`), which RESET ALL keeps.
+ * What `onConnect` left on a new connection's session (settings, session authorization, role),
+ * captured once: the reset brings every session back to that state, not to a bare one (see
+ * baselineOf). Custom settings (`app.x`) are not listed by pg_settings, so they cannot be
+ * captured: give those as startup parameters (`connection: { connection: { 'app.x': ... } }`),
+ * which RESET ALL keeps. Its operators are qualified, as the check's are: it runs with the
+ * search_path onConnect left, where an app's `=` or `<>` ahead of pg_catalog would otherwise
+ * decide which settings and which role every later session gets.
  */
 export const CAPTURE_BASELINE_SQL = `SELECT
-  (SELECT 'SELECT WHERE ARRAY[' || pg_catalog.string_agg(pg_catalog.format('pg_catalog.set_config(%L, %L, false)', name, setting), ', ') || '] IS NOT NULL'
-     FROM pg_catalog.pg_settings WHERE source = 'session' AND name NOT IN ('role', 'session_authorization')) AS settings,
-  CASE WHEN current_user <> session_user THEN pg_catalog.format('SET ROLE %I', current_user) END AS role`
+  (SELECT CASE WHEN pg_catalog.count(*) OPERATOR(pg_catalog.>) 0 THEN pg_catalog.format('SELECT WHERE ARRAY[%s] IS NOT NULL',
+      pg_catalog.string_agg(pg_catalog.format('pg_catalog.set_config(%L, %L, false)', name, setting), ', ')) END
+     FROM pg_catalog.pg_settings WHERE source OPERATOR(pg_catalog.=) 'session'
+       AND name OPERATOR(pg_catalog.<>) ALL (ARRAY['role', 'session_authorization', 'is_superuser'])) AS settings,
+  session_user::pg_catalog.text AS "sessionUser",
+  pg_catalog.format('SET SESSION AUTHORIZATION %I', session_user) AS "setSession",
+  CASE WHEN current_user OPERATOR(pg_catalog.<>) session_user THEN pg_catalog.format('SET ROLE %I', current_user) END AS role`
+
+export interface BaselineRow {
+  readonly settings: string | null
+  readonly sessionUser: string
+  readonly setSession: string
+  readonly role: string | null
+}
+
+/**
+ * The statements that restore what onConnect left, run by the reset after its RESET ALL (undefined
+ * for none): the settings first (as the login user, who may set what the next user may not), then
+ * the session authorization onConnect switched to (the reset's SET SESSION AUTHORIZATION DEFAULT
+ * goes back to the login user, and a session user changed that way is no role: current_user and
+ * session_user agree), then the role.
+ */
+export function baselineOf(row: BaselineRow | undefined, login: string | undefined): string | undefined {
+  if (row === undefined) return undefined
+  const parts = [
+    row.settings,
+    login !== undefined && row.sessionUser !== login ? row.setSession : null,
+    row.role,
+  ].filter((part): part is string => typeof part === 'string' && part !== '')
+  return parts.length === 0 ? undefined : parts.join('; ')
+}
 
 export const ROLLBACK_SQL = 'ROLLBACK'
 
