@@ -4,13 +4,17 @@ import type { ResolvedConnection, ResolvedPoolOptions } from './options.js'
 import { createServerClient } from './postgres-adapter.js'
 import { type CloseReason, type PoolConnection, ServerConnection } from './server-connection.js'
 import {
-  type BaselineRow,
+  AS_LOGIN_SQL,
   baselineOf,
-  CAPTURE_BASELINE_SQL,
+  CAPTURE_SETTINGS_SQL,
+  CAPTURE_WHO_SQL,
+  type CapturedSetting,
+  type CapturedWho,
   KEPT_STATEMENTS_SQL,
   type KeptStatement,
   LOGIN_USER_SQL,
   prepareResetCheck,
+  ROLLBACK_SQL,
 } from './session-reset.js'
 
 /**
@@ -152,10 +156,16 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
       onConnect === undefined
         ? opened
         : opened.then(async () => {
-            const [who] = await client.sql.unsafe<{ login: string }[]>(LOGIN_USER_SQL).simple()
+            const [before] = await client.sql.unsafe<{ login: string }[]>(LOGIN_USER_SQL).simple()
             await onConnect(client.sql)
-            const [row] = await client.sql.unsafe<BaselineRow[]>(CAPTURE_BASELINE_SQL).simple()
-            if (conn !== undefined) conn.baseline = baselineOf(row, who?.login)
+            const [who] = await client.sql.unsafe<CapturedWho[]>(CAPTURE_WHO_SQL).simple()
+            // Sent together, run in order: the ROLLBACK whatever the others did.
+            const [, settings] = await Promise.all([
+              client.sql.unsafe(AS_LOGIN_SQL).simple(),
+              client.sql.unsafe<CapturedSetting[]>(CAPTURE_SETTINGS_SQL).simple(),
+              client.sql.unsafe(ROLLBACK_SQL).simple(),
+            ])
+            if (conn !== undefined && who !== undefined) conn.baseline = baselineOf(who, settings, before?.login)
           })
     // Last, after onConnect: the reset checks for what holders leave, and what onConnect
     // prepared (SQL-level) is kept as the session's baseline.

@@ -1,6 +1,6 @@
 import type postgres from 'postgres'
 import type { ServerClient, TrackedQuery } from './postgres-adapter.js'
-import { underFailedReset } from './session-reset.js'
+import { type SessionBaseline, underFailedReset } from './session-reset.js'
 
 export type CloseReason = 'idle' | 'lifetime' | 'error' | 'deadline' | 'shutdown'
 
@@ -20,7 +20,7 @@ export interface PoolConnection {
    */
   readonly cancelPending: boolean
   /** Statements that restore what `onConnect` set on this session (the reset runs them last). */
-  readonly baseline: string | undefined
+  readonly baseline: SessionBaseline | undefined
   /**
    * Sends a holder's statement. Behind a reset not answered yet, at most one statement that
    * could end the reset's transaction if it failed is written (session-reset.ts,
@@ -81,7 +81,7 @@ export class ServerConnection implements PoolConnection {
   idleSince = 0
   leasedAt = 0
   closeReason: CloseReason | undefined
-  baseline: string | undefined
+  baseline: SessionBaseline | undefined
   #cancelPending = false
   #ended: Promise<void> | undefined
   readonly #client: ServerClient

@@ -121,49 +121,81 @@ export const RESET_SQL = `${RESET_UNTIL_COMMIT}; COMMIT`
  */
 export const RESET_AFTER_OPEN_SQL = `ROLLBACK; ${RESET_SQL}`
 
-/** Who the session is before onConnect runs: the user it logged in as. */
-export const LOGIN_USER_SQL = 'SELECT session_user AS login'
-
 /**
- * What `onConnect` left on a new connection's session (settings, session authorization, role),
- * captured once: the reset brings every session back to that state, not to a bare one (see
- * baselineOf). Custom settings (`app.x`) are not listed by pg_settings, so they cannot be
- * captured: give those as startup parameters (`connection: { connection: { 'app.x': ... } }`),
- * which RESET ALL keeps. Its operators are qualified, as the check's are: it runs with the
- * search_path onConnect left, where an app's `=` or `<>` ahead of pg_catalog would otherwise
- * decide which settings and which role every later session gets.
+ * Who onConnect left the session as: the session authorization it switched to and the role,
+ * always stated (SET ROLE NONE too: the reset's SET SESSION AUTHORIZATION DEFAULT brings back a
+ * login's default role, `ALTER ROLE ... SET role`, which onConnect may have dropped). Its
+ * operators are qualified, as the check's are: it runs with the search_path onConnect left.
  */
-export const CAPTURE_BASELINE_SQL = `SELECT
-  (SELECT CASE WHEN pg_catalog.count(*) OPERATOR(pg_catalog.>) 0 THEN pg_catalog.format('SELECT WHERE ARRAY[%s] IS NOT NULL',
-      pg_catalog.string_agg(pg_catalog.format('pg_catalog.set_config(%L, %L, false)', name, setting), ', ')) END
-     FROM pg_catalog.pg_settings WHERE source OPERATOR(pg_catalog.=) 'session'
-       AND name OPERATOR(pg_catalog.<>) ALL (ARRAY['role', 'session_authorization', 'is_superuser'])) AS settings,
-  session_user::pg_catalog.text AS "sessionUser",
+export const CAPTURE_WHO_SQL = `SELECT session_user::pg_catalog.text AS "sessionUser",
   pg_catalog.format('SET SESSION AUTHORIZATION %I', session_user) AS "setSession",
-  CASE WHEN current_user OPERATOR(pg_catalog.<>) session_user THEN pg_catalog.format('SET ROLE %I', current_user) END AS role`
+  CASE WHEN current_user OPERATOR(pg_catalog.<>) session_user THEN pg_catalog.format('SET ROLE %I', current_user)
+    ELSE 'SET ROLE NONE' END AS role`
 
-export interface BaselineRow {
-  readonly settings: string | null
+/** A row of CAPTURE_WHO_SQL. */
+export interface CapturedWho {
   readonly sessionUser: string
   readonly setSession: string
-  readonly role: string | null
+  readonly role: string
 }
 
 /**
- * The statements that restore what onConnect left, run by the reset after its RESET ALL (undefined
- * for none): the settings first (as the login user, who may set what the next user may not), then
- * the session authorization onConnect switched to (the reset's SET SESSION AUTHORIZATION DEFAULT
- * goes back to the login user, and a session user changed that way is no role: current_user and
- * session_user agree), then the role.
+ * The settings onConnect changed (source 'session' in pg_settings), each as the expression that
+ * restores it, read as the login user (SET LOCAL SESSION AUTHORIZATION DEFAULT, in a transaction
+ * rolled back): pg_settings hides superuser-only settings from the unprivileged user onConnect
+ * may have switched to. Its own transaction names its isolation, like the reset's. Not captured:
+ * what SET ROLE and SET SESSION AUTHORIZATION change (CAPTURE_WHO_SQL states those), and the
+ * transaction_* settings, which only ever apply to one transaction (a SET TRANSACTION outside a
+ * block leaves them marked 'session'; replayed inside the reset's transaction they fail with
+ * 25001). Custom settings (`app.x`) are not listed by pg_settings, so they cannot be captured:
+ * give those as startup parameters (`connection: { connection: { 'app.x': ... } }`), which RESET
+ * ALL keeps.
  */
-export function baselineOf(row: BaselineRow | undefined, login: string | undefined): string | undefined {
-  if (row === undefined) return undefined
-  const parts = [
-    row.settings,
-    login !== undefined && row.sessionUser !== login ? row.setSession : null,
-    row.role,
-  ].filter((part): part is string => typeof part === 'string' && part !== '')
-  return parts.length === 0 ? undefined : parts.join('; ')
+export const CAPTURE_SETTINGS_SQL = `SELECT name, pg_catalog.format('pg_catalog.set_config(%L, %L, false)', name, setting) AS restore
+  FROM pg_catalog.pg_settings WHERE source OPERATOR(pg_catalog.=) 'session'
+    AND name OPERATOR(pg_catalog.<>) ALL (ARRAY['role', 'session_authorization', 'is_superuser',
+      'transaction_isolation', 'transaction_read_only', 'transaction_deferrable'])`
+
+/**
+ * Sent before CAPTURE_SETTINGS_SQL, with ROLLBACK_SQL after it, as three messages (postgres.js
+ * does not hand the rows of one statement among several of a message back reliably).
+ */
+export const AS_LOGIN_SQL = 'BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL SESSION AUTHORIZATION DEFAULT'
+
+/** A row of CAPTURE_SETTINGS_SQL. */
+export interface CapturedSetting {
+  readonly name: string
+  readonly restore: string
+}
+
+/** What onConnect left on a new connection's session, as the reset restores it. */
+export interface SessionBaseline {
+  /**
+   * For the full reset, after its SET SESSION AUTHORIZATION DEFAULT and RESET ALL: the settings
+   * first (as the login user, who may set what the next user may not), then the session
+   * authorization onConnect switched to (a session user changed that way is no role:
+   * current_user and session_user agree), then the role.
+   */
+  readonly statements: string
+  /** For the cheaper modes: the expression that restores one setting (by pg_settings name). */
+  readonly settings: ReadonlyMap<string, string>
+}
+
+/** Who the session is before onConnect runs: the user it logged in as. */
+export const LOGIN_USER_SQL = 'SELECT session_user::pg_catalog.text AS login'
+
+export function baselineOf(
+  who: CapturedWho,
+  settings: readonly CapturedSetting[],
+  login: string | undefined,
+): SessionBaseline {
+  const restores = settings.map((setting) => setting.restore)
+  const statements = [
+    ...(restores.length > 0 ? [`SELECT WHERE ARRAY[${restores.join(', ')}] IS NOT NULL`] : []),
+    ...(login !== undefined && who.sessionUser !== login ? [who.setSession] : []),
+    who.role,
+  ].join('; ')
+  return { statements, settings: new Map(settings.map((setting) => [setting.name, setting.restore])) }
 }
 
 export const ROLLBACK_SQL = 'ROLLBACK'
@@ -210,30 +242,33 @@ export class TransactionState {
 }
 
 /**
- * The statement to queue when a holder leaves, or undefined for none. `baseline`: the
- * statements that restore what onConnect set on the connection (inside the reset's transaction).
- * `restores`: settings the pool itself changed on the holder's session (its application_name
- * for `leaseApplicationName`, default_transaction_read_only for a read served by the primary);
- * the full reset undoes them with everything else, the cheaper modes reset those settings (and
- * what onConnect set, which may have been one of them) so that no holder inherits them.
+ * The statement to queue when a holder leaves, or undefined for none. `baseline`: what onConnect
+ * left on the connection (SessionBaseline). `restores`: settings the pool itself changed on the
+ * holder's session (its application_name for `leaseApplicationName`, default_transaction_read_only
+ * for a read served by the primary); the full reset undoes them with everything else and restores
+ * the whole baseline; the cheaper modes put back only those settings, to their baseline value or
+ * their default. Only those: the cheaper modes send no SET SESSION AUTHORIZATION DEFAULT, so the
+ * rest of the baseline would be replayed as whoever the session is now, which may not set it.
  */
 export function resetStatement(
   mode: SessionReset,
   ranStatements: boolean,
   transactionMayBeOpen: boolean,
-  baseline?: string,
+  baseline?: SessionBaseline,
   restores: readonly string[] = [],
 ): string | undefined {
   if (mode !== 'always') {
     const parts = [
       ...(mode === 'rollback' && transactionMayBeOpen ? [ROLLBACK_SQL] : []),
-      ...restores.map((setting) => `RESET ${setting}`),
-      ...(restores.length > 0 && baseline !== undefined ? [baseline] : []),
+      ...restores.map((setting) => {
+        const restore = baseline?.settings.get(setting)
+        return restore === undefined ? `RESET ${setting}` : `SELECT WHERE ARRAY[${restore}] IS NOT NULL`
+      }),
     ]
     return parts.length === 0 ? undefined : parts.join('; ')
   }
   if (!ranStatements) return undefined
-  const reset = baseline === undefined ? RESET_SQL : `${RESET_UNTIL_COMMIT}; ${baseline}; COMMIT`
+  const reset = baseline === undefined ? RESET_SQL : `${RESET_UNTIL_COMMIT}; ${baseline.statements}; COMMIT`
   return transactionMayBeOpen ? `ROLLBACK; ${reset}` : reset
 }
 

@@ -2,6 +2,7 @@ import type { TimerHandle } from '../src/clock.js'
 import type { ConnectionFactory } from '../src/connection-factory.js'
 import { type AdapterQuery, queryText } from '../src/postgres-adapter.js'
 import { type CloseReason, cancelledByRequest, type PoolConnection } from '../src/server-connection.js'
+import type { SessionBaseline } from '../src/session-reset.js'
 import type { FakeClock } from './fake-clock.js'
 
 /** A PostgreSQL error as postgres.js rejects with it (a server answer: it has a severity). */
@@ -33,7 +34,7 @@ export class FakeConnection implements PoolConnection {
   leasedAt = 0
   closeReason: CloseReason | undefined
   /** What onConnect left on the session, restored by the reset (none here unless a test sets it). */
-  baseline: string | undefined = undefined
+  baseline: SessionBaseline | undefined = undefined
   /** What reached the wire, in order: reset statements as they are, queries by their text. */
   readonly wire: string[] = []
   /** Queries sent, in order. */

@@ -443,7 +443,7 @@ describe('the reset a lease asks for', () => {
     const lease = h.lease()
     const { outcome } = run(lease, 'select 1')
     await flush()
-    conn(h).baseline = 'SET search_path TO app'
+    conn(h).baseline = { statements: 'SET search_path TO app', settings: new Map() }
     conn(h).answer(result('BEGIN'))
     await outcome
     await lease.finish('commit')

@@ -62,17 +62,36 @@ describe('resetStatement', () => {
   })
 
   test('settings the pool changed on the session (application_name, read-only) are reset in every mode', () => {
-    const baseline = "SELECT WHERE ARRAY[pg_catalog.set_config('search_path', 'app', false)] IS NOT NULL"
     const both = ['application_name', 'default_transaction_read_only']
     expect(resetStatement('always', true, false, undefined, both)).toBe(RESET_SQL)
     expect(resetStatement('rollback', true, false, undefined, ['application_name'])).toBe('RESET application_name')
     expect(resetStatement('rollback', true, true, undefined, both)).toBe(
       `${ROLLBACK_SQL}; RESET application_name; RESET default_transaction_read_only`,
     )
-    expect(resetStatement('never', true, true, baseline, ['default_transaction_read_only'])).toBe(
-      `RESET default_transaction_read_only; ${baseline}`,
+  })
+
+  test('the cheaper modes put back only those settings, to what onConnect set when it set them', () => {
+    const both = ['application_name', 'default_transaction_read_only']
+    const baseline = baselineOf(
+      { sessionUser: 'low', setSession: 'SET SESSION AUTHORIZATION low', role: 'SET ROLE NONE' },
+      [
+        { name: 'application_name', restore: "pg_catalog.set_config('application_name', 'mine', false)" },
+        {
+          name: 'session_replication_role',
+          restore: "pg_catalog.set_config('session_replication_role', 'replica', false)",
+        },
+      ],
+      'postgres',
     )
-    expect(resetStatement('never', true, true, baseline, [])).toBeUndefined()
+    // Not the rest of the baseline: replayed as onConnect's user it may be refused (42501).
+    expect(resetStatement('never', true, true, baseline, both)).toBe(
+      "SELECT WHERE ARRAY[pg_catalog.set_config('application_name', 'mine', false)] IS NOT NULL; RESET default_transaction_read_only",
+    )
+    expect(resetStatement('rollback', true, false, baseline, [])).toBeUndefined()
+    // The full reset restores all of it, after its SET SESSION AUTHORIZATION DEFAULT.
+    expect(resetStatement('always', true, false, baseline, both)).toBe(
+      `${RESET_SQL.slice(0, -'; COMMIT'.length)}; ${baseline.statements}; COMMIT`,
+    )
   })
 
   test('one message, one explicit transaction, ROLLBACK first only when a block may be open', () => {
@@ -128,26 +147,24 @@ describe('resetStatement', () => {
 })
 
 describe('baselineOf', () => {
-  const row = {
-    settings: "SELECT WHERE ARRAY[pg_catalog.set_config('TimeZone', 'Asia/Tokyo', false)] IS NOT NULL",
-    sessionUser: 'postgres',
-    setSession: 'SET SESSION AUTHORIZATION postgres',
-    role: null,
-  }
+  const who = { sessionUser: 'postgres', setSession: 'SET SESSION AUTHORIZATION postgres', role: 'SET ROLE NONE' }
+  const tokyo = { name: 'TimeZone', restore: "pg_catalog.set_config('TimeZone', 'Asia/Tokyo', false)" }
 
-  test('nothing changed: no statement', () => {
-    expect(baselineOf({ ...row, settings: null }, 'postgres')).toBeUndefined()
-    expect(baselineOf(undefined, 'postgres')).toBeUndefined()
+  test('the role is always stated, SET ROLE NONE included (a login default role would come back)', () => {
+    expect(baselineOf(who, [], 'postgres').statements).toBe('SET ROLE NONE')
   })
 
   test('settings, then the session authorization onConnect switched to, then the role', () => {
-    expect(baselineOf(row, 'postgres')).toBe(row.settings)
+    expect(baselineOf(who, [tokyo], 'postgres').statements).toBe(
+      `SELECT WHERE ARRAY[${tokyo.restore}] IS NOT NULL; SET ROLE NONE`,
+    )
     expect(
       baselineOf(
-        { ...row, sessionUser: 'low', setSession: 'SET SESSION AUTHORIZATION low', role: 'SET ROLE lower' },
+        { sessionUser: 'low', setSession: 'SET SESSION AUTHORIZATION low', role: 'SET ROLE lower' },
+        [tokyo],
         'postgres',
-      ),
-    ).toBe(`${row.settings}; SET SESSION AUTHORIZATION low; SET ROLE lower`)
+      ).statements,
+    ).toBe(`SELECT WHERE ARRAY[${tokyo.restore}] IS NOT NULL; SET SESSION AUTHORIZATION low; SET ROLE lower`)
   })
 })
 
