@@ -21,10 +21,13 @@ const low = `p3_low_${tag}`
 const admin = `p3_admin_${tag}`
 const login = `p3_login_${tag}`
 
+// A password of its own: the embedded server asks for one (the machine's PostgreSQL trusts).
+const loginPassword = `pw_${tag}`
+
 function urlAs(user: string): string {
   const u = new URL(db.url)
   u.username = user
-  u.password = ''
+  u.password = loginPassword
   return u.toString()
 }
 
@@ -32,7 +35,7 @@ beforeAll(async () => {
   db = await createTestDatabase()
   dbName = new URL(db.directUrl).pathname.slice(1)
   await db.sql.unsafe(`create role ${low} nosuperuser; create role ${admin} nosuperuser;
-    create role ${login} login nosuperuser noinherit; grant ${admin} to ${login};
+    create role ${login} login password '${loginPassword}' nosuperuser noinherit; grant ${admin} to ${login};
     create table secret (v text); insert into secret values ('top secret');
     revoke all on secret from public; grant select on secret to ${admin}`)
 })

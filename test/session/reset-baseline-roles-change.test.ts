@@ -15,17 +15,20 @@ const low2 = `p3r_low2_${tag}`
 const member = `p3r_member_${tag}`
 const login = `p3r_login_${tag}`
 
+// A password of its own: the embedded server asks for one (the machine's PostgreSQL trusts).
+const loginPassword = `pw_${tag}`
+
 function urlAs(user: string): string {
   const u = new URL(db.url)
   u.username = user
-  u.password = ''
+  u.password = loginPassword
   return u.toString()
 }
 
 beforeAll(async () => {
   db = await createTestDatabase()
   await db.sql.unsafe(`create role ${low} nosuperuser; create role ${member} nosuperuser;
-    create role ${login} login nosuperuser; grant ${member} to ${login};
+    create role ${login} login password '${loginPassword}' nosuperuser; grant ${member} to ${login};
     create table secret (v text); insert into secret values ('s');
     revoke all on secret from public;
     create function who_dlp() returns text language sql security definer as $$ select current_setting('dynamic_library_path') $$;

@@ -69,6 +69,9 @@ export interface HostPreference {
 /** A code the opening failed with when every host of a list was a standby (or unreachable). */
 export const NOT_PRIMARY = 'NOT_PRIMARY'
 
+/** A code the opening failed with when onConnect returned inside a transaction block. */
+export const ON_CONNECT_OPEN_TRANSACTION = 'ON_CONNECT_OPEN_TRANSACTION'
+
 /** A code the opening failed with when nothing answered in time. */
 export const CONNECT_TIMEOUT = 'CONNECT_TIMEOUT'
 
@@ -159,6 +162,12 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
             const [before] = await client.sql.unsafe<{ login: string }[]>(LOGIN_USER_SQL).simple()
             await onConnect(client.sql)
             const [who] = await client.sql.unsafe<CapturedWho[]>(CAPTURE_WHO_SQL).simple()
+            if (who?.inBlock === true) {
+              throw Object.assign(
+                new Error('onConnect left a transaction open: commit or roll it back before it returns'),
+                { code: ON_CONNECT_OPEN_TRANSACTION },
+              )
+            }
             // Sent together, run in order: the ROLLBACK whatever the others did.
             const [, settings] = await Promise.all([
               client.sql.unsafe(AS_LOGIN_SQL).simple(),

@@ -128,13 +128,19 @@ export const RESET_AFTER_OPEN_SQL = `ROLLBACK; ${RESET_SQL}`
  * operators are qualified, as the check's are: it runs with the search_path onConnect left.
  */
 export const CAPTURE_WHO_SQL = `SELECT session_user::pg_catalog.text AS "sessionUser",
+  pg_catalog.now() OPERATOR(pg_catalog.<>) pg_catalog.statement_timestamp() AS "inBlock",
   pg_catalog.format('SET SESSION AUTHORIZATION %I', session_user) AS "setSession",
   CASE WHEN current_user OPERATOR(pg_catalog.<>) session_user THEN pg_catalog.format('SET ROLE %I', current_user)
     ELSE 'SET ROLE NONE' END AS role`
 
-/** A row of CAPTURE_WHO_SQL. */
+/**
+ * A row of CAPTURE_WHO_SQL. `inBlock`: onConnect left a transaction block open (its start is not
+ * this statement's, as it is for a statement outside a block); the pool refuses such a connection:
+ * what onConnect set in it would be undone by whichever statement ends it.
+ */
 export interface CapturedWho {
   readonly sessionUser: string
+  readonly inBlock: boolean
   readonly setSession: string
   readonly role: string
 }
@@ -257,9 +263,11 @@ export function resetStatement(
   baseline?: SessionBaseline,
   restores: readonly string[] = [],
 ): string | undefined {
-  if (mode !== 'always') {
+  // Nothing of the holder's ran: only what the pool itself set on the session is put back (its
+  // application_name, a read-only default), in every mode; no full reset is owed.
+  if (mode !== 'always' || !ranStatements) {
     const parts = [
-      ...(mode === 'rollback' && transactionMayBeOpen ? [ROLLBACK_SQL] : []),
+      ...(mode !== 'never' && transactionMayBeOpen ? [ROLLBACK_SQL] : []),
       ...restores.map((setting) => {
         const restore = baseline?.settings.get(setting)
         return restore === undefined ? `RESET ${setting}` : `SELECT WHERE ARRAY[${restore}] IS NOT NULL`
@@ -267,7 +275,6 @@ export function resetStatement(
     ]
     return parts.length === 0 ? undefined : parts.join('; ')
   }
-  if (!ranStatements) return undefined
   const reset = baseline === undefined ? RESET_SQL : `${RESET_UNTIL_COMMIT}; ${baseline.statements}; COMMIT`
   return transactionMayBeOpen ? `ROLLBACK; ${reset}` : reset
 }

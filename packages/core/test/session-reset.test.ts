@@ -52,7 +52,8 @@ describe('resetStatement', () => {
     ['always', true, false, RESET_SQL],
     ['always', true, true, RESET_AFTER_OPEN_SQL],
     ['always', false, false, undefined],
-    ['always', false, true, undefined],
+    // No statement of the holder's, but a block of the pool's may be open (an abort inside begin()).
+    ['always', false, true, ROLLBACK_SQL],
     ['rollback', true, false, undefined],
     ['rollback', true, true, ROLLBACK_SQL],
     ['rollback', false, true, ROLLBACK_SQL],
@@ -88,6 +89,12 @@ describe('resetStatement', () => {
       "SELECT WHERE ARRAY[pg_catalog.set_config('application_name', 'mine', false)] IS NOT NULL; RESET default_transaction_read_only",
     )
     expect(resetStatement('rollback', true, false, baseline, [])).toBeUndefined()
+    // A holder that ran nothing of its own (onLease refused the request) still gets them put back
+    // in the default mode: the pool set them when the connection came.
+    expect(resetStatement('always', false, false, baseline, both)).toBe(
+      "SELECT WHERE ARRAY[pg_catalog.set_config('application_name', 'mine', false)] IS NOT NULL; RESET default_transaction_read_only",
+    )
+    expect(resetStatement('always', false, false, baseline, [])).toBeUndefined()
     // The full reset restores all of it, after its SET SESSION AUTHORIZATION DEFAULT.
     expect(resetStatement('always', true, false, baseline, both)).toBe(
       `${RESET_SQL.slice(0, -'; COMMIT'.length)}; ${baseline.statements}; COMMIT`,
