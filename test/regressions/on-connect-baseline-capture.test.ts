@@ -29,139 +29,94 @@ afterAll(async () => {
   await db.drop([low])
 })
 
-function routes(app: FastifyInstance) {
-  app.get('/who', async (request) => {
+/** An app whose onConnect runs `setup`, with a route that shows who and where each request is. */
+async function appWith(setup: string): Promise<FastifyInstance> {
+  current = await coreApp(
+    db.url,
+    { max: 1 },
+    {},
+    {
+      onConnect: async (sql) => {
+        await sql.unsafe(setup)
+      },
+    },
+  )
+  current.app.get('/who', async (request) => {
     const [row] = await request.db<{ pid: number; cu: string; su: string; tz: string }[]>`
       select pg_backend_pid() as pid, current_user::text as cu, session_user::text as su,
         current_setting('TimeZone') as tz`
     return row
   })
+  return current.app
+}
+
+/**
+ * Runs `run` with the database's search_path putting schema app ahead of pg_catalog, and, when
+ * given, an operator of the app's there: `operator` is (argument type, symbol, what it answers).
+ */
+async function withAppSearchPath(
+  operator: [type: string, symbol: string, answer: boolean] | undefined,
+  run: () => Promise<void>,
+): Promise<void> {
+  await db.sql.unsafe(`alter database ${dbName} set search_path = app, pg_catalog, public`)
+  const [type, symbol, answer] = operator ?? []
+  if (operator !== undefined) {
+    await db.sql.unsafe(`
+      create function app.shadow(${type}, ${type}) returns bool language sql immutable as 'select ${answer}';
+      create operator app.${symbol} (leftarg = ${type}, rightarg = ${type}, function = app.shadow)`)
+  }
+  try {
+    await run()
+  } finally {
+    if (operator !== undefined) {
+      await db.sql.unsafe(`drop operator app.${symbol} (${type}, ${type}); drop function app.shadow(${type}, ${type})`)
+    }
+    await db.sql.unsafe(`alter database ${dbName} reset search_path`)
+  }
+}
+
+async function twoRequests(app: FastifyInstance) {
+  const first = (await app.inject('/who')).json()
+  const second = (await app.inject('/who')).json()
+  expect(second.pid).toBe(first.pid)
+  return [first, second]
 }
 
 describe('what onConnect left is restored by every reset', () => {
   test('control: onConnect SET ROLE and SET TimeZone, no shadowing: every request has them', async () => {
-    await db.sql.unsafe(`alter database ${dbName} set search_path = app, pg_catalog, public`)
-    try {
-      current = await coreApp(
-        db.url,
-        { max: 1 },
-        {},
-        {
-          onConnect: async (sql) => {
-            await sql.unsafe(`set role ${low}; set timezone = 'Asia/Tokyo'`)
-          },
-        },
-      )
-      routes(current.app)
-      const first = (await current.app.inject('/who')).json()
-      const second = (await current.app.inject('/who')).json()
-      expect(second.pid).toBe(first.pid)
+    await withAppSearchPath(undefined, async () => {
+      const [first, second] = await twoRequests(await appWith(`set role ${low}; set timezone = 'Asia/Tokyo'`))
       expect([first.cu, first.tz, second.cu, second.tz]).toEqual([low, 'Asia/Tokyo', low, 'Asia/Tokyo'])
-    } finally {
-      await db.sql.unsafe(`alter database ${dbName} reset search_path`)
-    }
+    })
   })
 
   test('onConnect SET SESSION AUTHORIZATION <unprivileged>: the second request runs as that role too', async () => {
-    current = await coreApp(
-      db.url,
-      { max: 1 },
-      {},
-      {
-        onConnect: async (sql) => {
-          await sql.unsafe(`set session authorization ${low}`)
-        },
-      },
-    )
-    routes(current.app)
-    const first = (await current.app.inject('/who')).json()
-    const second = (await current.app.inject('/who')).json()
+    const [first, second] = await twoRequests(await appWith(`set session authorization ${low}`))
     expect(first.cu).toBe(low)
-    expect(second.pid).toBe(first.pid)
     expect({ cu: second.cu, su: second.su }).toEqual({ cu: low, su: low })
   })
 
-  test("db search_path app, pg_catalog: an app's name <> name makes new connections forget onConnect's SET ROLE", async () => {
-    await db.sql.unsafe(`alter database ${dbName} set search_path = app, pg_catalog, public`)
-    await db.sql.unsafe(`
-      create function app.never(name, name) returns bool language sql immutable as 'select false';
-      create operator app.<> (leftarg = name, rightarg = name, function = app.never)`)
-    try {
-      current = await coreApp(
-        db.url,
-        { max: 1 },
-        {},
-        {
-          onConnect: async (sql) => {
-            await sql.unsafe(`set role ${low}`)
-          },
-        },
-      )
-      routes(current.app)
-      const first = (await current.app.inject('/who')).json()
-      const second = (await current.app.inject('/who')).json()
-      expect(first.cu).toBe(low)
-      expect(second.pid).toBe(first.pid)
-      expect(second.cu).toBe(low)
-    } finally {
-      await db.sql.unsafe(`drop operator if exists app.<> (name, name); drop function if exists app.never(name, name);
-        alter database ${dbName} reset search_path`)
-    }
+  test("an app's name <> name ahead of pg_catalog does not make new connections forget onConnect's SET ROLE", async () => {
+    await withAppSearchPath(['name', '<>', false], async () => {
+      const [first, second] = await twoRequests(await appWith(`set role ${low}`))
+      expect([first.cu, second.cu]).toEqual([low, low])
+    })
   })
 
-  test("db search_path app, pg_catalog: an app's text = text makes new connections forget onConnect's settings", async () => {
-    await db.sql.unsafe(`alter database ${dbName} set search_path = app, pg_catalog, public`)
-    await db.sql.unsafe(`
-      create function app.never_t(text, text) returns bool language sql immutable as 'select false';
-      create operator app.= (leftarg = text, rightarg = text, function = app.never_t)`)
-    try {
-      current = await coreApp(
-        db.url,
-        { max: 1 },
-        {},
-        {
-          onConnect: async (sql) => {
-            await sql.unsafe(`set timezone = 'Asia/Tokyo'`)
-          },
-        },
-      )
-      routes(current.app)
-      const first = (await current.app.inject('/who')).json()
-      const second = (await current.app.inject('/who')).json()
-      expect(first.tz).toBe('Asia/Tokyo')
-      expect(second.pid).toBe(first.pid)
-      expect(second.tz).toBe('Asia/Tokyo')
-    } finally {
-      await db.sql.unsafe(`drop operator if exists app.= (text, text); drop function if exists app.never_t(text, text);
-        alter database ${dbName} reset search_path`)
-    }
+  test("an app's text = text ahead of pg_catalog does not make new connections forget onConnect's settings", async () => {
+    await withAppSearchPath(['text', '=', false], async () => {
+      const [first, second] = await twoRequests(await appWith(`set timezone = 'Asia/Tokyo'`))
+      expect([first.tz, second.tz]).toEqual(['Asia/Tokyo', 'Asia/Tokyo'])
+    })
   })
 
-  test("db search_path app, pg_catalog: an app's text = text that says true makes every reset fail (a backend per request)", async () => {
-    await db.sql.unsafe(`alter database ${dbName} set search_path = app, pg_catalog, public`)
-    await db.sql.unsafe(`
-      create function app.always_t(text, text) returns bool language sql immutable as 'select true';
-      create operator app.= (leftarg = text, rightarg = text, function = app.always_t)`)
-    try {
-      current = await coreApp(
-        db.url,
-        { max: 1 },
-        {},
-        {
-          onConnect: async (sql) => {
-            await sql.unsafe(`set timezone = 'Asia/Tokyo'`)
-          },
-        },
-      )
-      routes(current.app)
+  test("an app's text = text that says true does not make every reset fail (a backend per request)", async () => {
+    await withAppSearchPath(['text', '=', true], async () => {
+      const app = await appWith(`set timezone = 'Asia/Tokyo'`)
       const pids = new Set<number>()
-      for (let i = 0; i < 5; i++) pids.add((await current.app.inject('/who')).json().pid)
-      const warnings = current.logs.filter((l) => (l.level as number) >= 40)
+      for (let i = 0; i < 5; i++) pids.add((await app.inject('/who')).json().pid)
       expect(pids.size).toBe(1)
-      expect(warnings).toEqual([])
-    } finally {
-      await db.sql.unsafe(`drop operator if exists app.= (text, text); drop function if exists app.always_t(text, text);
-        alter database ${dbName} reset search_path`)
-    }
+      expect(current?.logs.filter((line) => (line.level as number) >= 40)).toEqual([])
+    })
   })
 })

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { createTestDatabase, type TestDatabase, urlAs } from '../support/database.js'
 
 // Found by hostile probing (third round, on onConnect's baseline), each failing on b8b865f:
 // - a login with a default role (ALTER ROLE ... SET role) and an onConnect SET ROLE NONE: the
@@ -24,12 +24,7 @@ const login = `p3_login_${tag}`
 // A password of its own: the embedded server asks for one (the machine's PostgreSQL trusts).
 const loginPassword = `pw_${tag}`
 
-function urlAs(user: string): string {
-  const u = new URL(db.url)
-  u.username = user
-  u.password = loginPassword
-  return u.toString()
-}
+const loginUrl = (user: string) => urlAs(db.url, user, loginPassword)
 
 beforeAll(async () => {
   db = await createTestDatabase()
@@ -61,7 +56,7 @@ describe('onConnect baseline edges', () => {
     await db.sql.unsafe(`alter role ${login} in database ${dbName} set role = '${admin}'`)
     try {
       current = await coreApp(
-        urlAs(login),
+        loginUrl(login),
         { max: 1 },
         {},
         {

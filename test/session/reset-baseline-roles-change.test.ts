@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { createTestDatabase, type TestDatabase, urlAs } from '../support/database.js'
 
 // Hostile probing of onConnect's baseline while roles change under the app (renamed, membership
 // revoked): no request runs as anyone it should not. The setting only superusers can see
@@ -18,12 +18,7 @@ const login = `p3r_login_${tag}`
 // A password of its own: the embedded server asks for one (the machine's PostgreSQL trusts).
 const loginPassword = `pw_${tag}`
 
-function urlAs(user: string): string {
-  const u = new URL(db.url)
-  u.username = user
-  u.password = loginPassword
-  return u.toString()
-}
+const loginUrl = (user: string) => urlAs(db.url, user, loginPassword)
 
 beforeAll(async () => {
   db = await createTestDatabase()
@@ -78,7 +73,7 @@ describe('roles changing under the baseline', () => {
   test('non-superuser login, onConnect SET ROLE member; membership revoked while running: no request runs as the login', async () => {
     await db.sql.unsafe(`grant select on secret to ${login}`)
     current = await coreApp(
-      urlAs(login),
+      loginUrl(login),
       { max: 1 },
       {},
       {

@@ -28,6 +28,14 @@ export interface TestDatabase {
   drop(roles?: readonly string[]): Promise<void>
 }
 
+/** `url` with another user and password (a login role a test created). */
+export function urlAs(url: string, user: string, password: string): string {
+  const parsed = new URL(url)
+  parsed.username = user
+  parsed.password = password
+  return parsed.toString()
+}
+
 export function uniqueName(prefix = 'fpp'): string {
   return `${prefix}-${randomBytes(4).toString('hex')}`
 }
