@@ -74,7 +74,7 @@ describe('resetStatement', () => {
   test('the cheaper modes put back only those settings, to what onConnect set when it set them', () => {
     const both = ['application_name', 'default_transaction_read_only']
     const baseline = baselineOf(
-      { sessionUser: 'low', setSession: 'SET SESSION AUTHORIZATION low', role: 'SET ROLE NONE' },
+      { sessionUser: 'low', inBlock: false, setSession: 'SET SESSION AUTHORIZATION low', role: 'SET ROLE NONE' },
       [
         { name: 'application_name', restore: "pg_catalog.set_config('application_name', 'mine', false)" },
         {
@@ -154,7 +154,12 @@ describe('resetStatement', () => {
 })
 
 describe('baselineOf', () => {
-  const who = { sessionUser: 'postgres', setSession: 'SET SESSION AUTHORIZATION postgres', role: 'SET ROLE NONE' }
+  const who = {
+    sessionUser: 'postgres',
+    inBlock: false,
+    setSession: 'SET SESSION AUTHORIZATION postgres',
+    role: 'SET ROLE NONE',
+  }
   const tokyo = { name: 'TimeZone', restore: "pg_catalog.set_config('TimeZone', 'Asia/Tokyo', false)" }
 
   test('the role is always stated, SET ROLE NONE included (a login default role would come back)', () => {
@@ -167,7 +172,7 @@ describe('baselineOf', () => {
     )
     expect(
       baselineOf(
-        { sessionUser: 'low', setSession: 'SET SESSION AUTHORIZATION low', role: 'SET ROLE lower' },
+        { sessionUser: 'low', inBlock: false, setSession: 'SET SESSION AUTHORIZATION low', role: 'SET ROLE lower' },
         [tokyo],
         'postgres',
       ).statements,
