@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { createTestDatabase, type TestDatabase, urlAs } from '../support/database.js'
 
 // Hostile probing of the reset modes with onConnect's own application_name, read-only default
 // and isolation, leaseApplicationName, readOnly routes, writes and failed COMMITs. All held.
@@ -12,18 +12,15 @@ const tag = Math.random().toString(16).slice(2, 8)
 const low = `p4_low_${tag}`
 const login = `p4_login_${tag}`
 
-function urlAs(user: string): string {
-  const u = new URL(db.url)
-  u.username = user
-  u.password = ''
-  return u.toString()
-}
+// A password of its own: the embedded server asks for one (the machine's PostgreSQL trusts).
+const loginPassword = `pw_${tag}`
+const loginUrl = (user: string) => urlAs(db.url, user, loginPassword)
 
 beforeAll(async () => {
   db = await createTestDatabase()
   await db.sql.unsafe(`create table ledger (id serial primary key, note text);
     create table strict (id int primary key, ref int, constraint r unique (ref) deferrable initially deferred);
-    create role ${low} nosuperuser; create role ${login} login nosuperuser; grant ${low} to ${login};
+    create role ${low} nosuperuser; create role ${login} login password '${loginPassword}' nosuperuser; grant ${low} to ${login};
     grant all on ledger, strict to ${low}, ${login}; grant usage on sequence ledger_id_seq to ${low}, ${login}`)
 })
 afterEach(async () => {
@@ -198,7 +195,7 @@ describe.each(['always', 'rollback', 'never'] as const)('mode %s', (mode) => {
 
   test('non-superuser login; onConnect set role + application_name + read only off: labelled readOnly then write', async () => {
     current = await coreApp(
-      urlAs(login),
+      loginUrl(login),
       { max: 1, sessionReset: mode },
       {},
       {
