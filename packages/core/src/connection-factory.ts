@@ -8,13 +8,12 @@ import {
   baselineOf,
   CAPTURE_SETTINGS_SQL,
   CAPTURE_WHO_SQL,
-  type CapturedSetting,
-  type CapturedWho,
+  capturedWho,
   KEPT_STATEMENTS_SQL,
-  type KeptStatement,
   LOGIN_USER_SQL,
   prepareResetCheck,
   ROLLBACK_SQL,
+  textRows,
 } from './session-reset.js'
 
 /**
@@ -159,10 +158,12 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
       onConnect === undefined
         ? opened
         : opened.then(async () => {
-            const [before] = await client.sql.unsafe<{ login: string }[]>(LOGIN_USER_SQL).simple()
+            // Raw rows, by position (textRows): the app's transforms do not reach them.
+            const raw = (text: string) => client.sql.unsafe(text).simple().raw()
+            const [[login] = []] = textRows(await raw(LOGIN_USER_SQL), 1)
             await onConnect(client.sql)
-            const [who] = await client.sql.unsafe<CapturedWho[]>(CAPTURE_WHO_SQL).simple()
-            if (who?.inBlock === true) {
+            const who = capturedWho(await raw(CAPTURE_WHO_SQL))
+            if (who.inBlock) {
               throw Object.assign(
                 new Error('onConnect left a transaction open: commit or roll it back before it returns'),
                 { code: ON_CONNECT_OPEN_TRANSACTION },
@@ -171,17 +172,18 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
             // Sent together, run in order: the ROLLBACK whatever the others did.
             const [, settings] = await Promise.all([
               client.sql.unsafe(AS_LOGIN_SQL).simple(),
-              client.sql.unsafe<CapturedSetting[]>(CAPTURE_SETTINGS_SQL).simple(),
+              raw(CAPTURE_SETTINGS_SQL),
               client.sql.unsafe(ROLLBACK_SQL).simple(),
             ])
-            if (conn !== undefined && who !== undefined) conn.baseline = baselineOf(who, settings, before?.login)
+            const restores = textRows(settings, 2).map(([name = '', restore = '']) => ({ name, restore }))
+            if (conn !== undefined) conn.baseline = baselineOf(who, restores, login)
           })
     // Last, after onConnect: the reset checks for what holders leave, and what onConnect
     // prepared (SQL-level) is kept as the session's baseline.
     const opening = prepareCheck
       ? configured.then(async () => {
-          const kept = await client.sql.unsafe<KeptStatement[]>(KEPT_STATEMENTS_SQL).simple()
-          await client.sql.unsafe(prepareResetCheck(kept)).simple()
+          const kept = textRows(await client.sql.unsafe(KEPT_STATEMENTS_SQL).simple().raw(), 2)
+          await client.sql.unsafe(prepareResetCheck(kept.map(([name = '', key = '']) => ({ name, key })))).simple()
         })
       : configured
     opening.catch(() => {})

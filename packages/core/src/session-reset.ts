@@ -187,6 +187,40 @@ export interface SessionBaseline {
   readonly settings: ReadonlyMap<string, string>
 }
 
+/**
+ * The rows of one of the capture statements, as postgres.js's raw() gives them (a Buffer or null
+ * per column, by position): read so, they are out of reach of the app's own column and value
+ * transforms (`connection: { transform: postgres.camel }`, which the pool's connections share),
+ * which renamed the capture's columns and made it read nothing. Anything else fails the
+ * opening: a baseline read wrong must not become what every reset restores.
+ */
+export function textRows(raw: unknown, columns: number): string[][] {
+  const shape = () => new Error('the capture of what onConnect left came back in an unexpected shape')
+  if (!Array.isArray(raw)) throw shape()
+  return raw.map((row: unknown) => {
+    if (!Array.isArray(row) || row.length !== columns) throw shape()
+    return row.map((value: unknown) => {
+      if (!(value instanceof Uint8Array)) throw shape()
+      return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('utf8')
+    })
+  })
+}
+
+/** CAPTURE_WHO_SQL's one row; throws for an open block (ON_CONNECT_OPEN_TRANSACTION) or a bad shape. */
+export function capturedWho(raw: unknown): CapturedWho {
+  const [row] = textRows(raw, 4)
+  const [sessionUser, inBlock, setSession, role] = row ?? []
+  if (
+    sessionUser === undefined ||
+    setSession === undefined ||
+    role === undefined ||
+    (inBlock !== 't' && inBlock !== 'f')
+  ) {
+    throw new Error('the capture of what onConnect left came back in an unexpected shape')
+  }
+  return { sessionUser, inBlock: inBlock === 't', setSession, role }
+}
+
 /** Who the session is before onConnect runs: the user it logged in as. */
 export const LOGIN_USER_SQL = 'SELECT session_user::pg_catalog.text AS login'
 
@@ -262,12 +296,15 @@ export function resetStatement(
   transactionMayBeOpen: boolean,
   baseline?: SessionBaseline,
   restores: readonly string[] = [],
+  ownBlockOpen = false,
 ): string | undefined {
   // Nothing of the holder's ran: only what the pool itself set on the session is put back (its
-  // application_name, a read-only default), in every mode; no full reset is owed.
+  // application_name, a read-only default), in every mode; no full reset is owed. A block the
+  // pool opened itself (begin(), left when the request ended first) is ended in every mode,
+  // 'never' included: the next holder's statements would otherwise run, uncommitted, inside it.
   if (mode !== 'always' || !ranStatements) {
     const parts = [
-      ...(mode !== 'never' && transactionMayBeOpen ? [ROLLBACK_SQL] : []),
+      ...((mode !== 'never' && transactionMayBeOpen) || ownBlockOpen ? [ROLLBACK_SQL] : []),
       ...restores.map((setting) => {
         const restore = baseline?.settings.get(setting)
         return restore === undefined ? `RESET ${setting}` : `SELECT WHERE ARRAY[${restore}] IS NOT NULL`

@@ -2,6 +2,7 @@ import { describe, expect, test } from 'vitest'
 import { commandsOf } from '../src/postgres-adapter.js'
 import {
   baselineOf,
+  capturedWho,
   prepareResetCheck,
   RESET_AFTER_OPEN_SQL,
   RESET_CHECK,
@@ -9,6 +10,7 @@ import {
   ROLLBACK_SQL,
   resetStatement,
   TransactionState,
+  textRows,
   underFailedReset,
 } from '../src/session-reset.js'
 import { result } from './fake-connection.js'
@@ -95,6 +97,9 @@ describe('resetStatement', () => {
       "SELECT WHERE ARRAY[pg_catalog.set_config('application_name', 'mine', false)] IS NOT NULL; RESET default_transaction_read_only",
     )
     expect(resetStatement('always', false, false, baseline, [])).toBeUndefined()
+    // A block the pool opened itself and abandoned is ended in every mode, 'never' included.
+    expect(resetStatement('never', true, true, baseline, [], true)).toBe(ROLLBACK_SQL)
+    expect(resetStatement('never', true, true, baseline, [])).toBeUndefined()
     // The full reset restores all of it, after its SET SESSION AUTHORIZATION DEFAULT.
     expect(resetStatement('always', true, false, baseline, both)).toBe(
       `${RESET_SQL.slice(0, -'; COMMIT'.length)}; ${baseline.statements}; COMMIT`,
@@ -177,6 +182,31 @@ describe('baselineOf', () => {
         'postgres',
       ).statements,
     ).toBe(`SELECT WHERE ARRAY[${tokyo.restore}] IS NOT NULL; SET SESSION AUTHORIZATION low; SET ROLE lower`)
+  })
+})
+
+describe('reading the capture (raw rows, by position)', () => {
+  const raw = (...rows: (string | null)[][]) =>
+    rows.map((row) => row.map((value) => (value === null ? null : Buffer.from(value))))
+
+  test('who onConnect left, whatever names a transform would give the columns', () => {
+    expect(capturedWho(raw(['low', 'f', 'SET SESSION AUTHORIZATION low', 'SET ROLE NONE']))).toEqual({
+      sessionUser: 'low',
+      inBlock: false,
+      setSession: 'SET SESSION AUTHORIZATION low',
+      role: 'SET ROLE NONE',
+    })
+    expect(capturedWho(raw(['low', 't', 'SET SESSION AUTHORIZATION low', 'SET ROLE NONE'])).inBlock).toBe(true)
+  })
+
+  test('any other shape fails the opening (fail closed): objects, nulls, missing rows or columns', () => {
+    expect(() => capturedWho([{ SessionUser: 'low' }])).toThrow(/unexpected shape/)
+    expect(() => capturedWho(raw(['low', 'f', 'SET SESSION AUTHORIZATION low']))).toThrow(/unexpected shape/)
+    expect(() => capturedWho(raw(['low', null, 'x', 'y']))).toThrow(/unexpected shape/)
+    expect(() => capturedWho(raw(['low', 'yes', 'x', 'y']))).toThrow(/unexpected shape/)
+    expect(() => capturedWho([])).toThrow(/unexpected shape/)
+    expect(() => textRows('rows', 1)).toThrow(/unexpected shape/)
+    expect(textRows(raw(['a', 'b']), 2)).toEqual([['a', 'b']])
   })
 })
 
