@@ -23,20 +23,21 @@ export async function readConnectionBudget(
   max: number,
   instances: number,
 ): Promise<ConnectionBudget> {
-  const [row] = await sql<{ max_connections: number; superuser: number; reserved: number; in_use: number }[]>`
+  // By position (values()): an app's column transform (postgres.camel) would rename the columns.
+  const [row] = await sql`
     select current_setting('max_connections')::int as max_connections,
       current_setting('superuser_reserved_connections')::int as superuser,
       coalesce(current_setting('reserved_connections', true), '0')::int as reserved,
-      (select count(*) from pg_stat_activity where backend_type = 'client backend')::int as in_use`
-  const maxConnections = row?.max_connections ?? 0
-  const reserved = (row?.superuser ?? 0) + (row?.reserved ?? 0)
+      (select count(*) from pg_stat_activity where backend_type = 'client backend')::int as in_use`.values()
+  const [maxConnections = 0, superuser = 0, reservedSlots = 0, inUse = 0] = (row ?? []) as number[]
+  const reserved = superuser + reservedSlots
   const available = maxConnections - reserved
   const demand = max * instances
   return Object.freeze({
     maxConnections,
     reserved,
     available,
-    inUse: row?.in_use ?? 0,
+    inUse,
     instances,
     demand,
     exceeded: demand > available,

@@ -146,8 +146,9 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
       server === undefined
         ? connected
         : connected.then(async () => {
-            const [row] = await client.sql.unsafe<{ recovery: boolean }[]>(IN_RECOVERY_SQL)
-            if (row?.recovery !== false) {
+            // By position: an app's column transform would rename the column.
+            const [row] = await client.sql.unsafe(IN_RECOVERY_SQL).values()
+            if (row?.[0] !== false) {
               throw Object.assign(new Error(`${server.host}:${server.port} is in recovery (a standby)`), {
                 code: NOT_PRIMARY,
               })

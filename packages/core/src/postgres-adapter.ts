@@ -405,15 +405,16 @@ export function createServerClient(settings: ClientSettings): ServerClient {
       Promise.prototype.then.call(query, undefined, () => {})
     },
     async open(arrayTypes) {
-      const query = sql<{ pid: number }[]>`select pg_backend_pid() as pid`
+      // By position (values()), here and below: an app's column transform would rename the columns.
+      const query = sql`select pg_backend_pid() as pid`.values()
       const [row] = await query
-      pid = row?.pid ?? 0
+      pid = typeof row?.[0] === 'number' ? row[0] : 0
       backend = (query as unknown as { state: BackendKey | null }).state ?? undefined
       if (arrayTypes === undefined || !fetchTypes) return
       // The oids are the server's: loaded once per pool, installed on every connection.
       if (Object.keys(arrayTypes).length === 0) {
-        const rows = await sql.unsafe<{ oid: number | null; typarray: number | null }[]>(ARRAY_TYPES_SQL)
-        for (const { oid, typarray } of rows) if (oid && typarray) arrayTypes[oid] = typarray
+        const rows = (await sql.unsafe(ARRAY_TYPES_SQL).values()) as unknown as (number | null)[][]
+        for (const [oid, typarray] of rows) if (oid && typarray) arrayTypes[oid] = typarray
       }
       installArrayTypes(sql.options as unknown as TypeOptions, arrayTypes)
     },
