@@ -82,8 +82,8 @@ export class ServerLsnSource implements LsnSource {
   }
 
   async primary(): Promise<Lsn> {
-    const [row] = await this.#primary.query<{ lsn: string | null }>(PRIMARY_SQL)
-    const lsn = parseLsn(row?.lsn)
+    const [row] = await this.#primary.query<Record<string, unknown>>(PRIMARY_SQL)
+    const lsn = parseLsn(firstValues(row, 1)[0])
     if (lsn === undefined) throw Object.assign(new Error('the primary is in recovery'), { code: 'NOT_PRIMARY' })
     return lsn
   }
@@ -91,15 +91,25 @@ export class ServerLsnSource implements LsnSource {
   async replica(index: number): Promise<{ replay: Lsn; replayAgeSeconds: number | null; inRecovery: boolean }> {
     const monitor = this.#replicas[index]
     if (monitor === undefined) throw new Error(`no replica ${index}`)
-    const [row] = await monitor.query<{ replay: string | null; recovery: boolean; age: number | null }>(REPLICA_SQL)
+    const [row] = await monitor.query<Record<string, unknown>>(REPLICA_SQL)
+    const [replay, recovery, age] = firstValues(row, 3)
     return {
-      replay: parseLsn(row?.replay) ?? 0n,
-      replayAgeSeconds: typeof row?.age === 'number' ? row.age : null,
-      inRecovery: row?.recovery === true,
+      replay: parseLsn(replay) ?? 0n,
+      replayAgeSeconds: typeof age === 'number' ? age : null,
+      inRecovery: recovery === true,
     }
   }
 
   async end(): Promise<void> {
     await Promise.all([this.#primary.end(), ...this.#replicas.map((replica) => replica.end())])
   }
+}
+
+/**
+ * A row's values in column order, whatever its keys: an app's column transform in the connection
+ * options (`postgres.pascal`) renames the columns of the pool's own statements too.
+ */
+export function firstValues(row: Record<string, unknown> | undefined, count: number): unknown[] {
+  const values = row === undefined ? [] : Object.values(row)
+  return values.length === count ? values : []
 }

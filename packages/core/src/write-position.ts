@@ -8,8 +8,12 @@ import { type Lsn, parseLsn } from './lsn.js'
 /** The position a transaction's commit record is written at or before (read-your-writes). */
 export const CURRENT_LSN_SQL = 'SELECT pg_catalog.pg_current_wal_insert_lsn()::text AS lsn'
 
+/** The position in CURRENT_LSN_SQL's one column, whatever an app's column transform named it. */
 export function lsnOf(rows: unknown): Lsn | undefined {
-  return parseLsn((rows as { lsn?: unknown }[] | undefined)?.[0]?.lsn)
+  const row = (rows as unknown[] | undefined)?.[0]
+  if (row === null || typeof row !== 'object') return undefined
+  const values = Object.values(row)
+  return values.length === 1 ? parseLsn(values[0]) : undefined
 }
 
 /** Command tags that do not write (or do not make a write visible): the rest are writes. */
