@@ -19,7 +19,7 @@ import {
   type TrackedQueryConstructor,
 } from './postgres-adapter.js'
 import type { PoolConnection } from './server-connection.js'
-import { ROLLBACK_SQL, resetStatement, TransactionState } from './session-reset.js'
+import { resetStatement, TransactionState } from './session-reset.js'
 import type { PgPoolView } from './types.js'
 import { CURRENT_LSN_SQL, isWrite, lsnOf } from './write-position.js'
 
@@ -906,19 +906,16 @@ export class Lease implements Holder, QueryOwner {
   #release(conn: PoolConnection): void {
     this.#phase = 'done'
     this.#conn = undefined
-    // Behind PgBouncer no reset is sent, but a block the pool opened itself is still ended.
-    const reset = this.#ctx.options.pgbouncer
-      ? this.#block
-        ? ROLLBACK_SQL
-        : undefined
-      : resetStatement(
-          this.#ctx.options.sessionReset,
-          this.#ranStatements,
-          this.#transaction.mayBeOpen || this.#block,
-          conn.baseline,
-          this.#sessionRestores(),
-          this.#block,
-        )
+    // Behind PgBouncer the server session is not ours: 'never' (which still ends a block the
+    // pool opened itself).
+    const reset = resetStatement(
+      this.#ctx.options.pgbouncer ? 'never' : this.#ctx.options.sessionReset,
+      this.#ranStatements,
+      this.#transaction.mayBeOpen,
+      conn.baseline,
+      this.#sessionRestores(),
+      this.#block,
+    )
     this.#ctx.pool.release(conn, this, reset)
   }
 

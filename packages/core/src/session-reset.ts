@@ -293,18 +293,20 @@ export class TransactionState {
 export function resetStatement(
   mode: SessionReset,
   ranStatements: boolean,
-  transactionMayBeOpen: boolean,
+  holderMayHaveOpened: boolean,
   baseline?: SessionBaseline,
   restores: readonly string[] = [],
   ownBlockOpen = false,
 ): string | undefined {
+  // A block the pool opened itself (begin(), left when the request ended first) is ended in every
+  // mode, 'never' included: the next holder's statements would otherwise run, uncommitted, inside
+  // it. One the holder may have opened (its command tags said so) is ended except in 'never'.
+  const rollback = ownBlockOpen || (mode !== 'never' && holderMayHaveOpened)
   // Nothing of the holder's ran: only what the pool itself set on the session is put back (its
-  // application_name, a read-only default), in every mode; no full reset is owed. A block the
-  // pool opened itself (begin(), left when the request ended first) is ended in every mode,
-  // 'never' included: the next holder's statements would otherwise run, uncommitted, inside it.
+  // application_name, a read-only default), in every mode; no full reset is owed.
   if (mode !== 'always' || !ranStatements) {
     const parts = [
-      ...((mode !== 'never' && transactionMayBeOpen) || ownBlockOpen ? [ROLLBACK_SQL] : []),
+      ...(rollback ? [ROLLBACK_SQL] : []),
       ...restores.map((setting) => {
         const restore = baseline?.settings.get(setting)
         return restore === undefined ? `RESET ${setting}` : `SELECT WHERE ARRAY[${restore}] IS NOT NULL`
@@ -313,7 +315,7 @@ export function resetStatement(
     return parts.length === 0 ? undefined : parts.join('; ')
   }
   const reset = baseline === undefined ? RESET_SQL : `${RESET_UNTIL_COMMIT}; ${baseline.statements}; COMMIT`
-  return transactionMayBeOpen ? `ROLLBACK; ${reset}` : reset
+  return rollback ? `ROLLBACK; ${reset}` : reset
 }
 
 /**
