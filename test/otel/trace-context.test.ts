@@ -97,6 +97,16 @@ describe('trace context to the server: application_name per lease', () => {
     expect(Buffer.byteLength(setting)).toBeLessThanOrEqual(APPLICATION_NAME_BYTES)
     const short = applicationNameFormats.route('00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', '/items/:id')
     expect(short).toBe('/items/:id 4bf92f3577b34da6a3ce929d0e0e4736')
+    // Written as PostgreSQL 16+ stores it (any byte outside printable ASCII as \xNN), cut at 30 of
+    // those bytes between whole characters: the server's cut can no longer reach the trace id.
+    const wide = applicationNameFormats.route(
+      '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+      '/größe\t/ä/:id',
+    )
+    expect(wide).toBe('/gr\\xc3\\xb6\\xc3\\x9fe\\x09/ 4bf92f3577b34da6a3ce929d0e0e4736')
+    expect(applicationNameFormats.traceparent('00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', '/ä')).toBe(
+      '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 /\\xc3\\xa4',
+    )
   })
 
   test('a lease with no trace active leaves application_name alone (no statement sent)', async () => {

@@ -337,7 +337,7 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   let closeTimer: NodeJS.Timeout | undefined
   let closeDeadline = Number.POSITIVE_INFINITY
   app.addHook('preClose', (done) => {
-    closeDeadline = Date.now() + options.closeTimeout
+    closeDeadline = performance.now() + options.closeTimeout
     closeTimer = setTimeout(() => {
       for (const unit of units) void unit.end(0)
     }, options.closeTimeout).unref()
@@ -347,7 +347,7 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     clearTimeout(closeTimer)
     monitor?.stop()
     // What is left of closeTimeout since preClose (all of it when preClose did not run).
-    const left = Math.max(0, Math.min(options.closeTimeout, closeDeadline - Date.now()))
+    const left = Math.max(0, Math.min(options.closeTimeout, closeDeadline - performance.now()))
     await Promise.all(units.map((unit) => unit.end(left)))
     await monitorSource?.end()
     await helpers.end({ timeout: 0 })

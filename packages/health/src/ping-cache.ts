@@ -3,27 +3,39 @@ export interface PingResult {
   readonly ok: boolean
   /** Round trip (connect, authenticate, one query) in ms; time until failure when not ok. */
   readonly ms: number
-  /** When the ping finished (epoch ms). */
+  /** When the ping finished (epoch ms), for the report; never used to time the cache's window. */
   readonly at: number
   readonly code: string | undefined
 }
 
 /**
  * One ping in flight at a time, its result reused for `ttl` ms: a probe storm reaches the
- * database at most once per window, and a down database is not hammered either.
+ * database at most once per window, and a down database is not hammered either. The window is
+ * timed on a monotonic clock (`now`): on the wall clock, a step back (an NTP correction, a VM
+ * resumed) kept a cached pass answering probes for as long as the clock went back, through an
+ * outage.
  */
 export class PingCache {
   readonly #ping: (timeoutMs: number) => Promise<number>
   readonly #timeout: number
   readonly #ttl: number
+  readonly #now: () => number
   #last: PingResult | undefined
+  /** When #last finished, on #now's scale. */
+  #lastAt = 0
   #inFlight: Promise<PingResult> | undefined
   #passed = false
 
-  constructor(ping: (timeoutMs: number) => Promise<number>, timeoutMs: number, ttl: number) {
+  constructor(
+    ping: (timeoutMs: number) => Promise<number>,
+    timeoutMs: number,
+    ttl: number,
+    now: () => number = () => performance.now(),
+  ) {
     this.#ping = ping
     this.#timeout = timeoutMs
     this.#ttl = ttl
+    this.#now = now
   }
 
   /** Whether any ping has succeeded yet. */
@@ -33,7 +45,7 @@ export class PingCache {
 
   get(): Promise<PingResult> {
     const last = this.#last
-    if (last !== undefined && Date.now() - last.at < this.#ttl) return Promise.resolve(last)
+    if (last !== undefined && this.#now() - this.#lastAt < this.#ttl) return Promise.resolve(last)
     this.#inFlight ??= this.#run().finally(() => {
       this.#inFlight = undefined
     })
@@ -41,7 +53,7 @@ export class PingCache {
   }
 
   async #run(): Promise<PingResult> {
-    const started = performance.now()
+    const started = this.#now()
     let result: PingResult
     try {
       const ms = await this.#ping(this.#timeout)
@@ -51,12 +63,13 @@ export class PingCache {
       const code = (error as { code?: unknown } | null)?.code
       result = {
         ok: false,
-        ms: performance.now() - started,
+        ms: this.#now() - started,
         at: Date.now(),
         code: typeof code === 'string' && /^[A-Z0-9_]+$/.test(code) ? code : undefined,
       }
     }
     this.#last = result
+    this.#lastAt = this.#now()
     return result
   }
 }

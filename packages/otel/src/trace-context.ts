@@ -16,7 +16,7 @@ export const APPLICATION_NAME_BYTES = 63
 const traceIdOf = (traceparent: string) => traceparent.slice(3, 35)
 const TRACE_ID_LENGTH = 32
 
-/** The two ways to spend the 63 bytes. */
+/** The two ways to spend the 63 bytes. Both write the route as the server stores it (serverText). */
 export const applicationNameFormats: Readonly<{
   traceparent: ApplicationNameFormat
   route: ApplicationNameFormat
@@ -26,26 +26,36 @@ export const applicationNameFormats: Readonly<{
    * and to find the very span the lease was taken under; then the route, whole when it fits in
    * the 7 bytes left (`/items`), cut after them otherwise.
    */
-  traceparent: (traceparent: string, route: string) => `${traceparent} ${route}`,
+  traceparent: (traceparent: string, route: string) => `${traceparent} ${serverText(route)}`,
   /**
-   * `<route> <trace-id>`: the route whole up to 30 bytes (cut there, so that the trace id always
-   * fits), then the trace id, which finds the trace in any backend; no span id.
+   * `<route> <trace-id>`: the route whole up to 30 bytes as the server stores it (cut there,
+   * never inside a character, so that the trace id always fits), then the trace id, which finds
+   * the trace in any backend; no span id.
    */
   route: (traceparent: string, route: string) =>
-    `${clipBytes(route, APPLICATION_NAME_BYTES - TRACE_ID_LENGTH - 1)} ${traceIdOf(traceparent)}`,
+    `${serverText(route, APPLICATION_NAME_BYTES - TRACE_ID_LENGTH - 1)} ${traceIdOf(traceparent)}`,
 })
 
 export const defaultApplicationNameFormat: ApplicationNameFormat = applicationNameFormats.traceparent
 
-/** `text` cut to at most `bytes` UTF-8 bytes, never inside a character. */
-function clipBytes(text: string, bytes: number): string {
-  if (Buffer.byteLength(text) <= bytes) return text
+/**
+ * `text` as PostgreSQL 16 and later store an application_name: printable ASCII as it is, every
+ * other byte as `\xNN` (four bytes for one), before the 63-byte cut; PostgreSQL 15 and earlier
+ * write `?` for it instead. Escaped here, the name reads the same on every server, and its
+ * length is the length the server cuts: a route of UTF-8 characters that fitted in 30 bytes
+ * grew past them on the server and pushed the trace id out. At most `limit` bytes, whole
+ * characters only.
+ */
+export function serverText(text: string, limit = Number.POSITIVE_INFINITY): string {
   let out = ''
-  let used = 0
   for (const char of text) {
-    used += Buffer.byteLength(char)
-    if (used > bytes) break
-    out += char
+    const code = char.codePointAt(0) ?? 0
+    const stored =
+      code >= 0x20 && code <= 0x7e
+        ? char
+        : Array.from(Buffer.from(char, 'utf8'), (byte) => `\\x${byte.toString(16).padStart(2, '0')}`).join('')
+    if (out.length + stored.length > limit) break
+    out += stored
   }
   return out
 }
