@@ -225,6 +225,17 @@ export class Lease implements Holder, QueryOwner {
     return this.#mode !== undefined
   }
 
+  /**
+   * A route transaction the pool ended without its COMMIT before the reply was decided (the pool
+   * closing past closeTimeout, a handlerTimeout): the error the reply goes out with instead of
+   * its 2xx. Undefined otherwise (no route transaction, not ended, or ended to commit).
+   */
+  notCommitted(): Error | undefined {
+    if (!this.inTransaction || this.#mode === undefined || this.#mode === 'commit') return undefined
+    const error = this.#ctx.pool.stats().accepting ? new errors.FST_PG_POOL_ABORTED() : new errors.FST_PG_POOL_CLOSED()
+    return withRetryAfter(error, this.#ctx.options.retryAfter)
+  }
+
   get #busy(): boolean {
     return (
       this.#inflight.size > 0 ||

@@ -75,17 +75,34 @@ interface Shared {
   readonly requests: RequestLeases
   readonly dbs: Record<string, PoolDb>
 }
+/**
+ * One Shared per app, whichever context registers first: keyed by the app's server, which every
+ * encapsulated context of one app shares (a child context that registers a named instance before
+ * the root registers the default one would otherwise have a registry of its own, and its routes
+ * would know no default instance). In a registry on globalThis: two copies of this package in one
+ * process share it too.
+ */
 const kShared = Symbol.for('fastify-pg-pool.shared')
+const sharedByApp: WeakMap<object, Shared> =
+  ((globalThis as Record<symbol, unknown>)[kShared] as WeakMap<object, Shared> | undefined) ?? new WeakMap()
+;(globalThis as Record<symbol, unknown>)[kShared] = sharedByApp
 
 function sharedOf(app: FastifyInstance): Shared {
-  const existing = (app as unknown as Record<symbol, Shared | undefined>)[kShared]
-  if (existing !== undefined) return existing
-  const instances = new Instances()
-  const routes = new RouteSettingsCache((name) => instances.has(name) && instances.instance(name, '').hasOnLease)
-  const shared: Shared = { instances, requests: new RequestLeases(app, instances, routes), dbs: Object.create(null) }
-  app.decorate(kShared, shared)
-  app.decorate('pgPools', instances.registry)
-  app.decorate('dbs', shared.dbs)
+  let shared = sharedByApp.get(app.server)
+  if (shared === undefined) {
+    const instances = new Instances()
+    const routes = new RouteSettingsCache((name) => instances.has(name) && instances.instance(name, '').hasOnLease)
+    shared = { instances, requests: new RequestLeases(instances, routes), dbs: Object.create(null) }
+    sharedByApp.set(app.server, shared)
+  }
+  // Wired into each context that does not see it yet: the first registration's, and an ancestor's
+  // registered after a child's (decorators reach children through prototypes, hooks do not reach
+  // a child context made before them, so no route gets the hooks twice).
+  if (!app.hasRequestDecorator('db')) shared.requests.wire(app)
+  if (!app.hasDecorator('pgPools')) {
+    app.decorate('pgPools', shared.instances.registry)
+    app.decorate('dbs', shared.dbs)
+  }
   return shared
 }
 

@@ -1,11 +1,11 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerHookHandler } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
 import { errors } from './errors.js'
 import type { Instance, Instances } from './instances.js'
 import { type FinishMode, finished, type Lease } from './lease.js'
 import type { Lsn } from './lsn.js'
 import { createLeaseDb } from './query-api.js'
 import type { ReadYourWrites } from './read-your-writes.js'
-import { gateRawResponse } from './reply-gate.js'
+import { gateRawResponse, type RawGate } from './reply-gate.js'
 import type { RouteSettingsCache } from './route-settings.js'
 import type { RequestDb } from './types.js'
 
@@ -19,6 +19,12 @@ const kEnded = Symbol('fastify-pg-pool.ended')
 const kRequest = Symbol('fastify-pg-pool.request')
 /** Read-your-writes of the instance request.db uses, when enabled: the token goes on the reply. */
 const kTokens = Symbol('fastify-pg-pool.tokens')
+/** A thrown error (onError): the request's work rolls back, whatever status the error handler sets. */
+const kErrored = Symbol('fastify-pg-pool.errored')
+/** An onSend of the request waits for the database (a COMMIT, a token): a second send is dropped. */
+const kSending = Symbol('fastify-pg-pool.sending')
+/** Transaction routes: the raw response's gate (reply-gate.ts), released by onSend. */
+const kGate = Symbol('fastify-pg-pool.gate')
 
 /** A lease of the request on another instance (or its replicas), and that instance's tokens. */
 interface Other {
@@ -35,6 +41,14 @@ type LeaseRequest = FastifyRequest & {
   [kDbs]: object | null
   [kEnded]: boolean
   [kTokens]: ReadYourWrites | null
+  [kErrored]: boolean
+  [kSending]: boolean
+  [kGate]: RawGate | null
+}
+
+/** How the request's work ends once its reply is decided: rolled back on a thrown error or a status >= 400. */
+function endMode(request: LeaseRequest, statusCode: number): 'commit' | 'rollback' {
+  return statusCode >= 400 || request[kErrored] ? 'rollback' : 'commit'
 }
 
 function isStream(payload: unknown): boolean {
@@ -80,9 +94,13 @@ export class RequestLeases {
   /** Getters of `request.dbs`, one per named instance (`this` is the request's object). */
   readonly #dbsProto: object = Object.create(null)
 
-  constructor(app: FastifyInstance, instances: Instances, routes: RouteSettingsCache) {
+  constructor(instances: Instances, routes: RouteSettingsCache) {
     this.#instances = instances
     this.#routes = routes
+  }
+
+  /** Decorates `app`'s requests and adds the lifecycle hooks there (once per context that needs them). */
+  wire(app: FastifyInstance): void {
     this.#register(app)
   }
 
@@ -172,6 +190,10 @@ export class RequestLeases {
   }
 
   #other(request: LeaseRequest, name: string): RequestDb {
+    // The instance request.db already is (`instance: name`): the same lease, so the same
+    // connection and the route's transaction, not a second lease that waits for a connection of
+    // its own (a deadlock at `max: 1`) and commits apart from the route's work.
+    if (this.#routeInstance(request) === name) return this.#main(request)
     return this.#keyed(request, name, () => {
       const routeOptions = request.routeOptions
       const route = routeOptions.url ?? 'unknown'
@@ -179,6 +201,13 @@ export class RequestLeases {
       const { lease, db, instance } = this.#lease(request, name, { route, request }, routeOptions.handlerTimeout)
       return { lease, db, tokens: instance.readYourWrites ?? null }
     })
+  }
+
+  /** The instance the route's request.db uses (undefined: the default one). */
+  #routeInstance(request: LeaseRequest): string | undefined {
+    const routeOptions = request.routeOptions
+    const config = routeOptions.config.db
+    return config === false ? undefined : this.#routes.of(config, routeOptions.url ?? 'unknown').instance
   }
 
   #dbs(request: LeaseRequest): object {
@@ -238,6 +267,9 @@ export class RequestLeases {
     app.decorateRequest(kDbs, null)
     app.decorateRequest(kEnded, false)
     app.decorateRequest(kTokens, null)
+    app.decorateRequest(kErrored, false)
+    app.decorateRequest(kSending, false)
+    app.decorateRequest(kGate, null)
     const leases = this
     app.decorateRequest('db', {
       getter(this: FastifyRequest) {
@@ -250,50 +282,101 @@ export class RequestLeases {
       },
     })
 
-    // Transaction routes only: a hijacked reply's raw writes wait for the COMMIT.
-    const gateHijack: preHandlerHookHandler = (request, reply, done) => {
-      const hijack = reply.hijack
-      reply.hijack = function (this: FastifyReply) {
-        hijack.call(this)
-        gateRawResponse(
-          this.raw,
-          (statusCode) => {
-            const leased = request as LeaseRequest
-            leased[kEnded] = true
-            leases.#finishOthers(leased, statusCode >= 400 ? 'rollback' : 'commit')
-            const lease = leased[kLease]
-            if (lease === null || lease.finished) return finished
-            return lease.finish(statusCode >= 400 ? 'rollback' : 'commit')
-          },
-          (error) => {
-            request.log.error({ err: error }, 'the route transaction of a hijacked reply was not committed')
-            return failureBody(error)
-          },
-        )
-        return this
+    // Transaction routes only: a write that reaches the raw response past onSend (a reply
+    // hijacked in any hook or the handler, reply.raw written directly) waits for the COMMIT. Set
+    // in the app's onRequest, ahead of the hooks added after the plugin (and of every route-level
+    // hook), and for routes declared beside an un-awaited register too (an onRoute hook misses those).
+    const gateRaw: onRequestHookHandler = (request, reply, done) => {
+      // Fastify builds a new routeOptions object on every read: read it once.
+      const routeOptions = request.routeOptions
+      let settings: ReturnType<typeof routes.of>
+      try {
+        settings = routes.of(routeOptions.config.db, routeOptions.url ?? 'unknown')
+      } catch {
+        // Refused on the first use of request.db, with its coded error.
+        return done()
       }
+      if (settings.begin === undefined) return done()
+      ;(request as LeaseRequest)[kGate] = gateRawResponse(
+        reply.raw,
+        (statusCode) => {
+          const leased = request as LeaseRequest
+          leased[kEnded] = true
+          const mode = endMode(leased, statusCode)
+          leases.#finishOthers(leased, mode)
+          const lease = leased[kLease]
+          if (lease === null) return finished
+          const lost = mode === 'commit' ? lease.notCommitted() : undefined
+          if (lost !== undefined) return Promise.reject(lost)
+          return lease.finished ? finished : lease.finish(mode)
+        },
+        (error) => {
+          request.log.error({ err: error }, 'the route transaction of a reply written on reply.raw was not committed')
+          return failureBody(error)
+        },
+      )
       done()
     }
+    app.addHook('onRequest', gateRaw)
 
+    // Validates each route's config.db when it is declared.
     app.addHook('onRoute', (route) => {
-      const settings = routes.of(route.config?.db, route.url)
-      if (settings.begin === undefined) return
-      const existing = route.preHandler
-      route.preHandler = existing === undefined ? [gateHijack] : [...[existing].flat(), gateHijack]
+      routes.of(route.config?.db, route.url)
     })
 
-    app.addHook('onSend', (request, reply, payload, sent) => {
+    // A thrown error rolls the request's work back even when the error handler answers < 400.
+    app.addHook('onError', (request, _reply, _error, done) => {
+      ;(request as LeaseRequest)[kErrored] = true
+      done()
+    })
+
+    app.addHook('onSend', (request, reply, payload, hookDone) => {
       const leased = request as LeaseRequest
+      if (leased[kSending]) {
+        // A second send while the first waits for its COMMIT (`reply.send(x)` and then `return y`):
+        // Fastify lets it through until the first is written. Dropped, as Fastify drops a send
+        // after the reply went: it would leave before the COMMIT answered, and the first, written
+        // after it, would throw.
+        request.log.warn('Reply was already sent: the payload of a second send is dropped')
+        return
+      }
+      const gate = leased[kGate]
+      if (gate?.written) {
+        // The handler wrote the response on reply.raw itself (the gate holds it for the COMMIT).
+        request.log.warn('the response was written on reply.raw: the payload sent after it is dropped')
+        return
+      }
       const lease = leased[kLease]
-      const mode = reply.statusCode >= 400 ? 'rollback' : 'commit'
+      const mode = endMode(leased, reply.statusCode)
+      // Fastify writes the reply once the hook is done: past the gate, whose COMMIT ran here.
+      const sendNow = (
+        gate === null
+          ? hookDone
+          : (error: Error | null, body?: unknown) => {
+              gate.release()
+              ;(hookDone as (error: Error | null, body?: unknown) => void)(error, body)
+            }
+      ) as typeof hookDone & ((error: Error | null, body?: unknown) => void)
+      // Called later than onSend (once the database answered): the second send above is held
+      // off meanwhile; a reply someone wrote on reply.raw in between is left alone.
+      const sendLater = (error: Error | null, body?: unknown) => {
+        leased[kSending] = false
+        if (reply.raw.headersSent || gate?.written === true) {
+          request.log.warn('the response was written on reply.raw before the database answered')
+          return
+        }
+        sendNow(error, body)
+      }
       const others = leased[kOthers] === null ? undefined : this.#finishOthers(leased, mode, payload, reply)
+      if (others !== undefined) leased[kSending] = true
       // The reply goes once the other instances' tokens are on it too.
       const done =
         others === undefined
-          ? sent
+          ? sendNow
           : (((error?: Error | null, body?: unknown) => {
-              void others.then(() => (sent as (error: Error | null, body?: unknown) => void)(error ?? null, body))
-            }) as typeof sent)
+              void others.then(() => sendLater(error ?? null, body))
+            }) as typeof hookDone)
+      const later = (others === undefined ? sendLater : done) as typeof sendLater
       if (lease === null) {
         // A streamed payload of a route without a transaction may still read with request.db.
         if (!isStream(payload) || routes.of(request.routeOptions.config.db, '').begin !== undefined) {
@@ -301,7 +384,12 @@ export class RequestLeases {
         }
         return done(null, payload)
       }
-      if (lease.finished) return done(null, payload)
+      if (lease.finished) {
+        const lost = mode === 'commit' ? lease.notCommitted() : undefined
+        if (lost === undefined) return done(null, payload)
+        if (isStream(payload)) (payload as { destroy?: () => void }).destroy?.()
+        return done(lost)
+      }
       const tokens = leased[kTokens]
       if (!lease.inTransaction) {
         // The connection stays with a streamed payload until it has been sent (onResponse); its
@@ -309,9 +397,10 @@ export class RequestLeases {
         if (isStream(payload)) {
           const position = tokens === null ? undefined : lease.positionSoFar()
           if (position === undefined) return done(null, payload)
+          leased[kSending] = true
           position.then((lsn) => {
             writeToken(request, reply, tokens as ReadYourWrites, lsn)
-            done(null, payload)
+            later(null, payload)
           })
           return
         }
@@ -323,14 +412,15 @@ export class RequestLeases {
           return done(null, payload)
         }
         // Read-your-writes: the position of the request's writes goes on the reply.
+        leased[kSending] = true
         finishing.then(
           () => {
             writeToken(request, reply, tokens, lease.commitLsn)
-            done(null, payload)
+            later(null, payload)
           },
           (error: unknown) => {
             logFailure(request)(error)
-            done(null, payload)
+            later(null, payload)
           },
         )
         return
@@ -343,20 +433,22 @@ export class RequestLeases {
         const refused = new errors.FST_PG_POOL_COMMIT_FAILED(
           'a COPY TO STDOUT cannot be the payload of a route transaction; send it from a route without one',
         )
+        leased[kSending] = true
         lease.finish('rollback').then(
-          () => done(refused),
-          () => done(refused),
+          () => later(refused),
+          () => later(refused),
         )
         return
       }
+      leased[kSending] = true
       lease.finish(mode).then(
         () => {
           if (tokens !== null) writeToken(request, reply, tokens, lease.commitLsn)
-          done(null, payload)
+          later(null, payload)
         },
         (error: Error) => {
           if (isStream(payload)) (payload as { destroy?: () => void }).destroy?.()
-          done(error)
+          later(error)
         },
       )
     })
@@ -365,7 +457,7 @@ export class RequestLeases {
     app.addHook('onResponse', (request, reply, done) => {
       const leased = request as LeaseRequest
       leased[kEnded] = true
-      const mode = reply.statusCode >= 400 ? 'rollback' : 'commit'
+      const mode = endMode(leased, reply.statusCode)
       if (leased[kOthers] !== null) this.#finishOthers(leased, mode)
       const lease = leased[kLease]
       if (lease !== null && !lease.finished) lease.finish(mode).catch(logFailure(request))
