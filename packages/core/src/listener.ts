@@ -2,6 +2,7 @@ import postgres from 'postgres'
 import type { Clock, TimerHandle } from './clock.js'
 import { errors } from './errors.js'
 import { invalidOption } from './option-kit.js'
+import { closeConnections } from './postgres-adapter.js'
 
 /** A notification as PostgreSQL delivered it. */
 export interface Notification {
@@ -51,6 +52,12 @@ export interface ListenerSettings {
   readonly clock: Clock
   /** ms, for each attempt to open the connection. */
   readonly connectTimeout: number
+  /**
+   * The most a listen() waits for its channel's LISTEN to be answered, connection included
+   * (connectTimeout + statementTimeout + 1 s, as the pool's own statements): a server that
+   * accepts the session and then freezes must not hold listen(), and an app's startup, for ever.
+   */
+  readonly listenTimeout: number
   /** PgBouncer in transaction mode keeps no session: a LISTEN there would hear nothing. */
   readonly pgbouncer: boolean
   readonly onNotice: (notice: postgres.Notice) => void
@@ -76,6 +83,9 @@ const RECONNECT_MAX_DELAY_S = 2
  * a failover answers 25006): the promotion takes about a second.
  */
 export const REFUSED_RETRY_MS = 1_000
+
+/** How often an ended client is closed again while a connection it owes may still open (#sweep). */
+const SWEEP_EVERY_MS = 100
 
 /** postgres.js's backoff (seconds, from the attempt number, with jitter), capped. */
 function reconnectDelay(attempt: number): number {
@@ -166,7 +176,7 @@ export class Listener {
     entry.subscriptions.add(subscription)
     this.#listeners++
     try {
-      await entry.ready
+      await this.#withinListenTimeout(entry.ready)
     } catch (error) {
       void this.#remove(channel, entry, subscription, false)
       throw this.#closed ? new errors.FST_PG_POOL_CLOSED() : connectFailed(error, this.#settings.redact)
@@ -184,6 +194,20 @@ export class Listener {
         await this.#remove(channel, listened, subscription, true)
       },
     }
+  }
+
+  #withinListenTimeout(ready: Promise<void>): Promise<void> {
+    const { clock, listenTimeout } = this.#settings
+    let timer: TimerHandle | undefined
+    return Promise.race([
+      ready,
+      new Promise<never>((_, reject) => {
+        timer = clock.setTimeout(
+          () => reject(Object.assign(new Error(`no answer within ${listenTimeout} ms`), { code: 'LISTEN_TIMEOUT' })),
+          listenTimeout,
+        )
+      }),
+    ]).finally(() => clock.clearTimeout(timer))
   }
 
   stats(): ListenerStats {
@@ -269,7 +293,26 @@ export class Listener {
     this.#settings.clock.clearTimeout(this.#retry)
     this.#retry = undefined
     if (wasConnected && !this.#closed && this.#listeners > 0) this.#settings.onConnectedChange(false)
-    await client?.end({ timeout: 0 }).catch(() => {})
+    if (client === undefined) return
+    await client.end({ timeout: 0 }).catch(() => {})
+    this.#sweep(client)
+  }
+
+  /**
+   * postgres.js's end() does not stop a connection already on its way: a reconnect it scheduled
+   * (its backoff after a lost connection) or an opening still in its TCP handshake completes after
+   * the end, and nothing would close it (no idle timeout here): a backend left on the server, the
+   * process kept alive. The ended client is closed again until such a connection can no longer
+   * open (its connect timeout and the longest backoff), on timers that keep nothing alive.
+   */
+  #sweep(client: postgres.Sql<{}>): void {
+    const { clock, connectTimeout } = this.#settings
+    const until = clock.now() + connectTimeout + RECONNECT_MAX_DELAY_S * 1000
+    const again = () => {
+      void closeConnections(client)
+      if (clock.now() < until) clock.setTimeout(again, SWEEP_EVERY_MS)
+    }
+    clock.setTimeout(again, SWEEP_EVERY_MS)
   }
 
   #dispatch(channel: string, payload: string): void {
@@ -337,7 +380,10 @@ export class Listener {
    */
   #retryOnNewConnection(client: postgres.Sql<{}>): void {
     this.#client = undefined
-    void client.end({ timeout: 0 }).catch(() => {})
+    void client
+      .end({ timeout: 0 })
+      .catch(() => {})
+      .then(() => this.#sweep(client))
     this.#retry = this.#settings.clock.setTimeout(() => {
       this.#retry = undefined
       if (this.#closed || this.#channels.size === 0) return

@@ -167,6 +167,22 @@ export function resolvePoolOptions(
 /** Options the pool sets on every connection itself; given in `connection`, they are refused. */
 const ownedConnectionKeys = ['idle_timeout', 'max_lifetime', 'debug'] as const
 
+/**
+ * A URL's password, percent-decoded. A `%` not followed by two hex digits (`50%off`, which the
+ * WHATWG URL password setter writes as it is) is refused as libpq refuses it, with a coded error
+ * that does not quote the password.
+ */
+function decodePassword(encoded: string): string {
+  try {
+    return decodeURIComponent(encoded)
+  } catch {
+    throw invalidOption(
+      'connection',
+      'the password in the URL is not percent-encoded (a % must start %XX): encode it with encodeURIComponent',
+    )
+  }
+}
+
 export function resolveConnection(
   connection: string | postgres.Options<{}> | undefined,
   env: NodeJS.ProcessEnv,
@@ -206,7 +222,7 @@ export function resolveConnection(
     if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
       throw invalidOption('connection', `expected a postgres:// URL, got ${describe(redactUrls(given))}`)
     }
-    secret = parsed.password ? decodeURIComponent(parsed.password) : undefined
+    secret = parsed.password ? decodePassword(parsed.password) : undefined
     const max = parsed.searchParams.get('max')
     if (max !== null) fromUrl.max = max
     const app = parsed.searchParams.get('application_name')

@@ -197,6 +197,7 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     applicationName: `${options.applicationName}/listen`,
     clock,
     connectTimeout: options.connectTimeout,
+    listenTimeout: options.connectTimeout + options.statementTimeout + 1_000,
     pgbouncer: options.pgbouncer,
     redact: (text) => primary.view.redact(text),
     onNotice: (notice) =>

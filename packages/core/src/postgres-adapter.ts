@@ -30,6 +30,10 @@ import postgres from 'postgres'
  * 5. `options.fetch_types` is read per connection; `options.parsers`, `options.serializers` and
  *    `options.shared.typeArrayMap` hold the per-client type codecs.
  * 6. `onnotice` receives notices; `onclose` fires when the connection closes.
+ * 7. `sql.close()` (not in the typings) ends every connection the client holds open now, also
+ *    after `end()` resolved: `end()` keeps its first promise and does nothing again, while a
+ *    reconnect postgres.js scheduled before it (its backoff after a lost connection) still opens
+ *    a connection afterwards.
  */
 
 export type QueryHandler = (query: AdapterQuery) => void
@@ -420,6 +424,11 @@ export function createServerClient(settings: ClientSettings): ServerClient {
     },
     end: (graceSeconds) => sql.end({ timeout: graceSeconds }).catch(() => {}),
   }
+}
+
+/** Ends the connections `sql` holds now (assumption 7), also those opened after its end(). */
+export function closeConnections(sql: postgres.Sql<{}>): Promise<void> {
+  return (sql as unknown as { close: () => Promise<void> }).close().catch(() => {})
 }
 
 /** A client that never connects: helpers (identifiers, json, arrays) and the Query class. */

@@ -5,6 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { createTestDatabase, type TestDatabase, uniqueName, waitUntil } from '../../../test/support/database.js'
 import {
   type AdapterQuery,
+  closeConnections,
   commandsOf,
   createHelpers,
   createServerClient,
@@ -19,7 +20,7 @@ import {
 } from '../src/postgres-adapter.js'
 
 // The contract of src/postgres-adapter.ts with postgres.js: one describe per assumption of its
-// header (1-6, 4b, 4c), each test driving the adapter's exports the way the lease and the server
+// header (1-7, 4b, 4c), each test driving the adapter's exports the way the lease and the server
 // connection do, against a real PostgreSQL. An upgrade of postgres.js that breaks an assumption
 // fails the test named for it. Run on other postgres.js versions by .ci/steps/postgres-versions.mjs.
 
@@ -635,5 +636,36 @@ describe('6. onnotice receives notices; onclose fires when the connection closes
     await client.end(0)
     await failed
     expect(codeOf(owner.ends[0]?.error)).toBe('CONNECTION_DESTROYED')
+  })
+})
+
+describe('7. sql.close() ends the connections a client holds, also after its end() resolved', () => {
+  // The late connection itself (a reconnect that opens after end()) is driven end to end by
+  // test/regressions/listener-close-during-backoff.test.ts.
+  test('after end(), a second end() does nothing new and close() still resolves, leaving no backend', async () => {
+    const name = uniqueName('contract-close')
+    const client = postgres(db.url, { max: 1, onnotice: () => {}, connection: { application_name: name } })
+    await client`select 1`
+    await client.end({ timeout: 0 })
+    const backends = async () =>
+      Number((await db.admin`select count(*)::int as n from pg_stat_activity where application_name = ${name}`)[0]?.n)
+    await waitUntil(async () => (await backends()) === 0, 'the ended connection to leave')
+    // end() keeps its promise: a second one does nothing, whatever the client holds.
+    const again = client.end({ timeout: 0 })
+    expect(again).toBeInstanceOf(Promise)
+    await again
+    await closeConnections(client)
+    expect(await backends()).toBe(0)
+  })
+
+  test('close() ends an open, idle connection', async () => {
+    const name = uniqueName('contract-close-open')
+    const client = postgres(db.url, { max: 1, onnotice: () => {}, connection: { application_name: name } })
+    await client`select 1`
+    const backends = async () =>
+      Number((await db.admin`select count(*)::int as n from pg_stat_activity where application_name = ${name}`)[0]?.n)
+    expect(await backends()).toBe(1)
+    await closeConnections(client)
+    await waitUntil(async () => (await backends()) === 0, 'the connection to close')
   })
 })
