@@ -302,7 +302,7 @@ describe('examples/kubernetes', () => {
     for (const port of read.spec.ports) expect(containerPort(server, port.targetPort)).toBe(5432)
   })
 
-  test('the app reads its replica URLs from the Secret, and the README puts the read Service there', () => {
+  test("the app reads its replica URLs from the Secret, and the README puts each standby's stable pod name there", () => {
     const env = Object.fromEntries((appContainer.env ?? []).map((e) => [e.name, e]))
     expect(env.DATABASE_REPLICA_URLS?.value).toBeUndefined()
     expect(env.DATABASE_REPLICA_URLS?.valueFrom?.secretKeyRef).toEqual({
@@ -313,9 +313,13 @@ describe('examples/kubernetes', () => {
     const readme = readFileSync(join(dir, 'README.md'), 'utf8')
     const literal = /--from-literal=replica-urls='([^']+)'/.exec(readme)?.[1] ?? ''
     const urls = literal.split(',').map((url) => new URL(url))
-    const read = find<Service>('Service', 'postgres-read')
-    expect(urls.map((url) => url.hostname)).toEqual([read.metadata.name])
-    for (const url of urls) expect(Number(url.port)).toBe(read.spec.ports[0]?.port)
+    // One URL per standby (a Service in front of both would hide which one a read lands on):
+    // <statefulset>-<ordinal>.<headless service>, on the headless Service's port.
+    const headless = find<Service>('Service', 'postgres-replica')
+    expect(urls.map((url) => url.hostname)).toEqual(
+      [0, 1].map((ordinal) => `postgres-replica-${ordinal}.${headless.metadata.name}`),
+    )
+    for (const url of urls) expect(Number(url.port)).toBe(headless.spec.ports[0]?.port)
     // Same role and database as the primary URL.
     const primary = new URL(/--from-literal=url='([^']+)'/.exec(readme)?.[1] ?? '')
     for (const url of urls) {

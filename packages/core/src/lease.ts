@@ -65,6 +65,12 @@ export interface LeaseContext {
    * traceparent and route, for pg_stat_activity), or undefined to keep the pool's.
    */
   readonly leaseApplicationName?: ((request: unknown, route: string) => string | undefined) | undefined
+  /**
+   * A replica's, for the reads routed to it: where a read goes when no connection to the replica
+   * can be opened (it went down since its last lag sample), before any of its statements was sent:
+   * the primary, read-only. A read is never failed because a replica is down.
+   */
+  readonly fallback?: (() => LeaseContext) | undefined
 }
 
 export type FinishMode = 'commit' | 'rollback' | 'abort'
@@ -360,6 +366,13 @@ export class Lease implements Holder, QueryOwner {
   /** Holder: the wait ended without a connection. */
   acquireFailed(error: Error): void {
     this.#waiting = false
+    const fallback = this.#ctx.fallback
+    if (fallback !== undefined && this.#mode !== 'abort' && (error as { code?: unknown }).code === CONNECT_FAILED) {
+      // Nothing was sent: the read goes to the primary instead.
+      this.#ctx = fallback()
+      this.#acquire()
+      return
+    }
     this.#failPending(error)
   }
 
@@ -1090,3 +1103,4 @@ function beginsReadOnly(text: string | undefined): boolean {
 
 /** SQLSTATE read_only_sql_transaction. */
 const READ_ONLY_SQL_TRANSACTION = '25006'
+const CONNECT_FAILED = 'FST_PG_POOL_CONNECT_FAILED'

@@ -1,3 +1,4 @@
+import type postgres from 'postgres'
 import type { Clock } from './clock.js'
 import type { Lsn } from './lsn.js'
 import { parseLsn } from './lsn.js'
@@ -12,27 +13,45 @@ const PRIMARY_SQL = 'SELECT pg_catalog.pg_current_wal_lsn()::text AS lsn'
 const REPLICA_SQL = `SELECT pg_catalog.pg_last_wal_replay_lsn()::text AS replay, pg_catalog.pg_is_in_recovery() AS recovery,
   EXTRACT(epoch FROM pg_catalog.now() - pg_catalog.pg_last_xact_replay_timestamp())::float8 AS age`
 
-/** One dedicated connection (outside the lease pools), reopened after a failure. */
+/** One dedicated connection (outside the lease pools), reopened after a failure, never after end(). */
 class MonitorConnection {
   readonly #connection: ResolvedConnection
   readonly #applicationName: string
   readonly #clock: Clock
   #client: ServerClient | undefined
+  #ended = false
+  /** The primary's connection: a host list is followed to whichever host is the primary. */
+  readonly #followsPrimary: boolean
 
-  constructor(connection: ResolvedConnection, applicationName: string, clock: Clock) {
+  constructor(connection: ResolvedConnection, applicationName: string, clock: Clock, followsPrimary: boolean) {
     this.#connection = connection
     this.#applicationName = applicationName
     this.#clock = clock
+    this.#followsPrimary = followsPrimary
   }
 
-  async query<T>(text: string): Promise<T[]> {
+  /** `timeoutMs`: the most the answer may take (SAMPLE_TIMEOUT_MS, or what is left of a wait). */
+  async query<T>(text: string, timeoutMs = SAMPLE_TIMEOUT_MS): Promise<T[]> {
+    // A sample still running when the pool closes must not open a connection nobody ends.
+    if (this.#ended) throw Object.assign(new Error('the monitor ended'), { code: 'MONITOR_ENDED' })
+    const { hosts } = this.#connection
     this.#client ??= createServerClient({
       url: this.#connection.url,
       options: {
         ...this.#connection.options,
+        // A host list (the primary's, after a failover another host): tried in turn, the first
+        // that is a primary kept, as the lease pools and LISTEN do; the URL names only the first.
+        ...(this.#followsPrimary && hosts.length > 1
+          ? {
+              host: hosts.map((entry) => entry.host),
+              port: hosts.map((entry) => entry.port),
+              target_session_attrs: this.#connection.options.target_session_attrs ?? 'primary',
+            }
+          : {}),
         connect_timeout: SAMPLE_TIMEOUT_MS / 1000,
         connection: { ...this.#connection.options.connection, application_name: this.#applicationName },
-      },
+        // postgres.js takes host and port lists (its typings say one).
+      } as postgres.Options<{}>,
       onNotice: () => {},
       onClose: () => {},
     })
@@ -44,7 +63,7 @@ class MonitorConnection {
         new Promise<never>((_, reject) => {
           timer = this.#clock.setTimeout(
             () => reject(Object.assign(new Error('no answer'), { code: 'SAMPLE_TIMEOUT' })),
-            SAMPLE_TIMEOUT_MS,
+            Math.max(0, timeoutMs),
           )
         }),
       ])
@@ -59,6 +78,7 @@ class MonitorConnection {
   }
 
   end(): Promise<void> {
+    this.#ended = true
     const client = this.#client
     this.#client = undefined
     return client?.end(0) ?? Promise.resolve()
@@ -77,8 +97,8 @@ export class ServerLsnSource implements LsnSource {
     clock: Clock,
   ) {
     const name = `${applicationName}/monitor`
-    this.#primary = new MonitorConnection(primary, name, clock)
-    this.#replicas = replicas.map((replica) => new MonitorConnection(replica, name, clock))
+    this.#primary = new MonitorConnection(primary, name, clock, true)
+    this.#replicas = replicas.map((replica) => new MonitorConnection(replica, name, clock, false))
   }
 
   async primary(): Promise<Lsn> {
@@ -88,10 +108,13 @@ export class ServerLsnSource implements LsnSource {
     return lsn
   }
 
-  async replica(index: number): Promise<{ replay: Lsn; replayAgeSeconds: number | null; inRecovery: boolean }> {
+  async replica(
+    index: number,
+    timeoutMs?: number,
+  ): Promise<{ replay: Lsn; replayAgeSeconds: number | null; inRecovery: boolean }> {
     const monitor = this.#replicas[index]
     if (monitor === undefined) throw new Error(`no replica ${index}`)
-    const [row] = await monitor.query<Record<string, unknown>>(REPLICA_SQL)
+    const [row] = await monitor.query<Record<string, unknown>>(REPLICA_SQL, timeoutMs)
     const [replay, recovery, age] = firstValues(row, 3)
     return {
       replay: parseLsn(replay) ?? 0n,

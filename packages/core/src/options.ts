@@ -344,6 +344,20 @@ export interface ReplicaOptions {
       }
 }
 
+/**
+ * A replica's sessions refuse writes themselves (default_transaction_read_only as a startup
+ * parameter, which RESET ALL keeps): on a standby that changes nothing, but a replica promoted
+ * between two lag samples would otherwise take the writes of read-only routes and of
+ * `app.db.replica` for as long as reads still go to it (a split brain, answered 200).
+ */
+function readOnlySessions(connection: ResolvedConnection): ResolvedConnection {
+  const startup = (connection.options.connection ?? {}) as Record<string, unknown>
+  return {
+    ...connection,
+    options: { ...connection.options, connection: { ...startup, default_transaction_read_only: true } },
+  }
+}
+
 export interface ResolvedReplicas {
   readonly replicas: readonly { readonly connection: ResolvedConnection; readonly options: ResolvedPoolOptions }[]
   readonly maxLag: { readonly bytes: number; readonly seconds: number }
@@ -371,7 +385,8 @@ export function resolveReplicas(
     const entry = isEntry ? (target as { connection: unknown; pool?: unknown }) : { connection: target }
     if (isEntry) checkKeys(`replicas[${i}]`, entry, ['connection', 'pool'])
     if (entry.connection === undefined) throw invalidOption(`replicas[${i}].connection`, 'expected a URL or options')
-    const { connection, fromUrl } = resolveConnection(entry.connection as string | postgres.Options<{}>, {})
+    const { connection: given, fromUrl } = resolveConnection(entry.connection as string | postgres.Options<{}>, {})
+    const connection = readOnlySessions(given)
     const pool = { ...primaryPool, ...(asObject(`replicas[${i}].pool`, entry.pool) as PoolOptions) }
     return { connection, options: resolvePoolOptions(pool, fromUrl, env) }
   })

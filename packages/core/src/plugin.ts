@@ -16,7 +16,7 @@ import {
   invalidOption,
 } from './option-kit.js'
 import { resolveConnection, resolvePoolOptions, resolveReplicas } from './options.js'
-import { createPoolUnit, type PoolUnit } from './pool-unit.js'
+import { createPoolUnit } from './pool-unit.js'
 import { createHelpers, trackedQueryClass } from './postgres-adapter.js'
 import { createLeaseDb, createPoolDb, type QueryApiContext } from './query-api.js'
 import { ReadYourWrites } from './read-your-writes.js'
@@ -258,6 +258,14 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     )
   }
   const units = [primary, ...replicas]
+  // Reads routed to a replica that went down since its last sample go to the primary instead.
+  const routedCtx: LeaseContext[] = replicas.map((replica) => ({
+    ...replica.ctx,
+    fallback: () => {
+      primary.pool.readFallback('unreachable')
+      return primary.readOnlyCtx
+    },
+  }))
 
   /** Where a read goes: a usable replica (past `atLeast`), else the primary, read-only. */
   const readTarget = (request: unknown): (() => LeaseContext | Promise<LeaseContext>) | undefined => {
@@ -267,7 +275,7 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
         ? undefined
         : readYourWrites.read(request as Parameters<ReadYourWrites['read']>[0])
     const resolve = (route: ReadRoute): LeaseContext => {
-      if (route.replica !== undefined) return (replicas[route.replica] as PoolUnit).ctx
+      if (route.replica !== undefined) return routedCtx[route.replica] as LeaseContext
       primary.pool.readFallback(route.reason)
       return primary.readOnlyCtx
     }

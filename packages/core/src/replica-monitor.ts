@@ -22,8 +22,14 @@ export interface ReplicaLag {
 export interface LsnSource {
   /** The primary's current WAL position (`pg_current_wal_lsn()`). */
   primary(): Promise<Lsn>
-  /** A replica's replay position, the age of its last replayed commit, and whether it is a standby. */
-  replica(index: number): Promise<{ replay: Lsn; replayAgeSeconds: number | null; inRecovery: boolean }>
+  /**
+   * A replica's replay position, the age of its last replayed commit, and whether it is a standby;
+   * `timeoutMs`: the most the answer may take (the source's own bound when not given).
+   */
+  replica(
+    index: number,
+    timeoutMs?: number,
+  ): Promise<{ replay: Lsn; replayAgeSeconds: number | null; inRecovery: boolean }>
 }
 
 /** How often replay positions are polled while a read waits for its write (read-your-writes). */
@@ -32,7 +38,9 @@ export const CATCH_UP_POLL_MS = 10
 /**
  * Samples, every `interval`, the primary's WAL position and each replica's replay position:
  * the lag that routing reads against `maxLag`, and the replayed position that read-your-writes
- * waits for.
+ * waits for. Each server is sampled on its own: one that does not answer (frozen, each sample
+ * bounded by the source) holds back only its own samples, not the other replicas' (their samples
+ * would grow stale and take them out of routing too).
  */
 export class ReplicaMonitor {
   readonly #clock: Clock
@@ -43,6 +51,9 @@ export class ReplicaMonitor {
   #timer: TimerHandle | undefined
   #stopped = false
   #sampling: Promise<void> | undefined
+  /** The primary's sample in flight, shared by the replicas' samples of its round. */
+  #primaryInFlight: Promise<Lsn | undefined> | undefined
+  readonly #replicaInFlight: boolean[]
 
   constructor(clock: Clock, source: LsnSource, replicas: number, interval: number) {
     this.#clock = clock
@@ -50,6 +61,7 @@ export class ReplicaMonitor {
     this.#interval = interval
     this.#lags = Array.from({ length: replicas }, () => undefined)
     this.#replayed = Array.from({ length: replicas }, () => 0n)
+    this.#replicaInFlight = Array.from({ length: replicas }, () => false)
   }
 
   /** Samples now, then every interval. */
@@ -78,40 +90,82 @@ export class ReplicaMonitor {
     return lag !== undefined && now - lag.at <= 3 * this.#interval
   }
 
-  async sample(): Promise<void> {
+  /** One round: the primary and each replica not still answering the last round; the next is scheduled at once. */
+  sample(): Promise<void> {
     this.#clock.clearTimeout(this.#timer)
-    const primary = await this.#source.primary().catch(() => undefined)
-    await Promise.all(
-      this.#lags.map(async (_, index) => {
-        const at = this.#clock.now()
-        try {
-          const { replay, replayAgeSeconds, inRecovery } = await this.#source.replica(index)
-          if (replay > (this.#replayed[index] ?? 0n)) this.#replayed[index] = replay
-          if (!inRecovery) {
-            this.#lags[index] = { bytes: 0, seconds: 0, replayLsn: formatLsn(replay), at, error: 'not a standby' }
-            return
-          }
-          const bytes = primary === undefined ? Number.POSITIVE_INFINITY : Math.max(0, Number(primary - replay))
-          const seconds = bytes === 0 ? 0 : (replayAgeSeconds ?? Number.POSITIVE_INFINITY)
-          this.#lags[index] = {
-            bytes,
-            seconds,
-            replayLsn: formatLsn(replay),
-            at,
-            error: primary === undefined ? 'primary unreachable' : undefined,
-          }
-        } catch (error) {
-          this.#lags[index] = {
-            bytes: Number.POSITIVE_INFINITY,
-            seconds: Number.POSITIVE_INFINITY,
-            replayLsn: formatLsn(this.#replayed[index] ?? 0n),
-            at,
-            error: `unreachable (${String((error as { code?: unknown } | null)?.code ?? 'error')})`,
-          }
-        }
-      }),
+    if (this.#stopped) return Promise.resolve()
+    const primary = this.#samplePrimary()
+    const round = Promise.all(this.#lags.map((_, index) => this.#sampleReplica(index, primary)))
+    this.#timer = this.#clock.setTimeout(() => void this.sample(), this.#interval)
+    return round.then(() => {})
+  }
+
+  #samplePrimary(): Promise<Lsn | undefined> {
+    if (this.#primaryInFlight !== undefined) return this.#primaryInFlight
+    const sampling = this.#source.primary().then(
+      (lsn) => lsn,
+      () => undefined,
     )
-    if (!this.#stopped) this.#timer = this.#clock.setTimeout(() => void this.sample(), this.#interval)
+    this.#primaryInFlight = sampling
+    void sampling.then(() => {
+      if (this.#primaryInFlight === sampling) this.#primaryInFlight = undefined
+    })
+    return sampling
+  }
+
+  async #sampleReplica(index: number, primarySample: Promise<Lsn | undefined>): Promise<void> {
+    if (this.#replicaInFlight[index] === true) return
+    this.#replicaInFlight[index] = true
+    const at = this.#clock.now()
+    try {
+      const { replay, replayAgeSeconds, inRecovery } = await this.#source.replica(index)
+      if (replay > (this.#replayed[index] ?? 0n)) this.#replayed[index] = replay
+      if (!inRecovery) {
+        this.#lags[index] = { bytes: 0, seconds: 0, replayLsn: formatLsn(replay), at, error: 'not a standby' }
+        return
+      }
+      const primary = await primarySample
+      if (primary !== undefined && replay > primary && (await this.#aheadOfPrimary(replay))) {
+        this.#lags[index] = {
+          bytes: Number.POSITIVE_INFINITY,
+          seconds: Number.POSITIVE_INFINITY,
+          replayLsn: formatLsn(replay),
+          at,
+          error: 'ahead of the primary (left on another timeline by a failover)',
+        }
+        return
+      }
+      const bytes = primary === undefined ? Number.POSITIVE_INFINITY : Math.max(0, Number(primary - replay))
+      const seconds = bytes === 0 ? 0 : (replayAgeSeconds ?? Number.POSITIVE_INFINITY)
+      this.#lags[index] = {
+        bytes,
+        seconds,
+        replayLsn: formatLsn(replay),
+        at,
+        error: primary === undefined ? 'primary unreachable' : undefined,
+      }
+    } catch (error) {
+      this.#lags[index] = {
+        bytes: Number.POSITIVE_INFINITY,
+        seconds: Number.POSITIVE_INFINITY,
+        replayLsn: formatLsn(this.#replayed[index] ?? 0n),
+        at,
+        error: `unreachable (${String((error as { code?: unknown } | null)?.code ?? 'error')})`,
+      }
+    } finally {
+      this.#replicaInFlight[index] = false
+    }
+  }
+
+  /**
+   * A standby never replays past its primary: past the primary's position read after its own
+   * (the round's primary sample may have been read before it, with writes in between), it holds
+   * WAL the primary does not (a failover promoted another standby, and this one stayed on the old
+   * timeline). Its rows may differ from the primary's: it gets no reads.
+   */
+  async #aheadOfPrimary(replay: Lsn): Promise<boolean> {
+    const after = await this.#source.primary().catch(() => undefined)
+    return after !== undefined && replay > after
   }
 
   /**
@@ -123,9 +177,14 @@ export class ReplicaMonitor {
     for (;;) {
       if (this.replayed(index) >= lsn) return true
       if (this.#stopped || this.#clock.now() >= deadline) return false
-      await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, CATCH_UP_POLL_MS))
+      await new Promise<void>((resolve) =>
+        this.#clock.setTimeout(resolve, Math.min(CATCH_UP_POLL_MS, deadline - this.#clock.now())),
+      )
+      const left = deadline - this.#clock.now()
+      if (this.#stopped || left <= 0) return this.replayed(index) >= lsn
       try {
-        const { replay } = await this.#source.replica(index)
+        // Bounded by what is left of maxWait: a frozen replica must not hold the read longer.
+        const { replay } = await this.#source.replica(index, left)
         if (replay > (this.#replayed[index] ?? 0n)) this.#replayed[index] = replay
       } catch {
         return false

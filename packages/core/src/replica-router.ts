@@ -8,8 +8,12 @@ export interface MaxLag {
   readonly seconds: number
 }
 
-/** Why a read went to the primary. */
-export type FallbackReason = 'no_replica' | 'lagging' | 'behind_write'
+/**
+ * Why a read went to the primary: no replica's last sample succeeded (`no_replica`), every one
+ * past maxLag (`lagging`), none had replayed the client's write (`behind_write`), or the replica
+ * chosen could not be connected to (`unreachable`: down since its last sample).
+ */
+export type FallbackReason = 'no_replica' | 'lagging' | 'behind_write' | 'unreachable'
 
 /** What the router reads of a replica's pool. */
 export interface RoutedPool {

@@ -16,7 +16,12 @@ import type { ResolvedMetricsOptions } from './options.js'
 const acquireResults: readonly ('ok' | AcquireFailure)[] = ['ok', 'timeout', 'rejected', 'aborted', 'error']
 const closeReasons: readonly CloseReason[] = ['idle', 'lifetime', 'error', 'deadline', 'shutdown']
 const transactionOutcomes: readonly TransactionOutcome[] = ['commit', 'rollback', 'commit_failed', 'commit_unknown']
-const fallbackReasons: readonly PoolEvents['readFallback'][0][] = ['no_replica', 'lagging', 'behind_write']
+const fallbackReasons: readonly PoolEvents['readFallback'][0][] = [
+  'no_replica',
+  'lagging',
+  'behind_write',
+  'unreachable',
+]
 /** Shed reasons whose series exist at 0 from the start; others appear when first counted. */
 export const knownShedReasons: readonly string[] = ['queue_full', 'queue_delay', 'process']
 const MAX_SHED_REASONS = 20
