@@ -1,25 +1,9 @@
-import { spawnSync } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { basename } from 'node:path'
 import postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { processesMatching } from '../support/freeze-node.js'
 import { type ReplicationCluster, type ReplicationNode, startReplication } from '../support/replication.js'
-
-/** Pids of processes whose command line contains `text` (`pgrep -f`, or /proc where there is no pgrep). */
-function processesMatching(text: string): number[] {
-  const pgrep = spawnSync('pgrep', ['-f', text], { encoding: 'utf8' })
-  if (!pgrep.error) return pgrep.stdout.split('\n').filter(Boolean).map(Number)
-  return readdirSync('/proc')
-    .filter((entry) => /^\d+$/.test(entry) && Number(entry) !== process.pid)
-    .filter((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ').includes(text)
-      } catch {
-        return false
-      }
-    })
-    .map(Number)
-}
 
 const clients: postgres.Sql[] = []
 function connect(url: string): postgres.Sql {

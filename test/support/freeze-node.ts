@@ -3,8 +3,8 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { basename } from 'node:path'
 import type { ReplicationCluster, ReplicationNode } from '../support/replication.js'
 
-/** Pids of processes whose command line contains `text` (`pgrep -f`, or /proc). */
-function processesMatching(text: string): number[] {
+/** Pids of processes whose command line contains `text` (`pgrep -f`, or /proc where there is no pgrep). */
+export function processesMatching(text: string): number[] {
   const pgrep = spawnSync('pgrep', ['-f', text], { encoding: 'utf8' })
   if (!pgrep.error) return pgrep.stdout.split('\n').filter(Boolean).map(Number)
   return readdirSync('/proc')
