@@ -208,9 +208,16 @@ export class Lease implements Holder, QueryOwner {
     return this.settings.begin !== undefined
   }
 
-  /** Whether `value` is the stream of a COPY of this lease that still runs. */
-  runsCopyInto(value: unknown): boolean {
-    for (const query of this.#inflight) if (query.stream === value) return true
+  /**
+   * Whether `value` is the stream of a COPY TO STDOUT of this lease that still runs, or may read
+   * from one: a web stream or Response (which wraps it beyond recognition) while one runs.
+   */
+  runsCopyInto(value: unknown, wrapped = false): boolean {
+    for (const query of this.#inflight) {
+      const stream = query.stream
+      if (stream === undefined) continue
+      if (stream === value || (wrapped && !('writableEnded' in stream))) return true
+    }
     return false
   }
 

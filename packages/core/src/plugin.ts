@@ -93,7 +93,13 @@ function sharedOf(app: FastifyInstance): Shared {
     const instances = new Instances()
     const routes = new RouteSettingsCache((name) => instances.has(name) && instances.instance(name, '').hasOnLease)
     shared = { instances, requests: new RequestLeases(instances, routes), dbs: Object.create(null) }
-    sharedByApp.set(app.server, shared)
+    const server = app.server
+    sharedByApp.set(server, shared)
+    // A new app may be built on the same server once this one closed (serverFactory, a reload).
+    app.addHook('onClose', (_instance, done) => {
+      sharedByApp.delete(server)
+      done()
+    })
   }
   // Wired into each context that does not see it yet: the first registration's, and an ancestor's
   // registered after a child's (decorators reach children through prototypes, hooks do not reach

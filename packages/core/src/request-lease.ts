@@ -51,8 +51,27 @@ function endMode(request: LeaseRequest, statusCode: number): 'commit' | 'rollbac
   return statusCode >= 400 || request[kErrored] ? 'rollback' : 'commit'
 }
 
+/** A web Response as a payload: Fastify takes its status and streams its body after onSend. */
+function isWebResponse(payload: unknown): payload is { status: number } {
+  return (
+    typeof payload === 'object' && payload !== null && Object.prototype.toString.call(payload) === '[object Response]'
+  )
+}
+
+/** A web stream (getReader) or a web Response: what isStream must count, as Fastify streams them. */
+function isWebStream(payload: unknown): boolean {
+  return typeof (payload as { getReader?: unknown }).getReader === 'function' || isWebResponse(payload)
+}
+
+/** A payload Fastify streams: a Node stream, a web stream, a web Response's body. */
 function isStream(payload: unknown): boolean {
-  return typeof payload === 'object' && payload !== null && typeof (payload as { pipe?: unknown }).pipe === 'function'
+  if (typeof payload !== 'object' || payload === null) return false
+  return typeof (payload as { pipe?: unknown }).pipe === 'function' || isWebStream(payload)
+}
+
+/** The status the reply goes out with: a web Response's own, which Fastify applies after onSend. */
+function statusOf(reply: FastifyReply, payload: unknown): number {
+  return isWebResponse(payload) && typeof payload.status === 'number' ? payload.status : reply.statusCode
 }
 
 function failureBody(error: unknown): { statusCode: number; body: string } {
@@ -61,6 +80,15 @@ function failureBody(error: unknown): { statusCode: number; body: string } {
     statusCode,
     body: JSON.stringify({ statusCode, code, error: 'Internal Server Error', message }),
   }
+}
+
+/**
+ * Whether the request carries this plugin's decorators. A route of a context made before the core
+ * was registered gets its hooks (Fastify hands a context the root hooks added later) but not its
+ * request decorators: such a request has no lease, and is left alone.
+ */
+function ours(request: FastifyRequest): boolean {
+  return (request as Partial<LeaseRequest>)[kLease] !== undefined
 }
 
 function logFailure(request: FastifyRequest) {
@@ -287,6 +315,7 @@ export class RequestLeases {
     // in the app's onRequest, ahead of the hooks added after the plugin (and of every route-level
     // hook), and for routes declared beside an un-awaited register too (an onRoute hook misses those).
     const gateRaw: onRequestHookHandler = (request, reply, done) => {
+      if (!ours(request)) return done()
       // Fastify builds a new routeOptions object on every read: read it once.
       const routeOptions = request.routeOptions
       let settings: ReturnType<typeof routes.of>
@@ -326,11 +355,12 @@ export class RequestLeases {
 
     // A thrown error rolls the request's work back even when the error handler answers < 400.
     app.addHook('onError', (request, _reply, _error, done) => {
-      ;(request as LeaseRequest)[kErrored] = true
+      if (ours(request)) (request as LeaseRequest)[kErrored] = true
       done()
     })
 
     app.addHook('onSend', (request, reply, payload, hookDone) => {
+      if (!ours(request)) return hookDone(null, payload)
       const leased = request as LeaseRequest
       if (leased[kSending]) {
         // A second send while the first waits for its COMMIT (`reply.send(x)` and then `return y`):
@@ -347,7 +377,10 @@ export class RequestLeases {
         return
       }
       const lease = leased[kLease]
-      const mode = endMode(leased, reply.statusCode)
+      // The status decided now is the one the payload goes out with: one set later (by a second
+      // send, which is dropped, or by an error handler after a throw) must not ride on it.
+      const statusCode = statusOf(reply, payload)
+      const mode = endMode(leased, statusCode)
       // Fastify writes the reply once the hook is done: past the gate, whose COMMIT ran here.
       const sendNow = (
         gate === null
@@ -365,6 +398,7 @@ export class RequestLeases {
           request.log.warn('the response was written on reply.raw before the database answered')
           return
         }
+        if (error === null && reply.statusCode !== statusCode && !isWebResponse(body)) reply.code(statusCode)
         sendNow(error, body)
       }
       const others = leased[kOthers] === null ? undefined : this.#finishOthers(leased, mode, payload, reply)
@@ -427,7 +461,7 @@ export class RequestLeases {
       }
       // The COMMIT before the first byte: a client never sees success for work not committed.
       leased[kEnded] = true
-      if (mode === 'commit' && isStream(payload) && lease.runsCopyInto(payload)) {
+      if (mode === 'commit' && isStream(payload) && lease.runsCopyInto(payload, isWebStream(payload))) {
         // A COPY TO STDOUT of the transaction itself cannot be sent after its COMMIT, and the
         // COMMIT cannot come before it was read: nothing is committed, the client gets a 500.
         const refused = new errors.FST_PG_POOL_COMMIT_FAILED(
@@ -455,6 +489,7 @@ export class RequestLeases {
 
     // Backstop for replies that end after onSend (streams) or without it (hijacked).
     app.addHook('onResponse', (request, reply, done) => {
+      if (!ours(request)) return done()
       const leased = request as LeaseRequest
       leased[kEnded] = true
       const mode = endMode(leased, reply.statusCode)
@@ -465,6 +500,7 @@ export class RequestLeases {
     })
 
     app.addHook('onRequestAbort', (request, done) => {
+      if (!ours(request)) return done()
       const leased = request as LeaseRequest
       leased[kEnded] = true
       if (leased[kOthers] !== null) this.#finishOthers(leased, 'abort')
