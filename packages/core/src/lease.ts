@@ -374,8 +374,10 @@ export class Lease implements Holder, QueryOwner {
   acquireFailed(error: Error): void {
     this.#waiting = false
     const fallback = this.#ctx.fallback
-    if (fallback !== undefined && this.#mode !== 'abort' && (error as { code?: unknown }).code === CONNECT_FAILED) {
-      // Nothing was sent: the read goes to the primary instead.
+    const code = (error as { code?: unknown }).code
+    if (fallback !== undefined && this.#mode !== 'abort' && (code === CONNECT_FAILED || code === ACQUIRE_TIMEOUT)) {
+      // Nothing was sent: the read goes to the primary instead (a replica frozen in the handshake
+      // holds its openings past acquireTimeout when that is the shorter).
       this.#ctx = fallback()
       this.#acquire()
       return
@@ -1111,3 +1113,4 @@ function beginsReadOnly(text: string | undefined): boolean {
 /** SQLSTATE read_only_sql_transaction. */
 const READ_ONLY_SQL_TRANSACTION = '25006'
 const CONNECT_FAILED = 'FST_PG_POOL_CONNECT_FAILED'
+const ACQUIRE_TIMEOUT = 'FST_PG_POOL_ACQUIRE_TIMEOUT'

@@ -386,9 +386,11 @@ export function resolveReplicas(
     if (isEntry) checkKeys(`replicas[${i}]`, entry, ['connection', 'pool'])
     if (entry.connection === undefined) throw invalidOption(`replicas[${i}].connection`, 'expected a URL or options')
     const { connection: given, fromUrl } = resolveConnection(entry.connection as string | postgres.Options<{}>, {})
-    const connection = readOnlySessions(given)
     const pool = { ...primaryPool, ...(asObject(`replicas[${i}].pool`, entry.pool) as PoolOptions) }
-    return { connection, options: resolvePoolOptions(pool, fromUrl, env) }
+    const options = resolvePoolOptions(pool, fromUrl, env)
+    // PgBouncer refuses startup parameters it does not know (08P01): behind one, a replica's reads
+    // are made read-only per lease instead (plugin.ts, as the primary's are).
+    return { connection: options.pgbouncer ? given : readOnlySessions(given), options }
   })
   const given = asObject('replica', replica)
   checkKeys('replica', given, ['maxLag', 'lagInterval', 'readYourWrites'])

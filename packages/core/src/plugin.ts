@@ -265,8 +265,10 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   }
   const units = [primary, ...replicas]
   // Reads routed to a replica that went down since its last sample go to the primary instead.
-  const routedCtx: LeaseContext[] = replicas.map((replica) => ({
-    ...replica.ctx,
+  // Behind its own PgBouncer a replica's sessions cannot start read-only (PgBouncer refuses the
+  // startup parameter): its reads are made read-only per lease, with BEGIN READ ONLY blocks.
+  const routedCtx: LeaseContext[] = replicas.map((replica, index) => ({
+    ...(replicaSettings.replicas[index]?.options.pgbouncer === true ? replica.readOnlyCtx : replica.ctx),
     fallback: () => {
       primary.pool.readFallback('unreachable')
       return primary.readOnlyCtx
