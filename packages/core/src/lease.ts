@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
+import type { Readable } from 'node:stream'
 import type { Clock, TimerHandle } from './clock.js'
 import { commitFailure, commitLost } from './commit-outcome.js'
 import { channels, type QueryMessage, type TransactionMessage, type TransactionOutcome } from './diagnostics.js'
@@ -11,6 +12,7 @@ import {
   type AdapterQuery,
   abandonCopy,
   commandsOf,
+  copyOutEnded,
   leftSocketPaused,
   type QueryOwner,
   queryText,
@@ -151,6 +153,8 @@ export class Lease implements Holder, QueryOwner {
   #waiting = false
   /** Statements sent on the connection and not ended, in the order sent. */
   readonly #inflight = new Set<TrackedQuery>()
+  /** Streams of COPY TO STDOUT statements that ended with rows still unread (copyOutEnded). */
+  #unreadCopies: Set<Readable> | undefined
   /** Statements waiting for a connection (allocated when one has to wait). */
   #pending: TrackedQuery[] | undefined
   /** The holder's statements waiting for onLease to finish. */
@@ -217,6 +221,10 @@ export class Lease implements Holder, QueryOwner {
       const stream = query.stream
       if (stream === undefined) continue
       if (stream === value || (wrapped && !('writableEnded' in stream))) return true
+    }
+    // Ended on the server, its rows still in the stream: refused the same, whatever the timing.
+    for (const stream of this.#unreadCopies ?? []) {
+      if (!stream.readableEnded && (stream === value || wrapped)) return true
     }
     return false
   }
@@ -590,6 +598,11 @@ export class Lease implements Holder, QueryOwner {
     if (!this.#inflight.delete(query)) {
       // Rejected before it was sent (released, aborted, setup failed): nothing to account for.
       return error
+    }
+    const unread = error === undefined ? copyOutEnded(query) : undefined
+    if (unread !== undefined) {
+      this.#unreadCopies ??= new Set()
+      this.#unreadCopies.add(unread)
     }
     if (this.pipelined) this.#ctx.pool.countSharedQuery(-1)
     if (!query.internal) this.#holderRunning--

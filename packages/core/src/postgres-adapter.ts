@@ -24,6 +24,10 @@ import postgres from 'postgres'
  *    it answers `sql.CLOSE`, which resets the counter and closes the portal, and the query
  *    fails afterwards. Either writes on the socket, so neither may happen once the connection
  *    is closed (postgres.js would write to a null socket and throw, uncaught).
+ * 4d. A COPY TO STDOUT stream's own `_read()` resumes postgres.js's socket, which it pauses when
+ *    the stream's buffer is full; once CopyDone has ended the stream nothing calls `_read()`
+ *    again, so a socket paused by the last rows stays paused and no later answer on the
+ *    connection (a COMMIT, the reset) is ever read. The adapter calls it once the COPY ended.
  * 4c. `cursor(rows)` without a callback returns `{ [Symbol.asyncIterator]() { next, return } }`,
  *    whose `next()` answers `{ done: true }` once the query is no longer active, even when it
  *    ended with an error between two batches.
@@ -137,6 +141,17 @@ export function abandonCopy(query: TrackedQuery): 'cancel' | 'close' | undefined
   stream.on('data', ignoreError)
   stream.resume()
   return 'cancel'
+}
+
+/**
+ * A COPY TO STDOUT ended on the server: its socket reads again (assumption 4d), whether or not its
+ * rows were read. Returns the stream while rows are still unread in it, else undefined.
+ */
+export function copyOutEnded(query: TrackedQuery): Readable | undefined {
+  const stream = query.stream
+  if (stream === undefined || 'writableEnded' in stream) return undefined
+  ;(stream as unknown as { _read(size: number): void })._read(0)
+  return stream.readableEnded || stream.destroyed ? undefined : stream
 }
 
 /**

@@ -4,6 +4,14 @@ type Gated = 'writeHead' | 'write' | 'end' | 'flushHeaders'
 type Method = (...args: unknown[]) => unknown
 type Originals = Readonly<Record<Gated, Method>>
 
+/** What the gate writes instead of held writes whose COMMIT failed. */
+export interface RawFailure {
+  readonly statusCode: number
+  readonly body: string
+  /** The error's own headers (Retry-After on a 503). */
+  readonly headers: Readonly<Record<string, string>>
+}
+
 /** What onSend needs to know of a gated response. */
 export interface RawGate {
   /** A write reached the raw response past onSend (a hijacked reply, or `reply.raw` written directly). */
@@ -13,6 +21,7 @@ export interface RawGate {
 }
 
 const kGate = Symbol('fastify-pg-pool.raw-gate')
+const describesBody = new Set(['transfer-encoding', 'etag', 'last-modified', 'trailer'])
 type GatedResponse = ServerResponse & { [kGate]: Gate }
 
 class Gate implements RawGate {
@@ -22,13 +31,13 @@ class Gate implements RawGate {
   readonly #res: ServerResponse
   readonly #originals: Originals
   readonly #commit: (statusCode: number) => Promise<void>
-  readonly #failure: (error: unknown) => { statusCode: number; body: string }
+  readonly #failure: (error: unknown) => RawFailure
 
   constructor(
     res: ServerResponse,
     originals: Originals,
     commit: (statusCode: number) => Promise<void>,
-    failure: (error: unknown) => { statusCode: number; body: string },
+    failure: (error: unknown) => RawFailure,
   ) {
     this.#res = res
     this.#originals = originals
@@ -82,8 +91,14 @@ class Gate implements RawGate {
       res.destroy()
       return
     }
-    const { statusCode, body } = this.#failure(error)
+    const { statusCode, body, headers } = this.#failure(error)
+    // What the handler set to describe its own body (res.setHeader) does not describe this one;
+    // its other headers stay, as Fastify keeps them on an error reply.
+    for (const name of res.getHeaderNames()) {
+      if (name.startsWith('content-') || describesBody.has(name)) res.removeHeader(name)
+    }
     this.#originals.writeHead.call(res, statusCode, {
+      ...headers,
       'content-type': 'application/json; charset=utf-8',
       'content-length': Buffer.byteLength(body),
     })
@@ -117,7 +132,7 @@ const wrappers: Originals = {
 export function gateRawResponse(
   res: ServerResponse,
   commit: (statusCode: number) => Promise<void>,
-  failure: (error: unknown) => { statusCode: number; body: string },
+  failure: (error: unknown) => RawFailure,
 ): RawGate {
   const own = res as unknown as Record<Gated, Method> & { [kGate]: Gate }
   const gate = new Gate(

@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
 import { errors } from './errors.js'
 import type { Instance, Instances } from './instances.js'
@@ -5,7 +6,7 @@ import { type FinishMode, finished, type Lease } from './lease.js'
 import type { Lsn } from './lsn.js'
 import { createLeaseDb } from './query-api.js'
 import type { ReadYourWrites } from './read-your-writes.js'
-import { gateRawResponse, type RawGate } from './reply-gate.js'
+import { gateRawResponse, type RawFailure, type RawGate } from './reply-gate.js'
 import type { RouteSettingsCache } from './route-settings.js'
 import type { RequestDb } from './types.js'
 
@@ -74,11 +75,22 @@ function statusOf(reply: FastifyReply, payload: unknown): number {
   return isWebResponse(payload) && typeof payload.status === 'number' ? payload.status : reply.statusCode
 }
 
-function failureBody(error: unknown): { statusCode: number; body: string } {
-  const { statusCode = 500, code, message } = error as { statusCode?: number; code?: string; message?: string }
+/**
+ * The answer the raw response's gate writes when the COMMIT failed or the transaction was ended
+ * first: the body the default error handler would give (its reason phrase for the status), and the
+ * error's own headers (Retry-After on a 503, as on every other path).
+ */
+function failureBody(error: unknown): RawFailure {
+  const {
+    statusCode = 500,
+    code,
+    message,
+    headers,
+  } = error as { statusCode?: number; code?: string; message?: string; headers?: Record<string, string> }
   return {
     statusCode,
-    body: JSON.stringify({ statusCode, code, error: 'Internal Server Error', message }),
+    body: JSON.stringify({ statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message }),
+    headers: headers ?? {},
   }
 }
 
@@ -337,7 +349,9 @@ export class RequestLeases {
           if (lease === null) return finished
           const lost = mode === 'commit' ? lease.notCommitted() : undefined
           if (lost !== undefined) return Promise.reject(lost)
-          return lease.finished ? finished : lease.finish(mode)
+          // finish() hands back the ending already under way (onSend's COMMIT of a reply sent
+          // without being awaited): the raw write waits for it, and fails with it.
+          return lease.finish(mode)
         },
         (error) => {
           request.log.error({ err: error }, 'the route transaction of a reply written on reply.raw was not committed')

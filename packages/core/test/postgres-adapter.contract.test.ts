@@ -7,6 +7,7 @@ import {
   type AdapterQuery,
   closeConnections,
   commandsOf,
+  copyOutEnded,
   createHelpers,
   createServerClient,
   type QueryOwner,
@@ -20,7 +21,7 @@ import {
 } from '../src/postgres-adapter.js'
 
 // The contract of src/postgres-adapter.ts with postgres.js: one describe per assumption of its
-// header (1-7, 4b, 4c), each test driving the adapter's exports the way the lease and the server
+// header (1-7, 4b, 4c, 4d), each test driving the adapter's exports the way the lease and the server
 // connection do, against a real PostgreSQL. An upgrade of postgres.js that breaks an assumption
 // fails the test named for it. Run on other postgres.js versions by .ci/steps/postgres-versions.mjs.
 
@@ -350,6 +351,30 @@ describe('4. results carry command and count; COPY resolves twice', () => {
     expect(owner.ends).toHaveLength(1)
     expect(owner.ends[0]?.error).toBeUndefined()
     expect(resultOf(owner.ends[0]?.value)).toEqual({ command: 'COPY', count: 3 })
+  })
+
+  test('4d. a COPY TO STDOUT that ended with its stream unread and full: copyOutEnded lets the next statement answer', async () => {
+    const { client, name } = await openClient({})
+    const owner = new RecordingOwner()
+    // One row past the stream's 16 KiB buffer: its push pauses postgres.js's socket.
+    const { query } = track(owner, (q) => client.send(q), sql`copy (select repeat('x', 30000)) to stdout`)
+    const stream = (await (query as unknown as { readable(): Promise<Readable> }).readable()) as Readable
+    await waitUntil(async () => (await db.countConnections(name, 'idle')) === 1, 'the COPY to end on the server')
+    // postgres.js read CopyDone with the socket paused (the end reached the owner), or has it
+    // waiting behind the pause; either way only the stream's read() resumes the socket.
+    const unread = copyOutEnded(query)
+    expect(unread === undefined || unread === stream).toBe(true)
+    await waitUntil(() => owner.ends.length > 0, 'the COPY to end for postgres.js')
+    expect(owner.ends[0]?.error).toBeUndefined()
+    copyOutEnded(query)
+    const next = new RecordingOwner()
+    const { query: after } = track(next, (q) => client.send(q), sql`select 1 as one`)
+    await after
+    expect(next.ends[0]?.error).toBeUndefined()
+    // Its rows are still the caller's to read.
+    let length = 0
+    for await (const chunk of stream) length += (chunk as Buffer).length
+    expect(length).toBe(30_001)
   })
 
   test('COPY FROM STDIN resolves first with its stream, then through the owner with its result', async () => {
