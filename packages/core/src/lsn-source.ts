@@ -30,8 +30,7 @@ class MonitorConnection {
     this.#followsPrimary = followsPrimary
   }
 
-  /** `timeoutMs`: the most the answer may take (SAMPLE_TIMEOUT_MS, or what is left of a wait). */
-  async query<T>(text: string, timeoutMs = SAMPLE_TIMEOUT_MS): Promise<T[]> {
+  async query<T>(text: string): Promise<T[]> {
     // A sample still running when the pool closes must not open a connection nobody ends.
     if (this.#ended) throw Object.assign(new Error('the monitor ended'), { code: 'MONITOR_ENDED' })
     const { hosts } = this.#connection
@@ -63,7 +62,7 @@ class MonitorConnection {
         new Promise<never>((_, reject) => {
           timer = this.#clock.setTimeout(
             () => reject(Object.assign(new Error('no answer'), { code: 'SAMPLE_TIMEOUT' })),
-            Math.max(0, timeoutMs),
+            SAMPLE_TIMEOUT_MS,
           )
         }),
       ])
@@ -108,13 +107,10 @@ export class ServerLsnSource implements LsnSource {
     return lsn
   }
 
-  async replica(
-    index: number,
-    timeoutMs?: number,
-  ): Promise<{ replay: Lsn; replayAgeSeconds: number | null; inRecovery: boolean }> {
+  async replica(index: number): Promise<{ replay: Lsn; replayAgeSeconds: number | null; inRecovery: boolean }> {
     const monitor = this.#replicas[index]
     if (monitor === undefined) throw new Error(`no replica ${index}`)
-    const [row] = await monitor.query<Record<string, unknown>>(REPLICA_SQL, timeoutMs)
+    const [row] = await monitor.query<Record<string, unknown>>(REPLICA_SQL)
     const [replay, recovery, age] = firstValues(row, 3)
     return {
       replay: parseLsn(replay) ?? 0n,

@@ -22,14 +22,8 @@ export interface ReplicaLag {
 export interface LsnSource {
   /** The primary's current WAL position (`pg_current_wal_lsn()`). */
   primary(): Promise<Lsn>
-  /**
-   * A replica's replay position, the age of its last replayed commit, and whether it is a standby;
-   * `timeoutMs`: the most the answer may take (the source's own bound when not given).
-   */
-  replica(
-    index: number,
-    timeoutMs?: number,
-  ): Promise<{ replay: Lsn; replayAgeSeconds: number | null; inRecovery: boolean }>
+  /** A replica's replay position, the age of its last replayed commit, and whether it is a standby. */
+  replica(index: number): Promise<{ replay: Lsn; replayAgeSeconds: number | null; inRecovery: boolean }>
 }
 
 /** How often replay positions are polled while a read waits for its write (read-your-writes). */
@@ -54,6 +48,8 @@ export class ReplicaMonitor {
   /** The primary's sample in flight, shared by the replicas' samples of its round. */
   #primaryInFlight: Promise<Lsn | undefined> | undefined
   readonly #replicaInFlight: boolean[]
+  /** read-your-writes polls in flight, per replica (#poll). */
+  readonly #polls: (Promise<void> | undefined)[]
 
   constructor(clock: Clock, source: LsnSource, replicas: number, interval: number) {
     this.#clock = clock
@@ -62,6 +58,7 @@ export class ReplicaMonitor {
     this.#lags = Array.from({ length: replicas }, () => undefined)
     this.#replayed = Array.from({ length: replicas }, () => 0n)
     this.#replicaInFlight = Array.from({ length: replicas }, () => false)
+    this.#polls = Array.from({ length: replicas }, () => undefined)
   }
 
   /** Samples now, then every interval. */
@@ -182,13 +179,44 @@ export class ReplicaMonitor {
       )
       const left = deadline - this.#clock.now()
       if (this.#stopped || left <= 0) return this.replayed(index) >= lsn
-      try {
-        // Bounded by what is left of maxWait: a frozen replica must not hold the read longer.
-        const { replay } = await this.#source.replica(index, left)
-        if (replay > (this.#replayed[index] ?? 0n)) this.#replayed[index] = replay
-      } catch {
-        return false
-      }
+      // Waited for no longer than what is left of maxWait (a frozen replica must not hold the
+      // read longer); the poll itself goes on for the other waiters, on its own bound.
+      let timer: TimerHandle | undefined
+      const outcome = await Promise.race([
+        this.#poll(index).then(
+          () => 'polled' as const,
+          () => 'failed' as const,
+        ),
+        new Promise<'late'>((resolve) => {
+          timer = this.#clock.setTimeout(() => resolve('late'), left)
+        }),
+      ])
+      this.#clock.clearTimeout(timer)
+      if (outcome === 'failed') return false
+      if (outcome === 'late') return this.replayed(index) >= lsn
     }
+  }
+
+  /**
+   * One poll of replica `index`'s replay position at a time, shared by every read waiting on it:
+   * a thousand reads waiting for their writes cost one statement per poll, not a thousand, and a
+   * read that stops waiting leaves the poll (and the monitor's connection) to the others.
+   */
+  #poll(index: number): Promise<void> {
+    let polling = this.#polls[index]
+    if (polling === undefined) {
+      polling = this.#source.replica(index).then(
+        ({ replay }) => {
+          this.#polls[index] = undefined
+          if (replay > (this.#replayed[index] ?? 0n)) this.#replayed[index] = replay
+        },
+        (error: unknown) => {
+          this.#polls[index] = undefined
+          throw error
+        },
+      )
+      this.#polls[index] = polling
+    }
+    return polling
   }
 }

@@ -114,9 +114,37 @@ describe('ReplicaMonitor', () => {
     expect(answer).toBe(false)
     // Before the fix the poll waited for the source's own 2 s bound.
     expect(clock.now() - started).toBeLessThanOrEqual(110)
-    expect(
-      source.timeouts.filter((timeout) => timeout !== undefined).every((timeout) => (timeout as number) <= 100),
-    ).toBe(true)
+    monitor.stop()
+  })
+
+  test('reads waiting on one replica share one poll at a time; one that stops waiting leaves it to the others', async () => {
+    const clock = new FakeClock()
+    const source = new FakeSource(clock, 1)
+    const monitor = new ReplicaMonitor(clock, source, 1, 60_000)
+    await monitor.start()
+    const before = source.timeouts.length
+    // The replica answers slowly: each poll takes 50 ms.
+    const replica = source.replica.bind(source)
+    source.replica = (index: number) =>
+      new Promise((resolve, reject) => clock.setTimeout(() => replica(index).then(resolve, reject), 50))
+    const answers: boolean[] = []
+    for (let i = 0; i < 1_000; i++) {
+      void monitor.waitReplayed(0, 2000n, i === 0 ? 20 : 500).then((answer) => answers.push(answer))
+    }
+    for (let waited = 0; waited < 40; waited += 10) {
+      clock.advance(10)
+      await settle()
+    }
+    // The first gave up at its 20 ms; the poll it started went on for the 999 others.
+    expect(answers).toEqual([false])
+    ;(source.replicas[0] as ReplicaAnswer).replay = 2000n
+    for (let waited = 0; waited < 300 && answers.length < 1_000; waited += 10) {
+      clock.advance(10)
+      await settle()
+    }
+    expect(answers.filter((answer) => answer)).toHaveLength(999)
+    // A few polls in all, not one per read every 10 ms (before: about 10 000 here).
+    expect(source.timeouts.length - before).toBeLessThanOrEqual(5)
     monitor.stop()
   })
 
