@@ -1,32 +1,15 @@
-import { afterAll, afterEach, beforeAll, beforeEach, expect, test } from 'vitest'
-import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase, waitFor } from '../support/database.js'
+import { expect, test } from 'vitest'
+import { waitFor } from '../support/database.js'
 import { listen } from '../support/http.js'
+import { transactionFixture, tx } from '../support/transaction-fixture.js'
 
 // From hostile probing (second round, held) (packages/core/README.md, "Route transactions:
 // COMMIT before the first byte").
 
-let db: TestDatabase
-let current: TestApp
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table parent (id int primary key)`
-  await db.sql`create table child (id int primary key,
-    parent_id int references parent (id) deferrable initially deferred)`
-  await db.sql`create table note (body text not null)`
-})
-beforeEach(async () => {
-  await db.sql`truncate note, child, parent`
-  current = await coreApp(db.url, { max: 1, acquireTimeout: 1000 })
-})
-afterEach(() => current.app.close())
-afterAll(() => db.drop())
-
-const notes = async () => (await db.sql<{ body: string }[]>`select body from note`).map((r) => r.body)
-const tx = { config: { db: { transaction: true } } } as const
+const fixture = transactionFixture({ deferred: true })
 
 test("Fastify's automatic HEAD route of a transaction GET: answered 200 after its COMMIT", async () => {
-  const { app } = current
+  const { app } = fixture.current
   app.get('/h', tx, async (request) => {
     await request.db`insert into note values ('head')`
     return { ok: true }
@@ -35,11 +18,11 @@ test("Fastify's automatic HEAD route of a transaction GET: answered 200 after it
   const response = await fetch(`${base}/h`, { method: 'HEAD' })
   expect(response.status).toBe(200)
   await waitFor(() => app.pgPool.stats().leased === 0)
-  expect(await notes()).toEqual(['head'])
+  expect(await fixture.notes()).toEqual(['head'])
 })
 
 test('an error thrown in preSerialization, error handler answers 200: rolled back', async () => {
-  const { app } = current
+  const { app } = fixture.current
   app.setErrorHandler((error, _request, reply) => {
     reply.code(200).send({ ok: false, message: (error as Error).message })
   })
@@ -56,11 +39,11 @@ test('an error thrown in preSerialization, error handler answers 200: rolled bac
   const response = await app.inject({ method: 'POST', url: '/p' })
   expect(response.json()).toEqual({ ok: false, message: 'serialize' })
   await waitFor(() => app.pgPool.stats().leased === 0)
-  expect(await notes()).toEqual([])
+  expect(await fixture.notes()).toEqual([])
 })
 
 test('an app onSend hook added after the core (so running after its COMMIT) throws once: one 500 answer, lease back', async () => {
-  const { app } = current
+  const { app } = fixture.current
   let thrown = false
   app.addHook('onSend', async (_request, _reply, payload) => {
     if (!thrown) {
@@ -78,11 +61,11 @@ test('an app onSend hook added after the core (so running after its COMMIT) thro
   // The core's onSend committed first; the later hook failed: a 500 for committed work does not break
   // the promise (never a 2xx for uncommitted work). One answer, no crash, lease back.
   expect(response.statusCode).toBe(500)
-  expect(await notes()).toEqual(['o'])
+  expect(await fixture.notes()).toEqual(['o'])
 })
 
 test('an async error handler that queries request.db on a transaction route: its write rolls back with the route, lease back', async () => {
-  const { app } = current
+  const { app } = fixture.current
   app.setErrorHandler(async (error, request, reply) => {
     await request.db`insert into note values ('audit')`
     return reply.code(422).send({ message: (error as Error).message })
@@ -94,11 +77,11 @@ test('an async error handler that queries request.db on a transaction route: its
   const response = await app.inject({ method: 'POST', url: '/e' })
   expect(response.statusCode).toBe(422)
   await waitFor(() => app.pgPool.stats().leased === 0)
-  expect(await notes()).toEqual([])
+  expect(await fixture.notes()).toEqual([])
 })
 
 test("a route with method ['GET', 'POST']: reply.raw written without hijack waits for a failing COMMIT on both", async () => {
-  const { app } = current
+  const { app } = fixture.current
   app.route({
     method: ['GET', 'POST'],
     url: '/m',
@@ -117,11 +100,11 @@ test("a route with method ['GET', 'POST']: reply.raw written without hijack wait
     expect(response.status).toBe(500)
   }
   await waitFor(() => app.pgPool.stats().leased === 0)
-  expect(await notes()).toEqual([])
+  expect(await fixture.notes()).toEqual([])
 })
 
 test('hijack then reply.send() with nothing written (the client gives up): rolled back, lease back', async () => {
-  const { app } = current
+  const { app } = fixture.current
   app.post('/hj', tx, async (request, reply) => {
     await request.db`insert into note values ('hj')`
     reply.hijack()
@@ -130,11 +113,11 @@ test('hijack then reply.send() with nothing written (the client gives up): rolle
   const base = await listen(app)
   await expect(fetch(`${base}/hj`, { method: 'POST', signal: AbortSignal.timeout(1000) })).rejects.toThrow()
   await waitFor(() => app.pgPool.stats().leased === 0)
-  expect(await notes()).toEqual([])
+  expect(await fixture.notes()).toEqual([])
 })
 
 test('hijack, reply.raw.write without writeHead (status 200 by default), failing COMMIT: 500', async () => {
-  const { app } = current
+  const { app } = fixture.current
   app.post('/w', tx, async (request, reply) => {
     await request.db`insert into note values ('w')`
     await request.db`insert into child values (1, 999)`
@@ -149,5 +132,5 @@ test('hijack, reply.raw.write without writeHead (status 200 by default), failing
   expect(response.status).toBe(500)
   expect(body).not.toContain('part')
   await waitFor(() => app.pgPool.stats().leased === 0)
-  expect(await notes()).toEqual([])
+  expect(await fixture.notes()).toEqual([])
 })

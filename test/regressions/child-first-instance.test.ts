@@ -70,12 +70,12 @@ describe('a named instance in a child plugin that loads before the default insta
     app = await build()
     expect((await app.inject('/child-other')).json()).toEqual({ name: 'other' }) // control: works
     const response = await app.inject('/child-default')
-    expect(response.json()).toEqual({ name: 'main' }) // observed: 500 FST_PG_POOL_UNKNOWN_INSTANCE
+    expect(response.json()).toEqual({ name: 'main' }) // before the fix: 500 FST_PG_POOL_UNKNOWN_INSTANCE
   })
 
   test('root routes reach the named instance through request.dbs', async () => {
     app = await build()
     const response = await app.inject('/root-other')
-    expect(response.json()).toEqual({ name: 'other' }) // observed: 500 "request.dbs.other is not a function"
+    expect(response.json()).toEqual({ name: 'other' }) // before the fix: 500 "request.dbs.other is not a function"
   })
 })

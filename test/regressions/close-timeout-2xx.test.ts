@@ -71,7 +71,7 @@ describe('app.close() past closeTimeout during a route transaction', () => {
     const { status, body } = await response
     await closing
     expect(await notes()).toEqual([]) // rolled back
-    expect({ status, body }).not.toMatchObject({ status: 200 }) // observed: 200 {"ok":true}
+    expect({ status, body }).not.toMatchObject({ status: 200 }) // before the fix: 200 {"ok":true}
     expect(status).toBeGreaterThanOrEqual(500)
   })
 })

@@ -66,7 +66,7 @@ describe('request.dbs.<name> on a route whose request.db is <name>', () => {
     })
     const response = await app.inject({ method: 'POST', url: '/both' })
     expect(response.statusCode).toBe(409)
-    expect(await notes()).toEqual([]) // observed: ['via request.dbs.reporting']
+    expect(await notes()).toEqual([]) // before the fix: ['via request.dbs.reporting']
   })
 
   test('it needs no second connection: with pool.max 1 the request is served', async () => {
@@ -77,6 +77,6 @@ describe('request.dbs.<name> on a route whose request.db is <name>', () => {
       return { ok: true }
     })
     const response = await app.inject({ method: 'POST', url: '/both' })
-    expect(response.json()).toEqual({ ok: true }) // observed: 503 FST_PG_POOL_ACQUIRE_TIMEOUT
+    expect(response.json()).toEqual({ ok: true }) // before the fix: 503 FST_PG_POOL_ACQUIRE_TIMEOUT
   })
 })

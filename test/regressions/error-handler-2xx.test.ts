@@ -1,6 +1,5 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
-import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { describe, expect, test } from 'vitest'
+import { transactionFixture, tx } from '../support/transaction-fixture.js'
 
 // Found by hostile probing (failed before the fix): on a route transaction, a thrown error commits the transaction when an error handler
 // answers it with a status below 400.
@@ -15,25 +14,11 @@ import { createTestDatabase, type TestDatabase } from '../support/database.js'
 // maps errors to 200 bodies (`{ ok: false, error }`, GraphQL-style APIs) or to a 3xx redirect
 // makes the half-done work of a handler that threw be committed.
 
-let db: TestDatabase
-let current: TestApp
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table note (body text not null)`
-})
-beforeEach(async () => {
-  await db.sql`truncate note`
-  current = await coreApp(db.url, { max: 1, acquireTimeout: 1000 })
-})
-afterEach(() => current.app.close())
-afterAll(() => db.drop())
-
-const notes = async () => (await db.sql<{ body: string }[]>`select body from note`).map((r) => r.body)
-const tx = { config: { db: { transaction: true } } } as const
+const fixture = transactionFixture({ deferred: false })
 
 describe('a thrown error on a route transaction', () => {
   test('an error handler replying 200 { ok: false }: the half-done work is rolled back', async () => {
-    const { app } = current
+    const { app } = fixture.current
     app.setErrorHandler((error, _request, reply) => {
       reply.code(200).send({ ok: false, message: (error as Error).message })
     })
@@ -43,12 +28,12 @@ describe('a thrown error on a route transaction', () => {
     })
     const response = await app.inject({ method: 'POST', url: '/transfer' })
     expect(response.json()).toEqual({ ok: false, message: 'the credit side failed' })
-    expect(await notes()).toEqual([]) // observed: ['debited'] (committed)
+    expect(await fixture.notes()).toEqual([]) // before the fix: ['debited'] (committed)
     expect(app.pgPool.stats().leased).toBe(0)
   })
 
   test('an error handler redirecting (303): the half-done work is rolled back', async () => {
-    const { app } = current
+    const { app } = fixture.current
     app.setErrorHandler((_error, _request, reply) => {
       reply.redirect('/error-page', 303)
     })
@@ -58,6 +43,6 @@ describe('a thrown error on a route transaction', () => {
     })
     const response = await app.inject({ method: 'POST', url: '/form' })
     expect(response.statusCode).toBe(303)
-    expect(await notes()).toEqual([]) // observed: ['half'] (committed)
+    expect(await fixture.notes()).toEqual([]) // before the fix: ['half'] (committed)
   })
 })

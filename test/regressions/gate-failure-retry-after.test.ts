@@ -80,7 +80,7 @@ for (const hijack of [true, false]) {
     expect(await db.sql`select * from note`).toHaveLength(0)
     expect(r.status).toBe(503) // holds
     expect(JSON.parse(r.body)).toMatchObject({ code: 'FST_PG_POOL_CLOSED' }) // holds
-    expect(r.headers['retry-after'], JSON.stringify(r.headers)).toBeDefined() // observed: undefined
-    expect(JSON.parse(r.body).error).toBe('Service Unavailable') // observed: 'Internal Server Error'
+    expect(r.headers['retry-after'], JSON.stringify(r.headers)).toBeDefined() // before the fix: undefined
+    expect(JSON.parse(r.body).error).toBe('Service Unavailable') // before the fix: 'Internal Server Error'
   })
 }

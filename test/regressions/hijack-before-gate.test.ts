@@ -1,8 +1,9 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
-import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase, waitFor } from '../support/database.js'
+import { describe, expect, test } from 'vitest'
+import type { TestApp } from '../support/app.js'
+import { waitFor } from '../support/database.js'
 import { listen } from '../support/http.js'
+import { transactionFixture, tx } from '../support/transaction-fixture.js'
 
 // Found by hostile probing (failed before the fix): on a transaction route, reply.hijack() called from any hook that runs before the
 // route's last preHandler (a global onRequest/preValidation/preHandler hook, or the route's own
@@ -20,24 +21,7 @@ import { listen } from '../support/http.js'
 // writes go straight out, and the COMMIT happens later in onResponse, whose failure is only
 // logged (request-lease.ts:371).
 
-let db: TestDatabase
-let current: TestApp
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table parent (id int primary key)`
-  await db.sql`create table child (id int primary key,
-    parent_id int references parent (id) deferrable initially deferred)`
-  await db.sql`create table note (body text not null)`
-})
-beforeEach(async () => {
-  await db.sql`truncate note, child, parent`
-  current = await coreApp(db.url, { max: 1, acquireTimeout: 1000 })
-})
-afterEach(() => current.app.close())
-afterAll(() => db.drop())
-
-const notes = async () => (await db.sql<{ body: string }[]>`select body from note`).map((r) => r.body)
-const tx = { config: { db: { transaction: true } } } as const
+const fixture = transactionFixture({ deferred: true })
 
 /** Work whose COMMIT fails (a deferred foreign key), then a hijacked raw 200. */
 const hijackAfterWork = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
@@ -58,32 +42,32 @@ async function post(app: TestApp['app'], url: string): Promise<{ status: number;
 
 describe('reply.hijack() before the gate', () => {
   test("in the route's own preHandler option", async () => {
-    const { app } = current
+    const { app } = fixture.current
     app.post('/route-prehandler', { ...tx, preHandler: hijackAfterWork }, async () => 'never')
     const { status } = await post(app, '/route-prehandler')
-    expect(await notes()).toEqual([]) // the COMMIT failed: nothing committed
-    expect(status).toBe(500) // observed: 200
+    expect(await fixture.notes()).toEqual([]) // the COMMIT failed: nothing committed
+    expect(status).toBe(500) // before the fix: 200
   })
 
   test('in a global preHandler hook', async () => {
-    const { app } = current
+    const { app } = fixture.current
     app.addHook('preHandler', async (request, reply) => {
       if (request.url === '/global-prehandler') await hijackAfterWork(request, reply)
     })
     app.post('/global-prehandler', tx, async () => 'never')
     const { status } = await post(app, '/global-prehandler')
-    expect(await notes()).toEqual([])
-    expect(status).toBe(500) // observed: 200
+    expect(await fixture.notes()).toEqual([])
+    expect(status).toBe(500) // before the fix: 200
   })
 
   test('in a global onRequest hook', async () => {
-    const { app } = current
+    const { app } = fixture.current
     app.addHook('onRequest', async (request, reply) => {
       if (request.url === '/on-request') await hijackAfterWork(request, reply)
     })
     app.post('/on-request', tx, async () => 'never')
     const { status } = await post(app, '/on-request')
-    expect(await notes()).toEqual([])
-    expect(status).toBe(500) // observed: 200
+    expect(await fixture.notes()).toEqual([])
+    expect(status).toBe(500) // before the fix: 200
   })
 })

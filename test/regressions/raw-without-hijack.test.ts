@@ -1,7 +1,7 @@
-import { afterAll, afterEach, beforeAll, beforeEach, expect, test } from 'vitest'
-import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase, waitFor } from '../support/database.js'
+import { expect, test } from 'vitest'
+import { waitFor } from '../support/database.js'
 import { listen } from '../support/http.js'
+import { transactionFixture } from '../support/transaction-fixture.js'
 
 // Found by hostile probing (unusual Fastify usage; failed before the fix): a transaction route that writes its response on reply.raw
 // without reply.hijack() sends its 2xx before the COMMIT; a COMMIT that fails is only logged.
@@ -17,26 +17,10 @@ import { listen } from '../support/http.js'
 // Rarer than the others (Fastify warns against writing reply.raw without
 // hijack), but the promise is unconditional and the core already has the gate to keep it.
 
-let db: TestDatabase
-let current: TestApp
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table parent (id int primary key)`
-  await db.sql`create table child (id int primary key,
-    parent_id int references parent (id) deferrable initially deferred)`
-  await db.sql`create table note (body text not null)`
-})
-beforeEach(async () => {
-  await db.sql`truncate note, child, parent`
-  current = await coreApp(db.url, { max: 1, acquireTimeout: 1000 })
-})
-afterEach(() => current.app.close())
-afterAll(() => db.drop())
-
-const notes = async () => (await db.sql<{ body: string }[]>`select body from note`).map((r) => r.body)
+const fixture = transactionFixture({ deferred: true })
 
 test('reply.raw.end() without hijack on a transaction route: never a 2xx for a failed COMMIT', async () => {
-  const { app } = current
+  const { app } = fixture.current
   app.post('/raw', { config: { db: { transaction: true } } }, async (request, reply) => {
     await request.db`insert into note values ('raw')`
     await request.db`insert into child values (1, 999)` // the COMMIT will fail
@@ -47,6 +31,6 @@ test('reply.raw.end() without hijack on a transaction route: never a 2xx for a f
   const response = await fetch(`${base}/raw`, { method: 'POST' })
   await response.text()
   await waitFor(() => app.pgPool.stats().leased === 0)
-  expect(await notes()).toEqual([])
-  expect(response.status).not.toBe(200) // observed: 200
+  expect(await fixture.notes()).toEqual([])
+  expect(response.status).not.toBe(200) // before the fix: 200
 })

@@ -61,6 +61,6 @@ test('reply.raw written while onSend waits for a COMMIT that fails: not a 200', 
   const body = await response.text().catch((e) => `error ${e}`)
   await waitFor(() => a.pgPool.stats().leased === 0, 5000)
   expect(await db.sql`select id from slow`).toHaveLength(0) // nothing committed
-  expect({ status: response.status, body }).not.toMatchObject({ status: 200 }) // observed: 200 'raw'
+  expect({ status: response.status, body }).not.toMatchObject({ status: 200 }) // before the fix: 200 'raw'
   expect(response.status).toBeGreaterThanOrEqual(500)
 })

@@ -53,7 +53,7 @@ describe('app.register(core) without await, routes declared right after', () => 
     const current = app
     await waitFor(() => current.pgPool.stats().leased === 0)
     expect(await notes()).toEqual([]) // nothing committed
-    expect(response.status).toBe(500) // observed: 200
+    expect(response.status).toBe(500) // before the fix: 200
   })
 
   test('a misspelled config.db key is refused on the first request (500, coded), nothing runs', async () => {

@@ -46,7 +46,7 @@ describe('a server reused by a new Fastify app (serverFactory)', () => {
 
     const second = appOn(server)
     try {
-      // observed: throws FST_PG_POOL_INVALID_OPTION "an instance without a name is registered already"
+      // before the fix: throws FST_PG_POOL_INVALID_OPTION "an instance without a name is registered already"
       await second.register(pgPoolCore, { connection: db.url, pool: { max: 1, applicationName: uniqueName() } })
       second.get('/', async (request) => (await request.db`select 2 as n`)[0])
       expect((await second.inject('/')).json()).toEqual({ n: 2 })

@@ -1,6 +1,6 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
-import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase, waitFor } from '../support/database.js'
+import { describe, expect, test } from 'vitest'
+import { waitFor } from '../support/database.js'
+import { transactionFixture, tx } from '../support/transaction-fixture.js'
 
 // Found by hostile probing, second round (failed before the fix): the status of a reply can change while its onSend
 // waits for the COMMIT/ROLLBACK, and the payload then goes out with the new status.
@@ -20,25 +20,11 @@ import { createTestDatabase, type TestDatabase, waitFor } from '../support/datab
 // although x's work was COMMITTED (a client retries committed work). The second send is dropped
 // (kSending) but its reply.code() was not.
 
-let db: TestDatabase
-let current: TestApp
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table note (body text not null)`
-})
-beforeEach(async () => {
-  await db.sql`truncate note`
-  current = await coreApp(db.url, { max: 1, acquireTimeout: 1000 })
-})
-afterEach(() => current.app.close())
-afterAll(() => db.drop())
-
-const notes = async () => (await db.sql<{ body: string }[]>`select body from note`).map((r) => r.body)
-const tx = { config: { db: { transaction: true } } } as const
+const fixture = transactionFixture({ deferred: false })
 
 describe('the status is changed while the first send waits for the database', () => {
   test('reply.code(409).send(x) without return, then return reply.code(201).send(y): never a 2xx for rolled-back work', async () => {
-    const { app } = current
+    const { app } = fixture.current
     app.post('/orders', tx, async (request, reply) => {
       await request.db`insert into note values ('order')`
       reply.code(409).send({ error: 'conflict' }) // the forgotten `return`
@@ -46,12 +32,12 @@ describe('the status is changed while the first send waits for the database', ()
     })
     const response = await app.inject({ method: 'POST', url: '/orders' })
     await waitFor(() => app.pgPool.stats().leased === 0)
-    expect(await notes()).toEqual([]) // rolled back (409 decided it)
-    expect(response.statusCode).toBe(409) // observed: 201 with body {"error":"conflict"}
+    expect(await fixture.notes()).toEqual([]) // rolled back (409 decided it)
+    expect(response.statusCode).toBe(409) // before the fix: 201 with body {"error":"conflict"}
   })
 
   test('reply.send(x) then throw: x goes out with the status it was committed with', async () => {
-    const { app } = current
+    const { app } = fixture.current
     app.post('/orders', tx, async (request, reply) => {
       await request.db`insert into note values ('order')`
       reply.send({ ok: true })
@@ -59,8 +45,8 @@ describe('the status is changed while the first send waits for the database', ()
     })
     const response = await app.inject({ method: 'POST', url: '/orders' })
     await waitFor(() => app.pgPool.stats().leased === 0)
-    expect(await notes()).toEqual(['order']) // committed (the first send decided it)
+    expect(await fixture.notes()).toEqual(['order']) // committed (the first send decided it)
     expect(response.json()).toEqual({ ok: true })
-    expect(response.statusCode).toBe(200) // observed: 500 (the error handler's code) for committed work
+    expect(response.statusCode).toBe(200) // before the fix: 500 (the error handler's code) for committed work
   })
 })

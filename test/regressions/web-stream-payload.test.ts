@@ -51,10 +51,10 @@ describe('a web ReadableStream as the payload', () => {
       await response.text()
       status = response.status
     } catch (error) {
-      status = String(error) // observed: TimeoutError (no answer in 10 s)
+      status = String(error) // before the fix: TimeoutError (no answer in 10 s)
     }
     await waitFor(() => app.pgPool.stats().leased === 0)
-    expect(await notes()).toEqual([]) // observed: ['export'] (committed)
+    expect(await notes()).toEqual([]) // before the fix: ['export'] (committed)
     expect(status).toBe(500)
   })
 
@@ -71,7 +71,7 @@ describe('a web ReadableStream as the payload', () => {
     const response = await fetch(`${base}/rows`)
     const text = await response.text()
     await waitFor(() => app.pgPool.stats().leased === 0)
-    expect(response.status).toBe(200) // observed: 500 FST_PG_POOL_RELEASED
+    expect(response.status).toBe(200) // before the fix: 500 FST_PG_POOL_RELEASED
     expect(text.trim().split('\n')).toHaveLength(5000)
   })
 })
