@@ -55,11 +55,14 @@ describe('close while a lag sample is in flight', () => {
       await waitUntil(() => app.pgPools.all()[1]?.replica()?.usable === true, 'the replica to be usable', 10_000)
       // Hold the next sample on its primary statement.
       let held = false
-      proxy.onClientData = (chunk) => {
-        if (chunk.includes('pg_current_wal_lsn')) held = true
+      // A sample's statement, or (when the one in flight was sent before the blackhole and has
+      // timed out) the opening of the monitor's next connection: either way the monitor waits on
+      // the primary, which is the state under test.
+      proxy.onClientData = () => {
+        held = true
       }
       proxy.setMode('blackhole')
-      await waitUntil(() => held, 'a lag sample to wait on the primary', 5_000)
+      await waitUntil(() => held, 'the monitor to wait on the primary', 10_000)
       closedAt = Date.now()
       await app.close()
       // Give the leaked client time to connect (it would within a few ms), and the ended ones to go.

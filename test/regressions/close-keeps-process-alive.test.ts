@@ -50,11 +50,14 @@ async function closeChild(holdSample: boolean): Promise<boolean> {
     await waitUntil(() => out.includes('ready'), 'the child to be ready', 30_000)
     if (holdSample) {
       let held = false
-      proxy.onClientData = (chunk) => {
-        if (chunk.includes('pg_current_wal_lsn')) held = true
+      // A sample's statement, or (when the one in flight was sent before the blackhole and has
+      // timed out) the opening of the monitor's next connection: either way the monitor waits on
+      // the primary, which is the state under test.
+      proxy.onClientData = () => {
+        held = true
       }
       proxy.setMode('blackhole')
-      await waitUntil(() => held, 'a lag sample to wait on the primary', 5_000)
+      await waitUntil(() => held, 'the monitor to wait on the primary', 10_000)
     }
     child.stdin.write('close\n')
     await waitUntil(() => out.includes('closed'), 'the child to close', 10_000)
