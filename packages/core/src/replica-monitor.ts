@@ -91,8 +91,13 @@ export class ReplicaMonitor {
   sample(): Promise<void> {
     this.#clock.clearTimeout(this.#timer)
     if (this.#stopped) return Promise.resolve()
+    // Each replica is read after the primary answered: a replay position read before the primary's
+    // would be compared with writes made after it, and a caught-up replica idle for a while would
+    // read as far behind (bytes > 0, seconds since its last replayed commit).
     const primary = this.#samplePrimary()
-    const round = Promise.all(this.#lags.map((_, index) => this.#sampleReplica(index, primary)))
+    const round = primary.then(() =>
+      this.#stopped ? [] : Promise.all(this.#lags.map((_, index) => this.#sampleReplica(index, primary))),
+    )
     this.#timer = this.#clock.setTimeout(() => void this.sample(), this.#interval)
     return round.then(() => {})
   }
