@@ -53,6 +53,10 @@ describe('a replica that goes down between two samples', () => {
     app = await replicaApp()
     expect((await app.inject('/where')).json()).toEqual({ standby: true })
     await notes.cluster.standby.stop()
+    // Its idle connection seen closed: the read needs a new one (a statement sent on a connection
+    // that died unseen fails with CONNECTION_LOST, as documented).
+    const replicaPool = app.pgPools.all()[1]
+    await waitUntil(() => replicaPool?.stats().open === 0, 'the replica pool to see its connection closed')
     const fallbacks: string[] = []
     app.pgPool.on('readFallback', (reason) => fallbacks.push(reason))
     const read = await app.inject('/where')
