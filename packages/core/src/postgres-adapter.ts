@@ -38,6 +38,14 @@ import postgres from 'postgres'
  *    after `end()` resolved: `end()` keeps its first promise and does nothing again, while a
  *    reconnect postgres.js scheduled before it (its backoff after a lost connection) still opens
  *    a connection afterwards.
+ * 8. A query postgres.js cannot build (an undefined value, more than 65534 parameters, a
+ *    serializer that throws) fails synchronously inside `handler(query)`: postgres.js rejects the
+ *    connection's *active* query with the error, not the one it could not build, when one is
+ *    active; the one it could not build then stays in its queue of sent queries without having
+ *    been written, and would take the answer of whatever is sent after it. With nothing active
+ *    it rejects the query itself and writes a Sync. The adapter takes such a rejection back
+ *    from the query that did not cause it (`send`), fails the right one, and says the
+ *    connection can take nothing more.
  */
 
 export type QueryHandler = (query: AdapterQuery) => void
@@ -197,6 +205,7 @@ function resolveTracked(this: TrackedQuery, value: unknown): void {
 }
 
 function rejectTracked(this: TrackedQuery, error: unknown): void {
+  if (tookBuildFailure(this, error)) return
   if (this.redirected || this.ended) return
   this.ended = true
   const out = this.owner.settled(this, undefined, error)
@@ -342,12 +351,77 @@ export function commandsOf(value: unknown): string[] {
   return command === undefined ? [] : [command]
 }
 
+/** The query being handed to postgres.js (assumption 8), and what was rejected meanwhile. */
+let building: AdapterQuery | undefined
+let buildFailure: { readonly error: unknown; readonly own: boolean } | undefined
+
+/**
+ * While a query is handed to postgres.js, a rejection can only be its build failing: kept here
+ * and given to the query that failed (`sendBuilt`), whichever query postgres.js rejected.
+ */
+function tookBuildFailure(query: AdapterQuery, error: unknown): boolean {
+  if (building === undefined) return false
+  buildFailure ??= { error, own: query === building }
+  return true
+}
+
+/** Hands `query` to postgres.js; false when its build failed behind another statement (8). */
+function sendBuilt(handler: QueryHandler, query: AdapterQuery): boolean {
+  building = query
+  try {
+    handler(query)
+  } finally {
+    building = undefined
+  }
+  const failure = buildFailure
+  if (failure === undefined) return true
+  buildFailure = undefined
+  // A microtask later, as any failure: its sender has not finished sending it yet.
+  queueMicrotask(() => query.reject(failure.own ? failure.error : freshError(failure.error)))
+  return failure.own
+}
+
+/**
+ * The error postgres.js built for another query, as a new one: it carries that query's text and
+ * parameter values (non-enumerable), which are not this query's to show.
+ */
+function freshError(error: unknown): Error {
+  const { message, code } = (error ?? {}) as { message?: unknown; code?: unknown }
+  return Object.assign(new Error(typeof message === 'string' ? message : String(error)), { code })
+}
+
+/**
+ * The build failures a query's own values show (postgres.js's own errors), found before it is
+ * handed over: failing it there keeps its connection, where a failure behind another statement
+ * retires it (8). Others (nested in helpers, a serializer that throws) are left to `sendBuilt`.
+ */
+function refusedBeforeBuild(query: AdapterQuery, transform: { undefined?: unknown }): Error | undefined {
+  const args = query.args
+  if (args.length >= MAX_PARAMETERS) {
+    return Object.assign(new Error(`Max number of parameters (${MAX_PARAMETERS}) exceeded`), {
+      code: 'MAX_PARAMETERS_EXCEEDED',
+    })
+  }
+  if (transform.undefined === undefined && args.includes(undefined)) {
+    return Object.assign(new Error('Undefined values are not allowed'), { code: 'UNDEFINED_VALUE' })
+  }
+  return undefined
+}
+
+/** The most parameters postgres.js sends in one statement (65534 and more are refused). */
+const MAX_PARAMETERS = 65534
+
 /** One server connection's postgres.js client (`max: 1`), and what the pool needs of it. */
 export interface ServerClient {
   /** The client itself (for the pool's own statements: reading the budget, the ping). */
   readonly sql: postgres.Sql<{}>
-  /** Sends a tracked query on this client's connection. */
-  send(query: AdapterQuery): void
+  /**
+   * Sends a tracked query on this client's connection. False when postgres.js could not build it
+   * behind another statement (assumption 8): the query fails (a microtask later) with the reason,
+   * and nothing more may be sent on this connection (its driver's queue holds a query that will
+   * never be answered).
+   */
+  send(query: AdapterQuery): boolean
   /**
    * Sends a simple-protocol statement of the pool's own at once, in order with what is sent
    * next (a query run by awaiting it would wait a microtask, behind statements sent meanwhile).
@@ -393,9 +467,18 @@ export function createServerClient(settings: ClientSettings): ServerClient {
   const canceller = probe.canceller
   let backend: BackendKey | undefined
   let pid = 0
+  const transform = (sql.options as unknown as TypeOptions).transform
   return {
     sql,
-    send: handler,
+    send(query) {
+      const refused = refusedBeforeBuild(query, transform)
+      if (refused !== undefined) {
+        query.executed = true
+        queueMicrotask(() => query.reject(refused))
+        return true
+      }
+      return sendBuilt(handler, query)
+    },
     get pid() {
       return pid
     },
@@ -413,6 +496,8 @@ export function createServerClient(settings: ClientSettings): ServerClient {
         resolve(value)
       }
       query.reject = (error: unknown) => {
+        // Another query's build failure, which postgres.js rejects this one with (assumption 8).
+        if (tookBuildFailure(query, error)) return
         if (!ended) {
           ended = true
           onEnd(error)

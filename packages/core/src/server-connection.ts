@@ -117,7 +117,16 @@ export class ServerConnection implements PoolConnection {
 
   send(query: TrackedQuery): void {
     if (this.#resetsUnanswered > 0 && this.#holdForReset(query)) this.#heldForReset.push(query)
-    else this.#client.send(query)
+    else this.#sendBuilt(query)
+  }
+
+  /**
+   * Hands a query to the driver. One it could not build behind another statement stays in the
+   * driver's queue unanswered (it fails, on its own): the connection is retired, nothing more is
+   * sent on it, and what runs on it now ends as it would.
+   */
+  #sendBuilt(query: TrackedQuery): void {
+    if (this.#client.send(query) === false) this.markClosed('error')
   }
 
   /**
@@ -177,7 +186,7 @@ export class ServerConnection implements PoolConnection {
     const held = this.#heldForReset
     this.#heldForReset = []
     for (const query of held) {
-      if (this.usable) this.#client.send(query)
+      if (this.usable) this.#sendBuilt(query)
       else query.reject(lostConnection())
     }
   }

@@ -21,7 +21,7 @@ import {
 } from '../src/postgres-adapter.js'
 
 // The contract of src/postgres-adapter.ts with postgres.js: one describe per assumption of its
-// header (1-7, 4b, 4c, 4d), each test driving the adapter's exports the way the lease and the server
+// header (1-8, 4b, 4c, 4d, 4e), each test driving the adapter's exports the way the lease and the server
 // connection do, against a real PostgreSQL. An upgrade of postgres.js that breaks an assumption
 // fails the test named for it. Run on other postgres.js versions by .ci/steps/postgres-versions.mjs.
 
@@ -420,6 +420,29 @@ type CursorQuery = TrackedQuery & {
   cursor(rows: number): AsyncIterable<unknown[]>
 }
 
+describe('4e. a COPY TO STDOUT pushes its rows with stream.push(rows) || socket.pause()', () => {
+  test('a stream its reader destroyed mid-COPY is read on to its end: the COPY ends and the next statement answers', async () => {
+    const { client } = await openClient({})
+    const owner = new RecordingOwner()
+    // Far past the stream's buffer: without reading on, postgres.js pauses its socket for good.
+    const { query } = track(
+      owner,
+      (q) => client.send(q),
+      sql`copy (select repeat('x', 1000) from generate_series(1, 2000)) to stdout`,
+    )
+    const stream = (await (query as unknown as { readable(): Promise<Readable> }).readable()) as Readable
+    stream.on('error', () => {})
+    for await (const _ of stream) break // destroys the stream, as a `break` out of the loop does
+    expect(stream.destroyed).toBe(true)
+    await waitUntil(() => owner.ends.length > 0, 'the COPY to end for postgres.js')
+    expect(owner.ends[0]?.error).toBeUndefined()
+    const next = new RecordingOwner()
+    const { query: after } = track(next, (q) => client.send(q), sql`select 1 as one`)
+    await after
+    expect(next.ends[0]?.error).toBeUndefined()
+  })
+})
+
 describe('4b. cursor batches go through cursorFn; the next is fetched when what it returns settles', () => {
   test("each batch passes through the owner's cursorBatch, and the next batch waits for what it returned", async () => {
     const { client } = await openClient({})
@@ -652,7 +675,7 @@ describe('6. onnotice receives notices; onclose fires when the connection closes
     expect(codeOf(owner.ends[0]?.error)).toBe('CONNECTION_CLOSED')
   })
 
-  test('end(0) destroys the socket: what is pending fails through the owner', async () => {
+  test('end(0) fails what is pending through the owner at once', async () => {
     const { client, name } = await openClient({})
     const owner = new RecordingOwner()
     const { query } = track(owner, (q) => client.send(q), sql`select pg_sleep(30) as contract_ended`)
@@ -661,6 +684,75 @@ describe('6. onnotice receives notices; onclose fires when the connection closes
     await client.end(0)
     await failed
     expect(codeOf(owner.ends[0]?.error)).toBe('CONNECTION_DESTROYED')
+  })
+})
+
+describe('8. a query postgres.js cannot build fails the active query instead; the adapter gives the failure back', () => {
+  test('why: postgres.js itself rejects the running query with the build error and leaves the other unanswered', async () => {
+    const client = postgres(db.url, { max: 1, onnotice: () => {} })
+    try {
+      await client`select 1` // open: the next statements are pipelined on it
+      const running = client`select pg_sleep(0.2) as running`.then(
+        () => 'resolved',
+        (error: unknown) => codeOf(error),
+      )
+      await macrotask()
+      const unbuildable = client`select 1 where 1 in ${client([1, undefined] as never)}`.then(
+        () => 'resolved',
+        (error: unknown) => codeOf(error),
+      )
+      expect(await running).toBe('UNDEFINED_VALUE')
+      const late = await Promise.race([unbuildable, new Promise((resolve) => setTimeout(resolve, 1_000, 'pending'))])
+      expect(late).toBe('pending')
+    } finally {
+      await client.end({ timeout: 0 })
+    }
+  })
+
+  test('send() answers false; the query that failed to build gets its error, the running one its own result', async () => {
+    const { client } = await openClient({})
+    const runningOwner = new RecordingOwner()
+    const { query: running } = track(runningOwner, (q) => client.send(q), sql`select pg_sleep(0.2), 1 as running`)
+    const ran = running.then((rows) => rows)
+    await macrotask()
+    let sent: boolean | undefined
+    const failedOwner = new RecordingOwner()
+    const { query: unbuildable } = track(
+      failedOwner,
+      (q) => {
+        sent = client.send(q)
+      },
+      sql`select 1 where 1 in ${helpers([1, undefined] as never)}`,
+    )
+    const failure = rejection(unbuildable)
+    expect(codeOf(((await failure) as OwnerError).original)).toBe('UNDEFINED_VALUE')
+    expect(sent).toBe(false)
+    expect(await ran).toEqual([{ pg_sleep: '', running: 1 }])
+    expect(runningOwner.ends).toEqual([{ value: expect.anything(), error: undefined }])
+  })
+
+  test('an undefined value or too many parameters at the top level never reach postgres.js: send() answers true', async () => {
+    const { client } = await openClient({})
+    for (const [strings, args, code] of [
+      [['select ', ' as missing'], [undefined], 'UNDEFINED_VALUE'],
+      [['select 1'], Array.from({ length: 65_534 }, () => 1), 'MAX_PARAMETERS_EXCEEDED'],
+    ] as const) {
+      let sent: boolean | undefined
+      const owner = new RecordingOwner()
+      const { query } = track(
+        owner,
+        (q) => {
+          sent = client.send(q)
+        },
+        { strings, args: [...args] },
+      )
+      const failure = (await rejection(query)) as OwnerError
+      expect(codeOf(failure.original)).toBe(code)
+      expect(sent).toBe(true)
+    }
+    const after = new RecordingOwner()
+    const { query } = track(after, (q) => client.send(q), sql`select 1 as one`)
+    expect(await query).toEqual([{ one: 1 }])
   })
 })
 

@@ -15,6 +15,8 @@ function fakeClient() {
     sql: undefined as unknown as postgres.Sql<{}>,
     send: (query: AdapterQuery) => {
       calls.sent.push(query.strings[0] ?? '')
+      // The driver could not build it behind another statement (postgres-adapter.ts, assumption 8).
+      return query.strings[0] !== 'unbuildable'
     },
     sendNow(text, onEnd) {
       calls.sendNow.push(text)
@@ -124,6 +126,15 @@ describe('ServerConnection: the session reset', () => {
     expect(conn.end('shutdown', 5)).toBe(first)
     await first
     expect([conn.closeReason, calls.ends]).toEqual(['deadline', [0]])
+  })
+
+  test('a query the driver could not build behind another statement retires the connection', () => {
+    const { client, calls } = fakeClient()
+    const conn = new ServerConnection(client, 0, Number.POSITIVE_INFINITY)
+    conn.send({ strings: ['select 1'], args: [] } as unknown as Parameters<typeof conn.send>[0])
+    expect(conn.usable).toBe(true)
+    conn.send({ strings: ['unbuildable'], args: [] } as unknown as Parameters<typeof conn.send>[0])
+    expect([conn.usable, conn.closeReason, calls.sent]).toEqual([false, 'error', ['select 1', 'unbuildable']])
   })
 })
 
