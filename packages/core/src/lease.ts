@@ -14,6 +14,7 @@ import {
   commandsOf,
   copyOutEnded,
   leftSocketPaused,
+  mayHoldSeveral,
   type QueryOwner,
   queryText,
   resultOf,
@@ -242,16 +243,26 @@ export class Lease implements Holder, QueryOwner {
     return this.#block && this.#preparing
   }
 
+  /**
+   * A pipelined holder's session is being asked whether a message of several statements left a
+   * transaction block open: its work may not be answered as done before the answer (notCommitted).
+   */
+  get probing(): boolean {
+    return this.#probe !== undefined
+  }
+
   get finished(): boolean {
     return this.#mode !== undefined
   }
 
   /**
    * A route transaction the pool ended without its COMMIT before the reply was decided (the pool
-   * closing past closeTimeout, a handlerTimeout): the error the reply goes out with instead of
-   * its 2xx. Undefined otherwise (no route transaction, not ended, or ended to commit).
+   * closing past closeTimeout, a handlerTimeout), or a pipelined holder whose shared session got a
+   * transaction block (its work may be rolled back with it): the error the reply goes out with
+   * instead of its 2xx. Undefined otherwise (no route transaction, not ended, or ended to commit).
    */
   notCommitted(): Error | undefined {
+    if (this.#openedShared !== undefined) return this.#openedShared
     if (!this.inTransaction || this.#mode === undefined || this.#mode === 'commit') return undefined
     const error = this.#ctx.pool.stats().accepting ? new errors.FST_PG_POOL_ABORTED() : new errors.FST_PG_POOL_CLOSED()
     return withRetryAfter(error, this.#ctx.options.retryAfter)
@@ -318,6 +329,10 @@ export class Lease implements Holder, QueryOwner {
     }
     if (this.#setupError !== undefined && !query.setup && !query.internal) {
       query.reject(this.#setupError)
+      return
+    }
+    if (this.#openedShared !== undefined) {
+      query.reject(this.#openedShared)
       return
     }
     if (this.#cancelledEarly?.delete(query)) {
@@ -494,6 +509,14 @@ export class Lease implements Holder, QueryOwner {
   }
 
   #prepared = false
+  /**
+   * A transaction block was opened on this pipelined holder's shared connection (by it, or by
+   * another holder): its statements from now on are refused with this, and its work is not
+   * answered as done (notCommitted).
+   */
+  #openedShared: Error | undefined
+  /** The question #probeSharedBlock asked the shared session, while unanswered. */
+  #probe: TrackedQuery | undefined
   #readOnlySet = false
   /** SET SESSION CHARACTERISTICS ... READ ONLY was sent: the reset must undo it. */
   #sessionReadOnly = false
@@ -605,6 +628,7 @@ export class Lease implements Holder, QueryOwner {
       this.#unreadCopies.add(unread)
     }
     if (this.pipelined) this.#ctx.pool.countSharedQuery(-1)
+    if (query === this.#probe && this.#conn !== undefined) this.#probeAnswered(this.#conn, value, error)
     if (!query.internal) this.#holderRunning--
     // Sent after postgres.js has handled this answer, as a caller's next statement would be.
     if (this.#queued !== undefined) queueMicrotask(() => this.#sendQueued())
@@ -617,11 +641,11 @@ export class Lease implements Holder, QueryOwner {
         const commands = commandsOf(value)
         this.#transaction.noteCommands(commands)
         if (!this.#wrote && this.#ctx.captureLsn === true) this.#wrote = commands.some(isWrite)
-        if (query.options.simple === true) {
+        if (mayHoldSeveral(query)) {
           // A simple-protocol message can hold several statements, and postgres.js keeps no tag
           // of one without rows (`begin; insert ...` reads as INSERT): it may have opened a
-          // transaction, and written.
-          this.#transaction.noteUnknown()
+          // transaction (a shared session is asked: #probeSharedBlock), and written.
+          if (!this.pipelined) this.#transaction.noteUnknown()
           if (this.#ctx.captureLsn === true) this.#wrote = true
         }
       }
@@ -635,7 +659,7 @@ export class Lease implements Holder, QueryOwner {
         // A write refused by a server that is no longer the primary (a failover): this
         // connection is retired, the request gets a 503 it may retry once the new primary serves.
         conn?.markClosed('error')
-        if (!query.internal && query.options.simple === true) this.#transaction.noteUnknown()
+        if (!query.internal && mayHoldSeveral(query)) this.#transaction.noteUnknown()
         const notPrimary = withRetryAfter(new errors.FST_PG_POOL_NOT_PRIMARY(), this.#ctx.options.retryAfter)
         Object.defineProperty(notPrimary, 'cause', { value: error, enumerable: false, configurable: true })
         if (query.observed !== undefined) this.#publishEnd(query, value, notPrimary)
@@ -643,12 +667,18 @@ export class Lease implements Holder, QueryOwner {
         return notPrimary
       }
       // A simple-protocol message can hold several statements: which ran is unknown.
-      if (!query.internal && query.options.simple === true) this.#transaction.noteUnknown()
+      if (!query.internal && !this.pipelined && mayHoldSeveral(query)) this.#transaction.noteUnknown()
       out = surfaceError(
         error,
         { closeReason: conn?.closeReason, aborted: this.#mode === 'abort', closing: !this.#ctx.pool.stats().accepting },
         this.#ctx.surface,
       )
+    }
+    if (this.pipelined && !query.internal && this.#openedShared === undefined && conn !== undefined) {
+      // A transaction block on a shared session (SQL a pipelined route should not run): known by
+      // its command tag, or asked of the server after a message of several statements.
+      if (this.#transaction.mayBeOpen) this.#breakShared(conn)
+      else if (mayHoldSeveral(query) && conn.usable) this.#probeSharedBlock(conn)
     }
     if (query.observed !== undefined) this.#publishEnd(query, value, out)
     if (this.settings.oneShot && this.#mode === undefined && !this.#busy) void this.finish('commit')
@@ -751,6 +781,64 @@ export class Lease implements Holder, QueryOwner {
   /** Holder: the pool closes past its timeout. */
   abort(): void {
     this.finish('abort').catch(() => {})
+  }
+
+  /**
+   * A transaction block on this pipelined holder's shared session: other holders' statements
+   * would run inside it, uncommitted, and be lost with it. Nothing more is sent on the connection,
+   * closed once its holders are gone (which rolls the block back); this holder's next statements
+   * are refused saying why, and the other holders are told (their work may be in the block).
+   */
+  #breakShared(conn: PoolConnection): void {
+    conn.markClosed('error')
+    this.#openedShared = new errors.FST_PG_POOL_PIPELINED(this.route, 'a transaction block (BEGIN in SQL)')
+    const lost = new errors.FST_PG_POOL_CONNECTION_LOST('another pipelined request opened a transaction block on it')
+    this.#ctx.pool.sharedSessionBroken(conn, this, withRetryAfter(lost, this.#ctx.options.retryAfter))
+  }
+
+  /**
+   * Asks the shared session whether a message of several statements left a block open: outside a
+   * block each statement is its own transaction, which starts with it (equal timestamps); in one,
+   * the block started at its BEGIN, a round trip at least before this. In a failed block it errs
+   * with 25P02. Sent at once, ahead of any statement sent after the message's answer.
+   */
+  #probeSharedBlock(conn: PoolConnection): void {
+    // No request joins the connection until the answer (#probeAnswered): its statements could
+    // run in the block. Allowed once the holder finished, as its COMMIT would be.
+    conn.sharingPaused++
+    const query = this.query([SHARED_BLOCK_PROBE], [], { simple: true, prepare: false })
+    query.internal = true
+    query.final = true
+    query.executed = true
+    this.#probe = query
+    this.dispatch(query)
+    Promise.prototype.then.call(query, undefined, () => {})
+    if (this.#probe === query && !this.#inflight.has(query)) {
+      // Not sent (the connection was lost meanwhile): nothing to wait for.
+      this.#probe = undefined
+      conn.sharingPaused--
+    }
+  }
+
+  /**
+   * The probe's answer, read in settled(), before anything else can happen to the connection (the
+   * lease's release, which may hand it to the next holder, comes after).
+   */
+  #probeAnswered(conn: PoolConnection, value: unknown, error: unknown): void {
+    this.#probe = undefined
+    conn.sharingPaused--
+    const [row] = (error === undefined ? value : []) as Record<string, unknown>[]
+    const inBlock =
+      error === undefined
+        ? row !== undefined && Object.values(row)[0] === true
+        : (error as { code?: unknown } | null)?.code === IN_FAILED_TRANSACTION
+    if (inBlock && this.#openedShared === undefined) this.#breakShared(conn)
+    else if (conn.sharingPaused === 0 && conn.usable) this.#ctx.pool.sharingResumed(conn)
+  }
+
+  /** Holder: another pipelined holder opened a transaction block on the shared connection. */
+  sharedSessionBroken(error: Error): void {
+    this.#openedShared ??= error
   }
 
   /** Holder: held past leakDetectionThreshold. */
@@ -1123,6 +1211,11 @@ function beginsReadOnly(text: string | undefined): boolean {
   return modes !== null && /ONLY$/.test(modes[modes.length - 1] as string)
 }
 
+/** Whether the session is inside a transaction block (#probeSharedBlock). */
+const SHARED_BLOCK_PROBE =
+  'SELECT pg_catalog.statement_timestamp() OPERATOR(pg_catalog.<>) pg_catalog.transaction_timestamp() AS in_block'
+/** SQLSTATE in_failed_sql_transaction (25P02). */
+const IN_FAILED_TRANSACTION = '25P02'
 /** SQLSTATE read_only_sql_transaction. */
 const READ_ONLY_SQL_TRANSACTION = '25006'
 const CONNECT_FAILED = 'FST_PG_POOL_CONNECT_FAILED'

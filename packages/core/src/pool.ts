@@ -31,6 +31,11 @@ export interface Holder {
   leaked(heldMs: number): void
   /** The pool closes past its timeout: stop everything now. */
   abort(): void
+  /**
+   * Pipelined: another holder of its shared connection opened a transaction block there, inside
+   * which this one's statements may have run: its work is not to be answered as done.
+   */
+  sharedSessionBroken(error: Error): void
   /** When it joined the queue (pool clock), while it waits. */
   waitSince: number
   /** The diagnostics message of its wait, while a subscriber listens. */
@@ -261,12 +266,26 @@ export class Pool extends EventEmitter<PoolEvents> {
     this.#grow()
   }
 
+  /**
+   * A holder of shared `conn` opened a transaction block on it: every other holder of it is told
+   * (their statements may have run inside the block, which closing the connection rolls back).
+   */
+  sharedSessionBroken(conn: PoolConnection, by: Holder, error: Error): void {
+    for (const holder of this.#shared.holdersOf(conn)) if (holder !== by) holder.sharedSessionBroken(error)
+  }
+
+  /** Pipelined requests may join `conn` again (sharingPaused is back to 0): those waiting do. */
+  sharingResumed(conn: PoolConnection): void {
+    this.#fillShares(conn)
+  }
+
   /** Takes `holder` out of the queue (its request ended); true if it was waiting. */
   cancelWait(holder: Holder): boolean {
     if (!this.#waiters.remove(holder)) return false
     const waited = this.#clock.now() - holder.waitSince
     this.emit('acquireError', 'aborted', waited)
     this.#endWait(holder, waited, new errors.FST_PG_POOL_ABORTED())
+    this.#fillAnyShares()
     return true
   }
 
@@ -333,7 +352,12 @@ export class Pool extends EventEmitter<PoolEvents> {
       // Cutting the socket alone would leave the server running the statement (it notices a
       // gone client only when it writes): cancel first, then cut what is still there.
       for (const holder of this.#leased.values()) holder.abort()
-      for (const [, holders] of this.#shared.entries()) for (const holder of holders.keys()) holder.abort()
+      for (const [conn, holders] of this.#shared.entries()) {
+        for (const holder of holders.keys()) holder.abort()
+        // A lease never cancels on a shared connection (the statement may be another holder's):
+        // here every holder of it is being ended, so the pool cancels what runs there.
+        conn.cancel()
+      }
       await this.#drain(CANCEL_GRACE_MS)
     }
     await Promise.all([...this.#all].map((conn) => this.#discard(conn, 'shutdown', 0)))
@@ -427,6 +451,7 @@ export class Pool extends EventEmitter<PoolEvents> {
       this.emit('acquireError', 'timeout', now - head.waitSince)
       this.#endWait(head, now - head.waitSince, new errors.FST_PG_POOL_ACQUIRE_TIMEOUT(timeout))
     }
+    this.#fillAnyShares()
     this.#armQueueTimer()
   }
 
@@ -498,6 +523,21 @@ export class Pool extends EventEmitter<PoolEvents> {
   #disarmQueueTimer(): void {
     this.#clock.clearTimeout(this.#queueTimer)
     this.#queueTimer = undefined
+  }
+
+  /**
+   * A waiter left the queue (hung up, timed out): pipelined waiters that queued behind it, as
+   * behind any waiter for a connection of its own, join the shared connections with room now.
+   */
+  #fillAnyShares(): void {
+    while (!this.#closing && this.#waiters.peek()?.pipelined) {
+      const conn = this.#shared.leastBusy()
+      if (conn === undefined) return
+      const before = this.#waiters.length
+      this.#fillShares(conn)
+      if (this.#waiters.length === before) return
+    }
+    if (this.#waiters.length === 0) this.#disarmQueueTimer()
   }
 
   /** Pipelined waiters at the head of the queue join a shared connection, up to pipelineDepth. */

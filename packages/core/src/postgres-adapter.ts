@@ -323,6 +323,18 @@ export function trackedQueryClass(helpers: postgres.Sql<{}>): TrackedQueryConstr
   return Tracked as unknown as TrackedQueryConstructor
 }
 
+/**
+ * Whether a query may hold several statements: a simple-protocol message with a `;` before its
+ * end (inside a literal too: the answer errs on the side of several). One statement alone is
+ * known by its command tag; of several, postgres.js keeps no tag of those without rows.
+ */
+export function mayHoldSeveral(query: AdapterQuery): boolean {
+  if (query.options.simple !== true) return false
+  const text = query.strings.length === 1 ? (query.strings[0] as string) : query.strings.join(' ')
+  const at = text.indexOf(';')
+  return at !== -1 && /[^\s;]/.test(text.slice(at + 1))
+}
+
 /** The statement as sent, `$n` placeholders for values (built by postgres.js when it ran). */
 export function queryText(query: AdapterQuery): string {
   const built = (query as { string?: unknown }).string

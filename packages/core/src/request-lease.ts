@@ -439,6 +439,29 @@ export class RequestLeases {
         return done(lost)
       }
       const tokens = leased[kTokens]
+      if (lease.pipelined && mode === 'commit' && lease.probing && !isStream(payload)) {
+        // Whether its message left a transaction block on the shared session is being asked: the
+        // reply waits for the answer (a block means its work goes with the connection).
+        leased[kEnded] = true
+        leased[kSending] = true
+        lease.finish(mode).then(
+          () => {
+            const lost = lease.notCommitted()
+            if (lost === undefined) later(null, payload)
+            else later(lost)
+          },
+          (error: Error) => later(error),
+        )
+        return
+      }
+      const broken = lease.pipelined && mode === 'commit' ? lease.notCommitted() : undefined
+      if (broken !== undefined) {
+        // A transaction block was opened on its shared session: what it did may be rolled back.
+        leased[kEnded] = true
+        lease.finish('rollback').catch(logFailure(request))
+        if (isStream(payload)) (payload as { destroy?: () => void }).destroy?.()
+        return done(broken)
+      }
       if (!lease.inTransaction) {
         // The connection stays with a streamed payload until it has been sent (onResponse); its
         // token, when it wrote, is the position of what it wrote so far.

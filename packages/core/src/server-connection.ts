@@ -12,6 +12,11 @@ export interface PoolConnection {
   readonly expiresAt: number
   idleSince: number
   leasedAt: number
+  /**
+   * Pipelined requests may not join it for now (a holder asks the server whether its session is
+   * in a transaction block): more than 0 while such questions are open.
+   */
+  sharingPaused: number
   readonly usable: boolean
   readonly closeReason: CloseReason | undefined
   /**
@@ -80,6 +85,7 @@ export class ServerConnection implements PoolConnection {
   readonly expiresAt: number
   idleSince = 0
   leasedAt = 0
+  sharingPaused = 0
   closeReason: CloseReason | undefined
   baseline: SessionBaseline | undefined
   #cancelPending = false

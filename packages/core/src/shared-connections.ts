@@ -1,4 +1,5 @@
 import type { PoolConnection } from './server-connection.js'
+import { owedReset } from './session-reset.js'
 
 /**
  * Connections shared by holders of pipelined routes (`config.db.pipeline`): their statements
@@ -8,7 +9,10 @@ import type { PoolConnection } from './server-connection.js'
 export class SharedConnections<H> {
   readonly #depth: number
   readonly #holders = new Map<PoolConnection, Map<H, number>>()
-  /** The reset to queue when a connection's last holder leaves (the first one asked for wins). */
+  /**
+   * The reset to queue when a connection's last holder leaves: the one that also ends a
+   * transaction a holder may have left open, whichever holder left first (owedReset).
+   */
   readonly #resets = new Map<PoolConnection, string>()
   /** Emptied holder maps, reused: a connection turns shared and back many times a second. */
   readonly #spare: Map<H, number>[] = []
@@ -43,7 +47,7 @@ export class SharedConnections<H> {
     let fewest = this.#depth
     for (const conn of this.#holders.keys()) {
       const holders = (this.#holders.get(conn) as Map<H, number>).size
-      if (holders < fewest && conn.usable) {
+      if (holders < fewest && conn.usable && conn.sharingPaused === 0) {
         best = conn
         fewest = holders
       }
@@ -53,7 +57,7 @@ export class SharedConnections<H> {
 
   /** Whether `conn` can take one more holder. */
   hasRoom(conn: PoolConnection): boolean {
-    return this.sharersOf(conn) < this.#depth && conn.usable
+    return this.sharersOf(conn) < this.#depth && conn.usable && conn.sharingPaused === 0
   }
 
   join(conn: PoolConnection, holder: H, now: number): void {
@@ -76,7 +80,7 @@ export class SharedConnections<H> {
     if (holders === undefined || since === undefined) return undefined
     holders.delete(holder)
     this.#count--
-    if (reset !== undefined && !this.#resets.has(conn)) this.#resets.set(conn, reset)
+    if (reset !== undefined) this.#resets.set(conn, owedReset(this.#resets.get(conn), reset))
     if (holders.size === 0) {
       this.#holders.delete(conn)
       if (this.#spare.length < 64) this.#spare.push(holders)
@@ -89,6 +93,11 @@ export class SharedConnections<H> {
     const reset = this.#resets.get(conn)
     this.#resets.delete(conn)
     return reset
+  }
+
+  /** The holders of `conn` now. */
+  holdersOf(conn: PoolConnection): Iterable<H> {
+    return this.#holders.get(conn)?.keys() ?? []
   }
 
   /** Forgets a connection (closed); returns its holders. */

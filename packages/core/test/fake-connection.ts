@@ -32,6 +32,7 @@ export class FakeConnection implements PoolConnection {
   expiresAt: number
   idleSince = 0
   leasedAt = 0
+  sharingPaused = 0
   closeReason: CloseReason | undefined
   /** What onConnect left on the session, restored by the reset (none here unless a test sets it). */
   baseline: SessionBaseline | undefined = undefined

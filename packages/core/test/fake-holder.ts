@@ -7,6 +7,8 @@ import { FakeFactory } from './fake-connection.js'
 
 /** A holder that records what the pool tells it; the test decides when it releases. */
 export class FakeHolder implements Holder {
+  /** Told that another holder opened a transaction block on the shared connection. */
+  broken: Error | undefined
   readonly route: string
   readonly pipelined: boolean
   waitSince = 0
@@ -56,6 +58,10 @@ export class FakeHolder implements Holder {
   abort(): void {
     this.aborts++
     this.onAbort?.()
+  }
+
+  sharedSessionBroken(error: Error): void {
+    this.broken = error
   }
 }
 

@@ -402,11 +402,12 @@ describe('the reset a lease asks for', () => {
     options: PoolOptions,
     answers: (unknown | Error)[],
     queryOptions?: object,
+    text = 'statement',
   ): Promise<string | undefined> {
     const h = leaseHarness(options)
     const lease = h.lease()
     for (const answer of answers) {
-      const { outcome } = run(lease, 'statement', queryOptions)
+      const { outcome } = run(lease, text, queryOptions)
       await flush()
       if (answer instanceof Error) conn(h).fail(answer)
       else conn(h).answer(answer)
@@ -423,8 +424,14 @@ describe('the reset a lease asks for', () => {
     expect(await resetAfter({}, [result('BEGIN'), result('INSERT')])).toBe(RESET_AFTER_OPEN_SQL)
     expect(await resetAfter({}, [result('BEGIN'), result('COMMIT')])).toBe(RESET_AFTER_OPEN_SQL)
     expect(await resetAfter({}, [[result('SELECT'), result('BEGIN')]], { simple: true })).toBe(RESET_AFTER_OPEN_SQL)
-    // A failed simple query does not say which of its statements ran.
-    expect(await resetAfter({}, [serverError('42601')], { simple: true })).toBe(RESET_AFTER_OPEN_SQL)
+    // A failed simple query of several statements does not say which of them ran.
+    expect(await resetAfter({}, [serverError('42601')], { simple: true }, 'begin; statement')).toBe(
+      RESET_AFTER_OPEN_SQL,
+    )
+    // One statement alone (no `;` before its end) opened nothing if it failed; its tag tells if not.
+    expect(await resetAfter({}, [serverError('42601')], { simple: true }, 'statement;')).toBe(RESET_SQL)
+    expect(await resetAfter({}, [result('SELECT')], { simple: true })).toBe(RESET_SQL)
+    expect(await resetAfter({}, [result('BEGIN')], { simple: true })).toBe(RESET_AFTER_OPEN_SQL)
     expect(await resetAfter({}, [serverError('42601')])).toBe(RESET_SQL)
   })
 
