@@ -18,6 +18,7 @@ import {
   type QueryOwner,
   queryText,
   resultOf,
+  resumeFailedCopy,
   type TrackedQuery,
   type TrackedQueryConstructor,
 } from './postgres-adapter.js'
@@ -634,7 +635,10 @@ export class Lease implements Holder, QueryOwner {
     if (this.#queued !== undefined) queueMicrotask(() => this.#sendQueued())
     const conn = this.#conn
     conn?.noteEnded(error)
-    if (leftSocketPaused(query, error)) conn?.markClosed('error')
+    if (leftSocketPaused(query, error)) {
+      conn?.markClosed('error')
+      resumeFailedCopy(query)
+    }
     let out: unknown
     if (error === undefined) {
       if (!query.internal) {

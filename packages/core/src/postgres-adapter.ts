@@ -28,6 +28,8 @@ import postgres from 'postgres'
  *    the stream's buffer is full; once CopyDone has ended the stream nothing calls `_read()`
  *    again, so a socket paused by the last rows stays paused and no later answer on the
  *    connection (a COMMIT, the reset) is ever read. The adapter calls it once the COPY ended.
+ * 4e. postgres.js pushes a COPY TO STDOUT's rows into its stream with `stream.push(rows) ||
+ *    socket.pause()`, a call on the stream object (which can be replaced on it).
  * 4c. `cursor(rows)` without a callback returns `{ [Symbol.asyncIterator]() { next, return } }`,
  *    whose `next()` answers `{ done: true }` once the query is no longer active, even when it
  *    ended with an error between two batches.
@@ -140,15 +142,45 @@ export function abandonCopy(query: TrackedQuery): 'cancel' | 'close' | undefined
   if (stream === undefined) return undefined
   stream.on('error', ignoreError)
   if (query.options.simple !== true) return 'close'
-  if (stream.destroyed) return undefined
   if ('writableEnded' in stream) {
-    if (!stream.writableEnded) stream.destroy()
+    if (!stream.destroyed && !stream.writableEnded) stream.destroy()
     return undefined
   }
   if (stream.readableEnded) return undefined
-  stream.on('data', ignoreError)
-  stream.resume()
+  // Destroyed by its reader (a `break` out of its loop), it is read on all the same (4e).
+  if (!stream.destroyed) {
+    stream.on('data', ignoreError)
+    stream.resume()
+  }
   return 'cancel'
+}
+
+/**
+ * A COPY TO STDOUT stream destroyed while its COPY runs (its reader broke out of its loop):
+ * postgres.js pauses its socket whenever `push` answers false, which a destroyed stream always
+ * does, and nothing would resume it: the server then waits to write (ClientWrite) for good, and
+ * the connection with it. Its rows go nowhere instead, and the socket keeps reading (4e).
+ */
+function readOnWhenDestroyed(stream: Readable): void {
+  const push = stream.push
+  stream.push = function (this: Readable, chunk: unknown, encoding?: BufferEncoding): boolean {
+    return this.destroyed ? true : push.call(this, chunk, encoding)
+  }
+}
+
+/**
+ * A COPY TO STDOUT failed (its connection lost or cut): its socket is made to read again (4d),
+ * so that a server still writing to a connection that is being closed is read to the end rather
+ * than left waiting, and a graceful close can finish.
+ */
+export function resumeFailedCopy(query: TrackedQuery): void {
+  const stream = query.stream
+  if (stream === undefined || 'writableEnded' in stream) return
+  try {
+    ;(stream as unknown as { _read(size: number): void })._read(0)
+  } catch {
+    // The connection's socket is gone already: nothing is left to read.
+  }
 }
 
 /**
@@ -188,6 +220,7 @@ function resolveTracked(this: TrackedQuery, value: unknown): void {
       this.streaming = true
       ;(value as Readable | Writable).on('error', ignoreError)
     }
+    if (!('writableEnded' in value)) readOnWhenDestroyed(value as Readable)
     this.stream = value as Readable | Writable
     this.innerResolve(value)
     return
@@ -446,7 +479,10 @@ export interface ServerClient {
   /** Connects and learns the backend; installs the array types (filling `arrayTypes` the first time). */
   open(arrayTypes: Record<number, number> | undefined): Promise<void>
   readonly pid: number
-  /** Ends the client: `graceSeconds: 0` destroys the socket, rejecting whatever is pending. */
+  /**
+   * Ends the client: `graceSeconds: 0` rejects whatever is pending at once and closes the socket
+   * the graceful way (postgres.js sends Terminate and ends its side; it never destroys it).
+   */
   end(graceSeconds: number): Promise<void>
 }
 

@@ -1,4 +1,4 @@
-import { STATUS_CODES } from 'node:http'
+import { type ServerResponse, STATUS_CODES } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
 import { errors } from './errors.js'
 import type { Instance, Instances } from './instances.js'
@@ -26,6 +26,10 @@ const kErrored = Symbol('fastify-pg-pool.errored')
 const kSending = Symbol('fastify-pg-pool.sending')
 /** Transaction routes: the raw response's gate (reply-gate.ts), released by onSend. */
 const kGate = Symbol('fastify-pg-pool.gate')
+/** The request's raw response (set in onRequest): its 'close' before 'finish' is a hang-up. */
+const kResponse = Symbol('fastify-pg-pool.response')
+/** On the raw response: the request whose leases its early 'close' stops. */
+const kOwner = Symbol('fastify-pg-pool.owner')
 
 /** A lease of the request on another instance (or its replicas), and that instance's tokens. */
 interface Other {
@@ -45,6 +49,7 @@ type LeaseRequest = FastifyRequest & {
   [kErrored]: boolean
   [kSending]: boolean
   [kGate]: RawGate | null
+  [kResponse]: (ServerResponse & { [kOwner]?: LeaseRequest }) | null
 }
 
 /** How the request's work ends once its reply is decided: rolled back on a thrown error or a status >= 400. */
@@ -101,6 +106,72 @@ function failureBody(error: unknown): RawFailure {
  */
 function ours(request: FastifyRequest): boolean {
   return (request as Partial<LeaseRequest>)[kLease] !== undefined
+}
+
+/**
+ * Finishes the leases on other instances (never transactions), keeping them while a stream
+ * reads. With `reply` (onSend): resolves once the leases of instances that give read-your-writes
+ * tokens are back with their tokens on the reply, or returns undefined when none is to wait for.
+ */
+function finishOthers(
+  request: LeaseRequest,
+  mode: FinishMode,
+  payload?: unknown,
+  reply?: FastifyReply,
+): Promise<unknown> | undefined {
+  const others = request[kOthers]
+  if (others === null) return undefined
+  // Kept while a stream reads: a token names what each wrote before the stream started.
+  const streaming = payload !== undefined && isStream(payload) && mode !== 'abort'
+  if (streaming && reply === undefined) return undefined
+  let tokensWritten: Promise<void>[] | undefined
+  for (const { lease, tokens } of others.values()) {
+    if (streaming) {
+      const position = tokens === null ? undefined : lease.positionSoFar()
+      if (position === undefined) continue
+      tokensWritten ??= []
+      tokensWritten.push(
+        position.then((lsn) => writeToken(request, reply as FastifyReply, tokens as ReadYourWrites, lsn)),
+      )
+    } else if (!lease.finished || mode === 'abort') {
+      const finishing = lease.finish(mode === 'abort' ? 'abort' : 'commit')
+      if (finishing === finished) continue
+      if (tokens !== null && reply !== undefined && mode !== 'abort') {
+        tokensWritten ??= []
+        tokensWritten.push(
+          finishing.then(() => writeToken(request, reply, tokens, lease.commitLsn), logFailure(request)),
+        )
+      } else finishing.catch(logFailure(request))
+    }
+  }
+  return tokensWritten === undefined ? undefined : Promise.all(tokensWritten)
+}
+
+/**
+ * The request is over for the database and its client is gone (or its response was destroyed):
+ * what its leases run or wait for is stopped, and a route transaction rolls back.
+ */
+function abortLeases(request: LeaseRequest): void {
+  request[kEnded] = true
+  if (request[kOthers] !== null) finishOthers(request, 'abort')
+  const lease = request[kLease]
+  if (lease !== null) void lease.finish('abort').catch(() => {})
+}
+
+/**
+ * The raw response closed before it was ended: the client hung up (or something destroyed it).
+ * Fastify's onRequestAbort does not run once the request's body was read (a POST with a JSON
+ * body: Node marks the request aborted only while its body is unread), so the response says it.
+ */
+function responseClosed(this: ServerResponse & { [kOwner]?: LeaseRequest }): void {
+  const request = this[kOwner]
+  if (request === undefined || this.writableEnded) return
+  abortLeases(request)
+}
+
+/** A request.signal abort that is a handlerTimeout (Fastify also aborts it when the request closes). */
+function isHandlerTimeout(reason: unknown): boolean {
+  return (reason as { code?: unknown } | null)?.code === 'FST_ERR_HANDLER_TIMEOUT'
 }
 
 function logFailure(request: FastifyRequest) {
@@ -170,10 +241,27 @@ export class RequestLeases {
     if (request[kEnded]) {
       // A first use after the request ended: refused like any use after the end.
       void lease.finish('rollback')
-    } else if ((handlerTimeout ?? 0) > 0) {
+      return { lease, db, instance }
+    }
+    const response = request[kResponse]
+    if (response !== null && response[kOwner] === undefined) {
+      // Once per request, whatever its leases: a hang-up stops them all.
+      response[kOwner] = request
+      response.on('close', responseClosed)
+    }
+    if ((handlerTimeout ?? 0) > 0) {
       // handlerTimeout aborts request.signal (an AbortController per request, only for such
-      // routes): stop what runs or waits, and hand the lease back.
-      request.signal.addEventListener('abort', () => void lease.finish('abort').catch(() => {}), { once: true })
+      // routes): stop what runs or waits, and hand the lease back. Fastify aborts it too when the
+      // request closes, which a request whose body was read does before its handler ends: that
+      // is no timeout (a hang-up is the response's early close).
+      const signal = request.signal
+      signal.addEventListener(
+        'abort',
+        () => {
+          if (isHandlerTimeout(signal.reason)) void lease.finish('abort').catch(() => {})
+        },
+        { once: true },
+      )
     }
     return { lease, db, instance }
   }
@@ -260,45 +348,6 @@ export class RequestLeases {
     return dbs
   }
 
-  /**
-   * Finishes the leases on other instances (never transactions), keeping them while a stream
-   * reads. With `reply` (onSend): resolves once the leases of instances that give read-your-writes
-   * tokens are back with their tokens on the reply, or returns undefined when none is to wait for.
-   */
-  #finishOthers(
-    request: LeaseRequest,
-    mode: FinishMode,
-    payload?: unknown,
-    reply?: FastifyReply,
-  ): Promise<unknown> | undefined {
-    const others = request[kOthers]
-    if (others === null) return undefined
-    // Kept while a stream reads: a token names what each wrote before the stream started.
-    const streaming = payload !== undefined && isStream(payload) && mode !== 'abort'
-    if (streaming && reply === undefined) return undefined
-    let tokensWritten: Promise<void>[] | undefined
-    for (const { lease, tokens } of others.values()) {
-      if (streaming) {
-        const position = tokens === null ? undefined : lease.positionSoFar()
-        if (position === undefined) continue
-        tokensWritten ??= []
-        tokensWritten.push(
-          position.then((lsn) => writeToken(request, reply as FastifyReply, tokens as ReadYourWrites, lsn)),
-        )
-      } else if (!lease.finished || mode === 'abort') {
-        const finishing = lease.finish(mode === 'abort' ? 'abort' : 'commit')
-        if (finishing === finished) continue
-        if (tokens !== null && reply !== undefined && mode !== 'abort') {
-          tokensWritten ??= []
-          tokensWritten.push(
-            finishing.then(() => writeToken(request, reply, tokens, lease.commitLsn), logFailure(request)),
-          )
-        } else finishing.catch(logFailure(request))
-      }
-    }
-    return tokensWritten === undefined ? undefined : Promise.all(tokensWritten)
-  }
-
   #register(app: FastifyInstance): void {
     const routes = this.#routes
     app.decorateRequest(kLease, null)
@@ -310,6 +359,7 @@ export class RequestLeases {
     app.decorateRequest(kErrored, false)
     app.decorateRequest(kSending, false)
     app.decorateRequest(kGate, null)
+    app.decorateRequest(kResponse, null)
     const leases = this
     app.decorateRequest('db', {
       getter(this: FastifyRequest) {
@@ -328,6 +378,7 @@ export class RequestLeases {
     // hook), and for routes declared beside an un-awaited register too (an onRoute hook misses those).
     const gateRaw: onRequestHookHandler = (request, reply, done) => {
       if (!ours(request)) return done()
+      ;(request as LeaseRequest)[kResponse] = reply.raw
       // Fastify builds a new routeOptions object on every read: read it once.
       const routeOptions = request.routeOptions
       let settings: ReturnType<typeof routes.of>
@@ -344,7 +395,7 @@ export class RequestLeases {
           const leased = request as LeaseRequest
           leased[kEnded] = true
           const mode = endMode(leased, statusCode)
-          leases.#finishOthers(leased, mode)
+          finishOthers(leased, mode)
           const lease = leased[kLease]
           if (lease === null) return finished
           const lost = mode === 'commit' ? lease.notCommitted() : undefined
@@ -394,7 +445,9 @@ export class RequestLeases {
       // The status decided now is the one the payload goes out with: one set later (by a second
       // send, which is dropped, or by an error handler after a throw) must not ride on it.
       const statusCode = statusOf(reply, payload)
-      const mode = endMode(leased, statusCode)
+      // A response destroyed before it was sent (reply.raw.destroy() in the handler) reaches no
+      // client: its work is not committed, as after a hang-up.
+      const mode = reply.raw.destroyed ? 'abort' : endMode(leased, statusCode)
       // Fastify writes the reply once the hook is done: past the gate, whose COMMIT ran here.
       const sendNow = (
         gate === null
@@ -415,7 +468,7 @@ export class RequestLeases {
         if (error === null && reply.statusCode !== statusCode && !isWebResponse(body)) reply.code(statusCode)
         sendNow(error, body)
       }
-      const others = leased[kOthers] === null ? undefined : this.#finishOthers(leased, mode, payload, reply)
+      const others = leased[kOthers] === null ? undefined : finishOthers(leased, mode, payload, reply)
       if (others !== undefined) leased[kSending] = true
       // The reply goes once the other instances' tokens are on it too.
       const done =
@@ -530,19 +583,14 @@ export class RequestLeases {
       const leased = request as LeaseRequest
       leased[kEnded] = true
       const mode = endMode(leased, reply.statusCode)
-      if (leased[kOthers] !== null) this.#finishOthers(leased, mode)
+      if (leased[kOthers] !== null) finishOthers(leased, mode)
       const lease = leased[kLease]
       if (lease !== null && !lease.finished) lease.finish(mode).catch(logFailure(request))
       done()
     })
 
     app.addHook('onRequestAbort', (request, done) => {
-      if (!ours(request)) return done()
-      const leased = request as LeaseRequest
-      leased[kEnded] = true
-      if (leased[kOthers] !== null) this.#finishOthers(leased, 'abort')
-      const lease = leased[kLease]
-      if (lease !== null) void lease.finish('abort').catch(() => {})
+      if (ours(request)) abortLeases(request as LeaseRequest)
       done()
     })
   }

@@ -46,7 +46,7 @@ export interface PoolConnection {
   queueReset(sql: string, onFail: (error: unknown) => void): void
   /** Marks it unusable; the first reason wins. */
   markClosed(reason: CloseReason): void
-  /** Ends it: `graceSeconds: 0` destroys the socket, rejecting whatever is pending on it. */
+  /** Ends it: `graceSeconds: 0` rejects whatever is pending on it at once (see ServerClient.end). */
   end(reason: CloseReason, graceSeconds: number): Promise<void>
 }
 

@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { BoundedLabel } from './bounded-label.js'
 import { FastHistogram, type HistogramSeries } from './fast-histogram.js'
@@ -5,6 +6,8 @@ import type { ResolvedMetricsOptions } from './options.js'
 
 const kStart = Symbol('fastify-pg-pool.metrics.start')
 type TimedRequest = FastifyRequest & { [kStart]: number }
+/** On the raw response: the request it answers (its early close is a hang-up). */
+const kTimed = Symbol('fastify-pg-pool.metrics.request')
 
 const methods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'])
 const statusClasses = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const
@@ -13,8 +16,9 @@ const statusClasses = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const
 export const UNMATCHED_ROUTE = 'unmatched'
 
 /**
- * The HTTP request duration histogram. Aborted requests are observed in `onRequestAbort` with
- * status class `aborted`: Fastify never runs `onResponse` for them.
+ * The HTTP request duration histogram. Aborted requests are observed with status class `aborted`
+ * (in `onRequestAbort`, or when the response closes unfinished): Fastify never runs `onResponse`
+ * for them.
  */
 export function registerHttpMetrics(app: FastifyInstance, options: ResolvedMetricsOptions, routes: BoundedLabel): void {
   const histogram = new FastHistogram({
@@ -58,9 +62,21 @@ export function registerHttpMetrics(app: FastifyInstance, options: ResolvedMetri
     seriesOf(request.method, url, statusClass).observe((performance.now() - start) / 1000)
   }
 
+  /**
+   * The raw response closed before it was ended: the client hung up. Fastify runs neither
+   * onResponse nor onRequestAbort then once the request's body was read (a POST with a body).
+   */
+  function responseClosed(this: ServerResponse & { [kTimed]?: FastifyRequest }): void {
+    const request = this[kTimed]
+    if (request !== undefined && !this.writableEnded) observe(request, 'aborted')
+  }
+
   app.decorateRequest(kStart, 0)
-  app.addHook('onRequest', (request, _reply, done) => {
+  app.addHook('onRequest', (request, reply, done) => {
     ;(request as TimedRequest)[kStart] = performance.now()
+    const response = reply.raw as ServerResponse & { [kTimed]?: FastifyRequest }
+    response[kTimed] = request
+    response.on('close', responseClosed)
     done()
   })
   app.addHook('onResponse', (request, reply, done) => {
