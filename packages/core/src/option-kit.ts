@@ -51,10 +51,23 @@ export const coreOptionAliases: Readonly<Record<string, string>> = Object.freeze
   idleTimeout: 'pool.idleTimeout',
   idleTimeoutMillis: 'pool.idleTimeout',
   maxLifetime: 'pool.maxLifetime',
+  maxLifetimeSeconds: 'pool.maxLifetime',
   connectTimeout: 'pool.connectTimeout',
   connectionTimeoutMillis: 'pool.connectTimeout',
   statementTimeout: 'pool.statementTimeout',
+  queryTimeout: 'pool.statementTimeout',
   applicationName: 'pool.applicationName',
+})
+
+/** The same names (pg's, postgres.js's) given inside `pool`, and what they are called there. */
+export const poolOptionAliases: Readonly<Record<string, string>> = Object.freeze({
+  poolSize: 'max',
+  maxConnections: 'max',
+  connectionLimit: 'max',
+  idleTimeoutMillis: 'idleTimeout',
+  maxLifetimeSeconds: 'maxLifetime',
+  connectionTimeoutMillis: 'connectTimeout',
+  queryTimeout: 'statementTimeout',
 })
 
 /** FST_PG_POOL_INVALID_OPTION: `Invalid option <name>: <problem>`. */

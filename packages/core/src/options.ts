@@ -13,6 +13,7 @@ import {
   MAX_RETRY_AFTER_SECONDS,
   number,
   oneOf,
+  poolOptionAliases,
   resolveTable,
   text,
 } from './option-kit.js'
@@ -146,7 +147,7 @@ export function resolvePoolOptions(
   fromUrl: { max?: string | undefined; applicationName?: string | undefined },
   env: NodeJS.ProcessEnv,
 ): ResolvedPoolOptions {
-  const given = resolveTable('pool', pool, poolTable)
+  const given = resolveTable('pool', pool, poolTable, { aliases: poolOptionAliases })
   // postgres.js reads `max` from a URL as a string and then builds a single connection: here
   // it always becomes a number.
   const fallback = resolveTable(
@@ -166,6 +167,90 @@ export function resolvePoolOptions(
 
 /** Options the pool sets on every connection itself; given in `connection`, they are refused. */
 const ownedConnectionKeys = ['idle_timeout', 'max_lifetime', 'debug'] as const
+
+/**
+ * The options postgres.js reads from its options object (3.4.x: `parseOptions` in its index.js),
+ * the pool's own (ownedConnectionKeys) refused by name. Anything else is refused: postgres.js
+ * would ignore it, and a `connectionString` there would leave the pool on localhost as the OS user.
+ */
+const postgresOptionKeys: readonly string[] = [
+  'host',
+  'hostname',
+  'port',
+  'path',
+  'database',
+  'db',
+  'user',
+  'username',
+  'password',
+  'pass',
+  'ssl',
+  'sslnegotiation',
+  'max',
+  'connect_timeout',
+  'max_pipeline',
+  'backoff',
+  'keep_alive',
+  'prepare',
+  'no_prepare',
+  'fetch_types',
+  'publications',
+  'target_session_attrs',
+  'connection',
+  'types',
+  'onnotice',
+  'onnotify',
+  'onclose',
+  'onparameter',
+  'socket',
+  'transform',
+  ...ownedConnectionKeys,
+]
+
+/** A TCP port: postgres.js would throw it from a timer (ERR_SOCKET_BAD_PORT), ending the process. */
+function checkPort(name: string, port: unknown): void {
+  if (port === undefined || port === null) return
+  const value = typeof port === 'string' && /^\d+$/.test(port) ? Number(port) : port
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 65535) {
+    throw invalidOption(name, `expected a port from 1 to 65535, got ${describe(port)}`)
+  }
+}
+
+const sslModes = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']
+const sessionAttrValues = ['read-write', 'read-only', 'primary', 'standby', 'prefer-standby']
+
+/** `connection.ssl`: what postgres.js takes (a boolean, a mode, tls options). */
+function checkSsl(ssl: unknown): void {
+  if (ssl === undefined || ssl === null || typeof ssl === 'boolean') return
+  if (typeof ssl === 'object' && !Array.isArray(ssl)) return
+  if (typeof ssl === 'string' && sslModes.includes(ssl)) return
+  throw invalidOption('connection.ssl', `expected a boolean, tls options or one of ${sslModes.join(', ')}`)
+}
+
+/** `sslmode` and `target_session_attrs` as libpq names them (a typo would connect otherwise, or throw uncoded). */
+function checkConnectionParameters(sslmode: string | null, sessionAttrs: unknown): void {
+  if (sslmode !== null && !sslModes.includes(sslmode) && sslmode !== 'false') {
+    throw invalidOption('connection', `sslmode: expected one of ${sslModes.join(', ')}, got ${describe(sslmode)}`)
+  }
+  if (sessionAttrs !== null && (typeof sessionAttrs !== 'string' || !sessionAttrValues.includes(sessionAttrs))) {
+    throw invalidOption(
+      'connection',
+      `target_session_attrs: expected one of ${sessionAttrValues.join(', ')}, got ${describe(sessionAttrs)}`,
+    )
+  }
+}
+
+/** Names of other clients for what postgres.js calls otherwise, or gives as a URL. */
+const connectionKeyAliases: Readonly<Record<string, string>> = Object.freeze({
+  connectionString: 'connection (the URL itself, not an object)',
+  connectionUrl: 'connection (the URL itself, not an object)',
+  url: 'connection (the URL itself, not an object)',
+  uri: 'connection (the URL itself, not an object)',
+  connectionTimeoutMillis: 'pool.connectTimeout',
+  idleTimeoutMillis: 'pool.idleTimeout',
+  application_name: 'pool.applicationName',
+  statement_timeout: 'pool.statementTimeout',
+})
 
 /**
  * A URL's password, percent-decoded. A `%` not followed by two hex digits (`50%off`, which the
@@ -207,8 +292,11 @@ export function resolveConnection(
         const colon = entry.lastIndexOf(':')
         const host = colon === -1 ? entry : entry.slice(0, colon)
         const port = colon === -1 ? 5432 : Number(entry.slice(colon + 1))
-        if (host === '' || !Number.isInteger(port)) {
-          throw invalidOption('connection', `a host list entry is not host[:port]: ${describe(entry)}`)
+        if (host === '' || !Number.isInteger(port) || port < 1 || port > 65535) {
+          throw invalidOption(
+            'connection',
+            `a host list entry is not host[:port] (port 1 to 65535): ${describe(entry)}`,
+          )
         }
         return { host, port }
       })
@@ -217,11 +305,21 @@ export function resolveConnection(
     try {
       parsed = new URL(single)
     } catch {
-      throw invalidOption('connection', `not a valid URL: ${describe(given)}`)
+      // Not quoted: where URL cannot parse it, nothing tells its password from the rest.
+      throw invalidOption(
+        'connection',
+        "not a valid URL (not shown: it may hold a password); percent-encode a space, '@', '/', '?', '#' or ':' in the user name or password",
+      )
     }
     if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
       throw invalidOption('connection', `expected a postgres:// URL, got ${describe(redactUrls(given))}`)
     }
+    if (!/^[a-z]+:\/\//i.test(given.trimStart())) {
+      // `postgres:/user:pw@host/db` has no authority: URL reads it all as the database's name.
+      throw invalidOption('connection', 'expected postgres://[user[:password]@]host[:port]/database (two slashes)')
+    }
+    checkPort('connection', parsed.port === '' ? undefined : parsed.port)
+    checkConnectionParameters(parsed.searchParams.get('sslmode'), parsed.searchParams.get('target_session_attrs'))
     secret = parsed.password ? decodePassword(parsed.password) : undefined
     const max = parsed.searchParams.get('max')
     if (max !== null) fromUrl.max = max
@@ -238,6 +336,11 @@ export function resolveConnection(
   } else if (given === undefined || given === null) {
     target = `${env.PGHOST ?? 'localhost'}:${env.PGPORT ?? 5432}/${env.PGDATABASE ?? ''}`
   } else if (typeof given === 'object' && !Array.isArray(given)) {
+    checkKeys('connection', given, postgresOptionKeys, { aliases: connectionKeyAliases })
+    const { port: givenPort, ssl, target_session_attrs: sessionAttrs } = given as Record<string, unknown>
+    for (const port of Array.isArray(givenPort) ? givenPort : [givenPort]) checkPort('connection.port', port)
+    checkSsl(ssl)
+    checkConnectionParameters(null, sessionAttrs ?? null)
     for (const key of ownedConnectionKeys) {
       if (key in given) throw invalidOption(`connection.${key}`, 'is managed by the pool; use the pool options')
     }
@@ -267,6 +370,7 @@ export function resolveConnection(
   } else {
     throw invalidOption('connection', `expected a URL string or postgres.js options, got ${describe(given)}`)
   }
+  if (env.PGTARGETSESSIONATTRS) checkConnectionParameters(null, env.PGTARGETSESSIONATTRS)
   secret ??= env.PGPASSWORD || undefined
   const secrets = new Secrets(secret)
   const password = fetch === undefined ? undefined : passwordSource(fetch, secrets)

@@ -208,7 +208,8 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     redact: (text) => primary.view.redact(text),
     onNotice: (notice) =>
       log.debug(
-        { notice: { severity: notice.severity, code: notice.code, message: notice.message } },
+        // Not its text: a notice can quote a statement's values.
+        { notice: { severity: notice.severity, code: notice.code } },
         'postgres notice',
       ),
     onHandlerError: (error, channel) => log.error({ err: error, channel, ...listenerLog }, 'a LISTEN handler failed'),

@@ -59,7 +59,8 @@ export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
   const onNotice = (notice: { severity?: string; code?: string; message?: string }) => {
     // A session reset's ROLLBACK after a holder that may have left a transaction open.
     if (notice.code === NO_ACTIVE_TRANSACTION) return
-    log.debug({ notice: { severity: notice.severity, code: notice.code, message: notice.message } }, 'postgres notice')
+    // Not its text: a notice can quote a statement's values (`raise notice '%', $1`).
+    log.debug({ notice: { severity: notice.severity, code: notice.code } }, 'postgres notice')
   }
   // The ping opens its connection exactly as the pool does (onConnect, the primary check of a host
   // list): a readiness that skipped them would pass while every pool connection fails. It starts

@@ -1,6 +1,10 @@
-/** Replaces the password of any URL inside `text` (`scheme://user:password@`) with `***`. */
+/**
+ * Replaces the password of any URL inside `text` (`scheme://user:password@`) with `***`: up to
+ * the last `@` of its line, since a password written unencoded may hold an `@` or a space (more
+ * is hidden then, never less).
+ */
 export function redactUrls(text: string): string {
-  return text.replace(/([a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)[^@\s]*@/gi, '$1***@')
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)[^\n]*@/gi, '$1***@')
 }
 
 /**
