@@ -1,6 +1,6 @@
 import type postgres from 'postgres'
 
-/** How this pool's demand compares with what the server allows, read at startup. */
+/** How the app's demand on one server compares with what the server allows, read at startup. */
 export interface ConnectionBudget {
   /** The server's `max_connections`. */
   readonly maxConnections: number
@@ -12,34 +12,62 @@ export interface ConnectionBudget {
   readonly inUse: number
   /** Expected instances of this app (`pool.instances`). */
   readonly instances: number
-  /** `max × instances`: connections the app may open at full load. */
+  /** `max × instances`: connections this pool may open at full load. */
   readonly demand: number
-  /** True when `demand > available`. */
+  /**
+   * `demand` plus that of the app's other pools on the same server (named instances on another
+   * database of it), which share its `max_connections`.
+   */
+  readonly serverDemand: number
+  /** The app's pools counted in `serverDemand`, this one first (their labels: 'primary', a name). */
+  readonly pools: readonly string[]
+  /** True when `serverDemand > available`. */
   readonly exceeded: boolean
 }
 
-export async function readConnectionBudget(
-  sql: postgres.ISql<{}>,
-  max: number,
-  instances: number,
-): Promise<ConnectionBudget> {
+/** The server's figures, and which server it is (never published: it holds its address). */
+export interface ServerSlots {
+  readonly maxConnections: number
+  readonly reserved: number
+  readonly available: number
+  readonly inUse: number
+  /**
+   * Tells servers apart: pools of one app on the same server share its slots. The cluster's
+   * system identifier and port (a standby shares its primary's identifier: its address too).
+   */
+  readonly server: string
+}
+
+export async function readServerSlots(sql: postgres.ISql<{}>, fallbackServer: string): Promise<ServerSlots> {
   // By position (values()): an app's column transform (postgres.camel) would rename the columns.
+  // pg_control_system() is executable by every role by default; where a platform revoked it, the
+  // server is told apart by the address the pool was given.
   const [row] = await sql`
     select current_setting('max_connections')::int as max_connections,
       current_setting('superuser_reserved_connections')::int as superuser,
       coalesce(current_setting('reserved_connections', true), '0')::int as reserved,
-      (select count(*) from pg_stat_activity where backend_type = 'client backend')::int as in_use`.values()
-  const [maxConnections = 0, superuser = 0, reservedSlots = 0, inUse = 0] = (row ?? []) as number[]
+      (select count(*) from pg_stat_activity where backend_type = 'client backend')::int as in_use,
+      case when pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'execute')
+        then (select system_identifier::text from pg_catalog.pg_control_system()) end as system,
+      pg_catalog.pg_is_in_recovery() as recovery,
+      coalesce(pg_catalog.host(pg_catalog.inet_server_addr()), '') || ':' ||
+        coalesce(pg_catalog.inet_server_port()::text, '') as address`.values()
+  const [
+    maxConnections = 0,
+    superuser = 0,
+    reservedSlots = 0,
+    inUse = 0,
+    system = null,
+    recovery = false,
+    address = '',
+  ] = (row ?? []) as [number, number, number, number, string | null, boolean, string]
   const reserved = superuser + reservedSlots
-  const available = maxConnections - reserved
-  const demand = max * instances
-  return Object.freeze({
-    maxConnections,
-    reserved,
-    available,
-    inUse,
-    instances,
-    demand,
-    exceeded: demand > available,
-  })
+  const port = String(address).slice(String(address).lastIndexOf(':') + 1)
+  const server =
+    system === null
+      ? `address ${fallbackServer}`
+      : recovery
+        ? `standby ${system} ${address} ${fallbackServer}`
+        : `primary ${system}:${port}`
+  return Object.freeze({ maxConnections, reserved, available: maxConnections - reserved, inUse, server })
 }

@@ -24,6 +24,7 @@ import { ReplicaMonitor } from './replica-monitor.js'
 import { type ReadRoute, ReplicaRouter } from './replica-router.js'
 import { RequestLeases } from './request-lease.js'
 import { RouteSettingsCache } from './route-settings.js'
+import { ServerBudgets } from './server-budgets.js'
 import type { PgPoolCoreOptions, PoolDb } from './types.js'
 
 /** `errorMapping`: false, or SQLSTATE codes (5) or classes (2) to HTTP error statuses, over the defaults. */
@@ -73,6 +74,8 @@ function poolLabels(name: string | undefined, replicas: number): string[] {
 interface Shared {
   readonly instances: Instances
   readonly requests: RequestLeases
+  readonly routes: RouteSettingsCache
+  readonly budgets: ServerBudgets
   readonly dbs: Record<string, PoolDb>
 }
 /**
@@ -91,8 +94,16 @@ function sharedOf(app: FastifyInstance): Shared {
   let shared = sharedByApp.get(app.server)
   if (shared === undefined) {
     const instances = new Instances()
-    const routes = new RouteSettingsCache((name) => instances.has(name) && instances.instance(name, '').hasOnLease)
-    shared = { instances, requests: new RequestLeases(instances, routes), dbs: Object.create(null) }
+    const routes = new RouteSettingsCache((name) =>
+      instances.has(name) ? instances.instance(name, '').hasOnLease : undefined,
+    )
+    shared = {
+      instances,
+      requests: new RequestLeases(instances, routes),
+      routes,
+      budgets: new ServerBudgets(),
+      dbs: Object.create(null),
+    }
     const server = app.server
     sharedByApp.set(server, shared)
     // A new app may be built on the same server once this one closed (serverFactory, a reload).
@@ -193,6 +204,7 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     mapping,
     onConnect,
     leaseApplicationName,
+    budgets: shared.budgets,
   }
   // app.db.listen: LISTEN on a connection of the instance's own, outside the lease pool.
   const listenerLog = { pool: name ?? 'primary' }
@@ -349,6 +361,8 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   try {
     for (const unit of units) await unit.start()
     await monitor?.start()
+    // Last, with nothing awaited before the instance is added: covers every route declared so far.
+    shared.routes.instanceAdded(name, instance.hasOnLease)
   } catch (error) {
     monitor?.stop()
     await Promise.all(units.map((unit) => unit.end(0)))

@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type postgres from 'postgres'
 import type { Clock } from './clock.js'
-import { type ConnectionBudget, readConnectionBudget } from './connection-budget.js'
+import { type ConnectionBudget, readServerSlots } from './connection-budget.js'
 import { connectionFactory } from './connection-factory.js'
 import type { ErrorMapping } from './error-mapping.js'
 import { errors } from './errors.js'
@@ -12,6 +12,7 @@ import { Pool } from './pool.js'
 import { type TrackedQueryConstructor, typeArrayMapOf } from './postgres-adapter.js'
 import { createPoolDb, type QueryApiContext } from './query-api.js'
 import { redactSecret } from './redact.js'
+import type { ServerBudgets } from './server-budgets.js'
 import { NO_ACTIVE_TRANSACTION } from './session-reset.js'
 import type { PgPoolView, ReplicaState } from './types.js'
 import { createView } from './view.js'
@@ -38,6 +39,8 @@ export interface PoolUnitSettings {
   /** The instance's LISTEN connection, on its primary's view. */
   readonly listener?: (() => ListenerStats) | undefined
   readonly leaseApplicationName?: LeaseContext['leaseApplicationName']
+  /** The app's pools by server, for the connection budget (shared by every instance). */
+  readonly budgets: ServerBudgets
 }
 
 /** One pool of an instance (its primary, or a replica) with everything built around it. */
@@ -87,7 +90,7 @@ export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
     return coded
   }
 
-  let budget: ConnectionBudget | undefined
+  let budget: (() => ConnectionBudget) | undefined
   let view: PgPoolView | undefined
   const pool = new Pool({
     options,
@@ -105,7 +108,7 @@ export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
     role: settings.role,
     target: connection.target,
     redact,
-    budget: () => budget,
+    budget: () => budget?.(),
     replica: settings.replica,
     listener: settings.listener,
     pingFactory: (timeoutMs) =>
@@ -170,11 +173,18 @@ export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
   const checkBudget = async () => {
     if (options.pgbouncer) return
     const db = createPoolDb(settings.api, () => new Lease(ctx, { route: 'connection budget', oneShot: true }))
-    budget = await readConnectionBudget(db, options.max, options.instances)
-    if (budget.exceeded) {
+    const slots = await readServerSlots(db, connection.target.split('/')[0] as string)
+    budget = settings.budgets.join(slots, settings.name, options.max, options.instances)
+    const now = budget()
+    if (now.exceeded) {
+      const others = now.pools.slice(1)
+      const total =
+        others.length === 0
+          ? ','
+          : `, ${now.serverDemand} with the app's other pools on this server (${others.join(', ')}),`
       log.warn(
-        { ...budget, max: options.max, pool: settings.name },
-        `pool ${settings.name}: max ${options.max} x ${options.instances} instances = ${budget.demand} connections, more than the ${budget.available} the server allows (max_connections ${budget.maxConnections} - ${budget.reserved} reserved); lower pool.max or put PgBouncer in front`,
+        { ...now, max: options.max, pool: settings.name },
+        `pool ${settings.name}: max ${options.max} x ${options.instances} instances = ${now.demand} connections${total} more than the ${now.available} the server allows (max_connections ${now.maxConnections} - ${now.reserved} reserved); lower pool.max or put PgBouncer in front`,
       )
     }
   }

@@ -42,14 +42,40 @@ function unknownKey(scope: string, key: string, known: readonly string[]): Error
   )
 }
 
+/**
+ * Whether the instance a route uses has onLease (which a pipelined route cannot use); undefined
+ * while no instance of that name is registered.
+ */
+export type OnLeaseLookup = (instance: string | undefined) => boolean | undefined
+
 /** Validates a route's `config.db` (at route declaration) and reads it once per config object. */
 export class RouteSettingsCache {
   readonly #byConfig = new WeakMap<object, RouteSettings>()
-  /** Whether the instance a route uses has onLease (which a pipelined route cannot use). */
-  readonly #hasOnLease: (instance: string | undefined) => boolean
+  readonly #hasOnLease: OnLeaseLookup
+  /**
+   * Pipelined routes declared before the instance they use was registered, by instance ('' for
+   * the default one): checked against its onLease when it registers (instanceAdded).
+   */
+  readonly #pipelinedBefore = new Map<string, string[]>()
 
-  constructor(hasOnLease: (instance: string | undefined) => boolean) {
+  constructor(hasOnLease: OnLeaseLookup) {
     this.#hasOnLease = hasOnLease
+  }
+
+  /**
+   * An instance is registered: a pipelined route declared before it, on it, is refused now if it
+   * has onLease (declared after it, the route itself is refused), never served without the hook.
+   */
+  instanceAdded(instance: string | undefined, hasOnLease: boolean): void {
+    const key = instance ?? ''
+    const urls = this.#pipelinedBefore.get(key)
+    this.#pipelinedBefore.delete(key)
+    if (urls !== undefined && hasOnLease) {
+      throw invalidOption(
+        `config.db.pipeline of ${urls[0]}`,
+        `onLease of ${instance === undefined ? 'the default instance' : `instance "${instance}"`} prepares a connection of its own; a pipelined route shares one`,
+      )
+    }
   }
 
   of(config: RouteDbConfig | undefined, url: string): RouteSettings {
@@ -90,11 +116,18 @@ export class RouteSettingsCache {
     if (pipeline && begin !== undefined) {
       throw invalidOption(`config.db of ${url}`, 'a pipelined route shares its connection and cannot be a transaction')
     }
-    if (pipeline && this.#hasOnLease(instance as string | undefined)) {
+    const hasOnLease = pipeline ? this.#hasOnLease(instance as string | undefined) : false
+    if (hasOnLease === true) {
       throw invalidOption(
         `config.db.pipeline of ${url}`,
         'onLease prepares a connection of its own; a pipelined route shares one',
       )
+    }
+    if (hasOnLease === undefined) {
+      const key = (instance as string | undefined) ?? ''
+      const urls = this.#pipelinedBefore.get(key)
+      if (urls === undefined) this.#pipelinedBefore.set(key, [url])
+      else urls.push(url)
     }
     return Object.freeze({
       begin,

@@ -1,10 +1,5 @@
 import pgPoolBackpressure, { type PgPoolBackpressureOptions } from '@fastify-pg-pool/backpressure'
-import pgPoolCore, {
-  optionKit,
-  type PgPoolCoreOptions,
-  type PgPoolRegistry,
-  type PgPoolView,
-} from '@fastify-pg-pool/core'
+import pgPoolCore, { optionKit, type PgPoolCoreOptions, type PgPoolView } from '@fastify-pg-pool/core'
 import pgPoolHealth, { type PgPoolHealthOptions } from '@fastify-pg-pool/health'
 import pgPoolMetrics, { type PgPoolMetricsOptions } from '@fastify-pg-pool/metrics'
 import type { FastifyInstance, FastifyPluginAsync, RegisterOptions } from 'fastify'
@@ -69,10 +64,11 @@ interface FirstRegistration {
   readonly labelLease: PgPoolCoreOptions['leaseApplicationName']
 }
 /**
- * Keyed by the core's registry (`app.pgPools`), one object for every context of an app: a named
- * instance registered inside an encapsulated plugin is a later registration too, not a first.
+ * Keyed by the app's server, which every encapsulated context of one app shares (as the core keys
+ * its registry): a registration in a sibling plugin, or at the root after a child's, is a later
+ * one too, not a first. Deleted on close: a new app may be built on the same server.
  */
-const firstRegistrations = new WeakMap<PgPoolRegistry, FirstRegistration>()
+const firstRegistrations = new WeakMap<object, FirstRegistration>()
 
 const isEmpty = (value: unknown) =>
   value === undefined || (typeof value === 'object' && value !== null && Object.keys(value).length === 0)
@@ -87,7 +83,7 @@ const plugin: FastifyPluginAsync<PgPoolOptions> = async (app, opts) => {
     backpressure: asFeature('backpressure', backpressure),
     otel: otel === undefined ? (false as const) : asFeature('otel', otel),
   }
-  const first = app.hasDecorator('pgPools') ? firstRegistrations.get(app.pgPools) : undefined
+  const first = firstRegistrations.get(app.server)
   // Options there would be ignored: refused instead (nothing, or {}, is fine).
   for (const part of ['health', 'metrics', 'otel'] as const) {
     if (first !== undefined && !isEmpty(opts[part])) {
@@ -135,7 +131,14 @@ const plugin: FastifyPluginAsync<PgPoolOptions> = async (app, opts) => {
   // health and metrics routes (each part's own options win).
   const routeDefaults = { ...(prefix === undefined ? {} : { prefix }) }
   await app.register(pgPoolCore, core)
-  if (first === undefined) firstRegistrations.set(app.pgPools, { labelLease })
+  if (first === undefined) {
+    const server = app.server
+    firstRegistrations.set(server, { labelLease })
+    app.addHook('onClose', (_instance, done) => {
+      firstRegistrations.delete(server)
+      done()
+    })
+  }
   if (first === undefined && parts.metrics !== false) {
     await app.register(pgPoolMetrics, { ...routeDefaults, ...parts.metrics })
   }

@@ -38,6 +38,8 @@ export interface BudgetCheck extends HealthCheck {
   readonly available: number
   readonly inUse: number
   readonly instances: number
+  /** The app's pools on this server counted in `observedValue` (this one first). */
+  readonly pools: readonly string[]
 }
 
 /** `postgres:listener`: the LISTEN connection (`app.db.listen`), while anything listens. */
@@ -157,7 +159,7 @@ export function budgetCheck(budget: ConnectionBudget, time: string, componentId 
     {
       componentId,
       componentType: 'datastore',
-      observedValue: budget.demand,
+      observedValue: budget.serverDemand,
       observedUnit: 'connections',
       status: budget.exceeded ? 'warn' : 'pass',
       time,
@@ -166,9 +168,12 @@ export function budgetCheck(budget: ConnectionBudget, time: string, componentId 
       available: budget.available,
       inUse: budget.inUse,
       instances: budget.instances,
+      pools: budget.pools,
     },
     budget.exceeded
-      ? `pool max x ${budget.instances} instances = ${budget.demand} connections, more than the ${budget.available} the server allows`
+      ? budget.pools.length === 1
+        ? `pool max x ${budget.instances} instances = ${budget.demand} connections, more than the ${budget.available} the server allows`
+        : `pool max x ${budget.instances} instances = ${budget.demand} connections, ${budget.serverDemand} with the app's other pools on this server (${budget.pools.slice(1).join(', ')}), more than the ${budget.available} the server allows`
       : undefined,
   )
 }

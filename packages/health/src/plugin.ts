@@ -1,4 +1,4 @@
-import { withoutDatabase } from '@fastify-pg-pool/core'
+import { optionKit, withoutDatabase } from '@fastify-pg-pool/core'
 import type { FastifyContextConfig, FastifyInstance, FastifyPluginAsync, FastifyReply, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import { type HealthResponse, liveness, readiness } from './health-report.js'
@@ -57,6 +57,23 @@ const health: FastifyPluginAsync<PgPoolHealthOptions> = async (app: FastifyInsta
   for (const route of routes) app.route(route)
 
   app.addHook('onClose', async () => probes.close())
+
+  // Every instance is registered by now: a name there that none has (a typo) would leave
+  // readiness passing while the database it meant is down.
+  app.addHook('onReady', async () => {
+    const known = app.pgPools
+      .all()
+      .flatMap((view) => (view.instance === undefined ? [] : [view.instance]))
+      .filter((name, i, names) => names.indexOf(name) === i)
+    for (const name of options.requireInstances) {
+      if (app.pgPools.get(name) !== undefined) continue
+      const meant = optionKit.closestName(name, known)
+      throw optionKit.invalidOption(
+        'requireInstances',
+        `no instance is named ${optionKit.describe(name)}${meant === undefined ? '' : `; did you mean ${optionKit.describe(meant)}?`} (registered: ${known.length === 0 ? 'none with a name' : known.map((known) => optionKit.describe(known)).join(', ')})`,
+      )
+    }
+  })
 
   // Readiness fails from here on while in-flight requests finish; liveness keeps answering.
   app.addHook('preClose', async () => {
