@@ -245,11 +245,11 @@ export class Lease implements Holder, QueryOwner {
   }
 
   /**
-   * A pipelined holder's session is being asked whether a message of several statements left a
-   * transaction block open: its work may not be answered as done before the answer (notCommitted).
+   * A pipelined holder: the question about a transaction block pending on its shared connection
+   * (its own or another holder's), which its reply waits for; undefined when none is.
    */
-  get probing(): boolean {
-    return this.#probe !== undefined
+  sharedProbe(): Promise<void> | undefined {
+    return this.pipelined ? this.#conn?.sharedProbe : undefined
   }
 
   get finished(): boolean {
@@ -518,6 +518,8 @@ export class Lease implements Holder, QueryOwner {
   #openedShared: Error | undefined
   /** The question #probeSharedBlock asked the shared session, while unanswered. */
   #probe: TrackedQuery | undefined
+  /** Resolves the connection's sharedProbe share of that question, once answered. */
+  #probeDone: (() => void) | undefined
   #readOnlySet = false
   /** SET SESSION CHARACTERISTICS ... READ ONLY was sent: the reset must undo it. */
   #sessionReadOnly = false
@@ -640,9 +642,12 @@ export class Lease implements Holder, QueryOwner {
       resumeFailedCopy(query)
     }
     let out: unknown
+    /** On a shared session: what its command tags say of a transaction block. */
+    let sharedBlock: 'opened' | 'ask' | undefined
     if (error === undefined) {
       if (!query.internal) {
         const commands = commandsOf(value)
+        if (this.pipelined) sharedBlock = sharedBlockOf(commands)
         this.#transaction.noteCommands(commands)
         if (!this.#wrote && this.#ctx.captureLsn === true) this.#wrote = commands.some(isWrite)
         if (mayHoldSeveral(query)) {
@@ -680,9 +685,10 @@ export class Lease implements Holder, QueryOwner {
     }
     if (this.pipelined && !query.internal && this.#openedShared === undefined && conn !== undefined) {
       // A transaction block on a shared session (SQL a pipelined route should not run): known by
-      // its command tag, or asked of the server after a message of several statements.
-      if (this.#transaction.mayBeOpen) this.#breakShared(conn)
-      else if (mayHoldSeveral(query) && conn.usable) this.#probeSharedBlock(conn)
+      // its command tag, or asked of the server (a message of several statements, a COMMIT or
+      // ROLLBACK, which AND CHAIN makes open the next block).
+      if (sharedBlock === 'opened') this.#breakShared(conn)
+      else if ((sharedBlock === 'ask' || mayHoldSeveral(query)) && conn.usable) this.#probeSharedBlock(conn)
     }
     if (query.observed !== undefined) this.#publishEnd(query, value, out)
     if (this.settings.oneShot && this.#mode === undefined && !this.#busy) void this.finish('commit')
@@ -810,6 +816,14 @@ export class Lease implements Holder, QueryOwner {
     // No request joins the connection until the answer (#probeAnswered): its statements could
     // run in the block. Allowed once the holder finished, as its COMMIT would be.
     conn.sharingPaused++
+    let answered: () => void = () => {}
+    const probe = new Promise<void>((resolve) => {
+      answered = resolve
+    })
+    const previous = conn.sharedProbe
+    // Every holder's reply waits for it (#probeAnswered resolves it): their statements may be in the block.
+    conn.sharedProbe = previous === undefined ? probe : Promise.all([previous, probe]).then(() => {})
+    this.#probeDone = answered
     const query = this.query([SHARED_BLOCK_PROBE], [], { simple: true, prepare: false })
     query.internal = true
     query.final = true
@@ -821,6 +835,8 @@ export class Lease implements Holder, QueryOwner {
       // Not sent (the connection was lost meanwhile): nothing to wait for.
       this.#probe = undefined
       conn.sharingPaused--
+      if (conn.sharingPaused === 0) conn.sharedProbe = undefined
+      answered()
     }
   }
 
@@ -832,12 +848,14 @@ export class Lease implements Holder, QueryOwner {
     this.#probe = undefined
     conn.sharingPaused--
     const [row] = (error === undefined ? value : []) as Record<string, unknown>[]
-    const inBlock =
-      error === undefined
-        ? row !== undefined && Object.values(row)[0] === true
-        : (error as { code?: unknown } | null)?.code === IN_FAILED_TRANSACTION
+    // A failure answers nothing (25P02: a failed block; anything else, the session is not known
+    // to be clean): taken as a block.
+    const inBlock = error !== undefined || (row !== undefined && Object.values(row)[0] === true)
     if (inBlock && this.#openedShared === undefined) this.#breakShared(conn)
     else if (conn.sharingPaused === 0 && conn.usable) this.#ctx.pool.sharingResumed(conn)
+    if (conn.sharingPaused === 0) conn.sharedProbe = undefined
+    this.#probeDone?.()
+    this.#probeDone = undefined
   }
 
   /** Holder: another pipelined holder opened a transaction block on the shared connection. */
@@ -1215,11 +1233,24 @@ function beginsReadOnly(text: string | undefined): boolean {
   return modes !== null && /ONLY$/.test(modes[modes.length - 1] as string)
 }
 
+/** Command tags that leave a transaction block open, or are only answered inside one. */
+const OPENS_BLOCK = new Set(['BEGIN', 'START TRANSACTION', 'SAVEPOINT', 'RELEASE'])
+/** Command tags that end a block, or open the next one (AND CHAIN): the session is asked. */
+const MAY_CHAIN = new Set(['COMMIT', 'ROLLBACK'])
+
+/** What a shared session's command tags say of a transaction block. */
+function sharedBlockOf(commands: readonly string[]): 'opened' | 'ask' | undefined {
+  let ask = false
+  for (const command of commands) {
+    if (OPENS_BLOCK.has(command)) return 'opened'
+    if (MAY_CHAIN.has(command)) ask = true
+  }
+  return ask ? 'ask' : undefined
+}
+
 /** Whether the session is inside a transaction block (#probeSharedBlock). */
 const SHARED_BLOCK_PROBE =
   'SELECT pg_catalog.statement_timestamp() OPERATOR(pg_catalog.<>) pg_catalog.transaction_timestamp() AS in_block'
-/** SQLSTATE in_failed_sql_transaction (25P02). */
-const IN_FAILED_TRANSACTION = '25P02'
 /** SQLSTATE read_only_sql_transaction. */
 const READ_ONLY_SQL_TRANSACTION = '25006'
 const CONNECT_FAILED = 'FST_PG_POOL_CONNECT_FAILED'

@@ -48,6 +48,11 @@ import postgres from 'postgres'
  *    it rejects the query itself and writes a Sync. The adapter takes such a rejection back
  *    from the query that did not cause it (`send`), fails the right one, and says the
  *    connection can take nothing more.
+ * 8b. After a query it describes first (a statement with parameters not yet prepared on the
+ *    connection; every one with `prepare: false`) or a cursor, postgres.js queues what is sent
+ *    until that query ends, and builds it then, where 8's failure would reject whatever is
+ *    active and leave answers to cross. The adapter holds such queries itself (`describeFirst`
+ *    and `cursorFn`, read once the query was handed over) and hands them over when it ended.
  */
 
 export type QueryHandler = (query: AdapterQuery) => void
@@ -102,6 +107,8 @@ export interface TrackedQuery extends AdapterQuery {
   observed: unknown
   /** The stream a COPY handed out (a Writable for FROM STDIN, a Readable for TO STDOUT). */
   stream: Readable | Writable | undefined
+  /** Runs once when it ends (its client hands over what waited behind it: 8b). */
+  onEnd: (() => void) | undefined
 }
 
 /** Where a tracked query reports its end; returns what its caller should see. */
@@ -233,14 +240,24 @@ function resolveTracked(this: TrackedQuery, value: unknown): void {
     return
   }
   this.ended = true
+  ended(this)
   this.owner.settled(this, value, undefined)
   this.innerResolve(value)
+}
+
+/** Its end, to what waited for it (8b): before its owner hears of it, and sends more. */
+function ended(query: TrackedQuery): void {
+  const onEnd = query.onEnd
+  if (onEnd === undefined) return
+  query.onEnd = undefined
+  onEnd()
 }
 
 function rejectTracked(this: TrackedQuery, error: unknown): void {
   if (tookBuildFailure(this, error)) return
   if (this.redirected || this.ended) return
   this.ended = true
+  ended(this)
   const out = this.owner.settled(this, undefined, error)
   this.failure = out
   this.innerReject(out)
@@ -328,6 +345,7 @@ export function trackedQueryClass(helpers: postgres.Sql<{}>): TrackedQueryConstr
       query.ended = false
       query.observed = undefined
       query.stream = undefined
+      query.onEnd = undefined
     }
   }
   ;(Tracked.prototype as { cursor: unknown }).cursor = cursorTrackedIterator
@@ -453,6 +471,11 @@ function refusedBeforeBuild(query: AdapterQuery, transform: { undefined?: unknow
   return undefined
 }
 
+/** What a query the connection never sent fails with once the connection is ending or stuck. */
+function destroyed(): Error {
+  return Object.assign(new Error('write CONNECTION_DESTROYED'), { code: 'CONNECTION_DESTROYED' })
+}
+
 /** The most parameters postgres.js sends in one statement (65534 and more are refused). */
 const MAX_PARAMETERS = 65534
 
@@ -516,16 +539,54 @@ export function createServerClient(settings: ClientSettings): ServerClient {
   let backend: BackendKey | undefined
   let pid = 0
   const transform = (sql.options as unknown as TypeOptions).transform
+  /**
+   * A query after which postgres.js queues what is sent (it is described first, or a cursor), while
+   * it runs; what is sent meanwhile waits here instead, and is handed over once it ended (8b).
+   */
+  let blocking: AdapterQuery | undefined
+  const waiting: AdapterQuery[] = []
+  let stuck = false
+  const sendNowOrRefuse = (query: AdapterQuery): boolean => {
+    if (stuck) {
+      queueMicrotask(() => query.reject(destroyed()))
+      return false
+    }
+    const refused = refusedBeforeBuild(query, transform)
+    if (refused !== undefined) {
+      query.executed = true
+      queueMicrotask(() => query.reject(refused))
+      return true
+    }
+    if (!sendBuilt(handler, query)) {
+      stuck = true
+      return false
+    }
+    const built = query as AdapterQuery & { describeFirst?: unknown }
+    if (built.describeFirst || built.cursorFn !== undefined) {
+      blocking = query
+      const unblock = () => {
+        if (blocking !== query) return
+        blocking = undefined
+        while (blocking === undefined && waiting.length > 0) {
+          if (!sendNowOrRefuse(waiting.shift() as AdapterQuery)) settings.onClose()
+        }
+      }
+      // At its end as its owner sees it (a cursor's own promise may never settle: postgres.js hands
+      // each batch out through new promises), once postgres.js is done with its answer: until
+      // then it would still queue what it is handed (its connection is marked full).
+      ;(query as TrackedQuery).onEnd = () => queueMicrotask(unblock)
+    }
+    return true
+  }
   return {
     sql,
     send(query) {
-      const refused = refusedBeforeBuild(query, transform)
-      if (refused !== undefined) {
-        query.executed = true
-        queueMicrotask(() => query.reject(refused))
+      if (blocking !== undefined) {
+        // postgres.js would queue it and build it later, outside sendBuilt (assumption 8b).
+        waiting.push(query)
         return true
       }
-      return sendBuilt(handler, query)
+      return sendNowOrRefuse(query)
     },
     get pid() {
       return pid
@@ -570,7 +631,13 @@ export function createServerClient(settings: ClientSettings): ServerClient {
       }
       installArrayTypes(sql.options as unknown as TypeOptions, arrayTypes)
     },
-    end: (graceSeconds) => sql.end({ timeout: graceSeconds }).catch(() => {}),
+    end: (graceSeconds) => {
+      // Never handed to postgres.js: they fail as its own pending queries do.
+      stuck = true
+      blocking = undefined
+      for (const query of waiting.splice(0)) query.reject(destroyed())
+      return sql.end({ timeout: graceSeconds }).catch(() => {})
+    },
   }
 }
 

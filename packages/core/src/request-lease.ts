@@ -492,19 +492,21 @@ export class RequestLeases {
         return done(lost)
       }
       const tokens = leased[kTokens]
-      if (lease.pipelined && mode === 'commit' && lease.probing && !isStream(payload)) {
-        // Whether its message left a transaction block on the shared session is being asked: the
-        // reply waits for the answer (a block means its work goes with the connection).
+      const probe = mode === 'commit' && !isStream(payload) ? lease.sharedProbe() : undefined
+      if (probe !== undefined) {
+        // Whether a message on its shared session left a transaction block is being asked: the
+        // reply waits for the answer (a block means its work may go with the connection), and
+        // the lease is held meanwhile, so that a block found tells it.
         leased[kEnded] = true
         leased[kSending] = true
-        lease.finish(mode).then(
-          () => {
-            const lost = lease.notCommitted()
-            if (lost === undefined) later(null, payload)
-            else later(lost)
-          },
-          (error: Error) => later(error),
-        )
+        probe.then(() => {
+          const lost = lease.notCommitted()
+          const finishing = lease.finish(lost === undefined ? mode : 'rollback')
+          finishing.then(
+            () => (lost === undefined ? later(null, payload) : later(lost)),
+            (error: Error) => later(error),
+          )
+        })
         return
       }
       const broken = lease.pipelined && mode === 'commit' ? lease.notCommitted() : undefined

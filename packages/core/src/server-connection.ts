@@ -17,6 +17,8 @@ export interface PoolConnection {
    * in a transaction block): more than 0 while such questions are open.
    */
   sharingPaused: number
+  /** Resolves once those questions are answered (every holder's reply waits for it). */
+  sharedProbe: Promise<void> | undefined
   readonly usable: boolean
   readonly closeReason: CloseReason | undefined
   /**
@@ -86,6 +88,7 @@ export class ServerConnection implements PoolConnection {
   idleSince = 0
   leasedAt = 0
   sharingPaused = 0
+  sharedProbe: Promise<void> | undefined = undefined
   closeReason: CloseReason | undefined
   baseline: SessionBaseline | undefined
   #cancelPending = false

@@ -33,6 +33,7 @@ export class FakeConnection implements PoolConnection {
   idleSince = 0
   leasedAt = 0
   sharingPaused = 0
+  sharedProbe: Promise<void> | undefined = undefined
   closeReason: CloseReason | undefined
   /** What onConnect left on the session, restored by the reset (none here unless a test sets it). */
   baseline: SessionBaseline | undefined = undefined
