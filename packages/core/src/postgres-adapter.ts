@@ -158,7 +158,7 @@ export function abandonCopy(query: TrackedQuery): 'cancel' | 'close' | undefined
   if (!stream.destroyed) {
     stream.on('data', ignoreError)
     stream.resume()
-  }
+  } else resumeSocket(stream)
   return 'cancel'
 }
 
@@ -173,6 +173,17 @@ function readOnWhenDestroyed(stream: Readable): void {
   stream.push = function (this: Readable, chunk: unknown, encoding?: BufferEncoding): boolean {
     return this.destroyed ? true : push.call(this, chunk, encoding)
   }
+  // A push before the destroy may have paused the socket already: it reads again now (4d).
+  stream.once('close', () => resumeSocket(stream))
+}
+
+/** Resumes the socket a COPY TO STDOUT stream paused (4d); nothing when it is gone already. */
+function resumeSocket(stream: Readable): void {
+  try {
+    ;(stream as unknown as { _read(size: number): void })._read(0)
+  } catch {
+    // The connection's socket is gone already: nothing is left to read.
+  }
 }
 
 /**
@@ -183,11 +194,7 @@ function readOnWhenDestroyed(stream: Readable): void {
 export function resumeFailedCopy(query: TrackedQuery): void {
   const stream = query.stream
   if (stream === undefined || 'writableEnded' in stream) return
-  try {
-    ;(stream as unknown as { _read(size: number): void })._read(0)
-  } catch {
-    // The connection's socket is gone already: nothing is left to read.
-  }
+  resumeSocket(stream)
 }
 
 /**

@@ -26,8 +26,6 @@ const kErrored = Symbol('fastify-pg-pool.errored')
 const kSending = Symbol('fastify-pg-pool.sending')
 /** Transaction routes: the raw response's gate (reply-gate.ts), released by onSend. */
 const kGate = Symbol('fastify-pg-pool.gate')
-/** The request's raw response (set in onRequest): its 'close' before 'finish' is a hang-up. */
-const kResponse = Symbol('fastify-pg-pool.response')
 /** On the raw response: the request whose leases its early 'close' stops. */
 const kOwner = Symbol('fastify-pg-pool.owner')
 
@@ -49,7 +47,6 @@ type LeaseRequest = FastifyRequest & {
   [kErrored]: boolean
   [kSending]: boolean
   [kGate]: RawGate | null
-  [kResponse]: (ServerResponse & { [kOwner]?: LeaseRequest }) | null
 }
 
 /** How the request's work ends once its reply is decided: rolled back on a thrown error or a status >= 400. */
@@ -169,6 +166,11 @@ function responseClosed(this: ServerResponse & { [kOwner]?: LeaseRequest }): voi
   abortLeases(request)
 }
 
+/** Destroyed before it was sent: Node's response, or HTTP/2's (whose stream says it). */
+function responseDestroyed(raw: { destroyed?: boolean; stream?: { destroyed?: boolean } }): boolean {
+  return raw.destroyed === true || raw.stream?.destroyed === true
+}
+
 /** A request.signal abort that is a handlerTimeout (Fastify also aborts it when the request closes). */
 function isHandlerTimeout(reason: unknown): boolean {
   return (reason as { code?: unknown } | null)?.code === 'FST_ERR_HANDLER_TIMEOUT'
@@ -242,12 +244,6 @@ export class RequestLeases {
       // A first use after the request ended: refused like any use after the end.
       void lease.finish('rollback')
       return { lease, db, instance }
-    }
-    const response = request[kResponse]
-    if (response !== null && response[kOwner] === undefined) {
-      // Once per request, whatever its leases: a hang-up stops them all.
-      response[kOwner] = request
-      response.on('close', responseClosed)
     }
     if ((handlerTimeout ?? 0) > 0) {
       // handlerTimeout aborts request.signal (an AbortController per request, only for such
@@ -359,7 +355,6 @@ export class RequestLeases {
     app.decorateRequest(kErrored, false)
     app.decorateRequest(kSending, false)
     app.decorateRequest(kGate, null)
-    app.decorateRequest(kResponse, null)
     const leases = this
     app.decorateRequest('db', {
       getter(this: FastifyRequest) {
@@ -378,7 +373,11 @@ export class RequestLeases {
     // hook), and for routes declared beside an un-awaited register too (an onRoute hook misses those).
     const gateRaw: onRequestHookHandler = (request, reply, done) => {
       if (!ours(request)) return done()
-      ;(request as LeaseRequest)[kResponse] = reply.raw
+      // Every request's, before any use: a client gone before the first use of request.db makes
+      // that use refused, and a lease taken in a hook that ran before this one is stopped too.
+      const response = reply.raw as ServerResponse & { [kOwner]?: LeaseRequest }
+      response[kOwner] = request as LeaseRequest
+      response.on('close', responseClosed)
       // Fastify builds a new routeOptions object on every read: read it once.
       const routeOptions = request.routeOptions
       let settings: ReturnType<typeof routes.of>
@@ -447,7 +446,7 @@ export class RequestLeases {
       const statusCode = statusOf(reply, payload)
       // A response destroyed before it was sent (reply.raw.destroy() in the handler) reaches no
       // client: its work is not committed, as after a hang-up.
-      const mode = reply.raw.destroyed ? 'abort' : endMode(leased, statusCode)
+      const mode = responseDestroyed(reply.raw) ? 'abort' : endMode(leased, statusCode)
       // Fastify writes the reply once the hook is done: past the gate, whose COMMIT ran here.
       const sendNow = (
         gate === null
