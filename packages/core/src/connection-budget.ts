@@ -33,7 +33,8 @@ export interface ServerSlots {
   readonly inUse: number
   /**
    * Tells servers apart: pools of one app on the same server share its slots. The cluster's
-   * system identifier and port (a standby shares its primary's identifier: its address too).
+   * system identifier and port setting (the same over TCP and its Unix socket; a standby shares
+   * its primary's identifier: its address too).
    */
   readonly server: string
 }
@@ -50,8 +51,8 @@ export async function readServerSlots(sql: postgres.ISql<{}>, fallbackServer: st
       case when pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'execute')
         then (select system_identifier::text from pg_catalog.pg_control_system()) end as system,
       pg_catalog.pg_is_in_recovery() as recovery,
-      coalesce(pg_catalog.host(pg_catalog.inet_server_addr()), '') || ':' ||
-        coalesce(pg_catalog.inet_server_port()::text, '') as address`.values()
+      coalesce(pg_catalog.host(pg_catalog.inet_server_addr()), 'socket') || ':' ||
+        pg_catalog.current_setting('port') as address`.values()
   const [
     maxConnections = 0,
     superuser = 0,

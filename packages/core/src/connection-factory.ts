@@ -109,7 +109,9 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
     const password = connection.password?.()
     password?.catch(() => {})
     const timed = { ...clientOptions, connect_timeout: timeoutMs / 1000 }
-    const serverOptions = server === undefined ? timed : { ...timed, host: server.host, port: server.port }
+    // As lists: postgres.js splits a host string at its colons (an IPv6 literal), not a list.
+    const serverOptions =
+      server === undefined ? timed : { ...timed, host: [server.host] as never, port: [server.port] as never }
     const client = createServerClient({
       url: connection.url,
       options: password === undefined ? serverOptions : { ...serverOptions, password: () => password },

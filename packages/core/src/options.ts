@@ -17,7 +17,7 @@ import {
   resolveTable,
   text,
 } from './option-kit.js'
-import { redactSecret, redactUrls, Secrets } from './redact.js'
+import { redactSecret, Secrets } from './redact.js'
 import type { SessionReset } from './session-reset.js'
 
 export type { SessionReset }
@@ -216,8 +216,23 @@ function checkPort(name: string, port: unknown): void {
   }
 }
 
+/** An IPv6 literal (`::1`, `fe80::1`): a host with more than one colon. */
+function isIpv6(host: string): boolean {
+  return host.indexOf(':') !== host.lastIndexOf(':')
+}
+
+/** A `host` string postgres.js splits itself (`h1:5432,h2`): each entry's port, if it has one. */
+function checkHostPort(name: string, host: unknown): void {
+  if (typeof host !== 'string' || host.startsWith('/')) return
+  for (const entry of host.split(',')) {
+    if (isIpv6(entry)) continue
+    const colon = entry.indexOf(':')
+    if (colon !== -1) checkPort(name, entry.slice(colon + 1))
+  }
+}
+
 const sslModes = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']
-const sessionAttrValues = ['read-write', 'read-only', 'primary', 'standby', 'prefer-standby']
+const sessionAttrValues = ['any', 'read-write', 'read-only', 'primary', 'standby', 'prefer-standby']
 
 /** `connection.ssl`: what postgres.js takes (a boolean, a mode, tls options). */
 function checkSsl(ssl: unknown): void {
@@ -289,9 +304,12 @@ export function resolveConnection(
     let single = given
     if (hostList.includes(',')) {
       hosts = hostList.split(',').map((entry) => {
+        // `[::1]:5432`, `[::1]`: an IPv6 literal in brackets, its colons not a port's.
+        const close = entry.startsWith('[') ? entry.indexOf(']') : -1
         const colon = entry.lastIndexOf(':')
-        const host = colon === -1 ? entry : entry.slice(0, colon)
-        const port = colon === -1 ? 5432 : Number(entry.slice(colon + 1))
+        const hasPort = colon > close && (close === -1 || colon === close + 1)
+        const host = close !== -1 ? entry.slice(1, close) : hasPort ? entry.slice(0, colon) : entry
+        const port = hasPort ? Number(entry.slice(colon + 1)) : 5432
         if (host === '' || !Number.isInteger(port) || port < 1 || port > 65535) {
           throw invalidOption(
             'connection',
@@ -312,7 +330,13 @@ export function resolveConnection(
       )
     }
     if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-      throw invalidOption('connection', `expected a postgres:// URL, got ${describe(redactUrls(given))}`)
+      // Its scheme only, when it has one (`jdbc:`): the rest may hold a password anywhere (a
+      // `?password=`), and a string without a scheme reads its user name as one.
+      const scheme = given.startsWith(`${parsed.protocol}//`) ? ` (scheme ${describe(parsed.protocol)})` : ''
+      throw invalidOption(
+        'connection',
+        `expected a postgres:// URL${scheme}; the value is not shown: it may hold a password`,
+      )
     }
     if (!/^[a-z]+:\/\//i.test(given.trimStart())) {
       // `postgres:/user:pw@host/db` has no authority: URL reads it all as the database's name.
@@ -320,6 +344,8 @@ export function resolveConnection(
     }
     checkPort('connection', parsed.port === '' ? undefined : parsed.port)
     checkConnectionParameters(parsed.searchParams.get('sslmode'), parsed.searchParams.get('target_session_attrs'))
+    // libpq's default, which postgres.js refuses: as if absent.
+    if (parsed.searchParams.get('target_session_attrs') === 'any') parsed.searchParams.delete('target_session_attrs')
     secret = parsed.password ? decodePassword(parsed.password) : undefined
     const max = parsed.searchParams.get('max')
     if (max !== null) fromUrl.max = max
@@ -329,6 +355,10 @@ export function resolveConnection(
     parsed.searchParams.delete('max')
     parsed.searchParams.delete('application_name')
     url = parsed.toString()
+    if (hosts.length === 0 && parsed.hostname.startsWith('[')) {
+      // An IPv6 literal: postgres.js splits a host at its colons, but takes a list as it is.
+      options = { host: [parsed.hostname.slice(1, -1)], port: [Number(parsed.port || env.PGPORT || 5432)] } as never
+    }
     target =
       hosts.length > 0
         ? `${hosts.map(({ host, port }) => `${host}:${port}`).join(',')}${parsed.pathname}`
@@ -345,6 +375,8 @@ export function resolveConnection(
       if (key in given) throw invalidOption(`connection.${key}`, 'is managed by the pool; use the pool options')
     }
     const { max, password: givenPassword, pass, ...rest } = given as postgres.Options<{}> & { max?: unknown }
+    // libpq's default, which postgres.js refuses: as if absent.
+    if ((rest as { target_session_attrs?: unknown }).target_session_attrs === 'any') delete rest.target_session_attrs
     if (max !== undefined) fromUrl.max = String(max)
     // A function is wrapped below: postgres.js never calls it as given.
     const pw: unknown = givenPassword ?? pass
@@ -357,6 +389,11 @@ export function resolveConnection(
       )
     }
     options = typeof pw === 'string' ? { ...rest, password: pw } : rest
+    if (typeof rest.host === 'string' && isIpv6(rest.host)) {
+      // postgres.js splits a host at its colons, but takes a list as it is.
+      options = { ...options, host: [rest.host] as never, port: [Number(rest.port ?? env.PGPORT ?? 5432)] as never }
+    }
+    for (const entry of Array.isArray(rest.host) ? rest.host : [rest.host]) checkHostPort('connection.host', entry)
     secret = typeof pw === 'string' ? pw : undefined
     const host = Array.isArray(rest.host) ? rest.host.join(',') : (rest.host ?? env.PGHOST ?? 'localhost')
     target = `${host}:${rest.port ?? env.PGPORT ?? 5432}/${rest.database ?? env.PGDATABASE ?? ''}`
@@ -370,7 +407,16 @@ export function resolveConnection(
   } else {
     throw invalidOption('connection', `expected a URL string or postgres.js options, got ${describe(given)}`)
   }
+  if (env.PGTARGETSESSIONATTRS === 'any') {
+    throw invalidOption(
+      'PGTARGETSESSIONATTRS',
+      '"any" is the default: unset it (postgres.js, which reads it, refuses it)',
+    )
+  }
   if (env.PGTARGETSESSIONATTRS) checkConnectionParameters(null, env.PGTARGETSESSIONATTRS)
+  // postgres.js reads these itself where the connection does not say (a bad port ends the process).
+  if (env.PGPORT) checkPort('PGPORT', env.PGPORT)
+  if (env.PGHOST) checkHostPort('PGHOST', env.PGHOST)
   secret ??= env.PGPASSWORD || undefined
   const secrets = new Secrets(secret)
   const password = fetch === undefined ? undefined : passwordSource(fetch, secrets)
@@ -489,7 +535,18 @@ export function resolveReplicas(
     const entry = isEntry ? (target as { connection: unknown; pool?: unknown }) : { connection: target }
     if (isEntry) checkKeys(`replicas[${i}]`, entry, ['connection', 'pool'])
     if (entry.connection === undefined) throw invalidOption(`replicas[${i}].connection`, 'expected a URL or options')
-    const { connection: given, fromUrl } = resolveConnection(entry.connection as string | postgres.Options<{}>, {})
+    const resolvedEntry = resolveConnection(entry.connection as string | postgres.Options<{}>, {})
+    const { fromUrl } = resolvedEntry
+    // postgres.js reads PGTARGETSESSIONATTRS itself: set for the primary (read-write), it would
+    // refuse every replica session. A replica's own setting wins; else a standby is preferred.
+    const given =
+      env.PGTARGETSESSIONATTRS &&
+      (resolvedEntry.connection.options as { target_session_attrs?: unknown }).target_session_attrs === undefined
+        ? {
+            ...resolvedEntry.connection,
+            options: { ...resolvedEntry.connection.options, target_session_attrs: 'prefer-standby' as const },
+          }
+        : resolvedEntry.connection
     const pool = { ...primaryPool, ...(asObject(`replicas[${i}].pool`, entry.pool) as PoolOptions) }
     const options = resolvePoolOptions(pool, fromUrl, env)
     // PgBouncer refuses startup parameters it does not know (08P01): behind one, a replica's reads
