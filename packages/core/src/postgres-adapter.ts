@@ -41,13 +41,14 @@ import postgres from 'postgres'
  *    reconnect postgres.js scheduled before it (its backoff after a lost connection) still opens
  *    a connection afterwards.
  * 8. A query postgres.js cannot build (an undefined value, more than 65534 parameters, a
- *    serializer that throws) fails synchronously inside `handler(query)`: postgres.js rejects the
+ *    serializer that throws) fails synchronously inside `handler(query)`: postgres.js 3.4.9 rejects the
  *    connection's *active* query with the error, not the one it could not build, when one is
  *    active; the one it could not build then stays in its queue of sent queries without having
  *    been written, and would take the answer of whatever is sent after it. With nothing active
  *    it rejects the query itself and writes a Sync. The adapter takes such a rejection back
  *    from the query that did not cause it (`send`), fails the right one, and says the
- *    connection can take nothing more.
+ *    connection can take nothing more. (3.4.10 rejects the query itself and sends nothing of it:
+ *    the same path gives it its error, and the connection stays usable.)
  * 8b. After a query it describes first (a statement with parameters not yet prepared on the
  *    connection; every one with `prepare: false`) or a cursor, postgres.js queues what is sent
  *    until that query ends, and builds it then, where 8's failure would reject whatever is
