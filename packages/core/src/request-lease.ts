@@ -158,12 +158,24 @@ function abortLeases(request: LeaseRequest): void {
 /**
  * The raw response closed before it was ended: the client hung up (or something destroyed it).
  * Fastify's onRequestAbort does not run once the request's body was read (a POST with a JSON
- * body: Node marks the request aborted only while its body is unread), so the response says it.
+ * body: Node marks the request aborted only while its body is unread), so for a request with a
+ * body the response says it.
  */
 function responseClosed(this: ServerResponse & { [kOwner]?: LeaseRequest }): void {
   const request = this[kOwner]
   if (request === undefined || this.writableEnded) return
   abortLeases(request)
+}
+
+/**
+ * Whether the request has a body, whose reading ends Node's notion of an aborted request (and
+ * with it Fastify's onRequestAbort, which sees a hang-up of any other request).
+ */
+function hasBody(headers: {
+  'content-length'?: string | undefined
+  'transfer-encoding'?: string | undefined
+}): boolean {
+  return headers['transfer-encoding'] !== undefined || (headers['content-length'] ?? '0') !== '0'
 }
 
 /** Destroyed before it was sent: Node's response, or HTTP/2's (whose stream says it). */
@@ -373,11 +385,14 @@ export class RequestLeases {
     // hook), and for routes declared beside an un-awaited register too (an onRoute hook misses those).
     const gateRaw: onRequestHookHandler = (request, reply, done) => {
       if (!ours(request)) return done()
-      // Every request's, before any use: a client gone before the first use of request.db makes
-      // that use refused, and a lease taken in a hook that ran before this one is stopped too.
-      const response = reply.raw as ServerResponse & { [kOwner]?: LeaseRequest }
-      response[kOwner] = request as LeaseRequest
-      response.on('close', responseClosed)
+      // A request with a body, before any use (Fastify's onRequestAbort sees the others): a client
+      // gone before the first use of request.db makes that use refused, and a lease taken in a hook
+      // that ran before this one is stopped too.
+      if (hasBody(request.raw.headers)) {
+        const response = reply.raw as ServerResponse & { [kOwner]?: LeaseRequest }
+        response[kOwner] = request as LeaseRequest
+        response.on('close', responseClosed)
+      }
       // Fastify builds a new routeOptions object on every read: read it once.
       const routeOptions = request.routeOptions
       let settings: ReturnType<typeof routes.of>

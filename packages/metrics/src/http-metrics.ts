@@ -74,9 +74,13 @@ export function registerHttpMetrics(app: FastifyInstance, options: ResolvedMetri
   app.decorateRequest(kStart, 0)
   app.addHook('onRequest', (request, reply, done) => {
     ;(request as TimedRequest)[kStart] = performance.now()
-    const response = reply.raw as ServerResponse & { [kTimed]?: FastifyRequest }
-    response[kTimed] = request
-    response.on('close', responseClosed)
+    // Only a request with a body: onRequestAbort sees the others' hang-ups.
+    const { 'content-length': length = '0', 'transfer-encoding': encoding } = request.raw.headers
+    if (encoding !== undefined || length !== '0') {
+      const response = reply.raw as ServerResponse & { [kTimed]?: FastifyRequest }
+      response[kTimed] = request
+      response.on('close', responseClosed)
+    }
     done()
   })
   app.addHook('onResponse', (request, reply, done) => {
