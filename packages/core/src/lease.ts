@@ -713,6 +713,12 @@ export class Lease implements Holder, QueryOwner {
    * would write to a closed socket: the query fails with the connection instead.
    */
   cursorBatch(_query: TrackedQuery, result: unknown): unknown {
+    if (this.#mode !== undefined) {
+      // A batch fetched while the holder finished (its stop found no callback waiting: postgres.js
+      // was fetching this one): no more is fetched for it, the cursor is closed.
+      const stopped = this.#mode === 'abort' ? new errors.FST_PG_POOL_ABORTED() : new errors.FST_PG_POOL_RELEASED()
+      return Promise.reject(stopped)
+    }
     if (typeof (result as { then?: unknown } | null)?.then !== 'function') return result
     const conn = this.#conn
     return new Promise((resolve, reject) => {

@@ -172,6 +172,23 @@ describe('a lease', () => {
   })
 })
 
+describe('a cursor batch after the holder finished', () => {
+  // Found by the fresh-clone CI (test/core/pipeline-cursor-aborts, under load): a pipelined cursor
+  // whose client hung up while postgres.js fetched its next batch had no callback waiting to stop;
+  // the batch then ran the handler's callback and the cursor went on for minutes.
+  test('is refused: the cursor is closed (no callback waits for it)', async () => {
+    const h = leaseHarness()
+    const lease = h.lease()
+    const { query } = run(lease, 'select 1')
+    await flush()
+    const finishing = settle(lease.finish('abort'))
+    const batch = lease.cursorBatch(query, Promise.resolve(undefined)) as Promise<unknown>
+    expect(await settle(batch)).toMatchObject({ error: { code: 'FST_PG_POOL_ABORTED' } })
+    conn(h).answer()
+    await finishing
+  })
+})
+
 describe('abort and the cancel rule', () => {
   /** Aborts a lease whose statement still runs once CANCEL_DELAY_MS has passed. */
   async function aborting(h: LeaseHarness) {
