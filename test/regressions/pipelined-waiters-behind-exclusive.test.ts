@@ -66,15 +66,19 @@ describe('pipelined waiters behind an exclusive waiter that leaves the queue', (
   })
 
   test('the exclusive waiter times out: the pipelined waiter behind it joins the shared connection that has room', async () => {
-    current = await coreApp(db.url, { max: 1, pipelineDepth: 8, acquireTimeout: 1_500, statementTimeout: 20_000 })
+    current = await coreApp(db.url, { max: 1, pipelineDepth: 8, acquireTimeout: 2_500, statementTimeout: 20_000 })
     const { app, applicationName } = current
-    app.get('/long', pipelined, async (request) => (await request.db`select pg_sleep(5), 'long' as what`)[0])
+    app.get('/long', pipelined, async (request) => (await request.db`select pg_sleep(6), 'long' as what`)[0])
     app.get('/quick', pipelined, async (request) => (await request.db`select 'quick' as what`)[0])
     app.get('/exclusive', async (request) => (await request.db`select 'exclusive' as what`)[0])
     const long = app.inject('/long')
-    await waitUntil(async () => (await db.running(applicationName, '%pg_sleep(5)%')) === 1, 'the long statement runs')
+    await waitUntil(async () => (await db.running(applicationName, '%pg_sleep(6)%')) === 1, 'the long statement runs')
     const exclusive = app.inject('/exclusive')
     await waitUntil(() => app.pgPool.stats().waiting === 1, 'the exclusive request waits')
+    // Queued well after it: when the exclusive one times out (its timer may fire late on a loaded
+    // machine), this one's own deadline is still 1.2 s away. (In the fresh-clone CI, queued right
+    // behind it, both had passed their deadline by the time the timer ran: 503 for both, rightly.)
+    await new Promise((resolve) => setTimeout(resolve, 1_200))
     const quick = app.inject('/quick')
     await waitUntil(() => app.pgPool.stats().waiting === 2, 'the pipelined request queues behind it')
     const x = await exclusive
