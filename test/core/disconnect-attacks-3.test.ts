@@ -5,7 +5,7 @@ import Fastify from 'fastify'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../support/app.js'
 import { createTestDatabase, type TestDatabase, uniqueName, waitFor, waitUntil } from '../support/database.js'
-import { listen } from '../support/http.js'
+import { listen, startPost } from '../support/http.js'
 
 // Attacks that held.
 
@@ -28,25 +28,6 @@ afterEach(async () => {
 afterAll(() => db.drop())
 
 const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
-
-function startPost(url: string, body: unknown): { abort: () => void; done: Promise<number | 'aborted'> } {
-  const text = JSON.stringify(body)
-  const req = httpRequest(url, {
-    method: 'POST',
-    agent: false,
-    headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) },
-  })
-  const done = new Promise<number | 'aborted'>((resolve) => {
-    req.on('response', (res) => {
-      res.resume()
-      res.on('end', () => resolve(res.statusCode ?? 0))
-    })
-    req.on('error', () => resolve('aborted'))
-    req.on('close', () => resolve('aborted'))
-  })
-  req.end(text)
-  return { abort: () => req.destroy(), done }
-}
 
 describe('held: hang-ups seen', () => {
   test('control: GET, client gone before the first use: refused, nothing written', async () => {

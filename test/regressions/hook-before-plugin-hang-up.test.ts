@@ -1,11 +1,10 @@
-import { request as httpRequest } from 'node:http'
 import { Writable } from 'node:stream'
 import pgPoolCore from '@fastify-pg-pool/core'
 import Fastify from 'fastify'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
 import type { TestApp } from '../support/app.js'
 import { createTestDatabase, type TestDatabase, uniqueName, waitFor, waitUntil } from '../support/database.js'
-import { listen } from '../support/http.js'
+import { listen, startPost } from '../support/http.js'
 
 // Found by hostile probing, second round on client disconnects (195d3bd), failing before the fix.
 // The raw response is remembered in the plugin's own onRequest hook (request-lease.ts gateRaw:
@@ -33,25 +32,6 @@ afterEach(async () => {
 afterAll(() => db.drop())
 
 const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
-
-function startPost(url: string, body: unknown): { abort: () => void; done: Promise<number | 'aborted'> } {
-  const text = JSON.stringify(body)
-  const req = httpRequest(url, {
-    method: 'POST',
-    agent: false,
-    headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) },
-  })
-  const done = new Promise<number | 'aborted'>((resolve) => {
-    req.on('response', (res) => {
-      res.resume()
-      res.on('end', () => resolve(res.statusCode ?? 0))
-    })
-    req.on('error', () => resolve('aborted'))
-    req.on('close', () => resolve('aborted'))
-  })
-  req.end(text)
-  return { abort: () => req.destroy(), done }
-}
 
 describe("a hang-up on a request whose first lease was taken before the plugin's onRequest", () => {
   test('request.db first used in an onRequest hook added before the plugin: a POST hang-up mid-statement still stops it', async () => {

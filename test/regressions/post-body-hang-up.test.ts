@@ -1,10 +1,9 @@
-import { request as httpRequest } from 'node:http'
 import pgPoolMetrics from '@fastify-pg-pool/metrics'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
 import { parseExposition } from '../metrics/exposition.js'
 import { coreApp, type TestApp } from '../support/app.js'
 import { createTestDatabase, type TestDatabase, waitFor, waitUntil } from '../support/database.js'
-import { listen } from '../support/http.js'
+import { listen, startPost } from '../support/http.js'
 
 // Found by hostile probing of client disconnects (failed before the fix): a client that hangs up on a request that HAD a body (a POST with
 // JSON, the usual shape of a write). Fastify fires onRequestAbort only when `req.aborted` is
@@ -31,24 +30,6 @@ afterAll(() => db.drop())
 const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
 
 /** POSTs `body` as JSON over a real socket; returns a function that hangs up, and the outcome. */
-function startPost(url: string, body: unknown): { abort: () => void; done: Promise<number | 'aborted'> } {
-  const text = JSON.stringify(body)
-  const req = httpRequest(url, {
-    method: 'POST',
-    agent: false,
-    headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) },
-  })
-  const done = new Promise<number | 'aborted'>((resolve) => {
-    req.on('response', (res) => {
-      res.resume()
-      res.on('end', () => resolve(res.statusCode ?? 0))
-    })
-    req.on('error', () => resolve('aborted'))
-    req.on('close', () => resolve('aborted'))
-  })
-  req.end(text)
-  return { abort: () => req.destroy(), done }
-}
 
 describe('a client hangs up on a POST whose JSON body was read', () => {
   test('plain route, mid-statement: the statement is cancelled and the lease comes back', async () => {

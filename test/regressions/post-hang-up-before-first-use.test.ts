@@ -1,8 +1,7 @@
-import { request as httpRequest } from 'node:http'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../support/app.js'
 import { createTestDatabase, type TestDatabase, waitFor, waitUntil } from '../support/database.js'
-import { listen } from '../support/http.js'
+import { listen, startPost } from '../support/http.js'
 
 // Found by hostile probing, second round on client disconnects (195d3bd), failing before the fix.
 // The 'close' listener on the raw response (request-lease.ts #lease) is attached only when the
@@ -31,25 +30,6 @@ afterEach(async () => {
 afterAll(() => db.drop())
 
 const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
-
-function startPost(url: string, body: unknown): { abort: () => void; done: Promise<number | 'aborted'> } {
-  const text = JSON.stringify(body)
-  const req = httpRequest(url, {
-    method: 'POST',
-    agent: false,
-    headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) },
-  })
-  const done = new Promise<number | 'aborted'>((resolve) => {
-    req.on('response', (res) => {
-      res.resume()
-      res.on('end', () => resolve(res.statusCode ?? 0))
-    })
-    req.on('error', () => resolve('aborted'))
-    req.on('close', () => resolve('aborted'))
-  })
-  req.end(text)
-  return { abort: () => req.destroy(), done }
-}
 
 describe('a POST client that hangs up before the handler first uses request.db', () => {
   test('POST (JSON body read), plain route: client gone before the first request.db use, the write does not run', async () => {

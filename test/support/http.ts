@@ -20,3 +20,23 @@ export function startRequest(url: string): { abort: () => void; done: Promise<nu
   req.end()
   return { abort: () => req.destroy(), done }
 }
+
+/** Starts a POST with a JSON body over a real socket and returns a function that hangs up on it. */
+export function startPost(url: string, body: unknown): { abort: () => void; done: Promise<number | 'aborted'> } {
+  const text = JSON.stringify(body)
+  const req = httpRequest(url, {
+    method: 'POST',
+    agent: false,
+    headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) },
+  })
+  const done = new Promise<number | 'aborted'>((resolve) => {
+    req.on('response', (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode ?? 0))
+    })
+    req.on('error', () => resolve('aborted'))
+    req.on('close', () => resolve('aborted'))
+  })
+  req.end(text)
+  return { abort: () => req.destroy(), done }
+}

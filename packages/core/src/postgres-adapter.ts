@@ -205,7 +205,7 @@ export function resumeFailedCopy(query: TrackedQuery): void {
 export function copyOutEnded(query: TrackedQuery): Readable | undefined {
   const stream = query.stream
   if (stream === undefined || 'writableEnded' in stream) return undefined
-  ;(stream as unknown as { _read(size: number): void })._read(0)
+  resumeSocket(stream)
   return stream.readableEnded || stream.destroyed ? undefined : stream
 }
 
