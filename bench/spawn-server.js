@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process'
 /**
  * `env` is added to this process's environment; `cwd` is the checkout whose bench/server.js runs
  * (an earlier one for a baseline); `nodeArgs` go before the script (e.g. --cpu-prof).
- * Resolves with `{ base, stop() }` once the server listens.
+ * Resolves with `{ base, pid, stop() }` once the server listens.
  */
 export async function spawnServer({ cwd, env, nodeArgs = [], label }) {
   const child = spawn(process.execPath, [...nodeArgs, 'bench/server.js'], {
@@ -23,6 +23,7 @@ export async function spawnServer({ cwd, env, nodeArgs = [], label }) {
   const exited = new Promise((resolve) => child.once('exit', resolve))
   return {
     base: `http://127.0.0.1:${port}`,
+    pid: child.pid,
     async stop() {
       child.kill('SIGTERM')
       const killer = setTimeout(() => child.kill('SIGKILL'), 3_000)
