@@ -43,6 +43,16 @@ export const errors = {
     'This route already runs in a transaction; use request.db.savepoint() instead of begin()',
     500,
   ),
+  FST_PG_POOL_OUTSIDE_BLOCK: createError(
+    'FST_PG_POOL_OUTSIDE_BLOCK',
+    'request.db was used while its begin() block is open: send the statement on the handle the block gave its callback, or after the block',
+    500,
+  ),
+  FST_PG_POOL_TRANSACTION_ENDED: createError(
+    'FST_PG_POOL_TRANSACTION_ENDED',
+    'A statement of the handler ended the transaction (%s in SQL): the statements after it were refused, and what ran before it may be committed',
+    500,
+  ),
   FST_PG_POOL_ROUTE_OPTED_OUT: createError(
     'FST_PG_POOL_ROUTE_OPTED_OUT',
     'Route %s declares config.db: false and cannot use request.db',

@@ -186,6 +186,17 @@ export class Lease implements Holder, QueryOwner {
   #routeTransaction = false
   /** A `begin()` block is open. */
   #block = false
+  /** The open block was opened by onLease (its statements, not the holder's, are the block's). */
+  #blockSetup = false
+  /**
+   * A statement of the holder's ended the route transaction or the `begin()` block (its command
+   * tag: COMMIT, ROLLBACK, PREPARE TRANSACTION): its later statements are refused with this, and
+   * the block the pool opened is rolled back instead of committed (what ran after it would have
+   * run outside, one transaction each).
+   */
+  #endedInSql: Error | undefined
+  /** SAVEPOINTs the holder's own SQL opened in the block and did not release: a ROLLBACK then may be ROLLBACK TO. */
+  #sqlSavepoints = 0
   /** The block is read-only by its BEGIN: a 25006 in it is the holder's, not a failover. */
   #blockReadOnly = false
   #transactionMessage: TransactionMessage | undefined
@@ -335,6 +346,20 @@ export class Lease implements Holder, QueryOwner {
     if (this.#openedShared !== undefined) {
       query.reject(this.#openedShared)
       return
+    }
+    if (!query.internal) {
+      if (this.#endedInSql !== undefined) {
+        query.reject(this.#endedInSql)
+        return
+      }
+      // A statement of the side that opened the block (the holder's, or onLease's) not sent on the
+      // block's handle: it would run inside the block and share its fate (rolled back with it,
+      // failing it) while its caller believes it outside. The holder's statements while onLease's
+      // block is open wait for the hook, as always.
+      if (this.#block && !query.inBlock && query.setup === this.#blockSetup) {
+        query.reject(new errors.FST_PG_POOL_OUTSIDE_BLOCK())
+        return
+      }
     }
     if (this.#cancelledEarly?.delete(query)) {
       query.reject(new errors.FST_PG_POOL_ABORTED())
@@ -649,6 +674,7 @@ export class Lease implements Holder, QueryOwner {
         const commands = commandsOf(value)
         if (this.pipelined) sharedBlock = sharedBlockOf(commands)
         this.#transaction.noteCommands(commands)
+        if ((this.#routeTransaction || this.#block) && !query.savepointStep) this.#noteBlockEnd(commands)
         if (!this.#wrote && this.#ctx.captureLsn === true) this.#wrote = commands.some(isWrite)
         if (mayHoldSeveral(query)) {
           // A simple-protocol message can hold several statements, and postgres.js keeps no tag
@@ -694,6 +720,37 @@ export class Lease implements Holder, QueryOwner {
     if (this.settings.oneShot && this.#mode === undefined && !this.#busy) void this.finish('commit')
     this.#maybeIdle()
     return out
+  }
+
+  /**
+   * Whether the holder's statement ended the block the pool opened, by its command tags. ROLLBACK
+   * is also the tag of ROLLBACK TO SAVEPOINT: with a savepoint of the holder's SQL still open, it
+   * is taken for that. Not seen: a COMMIT or ROLLBACK inside a simple-protocol message of several
+   * statements (postgres.js keeps only the last tag of those without rows).
+   */
+  #noteBlockEnd(commands: readonly string[]): void {
+    for (const command of commands) {
+      if (command === 'SAVEPOINT') this.#sqlSavepoints++
+      else if (command === 'RELEASE') this.#sqlSavepoints = Math.max(0, this.#sqlSavepoints - 1)
+      else if (
+        command === 'COMMIT' ||
+        command === 'PREPARE TRANSACTION' ||
+        (command === 'ROLLBACK' && this.#sqlSavepoints === 0)
+      ) {
+        this.#endedInSql ??= new errors.FST_PG_POOL_TRANSACTION_ENDED(command)
+      }
+    }
+  }
+
+  /** The holder ended the block in SQL: what the pool's COMMIT would commit is no longer one transaction. */
+  async #rollBackEndedBlock(setup: boolean): Promise<Error> {
+    const ended = this.#endedInSql as Error
+    // ROLLBACK: it ends a block AND CHAIN opened (a warning when there is none).
+    await this.#internal('ROLLBACK', !setup && this.#mode !== undefined, setup).then(
+      () => this.#transaction.noteClosed(),
+      () => this.#conn?.markClosed('error'),
+    )
+    return ended
   }
 
   #publishEnd(query: TrackedQuery, value: unknown, error: unknown): void {
@@ -1093,7 +1150,10 @@ export class Lease implements Holder, QueryOwner {
   async #endRouteTransaction(conn: PoolConnection): Promise<void> {
     let failure: Error | undefined
     let outcome: TransactionOutcome
-    if (this.#mode === 'commit') {
+    if (this.#mode === 'commit' && this.#endedInSql !== undefined) {
+      outcome = 'commit_failed'
+      failure = conn.usable ? await this.#rollBackEndedBlock(false) : this.#endedInSql
+    } else if (this.#mode === 'commit') {
       ;({ outcome, failure } = await this.#commit(conn, true))
     } else {
       outcome = 'rollback'
@@ -1159,6 +1219,8 @@ export class Lease implements Holder, QueryOwner {
     // `BEGIN READ WRITE READ ONLY` is read-only from its first statement on.
     if (this.settings.readOnly === true) beginText = `${beginText} READ ONLY`
     this.#block = true
+    this.#blockSetup = setup
+    this.#sqlSavepoints = 0
     this.#blockReadOnly = beginsReadOnly(beginText)
     this.#startTransactionMessage('begin')
     let outcome: TransactionOutcome = 'rollback'
@@ -1180,11 +1242,19 @@ export class Lease implements Holder, QueryOwner {
         await this.#internal('ROLLBACK', false, setup).then(
           () => {
             this.#block = false
+            this.#endedInSql = undefined
             this.#transaction.noteClosed()
           },
           () => {},
         )
         throw error
+      }
+      if (this.#endedInSql !== undefined) {
+        outcome = 'commit_failed'
+        failure = this.#conn?.usable === true ? await this.#rollBackEndedBlock(setup) : this.#endedInSql
+        this.#block = false
+        this.#endedInSql = undefined
+        throw failure
       }
       const conn = this.#conn
       const committed = conn === undefined ? commitLost('the connection was lost') : await this.#commit(conn, false)

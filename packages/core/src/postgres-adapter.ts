@@ -91,6 +91,10 @@ export interface TrackedQuery extends AdapterQuery {
   internal: boolean
   /** The route transaction's COMMIT or ROLLBACK: the one statement sent after the holder finished. */
   final: boolean
+  /** Built by the handle a `begin()` block gave its callback: allowed while the block is open. */
+  inBlock: boolean
+  /** A step of `savepoint()` (SAVEPOINT, RELEASE, ROLLBACK TO): not the holder ending its block. */
+  savepointStep: boolean
   /** Its connection died under it before it ran: it will be sent again elsewhere. */
   redirected: boolean
   startedAt: number
@@ -345,6 +349,8 @@ export function trackedQueryClass(helpers: postgres.Sql<{}>): TrackedQueryConstr
       query.setup = setup
       query.internal = false
       query.final = false
+      query.inBlock = false
+      query.savepointStep = false
       query.redirected = false
       query.startedAt = 0
       query.innerCursorFn = undefined

@@ -11,6 +11,8 @@ interface QuerySource {
   readonly lease: Lease
   /** Queries of the onLease hook run before the holder's own. */
   readonly setup: boolean
+  /** The handle a `begin()` block gave its callback: its queries may run while the block is open. */
+  readonly block: boolean
 }
 
 const notifyTemplate = ((strings: TemplateStringsArray, ..._: unknown[]) => strings)`select pg_notify(${0}, ${0})`
@@ -23,7 +25,9 @@ function splitArgs(rest: [unknown?, object?]): [unknown[], object] {
 }
 
 function build(source: QuerySource, strings: readonly string[], args: unknown[], options?: object): TrackedQuery {
-  return source.lease.query(strings, args, options, source.setup)
+  const query = source.lease.query(strings, args, options, source.setup)
+  query.inBlock = source.block
+  return query
 }
 
 /** Adds the non-template query API (unsafe, file, notify, value helpers) to `target`. */
@@ -43,11 +47,11 @@ function addQueryApi(
   }
   target.file = (path: string, ...rest: [unknown?, object?]) => {
     const [list, options] = splitArgs(rest) as [unknown[], Record<string, unknown>]
-    const { lease, setup } = sourceFor()
+    const { lease, setup, block } = sourceFor()
     // Read when it runs, as postgres.js does: the text is its only string. Without parameters
     // it goes by the simple protocol, as postgres.js sends it: a file may hold several statements.
     const fileOptions = { ...options, simple: 'simple' in options ? options.simple : list.length === 0 }
-    return lease.query([], list, fileOptions, setup, (query) => {
+    const built = lease.query([], list, fileOptions, setup, (query) => {
       readFile(path).then(
         (text) => {
           query.strings = [text]
@@ -56,6 +60,8 @@ function addQueryApi(
         (error: unknown) => query.reject(error),
       )
     })
+    built.inBlock = block
+    return built
   }
   target.notify = (channel: string, payload: string) => build(sourceFor(), notifyTemplate, [channel, `${payload}`])
   target.json = helpers.json
@@ -89,13 +95,18 @@ function addSavepoint(db: Record<string, unknown>, nextName: () => string): void
     const callback = (fn ?? name) as (sql: LeaseDb) => unknown
     const id = db as unknown as LeaseDb
     const point = id(nextName())
-    await id`savepoint ${point}`
+    // Its own steps: the lease tells a ROLLBACK TO of its from a ROLLBACK that ends the block.
+    const step = (query: unknown) => {
+      ;(query as TrackedQuery).savepointStep = true
+      return query as Promise<unknown>
+    }
+    await step(id`savepoint ${point}`)
     try {
       const result = await settle(callback(id))
-      await id`release savepoint ${point}`
+      await step(id`release savepoint ${point}`)
       return result
     } catch (error) {
-      await id`rollback to savepoint ${point}`
+      await step(id`rollback to savepoint ${point}`)
       throw error
     }
   }
@@ -106,9 +117,12 @@ export interface QueryApiContext {
   readonly readFile: (path: string) => Promise<string>
 }
 
-/** request.db, the onLease hook's db, and the handles of app.db.lease(): every query on one lease. */
-export function createLeaseDb(lease: Lease, ctx: QueryApiContext, setup = false): LeaseDb {
-  const source: QuerySource = { lease, setup }
+/**
+ * request.db, the onLease hook's db, and the handles of app.db.lease(): every query on one lease.
+ * `block`: the handle of a block app.db.begin() opened on a lease of its own.
+ */
+export function createLeaseDb(lease: Lease, ctx: QueryApiContext, setup = false, block = false): LeaseDb {
+  const source: QuerySource = { lease, setup, block }
   const sourceFor = () => source
   const db = templateOrHelper(sourceFor, ctx.helpers) as unknown as Record<string, unknown>
   addQueryApi(db, sourceFor, ctx.helpers, ctx.readFile)
@@ -119,8 +133,10 @@ export function createLeaseDb(lease: Lease, ctx: QueryApiContext, setup = false)
     return lease.transaction(
       beginText(fn === undefined ? undefined : options),
       () => {
-        const tx = templateOrHelper(sourceFor, ctx.helpers) as unknown as Record<string, unknown>
-        addQueryApi(tx, sourceFor, ctx.helpers, ctx.readFile)
+        const blockSource: QuerySource = { lease, setup, block: true }
+        const blockSourceFor = () => blockSource
+        const tx = templateOrHelper(blockSourceFor, ctx.helpers) as unknown as Record<string, unknown>
+        addQueryApi(tx, blockSourceFor, ctx.helpers, ctx.readFile)
         tx.begin = () => Promise.reject(new errors.FST_PG_POOL_NESTED_TRANSACTION())
         addSavepoint(tx, nextName)
         return settle(callback(tx as unknown as LeaseDb))
@@ -148,13 +164,13 @@ export function createPoolDb(
   newLease: (oneShot: boolean) => Lease,
   listen: PoolDb['listen'] = () => Promise.reject(new Error('listen() is not available on this handle')),
 ): PoolDb {
-  const oneShot = (): QuerySource => ({ lease: newLease(true), setup: false })
+  const oneShot = (): QuerySource => ({ lease: newLease(true), setup: false, block: false })
   const db = templateOrHelper(oneShot, ctx.helpers) as unknown as Record<string, unknown>
   addQueryApi(db, oneShot, ctx.helpers, ctx.readFile)
   const transaction = async (begin: string, fn: unknown) => {
     const lease = newLease(false)
     try {
-      const tx = createLeaseDb(lease, ctx) as unknown as Record<string, unknown>
+      const tx = createLeaseDb(lease, ctx, false, true) as unknown as Record<string, unknown>
       tx.begin = () => Promise.reject(new errors.FST_PG_POOL_NESTED_TRANSACTION())
       return await lease.transaction(begin, () => settle((fn as (sql: LeaseDb) => unknown)(tx as unknown as LeaseDb)))
     } finally {
