@@ -141,7 +141,7 @@ function loggedCause(error: postgres.PostgresError, code: string, condition: str
   return cause
 }
 
-function isPostgresError(error: unknown): error is postgres.PostgresError {
+export function isPostgresError(error: unknown): error is postgres.PostgresError {
   return error instanceof postgres.PostgresError || (error as { name?: unknown } | null)?.name === 'PostgresError'
 }
 

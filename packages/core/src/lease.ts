@@ -3,7 +3,13 @@ import type { Readable } from 'node:stream'
 import type { Clock, TimerHandle } from './clock.js'
 import { commitFailure, commitLost } from './commit-outcome.js'
 import { channels, type QueryMessage, type TransactionMessage, type TransactionOutcome } from './diagnostics.js'
-import { isConnectionError, type SurfaceSettings, surfaceError, withRetryAfter } from './error-mapping.js'
+import {
+  isConnectionError,
+  isPostgresError,
+  type SurfaceSettings,
+  surfaceError,
+  withRetryAfter,
+} from './error-mapping.js'
 import { errors } from './errors.js'
 import type { Lsn } from './lsn.js'
 import type { ResolvedPoolOptions } from './options.js'
@@ -642,6 +648,17 @@ export class Lease implements Holder, QueryOwner {
     }
     query.observed = message
     channels.queryStart.publish(message)
+  }
+
+  /** QueryOwner: an error on a COPY stream of this lease's, surfaced like a statement's. */
+  streamError(_query: TrackedQuery, error: Error): Error {
+    if (!isConnectionError(error) && !isPostgresError(error)) return error
+    const context = {
+      closeReason: this.#conn?.closeReason,
+      aborted: this.#mode === 'abort',
+      closing: !this.#ctx.pool.stats().accepting,
+    }
+    return surfaceError(error, context, this.#ctx.surface) as Error
   }
 
   /** QueryOwner: a statement of this lease ended; returns the error its caller should see. */

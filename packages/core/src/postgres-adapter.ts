@@ -124,6 +124,8 @@ export interface QueryOwner {
    * waits on before it fetches the next batch (the owner can stop the cursor there).
    */
   cursorBatch(query: TrackedQuery, result: unknown): unknown
+  /** An error postgres.js put on the query's COPY stream: what the stream's reader should see. */
+  streamError(query: TrackedQuery, error: Error): Error
 }
 
 /** postgres.js's query constructor, then the tracked query's own two: its owner and `setup`. */
@@ -180,6 +182,22 @@ function readOnWhenDestroyed(stream: Readable): void {
   }
   // A push before the destroy may have paused the socket already: it reads again now (4d).
   stream.once('close', () => resumeSocket(stream))
+}
+
+/**
+ * postgres.js fails a COPY's stream with `stream.destroy(error)`: its own error when the
+ * connection is lost (a message with the server's host and port), the server's when the COPY
+ * fails; a write the socket refused takes the same way (Node's Writable destroys itself with it).
+ * The stream's reader gets the pool's error instead, as a query's caller does (the driver's as
+ * its cause). Errors of the holder's own (a source that failed in `pipeline`) pass unchanged
+ * (assumption 4f, with contract tests).
+ */
+function surfaceStreamErrors(query: TrackedQuery, stream: Readable | Writable): void {
+  const destroy = stream.destroy as (this: Readable | Writable, error?: Error) => Readable | Writable
+  stream.destroy = function (this: Readable | Writable, error?: Error | null) {
+    const out = error === undefined || error === null ? undefined : query.owner.streamError(query, error)
+    return destroy.call(this, out)
+  } as typeof stream.destroy
 }
 
 /** Resumes the socket a COPY TO STDOUT stream paused (4d); nothing when it is gone already. */
@@ -240,6 +258,7 @@ function resolveTracked(this: TrackedQuery, value: unknown): void {
       ;(value as Readable | Writable).on('error', ignoreError)
     }
     if (!('writableEnded' in value)) readOnWhenDestroyed(value as Readable)
+    surfaceStreamErrors(this, value as Readable | Writable)
     this.stream = value as Readable | Writable
     this.innerResolve(value)
     return

@@ -44,6 +44,13 @@ class RecordingOwner implements QueryOwner {
     this.batches.push(result)
     return this.onBatch === undefined ? result : this.onBatch(result)
   }
+
+  readonly streamErrors: unknown[] = []
+
+  streamError(_query: TrackedQuery, error: Error): Error {
+    this.streamErrors.push(error)
+    return new OwnerError(error)
+  }
 }
 
 /** What the owner makes of a failure (the lease maps errors): the caller must see this one. */
@@ -440,6 +447,56 @@ describe('4e. a COPY TO STDOUT pushes its rows with stream.push(rows) || socket.
     const { query: after } = track(next, (q) => client.send(q), sql`select 1 as one`)
     await after
     expect(next.ends[0]?.error).toBeUndefined()
+  })
+})
+
+describe("4f. postgres.js fails a COPY's stream with stream.destroy(error): the stream's reader sees the owner's error", () => {
+  test('COPY FROM STDIN whose backend is terminated: the writable fails with what streamError made of the driver error', async () => {
+    const { client, name } = await openClient({})
+    const owner = new RecordingOwner()
+    // A COPY FROM STDIN on a table of the test database: rows are written until the backend goes.
+    await db.sql`create table if not exists contract_copy_in (n int)`
+    const copy = track(owner, (q) => client.send(q), sql`copy contract_copy_in (n) from stdin`)
+    const writable = (await (copy.query as unknown as { writable(): Promise<Writable> }).writable()) as Writable
+    const failed = new Promise<unknown>((resolve) => writable.once('error', resolve))
+    writable.write('1\n')
+    await waitUntil(async () => (await db.running(name, '%contract_copy_in%')) === 1, 'the COPY to run')
+    await db.admin`select pg_terminate_backend(${client.pid})`
+    // Writes go on until the stream learns the connection is gone.
+    const writer = setInterval(() => writable.writable && writable.write('2\n'), 5)
+    try {
+      const error = await failed
+      expect(error).toBeInstanceOf(OwnerError)
+      expect(codeOf(owner.streamErrors[0])).toMatch(/^CONNECTION_|^57P01$|^EPIPE$|^ECONNRESET$/)
+    } finally {
+      clearInterval(writer)
+    }
+  })
+
+  test('COPY TO STDOUT whose backend is terminated mid-read: the readable fails with the owner error', async () => {
+    const { client, name } = await openClient({})
+    const owner = new RecordingOwner()
+    const { query } = track(
+      owner,
+      (q) => client.send(q),
+      sql`copy (select pg_sleep(0.002), repeat('x', 100) as contract_copy_out from generate_series(1, 100000)) to stdout`,
+    )
+    const readable = (await (query as unknown as { readable(): Promise<Readable> }).readable()) as Readable
+    const failed = new Promise<unknown>((resolve) => readable.once('error', resolve))
+    readable.resume()
+    await waitUntil(async () => (await db.running(name, '%contract_copy_out%')) === 1, 'the COPY to run')
+    await db.admin`select pg_terminate_backend(${client.pid})`
+    expect(await failed).toBeInstanceOf(OwnerError)
+    expect(codeOf(owner.streamErrors[0])).toMatch(/^CONNECTION_|^57P01$/)
+  })
+
+  test('a stream destroyed by its reader (no error) does not go through streamError', async () => {
+    const { client } = await openClient({})
+    const owner = new RecordingOwner()
+    const { query } = track(owner, (q) => client.send(q), sql`copy (select 1) to stdout`)
+    const readable = (await (query as unknown as { readable(): Promise<Readable> }).readable()) as Readable
+    readable.destroy()
+    expect(owner.streamErrors).toEqual([])
   })
 })
 
