@@ -32,6 +32,8 @@ describe('named instances: types', () => {
     expectTypeOf(app.dbs.elsewhere).toEqualTypeOf<PoolDb | undefined>()
     expectTypeOf(app.pgPools.get('reporting')).toEqualTypeOf<PgPoolView | undefined>()
     expectTypeOf(app.pgPools.all()).toEqualTypeOf<readonly PgPoolView[]>()
+    expectTypeOf(app.pgPools.onClosed).parameters.toEqualTypeOf<[() => void]>()
+    expectTypeOf(app.pgPools.onClosed(() => {})).toEqualTypeOf<() => void>()
     // @ts-expect-error app.dbs entries cannot be reassigned
     app.dbs.reporting = app.db
     app.get('/r', async (request) => {

@@ -33,6 +33,15 @@ export interface PgPoolRegistry {
   get(instance?: string): PgPoolView | undefined
   /** Calls `listener` for each pool registered from now on; returns the unsubscribe function. */
   onAdd(listener: (view: PgPoolView) => void): () => void
+  /**
+   * Calls `listener` once, when `app.close()` has ended every pool of every instance (each lease
+   * came back or was cut, each connection closed): nothing more is published for them after it.
+   * Observers stop listening here, not in an `onClose` hook of their own: Fastify runs `onClose`
+   * hooks in reverse order of registration, so an observer's runs before the core's, while a
+   * transaction cut by `closeTimeout` still has its ROLLBACK to answer. Returns the unsubscribe
+   * function.
+   */
+  onClosed(listener: () => void): () => void
 }
 
 /** The app's instances, shared by every registration of the core on one Fastify app. */
@@ -42,11 +51,15 @@ export class Instances implements PgPoolRegistry {
   /** Frozen, replaced on each add: what observers hold cannot change under them or be changed. */
   #views: readonly PgPoolView[] = Object.freeze([])
   readonly #listeners = new Set<(view: PgPoolView) => void>()
+  readonly #closedListeners = new Set<() => void>()
+  /** Instances whose pools have not ended yet. */
+  #open = 0
   /** `app.pgPools`: what observers read, and nothing that registers or resolves instances. */
   readonly registry: PgPoolRegistry = Object.freeze({
     all: () => this.all(),
     get: (instance?: string) => this.get(instance),
     onAdd: (listener: (view: PgPoolView) => void) => this.onAdd(listener),
+    onClosed: (listener: () => void) => this.onClosed(listener),
   })
 
   get default(): Instance | undefined {
@@ -82,6 +95,7 @@ export class Instances implements PgPoolRegistry {
   }
 
   add(instance: Instance): void {
+    this.#open++
     if (instance.name === undefined) this.#default = instance
     else this.#named.set(instance.name, instance)
     for (const view of instance.views) {
@@ -101,5 +115,19 @@ export class Instances implements PgPoolRegistry {
   onAdd(listener: (view: PgPoolView) => void): () => void {
     this.#listeners.add(listener)
     return () => this.#listeners.delete(listener)
+  }
+
+  onClosed(listener: () => void): () => void {
+    this.#closedListeners.add(listener)
+    return () => this.#closedListeners.delete(listener)
+  }
+
+  /** An instance's pools have ended (its onClose): once all have, the onClosed listeners run. */
+  ended(): void {
+    this.#open--
+    if (this.#open > 0) return
+    const listeners = [...this.#closedListeners]
+    this.#closedListeners.clear()
+    for (const listener of listeners) listener()
   }
 }

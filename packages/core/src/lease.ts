@@ -868,9 +868,9 @@ export class Lease implements Holder, QueryOwner {
     return this.#finishing
   }
 
-  /** Holder: the pool closes past its timeout. */
-  abort(): void {
-    this.finish('abort').catch(() => {})
+  /** Holder: the pool closes past its timeout; resolves once the lease has ended. */
+  abort(): Promise<void> {
+    return this.finish('abort').catch(() => {})
   }
 
   /**

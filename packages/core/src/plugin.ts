@@ -400,6 +400,8 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     await Promise.all(units.map((unit) => unit.end(left)))
     await monitorSource?.end()
     await helpers.end({ timeout: 0 })
+    // Observers stop listening once every instance's pools have ended (PgPoolRegistry.onClosed).
+    shared.instances.ended()
   })
 }
 

@@ -29,8 +29,8 @@ export interface Holder {
   reroute(conn: PoolConnection): void
   /** Held past leakDetectionThreshold. */
   leaked(heldMs: number): void
-  /** The pool closes past its timeout: stop everything now. */
-  abort(): void
+  /** The pool closes past its timeout: stop everything now; resolves once it has ended, if it can tell. */
+  abort(): Promise<void> | void
   /**
    * Pipelined: another holder of its shared connection opened a transaction block there, inside
    * which this one's statements may have run: its work is not to be answered as done.
@@ -348,12 +348,13 @@ export class Pool extends EventEmitter<PoolEvents> {
     }
     for (const conn of this.#idle.splice(0)) this.#discard(conn, 'shutdown')
     await this.#drain(timeoutMs)
+    const aborted: (Promise<void> | void)[] = []
     if (this.#heldCount > 0) {
       // Cutting the socket alone would leave the server running the statement (it notices a
       // gone client only when it writes): cancel first, then cut what is still there.
-      for (const holder of this.#leased.values()) holder.abort()
+      for (const holder of this.#leased.values()) aborted.push(holder.abort())
       for (const [conn, holders] of this.#shared.entries()) {
-        for (const holder of holders.keys()) holder.abort()
+        for (const holder of holders.keys()) aborted.push(holder.abort())
         // A lease never cancels on a shared connection (the statement may be another holder's):
         // here every holder of it is being ended, so the pool cancels what runs there.
         conn.cancel()
@@ -361,6 +362,26 @@ export class Pool extends EventEmitter<PoolEvents> {
       await this.#drain(CANCEL_GRACE_MS)
     }
     await Promise.all([...this.#all].map((conn) => this.#discard(conn, 'shutdown', 0)))
+    // A holder cut with its connection ends now (what it still ran there fails at once): its
+    // last statement's end, its transaction's and its release are published before the pool
+    // says it ended, and observers stop listening after that (PgPoolRegistry.onClosed).
+    if (aborted.length > 0)
+      await this.#within(
+        Promise.all(aborted).then(() => {}),
+        CANCEL_GRACE_MS,
+      )
+  }
+
+  /** `work`, or `timeoutMs` on the pool's clock, whichever ends first. */
+  async #within(work: Promise<void>, timeoutMs: number): Promise<void> {
+    let timer: TimerHandle | undefined
+    await Promise.race([
+      work,
+      new Promise<void>((resolve) => {
+        timer = this.#clock.setTimeout(resolve, timeoutMs)
+      }),
+    ])
+    this.#clock.clearTimeout(timer)
   }
 
   get #heldCount(): number {
@@ -369,16 +390,12 @@ export class Pool extends EventEmitter<PoolEvents> {
 
   async #drain(timeoutMs: number): Promise<void> {
     if (this.#heldCount === 0 || timeoutMs <= 0) return
-    let timer: TimerHandle | undefined
-    await Promise.race([
+    await this.#within(
       new Promise<void>((resolve) => {
         this.#drained = resolve
       }),
-      new Promise<void>((resolve) => {
-        timer = this.#clock.setTimeout(resolve, timeoutMs)
-      }),
-    ])
-    this.#clock.clearTimeout(timer)
+      timeoutMs,
+    )
   }
 
   /**

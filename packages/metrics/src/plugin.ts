@@ -66,7 +66,9 @@ const metrics: FastifyPluginAsync<PgPoolMetricsOptions> = async (app, opts) => {
   )
 
   // An injected registry outlives the app: take our metrics out so the next app can register.
-  app.addHook('onClose', async () => {
+  // Once every pool has ended (after this plugin's own onClose would run: Fastify runs onClose
+  // hooks in reverse order of registration), so that a transaction cut at close is counted.
+  app.pgPools.onClosed(() => {
     detach()
     for (const name of ours) registry.removeSingleMetric(name)
   })

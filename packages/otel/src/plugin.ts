@@ -34,8 +34,9 @@ const otel: FastifyPluginAsync<PgPoolOtelOptions> = async (app, opts) => {
       },
     } satisfies PgPoolOtelView),
   )
-  // After the pool closed (onClose runs in registration order: the core's first).
-  app.addHook('onClose', async () => {
+  // Once every pool has ended (a transaction cut at close answers its ROLLBACK after this plugin's
+  // own onClose would run: Fastify runs onClose hooks in reverse order of registration).
+  app.pgPools.onClosed(() => {
     unsubscribe()
     instrumentation.close()
   })
