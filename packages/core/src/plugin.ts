@@ -166,7 +166,9 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   const api: QueryApiContext = { helpers, readFile: (path) => readFile(path, 'utf8') }
   const Query = trackedQueryClass(helpers)
   const readYourWrites =
-    replicaSettings.readYourWrites === false ? undefined : new ReadYourWrites(replicaSettings.readYourWrites)
+    replicaSettings.readYourWrites === false
+      ? undefined
+      : new ReadYourWrites(replicaSettings.readYourWrites, connection.target)
   const labelLease = opts.leaseApplicationName
   if (labelLease !== undefined && typeof labelLease !== 'function') {
     throw invalidOption('leaseApplicationName', 'expected a function (request, route) => string | undefined')

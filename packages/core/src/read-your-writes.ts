@@ -22,16 +22,29 @@ const COOKIE_MAX_AGE_SECONDS = 60
 /**
  * The token a response carries after a write: `<commit LSN>.<HMAC>`. A later read-only request
  * that sends it back is served by a replica only once that replica has replayed the LSN.
+ *
+ * The HMAC covers the instance's primary (`scope`: host:port/database) with the LSN: positions
+ * of one server mean nothing on another, and instances (or services) sharing a secret must not
+ * take each other's tokens, which name positions their primary may not reach for a long time
+ * (each such read would wait `maxWait` and go to the primary). A token of another scope is
+ * ignored like a forged one.
  */
 export class ReadYourWrites {
   readonly settings: ReadYourWritesSettings
+  readonly #scope: string
 
-  constructor(settings: ReadYourWritesSettings) {
+  constructor(settings: ReadYourWritesSettings, scope: string) {
     this.settings = settings
+    this.#scope = scope
   }
 
   #sign(lsn: string): Buffer {
-    return createHmac('sha256', this.settings.secret).update(lsn).digest().subarray(0, SIGNATURE_BYTES)
+    return createHmac('sha256', this.settings.secret)
+      .update(this.#scope)
+      .update('\0')
+      .update(lsn)
+      .digest()
+      .subarray(0, SIGNATURE_BYTES)
   }
 
   token(lsn: Lsn): string {

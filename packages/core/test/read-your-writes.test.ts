@@ -1,0 +1,37 @@
+import { describe, expect, test } from 'vitest'
+import { parseLsn } from '../src/lsn.js'
+import { ReadYourWrites, type ReadYourWritesSettings } from '../src/read-your-writes.js'
+
+const settings: ReadYourWritesSettings = {
+  secret: 'one-secret-for-the-whole-app',
+  header: 'x-pg-read-after',
+  cookie: false,
+  maxWait: 200,
+}
+const lsn = parseLsn('16/B374D848')
+
+describe('read-your-writes tokens', () => {
+  test('a token verifies under the scope (primary) that issued it', () => {
+    const tokens = new ReadYourWrites(settings, 'db-a:5432/notes')
+    expect(lsn).toBeDefined()
+    const token = tokens.token(lsn as NonNullable<typeof lsn>)
+    expect(tokens.verify(token)).toEqual(lsn)
+  })
+
+  test("another scope's token, under the same secret, is ignored like a forged one", () => {
+    const notes = new ReadYourWrites(settings, 'db-a:5432/notes')
+    const events = new ReadYourWrites(settings, 'db-b:5432/events')
+    const token = events.token(lsn as NonNullable<typeof lsn>)
+    expect(notes.verify(token)).toBeUndefined()
+    // The same host and port with another database is another scope too.
+    expect(new ReadYourWrites(settings, 'db-b:5432/other').verify(token)).toBeUndefined()
+  })
+
+  test('missing, malformed and forged tokens are ignored', () => {
+    const tokens = new ReadYourWrites(settings, 'db-a:5432/notes')
+    const good = tokens.token(lsn as NonNullable<typeof lsn>)
+    for (const bad of [undefined, '', '.', 'x', '16/B374D848', `${good}x`, `FF/0.${good.split('.')[1]}`, 42]) {
+      expect(tokens.verify(bad)).toBeUndefined()
+    }
+  })
+})
