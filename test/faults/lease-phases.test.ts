@@ -52,7 +52,8 @@ describe('onConnect running', () => {
       const res = app.inject({ method: 'GET', url: '/pid' })
       expect(await waitFor(async () => (await db.running(applicationName, '%pg_sleep(2)%')) === 1, 3_000)).toBe(true)
       if (event === 'terminate') await db.terminate(applicationName)
-      else await db.admin`select pg_cancel_backend(pid) from pg_stat_activity where application_name = ${applicationName} and query like '%pg_sleep(2)%'`
+      else
+        await db.admin`select pg_cancel_backend(pid) from pg_stat_activity where application_name = ${applicationName} and query like '%pg_sleep(2)%'`
       const done = await res
       if (done.statusCode !== 200) {
         expect(done.statusCode, done.body).toBe(503)
@@ -72,7 +73,11 @@ describe('pipelined shares', () => {
   test('terminate the shared connection while 4 requests are on it: all coded 503, pool counters back to 0', async () => {
     current = await coreApp(db.url, { max: 1, acquireTimeout: 3_000, statementTimeout: 5_000 })
     const { app, applicationName } = current
-    app.get('/p', { config: { db: { pipeline: true } } }, async (request) => (await request.db`select pg_sleep(0.4), 1 as one`)[0])
+    app.get(
+      '/p',
+      { config: { db: { pipeline: true } } },
+      async (request) => (await request.db`select pg_sleep(0.4), 1 as one`)[0],
+    )
     app.get('/pid', async (request) => (await request.db`select pg_backend_pid() as pid`)[0])
     const base = await listen(app)
     const responses = Array.from({ length: 4 }, () => fetch(`${base}/p`))
@@ -90,8 +95,16 @@ describe('pipelined shares', () => {
   test('external cancel of one pipelined statement: only that request fails; writes of the others commit once', async () => {
     current = await coreApp(db.url, { max: 1, acquireTimeout: 3_000, statementTimeout: 5_000 })
     const { app, applicationName } = current
-    app.get('/slow', { config: { db: { pipeline: true } } }, async (request) => (await request.db`select pg_sleep(1), 1 as one`)[0])
-    app.post('/w', { config: { db: { pipeline: true } } }, async (request) => (await request.db`insert into log (note) values ('p') returning id`)[0])
+    app.get(
+      '/slow',
+      { config: { db: { pipeline: true } } },
+      async (request) => (await request.db`select pg_sleep(1), 1 as one`)[0],
+    )
+    app.post(
+      '/w',
+      { config: { db: { pipeline: true } } },
+      async (request) => (await request.db`insert into log (note) values ('p') returning id`)[0],
+    )
     const base = await listen(app)
     const slow = fetch(`${base}/slow`)
     expect(await waitFor(async () => (await db.running(applicationName, '%pg_sleep(1)%')) === 1, 3_000)).toBe(true)
@@ -135,7 +148,9 @@ describe('streamed replies', () => {
       app.get('/copy', async (request, reply) => {
         reply.type('text/plain')
         return request.db
-          .unsafe(`copy (select n, repeat('x', 2000), case when n % 50 = 0 then pg_sleep(0.05) end from generate_series(1, 3000) n) to stdout`)
+          .unsafe(
+            `copy (select n, repeat('x', 2000), case when n % 50 = 0 then pg_sleep(0.05) end from generate_series(1, 3000) n) to stdout`,
+          )
           .readable()
       })
       app.get('/pid', async (request) => (await request.db`select pg_backend_pid() as pid`)[0])
@@ -162,12 +177,16 @@ describe('streamed replies', () => {
         // The client must not believe it got every row: the stream is cut, not ended cleanly.
         expect(error !== undefined || !text.includes(streamed[kind].last), text.slice(-50)).toBe(true)
         const cut = Date.now()
-        console.log(`[probe-server] ${kind} round ${round}: client saw the cut ${cut - terminatedAt} ms after the terminate (${error === undefined ? 'clean end' : String(error)}), ${text.length} bytes`)
+        console.log(
+          `[fault:lease-phases] ${kind} round ${round}: client saw the cut ${cut - terminatedAt} ms after the terminate (${error === undefined ? 'clean end' : String(error)}), ${text.length} bytes`,
+        )
         expect(await waitFor(() => app.pgPool.stats().leased === 0, 5_000)).toBe(true)
         const leaseBackMs = Date.now() - cut
         expect(await waitFor(async () => (await ours(applicationName)) === 0, 3_000)).toBe(true)
         await sleep(200)
-        console.log(`[probe-server] ${kind} round ${round}: lease back ${leaseBackMs} ms after the client saw the cut`)
+        console.log(
+          `[fault:lease-phases] ${kind} round ${round}: lease back ${leaseBackMs} ms after the client saw the cut`,
+        )
         // README: a connection that saw a connection-level error is closed, never handed to the
         // next request. The pool's count of open connections is exact.
         const openInPool = app.pgPool.stats().open
@@ -210,7 +229,10 @@ describe('streamed replies', () => {
     // bodies never carry the driver's detail (host, port).
     expect(done.body).not.toContain(`:${port}`)
     expect(done.body).not.toContain('127.0.0.1')
-    expect({ status: done.statusCode, code: done.json().code }).toEqual({ status: 503, code: 'FST_PG_POOL_CONNECTION_LOST' })
+    expect({ status: done.statusCode, code: done.json().code }).toEqual({
+      status: 503,
+      code: 'FST_PG_POOL_CONNECTION_LOST',
+    })
     expect(app.pgPool.stats()).toMatchObject({ leased: 0 })
     expect((await app.inject({ method: 'GET', url: '/pid' })).statusCode).toBe(200)
   })
@@ -223,7 +245,9 @@ describe('COPY streams consumed by the handler', () => {
     const reading = deferred()
     app.get('/sum', async (request) => {
       const readable = await request.db
-        .unsafe(`copy (select n, repeat('x', 2000), case when n % 50 = 0 then pg_sleep(0.05) end from generate_series(1, 3000) n) to stdout`)
+        .unsafe(
+          `copy (select n, repeat('x', 2000), case when n % 50 = 0 then pg_sleep(0.05) end from generate_series(1, 3000) n) to stdout`,
+        )
         .readable()
       let bytes = 0
       for await (const chunk of readable) {
@@ -241,7 +265,10 @@ describe('COPY streams consumed by the handler', () => {
     const port = new URL(db.url).port || '5432'
     expect(done.body).not.toContain(`:${port}`)
     expect(done.body).not.toContain('127.0.0.1')
-    expect({ status: done.statusCode, code: done.json().code }).toEqual({ status: 503, code: 'FST_PG_POOL_CONNECTION_LOST' })
+    expect({ status: done.statusCode, code: done.json().code }).toEqual({
+      status: 503,
+      code: 'FST_PG_POOL_CONNECTION_LOST',
+    })
     expect(await waitFor(() => app.pgPool.stats().leased === 0, 3_000)).toBe(true)
     expect((await app.inject({ method: 'GET', url: '/pid' })).statusCode).toBe(200)
   })
@@ -252,7 +279,9 @@ describe('idle in the pool after a streamed reply', () => {
     test(`after a ${kind} reply, the idle connection is terminated by the server: it is dropped, never handed to the next request`, async () => {
       current = await coreApp(db.url, { max: 1, acquireTimeout: 3_000, statementTimeout: 5_000, idleTimeout: 0 })
       const { app, applicationName } = current
-      app.get('/plain', async (request) => (await request.db`select n from generate_series(1, 5) n`).map((r) => r.n).join('\n'))
+      app.get('/plain', async (request) =>
+        (await request.db`select n from generate_series(1, 5) n`).map((r) => r.n).join('\n'),
+      )
       app.get('/copy', async (request, reply) => {
         reply.type('text/plain')
         return request.db.unsafe(`copy (select n from generate_series(1, 5) n) to stdout`).readable()

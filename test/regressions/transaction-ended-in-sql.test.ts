@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest'
-import { tx, transactionFixture } from '../support/transaction-fixture.js'
+import { transactionFixture, tx } from '../support/transaction-fixture.js'
 
 // Found by hostile probing (round 8, request.db misuse; the first two failed before the fix): a
 // route transaction the handler ended in SQL went on outside any transaction. `rollback` from an

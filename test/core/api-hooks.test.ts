@@ -1,0 +1,215 @@
+import { Readable } from 'node:stream'
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
+import { coreApp, type TestApp } from '../support/app.js'
+import { createTestDatabase, sleep, type TestDatabase, waitFor } from '../support/database.js'
+import { listen, startRequest } from '../support/http.js'
+
+// Held attacks from hostile probing (round 8, request.db misuse): request.db used in Fastify hooks, reply.then and streamed generators.
+
+let db: TestDatabase
+let current: TestApp | undefined
+beforeAll(async () => {
+  db = await createTestDatabase()
+  await db.sql`create table note (body text primary key)`
+})
+beforeEach(async () => {
+  await db.sql`truncate note`
+})
+afterEach(async () => {
+  await current?.app.close()
+  current = undefined
+})
+afterAll(() => db.drop())
+
+const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
+const tx = { config: { db: { transaction: true } } } as const
+
+function addProbe(app: TestApp['app']) {
+  app.get('/probe', async (request) => {
+    const [row] = await request.db`select current_setting('app.x', true) as x`
+    const mark = `probe-${Math.random()}`
+    await request.db`insert into note values (${mark})`
+    return { ...row, mark }
+  })
+}
+
+async function expectClean(t: TestApp) {
+  const { app, applicationName } = t
+  expect(await waitFor(() => app.pgPool.stats().leased === 0)).toBe(true)
+  const res = await app.inject('/probe')
+  expect(res.statusCode).toBe(200)
+  const body = res.json()
+  expect(await notes()).toContain(body.mark)
+  await db.sql`delete from note where body = ${body.mark}`
+  expect(body.x === null || body.x === '').toBe(true)
+  // A retired connection can linger a moment while it closes: wait for it, never accept it staying.
+  expect(
+    await waitFor(async () => (await db.countConnections(applicationName, 'idle in transaction')) === 0, 3_000),
+  ).toBe(true)
+  expect(app.pgPool.stats()).toMatchObject({ leased: 0, waiting: 0 })
+}
+
+describe('hooks', () => {
+  test('onResponse and reply.then use request.db: refused with RELEASED, nothing runs, no crash', async () => {
+    current = await coreApp(db.url, { max: 1 })
+    const { app } = current
+    addProbe(app)
+    const outcomes: string[] = []
+    const record = (p: PromiseLike<unknown>) =>
+      Promise.resolve(p).then(
+        () => outcomes.push('ran'),
+        (error: { code?: string }) => outcomes.push(error.code ?? 'error'),
+      )
+    app.addHook('onResponse', async (request) => {
+      if (request.url === '/probe') return
+      await record(request.db`insert into note values ('on-response')`)
+    })
+    app.get('/r', async (request, reply) => {
+      await request.db`select 1`
+      reply.then(
+        () => record(request.db`insert into note values ('reply-then')`),
+        () => {},
+      )
+      return { ok: true }
+    })
+    app.get('/r-tx', tx, async (request, reply) => {
+      await request.db`insert into note values ('tx')`
+      reply.then(
+        () => record(request.db`insert into note values ('reply-then-tx')`),
+        () => {},
+      )
+      return { ok: true }
+    })
+    app.get('/none', async (request, reply) => {
+      reply.then(
+        () => record(request.db`insert into note values ('first-use-after')`),
+        () => {},
+      )
+      return { ok: true }
+    })
+    for (const url of ['/r', '/r-tx', '/none']) expect((await app.inject(url)).statusCode).toBe(200)
+    expect(await waitFor(() => outcomes.length === 6)).toBe(true)
+    expect(outcomes).toEqual(Array(6).fill('FST_PG_POOL_RELEASED'))
+    expect(await notes()).toEqual(['tx'])
+    await expectClean(current)
+  })
+
+  test('a user onSend hook (after the plugin) querying on a transaction route: refused after the COMMIT (documented)', async () => {
+    current = await coreApp(db.url, { max: 1 })
+    const { app } = current
+    addProbe(app)
+    let hook: unknown
+    app.addHook('onSend', async (request, _reply, payload) => {
+      if (request.url !== '/tx') return payload
+      hook = await request.db`insert into note values ('on-send')`.then(
+        () => 'ran',
+        (error: { code?: string }) => error.code,
+      )
+      return payload
+    })
+    app.get('/tx', tx, async (request) => {
+      await request.db`insert into note values ('handler')`
+      return { ok: true }
+    })
+    const res = await app.inject('/tx')
+    // Core README: such a hook runs once the route transaction committed; request.db refuses there.
+    expect(hook).toBe('FST_PG_POOL_RELEASED')
+    expect(res.statusCode).toBe(200)
+    expect(await notes()).toEqual(['handler'])
+    await expectClean(current)
+  })
+
+  test('preSerialization and onError hooks query on a transaction route: inside the transaction', async () => {
+    current = await coreApp(db.url, { max: 1 })
+    const { app } = current
+    addProbe(app)
+    app.addHook('preSerialization', async (request, _reply, payload) => {
+      if (request.url === '/ok') await request.db`insert into note values ('pre-serialization')`
+      return payload
+    })
+    app.addHook('onError', async (request) => {
+      await request.db`insert into note values ('on-error')`.catch(() => {})
+    })
+    app.get('/ok', tx, async (request) => {
+      await request.db`insert into note values ('ok')`
+      return { ok: true }
+    })
+    app.get('/boom', tx, async (request) => {
+      await request.db`insert into note values ('boom')`
+      throw new Error('handler failed')
+    })
+    expect((await app.inject('/ok')).statusCode).toBe(200)
+    expect((await app.inject('/boom')).statusCode).toBe(500)
+    expect(await notes()).toEqual(['ok', 'pre-serialization'])
+    await expectClean(current)
+  })
+
+  test('onRequestAbort uses request.db: refused, lease back, next request clean', async () => {
+    current = await coreApp(db.url, { max: 1 })
+    const { app } = current
+    addProbe(app)
+    const outcomes: string[] = []
+    app.addHook('onRequestAbort', async (request) => {
+      await request.db`insert into note values ('abort-hook')`.then(
+        () => outcomes.push('ran'),
+        (error: { code?: string }) => outcomes.push(error.code ?? 'error'),
+      )
+    })
+    app.get('/slow', async (request) => {
+      await request.db`select pg_sleep(2)`
+      return { ok: true }
+    })
+    const base = await listen(app)
+    const req = startRequest(`${base}/slow`)
+    expect(await waitFor(() => app.pgPool.stats().leased === 1)).toBe(true)
+    await sleep(100)
+    req.abort()
+    expect(await waitFor(() => outcomes.length === 1)).toBe(true)
+    expect(outcomes[0]).not.toBe('ran')
+    expect(await notes()).toEqual([])
+    await expectClean(current)
+  })
+})
+
+describe('streamed payloads', () => {
+  test('an async generator payload on a plain route queries request.db while it is sent: works, lease back after', async () => {
+    current = await coreApp(db.url, { max: 1 })
+    const { app } = current
+    addProbe(app)
+    app.get('/gen', async (request, reply) => {
+      await request.db`select 1`
+      async function* lines() {
+        for (let i = 0; i < 5; i++) {
+          const [row] = await request.db`select ${i}::int as i`
+          yield `${row?.i}\n`
+        }
+      }
+      reply.type('text/plain')
+      return Readable.from(lines())
+    })
+    const res = await app.inject('/gen')
+    expect(res.statusCode).toBe(200)
+    expect(res.body).toBe('0\n1\n2\n3\n4\n')
+    await expectClean(current)
+  })
+
+  test('an async generator payload whose first use of request.db is while streaming, on a plain route', async () => {
+    current = await coreApp(db.url, { max: 1 })
+    const { app } = current
+    addProbe(app)
+    app.get('/gen', async (request, reply) => {
+      async function* lines() {
+        for (let i = 0; i < 3; i++) {
+          const [row] = await request.db`select ${i}::int as i`
+          yield `${row?.i}\n`
+        }
+      }
+      reply.type('text/plain')
+      return Readable.from(lines())
+    })
+    const res = await app.inject('/gen')
+    expect(res.statusCode).toBe(200)
+    expect(res.body).toBe('0\n1\n2\n')
+    await expectClean(current)
+  })
+})
