@@ -38,8 +38,8 @@ export interface PgPoolRegistry {
    * came back or was cut, each connection closed): nothing more is published for them after it.
    * Observers stop listening here, not in an `onClose` hook of their own: Fastify runs `onClose`
    * hooks in reverse order of registration, so an observer's runs before the core's, while a
-   * transaction cut by `closeTimeout` still has its ROLLBACK to answer. Returns the unsubscribe
-   * function.
+   * transaction cut by `closeTimeout` still has its ROLLBACK to answer. Registered after that, it
+   * is called at once (on a microtask). Returns the unsubscribe function.
    */
   onClosed(listener: () => void): () => void
 }
@@ -54,6 +54,8 @@ export class Instances implements PgPoolRegistry {
   readonly #closedListeners = new Set<() => void>()
   /** Instances whose pools have not ended yet. */
   #open = 0
+  /** Every instance's pools have ended (app.close()). */
+  #closed = false
   /** `app.pgPools`: what observers read, and nothing that registers or resolves instances. */
   readonly registry: PgPoolRegistry = Object.freeze({
     all: () => this.all(),
@@ -118,16 +120,31 @@ export class Instances implements PgPoolRegistry {
   }
 
   onClosed(listener: () => void): () => void {
+    if (this.#closed) {
+      // Closed already: called at once (on a microtask, as it would not have been synchronous).
+      queueMicrotask(listener)
+      return () => {}
+    }
     this.#closedListeners.add(listener)
     return () => this.#closedListeners.delete(listener)
   }
 
-  /** An instance's pools have ended (its onClose): once all have, the onClosed listeners run. */
-  ended(): void {
+  /**
+   * An instance's pools have ended (its onClose): once all have, the onClosed listeners run, each
+   * once; one that throws is reported to `failed` and keeps no other from running.
+   */
+  ended(failed: (error: unknown) => void): void {
     this.#open--
     if (this.#open > 0) return
+    this.#closed = true
     const listeners = [...this.#closedListeners]
     this.#closedListeners.clear()
-    for (const listener of listeners) listener()
+    for (const listener of listeners) {
+      try {
+        listener()
+      } catch (error) {
+        failed(error)
+      }
+    }
   }
 }

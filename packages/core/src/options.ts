@@ -116,6 +116,8 @@ export interface ResolvedConnection {
   readonly hosts: readonly { readonly host: string; readonly port: number }[]
   /** Where the pool connects, without credentials, for logs. */
   readonly target: string
+  /** The database it names ('' when left to the server's default, the user's name). */
+  readonly database: string
 }
 
 const DEFAULT_MAX = 10
@@ -283,6 +285,15 @@ function decodePassword(encoded: string): string {
   }
 }
 
+/** A URL's path as text: percent-decoded, or as it is where it is not valid percent-encoding. */
+function decodedOrAsIs(encoded: string): string {
+  try {
+    return decodeURIComponent(encoded)
+  } catch {
+    return encoded
+  }
+}
+
 export function resolveConnection(
   connection: string | postgres.Options<{}> | undefined,
   env: NodeJS.ProcessEnv,
@@ -293,6 +304,7 @@ export function resolveConnection(
   let secret: string | undefined
   let fetch: (() => unknown) | undefined
   let target: string
+  let database: string
   // No connection given: DATABASE_URL, then the PG* variables (postgres.js reads those).
   const given = connection ?? (env.DATABASE_URL || undefined)
   let hosts: { host: string; port: number }[] = []
@@ -363,8 +375,10 @@ export function resolveConnection(
       hosts.length > 0
         ? `${hosts.map(({ host, port }) => `${host}:${port}`).join(',')}${parsed.pathname}`
         : `${parsed.hostname || 'localhost'}:${parsed.port || 5432}${parsed.pathname}`
+    database = decodedOrAsIs(parsed.pathname.slice(1)) || env.PGDATABASE || ''
   } else if (given === undefined || given === null) {
     target = `${env.PGHOST ?? 'localhost'}:${env.PGPORT ?? 5432}/${env.PGDATABASE ?? ''}`
+    database = env.PGDATABASE ?? ''
   } else if (typeof given === 'object' && !Array.isArray(given)) {
     checkKeys('connection', given, postgresOptionKeys, { aliases: connectionKeyAliases })
     const { port: givenPort, ssl, target_session_attrs: sessionAttrs } = given as Record<string, unknown>
@@ -375,6 +389,17 @@ export function resolveConnection(
       if (key in given) throw invalidOption(`connection.${key}`, 'is managed by the pool; use the pool options')
     }
     const { max, password: givenPassword, pass, ...rest } = given as postgres.Options<{}> & { max?: unknown }
+    // postgres.js reads `hostname` before `host`, and `db` after `database`: one name each from
+    // here on, so that every check below (ports, IPv6) and `target` see what postgres.js uses.
+    const aliased = rest as { hostname?: unknown; db?: unknown; host?: unknown; database?: unknown }
+    if (aliased.hostname !== undefined) {
+      if (aliased.hostname) aliased.host = aliased.hostname
+      delete aliased.hostname
+    }
+    if (aliased.db !== undefined) {
+      if (!aliased.database) aliased.database = aliased.db
+      delete aliased.db
+    }
     // libpq's default, which postgres.js refuses: as if absent.
     if ((rest as { target_session_attrs?: unknown }).target_session_attrs === 'any') delete rest.target_session_attrs
     if (max !== undefined) fromUrl.max = String(max)
@@ -397,6 +422,7 @@ export function resolveConnection(
     secret = typeof pw === 'string' ? pw : undefined
     const host = Array.isArray(rest.host) ? rest.host.join(',') : (rest.host ?? env.PGHOST ?? 'localhost')
     target = `${host}:${rest.port ?? env.PGPORT ?? 5432}/${rest.database ?? env.PGDATABASE ?? ''}`
+    database = String(rest.database || env.PGDATABASE || '')
     if (Array.isArray(rest.host) && rest.host.length > 1) {
       const ports = rest.port as unknown
       hosts = rest.host.map((entry, i) => ({
@@ -426,7 +452,10 @@ export function resolveConnection(
     // fails the login (28P01) instead. The pool's own connections get the value resolved first.
     options = { ...options, password: () => password().catch(() => '') }
   }
-  return { connection: Object.freeze({ url, options, secret: secrets, password, hosts, target }), fromUrl }
+  return {
+    connection: Object.freeze({ url, options, secret: secrets, password, hosts, target, database }),
+    fromUrl,
+  }
 }
 
 /** A code of the error a password function's failure becomes (the cause of FST_PG_POOL_CONNECT_FAILED). */

@@ -168,7 +168,7 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   const readYourWrites =
     replicaSettings.readYourWrites === false
       ? undefined
-      : new ReadYourWrites(replicaSettings.readYourWrites, connection.target)
+      : new ReadYourWrites(replicaSettings.readYourWrites, `${name ?? ''}\0${connection.database}`)
   const labelLease = opts.leaseApplicationName
   if (labelLease !== undefined && typeof labelLease !== 'function') {
     throw invalidOption('leaseApplicationName', 'expected a function (request, route) => string | undefined')
@@ -365,6 +365,15 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     await monitor?.start()
     // Last, with nothing awaited before the instance is added: covers every route declared so far.
     shared.routes.instanceAdded(name, instance.hasOnLease)
+    // Inside: a decoration that throws (the app has a `db` of its own) ends the pools it opened.
+    if (name === undefined) {
+      app.decorate('pgPool', primary.view)
+      app.decorate('db', poolDb)
+    } else {
+      // Not writable: no code of the app can swap another's instance for its own.
+      Object.defineProperty(shared.dbs, name, { value: poolDb, enumerable: true, writable: false, configurable: false })
+      shared.requests.addInstance(name)
+    }
   } catch (error) {
     monitor?.stop()
     await Promise.all(units.map((unit) => unit.end(0)))
@@ -373,15 +382,8 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     throw error
   }
 
+  // Added once nothing can fail any more: its onClose below ends it (PgPoolRegistry.onClosed counts on that).
   shared.instances.add(instance)
-  if (name === undefined) {
-    app.decorate('pgPool', primary.view)
-    app.decorate('db', poolDb)
-  } else {
-    // Not writable: no code of the app can swap another's instance for its own.
-    Object.defineProperty(shared.dbs, name, { value: poolDb, enumerable: true, writable: false, configurable: false })
-    shared.requests.addInstance(name)
-  }
 
   // Fastify waits for requests in flight before onClose: a hung statement would hold close()
   // open past closeTimeout. The clock starts at preClose; past it, leases are cancelled and cut.
@@ -403,7 +405,7 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     await monitorSource?.end()
     await helpers.end({ timeout: 0 })
     // Observers stop listening once every instance's pools have ended (PgPoolRegistry.onClosed).
-    shared.instances.ended()
+    shared.instances.ended((error) => app.log.error({ err: error }, 'an app.pgPools.onClosed listener failed'))
   })
 }
 

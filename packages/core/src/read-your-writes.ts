@@ -23,11 +23,13 @@ const COOKIE_MAX_AGE_SECONDS = 60
  * The token a response carries after a write: `<commit LSN>.<HMAC>`. A later read-only request
  * that sends it back is served by a replica only once that replica has replayed the LSN.
  *
- * The HMAC covers the instance's primary (`scope`: host:port/database) with the LSN: positions
- * of one server mean nothing on another, and instances (or services) sharing a secret must not
- * take each other's tokens, which name positions their primary may not reach for a long time
- * (each such read would wait `maxWait` and go to the primary). A token of another scope is
- * ignored like a forged one.
+ * The HMAC covers the instance (`scope`: its name and its database's) with the LSN: positions of
+ * one server mean nothing on another, and instances sharing a secret must not take each other's
+ * tokens, which name positions their primary may not reach for a long time (each such read would
+ * wait `maxWait` and go to the primary). A token of another scope is ignored like a forged one.
+ * Not the host: the processes of one service may spell their primary differently (a name or its
+ * address, a port from PGPORT), and must take each other's tokens; services on other servers
+ * with databases of the same name need secrets of their own (docs/replicas.md).
  */
 export class ReadYourWrites {
   readonly settings: ReadYourWritesSettings
