@@ -81,7 +81,7 @@ for (const kind of ['transaction', 'copy', 'pipelined', 'cursor', 'two-instances
       return {}
     })
     app.post('/other-tx', { config: { db: { transaction: true, instance: 'other' } } }, async (request) => {
-      const other = (request.dbs as Record<string, Db>).other as Db
+      const other = (request.dbs as unknown as Record<string, Db>).other as Db
       await other`insert into log (note) values ('other')`
       await other`select pg_sleep(0.2)`
       return {}

@@ -76,7 +76,7 @@ describe('onClosed with several instances', () => {
     const app = Fastify()
     await app.register(pgPoolCore, core('named'))
     await app.register(pgPoolMetrics, { registry })
-    app.decorate('db', { mine: true })
+    app.decorate('db', { mine: true } as never)
     app.register(pgPoolCore, {
       connection: db.url,
       pool: { max: 2, applicationName, pgbouncer: db.viaBouncer, closeTimeout: 500 },

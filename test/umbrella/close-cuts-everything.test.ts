@@ -89,12 +89,16 @@ test('umbrella, everything on, work of every kind cut at close: every span ends 
 
   for (const name of [undefined, 'early', 'late']) {
     const prefix = name ?? 'main'
-    app.post(`/${prefix}/tx`, { config: { db: { transaction: true, instance: name } } }, async (request) => {
-      const sql = on(request, name) as unknown as Db
-      await sql`insert into log (note) values (${prefix})`
-      await sql`select pg_sleep(10)`
-      return { never: true }
-    })
+    app.post(
+      `/${prefix}/tx`,
+      { config: { db: name === undefined ? { transaction: true } : { transaction: true, instance: name } } },
+      async (request) => {
+        const sql = on(request, name) as unknown as Db
+        await sql`insert into log (note) values (${prefix})`
+        await sql`select pg_sleep(10)`
+        return { never: true }
+      },
+    )
   }
   app.get('/cursor', async (request) => {
     await (request.db as unknown as Db)`select n from generate_series(1, 100) n`.cursor(1, async () => {
