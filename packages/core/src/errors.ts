@@ -45,12 +45,12 @@ export const errors = {
   ),
   FST_PG_POOL_OUTSIDE_BLOCK: createError(
     'FST_PG_POOL_OUTSIDE_BLOCK',
-    'request.db was used while its begin() block is open: send the statement on the handle the block gave its callback, or after the block',
+    'A statement was sent outside the open begin() block (on request.db while the block is open, or on the handle of a block that has ended): send it on the handle the open block gave its callback, or on request.db after the block',
     500,
   ),
   FST_PG_POOL_TRANSACTION_ENDED: createError(
     'FST_PG_POOL_TRANSACTION_ENDED',
-    'A statement of the handler ended the transaction (%s in SQL): the statements after it were refused, and what ran before it may be committed',
+    'A statement of the handler ended the transaction (%s in SQL): the statements after it were refused; what ran before it, and any statement already sent behind it, may be committed',
     500,
   ),
   FST_PG_POOL_ROUTE_OPTED_OUT: createError(

@@ -192,8 +192,13 @@ export class Lease implements Holder, QueryOwner {
   #routeTransaction = false
   /** A `begin()` block is open. */
   #block = false
-  /** The open block was opened by onLease (its statements, not the holder's, are the block's). */
-  #blockSetup = false
+  /**
+   * The `begin()` block whose callback runs (its token: the handle it gave the callback built its
+   * statements with), and whether onLease opened it. Only that handle's statements run while it is
+   * open; a block's handle is refused once its block has ended.
+   */
+  #openBlock: object | undefined
+  #openBlockSetup = false
   /**
    * A statement of the holder's ended the route transaction or the `begin()` block (its command
    * tag: COMMIT, ROLLBACK, PREPARE TRANSACTION): its later statements are refused with this, and
@@ -201,8 +206,17 @@ export class Lease implements Holder, QueryOwner {
    * run outside, one transaction each).
    */
   #endedInSql: Error | undefined
-  /** SAVEPOINTs the holder's own SQL opened in the block and did not release: a ROLLBACK then may be ROLLBACK TO. */
+  /**
+   * SAVEPOINTs the holder's own SQL opened in the block (RELEASE and ROLLBACK TO may drop several:
+   * an upper bound). While one may be open, a ROLLBACK may be ROLLBACK TO (the same tag): the
+   * server is asked (#checkBlock). Unknown after a message of several statements.
+   */
   #sqlSavepoints = 0
+  #savepointsKnown = true
+  /** Asks whether the pool's block is still open; the holder's statements sent meanwhile wait (#checkHeld). */
+  #blockCheck: TrackedQuery | undefined
+  #blockCheckWhat = ''
+  #checkHeld: TrackedQuery[] | undefined
   /** The block is read-only by its BEGIN: a 25006 in it is the holder's, not a failover. */
   #blockReadOnly = false
   #transactionMessage: TransactionMessage | undefined
@@ -291,6 +305,7 @@ export class Lease implements Holder, QueryOwner {
       this.#inflight.size > 0 ||
       (this.#pending?.length ?? 0) > 0 ||
       (this.#held?.length ?? 0) > 0 ||
+      (this.#checkHeld?.length ?? 0) > 0 ||
       (this.#queued?.length ?? 0) > 0 ||
       this.#waiting ||
       this.#choosing
@@ -358,12 +373,18 @@ export class Lease implements Holder, QueryOwner {
         query.reject(this.#endedInSql)
         return
       }
-      // A statement of the side that opened the block (the holder's, or onLease's) not sent on the
-      // block's handle: it would run inside the block and share its fate (rolled back with it,
-      // failing it) while its caller believes it outside. The holder's statements while onLease's
-      // block is open wait for the hook, as always.
-      if (this.#block && !query.inBlock && query.setup === this.#blockSetup) {
+      // Only the open block's handle: another statement would run inside the block and share its
+      // fate (rolled back with it, failing it) while its caller believes it outside; a handle of a
+      // block that ended would run outside the block it was given for. The holder's statements
+      // while onLease's block is open wait for the hook, as always.
+      if (query.block !== this.#openBlock && !(query.block === undefined && this.#openBlockSetup && !query.setup)) {
         query.reject(new errors.FST_PG_POOL_OUTSIDE_BLOCK())
+        return
+      }
+      if (this.#blockCheck !== undefined) {
+        // Whether a statement of the holder's ended the block is being asked: it waits.
+        this.#checkHeld ??= []
+        this.#checkHeld.push(query)
         return
       }
     }
@@ -523,7 +544,11 @@ export class Lease implements Holder, QueryOwner {
       onLease(this).then(
         () => {
           this.#preparing = false
-          for (const query of this.#takeHeld()) this.#deliver(query)
+          for (const query of this.#takeHeld()) {
+            // onLease may have ended the route transaction in SQL: nothing of the holder's runs then.
+            if (this.#endedInSql !== undefined && !query.internal) query.reject(this.#endedInSql)
+            else this.#deliver(query)
+          }
           this.#settleReady()
           this.#maybeIdle()
         },
@@ -631,7 +656,9 @@ export class Lease implements Holder, QueryOwner {
       this.#holderRunning++
     }
     conn.send(query)
-    if (channels.queryStart.hasSubscribers) this.#publishStart(query)
+    // The pool's question whether a block is still open (#checkBlock) is no statement of the
+    // request's: in a failed block it fails (25P02), which tracing and metrics would count.
+    if (channels.queryStart.hasSubscribers && query !== this.#blockCheck) this.#publishStart(query)
   }
 
   #publishStart(query: TrackedQuery): void {
@@ -674,6 +701,7 @@ export class Lease implements Holder, QueryOwner {
     }
     if (this.pipelined) this.#ctx.pool.countSharedQuery(-1)
     if (query === this.#probe && this.#conn !== undefined) this.#probeAnswered(this.#conn, value, error)
+    if (query === this.#blockCheck) this.#blockChecked(value, error)
     if (!query.internal) this.#holderRunning--
     // Sent after postgres.js has handled this answer, as a caller's next statement would be.
     if (this.#queued !== undefined) queueMicrotask(() => this.#sendQueued())
@@ -691,7 +719,10 @@ export class Lease implements Holder, QueryOwner {
         const commands = commandsOf(value)
         if (this.pipelined) sharedBlock = sharedBlockOf(commands)
         this.#transaction.noteCommands(commands)
-        if ((this.#routeTransaction || this.#block) && !query.savepointStep) this.#noteBlockEnd(commands)
+        if ((this.#routeTransaction || this.#block) && !query.savepointStep && conn !== undefined) {
+          const ask = this.#noteBlockEnd(commands, mayHoldSeveral(query))
+          if (ask !== undefined) this.#checkBlock(conn, query, ask)
+        }
         if (!this.#wrote && this.#ctx.captureLsn === true) this.#wrote = commands.some(isWrite)
         if (mayHoldSeveral(query)) {
           // A simple-protocol message can hold several statements, and postgres.js keeps no tag
@@ -720,6 +751,10 @@ export class Lease implements Holder, QueryOwner {
       }
       // A simple-protocol message can hold several statements: which ran is unknown.
       if (!query.internal && !this.pipelined && mayHoldSeveral(query)) this.#transaction.noteUnknown()
+      // A COMMIT or PREPARE TRANSACTION that fails ends the block too (rolled back): asked.
+      if (!query.internal && (this.#routeTransaction || this.#block) && conn !== undefined) {
+        this.#checkBlock(conn, query, 'a COMMIT or PREPARE TRANSACTION that failed')
+      }
       out = surfaceError(
         error,
         { closeReason: conn?.closeReason, aborted: this.#mode === 'abort', closing: !this.#ctx.pool.stats().accepting },
@@ -740,23 +775,64 @@ export class Lease implements Holder, QueryOwner {
   }
 
   /**
-   * Whether the holder's statement ended the block the pool opened, by its command tags. ROLLBACK
-   * is also the tag of ROLLBACK TO SAVEPOINT: with a savepoint of the holder's SQL still open, it
-   * is taken for that. Not seen: a COMMIT or ROLLBACK inside a simple-protocol message of several
-   * statements (postgres.js keeps only the last tag of those without rows).
+   * Whether the holder's statement ended the block the pool opened, by its command tags: COMMIT
+   * (END, AND CHAIN) and PREPARE TRANSACTION do; ROLLBACK (ABORT, AND CHAIN) does unless a
+   * savepoint of the holder's SQL may be open, since ROLLBACK TO SAVEPOINT has the same tag: then,
+   * and after a message of several statements (postgres.js keeps only the last tag of those
+   * without rows), returns what to ask the server about (#checkBlock).
    */
-  #noteBlockEnd(commands: readonly string[]): void {
+  #noteBlockEnd(commands: readonly string[], several: boolean): string | undefined {
+    let ask: string | undefined
     for (const command of commands) {
       if (command === 'SAVEPOINT') this.#sqlSavepoints++
       else if (command === 'RELEASE') this.#sqlSavepoints = Math.max(0, this.#sqlSavepoints - 1)
-      else if (
-        command === 'COMMIT' ||
-        command === 'PREPARE TRANSACTION' ||
-        (command === 'ROLLBACK' && this.#sqlSavepoints === 0)
-      ) {
+      else if (command === 'COMMIT' || command === 'PREPARE TRANSACTION') {
         this.#endedInSql ??= new errors.FST_PG_POOL_TRANSACTION_ENDED(command)
+      } else if (command === 'ROLLBACK') {
+        if (this.#sqlSavepoints === 0 && this.#savepointsKnown) {
+          this.#endedInSql ??= new errors.FST_PG_POOL_TRANSACTION_ENDED(command)
+        } else ask = 'ROLLBACK'
       }
     }
+    if (several) {
+      this.#savepointsKnown = false
+      ask ??= 'a COMMIT or ROLLBACK among several statements'
+    }
+    return this.#endedInSql === undefined ? ask : undefined
+  }
+
+  /**
+   * Asks the server whether the pool's block is still open (in a block, or in a failed one, which
+   * answers 25P02); sent at once, behind the statement that may have ended it. The holder's
+   * statements sent before the answer wait for it (dispatch), so that none runs outside the block.
+   */
+  #checkBlock(conn: PoolConnection, after: TrackedQuery, what: string): void {
+    if (this.#blockCheck !== undefined || this.#endedInSql !== undefined || this.#mode !== undefined || !conn.usable) {
+      return
+    }
+    const query = this.query([SHARED_BLOCK_PROBE], [], { simple: true, prepare: false }, after.setup)
+    query.internal = true
+    query.executed = true
+    this.#blockCheck = query
+    this.#blockCheckWhat = what
+    this.dispatch(query)
+    Promise.prototype.then.call(query, undefined, () => {})
+    // Not sent (the connection was lost meanwhile): nothing to wait for.
+    if (this.#blockCheck === query && !this.#inflight.has(query)) this.#blockChecked(undefined, new Error('not sent'))
+  }
+
+  /** The answer of #checkBlock; what waited for it is sent, or refused when the block has ended. */
+  #blockChecked(value: unknown, error: unknown): void {
+    this.#blockCheck = undefined
+    const [row] = (error === undefined ? value : []) as Record<string, unknown>[]
+    // By position: the app's column transforms apply to the pool's statements too.
+    if (row !== undefined && Object.values(row)[0] === false) {
+      this.#endedInSql ??= new errors.FST_PG_POOL_TRANSACTION_ENDED(this.#blockCheckWhat)
+    }
+    const held = this.#checkHeld ?? []
+    this.#checkHeld = undefined
+    for (const query of held) this.dispatch(query)
+    this.#maybeIdle()
   }
 
   /** The holder ended the block in SQL: what the pool's COMMIT would commit is no longer one transaction. */
@@ -1016,8 +1092,15 @@ export class Lease implements Holder, QueryOwner {
     if (this.#inflight.size === 0) return
     const conn = this.#conn
     let close = false
+    const reason =
+      this.#mode !== 'abort'
+        ? new errors.FST_PG_POOL_RELEASED()
+        : withRetryAfter(
+            this.#ctx.pool.stats().accepting ? new errors.FST_PG_POOL_ABORTED() : new errors.FST_PG_POOL_CLOSED(),
+            this.#ctx.options.retryAfter,
+          )
     for (const query of this.#inflight) {
-      const ending = abandonCopy(query)
+      const ending = abandonCopy(query, reason)
       if (ending === 'close') close = true
       // The connection is retired once the COPY ends with the cancel (leftSocketPaused).
       else if (ending === 'cancel' && !this.pipelined) conn?.cancel()
@@ -1035,6 +1118,7 @@ export class Lease implements Holder, QueryOwner {
     for (const query of this.#takePending()) query.reject(aborted)
     for (const query of this.#takeHeld()) query.reject(aborted)
     for (const query of this.#takeQueued()) query.reject(aborted)
+    for (const query of this.#checkHeld?.splice(0) ?? []) query.reject(aborted)
     this.#settleReady(aborted)
     const conn = this.#conn
     if (conn === undefined || this.#inflight.size === 0) {
@@ -1219,7 +1303,7 @@ export class Lease implements Holder, QueryOwner {
    * opened by onLease, whose statements run before the holder's; the holder's own block waits
    * for onLease like its other statements.
    */
-  async transaction<T>(beginText: string, callback: () => Promise<T>, setup = false): Promise<T> {
+  async transaction<T>(beginText: string, callback: (token: object) => Promise<T>, setup = false): Promise<T> {
     // onLease runs inside a route transaction; a block of onLease's own may run while the holder's
     // begin() waits for the hook (below), never the other way round.
     if (this.inTransaction || (this.#block && (setup || !this.#onLeaseBlock))) {
@@ -1236,8 +1320,11 @@ export class Lease implements Holder, QueryOwner {
     // `BEGIN READ WRITE READ ONLY` is read-only from its first statement on.
     if (this.settings.readOnly === true) beginText = `${beginText} READ ONLY`
     this.#block = true
-    this.#blockSetup = setup
+    const token = {}
+    this.#openBlock = token
+    this.#openBlockSetup = setup
     this.#sqlSavepoints = 0
+    this.#savepointsKnown = true
     this.#blockReadOnly = beginsReadOnly(beginText)
     this.#startTransactionMessage('begin')
     let outcome: TransactionOutcome = 'rollback'
@@ -1254,7 +1341,7 @@ export class Lease implements Holder, QueryOwner {
       begun = true
       let result: T
       try {
-        result = await callback()
+        result = await callback(token)
       } catch (error) {
         await this.#internal('ROLLBACK', false, setup).then(
           () => {
@@ -1283,6 +1370,9 @@ export class Lease implements Holder, QueryOwner {
     } finally {
       // A BEGIN that failed opened nothing: the lease is outside a block again.
       if (!begun) this.#block = false
+      // The block's handle is done with, whatever became of the block (#block tells the reset).
+      if (this.#openBlock === token) this.#openBlock = undefined
+      this.#openBlockSetup = false
       this.#endTransactionMessage(outcome, failure)
     }
   }

@@ -30,6 +30,10 @@ import postgres from 'postgres'
  *    connection (a COMMIT, the reset) is ever read. The adapter calls it once the COPY ended.
  * 4e. postgres.js pushes a COPY TO STDOUT's rows into its stream with `stream.push(rows) ||
  *    socket.pause()`, a call on the stream object (which can be replaced on it).
+ * 4f. postgres.js fails a COPY's stream with `stream.destroy(error)`, a call on the stream object
+ *    (its own error for a lost connection, with the server's host and port in its message).
+ * 4g. A COPY FROM STDIN its writer ended (CopyDone sent) and the server then refused: postgres.js
+ *    fails the query, and leaves the stream, whose end waits for the CommandComplete, as it is.
  * 4c. `cursor(rows)` without a callback returns `{ [Symbol.asyncIterator]() { next, return } }`,
  *    whose `next()` answers `{ done: true }` once the query is no longer active, even when it
  *    ended with an error between two batches.
@@ -91,8 +95,8 @@ export interface TrackedQuery extends AdapterQuery {
   internal: boolean
   /** The route transaction's COMMIT or ROLLBACK: the one statement sent after the holder finished. */
   final: boolean
-  /** Built by the handle a `begin()` block gave its callback: allowed while the block is open. */
-  inBlock: boolean
+  /** The `begin()` block whose handle built it (its token), or undefined: allowed while that block is open. */
+  block: object | undefined
   /** A step of `savepoint()` (SAVEPOINT, RELEASE, ROLLBACK TO): not the holder ending its block. */
   savepointStep: boolean
   /** Its connection died under it before it ran: it will be sent again elsewhere. */
@@ -151,13 +155,15 @@ function ignoreError(): void {}
  * postgres.js never sends. The stream gets an error listener: the holder that would have
  * listened is gone. Undefined for a query that is not a COPY, or a COPY that ends by itself.
  */
-export function abandonCopy(query: TrackedQuery): 'cancel' | 'close' | undefined {
+export function abandonCopy(query: TrackedQuery, reason?: Error): 'cancel' | 'close' | undefined {
   const stream = query.stream
   if (stream === undefined) return undefined
   stream.on('error', ignoreError)
   if (query.options.simple !== true) return 'close'
   if ('writableEnded' in stream) {
-    if (!stream.destroyed && !stream.writableEnded) stream.destroy()
+    // With the lease's reason (the pool closing, the request gone): a `pipeline()` into it
+    // rejects with that, not with a premature close.
+    if (!stream.destroyed && !stream.writableEnded) stream.destroy(reason)
     return undefined
   }
   if (stream.readableEnded) return undefined
@@ -291,6 +297,13 @@ function rejectTracked(this: TrackedQuery, error: unknown): void {
   ended(this)
   const out = this.owner.settled(this, undefined, error)
   this.failure = out
+  const stream = this.stream
+  if (stream !== undefined && 'writableEnded' in stream && !stream.writableFinished && !stream.destroyed) {
+    // A COPY FROM STDIN the server failed (a bad row) after its writer had ended it: postgres.js
+    // fails the query, but the stream, whose end waits for a CommandComplete that never comes,
+    // would wait for good, and a `pipeline()` into it with it (assumption 4g).
+    stream.destroy(out as Error)
+  }
   this.innerReject(out)
 }
 
@@ -368,7 +381,7 @@ export function trackedQueryClass(helpers: postgres.Sql<{}>): TrackedQueryConstr
       query.setup = setup
       query.internal = false
       query.final = false
-      query.inBlock = false
+      query.block = undefined
       query.savepointStep = false
       query.redirected = false
       query.startedAt = 0

@@ -11,8 +11,8 @@ interface QuerySource {
   readonly lease: Lease
   /** Queries of the onLease hook run before the holder's own. */
   readonly setup: boolean
-  /** The handle a `begin()` block gave its callback: its queries may run while the block is open. */
-  readonly block: boolean
+  /** The handle a `begin()` block gave its callback (the block's token): its queries run in that block. */
+  readonly block: object | undefined
 }
 
 const notifyTemplate = ((strings: TemplateStringsArray, ..._: unknown[]) => strings)`select pg_notify(${0}, ${0})`
@@ -26,7 +26,7 @@ function splitArgs(rest: [unknown?, object?]): [unknown[], object] {
 
 function build(source: QuerySource, strings: readonly string[], args: unknown[], options?: object): TrackedQuery {
   const query = source.lease.query(strings, args, options, source.setup)
-  query.inBlock = source.block
+  query.block = source.block
   return query
 }
 
@@ -60,7 +60,7 @@ function addQueryApi(
         (error: unknown) => query.reject(error),
       )
     })
-    built.inBlock = block
+    built.block = block
     return built
   }
   target.notify = (channel: string, payload: string) => build(sourceFor(), notifyTemplate, [channel, `${payload}`])
@@ -121,7 +121,7 @@ export interface QueryApiContext {
  * request.db, the onLease hook's db, and the handles of app.db.lease(): every query on one lease.
  * `block`: the handle of a block app.db.begin() opened on a lease of its own.
  */
-export function createLeaseDb(lease: Lease, ctx: QueryApiContext, setup = false, block = false): LeaseDb {
+export function createLeaseDb(lease: Lease, ctx: QueryApiContext, setup = false, block?: object): LeaseDb {
   const source: QuerySource = { lease, setup, block }
   const sourceFor = () => source
   const db = templateOrHelper(sourceFor, ctx.helpers) as unknown as Record<string, unknown>
@@ -132,8 +132,8 @@ export function createLeaseDb(lease: Lease, ctx: QueryApiContext, setup = false,
     const callback = (fn ?? options) as (sql: LeaseDb) => unknown
     return lease.transaction(
       beginText(fn === undefined ? undefined : options),
-      () => {
-        const blockSource: QuerySource = { lease, setup, block: true }
+      (token) => {
+        const blockSource: QuerySource = { lease, setup, block: token }
         const blockSourceFor = () => blockSource
         const tx = templateOrHelper(blockSourceFor, ctx.helpers) as unknown as Record<string, unknown>
         addQueryApi(tx, blockSourceFor, ctx.helpers, ctx.readFile)
@@ -164,15 +164,17 @@ export function createPoolDb(
   newLease: (oneShot: boolean) => Lease,
   listen: PoolDb['listen'] = () => Promise.reject(new Error('listen() is not available on this handle')),
 ): PoolDb {
-  const oneShot = (): QuerySource => ({ lease: newLease(true), setup: false, block: false })
+  const oneShot = (): QuerySource => ({ lease: newLease(true), setup: false, block: undefined })
   const db = templateOrHelper(oneShot, ctx.helpers) as unknown as Record<string, unknown>
   addQueryApi(db, oneShot, ctx.helpers, ctx.readFile)
   const transaction = async (begin: string, fn: unknown) => {
     const lease = newLease(false)
     try {
-      const tx = createLeaseDb(lease, ctx, false, true) as unknown as Record<string, unknown>
-      tx.begin = () => Promise.reject(new errors.FST_PG_POOL_NESTED_TRANSACTION())
-      return await lease.transaction(begin, () => settle((fn as (sql: LeaseDb) => unknown)(tx as unknown as LeaseDb)))
+      return await lease.transaction(begin, (token) => {
+        const tx = createLeaseDb(lease, ctx, false, token) as unknown as Record<string, unknown>
+        tx.begin = () => Promise.reject(new errors.FST_PG_POOL_NESTED_TRANSACTION())
+        return settle((fn as (sql: LeaseDb) => unknown)(tx as unknown as LeaseDb))
+      })
     } finally {
       await lease.finish('commit')
     }

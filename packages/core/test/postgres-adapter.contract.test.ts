@@ -490,6 +490,19 @@ describe("4f. postgres.js fails a COPY's stream with stream.destroy(error): the 
     expect(codeOf(owner.streamErrors[0])).toMatch(/^CONNECTION_|^57P01$/)
   })
 
+  test('4g. COPY FROM STDIN ended by its writer, then refused by the server (a bad row): the writable fails, it does not wait for good', async () => {
+    const { client } = await openClient({})
+    const owner = new RecordingOwner()
+    await db.sql`create table if not exists contract_copy_in (n int)`
+    const copy = track(owner, (q) => client.send(q), sql`copy contract_copy_in (n) from stdin`)
+    const writable = (await (copy.query as unknown as { writable(): Promise<Writable> }).writable()) as Writable
+    const failed = new Promise<unknown>((resolve) => writable.once('error', resolve))
+    writable.end('not a number\n')
+    expect(await failed).toBeInstanceOf(OwnerError)
+    await waitUntil(() => owner.ends.length > 0, 'the COPY to end for postgres.js')
+    expect(codeOf(owner.ends[0]?.error)).toBe('22P02')
+  })
+
   test('a stream destroyed by its reader (no error) does not go through streamError', async () => {
     const { client } = await openClient({})
     const owner = new RecordingOwner()
