@@ -216,6 +216,8 @@ export class Lease implements Holder, QueryOwner {
   /** Asks whether the pool's block is still open; the holder's statements sent meanwhile wait (#checkHeld). */
   #blockCheck: TrackedQuery | undefined
   #blockCheckWhat = ''
+  /** The begin() block it asks about (undefined: the route transaction): an answer after that block ended tells nothing. */
+  #blockCheckFor: object | undefined
   #checkHeld: TrackedQuery[] | undefined
   /** The block is read-only by its BEGIN: a 25006 in it is the holder's, not a failover. */
   #blockReadOnly = false
@@ -815,6 +817,7 @@ export class Lease implements Holder, QueryOwner {
     query.executed = true
     this.#blockCheck = query
     this.#blockCheckWhat = what
+    this.#blockCheckFor = this.#openBlock
     this.dispatch(query)
     Promise.prototype.then.call(query, undefined, () => {})
     // Not sent (the connection was lost meanwhile): nothing to wait for.
@@ -825,8 +828,10 @@ export class Lease implements Holder, QueryOwner {
   #blockChecked(value: unknown, error: unknown): void {
     this.#blockCheck = undefined
     const [row] = (error === undefined ? value : []) as Record<string, unknown>[]
-    // By position: the app's column transforms apply to the pool's statements too.
-    if (row !== undefined && Object.values(row)[0] === false) {
+    // By position: the app's column transforms apply to the pool's statements too. About a block
+    // that has ended since (its callback threw, its ROLLBACK sent behind the question): nothing.
+    const current = this.#routeTransaction || (this.#openBlock !== undefined && this.#openBlock === this.#blockCheckFor)
+    if (current && row !== undefined && Object.values(row)[0] === false) {
       this.#endedInSql ??= new errors.FST_PG_POOL_TRANSACTION_ENDED(this.#blockCheckWhat)
     }
     const held = this.#checkHeld ?? []
@@ -1346,7 +1351,6 @@ export class Lease implements Holder, QueryOwner {
         await this.#internal('ROLLBACK', false, setup).then(
           () => {
             this.#block = false
-            this.#endedInSql = undefined
             this.#transaction.noteClosed()
           },
           () => {},
@@ -1357,7 +1361,6 @@ export class Lease implements Holder, QueryOwner {
         outcome = 'commit_failed'
         failure = this.#conn?.usable === true ? await this.#rollBackEndedBlock(setup) : this.#endedInSql
         this.#block = false
-        this.#endedInSql = undefined
         throw failure
       }
       const conn = this.#conn
@@ -1370,9 +1373,11 @@ export class Lease implements Holder, QueryOwner {
     } finally {
       // A BEGIN that failed opened nothing: the lease is outside a block again.
       if (!begun) this.#block = false
-      // The block's handle is done with, whatever became of the block (#block tells the reset).
+      // The block's handle is done with, whatever became of the block (#block tells the reset),
+      // and so is what its statements said of its end: the request's statements after it run.
       if (this.#openBlock === token) this.#openBlock = undefined
       this.#openBlockSetup = false
+      this.#endedInSql = undefined
       this.#endTransactionMessage(outcome, failure)
     }
   }
