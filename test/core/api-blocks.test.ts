@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../support/app.js'
 import { createTestDatabase, type TestDatabase, waitFor } from '../support/database.js'
+import { addSessionProbe, expectCleanSession } from '../support/session-probe.js'
 
 // Held attacks from hostile probing (round 8, request.db misuse): begin()/savepoint()/Promise.all misuse on request.db.
 
@@ -22,45 +23,11 @@ afterAll(() => db.drop())
 const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
 const tx = { config: { db: { transaction: true } } } as const
 
-function addProbe(app: TestApp['app']) {
-  app.get('/probe', async (request) => {
-    const [row] = await request.db`
-      select current_setting('app.x', true) as x,
-             (select count(*)::int from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()) as locks`
-    const mark = `probe-${Math.random()}`
-    await request.db`insert into note values (${mark})`
-    return { ...row, mark }
-  })
-}
-
-async function expectClean(t: TestApp) {
-  const { app, applicationName } = t
-  expect(await waitFor(() => app.pgPool.stats().leased === 0)).toBe(true)
-  const res = await app.inject('/probe')
-  expect(res.statusCode).toBe(200)
-  const body = res.json()
-  expect(await notes()).toContain(body.mark)
-  await db.sql`delete from note where body = ${body.mark}`
-  expect(body.x === null || body.x === '').toBe(true)
-  expect(body.locks).toBe(0)
-  // A retired connection can linger a moment while it closes: wait for it, never accept it staying.
-  expect(
-    await waitFor(async () => (await db.countConnections(applicationName, 'idle in transaction')) === 0, 3_000),
-  ).toBe(true)
-  expect(
-    await waitFor(
-      async () => (await db.countConnections(applicationName, 'idle in transaction (aborted)')) === 0,
-      3_000,
-    ),
-  ).toBe(true)
-  expect(app.pgPool.stats()).toMatchObject({ leased: 0, waiting: 0 })
-}
-
 describe('begin() blocks', () => {
   test('an error caught inside begin(), the callback returns: begin rejects COMMIT_FAILED, caught, 200, nothing committed', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     app.get('/swallow', async (request) => {
       const outcome = await request.db
         .begin(async (sql) => {
@@ -78,13 +45,13 @@ describe('begin() blocks', () => {
     expect(res.statusCode).toBe(200)
     expect(res.json()).toEqual({ outcome: 'FST_PG_POOL_COMMIT_FAILED' })
     expect(await notes()).toEqual([])
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 
   test('begin() callback returns before its queries finish (forgotten execute): they run inside the block', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     app.get('/forget', async (request) => {
       await request.db.begin((sql) => {
         sql`select pg_sleep(0.1)`.execute()
@@ -98,13 +65,13 @@ describe('begin() blocks', () => {
     expect(res.statusCode).toBe(200)
     expect(res.json()).toEqual({ n: 1 })
     expect(await notes()).toEqual(['late-in-block'])
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 
   test('nested begin() inside begin() and begin() on a route transaction: coded 500, nothing committed, clean', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     app.get('/nested', async (request) =>
       request.db.begin(async (sql) => {
         await sql`insert into note values ('outer')`
@@ -123,13 +90,13 @@ describe('begin() blocks', () => {
     expect(b.statusCode).toBe(500)
     expect(b.json()).toMatchObject({ code: 'FST_PG_POOL_NESTED_TRANSACTION' })
     expect(await notes()).toEqual([])
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 
   test('savepoint() on a plain route outside any block: an error reply, the session is clean after', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     app.get('/sp', async (request) => {
       await request.db.savepoint(async (sql) => sql`insert into note values ('sp')`)
       return { ok: true }
@@ -137,13 +104,13 @@ describe('begin() blocks', () => {
     const res = await app.inject('/sp')
     expect(res.statusCode).toBeGreaterThanOrEqual(400)
     expect(await notes()).toEqual([])
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 
   test('savepoint failing inside a route transaction, caught: the rest commits', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     app.get('/sp', tx, async (request) => {
       await request.db`insert into note values ('kept')`
       await request.db
@@ -157,7 +124,7 @@ describe('begin() blocks', () => {
     const res = await app.inject('/sp')
     expect(res.statusCode).toBe(200)
     expect(await notes()).toEqual(['kept'])
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 })
 
@@ -165,7 +132,7 @@ describe('Promise.all', () => {
   test('Promise.all of 50 inserts in a route transaction, one conflicts, handler catches and returns 200: 500 COMMIT_FAILED, none', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     app.get('/many', tx, async (request) => {
       const values = Array.from({ length: 50 }, (_, i) => (i === 25 ? 'v0' : `v${i}`))
       await Promise.all(values.map((v) => request.db`insert into note values (${v})`)).catch(() => {})
@@ -175,13 +142,13 @@ describe('Promise.all', () => {
     expect(res.statusCode).toBe(500)
     expect(res.json()).toMatchObject({ code: 'FST_PG_POOL_COMMIT_FAILED' })
     expect(await notes()).toEqual([])
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 
   test('Promise.all of inserts on a plain route, one conflicts: 409, and the rest either ran or were refused', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     const settled: Record<string, string> = {}
     app.get('/many', async (request) => {
       const values = Array.from({ length: 20 }, (_, i) => (i === 5 ? 'v0' : `v${i}`))
@@ -211,13 +178,13 @@ describe('Promise.all', () => {
       if (settled[i] === 'ok') expect(rows).toContain(v)
     }
     expect(rows.length).toBe(Object.values(settled).filter((s) => s === 'ok').length)
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 
   test('a forgotten (never awaited) query on a route transaction: 200 and nothing runs; next request clean', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     app.get('/forget', tx, async (request) => {
       await request.db`insert into note values ('awaited')`
       request.db`insert into note values ('never-awaited')`
@@ -226,13 +193,13 @@ describe('Promise.all', () => {
     const res = await app.inject('/forget')
     expect(res.statusCode).toBe(200)
     expect(await notes()).toEqual(['awaited'])
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 
   test('a started, unawaited, failing query on a route transaction: not a 2xx, nothing committed', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     app.get('/forget', tx, async (request) => {
       await request.db`insert into note values ('awaited')`
       request.db`insert into note values ('awaited')`.execute().catch(() => {})
@@ -241,6 +208,6 @@ describe('Promise.all', () => {
     const res = await app.inject('/forget')
     expect(res.statusCode).toBe(500)
     expect(await notes()).toEqual([])
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 })

@@ -3,6 +3,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } fr
 import { coreApp, type TestApp } from '../support/app.js'
 import { createTestDatabase, sleep, type TestDatabase, waitFor } from '../support/database.js'
 import { listen, startRequest } from '../support/http.js'
+import { addSessionProbe, expectCleanSession } from '../support/session-probe.js'
 
 // Held attacks from hostile probing (round 8, request.db misuse): request.db used in Fastify hooks, reply.then and streamed generators.
 
@@ -24,36 +25,11 @@ afterAll(() => db.drop())
 const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
 const tx = { config: { db: { transaction: true } } } as const
 
-function addProbe(app: TestApp['app']) {
-  app.get('/probe', async (request) => {
-    const [row] = await request.db`select current_setting('app.x', true) as x`
-    const mark = `probe-${Math.random()}`
-    await request.db`insert into note values (${mark})`
-    return { ...row, mark }
-  })
-}
-
-async function expectClean(t: TestApp) {
-  const { app, applicationName } = t
-  expect(await waitFor(() => app.pgPool.stats().leased === 0)).toBe(true)
-  const res = await app.inject('/probe')
-  expect(res.statusCode).toBe(200)
-  const body = res.json()
-  expect(await notes()).toContain(body.mark)
-  await db.sql`delete from note where body = ${body.mark}`
-  expect(body.x === null || body.x === '').toBe(true)
-  // A retired connection can linger a moment while it closes: wait for it, never accept it staying.
-  expect(
-    await waitFor(async () => (await db.countConnections(applicationName, 'idle in transaction')) === 0, 3_000),
-  ).toBe(true)
-  expect(app.pgPool.stats()).toMatchObject({ leased: 0, waiting: 0 })
-}
-
 describe('hooks', () => {
   test('onResponse and reply.then use request.db: refused with RELEASED, nothing runs, no crash', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     const outcomes: string[] = []
     const record = (p: PromiseLike<unknown>) =>
       Promise.resolve(p).then(
@@ -91,13 +67,13 @@ describe('hooks', () => {
     expect(await waitFor(() => outcomes.length === 6)).toBe(true)
     expect(outcomes).toEqual(Array(6).fill('FST_PG_POOL_RELEASED'))
     expect(await notes()).toEqual(['tx'])
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 
   test('a user onSend hook (after the plugin) querying on a transaction route: refused after the COMMIT (documented)', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     let hook: unknown
     app.addHook('onSend', async (request, _reply, payload) => {
       if (request.url !== '/tx') return payload
@@ -116,13 +92,13 @@ describe('hooks', () => {
     expect(hook).toBe('FST_PG_POOL_RELEASED')
     expect(res.statusCode).toBe(200)
     expect(await notes()).toEqual(['handler'])
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 
   test('preSerialization and onError hooks query on a transaction route: inside the transaction', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     app.addHook('preSerialization', async (request, _reply, payload) => {
       if (request.url === '/ok') await request.db`insert into note values ('pre-serialization')`
       return payload
@@ -141,13 +117,13 @@ describe('hooks', () => {
     expect((await app.inject('/ok')).statusCode).toBe(200)
     expect((await app.inject('/boom')).statusCode).toBe(500)
     expect(await notes()).toEqual(['ok', 'pre-serialization'])
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 
   test('onRequestAbort uses request.db: refused, lease back, next request clean', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     const outcomes: string[] = []
     app.addHook('onRequestAbort', async (request) => {
       await request.db`insert into note values ('abort-hook')`.then(
@@ -167,7 +143,7 @@ describe('hooks', () => {
     expect(await waitFor(() => outcomes.length === 1)).toBe(true)
     expect(outcomes[0]).not.toBe('ran')
     expect(await notes()).toEqual([])
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 })
 
@@ -175,7 +151,7 @@ describe('streamed payloads', () => {
   test('an async generator payload on a plain route queries request.db while it is sent: works, lease back after', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     app.get('/gen', async (request, reply) => {
       await request.db`select 1`
       async function* lines() {
@@ -190,13 +166,13 @@ describe('streamed payloads', () => {
     const res = await app.inject('/gen')
     expect(res.statusCode).toBe(200)
     expect(res.body).toBe('0\n1\n2\n3\n4\n')
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 
   test('an async generator payload whose first use of request.db is while streaming, on a plain route', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     app.get('/gen', async (request, reply) => {
       async function* lines() {
         for (let i = 0; i < 3; i++) {
@@ -210,6 +186,6 @@ describe('streamed payloads', () => {
     const res = await app.inject('/gen')
     expect(res.statusCode).toBe(200)
     expect(res.body).toBe('0\n1\n2\n')
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 })

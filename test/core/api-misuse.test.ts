@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase, waitFor } from '../support/database.js'
+import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { addSessionProbe, expectCleanSession } from '../support/session-probe.js'
 
 // Held attacks from hostile probing (round 8, request.db misuse): an application developer misusing request.db and its postgres.js-shaped API.
 
@@ -22,48 +23,11 @@ afterAll(() => db.drop())
 const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
 const tx = { config: { db: { transaction: true } } } as const
 
-/** The probe route: what the next request on the (only) connection sees of its session. */
-function addProbe(app: TestApp['app']) {
-  app.get('/probe', async (request) => {
-    const [row] = await request.db`
-      select current_setting('app.x', true) as x,
-             current_setting('statement_timeout') as st,
-             (select count(*)::int from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()) as locks`
-    const mark = `probe-${Math.random()}`
-    await request.db`insert into note values (${mark})`
-    return { ...row, mark }
-  })
-}
-
-async function expectClean(t: TestApp) {
-  const { app, applicationName } = t
-  expect(await waitFor(() => app.pgPool.stats().leased === 0)).toBe(true)
-  const res = await app.inject('/probe')
-  expect(res.statusCode).toBe(200)
-  const body = res.json()
-  // The probe's insert is committed: it did not run inside a transaction a previous request left.
-  expect(await notes()).toContain(body.mark)
-  await db.sql`delete from note where body = ${body.mark}`
-  expect(body.x === null || body.x === '').toBe(true)
-  expect(body.locks).toBe(0)
-  // A retired connection can linger a moment while it closes: wait for it, never accept it staying.
-  expect(
-    await waitFor(async () => (await db.countConnections(applicationName, 'idle in transaction')) === 0, 3_000),
-  ).toBe(true)
-  expect(
-    await waitFor(
-      async () => (await db.countConnections(applicationName, 'idle in transaction (aborted)')) === 0,
-      3_000,
-    ),
-  ).toBe(true)
-  expect(app.pgPool.stats()).toMatchObject({ leased: 0, waiting: 0 })
-}
-
 describe('handles kept past their request', () => {
   test('request.db kept and used from a setTimeout after the reply: refused, nothing runs', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     let later: Promise<unknown> | undefined
     app.get('/keep', async (request) => {
       await request.db`select 1`
@@ -75,13 +39,13 @@ describe('handles kept past their request', () => {
     expect((await app.inject('/keep')).statusCode).toBe(200)
     await expect(later).rejects.toMatchObject({ code: 'FST_PG_POOL_RELEASED' })
     expect(await notes()).toEqual([])
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 
   test('a query object built in one request and awaited in the next: refused, never runs there', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     let kept: PromiseLike<unknown> | undefined
     app.get('/make', async (request) => {
       await request.db`select 1`
@@ -101,13 +65,13 @@ describe('handles kept past their request', () => {
     expect(res.statusCode).toBe(200)
     expect(res.json()).toEqual({ refused: 'FST_PG_POOL_RELEASED' })
     expect(await notes()).toEqual([])
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 
   test("a begin() handle kept and used by the next request: refused, never in that request's session", async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     let keptTx: ((s: TemplateStringsArray, ...a: unknown[]) => PromiseLike<unknown>) | undefined
     app.get('/make', async (request) => {
       await request.db.begin(async (sql) => {
@@ -128,13 +92,13 @@ describe('handles kept past their request', () => {
     const res = await app.inject('/use')
     expect(res.json()).toEqual({ out: 'FST_PG_POOL_RELEASED' })
     expect(await notes()).toEqual(['a', 'b'])
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 
   test('a cursor kept past its request: next() refused, connection clean', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     let iterator: AsyncIterator<unknown> | undefined
     app.get('/make', async (request) => {
       iterator = request.db`select i from generate_series(1, 100) i`.cursor(10)[Symbol.asyncIterator]()
@@ -153,7 +117,7 @@ describe('handles kept past their request', () => {
     const res = await app.inject('/use')
     expect(res.statusCode).toBe(200)
     expect(['FST_PG_POOL_RELEASED', 'done']).toContain(res.json().out)
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 })
 
@@ -161,7 +125,7 @@ describe('postgres.js methods that make no sense on a lease', () => {
   test('end/close/reserve/listen/subscribe/options/largeObject: none reaches the pool', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     app.get('/misuse/:what', async (request) => {
       const what = (request.params as { what: string }).what
       const handle = request.db as unknown as Record<string, unknown>
@@ -181,6 +145,6 @@ describe('postgres.js methods that make no sense on a lease', () => {
       expect(res.statusCode, what).toBe(200)
     }
     // The pool still serves.
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 })

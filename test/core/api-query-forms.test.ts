@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase, waitFor } from '../support/database.js'
+import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { addSessionProbe, expectCleanSession } from '../support/session-probe.js'
 
 // Held attacks from hostile probing (round 8, request.db misuse): odd arguments to postgres.js's query forms on request.db.
 
@@ -23,31 +24,6 @@ const notes = async () => (await db.sql<{ body: string }[]>`select body from not
 const tx = { config: { db: { transaction: true } } } as const
 const pipe = { config: { db: { pipeline: true } } } as const
 
-function addProbe(app: TestApp['app']) {
-  app.get('/probe', async (request) => {
-    const [row] = await request.db`select current_setting('app.x', true) as x`
-    const mark = `probe-${Math.random()}`
-    await request.db`insert into note values (${mark})`
-    return { ...row, mark }
-  })
-}
-
-async function expectClean(t: TestApp) {
-  const { app, applicationName } = t
-  expect(await waitFor(() => app.pgPool.stats().leased === 0)).toBe(true)
-  const res = await app.inject('/probe')
-  expect(res.statusCode).toBe(200)
-  const body = res.json()
-  expect(await notes()).toContain(body.mark)
-  await db.sql`delete from note where body = ${body.mark}`
-  expect(body.x === null || body.x === '').toBe(true)
-  // A retired connection can linger a moment while it closes: wait for it, never accept it staying.
-  expect(
-    await waitFor(async () => (await db.countConnections(applicationName, 'idle in transaction')) === 0, 3_000),
-  ).toBe(true)
-  expect(app.pgPool.stats()).toMatchObject({ leased: 0, waiting: 0 })
-}
-
 describe('cursor() batch sizes', () => {
   for (const [label, rows] of [
     ['-1', -1],
@@ -60,7 +36,7 @@ describe('cursor() batch sizes', () => {
     test(`cursor(${label}) as the first statement: a reply (no hang), next request on the connection is clean`, async () => {
       current = await coreApp(db.url, { max: 1, acquireTimeout: 2_000, statementTimeout: 3_000 })
       const { app } = current
-      addProbe(app)
+      addSessionProbe(app)
       app.get('/cursor', async (request) => {
         let n = 0
         for await (const batch of request.db`select i from generate_series(1, 10) i`.cursor(rows)) n += batch.length
@@ -69,13 +45,13 @@ describe('cursor() batch sizes', () => {
       const res = await app.inject('/cursor')
       expect([200, 500]).toContain(res.statusCode)
       if (res.statusCode === 200) expect(res.json()).toEqual({ n: 10 })
-      await expectClean(current)
+      await expectCleanSession(db, current)
     })
 
     test(`cursor(${label}) behind another statement in a route transaction: a reply, nothing committed if it failed`, async () => {
       current = await coreApp(db.url, { max: 1, acquireTimeout: 2_000, statementTimeout: 3_000 })
       const { app } = current
-      addProbe(app)
+      addSessionProbe(app)
       app.get('/cursor', tx, async (request) => {
         const first = request.db`insert into note values ('before')`.execute()
         let n = 0
@@ -91,7 +67,7 @@ describe('cursor() batch sizes', () => {
       } else {
         expect(await notes()).toEqual([])
       }
-      await expectClean(current)
+      await expectCleanSession(db, current)
     })
   }
 })
@@ -100,7 +76,7 @@ describe('pipelined routes', () => {
   test('request.db of a pipelined request kept and used by a later request: refused, nothing runs', async () => {
     current = await coreApp(db.url, { max: 1 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     let kept: typeof app extends never
       ? never
       : ((s: TemplateStringsArray, ...a: unknown[]) => PromiseLike<unknown>) | undefined
@@ -128,13 +104,13 @@ describe('pipelined routes', () => {
     const res = await app.inject('/use')
     expect(res.json()).toEqual({ a: 'FST_PG_POOL_RELEASED', b: 'FST_PG_POOL_RELEASED' })
     expect(await notes()).toEqual([])
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 
   test('Promise.all of 40 statements on pipelined requests sharing a connection: all answered, lease back', async () => {
     current = await coreApp(db.url, { max: 1, pipelineDepth: 4 })
     const { app } = current
-    addProbe(app)
+    addSessionProbe(app)
     app.get('/many/:k', pipe, async (request) => {
       const k = (request.params as { k: string }).k
       const results = await Promise.all(
@@ -144,6 +120,6 @@ describe('pipelined routes', () => {
     })
     const all = await Promise.all(Array.from({ length: 8 }, (_, k) => app.inject(`/many/${k}`)))
     for (const res of all) expect(res.json()).toEqual({ ok: true })
-    await expectClean(current)
+    await expectCleanSession(db, current)
   })
 })
