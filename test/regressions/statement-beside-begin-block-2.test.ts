@@ -159,7 +159,9 @@ describe('held: what runs and what is refused beside a block', () => {
         const s = sql as unknown as Loose
         await sql`insert into note values ('t')`
         for await (const rows of s`select body from note`.cursor(1)) seen.push(rows.length)
-        await s`select body from note`.forEach(() => seen.push('row'))
+        await s`select body from note`.forEach(() => {
+          seen.push('row')
+        })
         const writable = await s`copy note (body) from stdin`.writable()
         await pipeline(Readable.from(['copy-in\n']), writable)
         const readable = await s`copy (select body from note order by body) to stdout`.readable()
