@@ -1,5 +1,5 @@
-// Held attacks from hostile probing (round 8, observability): does /health tell the truth, within its own deadline, when the
-// database freezes (a black hole after the pool is warm) and comes back? No ping socket leaks.
+// Held attacks from hostile probing (round 8, observability; a fault test, not in the PgBouncer leg, whose proxy stands
+// before the server itself): does /health tell the truth, within its own deadline, when the database freezes (a black hole after the pool is warm) and comes back? No ping socket leaks.
 import pgPoolHealth from '@fastify-pg-pool/health'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { coreApp } from '../support/app.js'
