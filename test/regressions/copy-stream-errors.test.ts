@@ -53,16 +53,9 @@ describe('COPY FROM STDIN with bad data', () => {
       app.get('/n', async (request) => (await request.db`select count(*)::int as n from item`)[0])
       const res = await within(app.inject({ method: 'POST', url: '/load' }), 10_000)
       // Hung: no answer 10 s on (3x the statement deadline), its connection still leased.
-      if (res === 'hung')
-        console.log(
-          'COPY bad data hung:',
-          app.pgPool.stats(),
-          await db.sql`select state, left(query, 60) as q from pg_stat_activity where application_name = ${current?.applicationName ?? ''}`,
-        )
       expect(res === 'hung' ? { hung: true, leased: app.pgPool.stats().leased } : 'answered').toBe('answered')
       if (res === 'hung') return
       const stmt = await app.inject('/bad-int')
-      console.log('COPY bad data:', res.statusCode, res.body, '| statement:', stmt.statusCode, stmt.body)
       noInternals(res.body)
       // The same SQLSTATE as a statement's: the same status and code.
       expect({ status: res.statusCode, code: res.json().code }).toEqual({
@@ -158,10 +151,6 @@ describe('COPY on a pipelined route', () => {
     expect(all === 'hung' ? { hung: true, stats: app.pgPool.stats() } : 'answered').toBe('answered')
     if (all === 'hung') return
     const results = all
-    console.log(
-      'pipelined COPY:',
-      results.map((r) => `${r.statusCode} ${r.body.slice(0, 120)}`),
-    )
     for (const r of results) {
       if (r.statusCode !== 200) {
         expect(r.json().code).toMatch(/^FST_PG_POOL_/)
@@ -278,17 +267,11 @@ describe('app.close() mid-COPY', () => {
     await startedP
     const closed = await within(app.close(), 15_000)
     const done = await within(res, 5_000)
-    console.log(
-      'close mid-COPY stats:',
-      app.pgPool.stats(),
-      await db.sql`select state, wait_event, left(query, 60) as q from pg_stat_activity where application_name = ${current.applicationName}`,
-    )
     expect({ closed: closed === 'hung' ? 'hung' : 'closed', done: done === 'hung' ? 'hung' : 'answered' }).toEqual({
       closed: 'closed',
       done: 'answered',
     })
     if (done === 'hung') return
-    console.log('close mid-COPY:', done)
     noInternals(done.body)
     // README: app.close() past closeTimeout cutting a route transaction before the reply is decided:
     // "the reply becomes a 503 (FST_PG_POOL_CLOSED ...) with Retry-After".
