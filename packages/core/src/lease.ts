@@ -208,17 +208,12 @@ export class Lease implements Holder, QueryOwner {
   #endedInSql: Error | undefined
   /**
    * SAVEPOINTs the holder's own SQL opened in the block (RELEASE and ROLLBACK TO may drop several:
-   * an upper bound). While one may be open, a ROLLBACK may be ROLLBACK TO (the same tag): the
-   * server is asked (#checkBlock). Unknown after a message of several statements.
+   * an upper bound; Infinity, unknown, after a message of several statements). While one may be
+   * open, a ROLLBACK may be ROLLBACK TO (the same tag): the server is asked (#checkBlock).
    */
   #sqlSavepoints = 0
-  #savepointsKnown = true
-  /** Asks whether the pool's block is still open; the holder's statements sent meanwhile wait (#checkHeld). */
-  #blockCheck: TrackedQuery | undefined
-  #blockCheckWhat = ''
-  /** The begin() block it asks about (undefined: the route transaction): an answer after that block ended tells nothing. */
-  #blockCheckFor: object | undefined
-  #checkHeld: TrackedQuery[] | undefined
+  /** The question whether the pool's block is still open, while it is out (#checkBlock). */
+  #blockCheck: BlockCheck | undefined
   /** The block is read-only by its BEGIN: a 25006 in it is the holder's, not a failover. */
   #blockReadOnly = false
   #transactionMessage: TransactionMessage | undefined
@@ -307,7 +302,7 @@ export class Lease implements Holder, QueryOwner {
       this.#inflight.size > 0 ||
       (this.#pending?.length ?? 0) > 0 ||
       (this.#held?.length ?? 0) > 0 ||
-      (this.#checkHeld?.length ?? 0) > 0 ||
+      (this.#blockCheck?.held.length ?? 0) > 0 ||
       (this.#queued?.length ?? 0) > 0 ||
       this.#waiting ||
       this.#choosing
@@ -385,8 +380,7 @@ export class Lease implements Holder, QueryOwner {
       }
       if (this.#blockCheck !== undefined) {
         // Whether a statement of the holder's ended the block is being asked: it waits.
-        this.#checkHeld ??= []
-        this.#checkHeld.push(query)
+        this.#blockCheck.held.push(query)
         return
       }
     }
@@ -660,7 +654,7 @@ export class Lease implements Holder, QueryOwner {
     conn.send(query)
     // The pool's question whether a block is still open (#checkBlock) is no statement of the
     // request's: in a failed block it fails (25P02), which tracing and metrics would count.
-    if (channels.queryStart.hasSubscribers && query !== this.#blockCheck) this.#publishStart(query)
+    if (channels.queryStart.hasSubscribers && query !== this.#blockCheck?.query) this.#publishStart(query)
   }
 
   #publishStart(query: TrackedQuery): void {
@@ -703,7 +697,7 @@ export class Lease implements Holder, QueryOwner {
     }
     if (this.pipelined) this.#ctx.pool.countSharedQuery(-1)
     if (query === this.#probe && this.#conn !== undefined) this.#probeAnswered(this.#conn, value, error)
-    if (query === this.#blockCheck) this.#blockChecked(value, error)
+    if (query === this.#blockCheck?.query) this.#blockChecked(value, error)
     if (!query.internal) this.#holderRunning--
     // Sent after postgres.js has handled this answer, as a caller's next statement would be.
     if (this.#queued !== undefined) queueMicrotask(() => this.#sendQueued())
@@ -791,13 +785,13 @@ export class Lease implements Holder, QueryOwner {
       else if (command === 'COMMIT' || command === 'PREPARE TRANSACTION') {
         this.#endedInSql ??= new errors.FST_PG_POOL_TRANSACTION_ENDED(command)
       } else if (command === 'ROLLBACK') {
-        if (this.#sqlSavepoints === 0 && this.#savepointsKnown) {
+        if (this.#sqlSavepoints === 0) {
           this.#endedInSql ??= new errors.FST_PG_POOL_TRANSACTION_ENDED(command)
         } else ask = 'ROLLBACK'
       }
     }
     if (several) {
-      this.#savepointsKnown = false
+      this.#sqlSavepoints = Number.POSITIVE_INFINITY
       ask ??= 'a COMMIT or ROLLBACK among several statements'
     }
     return this.#endedInSql === undefined ? ask : undefined
@@ -815,28 +809,27 @@ export class Lease implements Holder, QueryOwner {
     const query = this.query([SHARED_BLOCK_PROBE], [], { simple: true, prepare: false }, after.setup)
     query.internal = true
     query.executed = true
-    this.#blockCheck = query
-    this.#blockCheckWhat = what
-    this.#blockCheckFor = this.#openBlock
+    this.#blockCheck = { query, what, block: this.#openBlock, held: [] }
     this.dispatch(query)
     Promise.prototype.then.call(query, undefined, () => {})
     // Not sent (the connection was lost meanwhile): nothing to wait for.
-    if (this.#blockCheck === query && !this.#inflight.has(query)) this.#blockChecked(undefined, new Error('not sent'))
+    if (this.#blockCheck?.query === query && !this.#inflight.has(query)) {
+      this.#blockChecked(undefined, new Error('not sent'))
+    }
   }
 
   /** The answer of #checkBlock; what waited for it is sent, or refused when the block has ended. */
   #blockChecked(value: unknown, error: unknown): void {
+    const check = this.#blockCheck as BlockCheck
     this.#blockCheck = undefined
     const [row] = (error === undefined ? value : []) as Record<string, unknown>[]
     // By position: the app's column transforms apply to the pool's statements too. About a block
     // that has ended since (its callback threw, its ROLLBACK sent behind the question): nothing.
-    const current = this.#routeTransaction || (this.#openBlock !== undefined && this.#openBlock === this.#blockCheckFor)
+    const current = this.#routeTransaction || (this.#openBlock !== undefined && this.#openBlock === check.block)
     if (current && row !== undefined && Object.values(row)[0] === false) {
-      this.#endedInSql ??= new errors.FST_PG_POOL_TRANSACTION_ENDED(this.#blockCheckWhat)
+      this.#endedInSql ??= new errors.FST_PG_POOL_TRANSACTION_ENDED(check.what)
     }
-    const held = this.#checkHeld ?? []
-    this.#checkHeld = undefined
-    for (const query of held) this.dispatch(query)
+    for (const query of check.held) this.dispatch(query)
     this.#maybeIdle()
   }
 
@@ -1097,7 +1090,8 @@ export class Lease implements Holder, QueryOwner {
     if (this.#inflight.size === 0) return
     const conn = this.#conn
     let close = false
-    const reason =
+    // Made only for a COPY stream that is failed with it.
+    const reason = () =>
       this.#mode !== 'abort'
         ? new errors.FST_PG_POOL_RELEASED()
         : withRetryAfter(
@@ -1123,7 +1117,7 @@ export class Lease implements Holder, QueryOwner {
     for (const query of this.#takePending()) query.reject(aborted)
     for (const query of this.#takeHeld()) query.reject(aborted)
     for (const query of this.#takeQueued()) query.reject(aborted)
-    for (const query of this.#checkHeld?.splice(0) ?? []) query.reject(aborted)
+    for (const query of this.#blockCheck?.held.splice(0) ?? []) query.reject(aborted)
     this.#settleReady(aborted)
     const conn = this.#conn
     if (conn === undefined || this.#inflight.size === 0) {
@@ -1329,7 +1323,6 @@ export class Lease implements Holder, QueryOwner {
     this.#openBlock = token
     this.#openBlockSetup = setup
     this.#sqlSavepoints = 0
-    this.#savepointsKnown = true
     this.#blockReadOnly = beginsReadOnly(beginText)
     this.#startTransactionMessage('begin')
     let outcome: TransactionOutcome = 'rollback'
@@ -1403,6 +1396,17 @@ export class Lease implements Holder, QueryOwner {
     if (this.#conn !== undefined) return
     await this.#internal('SELECT 1').then(() => {})
   }
+}
+
+/** The question whether the pool's block is still open (Lease.#checkBlock), while it is out. */
+interface BlockCheck {
+  readonly query: TrackedQuery
+  /** What may have ended the block, for the error's message. */
+  readonly what: string
+  /** The begin() block asked about (undefined: the route transaction): an answer after it ended tells nothing. */
+  readonly block: object | undefined
+  /** The request's statements sent meanwhile, sent (or refused) with the answer. */
+  readonly held: TrackedQuery[]
 }
 
 /** A tagged template's strings: postgres.js prepares it once per connection. */

@@ -155,7 +155,7 @@ function ignoreError(): void {}
  * postgres.js never sends. The stream gets an error listener: the holder that would have
  * listened is gone. Undefined for a query that is not a COPY, or a COPY that ends by itself.
  */
-export function abandonCopy(query: TrackedQuery, reason?: Error): 'cancel' | 'close' | undefined {
+export function abandonCopy(query: TrackedQuery, reason?: () => Error): 'cancel' | 'close' | undefined {
   const stream = query.stream
   if (stream === undefined) return undefined
   stream.on('error', ignoreError)
@@ -163,7 +163,7 @@ export function abandonCopy(query: TrackedQuery, reason?: Error): 'cancel' | 'cl
   if ('writableEnded' in stream) {
     // With the lease's reason (the pool closing, the request gone): a `pipeline()` into it
     // rejects with that, not with a premature close.
-    if (!stream.destroyed && !stream.writableEnded) stream.destroy(reason)
+    if (!stream.destroyed && !stream.writableEnded) stream.destroy(reason?.())
     return undefined
   }
   if (stream.readableEnded) return undefined
