@@ -1,32 +1,19 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
-import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase, waitFor } from '../support/database.js'
+import { describe, expect, test } from 'vitest'
+import { coreApp } from '../support/app.js'
+import { waitFor } from '../support/database.js'
+import { noteTable } from '../support/note-table.js'
 import { addSessionProbe, expectCleanSession } from '../support/session-probe.js'
 
 // Held attacks from hostile probing (round 8, request.db misuse): begin()/savepoint()/Promise.all misuse on request.db.
 
-let db: TestDatabase
-let current: TestApp | undefined
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table note (body text primary key)`
-})
-beforeEach(async () => {
-  await db.sql`truncate note`
-})
-afterEach(async () => {
-  await current?.app.close()
-  current = undefined
-})
-afterAll(() => db.drop())
-
-const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
+const fx = noteTable({ primaryKey: true })
+const notes = fx.notes
 const tx = { config: { db: { transaction: true } } } as const
 
 describe('begin() blocks', () => {
   test('an error caught inside begin(), the callback returns: begin rejects COMMIT_FAILED, caught, 200, nothing committed', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     app.get('/swallow', async (request) => {
       const outcome = await request.db
@@ -45,12 +32,12 @@ describe('begin() blocks', () => {
     expect(res.statusCode).toBe(200)
     expect(res.json()).toEqual({ outcome: 'FST_PG_POOL_COMMIT_FAILED' })
     expect(await notes()).toEqual([])
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 
   test('begin() callback returns before its queries finish (forgotten execute): they run inside the block', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     app.get('/forget', async (request) => {
       await request.db.begin((sql) => {
@@ -65,12 +52,12 @@ describe('begin() blocks', () => {
     expect(res.statusCode).toBe(200)
     expect(res.json()).toEqual({ n: 1 })
     expect(await notes()).toEqual(['late-in-block'])
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 
   test('nested begin() inside begin() and begin() on a route transaction: coded 500, nothing committed, clean', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     app.get('/nested', async (request) =>
       request.db.begin(async (sql) => {
@@ -90,12 +77,12 @@ describe('begin() blocks', () => {
     expect(b.statusCode).toBe(500)
     expect(b.json()).toMatchObject({ code: 'FST_PG_POOL_NESTED_TRANSACTION' })
     expect(await notes()).toEqual([])
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 
   test('savepoint() on a plain route outside any block: an error reply, the session is clean after', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     app.get('/sp', async (request) => {
       await request.db.savepoint(async (sql) => sql`insert into note values ('sp')`)
@@ -104,12 +91,12 @@ describe('begin() blocks', () => {
     const res = await app.inject('/sp')
     expect(res.statusCode).toBeGreaterThanOrEqual(400)
     expect(await notes()).toEqual([])
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 
   test('savepoint failing inside a route transaction, caught: the rest commits', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     app.get('/sp', tx, async (request) => {
       await request.db`insert into note values ('kept')`
@@ -124,14 +111,14 @@ describe('begin() blocks', () => {
     const res = await app.inject('/sp')
     expect(res.statusCode).toBe(200)
     expect(await notes()).toEqual(['kept'])
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 })
 
 describe('Promise.all', () => {
   test('Promise.all of 50 inserts in a route transaction, one conflicts, handler catches and returns 200: 500 COMMIT_FAILED, none', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     app.get('/many', tx, async (request) => {
       const values = Array.from({ length: 50 }, (_, i) => (i === 25 ? 'v0' : `v${i}`))
@@ -142,12 +129,12 @@ describe('Promise.all', () => {
     expect(res.statusCode).toBe(500)
     expect(res.json()).toMatchObject({ code: 'FST_PG_POOL_COMMIT_FAILED' })
     expect(await notes()).toEqual([])
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 
   test('Promise.all of inserts on a plain route, one conflicts: 409, and the rest either ran or were refused', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     const settled: Record<string, string> = {}
     app.get('/many', async (request) => {
@@ -178,12 +165,12 @@ describe('Promise.all', () => {
       if (settled[i] === 'ok') expect(rows).toContain(v)
     }
     expect(rows.length).toBe(Object.values(settled).filter((s) => s === 'ok').length)
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 
   test('a forgotten (never awaited) query on a route transaction: 200 and nothing runs; next request clean', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     app.get('/forget', tx, async (request) => {
       await request.db`insert into note values ('awaited')`
@@ -193,12 +180,12 @@ describe('Promise.all', () => {
     const res = await app.inject('/forget')
     expect(res.statusCode).toBe(200)
     expect(await notes()).toEqual(['awaited'])
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 
   test('a started, unawaited, failing query on a route transaction: not a 2xx, nothing committed', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     app.get('/forget', tx, async (request) => {
       await request.db`insert into note values ('awaited')`
@@ -208,6 +195,6 @@ describe('Promise.all', () => {
     const res = await app.inject('/forget')
     expect(res.statusCode).toBe(500)
     expect(await notes()).toEqual([])
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 })

@@ -1,25 +1,12 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
-import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, sleep, type TestDatabase, waitFor } from '../support/database.js'
+import { describe, expect, test } from 'vitest'
+import { coreApp } from '../support/app.js'
+import { sleep, waitFor } from '../support/database.js'
+import { noteTable } from '../support/note-table.js'
 
 // Held attacks from hostile probing (round 8, request.db misuse): what a query's promise told the handler must match what is in the database.
 
-let db: TestDatabase
-let current: TestApp | undefined
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table note (body text primary key)`
-})
-beforeEach(async () => {
-  await db.sql`truncate note`
-})
-afterEach(async () => {
-  await current?.app.close()
-  current = undefined
-})
-afterAll(() => db.drop())
-
-const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
+const fx = noteTable({ primaryKey: true })
+const notes = fx.notes
 const tx = { config: { db: { transaction: true } } } as const
 
 function track(outcomes: Record<string, string>, name: string, p: PromiseLike<unknown>) {
@@ -42,8 +29,8 @@ async function expectAgree(outcomes: Record<string, string>, names: string[]) {
 
 describe('promises agree with the database', () => {
   test('fire-and-forget statements on a plain route: each one told ok is there, each refused is not', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     const outcomes: Record<string, string> = {}
     const names = ['f0', 'f1', 'f2', 'f3', 'f4']
     app.get('/fire', async (request) => {
@@ -56,8 +43,8 @@ describe('promises agree with the database', () => {
   })
 
   test('reply.send() then a statement on a route transaction: its outcome agrees with the commit', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     const outcomes: Record<string, string> = {}
     app.get('/race', tx, async (request, reply) => {
       await request.db`insert into note values ('a')`
@@ -72,8 +59,8 @@ describe('promises agree with the database', () => {
   })
 
   test('app.db.lease(): a statement on the lease beside its begin() block is not undone by the block', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     const outcomes: Record<string, string> = {}
     const lease = await app.db.lease()
     try {
@@ -102,8 +89,8 @@ describe('promises agree with the database', () => {
 
 describe('a transaction ended in SQL inside a route transaction', () => {
   test("`rollback` sent by the handler's own helper, then more work, 2xx: the client is told 2xx for work that was rolled back", async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     app.post('/order', tx, async (request) => {
       await request.db`insert into note values ('order')`
       // e.g. a helper ported from node-postgres that "cleans up" with ROLLBACK on a caught error
@@ -119,8 +106,8 @@ describe('a transaction ended in SQL inside a route transaction', () => {
   })
 
   test('`commit` in SQL, then more work, then a throw: the error reply leaves work committed', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     app.post('/order', tx, async (request) => {
       await request.db`insert into note values ('first')`
       await request.db`commit`

@@ -1,34 +1,21 @@
 import { Readable } from 'node:stream'
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
-import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, sleep, type TestDatabase, waitFor } from '../support/database.js'
+import { describe, expect, test } from 'vitest'
+import { coreApp } from '../support/app.js'
+import { sleep, waitFor } from '../support/database.js'
 import { listen, startRequest } from '../support/http.js'
+import { noteTable } from '../support/note-table.js'
 import { addSessionProbe, expectCleanSession } from '../support/session-probe.js'
 
 // Held attacks from hostile probing (round 8, request.db misuse): request.db used in Fastify hooks, reply.then and streamed generators.
 
-let db: TestDatabase
-let current: TestApp | undefined
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table note (body text primary key)`
-})
-beforeEach(async () => {
-  await db.sql`truncate note`
-})
-afterEach(async () => {
-  await current?.app.close()
-  current = undefined
-})
-afterAll(() => db.drop())
-
-const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
+const fx = noteTable({ primaryKey: true })
+const notes = fx.notes
 const tx = { config: { db: { transaction: true } } } as const
 
 describe('hooks', () => {
   test('onResponse and reply.then use request.db: refused with RELEASED, nothing runs, no crash', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     const outcomes: string[] = []
     const record = (p: PromiseLike<unknown>) =>
@@ -67,12 +54,12 @@ describe('hooks', () => {
     expect(await waitFor(() => outcomes.length === 6)).toBe(true)
     expect(outcomes).toEqual(Array(6).fill('FST_PG_POOL_RELEASED'))
     expect(await notes()).toEqual(['tx'])
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 
   test('a user onSend hook (after the plugin) querying on a transaction route: refused after the COMMIT (documented)', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     let hook: unknown
     app.addHook('onSend', async (request, _reply, payload) => {
@@ -92,12 +79,12 @@ describe('hooks', () => {
     expect(hook).toBe('FST_PG_POOL_RELEASED')
     expect(res.statusCode).toBe(200)
     expect(await notes()).toEqual(['handler'])
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 
   test('preSerialization and onError hooks query on a transaction route: inside the transaction', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     app.addHook('preSerialization', async (request, _reply, payload) => {
       if (request.url === '/ok') await request.db`insert into note values ('pre-serialization')`
@@ -117,12 +104,12 @@ describe('hooks', () => {
     expect((await app.inject('/ok')).statusCode).toBe(200)
     expect((await app.inject('/boom')).statusCode).toBe(500)
     expect(await notes()).toEqual(['ok', 'pre-serialization'])
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 
   test('onRequestAbort uses request.db: refused, lease back, next request clean', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     const outcomes: string[] = []
     app.addHook('onRequestAbort', async (request) => {
@@ -143,14 +130,14 @@ describe('hooks', () => {
     expect(await waitFor(() => outcomes.length === 1)).toBe(true)
     expect(outcomes[0]).not.toBe('ran')
     expect(await notes()).toEqual([])
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 })
 
 describe('streamed payloads', () => {
   test('an async generator payload on a plain route queries request.db while it is sent: works, lease back after', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     app.get('/gen', async (request, reply) => {
       await request.db`select 1`
@@ -166,12 +153,12 @@ describe('streamed payloads', () => {
     const res = await app.inject('/gen')
     expect(res.statusCode).toBe(200)
     expect(res.body).toBe('0\n1\n2\n3\n4\n')
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 
   test('an async generator payload whose first use of request.db is while streaming, on a plain route', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     app.get('/gen', async (request, reply) => {
       async function* lines() {
@@ -186,6 +173,6 @@ describe('streamed payloads', () => {
     const res = await app.inject('/gen')
     expect(res.statusCode).toBe(200)
     expect(res.body).toBe('0\n1\n2\n')
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 })

@@ -1,32 +1,18 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
-import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { describe, expect, test } from 'vitest'
+import { coreApp } from '../support/app.js'
+import { noteTable } from '../support/note-table.js'
 import { addSessionProbe, expectCleanSession } from '../support/session-probe.js'
 
 // Held attacks from hostile probing (round 8, request.db misuse): an application developer misusing request.db and its postgres.js-shaped API.
 
-let db: TestDatabase
-let current: TestApp | undefined
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table note (body text primary key)`
-})
-beforeEach(async () => {
-  await db.sql`truncate note`
-})
-afterEach(async () => {
-  await current?.app.close()
-  current = undefined
-})
-afterAll(() => db.drop())
-
-const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
+const fx = noteTable({ primaryKey: true })
+const notes = fx.notes
 const tx = { config: { db: { transaction: true } } } as const
 
 describe('handles kept past their request', () => {
   test('request.db kept and used from a setTimeout after the reply: refused, nothing runs', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     let later: Promise<unknown> | undefined
     app.get('/keep', async (request) => {
@@ -39,12 +25,12 @@ describe('handles kept past their request', () => {
     expect((await app.inject('/keep')).statusCode).toBe(200)
     await expect(later).rejects.toMatchObject({ code: 'FST_PG_POOL_RELEASED' })
     expect(await notes()).toEqual([])
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 
   test('a query object built in one request and awaited in the next: refused, never runs there', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     let kept: PromiseLike<unknown> | undefined
     app.get('/make', async (request) => {
@@ -65,12 +51,12 @@ describe('handles kept past their request', () => {
     expect(res.statusCode).toBe(200)
     expect(res.json()).toEqual({ refused: 'FST_PG_POOL_RELEASED' })
     expect(await notes()).toEqual([])
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 
   test("a begin() handle kept and used by the next request: refused, never in that request's session", async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     let keptTx: ((s: TemplateStringsArray, ...a: unknown[]) => PromiseLike<unknown>) | undefined
     app.get('/make', async (request) => {
@@ -92,12 +78,12 @@ describe('handles kept past their request', () => {
     const res = await app.inject('/use')
     expect(res.json()).toEqual({ out: 'FST_PG_POOL_RELEASED' })
     expect(await notes()).toEqual(['a', 'b'])
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 
   test('a cursor kept past its request: next() refused, connection clean', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     let iterator: AsyncIterator<unknown> | undefined
     app.get('/make', async (request) => {
@@ -117,14 +103,14 @@ describe('handles kept past their request', () => {
     const res = await app.inject('/use')
     expect(res.statusCode).toBe(200)
     expect(['FST_PG_POOL_RELEASED', 'done']).toContain(res.json().out)
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 })
 
 describe('postgres.js methods that make no sense on a lease', () => {
   test('end/close/reserve/listen/subscribe/options/largeObject: none reaches the pool', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     app.get('/misuse/:what', async (request) => {
       const what = (request.params as { what: string }).what
@@ -145,6 +131,6 @@ describe('postgres.js methods that make no sense on a lease', () => {
       expect(res.statusCode, what).toBe(200)
     }
     // The pool still serves.
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 })

@@ -1,26 +1,12 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
-import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { describe, expect, test } from 'vitest'
+import { coreApp } from '../support/app.js'
+import { noteTable } from '../support/note-table.js'
 import { addSessionProbe, expectCleanSession } from '../support/session-probe.js'
 
 // Held attacks from hostile probing (round 8, request.db misuse): odd arguments to postgres.js's query forms on request.db.
 
-let db: TestDatabase
-let current: TestApp | undefined
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table note (body text primary key)`
-})
-beforeEach(async () => {
-  await db.sql`truncate note`
-})
-afterEach(async () => {
-  await current?.app.close()
-  current = undefined
-})
-afterAll(() => db.drop())
-
-const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
+const fx = noteTable({ primaryKey: true })
+const notes = fx.notes
 const tx = { config: { db: { transaction: true } } } as const
 const pipe = { config: { db: { pipeline: true } } } as const
 
@@ -34,8 +20,8 @@ describe('cursor() batch sizes', () => {
     ['1.5', 1.5],
   ] as const) {
     test(`cursor(${label}) as the first statement: a reply (no hang), next request on the connection is clean`, async () => {
-      current = await coreApp(db.url, { max: 1, acquireTimeout: 2_000, statementTimeout: 3_000 })
-      const { app } = current
+      fx.current = await coreApp(fx.db.url, { max: 1, acquireTimeout: 2_000, statementTimeout: 3_000 })
+      const { app } = fx.current
       addSessionProbe(app)
       app.get('/cursor', async (request) => {
         let n = 0
@@ -45,12 +31,12 @@ describe('cursor() batch sizes', () => {
       const res = await app.inject('/cursor')
       expect([200, 500]).toContain(res.statusCode)
       if (res.statusCode === 200) expect(res.json()).toEqual({ n: 10 })
-      await expectCleanSession(db, current)
+      await expectCleanSession(fx.db, fx.current)
     })
 
     test(`cursor(${label}) behind another statement in a route transaction: a reply, nothing committed if it failed`, async () => {
-      current = await coreApp(db.url, { max: 1, acquireTimeout: 2_000, statementTimeout: 3_000 })
-      const { app } = current
+      fx.current = await coreApp(fx.db.url, { max: 1, acquireTimeout: 2_000, statementTimeout: 3_000 })
+      const { app } = fx.current
       addSessionProbe(app)
       app.get('/cursor', tx, async (request) => {
         const first = request.db`insert into note values ('before')`.execute()
@@ -67,15 +53,15 @@ describe('cursor() batch sizes', () => {
       } else {
         expect(await notes()).toEqual([])
       }
-      await expectCleanSession(db, current)
+      await expectCleanSession(fx.db, fx.current)
     })
   }
 })
 
 describe('pipelined routes', () => {
   test('request.db of a pipelined request kept and used by a later request: refused, nothing runs', async () => {
-    current = await coreApp(db.url, { max: 1 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1 })
+    const { app } = fx.current
     addSessionProbe(app)
     let kept: typeof app extends never
       ? never
@@ -104,12 +90,12 @@ describe('pipelined routes', () => {
     const res = await app.inject('/use')
     expect(res.json()).toEqual({ a: 'FST_PG_POOL_RELEASED', b: 'FST_PG_POOL_RELEASED' })
     expect(await notes()).toEqual([])
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 
   test('Promise.all of 40 statements on pipelined requests sharing a connection: all answered, lease back', async () => {
-    current = await coreApp(db.url, { max: 1, pipelineDepth: 4 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 1, pipelineDepth: 4 })
+    const { app } = fx.current
     addSessionProbe(app)
     app.get('/many/:k', pipe, async (request) => {
       const k = (request.params as { k: string }).k
@@ -120,6 +106,6 @@ describe('pipelined routes', () => {
     })
     const all = await Promise.all(Array.from({ length: 8 }, (_, k) => app.inject(`/many/${k}`)))
     for (const res of all) expect(res.json()).toEqual({ ok: true })
-    await expectCleanSession(db, current)
+    await expectCleanSession(fx.db, fx.current)
   })
 })

@@ -2,37 +2,21 @@ import { request as httpRequest } from 'node:http'
 import http2 from 'node:http2'
 import pgPoolCore from '@fastify-pg-pool/core'
 import Fastify from 'fastify'
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
-import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase, uniqueName, waitFor, waitUntil } from '../support/database.js'
+import { describe, expect, test } from 'vitest'
+import { coreApp } from '../support/app.js'
+import { uniqueName, waitFor, waitUntil } from '../support/database.js'
 import { listen, startPost } from '../support/http.js'
+import { noteTable } from '../support/note-table.js'
 
 // Attacks that held.
 
-let db: TestDatabase
-let current: TestApp | undefined
-let closers: (() => Promise<unknown>)[] = []
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table note (body text not null)`
-})
-beforeEach(async () => {
-  await db.sql`truncate note`
-})
-afterEach(async () => {
-  for (const c of closers) await c().catch(() => {})
-  closers = []
-  await current?.app.close()
-  current = undefined
-})
-afterAll(() => db.drop())
-
-const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
+const fx = noteTable()
+const notes = fx.notes
 
 describe('held: hang-ups seen', () => {
   test('control: GET, client gone before the first use: refused, nothing written', async () => {
-    current = await coreApp(db.url, { max: 2, acquireTimeout: 10_000 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 2, acquireTimeout: 10_000 })
+    const { app } = fx.current
     let release!: () => void
     const gate = new Promise<void>((resolve) => {
       release = resolve
@@ -70,10 +54,10 @@ describe('held: hang-ups seen', () => {
     const applicationName = uniqueName()
     const app = Fastify({ http2: true })
     await app.register(pgPoolCore, {
-      connection: db.url,
+      connection: fx.db.url,
       pool: { max: 1, acquireTimeout: 10_000, statementTimeout: 30_000, applicationName },
     })
-    closers.push(() => app.close())
+    fx.closers.push(() => app.close())
     let settled: unknown
     app.get('/tx', { config: { db: { transaction: true } } }, async (request) => {
       await request.db`insert into note values ('h2-cancelled')`
@@ -89,23 +73,27 @@ describe('held: hang-ups seen', () => {
     const port = (app.server.address() as { port: number }).port
     const session = http2.connect(`http://127.0.0.1:${port}`)
     session.on('error', () => {})
-    closers.unshift(async () => session.close())
+    fx.closers.unshift(async () => session.close())
     const stream = session.request({ ':path': '/tx' })
     stream.on('error', () => {})
     stream.resume()
-    await waitUntil(async () => (await db.running(applicationName, '%h2_sleep%')) === 1, 'the statement to run', 10_000)
+    await waitUntil(
+      async () => (await fx.db.running(applicationName, '%h2_sleep%')) === 1,
+      'the statement to run',
+      10_000,
+    )
     stream.close(http2.constants.NGHTTP2_CANCEL)
     await waitUntil(() => settled !== undefined, 'the handler to settle', 15_000)
     expect(await waitFor(() => app.pgPool.stats().leased === 0, 5_000)).toBe(true)
-    expect(await waitFor(async () => (await db.countConnections(applicationName, 'idle in transaction')) === 0)).toBe(
-      true,
-    )
+    expect(
+      await waitFor(async () => (await fx.db.countConnections(applicationName, 'idle in transaction')) === 0),
+    ).toBe(true)
     expect({ settled, rows: await notes() }).toEqual({ settled: 'FST_PG_POOL_ABORTED', rows: [] })
   })
 
   test('app.close() while a transaction POST is in flight (default forceCloseConnections): answered 200, committed', async () => {
-    current = await coreApp(db.url, { max: 2, acquireTimeout: 10_000 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 2, acquireTimeout: 10_000 })
+    const { app } = fx.current
     let release!: () => void
     const gate = new Promise<void>((resolve) => {
       release = resolve
@@ -122,7 +110,7 @@ describe('held: hang-ups seen', () => {
     const client = startPost(`${base}/tx`, { a: 1 })
     await waitUntil(() => entered, 'the handler', 10_000)
     const closing = app.close()
-    current = undefined
+    fx.current = undefined
     // let close start (server stops listening), then let the handler finish
     await waitFor(() => !app.server.listening, 5_000)
     release()

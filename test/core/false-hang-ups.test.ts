@@ -2,31 +2,18 @@ import { connect } from 'node:net'
 import { Readable } from 'node:stream'
 import pgPoolMetrics from '@fastify-pg-pool/metrics'
 import type { FastifyInstance } from 'fastify'
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
+import { describe, expect, test } from 'vitest'
 import { parseExposition } from '../metrics/exposition.js'
 import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase, waitFor } from '../support/database.js'
+import { waitFor } from '../support/database.js'
 import { listen } from '../support/http.js'
+import { noteTable } from '../support/note-table.js'
 
 // Attacks on the new "response closed before writableEnded = hang-up" rule: every normal way to
 // answer must commit its route transaction and never count as aborted.
 
-let db: TestDatabase
-let current: TestApp | undefined
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table note (body text not null)`
-})
-beforeEach(async () => {
-  await db.sql`truncate note`
-})
-afterEach(async () => {
-  await current?.app.close()
-  current = undefined
-})
-afterAll(() => db.drop())
-
-const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
+const fx = noteTable()
+const notes = fx.notes
 const tx = { config: { db: { transaction: true } } }
 const tick = () => new Promise((resolve) => setTimeout(resolve, 5))
 
@@ -166,10 +153,10 @@ async function aborted(app: FastifyInstance): Promise<number> {
 }
 
 async function build(): Promise<TestApp> {
-  current = await coreApp(db.url, { max: 3, acquireTimeout: 10_000 })
-  await current.app.register(pgPoolMetrics)
-  routes(current.app)
-  return current
+  fx.current = await coreApp(fx.db.url, { max: 3, acquireTimeout: 10_000 })
+  await fx.current.app.register(pgPoolMetrics)
+  routes(fx.current.app)
+  return fx.current
 }
 
 describe('answered requests are not hang-ups', () => {

@@ -2,9 +2,9 @@ import { request as httpRequest } from 'node:http'
 import http2 from 'node:http2'
 import pgPoolCore from '@fastify-pg-pool/core'
 import Fastify from 'fastify'
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
-import type { TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase, uniqueName, waitFor, waitUntil } from '../support/database.js'
+import { describe, expect, test } from 'vitest'
+import { uniqueName, waitFor, waitUntil } from '../support/database.js'
+import { noteTable } from '../support/note-table.js'
 
 // Found by hostile probing, second round on client disconnects (195d3bd), failing before the fix.
 // Fastify({ http2: true }): Http2ServerResponse has no `destroyed` property, so onSend's
@@ -12,25 +12,8 @@ import { createTestDatabase, type TestDatabase, uniqueName, waitFor, waitUntil }
 // a handler that destroyed its response (README: "A response the handler destroys itself
 // (reply.raw.destroy()) is one no client gets: its route transaction rolls back").
 
-let db: TestDatabase
-let current: TestApp | undefined
-let closers: (() => Promise<unknown>)[] = []
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table note (body text not null)`
-})
-beforeEach(async () => {
-  await db.sql`truncate note`
-})
-afterEach(async () => {
-  for (const c of closers) await c().catch(() => {})
-  closers = []
-  await current?.app.close()
-  current = undefined
-})
-afterAll(() => db.drop())
-
-const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
+const fx = noteTable()
+const notes = fx.notes
 
 function _startPost(url: string, body: unknown): { abort: () => void; done: Promise<number | 'aborted'> } {
   const text = JSON.stringify(body)
@@ -56,10 +39,10 @@ describe('HTTP/2', () => {
     const applicationName = uniqueName()
     const app = Fastify({ http2: true })
     await app.register(pgPoolCore, {
-      connection: db.url,
+      connection: fx.db.url,
       pool: { max: 1, acquireTimeout: 10_000, applicationName },
     })
-    closers.push(() => app.close())
+    fx.closers.push(() => app.close())
     let returned = false
     app.get('/destroy', { config: { db: { transaction: true } } }, async (request, reply) => {
       await request.db`insert into note values ('h2-destroyed')`
@@ -71,7 +54,7 @@ describe('HTTP/2', () => {
     const port = (app.server.address() as { port: number }).port
     const session = http2.connect(`http://127.0.0.1:${port}`)
     session.on('error', () => {})
-    closers.unshift(async () => session.close())
+    fx.closers.unshift(async () => session.close())
     const stream = session.request({ ':path': '/destroy' })
     const outcome = await new Promise<string>((resolve) => {
       stream.on('response', (h) => resolve(String(h[':status'])))

@@ -1,9 +1,10 @@
 import pgPoolMetrics from '@fastify-pg-pool/metrics'
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
+import { describe, expect, test } from 'vitest'
 import { parseExposition } from '../metrics/exposition.js'
-import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase, waitFor, waitUntil } from '../support/database.js'
+import { coreApp } from '../support/app.js'
+import { waitFor, waitUntil } from '../support/database.js'
 import { listen, startPost } from '../support/http.js'
+import { noteTable } from '../support/note-table.js'
 
 // Found by hostile probing of client disconnects (failed before the fix): a client that hangs up on a request that HAD a body (a POST with
 // JSON, the usual shape of a write). Fastify fires onRequestAbort only when `req.aborted` is
@@ -12,29 +13,15 @@ import { listen, startPost } from '../support/http.js'
 // hangs up (onRequestAbort) ... what runs is stopped ... The lease comes back within 100 ms of the
 // abort" and a transaction route "rolled back ... when the client hangs up".
 
-let db: TestDatabase
-let current: TestApp | undefined
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table note (body text not null)`
-})
-beforeEach(async () => {
-  await db.sql`truncate note`
-})
-afterEach(async () => {
-  await current?.app.close()
-  current = undefined
-})
-afterAll(() => db.drop())
-
-const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
+const fx = noteTable()
+const notes = fx.notes
 
 /** POSTs `body` as JSON over a real socket; returns a function that hangs up, and the outcome. */
 
 describe('a client hangs up on a POST whose JSON body was read', () => {
   test('plain route, mid-statement: the statement is cancelled and the lease comes back', async () => {
-    current = await coreApp(db.url, { max: 1, acquireTimeout: 10_000, statementTimeout: 20_000 })
-    const { app, applicationName } = current
+    fx.current = await coreApp(fx.db.url, { max: 1, acquireTimeout: 10_000, statementTimeout: 20_000 })
+    const { app, applicationName } = fx.current
     let settled: unknown
     app.post('/work', async (request) => {
       try {
@@ -48,7 +35,7 @@ describe('a client hangs up on a POST whose JSON body was read', () => {
     const base = await listen(app)
     const client = startPost(`${base}/work`, { a: 1 })
     await waitUntil(
-      async () => (await db.running(applicationName, '%post_sleep%')) === 1,
+      async () => (await fx.db.running(applicationName, '%post_sleep%')) === 1,
       'the statement to run',
       10_000,
     )
@@ -56,15 +43,15 @@ describe('a client hangs up on a POST whose JSON body was read', () => {
     expect(await client.done).toBe('aborted')
     // Documented: back within 100 ms; a loaded machine gets 3 s.
     const back = await waitFor(() => app.pgPool.stats().leased === 0, 3_000)
-    const stillRunning = await db.running(applicationName, '%post_sleep%')
+    const stillRunning = await fx.db.running(applicationName, '%post_sleep%')
     expect({ back, stillRunning }).toEqual({ back: true, stillRunning: 0 })
     expect(await waitFor(() => settled !== undefined, 3_000)).toBe(true)
     expect(settled).toBe('FST_PG_POOL_ABORTED')
   })
 
   test('transaction route, hang-up while the handler still works: rolled back, nothing committed', async () => {
-    current = await coreApp(db.url, { max: 1, acquireTimeout: 10_000, statementTimeout: 20_000 })
-    const { app, applicationName } = current
+    fx.current = await coreApp(fx.db.url, { max: 1, acquireTimeout: 10_000, statementTimeout: 20_000 })
+    const { app, applicationName } = fx.current
     let settled: unknown
     app.post('/tx', { config: { db: { transaction: true } } }, async (request) => {
       const { body } = request.body as { body: string }
@@ -79,20 +66,24 @@ describe('a client hangs up on a POST whose JSON body was read', () => {
     })
     const base = await listen(app)
     const client = startPost(`${base}/tx`, { body: 'hung-up' })
-    await waitUntil(async () => (await db.running(applicationName, '%tx_sleep%')) === 1, 'the statement to run', 10_000)
+    await waitUntil(
+      async () => (await fx.db.running(applicationName, '%tx_sleep%')) === 1,
+      'the statement to run',
+      10_000,
+    )
     client.abort()
     expect(await client.done).toBe('aborted')
     // Wait until the request is over for the pool (whatever happened), then look at the table.
     expect(await waitFor(() => app.pgPool.stats().leased === 0 && settled !== undefined, 10_000)).toBe(true)
-    expect(await waitFor(async () => (await db.countConnections(applicationName, 'idle in transaction')) === 0)).toBe(
-      true,
-    )
+    expect(
+      await waitFor(async () => (await fx.db.countConnections(applicationName, 'idle in transaction')) === 0),
+    ).toBe(true)
     expect({ settled, rows: await notes() }).toEqual({ settled: 'FST_PG_POOL_ABORTED', rows: [] })
   })
 
   test('waiting for a connection: the POST leaves the queue at once and never runs its work', async () => {
-    current = await coreApp(db.url, { max: 1, acquireTimeout: 10_000, statementTimeout: 20_000 })
-    const { app, applicationName } = current
+    fx.current = await coreApp(fx.db.url, { max: 1, acquireTimeout: 10_000, statementTimeout: 20_000 })
+    const { app, applicationName } = fx.current
     app.get('/hold', async (request) => request.db`select pg_sleep(1.5) as hold_sleep`)
     let ran = false
     app.post('/tx', { config: { db: { transaction: true } } }, async (request) => {
@@ -103,7 +94,11 @@ describe('a client hangs up on a POST whose JSON body was read', () => {
     })
     const base = await listen(app)
     const holder = fetch(`${base}/hold`)
-    await waitUntil(async () => (await db.running(applicationName, '%hold_sleep%')) === 1, 'the holder to run', 10_000)
+    await waitUntil(
+      async () => (await fx.db.running(applicationName, '%hold_sleep%')) === 1,
+      'the holder to run',
+      10_000,
+    )
     const waiter = startPost(`${base}/tx`, { body: 'queued' })
     await waitUntil(() => app.pgPool.stats().waiting === 1, 'the POST to wait', 5_000)
     waiter.abort()
@@ -116,8 +111,8 @@ describe('a client hangs up on a POST whose JSON body was read', () => {
   })
 
   test('metrics: a POST whose client hung up is counted with status_class "aborted"', async () => {
-    current = await coreApp(db.url, { max: 1, acquireTimeout: 10_000, statementTimeout: 20_000 })
-    const { app, applicationName } = current
+    fx.current = await coreApp(fx.db.url, { max: 1, acquireTimeout: 10_000, statementTimeout: 20_000 })
+    const { app, applicationName } = fx.current
     await app.register(pgPoolMetrics)
     let settled = false
     app.post('/work', async (request) => {
@@ -128,7 +123,7 @@ describe('a client hangs up on a POST whose JSON body was read', () => {
     const base = await listen(app)
     const client = startPost(`${base}/work`, { a: 1 })
     await waitUntil(
-      async () => (await db.running(applicationName, '%metric_sleep%')) === 1,
+      async () => (await fx.db.running(applicationName, '%metric_sleep%')) === 1,
       'the statement to run',
       10_000,
     )

@@ -1,29 +1,15 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
-import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase } from '../support/database.js'
+import { describe, expect, test } from 'vitest'
+import { coreApp } from '../support/app.js'
 import { listen } from '../support/http.js'
+import { noteTable } from '../support/note-table.js'
 
 // Found by hostile probing (failed before the fix): `handlerTimeout` on a route whose request has a body. Fastify 5.12.8 aborts
 // `request.signal` on the request's 'close' event (lib/route.js, `req.on('close', onAbort)`), and
 // Node emits 'close' on an IncomingMessage as soon as its body has been read (autoDestroy), not
 // when the client leaves. The core stops a lease when that signal aborts (request-lease.ts).
 
-let db: TestDatabase
-let current: TestApp | undefined
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table note (body text not null)`
-})
-beforeEach(async () => {
-  await db.sql`truncate note`
-})
-afterEach(async () => {
-  await current?.app.close()
-  current = undefined
-})
-afterAll(() => db.drop())
-
-const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
+const fx = noteTable()
+const notes = fx.notes
 
 const post = (url: string, body: unknown) =>
   fetch(url, {
@@ -35,8 +21,8 @@ const post = (url: string, body: unknown) =>
 
 describe('handlerTimeout on a POST with a JSON body', () => {
   test('a healthy request well inside handlerTimeout is served and committed', async () => {
-    current = await coreApp(db.url, { max: 2, acquireTimeout: 5_000 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 2, acquireTimeout: 5_000 })
+    const { app } = fx.current
     app.post('/tx', { handlerTimeout: 5_000, config: { db: { transaction: true } } }, async (request) => {
       const { body } = request.body as { body: string }
       await request.db`insert into note values (${body})`

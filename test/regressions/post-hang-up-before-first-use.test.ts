@@ -1,7 +1,8 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest'
-import { coreApp, type TestApp } from '../support/app.js'
-import { createTestDatabase, type TestDatabase, waitFor, waitUntil } from '../support/database.js'
+import { describe, expect, test } from 'vitest'
+import { coreApp } from '../support/app.js'
+import { waitFor, waitUntil } from '../support/database.js'
 import { listen, startPost } from '../support/http.js'
+import { noteTable } from '../support/note-table.js'
 
 // Found by hostile probing, second round on client disconnects (195d3bd), failing before the fix.
 // The 'close' listener on the raw response (request-lease.ts #lease) is attached only when the
@@ -11,30 +12,13 @@ import { listen, startPost } from '../support/http.js'
 // their end (only onSend, seeing reply.raw.destroyed, rolls back). A GET in the same spot is refused
 // (control in held-misc.test.ts). README: "nothing runs on behalf of a finished request".
 
-let db: TestDatabase
-let current: TestApp | undefined
-let closers: (() => Promise<unknown>)[] = []
-beforeAll(async () => {
-  db = await createTestDatabase()
-  await db.sql`create table note (body text not null)`
-})
-beforeEach(async () => {
-  await db.sql`truncate note`
-})
-afterEach(async () => {
-  for (const c of closers) await c().catch(() => {})
-  closers = []
-  await current?.app.close()
-  current = undefined
-})
-afterAll(() => db.drop())
-
-const notes = async () => (await db.sql<{ body: string }[]>`select body from note order by body`).map((r) => r.body)
+const fx = noteTable()
+const notes = fx.notes
 
 describe('a POST client that hangs up before the handler first uses request.db', () => {
   test('POST (JSON body read), plain route: client gone before the first request.db use, the write does not run', async () => {
-    current = await coreApp(db.url, { max: 2, acquireTimeout: 10_000 })
-    const { app } = current
+    fx.current = await coreApp(fx.db.url, { max: 2, acquireTimeout: 10_000 })
+    const { app } = fx.current
     let release!: () => void
     const gate = new Promise<void>((resolve) => {
       release = resolve
@@ -72,8 +56,8 @@ describe('a POST client that hangs up before the handler first uses request.db',
   })
 
   test('POST (JSON body read), transaction route: client gone before the first use, the slow statement is not run to its end', async () => {
-    current = await coreApp(db.url, { max: 2, acquireTimeout: 10_000, statementTimeout: 30_000 })
-    const { app, applicationName } = current
+    fx.current = await coreApp(fx.db.url, { max: 2, acquireTimeout: 10_000, statementTimeout: 30_000 })
+    const { app, applicationName } = fx.current
     let release!: () => void
     const gate = new Promise<void>((resolve) => {
       release = resolve
@@ -106,7 +90,7 @@ describe('a POST client that hangs up before the handler first uses request.db',
     // The statement of a request whose client left is stopped (or never started) within a few seconds,
     // not left to run its 20 s on a connection.
     const stopped = await waitFor(
-      async () => settled !== undefined && (await db.running(applicationName, '%late_tx_sleep%')) === 0,
+      async () => settled !== undefined && (await fx.db.running(applicationName, '%late_tx_sleep%')) === 0,
       6_000,
     )
     expect({ stopped, settled }).toEqual({ stopped: true, settled: expect.stringMatching(/^FST_PG_POOL_/) })
