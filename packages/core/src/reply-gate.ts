@@ -18,6 +18,11 @@ export interface RawGate {
   readonly written: boolean
   /** Fastify's own write follows (onSend decided the reply): writes go straight through from now on. */
   release(): void
+  /**
+   * Calls `fn` once what the gate holds is written (after the COMMIT), or its failure reply is:
+   * at once when it holds nothing.
+   */
+  whenWritten(fn: () => void): void
 }
 
 const kGate = Symbol('fastify-pg-pool.raw-gate')
@@ -27,7 +32,10 @@ type GatedResponse = ServerResponse & { [kGate]: Gate }
 class Gate implements RawGate {
   #state: 'open' | 'committing' | 'passed' | 'failed' = 'open'
   #intercepted = false
+  /** The gate writes its failure reply: its own writes go through (HTTP/2's end() calls write()). */
+  #failing = false
   #held: [Gated, unknown[]][] | undefined
+  #afterWrites: (() => void)[] | undefined
   readonly #res: ServerResponse
   readonly #originals: Originals
   readonly #commit: (statusCode: number) => Promise<void>
@@ -53,8 +61,15 @@ class Gate implements RawGate {
     if (this.#state === 'open') this.#state = 'passed'
   }
 
+  whenWritten(fn: () => void): void {
+    if (this.#state === 'committing') {
+      this.#afterWrites ??= []
+      this.#afterWrites.push(fn)
+    } else fn()
+  }
+
   write(name: Gated, args: unknown[]): unknown {
-    if (this.#state === 'passed') return this.#originals[name].apply(this.#res, args)
+    if (this.#state === 'passed' || this.#failing) return this.#originals[name].apply(this.#res, args)
     if (this.#state === 'failed') return name === 'write' ? true : this.#res
     this.#intercepted = true
     this.#held ??= []
@@ -81,11 +96,24 @@ class Gate implements RawGate {
       }
     }
     this.#held = undefined
+    this.#written()
+  }
+
+  #written(): void {
+    for (const fn of this.#afterWrites?.splice(0) ?? []) fn()
   }
 
   #fail(error: unknown): void {
     this.#state = 'failed'
     this.#held = undefined
+    try {
+      this.#writeFailure(error)
+    } finally {
+      this.#written()
+    }
+  }
+
+  #writeFailure(error: unknown): void {
     const res = this.#res
     if (res.headersSent) {
       res.destroy()
@@ -97,12 +125,17 @@ class Gate implements RawGate {
     for (const name of res.getHeaderNames()) {
       if (name.startsWith('content-') || describesBody.has(name)) res.removeHeader(name)
     }
-    this.#originals.writeHead.call(res, statusCode, {
-      ...headers,
-      'content-type': 'application/json; charset=utf-8',
-      'content-length': Buffer.byteLength(body),
-    })
-    this.#originals.end.call(res, body)
+    this.#failing = true
+    try {
+      this.#originals.writeHead.call(res, statusCode, {
+        ...headers,
+        'content-type': 'application/json; charset=utf-8',
+        'content-length': Buffer.byteLength(body),
+      })
+      this.#originals.end.call(res, body)
+    } finally {
+      this.#failing = false
+    }
   }
 }
 

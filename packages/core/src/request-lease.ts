@@ -157,9 +157,10 @@ function abortLeases(request: LeaseRequest): void {
 
 /**
  * The raw response closed before it was ended: the client hung up (or something destroyed it).
- * Fastify's onRequestAbort does not run once the request's body was read (a POST with a JSON
- * body: Node marks the request aborted only while its body is unread), so for a request with a
- * body the response says it.
+ * Fastify's onRequestAbort does not run once the request's body was read to its end (Node marks
+ * a request aborted only while its body is unread): a POST with a JSON body, and one with a
+ * content-type and an empty body too, which Fastify's parser reads. Watched on every request,
+ * whatever its headers say: the response says it either way.
  */
 function responseClosed(this: ServerResponse & { [kOwner]?: LeaseRequest }): void {
   const request = this[kOwner]
@@ -168,14 +169,17 @@ function responseClosed(this: ServerResponse & { [kOwner]?: LeaseRequest }): voi
 }
 
 /**
- * Whether the request has a body, whose reading ends Node's notion of an aborted request (and
- * with it Fastify's onRequestAbort, which sees a hang-up of any other request).
+ * A payload dropped because the handler wrote the response on reply.raw itself: if the handler
+ * left that response open, nothing would end it (the client would wait for good). Fastify cuts a
+ * response whose headers went before its send (its error handler destroys it); so is this one,
+ * once the gate wrote what it held.
  */
-function hasBody(headers: {
-  'content-length'?: string | undefined
-  'transfer-encoding'?: string | undefined
-}): boolean {
-  return headers['transfer-encoding'] !== undefined || (headers['content-length'] ?? '0') !== '0'
+function cutUnended(reply: FastifyReply, gate: RawGate | null | undefined): void {
+  const cut = () => {
+    if (!reply.raw.writableEnded && !reply.raw.destroyed) reply.raw.destroy()
+  }
+  if (gate == null) cut()
+  else gate.whenWritten(cut)
 }
 
 /** Destroyed before it was sent: Node's response, or HTTP/2's (whose stream says it). */
@@ -385,14 +389,11 @@ export class RequestLeases {
     // hook), and for routes declared beside an un-awaited register too (an onRoute hook misses those).
     const gateRaw: onRequestHookHandler = (request, reply, done) => {
       if (!ours(request)) return done()
-      // A request with a body, before any use (Fastify's onRequestAbort sees the others): a client
-      // gone before the first use of request.db makes that use refused, and a lease taken in a hook
-      // that ran before this one is stopped too.
-      if (hasBody(request.raw.headers)) {
-        const response = reply.raw as ServerResponse & { [kOwner]?: LeaseRequest }
-        response[kOwner] = request as LeaseRequest
-        response.on('close', responseClosed)
-      }
+      // Before any use: a client gone before the first use of request.db makes that use refused,
+      // and a lease taken in a hook that ran before this one is stopped too.
+      const response = reply.raw as ServerResponse & { [kOwner]?: LeaseRequest }
+      response[kOwner] = request as LeaseRequest
+      response.on('close', responseClosed)
       // Fastify builds a new routeOptions object on every read: read it once.
       const routeOptions = request.routeOptions
       let settings: ReturnType<typeof routes.of>
@@ -453,6 +454,7 @@ export class RequestLeases {
       if (gate?.written) {
         // The handler wrote the response on reply.raw itself (the gate holds it for the COMMIT).
         request.log.warn('the response was written on reply.raw: the payload sent after it is dropped')
+        cutUnended(reply, gate)
         return
       }
       const lease = leased[kLease]
@@ -477,6 +479,7 @@ export class RequestLeases {
         leased[kSending] = false
         if (reply.raw.headersSent || gate?.written === true) {
           request.log.warn('the response was written on reply.raw before the database answered')
+          cutUnended(reply, gate)
           return
         }
         if (error === null && reply.statusCode !== statusCode && !isWebResponse(body)) reply.code(statusCode)

@@ -64,7 +64,9 @@ export function registerHttpMetrics(app: FastifyInstance, options: ResolvedMetri
 
   /**
    * The raw response closed before it was ended: the client hung up. Fastify runs neither
-   * onResponse nor onRequestAbort then once the request's body was read (a POST with a body).
+   * onResponse nor onRequestAbort then once the request's body was read to its end (a POST with
+   * a body, or with a content-type and an empty body, which Fastify's parser reads): watched on
+   * every request.
    */
   function responseClosed(this: ServerResponse & { [kTimed]?: FastifyRequest }): void {
     const request = this[kTimed]
@@ -74,13 +76,9 @@ export function registerHttpMetrics(app: FastifyInstance, options: ResolvedMetri
   app.decorateRequest(kStart, 0)
   app.addHook('onRequest', (request, reply, done) => {
     ;(request as TimedRequest)[kStart] = performance.now()
-    // Only a request with a body: onRequestAbort sees the others' hang-ups.
-    const { 'content-length': length = '0', 'transfer-encoding': encoding } = request.raw.headers
-    if (encoding !== undefined || length !== '0') {
-      const response = reply.raw as ServerResponse & { [kTimed]?: FastifyRequest }
-      response[kTimed] = request
-      response.on('close', responseClosed)
-    }
+    const response = reply.raw as ServerResponse & { [kTimed]?: FastifyRequest }
+    response[kTimed] = request
+    response.on('close', responseClosed)
     done()
   })
   app.addHook('onResponse', (request, reply, done) => {
