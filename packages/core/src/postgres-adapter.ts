@@ -58,6 +58,10 @@ import postgres from 'postgres'
  *    until that query ends, and builds it then, where 8's failure would reject whatever is
  *    active and leave answers to cross. The adapter holds such queries itself (`describeFirst`
  *    and `cursorFn`, read once the query was handed over) and hands them over when it ended.
+ * 9. When postgres.js writes a query it sets `query.prepare` (it runs as a named statement kept on
+ *    the connection) and `query.prepared` (that statement was on the connection already): a query
+ *    with `prepare` and not `prepared` added one to the server's `pg_prepared_statements`, which
+ *    postgres.js never deallocates (the pool counts them: `maxPreparedStatements`).
  */
 
 export type QueryHandler = (query: AdapterQuery) => void
@@ -80,6 +84,12 @@ export interface AdapterQuery extends Promise<unknown> {
   forEachFn?: unknown
   /** Set by COPY (`readable()`/`writable()`): the first resolve hands out a stream. */
   streaming?: boolean
+  /**
+   * Set by postgres.js when it writes the query: `prepare`, it runs as a named statement kept on
+   * the connection; `prepared`, that statement was there already (assumption 9, preparedAnew).
+   */
+  prepare?: boolean
+  prepared?: boolean
   cancel(): unknown
   resolve(value: unknown): void
   reject(error: unknown): void
@@ -242,6 +252,15 @@ export function copyOutEnded(query: TrackedQuery): Readable | undefined {
  * TO STDOUT, whose stream pauses postgres.js's socket when its buffer is full and is the only
  * thing that resumes it, which a failed stream never does.
  */
+/**
+ * Whether the query, sent, prepared a named statement that postgres.js now keeps on its
+ * connection for the connection's life (one per distinct statement text): the pool counts them
+ * (`maxPreparedStatements`). A Parse the server refused counts too (a few too many, never too few).
+ */
+export function preparedAnew(query: TrackedQuery): boolean {
+  return query.prepare === true && query.prepared === false
+}
+
 export function leftSocketPaused(query: TrackedQuery, error: unknown): boolean {
   return error !== undefined && query.stream !== undefined && !('writableEnded' in query.stream)
 }
@@ -249,8 +268,11 @@ export function leftSocketPaused(query: TrackedQuery, error: unknown): boolean {
 function resolveTracked(this: TrackedQuery, value: unknown): void {
   // COPY hands out its stream first; the query ends with its result. Also when it was not asked
   // for with readable()/writable() (a plain query whose statement is a COPY): the statement runs
-  // on until the stream is done with, and an error on a stream nobody expected would find no
-  // listener (an uncaught 'error' event).
+  // on until the stream is done with. Every such stream gets an error listener: postgres.js may
+  // fail it as it makes it (a COPY cancelled because its request ended: the server sends the
+  // CopyOutResponse, then the cancel's error), on the next tick, before the holder's `await`
+  // resumes and could listen; no listener would make that an uncaught 'error' event, which ends
+  // the process. The holder still sees the error (its own listeners, pipeline(), for await).
   // (A result is an array: the common case is decided by the first test.)
   if (
     !Array.isArray(value) &&
@@ -259,10 +281,8 @@ function resolveTracked(this: TrackedQuery, value: unknown): void {
     typeof value === 'object' &&
     typeof (value as { pipe?: unknown }).pipe === 'function'
   ) {
-    if (!this.streaming) {
-      this.streaming = true
-      ;(value as Readable | Writable).on('error', ignoreError)
-    }
+    this.streaming = true
+    ;(value as Readable | Writable).on('error', ignoreError)
     if (!('writableEnded' in value)) readOnWhenDestroyed(value as Readable)
     surfaceStreamErrors(this, value as Readable | Writable)
     this.stream = value as Readable | Writable
