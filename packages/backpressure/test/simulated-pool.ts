@@ -8,6 +8,7 @@ export function poolOptions(given: Partial<ResolvedPoolOptions> & { max: number 
     maxWaiting: given.max * 10,
     idleTimeout: 30_000,
     maxLifetime: 1_800_000,
+    maxPreparedStatements: 500,
     connectTimeout: 5_000,
     statementTimeout: 30_000,
     leakDetectionThreshold: 30_000,

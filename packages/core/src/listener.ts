@@ -295,7 +295,9 @@ export class Listener {
     if (wasConnected && !this.#closed && this.#listeners > 0) this.#settings.onConnectedChange(false)
     if (client === undefined) return
     await client.end({ timeout: 0 }).catch(() => {})
-    this.#sweep(client)
+    // Connected, it had no other connection on its way: ended, nothing can open after it (the
+    // common case, a last unlisten: no sweep timers piling up with the listen rate).
+    if (!wasConnected) this.#sweep(client)
   }
 
   /**

@@ -71,8 +71,28 @@ export const poolOptionAliases: Readonly<Record<string, string>> = Object.freeze
 })
 
 /** FST_PG_POOL_INVALID_OPTION: `Invalid option <name>: <problem>`. */
+/** Each invalid-option error's option name and problem, for readAt to name it again. */
+const refusals = new WeakMap<Error, { readonly name: string; readonly problem: string }>()
+
 export function invalidOption(name: string, problem: string): Error {
-  return new errors.FST_PG_POOL_INVALID_OPTION(name, problem)
+  const error = new errors.FST_PG_POOL_INVALID_OPTION(name, problem)
+  refusals.set(error, { name, problem })
+  return error
+}
+
+/**
+ * Runs `read`, a reader that names its options from a scope of its own (`connection.port`,
+ * `pool.max`), on options given somewhere else: an option it refuses is named where it was
+ * given (`at(name)`, say `replicas[0].pool.max`). Other errors pass as they are.
+ */
+export function readAt<T>(at: (name: string) => string, read: () => T): T {
+  try {
+    return read()
+  } catch (error) {
+    const refusal = error instanceof Error ? refusals.get(error) : undefined
+    if (refusal === undefined) throw error
+    throw invalidOption(at(refusal.name), refusal.problem)
+  }
 }
 
 const MAX_SHOWN_ITEMS = 8

@@ -1,4 +1,4 @@
-import type postgres from 'postgres'
+import type * as postgres from 'postgres'
 import {
   asFeature,
   asObject,
@@ -14,6 +14,7 @@ import {
   number,
   oneOf,
   poolOptionAliases,
+  readAt,
   resolveTable,
   text,
 } from './option-kit.js'
@@ -25,51 +26,57 @@ export type { SessionReset }
 /** Pool options; every duration is in milliseconds, at most 2147483647 (MAX_DURATION_MS). */
 export interface PoolOptions {
   /** Most server connections this pool opens. Default 10. */
-  max?: number
+  max?: number | undefined
   /** How long a request waits for a connection before a 503. Default 5000. */
-  acquireTimeout?: number
+  acquireTimeout?: number | undefined
   /** Requests allowed to wait at once; past it, an immediate 503. Default `10 × max`. */
-  maxWaiting?: number
+  maxWaiting?: number | undefined
   /** Close a connection idle this long. 0 keeps idle connections. Default 30000. */
-  idleTimeout?: number
+  idleTimeout?: number | undefined
   /** Retire a connection after this age, minus up to 15% jitter. 0 disables. Default 1800000. */
-  maxLifetime?: number
+  maxLifetime?: number | undefined
+  /**
+   * Retire a connection once this many named statements were prepared on it (postgres.js
+   * prepares one per distinct statement text and keeps it for the connection's life: each holds
+   * server memory, and the session reset's check reads them all). 0 disables. Default 500.
+   */
+  maxPreparedStatements?: number | undefined
   /** Give up opening a connection after this long. Default 5000. */
-  connectTimeout?: number
+  connectTimeout?: number | undefined
   /**
    * Server-side `statement_timeout`. The client also gives up on a statement that has not
    * answered 1 s after it (a frozen server never answers) and discards its connection.
    * 0 disables both. Default 30000.
    */
-  statementTimeout?: number
+  statementTimeout?: number | undefined
   /** Warn when one request holds a connection longer than this. 0 disables. Default 30000. */
-  leakDetectionThreshold?: number
+  leakDetectionThreshold?: number | undefined
   /** How long `app.close()` waits for leases and queries before cutting connections. Default 10000. */
-  closeTimeout?: number
+  closeTimeout?: number | undefined
   /** `application_name` of every connection. Default `'fastify-pg-pool'`. */
-  applicationName?: string
+  applicationName?: string | undefined
   /** PgBouncer transaction mode: no named prepared statements, no session reset. Default false. */
-  pgbouncer?: boolean
+  pgbouncer?: boolean | undefined
   /**
    * What runs on a connection between two holders (session-reset.ts). `'always'` (default):
    * everything a session can hold is reset, queued with no round trip; `'rollback'`: only an
    * open transaction ends; `'never'`.
    */
-  sessionReset?: SessionReset
+  sessionReset?: SessionReset | undefined
   /** Seconds in the Retry-After header of the pool's 503 replies. Default 1. */
-  retryAfter?: number
+  retryAfter?: number | undefined
   /** Start without checking the database at `register`. Default false. */
-  lazy?: boolean
+  lazy?: boolean | undefined
   /**
    * Most requests of pipelined routes (`config.db: { pipeline: true }`) that share one
    * connection at once, their statements queued on it. Default 8.
    */
-  pipelineDepth?: number
+  pipelineDepth?: number | undefined
   /**
    * Instances of this app expected to run at once, for the connection budget warning.
    * Default: `PG_POOL_INSTANCES` from the environment, else 1.
    */
-  instances?: number
+  instances?: number | undefined
 }
 
 export interface ResolvedPoolOptions {
@@ -78,6 +85,7 @@ export interface ResolvedPoolOptions {
   readonly maxWaiting: number
   readonly idleTimeout: number
   readonly maxLifetime: number
+  readonly maxPreparedStatements: number
   readonly connectTimeout: number
   readonly statementTimeout: number
   readonly leakDetectionThreshold: number
@@ -130,6 +138,7 @@ const poolTable = {
   maxWaiting: integer({ min: 0, default: undefined }),
   idleTimeout: duration({ min: 0, default: 30_000 }),
   maxLifetime: duration({ min: 0, default: 30 * 60_000 }),
+  maxPreparedStatements: integer({ min: 0, default: 500 }),
   connectTimeout: duration({ min: 1, default: 5_000 }),
   statementTimeout: duration({ min: 0, default: 30_000 }),
   leakDetectionThreshold: duration({ min: 0, default: 30_000 }),
@@ -485,21 +494,28 @@ function passwordSource(fetch: () => unknown, secrets: Secrets): () => Promise<s
   }
 }
 
+/**
+ * postgres.js options as `connection` takes them: not those the pool sets on every connection
+ * itself (`register` refuses them with FST_PG_POOL_INVALID_OPTION; the pool options say them).
+ */
+export type ConnectionOptions = Omit<postgres.Options<{}>, 'idle_timeout' | 'max_lifetime' | 'debug' | 'timeout'>
+
 /** One read replica: a URL, postgres.js options, or those with pool options of its own. */
 export type ReplicaTarget =
   | string
-  | postgres.Options<{}>
-  | { connection: string | postgres.Options<{}>; pool?: PoolOptions | undefined }
+  | ConnectionOptions
+  | { connection: string | ConnectionOptions; pool?: PoolOptions | undefined }
 
 export interface ReplicaOptions {
   /**
    * Most lag a replica may have and still get reads: replayed bytes behind the primary's WAL,
    * and seconds since the last transaction it replayed was committed (0 once caught up). A
-   * replica past either gets no reads until it catches up. Default `{ seconds: 5 }`.
+   * replica past either gets no reads until it catches up. Default `{ seconds: 5 }`; a `maxLag`
+   * given replaces it whole: `{ bytes }` alone bounds bytes only (give `seconds` too for both).
    */
-  maxLag?: { bytes?: number; seconds?: number }
+  maxLag?: { bytes?: number; seconds?: number } | undefined
   /** How often the primary's and the replicas' WAL positions are sampled, ms. Default 1000. */
-  lagInterval?: number
+  lagInterval?: number | undefined
   /**
    * Read-your-writes (opt-in): a response after a write carries its commit's WAL position in a
    * signed token (header, optionally a cookie); a read-only request that sends it back is served
@@ -564,7 +580,12 @@ export function resolveReplicas(
     const entry = isEntry ? (target as { connection: unknown; pool?: unknown }) : { connection: target }
     if (isEntry) checkKeys(`replicas[${i}]`, entry, ['connection', 'pool'])
     if (entry.connection === undefined) throw invalidOption(`replicas[${i}].connection`, 'expected a URL or options')
-    const resolvedEntry = resolveConnection(entry.connection as string | postgres.Options<{}>, {})
+    // The readers below name the primary's options (`connection...`, `pool...`): a refusal names
+    // the replica's, as given (`replicas[0]` for a bare URL or options, `replicas[0].connection`
+    // for an entry's).
+    const at = (name: string) =>
+      isEntry || name.startsWith('pool') ? `replicas[${i}].${name}` : `replicas[${i}]${name.slice('connection'.length)}`
+    const resolvedEntry = readAt(at, () => resolveConnection(entry.connection as string | postgres.Options<{}>, {}))
     const { fromUrl } = resolvedEntry
     // postgres.js reads PGTARGETSESSIONATTRS itself: set for the primary (read-write), it would
     // refuse every replica session. A replica's own setting wins; else a standby is preferred.
@@ -577,7 +598,7 @@ export function resolveReplicas(
           }
         : resolvedEntry.connection
     const pool = { ...primaryPool, ...(asObject(`replicas[${i}].pool`, entry.pool) as PoolOptions) }
-    const options = resolvePoolOptions(pool, fromUrl, env)
+    const options = readAt(at, () => resolvePoolOptions(pool, fromUrl, env))
     // PgBouncer refuses startup parameters it does not know (08P01): behind one, a replica's reads
     // are made read-only per lease instead (plugin.ts, as the primary's are).
     return { connection: options.pgbouncer ? given : readOnlySessions(given), options }

@@ -482,6 +482,11 @@ export class Pool extends EventEmitter<PoolEvents> {
       this.#discard(conn, conn.closeReason ?? (this.#closing ? 'shutdown' : conn.cancelPending ? 'error' : 'lifetime'))
       return
     }
+    const { maxPreparedStatements } = this.options
+    if (maxPreparedStatements > 0 && conn.prepared >= maxPreparedStatements) {
+      this.#discard(conn, 'statements')
+      return
+    }
     if (reset !== undefined && fromShared) this.#owe(conn, reset)
     else if (reset !== undefined) conn.queueReset(reset, (error) => this.#resetFailed(conn, error))
     this.#handOff(conn)

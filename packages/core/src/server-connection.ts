@@ -1,8 +1,8 @@
-import type postgres from 'postgres'
+import type * as postgres from 'postgres'
 import type { ServerClient, TrackedQuery } from './postgres-adapter.js'
 import { type SessionBaseline, underFailedReset } from './session-reset.js'
 
-export type CloseReason = 'idle' | 'lifetime' | 'error' | 'deadline' | 'shutdown'
+export type CloseReason = 'idle' | 'lifetime' | 'statements' | 'error' | 'deadline' | 'shutdown'
 
 /** What the pool and the leases need of one server connection (fakes implement it in unit tests). */
 export interface PoolConnection {
@@ -36,8 +36,13 @@ export interface PoolConnection {
   send(query: TrackedQuery): void
   /** Sends a cancel request for the statement running now; at most one is ever outstanding. */
   cancel(): void
-  /** A statement of this connection ended: a cancel it consumed clears `cancelPending`. */
-  noteEnded(error: unknown): void
+  /**
+   * A statement of this connection ended: a cancel it consumed clears `cancelPending`;
+   * `preparedAnew`, it prepared a named statement postgres.js keeps on the session (`prepared`).
+   */
+  noteEnded(error: unknown, preparedAnew?: boolean): void
+  /** Named statements postgres.js prepared on this session (one per distinct statement text). */
+  readonly prepared: number
   /**
    * Queues the session reset, not awaited. A failure marks the connection closed and calls
    * `onFail` synchronously, before the answers of the statements queued behind the reset (which
@@ -100,6 +105,7 @@ export class ServerConnection implements PoolConnection {
   #endingWritten = false
   /** Statements waiting for the reset's answer, in the order they came. */
   #heldForReset: TrackedQuery[] = []
+  #prepared = 0
 
   constructor(client: ServerClient, createdAt: number, expiresAt: number) {
     this.#client = client
@@ -161,8 +167,13 @@ export class ServerConnection implements PoolConnection {
     })
   }
 
-  noteEnded(error: unknown): void {
+  noteEnded(error: unknown, preparedAnew = false): void {
     if (this.#cancelPending && cancelledByRequest(error)) this.#cancelPending = false
+    if (preparedAnew) this.#prepared++
+  }
+
+  get prepared(): number {
+    return this.#prepared
   }
 
   queueReset(sql: string, onFail: (error: unknown) => void): void {

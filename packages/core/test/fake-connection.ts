@@ -111,8 +111,12 @@ export class FakeConnection implements PoolConnection {
     this.#cancelPending = false
   }
 
-  noteEnded(error: unknown): void {
+  /** Named statements "prepared" on it (noteEnded's second argument). */
+  prepared = 0
+
+  noteEnded(error: unknown, preparedAnew = false): void {
     if (this.#cancelPending && cancelledByRequest(error)) this.#cancelPending = false
+    if (preparedAnew) this.prepared++
   }
 
   queueReset(sql: string, onFail: (error: unknown) => void): void {

@@ -276,6 +276,36 @@ describe('queue cap', () => {
 })
 
 describe('retirement on release', () => {
+  test('a connection holding maxPreparedStatements named statements is closed on release (reason statements), not before', async () => {
+    const h = poolHarness({ max: 1, maxPreparedStatements: 3 })
+    const a = new FakeHolder()
+    const conn = await hold(h, a)
+    conn.noteEnded(undefined, true)
+    conn.noteEnded(undefined, true)
+    conn.noteEnded(undefined, false) // a statement found on the connection: not counted
+    h.pool.release(conn, a, 'RESET')
+    expect(h.of('close')).toEqual([])
+    const b = new FakeHolder()
+    expect(await hold(h, b)).toBe(conn)
+    conn.noteEnded(undefined, true)
+    expect(conn.usable).toBe(true) // the holder goes on: it retires when it comes back
+    h.pool.release(conn, b, 'RESET')
+    expect(h.factory.connections[0]?.ends).toEqual([{ reason: 'statements', graceSeconds: 1 }])
+    expect(h.factory.connections[0]?.resets).toEqual(['RESET'])
+    expect(h.of('close')).toEqual([['statements']])
+    const c = new FakeHolder()
+    expect(await hold(h, c)).toBe(h.factory.connections[1])
+  })
+
+  test('maxPreparedStatements 0: never retired for its statements', async () => {
+    const h = poolHarness({ max: 1, maxPreparedStatements: 0 })
+    const a = new FakeHolder()
+    const conn = await hold(h, a)
+    for (let i = 0; i < 1_000; i++) conn.noteEnded(undefined, true)
+    h.pool.release(conn, a, undefined)
+    expect(h.of('close')).toEqual([])
+  })
+
   test('a connection past its lifetime is closed instead of handed on; a waiter gets a new one', async () => {
     const h = poolHarness({ max: 1 }, (f) => {
       f.lifetimeMs = 1_000

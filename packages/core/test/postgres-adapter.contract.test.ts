@@ -10,6 +10,7 @@ import {
   copyOutEnded,
   createHelpers,
   createServerClient,
+  preparedAnew,
   type QueryOwner,
   queryText,
   resultOf,
@@ -21,7 +22,7 @@ import {
 } from '../src/postgres-adapter.js'
 
 // The contract of src/postgres-adapter.ts with postgres.js: one describe per assumption of its
-// header (1-8, 4b, 4c, 4d, 4e), each test driving the adapter's exports the way the lease and the server
+// header (1-9, 4b-4g), each test driving the adapter's exports the way the lease and the server
 // connection do, against a real PostgreSQL. An upgrade of postgres.js that breaks an assumption
 // fails the test named for it. Run on other postgres.js versions by .ci/steps/postgres-versions.mjs.
 
@@ -861,5 +862,38 @@ describe('7. sql.close() ends the connections a client holds, also after its end
     expect(await backends()).toBe(1)
     await closeConnections(client)
     await waitUntil(async () => (await backends()) === 0, 'the connection to close')
+  })
+})
+
+describe('9. query.prepare and query.prepared: a named statement added to the connection, and kept there', () => {
+  test("a text's first run prepares one (prepare, not prepared), later runs find it; unsafe() without parameters prepares none", async () => {
+    const { client } = await openClient({})
+    const owner = new RecordingOwner()
+    // Returns the query in an object: an async function returning the query (a thenable) would
+    // hand back its rows.
+    const run = async (text: { strings: readonly string[]; args: unknown[] }, options?: object) => {
+      const { query } = track(owner, (q) => client.send(q), text, options)
+      const rows = (await query) as unknown as { n?: number }[]
+      return { query, rows }
+    }
+    const onSession = async () =>
+      (await run(sql`select count(*)::int as n from pg_catalog.pg_prepared_statements`)).rows[0]?.n
+    await onSession() // the count's own statement, prepared once
+    const before = await onSession()
+    const first = await run(sql`select ${1}::int + 1 as two`)
+    expect(preparedAnew(first.query)).toBe(true)
+    const again = await run(sql`select ${2}::int + 1 as two`)
+    expect(preparedAnew(again.query)).toBe(false)
+    const plain = await run(sql`select 3 as three`)
+    expect(preparedAnew(plain.query)).toBe(true)
+    const unprepared = await run(sql`select 4 as four`, { prepare: false })
+    expect(preparedAnew(unprepared.query)).toBe(false)
+    expect(await onSession()).toBe((before ?? Number.NaN) + 2)
+  })
+
+  test('a query that never ran prepared nothing', async () => {
+    const owner = new RecordingOwner()
+    const { query } = track(owner, () => {}, sql`select 1`)
+    expect(preparedAnew(query)).toBe(false)
   })
 })
