@@ -3,8 +3,9 @@ import { defineConfig } from 'vitest/config'
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts', 'packages/*/test/**/*.test.ts'],
-    // Needs a pgbouncer binary: run by the PgBouncer leg (vitest.pgbouncer.config.ts).
-    exclude: ['test/pgbouncer/**', '**/node_modules/**'],
+    // Needs a pgbouncer binary: run by the PgBouncer leg (vitest.pgbouncer.config.ts). Packs and
+    // installs from the registry for minutes: the consumer-settings leg (vitest.consumer.config.ts).
+    exclude: ['test/pgbouncer/**', 'test/consumer-settings/**', '**/node_modules/**'],
     globalSetup: ['test/support/global-setup.ts'],
     pool: 'forks',
     // CI asks for a JSON report too, to print one closing count line.

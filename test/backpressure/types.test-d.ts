@@ -8,6 +8,9 @@ describe('backpressure types', () => {
     expectTypeOf<{ priority: 'low' }>().toExtend<RouteBackpressureConfig>()
     expectTypeOf<false>().toExtend<RouteBackpressureConfig>()
     expectTypeOf<{ priority: 'urgent' }>().not.toExtend<RouteBackpressureConfig>()
+    // Refused at register, and by the type (round nine): a misspelled key, true
+    expectTypeOf<{ priorty: 'low' }>().not.toExtend<RouteBackpressureConfig>()
+    expectTypeOf<true>().not.toExtend<RouteBackpressureConfig>()
   })
 
   test('options', () => {

@@ -29,6 +29,18 @@ describe('types', () => {
     expectTypeOf(app.db.transaction(async () => 'x', { isolation: 'serializable' })).resolves.toEqualTypeOf<string>()
     // @ts-expect-error not an isolation level
     app.db.transaction(async () => 'x', { isolation: 'chaos' })
+    // app.db.replica (jobs' reads, docs/replicas.md): present only with replicas, without listen.
+    const replicaDb = app.db.replica
+    // @ts-expect-error possibly undefined: there only when the instance has replicas
+    replicaDb`select 1`
+    if (replicaDb !== undefined) {
+      expectTypeOf(replicaDb<{ id: number }[]>`select 1 as id`).resolves.toEqualTypeOf<
+        postgres.RowList<{ id: number }[]>
+      >()
+      expectTypeOf(replicaDb.lease()).resolves.toEqualTypeOf<LeasedDb>()
+      // @ts-expect-error LISTEN is the primary's
+      replicaDb.listen('channel', () => {})
+    }
     expectTypeOf(app.pgPool).toEqualTypeOf<PgPoolView>()
     expectTypeOf(app.pgPool.stats()).toEqualTypeOf<PoolStats>()
     expectTypeOf(app.pgPool.stats().waiting).toBeNumber()
@@ -91,5 +103,16 @@ describe('types', () => {
     await app.register(pgPoolCore, { pool: { max: '5' } })
     // @ts-expect-error unknown option
     await app.register(pgPoolCore, { pool: { maxConnections: 5 } })
+    // postgres.js options the pool sets itself: refused at register, and by the type (round nine)
+    // @ts-expect-error idle_timeout is pool.idleTimeout
+    await app.register(pgPoolCore, { connection: { host: 'db', idle_timeout: 5 } })
+    // @ts-expect-error max_lifetime is pool.maxLifetime
+    await app.register(pgPoolCore, { connection: { host: 'db', max_lifetime: 5 } })
+    // @ts-expect-error debug is the pool's
+    await app.register(pgPoolCore, { connection: { host: 'db', debug: true } })
+    await app.register(pgPoolCore, {
+      connection: { host: 'db', connect_timeout: 5 },
+      pool: { maxPreparedStatements: 0 },
+    })
   })
 })

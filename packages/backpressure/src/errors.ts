@@ -1,5 +1,5 @@
 import { STATUS_CODES } from 'node:http'
-import createError, { type FastifyErrorConstructor } from '@fastify/error'
+import { createError, type FastifyErrorConstructor } from '@fastify/error'
 import { errors as coreErrors } from '@fastify-pg-pool/core'
 
 /**

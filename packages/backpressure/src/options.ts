@@ -6,29 +6,33 @@ const MAX_MS = optionKit.MAX_DURATION_MS
 
 export type Priority = 'high' | 'normal' | 'low'
 
-/** Per-route options under `config.backpressure`. `false`: the route is never refused. */
+/**
+ * Per-route options under `config.backpressure`. `false`: the route is never refused. An object
+ * names its priority (a route without `config.backpressure` is `normal`): an object without it
+ * (`{ priorty: 'low' }`, a typo) is a type error, as `register` refuses it.
+ */
 export type RouteBackpressureConfig =
   | false
   | {
       /**
        * `low` is refused first (at half the queue cap, or as soon as the oldest waiter has
-       * waited past `target`); `high` only when the queue is at its cap. Default `normal`.
+       * waited past `target`); `high` only when the queue is at its cap.
        */
-      priority?: Priority
+      priority: Priority
     }
 
 /** Process pressure through @fastify/under-pressure; a threshold of 0 turns its check off. */
 export interface ProcessPressureOptions {
   /** Mean event-loop delay (ms) over one sample above which requests are refused. Default 1000. */
-  maxEventLoopDelay?: number
+  maxEventLoopDelay?: number | undefined
   /** Event-loop utilisation (0..1) above which requests are refused. Default 0 (off). */
-  maxEventLoopUtilization?: number
+  maxEventLoopUtilization?: number | undefined
   /** `heapUsed` bytes above which requests are refused. Default 0 (off). */
-  maxHeapUsedBytes?: number
+  maxHeapUsedBytes?: number | undefined
   /** RSS bytes above which requests are refused. Default 0 (off). */
-  maxRssBytes?: number
+  maxRssBytes?: number | undefined
   /** How often the process is sampled, ms (at least 50). Default 1000. */
-  sampleInterval?: number
+  sampleInterval?: number | undefined
 }
 
 export interface PgPoolBackpressureOptions {
@@ -37,36 +41,36 @@ export interface PgPoolBackpressureOptions {
    * for one `interval` waited longer than this, the pool is overloaded, and requests expected
    * to wait longer than this are refused. Default 40.
    */
-  target?: number
+  target?: number | undefined
   /** How long (ms) waits must stay above `target` before the pool counts as overloaded. Default 100. */
-  interval?: number
+  interval?: number | undefined
   /**
    * Expected wait (ms) above which a request is refused even before the queue counts as
    * standing: the largest burst absorbed, in queued work. At least `target`. Default 60.
    */
-  maxDelay?: number
+  maxDelay?: number | undefined
   /**
    * Retry storms: while refusals arrive more than `factor` times faster than the pool drains,
    * each refusal is answered after `delay` ms. `false` answers every refusal at once.
    * Default `{ factor: 10, delay: 500 }`.
    */
-  retryStorm?: { factor?: number; delay?: number } | false
+  retryStorm?: { factor?: number; delay?: number } | false | undefined
   /** Least `Retry-After` of a refusal, whole seconds. Default 1. */
-  minRetryAfter?: number
+  minRetryAfter?: number | undefined
   /** Most `Retry-After` of a refusal, whole seconds (at least `minRetryAfter`). Default 30. */
-  maxRetryAfter?: number
+  maxRetryAfter?: number | undefined
   /**
    * @deprecated renamed `minRetryAfter` and `maxRetryAfter`: across the suite `retryAfter` is one
    * number of seconds (the core's `pool.retryAfter`), and bounds are `min*`/`max*`.
    */
-  retryAfter?: { min?: number; max?: number }
+  retryAfter?: { min?: number; max?: number } | undefined
   /**
    * Route prefixes never refused (besides routes with `config.db: false` or
    * `config.backpressure: false`). Default `['/health', '/metrics']`.
    */
-  exempt?: readonly string[]
+  exempt?: readonly string[] | undefined
   /** Event-loop and memory pressure; `false` does not register @fastify/under-pressure. */
-  process?: ProcessPressureOptions | false
+  process?: ProcessPressureOptions | false | undefined
 }
 
 export interface ResolvedProcessOptions {

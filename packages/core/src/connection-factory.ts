@@ -1,4 +1,4 @@
-import type postgres from 'postgres'
+import type * as postgres from 'postgres'
 import type { Clock } from './clock.js'
 import type { ResolvedConnection, ResolvedPoolOptions } from './options.js'
 import { createServerClient } from './postgres-adapter.js'

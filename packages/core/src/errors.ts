@@ -1,4 +1,4 @@
-import createError, { type FastifyErrorConstructor } from '@fastify/error'
+import { createError, type FastifyErrorConstructor } from '@fastify/error'
 
 /**
  * Every error the core raises. Each code is documented in the package README

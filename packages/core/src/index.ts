@@ -14,7 +14,14 @@ export { errors, type PgPoolErrorCode } from './errors.js'
 export type { PgPoolRegistry } from './instances.js'
 export type { ListenerStats, Listening, Notification, NotificationHandler } from './listener.js'
 export * as optionKit from './option-kit.js'
-export type { PoolOptions, ReplicaOptions, ReplicaTarget, ResolvedPoolOptions, SessionReset } from './options.js'
+export type {
+  ConnectionOptions,
+  PoolOptions,
+  ReplicaOptions,
+  ReplicaTarget,
+  ResolvedPoolOptions,
+  SessionReset,
+} from './options.js'
 export { pgPoolCore, pgPoolCore as default } from './plugin.js'
 export type { AcquireFailure, PoolEvents, PoolStats } from './pool.js'
 export type { ReplicaLag } from './replica-monitor.js'
@@ -30,6 +37,7 @@ export type {
   PgPoolInstances,
   PgPoolView,
   PoolDb,
+  ReplicaDb,
   ReplicaState,
   RequestDb,
   RouteDbConfig,

@@ -1,4 +1,4 @@
-import type postgres from 'postgres'
+import type * as postgres from 'postgres'
 import type { Clock } from './clock.js'
 import type { Lsn } from './lsn.js'
 import { parseLsn } from './lsn.js'

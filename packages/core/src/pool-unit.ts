@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type postgres from 'postgres'
+import type * as postgres from 'postgres'
 import type { Clock } from './clock.js'
 import { type ConnectionBudget, readServerSlots } from './connection-budget.js'
 import { connectionFactory } from './connection-factory.js'

@@ -1,4 +1,4 @@
-import type postgres from 'postgres'
+import type * as postgres from 'postgres'
 import { errors } from './errors.js'
 import type { Lease } from './lease.js'
 import type { TrackedQuery } from './postgres-adapter.js'

@@ -1,10 +1,10 @@
 import type { FastifyRequest } from 'fastify'
-import type postgres from 'postgres'
+import type * as postgres from 'postgres'
 import type { ConnectionBudget } from './connection-budget.js'
 import type { ErrorMapping } from './error-mapping.js'
 import type { PgPoolRegistry } from './instances.js'
 import type { ListenerStats, Listening, NotificationHandler } from './listener.js'
-import type { PoolOptions, ReplicaOptions, ReplicaTarget, ResolvedPoolOptions } from './options.js'
+import type { ConnectionOptions, PoolOptions, ReplicaOptions, ReplicaTarget, ResolvedPoolOptions } from './options.js'
 import type { PoolEvents, PoolStats } from './pool.js'
 import type { ReplicaLag } from './replica-monitor.js'
 import type { MaxLag } from './replica-router.js'
@@ -52,20 +52,30 @@ export interface LeasedDb extends LeaseDb {
   release(): Promise<void>
 }
 
-/** `app.db`: each query leases a connection and returns it when it settles. */
-export interface PoolDb extends postgres.ISql<{}> {
+/** `app.db.replica`: `app.db`'s queries, served like a `readOnly` route's. */
+export interface ReplicaDb extends postgres.ISql<{}> {
   begin<T>(cb: TransactionCallback<T>): Promise<UnwrapPromiseArray<T>>
   begin<T>(options: string, cb: TransactionCallback<T>): Promise<UnwrapPromiseArray<T>>
   /** `begin` with typed options: one connection, committed when `cb` resolves. */
   transaction<T>(cb: TransactionCallback<T>, options?: TransactionOptions): Promise<UnwrapPromiseArray<T>>
   /** Holds one connection until `release()` (jobs, migrations, session work). */
   lease(): Promise<LeasedDb>
+}
+
+/** `app.db`: each query leases a connection and returns it when it settles. */
+export interface PoolDb extends ReplicaDb {
   /**
    * LISTEN on `channel`, on a connection of the instance's own outside the lease pool, listened to
    * again after it is lost (server restart, terminated backend); resolves once the server listens.
    * Every listener ends on `app.close()`.
    */
   listen(channel: string, onNotify: NotificationHandler): Promise<Listening>
+  /**
+   * Present when the instance has read replicas: reads outside a request (jobs) routed like a
+   * `readOnly` route's (a usable replica, else the primary, read-only), e.g.
+   * `await app.db.replica\`select ...\``. No `listen` (LISTEN is the primary's).
+   */
+  readonly replica?: ReplicaDb
 }
 
 /**
@@ -193,7 +203,7 @@ export interface PgPoolCoreOptions {
    */
   name?: string | undefined
   /** A postgres:// URL or postgres.js options; `DATABASE_URL`, then PG* environment variables fill the gaps. */
-  connection?: string | postgres.Options<{}> | undefined
+  connection?: string | ConnectionOptions | undefined
   pool?: PoolOptions | undefined
   /**
    * Read replicas (streaming standbys) of this instance's primary: a URL, postgres.js options, or

@@ -9,17 +9,17 @@ const { asFeature, checkKeys, coreOptionAliases, coreOptionKeys, fastifyRegister
 
 export interface PgPoolOptions extends PgPoolCoreOptions {
   /** `/health/live`, `/health/ready`, `/health`; false disables them. */
-  health?: PgPoolHealthOptions | false
+  health?: PgPoolHealthOptions | false | undefined
   /** `/metrics`; false disables it. */
-  metrics?: PgPoolMetricsOptions | false
+  metrics?: PgPoolMetricsOptions | false | undefined
   /** Admission control and process pressure; false disables it. */
-  backpressure?: PgPoolBackpressureOptions | false
+  backpressure?: PgPoolBackpressureOptions | false | undefined
   /**
    * OpenTelemetry spans and metrics (@fastify-pg-pool/otel; needs @opentelemetry/api and an SDK
    * registered first). `traceContext: true` also shows each lease's traceparent and route in
    * pg_stat_activity's application_name. Default false.
    */
-  otel?: PgPoolOtelPart | false
+  otel?: PgPoolOtelPart | false | undefined
 }
 
 /**
@@ -28,25 +28,40 @@ export interface PgPoolOptions extends PgPoolCoreOptions {
  */
 export interface PgPoolOtelPart {
   /** Where spans go (a TracerProvider). Default: the global provider, as the SDK registered it. */
-  tracerProvider?: { getTracer(name: string, version?: string): unknown }
+  tracerProvider?: { getTracer(name: string, version?: string): unknown } | undefined
   /** Where metrics go (a MeterProvider). Default: the global provider. */
-  meterProvider?: { getMeter(name: string, version?: string): unknown }
+  meterProvider?: { getMeter(name: string, version?: string): unknown } | undefined
   /** Spans of connection waits, statements and route transactions, refusal events. Default true. */
-  traces?: boolean
+  traces?: boolean | undefined
   /** The database-client pool and operation metrics. Default true. */
-  metrics?: boolean
+  metrics?: boolean | undefined
   /** `db.query.text` on statement spans (never parameter values). Default false. */
-  queryText?: boolean
+  queryText?: boolean | undefined
   /** `db.client.connection.pool.name` of a pool. */
-  poolName?: (view: PgPoolView) => string
+  poolName?: ((view: PgPoolView) => string) | undefined
   /** The pools to instrument. Default: every pool of every instance. */
-  pools?: (app: FastifyInstance) => readonly PgPoolView[]
+  pools?: ((app: FastifyInstance) => readonly PgPoolView[]) | undefined
   /** Each lease's traceparent and route in pg_stat_activity (application_name). Default false. */
-  traceContext?: boolean
+  traceContext?: boolean | undefined
 }
 
 /** The umbrella's keys and the core's: a typo among them is refused with the key meant. */
 const knownKeys: readonly string[] = [...coreOptionKeys, 'health', 'metrics', 'backpressure', 'otel']
+
+/**
+ * The otel part's keys, `traceContext` (the umbrella's own) among them: checked here, so that a
+ * misspelled `traceContext` is named as the key meant (the otel plugin does not know it).
+ */
+const otelPartKeys: readonly string[] = Object.keys({
+  tracerProvider: true,
+  meterProvider: true,
+  traces: true,
+  metrics: true,
+  queryText: true,
+  poolName: true,
+  pools: true,
+  traceContext: true,
+} satisfies Record<keyof PgPoolOtelPart, true>)
 
 /** Registered once per app: a second registration (a named instance) shares them. */
 const sharedParts = {
@@ -69,6 +84,24 @@ interface FirstRegistration {
  * one too, not a first. Deleted on close: a new app may be built on the same server.
  */
 const firstRegistrations = new WeakMap<object, FirstRegistration>()
+
+/**
+ * @fastify-pg-pool/otel, loaded at run time. Not found (a bundle, which cannot follow a name in a
+ * variable, or an install without @opentelemetry/api): refused with a coded error that says what
+ * to do, instead of Node's ERR_MODULE_NOT_FOUND.
+ */
+async function loadOtel(name: string): Promise<typeof import('@fastify-pg-pool/otel')> {
+  try {
+    return (await import(name)) as typeof import('@fastify-pg-pool/otel')
+  } catch (error) {
+    const code = (error as { code?: unknown } | null)?.code
+    if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') throw error
+    throw optionKit.invalidOption(
+      'otel',
+      `${name} could not be loaded (${code}): install it with @opentelemetry/api; a bundle loads it at run time, so keep it out of the bundle (esbuild --external:${name}) and installed beside it, or register pgPoolOtel from ${name} yourself`,
+    )
+  }
+}
 
 const isEmpty = (value: unknown) =>
   value === undefined || (typeof value === 'object' && value !== null && Object.keys(value).length === 0)
@@ -101,6 +134,7 @@ const plugin: FastifyPluginAsync<PgPoolOptions> = async (app, opts) => {
       "admission control comes with the registration without a name and judges every instance's routes: give its options (or false) there",
     )
   }
+  if (parts.otel !== false) checkKeys('otel', parts.otel, otelPartKeys, { ignore: fastifyRegisterKeys })
   const { traceContext = false, ...otelOptions } = parts.otel === false ? {} : parts.otel
   if (typeof traceContext !== 'boolean') {
     throw optionKit.invalidOption('otel.traceContext', `expected a boolean, got ${optionKit.describe(traceContext)}`)
@@ -108,8 +142,7 @@ const plugin: FastifyPluginAsync<PgPoolOptions> = async (app, opts) => {
   // Loaded only when asked for: @opentelemetry/api is an optional peer dependency. A name in a
   // variable, so that bundlers leave the import to run time instead of requiring the API.
   const otelPackage: string = sharedParts.otel
-  const otelModule =
-    parts.otel === false ? undefined : ((await import(otelPackage)) as typeof import('@fastify-pg-pool/otel'))
+  const otelModule = parts.otel === false ? undefined : await loadOtel(otelPackage)
   const labelLease: PgPoolCoreOptions['leaseApplicationName'] =
     first?.labelLease ??
     (traceContext && otelModule !== undefined

@@ -18,59 +18,59 @@ export interface PgPoolHealthOptions {
    */
   prefix?: string
   /** Liveness route: answers while the process does, never touches the database. `false` disables it. Default `'/health/live'`. */
-  livePath?: string | false
+  livePath?: string | false | undefined
   /** Readiness route: ping, pool saturation, shutdown. `false` disables it. Default `'/health/ready'`. */
-  readyPath?: string | false
+  readyPath?: string | false | undefined
   /** Same answer as the readiness route, for a single probe path. `false` disables it. Default `'/health'`. */
-  healthPath?: string | false
+  healthPath?: string | false | undefined
   /** A ping that has not answered by then fails (`postgres:responseTime` is `fail`). Default 1000. */
-  pingTimeout?: number
+  pingTimeout?: number | undefined
   /** A ping slower than this makes `postgres:responseTime` `warn`. 0 disables. Default 500. */
-  pingWarn?: number
+  pingWarn?: number | undefined
   /**
    * How long a ping result, success or failure, answers later probes. Concurrent probes always
    * share one ping in flight. 0 pings for every probe that finds no ping in flight. Default 1000.
    */
-  cacheTime?: number
+  cacheTime?: number | undefined
   /** Waiting acquires, with every connection leased, from which readiness is `warn`. 0 disables. Default 1. */
-  warnWaiting?: number
+  warnWaiting?: number | undefined
   /**
    * Waiting acquires from which readiness is `fail` (503). 0 disables.
    * Default: the pool's queue cap now, `stats().waitingCap` (at least 1): `maxWaiting`, or the
    * connections the pool can still open when more. The queue is full and new requests are refused
    * anyway.
    */
-  failWaiting?: number
+  failWaiting?: number | undefined
   /**
    * `'always'`: readiness fails whenever the ping fails. `'startup'`: readiness fails until the first
    * successful ping; later ping failures make it `warn` (200), so a database outage shared by every
    * replica does not empty the Service. Default `'always'`.
    */
-  requireDatabase?: RequireDatabase
+  requireDatabase?: RequireDatabase | undefined
   /**
    * Named instances whose primary fails readiness like the default instance's does. Every other
    * pool (another instance, a read replica) that fails makes readiness `warn`, not `fail`: the
    * routes that do not need it keep their pod in the Service. Default none.
    */
-  requireInstances?: readonly string[]
+  requireInstances?: readonly string[] | undefined
   /** `'full'`: status and checks. `'public'`: the status alone. Default `'full'`. */
-  details?: HealthDetails
+  details?: HealthDetails | undefined
   /**
    * From `preClose` on, wait this long before Fastify stops accepting connections, readiness
    * answering 503 meanwhile (for load balancers without a Kubernetes `preStop` hook; needs
    * Fastify's `return503OnClosing: false`). Default 0.
    */
-  drainDelay?: number
+  drainDelay?: number | undefined
   /** Log level of the health routes (probes every few seconds add up). Default: the app's. */
   logLevel?: LogLevel
   /** `serviceId` of the full bodies. */
-  serviceId?: string
+  serviceId?: string | undefined
   /** `description` of the full bodies. */
-  description?: string
+  description?: string | undefined
   /** `version` of the full bodies (the public version of the service). */
-  version?: string
+  version?: string | undefined
   /** `releaseId` of the full bodies (the build or release). */
-  releaseId?: string
+  releaseId?: string | undefined
 }
 
 export interface ResolvedHealthOptions {

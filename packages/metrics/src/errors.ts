@@ -1,4 +1,4 @@
-import createError, { type FastifyErrorConstructor } from '@fastify/error'
+import { createError, type FastifyErrorConstructor } from '@fastify/error'
 import { errors as coreErrors } from '@fastify-pg-pool/core'
 
 /**

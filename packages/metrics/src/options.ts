@@ -7,13 +7,13 @@ const { boolean, describe, integer, invalidOption, nested, prefixed, resolveTabl
 /** Histogram bucket upper bounds, in seconds. */
 export interface MetricsBuckets {
   /** Waiting for a connection (acquires that got one). */
-  acquire?: readonly number[]
+  acquire?: readonly number[] | undefined
   /** Holding a connection, per route. */
-  lease?: readonly number[]
+  lease?: readonly number[] | undefined
   /** Opening a server connection. */
-  connect?: readonly number[]
+  connect?: readonly number[] | undefined
   /** HTTP request duration. */
-  http?: readonly number[]
+  http?: readonly number[] | undefined
 }
 
 /** An `onRequest` hook of the metrics route: async (reply to refuse), or calling `done`. */
@@ -28,26 +28,26 @@ type OnRequest = MetricsOnRequestHook
 
 export interface PgPoolMetricsOptions {
   /** prom-client registry to register into. Default: a new `Registry` owned by this app. */
-  registry?: Registry
+  registry?: Registry | undefined
   /** Prepended to every metric name. Default `'pg_pool_'`. */
-  namePrefix?: string
+  namePrefix?: string | undefined
   /**
    * Fastify's register option, honoured: prepended to `path` (`'/internal'` serves
    * `/internal/metrics`). A fastify-plugin escapes Fastify's own prefixing. Default none.
    */
   prefix?: string
   /** Route that serves the metrics; `false` adds no route. Default `'/metrics'`. */
-  path?: string | false
+  path?: string | false | undefined
   /** `onRequest` hook(s) of the metrics route only: authentication, IP allow-lists. */
-  onRequest?: OnRequest | OnRequest[]
+  onRequest?: OnRequest | OnRequest[] | undefined
   /** HTTP request duration histogram (turn off when fastify-metrics already measures). Default true. */
-  httpMetrics?: boolean
+  httpMetrics?: boolean | undefined
   /** prom-client's Node process metrics (`collectDefaultMetrics`, unprefixed `process_*`, `nodejs_*`). Default false. */
-  defaultMetrics?: boolean
+  defaultMetrics?: boolean | undefined
   /** Histogram buckets, seconds; each given list replaces that histogram's default. */
-  buckets?: MetricsBuckets
+  buckets?: MetricsBuckets | undefined
   /** Distinct route label values per app; later routes share the value `other`. Default 100. */
-  maxRoutes?: number
+  maxRoutes?: number | undefined
 }
 
 export interface ResolvedMetricsOptions {

@@ -10,25 +10,25 @@ export type PoolSelector = (app: FastifyInstance) => readonly PgPoolView[]
 
 export interface PgPoolOtelOptions {
   /** Where spans go. Default: the global provider, as the SDK registered it. */
-  tracerProvider?: TracerProvider
+  tracerProvider?: TracerProvider | undefined
   /** Where metrics go. Default: the global provider, as the SDK registered it. */
-  meterProvider?: MeterProvider
+  meterProvider?: MeterProvider | undefined
   /** Spans of connection waits, statements and route transactions, refusal events. Default true. */
-  traces?: boolean
+  traces?: boolean | undefined
   /** The database-client connection-pool and operation metrics. Default true. */
-  metrics?: boolean
+  metrics?: boolean | undefined
   /**
    * Record `db.query.text` on statement spans: the statement as sent, `$1`.. for values, never
    * the values. Off by default: a statement run with `unsafe()` may carry literals in its text.
    */
-  queryText?: boolean
+  queryText?: boolean | undefined
   /** `db.client.connection.pool.name` of a pool. Default: `host:port/database`, or the instance's name. */
-  poolName?: PoolNamer
+  poolName?: PoolNamer | undefined
   /**
    * The pools to instrument. Default: every pool of `app.pgPools` (each instance's primary and
    * replicas), and those registered after this plugin.
    */
-  pools?: PoolSelector
+  pools?: PoolSelector | undefined
 }
 
 export interface ResolvedOtelOptions {
