@@ -1,4 +1,4 @@
-import type postgres from 'postgres'
+import type * as postgres from 'postgres'
 
 /** How the app's demand on one server compares with what the server allows, read at startup. */
 export interface ConnectionBudget {
@@ -10,6 +10,8 @@ export interface ConnectionBudget {
   readonly available: number
   /** Client backends connected when the budget was read (this pool's first connection included). */
   readonly inUse: number
+  /** This pool's `pool.max`: connections one instance may open. */
+  readonly max: number
   /** Expected instances of this app (`pool.instances`). */
   readonly instances: number
   /** `max × instances`: connections this pool may open at full load. */

@@ -36,6 +36,7 @@ export class ServerBudgets {
         reserved: slots.reserved,
         available: slots.available,
         inUse: slots.inUse,
+        max,
         instances,
         demand: max * instances,
         serverDemand,

@@ -172,8 +172,8 @@ export function budgetCheck(budget: ConnectionBudget, time: string, componentId 
     },
     budget.exceeded
       ? budget.pools.length === 1
-        ? `pool max x ${budget.instances} instances = ${budget.demand} connections, more than the ${budget.available} the server allows`
-        : `pool max x ${budget.instances} instances = ${budget.demand} connections, ${budget.serverDemand} with the app's other pools on this server (${budget.pools.slice(1).join(', ')}), more than the ${budget.available} the server allows`
+        ? `pool max ${budget.max} x ${budget.instances} instances = ${budget.demand} connections, more than the ${budget.available} the server allows`
+        : `pool max ${budget.max} x ${budget.instances} instances = ${budget.demand} connections, ${budget.serverDemand} with the app's other pools on this server (${budget.pools.slice(1).join(', ')}), more than the ${budget.available} the server allows`
       : undefined,
   )
 }

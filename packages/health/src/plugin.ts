@@ -69,7 +69,7 @@ const health: FastifyPluginAsync<PgPoolHealthOptions> = async (app: FastifyInsta
       if (app.pgPools.get(name) !== undefined) continue
       const meant = optionKit.closestName(name, known)
       throw optionKit.invalidOption(
-        'requireInstances',
+        'health.requireInstances',
         `no instance is named ${optionKit.describe(name)}${meant === undefined ? '' : `; did you mean ${optionKit.describe(meant)}?`} (registered: ${known.length === 0 ? 'none with a name' : known.map((known) => optionKit.describe(known)).join(', ')})`,
       )
     }
