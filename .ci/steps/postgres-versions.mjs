@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // The postgres.js versions leg: the adapter's contract test
-// (packages/core/test/postgres-adapter.contract.test.ts) and the core's smoke
-// (packages/core/test/core-smoke.contract.test.ts) on each postgres.js version that the core's
+// (packages/core/test/postgres-adapter.contract.test.ts), the core's smoke
+// (packages/core/test/core-smoke.contract.test.ts) and the suite's tests of what differs between
+// versions (TESTS below) on each postgres.js version that the core's
 // `postgres` range admits: its lowest and its newest on the registry. Each version is installed
 // with npm into a temporary directory outside the workspace, and vitest resolves `postgres` there
 // for every file it runs (tests, test support, the core's source); the workspace, its
@@ -19,7 +20,14 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
-const TESTS = ['packages/core/test/postgres-adapter.contract.test.ts', 'packages/core/test/core-smoke.contract.test.ts']
+const TESTS = [
+  'packages/core/test/postgres-adapter.contract.test.ts',
+  'packages/core/test/core-smoke.contract.test.ts',
+  // Where postgres.js versions behave apart (a statement it cannot build: 3.4.9 fails the active
+  // query, 3.4.10 the statement alone): each test asserts its version's documented outcome.
+  'test/regressions/client-side-build-errors.test.ts',
+  'test/regressions/pipelined-round-two.test.ts',
+]
 // The files whose `postgres` must be the version under test: otherwise the run proves nothing.
 const MUST_RESOLVE_FROM = ['packages/core/src/postgres-adapter.ts', 'test/support/database.ts']
 // Each contract test takes well under a second; a probe's statements may never settle.
@@ -106,7 +114,9 @@ async function run(version, probe) {
           '--reporter=json',
           `--outputFile.json=${report}`,
         ],
-        { cwd: repo, stdio: 'inherit' },
+        // test/support/postgres-version.ts: which version the tests run on (their import of
+        // 'postgres' goes to it; a require of its package.json would not).
+        { cwd: repo, stdio: 'inherit', env: { ...process.env, POSTGRES_JS_VERSION: installed } },
       )
       child.on('exit', (status) => done(status ?? 1))
     })

@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../support/app.js'
 import { createTestDatabase, type TestDatabase, waitFor, waitUntil } from '../support/database.js'
+import { unbuiltStatementRetiresConnection } from '../support/postgres-version.js'
 
 // Found by hostile probing, second round on pipelined routes (881814f, 8b17929), each failing before the fix.
 
@@ -170,10 +171,12 @@ describe('a statement postgres.js cannot build, queued in postgres.js inside a r
     }).toEqual({
       settled: [{ a: 'first' }, { b: 'second' }, 'UNDEFINED_VALUE'],
       settledWithinTwoSeconds: true,
-      // Found while postgres.js built it behind the second (in flight): that connection is
-      // retired (assumption 8), so the transaction cannot commit, and says so at once.
-      status: 500,
-      code: 'FST_PG_POOL_COMMIT_FAILED',
+      // Found while postgres.js built it behind the second (in flight): on 3.4.9 that connection
+      // is retired (assumption 8), so the transaction cannot commit, and says so at once; 3.4.10
+      // fails that statement alone, and the handler, which caught it, commits the rest.
+      ...(unbuiltStatementRetiresConnection
+        ? { status: 500, code: 'FST_PG_POOL_COMMIT_FAILED' }
+        : { status: 200, code: undefined }),
       answeredWithinTwoSeconds: true,
     })
   })
