@@ -245,7 +245,7 @@ describe('the migration guide', () => {
   })
 
   test('the guide’s PgPoolInstances declaration is the one the named-instances test type-checks', () => {
-    const [, declaration] = guide.match(/```ts\n(declare module '@fastify-pg-pool\/core'[\s\S]*?)\n```/) ?? []
+    const [, declaration] = guide.match(/```ts\n(declare module 'fastify-pg-pool'[\s\S]*?)\n```/) ?? []
     const typed = readFileSync(new URL('../instances/named-instances.test.ts', import.meta.url), 'utf8')
     expect(declaration).toBeDefined()
     expect(typed).toContain(declaration as string)

@@ -3,7 +3,9 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { createTestDatabase, type TestDatabase, uniqueName, waitUntil } from '../support/database.js'
 
-declare module '@fastify-pg-pool/core' {
+// As the migration guide gives it (through the umbrella, which re-exports the core's interface;
+// test/consumer proves it in a pnpm install, where the core is not the app's to name).
+declare module 'fastify-pg-pool' {
   interface PgPoolInstances {
     reporting: true
   }
