@@ -41,6 +41,7 @@ describe('@fastify-pg-pool/core exports', () => {
       'maxWaiting',
       'idleTimeout',
       'maxLifetime',
+      'maxPreparedStatements',
       'connectTimeout',
       'statementTimeout',
       'leakDetectionThreshold',

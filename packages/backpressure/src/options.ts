@@ -18,7 +18,7 @@ export type RouteBackpressureConfig =
        * `low` is refused first (at half the queue cap, or as soon as the oldest waiter has
        * waited past `target`); `high` only when the queue is at its cap.
        */
-      priority: Priority
+      priority: Priority | undefined
     }
 
 /** Process pressure through @fastify/under-pressure; a threshold of 0 turns its check off. */
@@ -54,7 +54,7 @@ export interface PgPoolBackpressureOptions {
    * each refusal is answered after `delay` ms. `false` answers every refusal at once.
    * Default `{ factor: 10, delay: 500 }`.
    */
-  retryStorm?: { factor?: number; delay?: number } | false | undefined
+  retryStorm?: { factor?: number | undefined; delay?: number | undefined } | false | undefined
   /** Least `Retry-After` of a refusal, whole seconds. Default 1. */
   minRetryAfter?: number | undefined
   /** Most `Retry-After` of a refusal, whole seconds (at least `minRetryAfter`). Default 30. */
@@ -63,7 +63,7 @@ export interface PgPoolBackpressureOptions {
    * @deprecated renamed `minRetryAfter` and `maxRetryAfter`: across the suite `retryAfter` is one
    * number of seconds (the core's `pool.retryAfter`), and bounds are `min*`/`max*`.
    */
-  retryAfter?: { min?: number; max?: number } | undefined
+  retryAfter?: { min?: number | undefined; max?: number | undefined } | undefined
   /**
    * Route prefixes never refused (besides routes with `config.db: false` or
    * `config.backpressure: false`). Default `['/health', '/metrics']`.

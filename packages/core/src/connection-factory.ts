@@ -29,7 +29,7 @@ export interface FactorySettings {
   readonly connection: ResolvedConnection
   readonly options: ResolvedPoolOptions
   readonly clock: Clock
-  readonly onNotice: (notice: postgres.Notice) => void
+  readonly onNotice: (notice: postgres.Notice) => boolean | undefined
   /** The array type oids of the server, loaded by the first connection and shared. */
   readonly arrayTypes: Record<number, number> | undefined
   /** `application_name` of the connections (the ping's differs). */

@@ -2,7 +2,7 @@ import postgres from 'postgres'
 import type { Clock, TimerHandle } from './clock.js'
 import { errors } from './errors.js'
 import { invalidOption } from './option-kit.js'
-import { closeConnections } from './postgres-adapter.js'
+import { chainedCallbacks, closeConnections } from './postgres-adapter.js'
 
 /** A notification as PostgreSQL delivered it. */
 export interface Notification {
@@ -60,7 +60,7 @@ export interface ListenerSettings {
   readonly listenTimeout: number
   /** PgBouncer in transaction mode keeps no session: a LISTEN there would hear nothing. */
   readonly pgbouncer: boolean
-  readonly onNotice: (notice: postgres.Notice) => void
+  readonly onNotice: (notice: postgres.Notice) => boolean | undefined
   /** Removes the connection's password from a text. */
   readonly redact: (text: string) => string
   readonly onHandlerError: (error: unknown, channel: string) => void
@@ -270,11 +270,10 @@ export class Listener {
       connect_timeout: connectTimeout / 1000,
       backoff: reconnectDelay,
       connection: { ...options.connection, application_name: applicationName },
-      onnotice: onNotice,
       onnotify: (channel: string, payload: string) => this.#dispatch(channel, payload),
-      onclose: () => {
+      ...chainedCallbacks(options, onNotice, () => {
         if (client !== undefined) this.#lost(client)
-      },
+      }),
     } as postgres.Options<{}>
     client = url === undefined ? postgres(clientOptions) : postgres(url, clientOptions)
     this.#client = client

@@ -51,7 +51,7 @@ class MonitorConnection {
         connection: { ...this.#connection.options.connection, application_name: this.#applicationName },
         // postgres.js takes host and port lists (its typings say one).
       } as postgres.Options<{}>,
-      onNotice: () => {},
+      onNotice: () => undefined,
       onClose: () => {},
     })
     const client = this.#client

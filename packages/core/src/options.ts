@@ -304,7 +304,7 @@ function decodedOrAsIs(encoded: string): string {
 }
 
 export function resolveConnection(
-  connection: string | postgres.Options<{}> | undefined,
+  connection: string | ConnectionOptions | postgres.Options<{}> | undefined,
   env: NodeJS.ProcessEnv,
 ): { connection: ResolvedConnection; fromUrl: { max?: string; applicationName?: string } } {
   const fromUrl: { max?: string; applicationName?: string } = {}
@@ -411,6 +411,9 @@ export function resolveConnection(
     }
     // libpq's default, which postgres.js refuses: as if absent.
     if ((rest as { target_session_attrs?: unknown }).target_session_attrs === 'any') delete rest.target_session_attrs
+    // postgres.js reads sslmode=disable from a URL as no TLS, but takes any string given as an
+    // option as a TLS mode: 'disable' would try TLS.
+    if ((rest as { ssl?: unknown }).ssl === 'disable') (rest as { ssl?: unknown }).ssl = false
     if (max !== undefined) fromUrl.max = String(max)
     // A function is wrapped below: postgres.js never calls it as given.
     const pw: unknown = givenPassword ?? pass
@@ -498,7 +501,18 @@ function passwordSource(fetch: () => unknown, secrets: Secrets): () => Promise<s
  * postgres.js options as `connection` takes them: not those the pool sets on every connection
  * itself (`register` refuses them with FST_PG_POOL_INVALID_OPTION; the pool options say them).
  */
-export type ConnectionOptions = Omit<postgres.Options<{}>, 'idle_timeout' | 'max_lifetime' | 'debug' | 'timeout'>
+export type ConnectionOptions = Omit<
+  postgres.Options<{}>,
+  'idle_timeout' | 'max_lifetime' | 'debug' | 'timeout' | 'host' | 'port'
+> & {
+  /** A host, or a list tried in turn (postgres.js takes both; its typings only the first). */
+  host?: string | readonly string[] | undefined
+  port?: number | string | readonly (number | string)[] | undefined
+  /** `'direct'`: TLS without the SSLRequest round trip (PostgreSQL 17 and later). */
+  sslnegotiation?: 'direct' | null | undefined
+  /** Most statements postgres.js writes ahead on a connection. */
+  max_pipeline?: number | undefined
+}
 
 /** One read replica: a URL, postgres.js options, or those with pool options of its own. */
 export type ReplicaTarget =
@@ -513,7 +527,7 @@ export interface ReplicaOptions {
    * replica past either gets no reads until it catches up. Default `{ seconds: 5 }`; a `maxLag`
    * given replaces it whole: `{ bytes }` alone bounds bytes only (give `seconds` too for both).
    */
-  maxLag?: { bytes?: number; seconds?: number } | undefined
+  maxLag?: { bytes?: number | undefined; seconds?: number | undefined } | undefined
   /** How often the primary's and the replicas' WAL positions are sampled, ms. Default 1000. */
   lagInterval?: number | undefined
   /**
@@ -531,11 +545,11 @@ export interface ReplicaOptions {
          * Header carrying the token both ways: an HTTP token, in any case (it is lowercased, as
          * Node lowercases incoming header names). Default 'x-pg-read-after'.
          */
-        header?: string
+        header?: string | undefined
         /** A cookie carrying it too (its name an HTTP token, case kept), or false. Default false. */
-        cookie?: string | false
+        cookie?: string | false | undefined
         /** Most a read waits for a replica to catch up before the primary serves it, ms. Default 200. */
-        maxWait?: number
+        maxWait?: number | undefined
       }
 }
 
@@ -585,7 +599,7 @@ export function resolveReplicas(
     // for an entry's).
     const at = (name: string) =>
       isEntry || name.startsWith('pool') ? `replicas[${i}].${name}` : `replicas[${i}]${name.slice('connection'.length)}`
-    const resolvedEntry = readAt(at, () => resolveConnection(entry.connection as string | postgres.Options<{}>, {}))
+    const resolvedEntry = readAt(at, () => resolveConnection(entry.connection as string | ConnectionOptions, {}))
     const { fromUrl } = resolvedEntry
     // postgres.js reads PGTARGETSESSIONATTRS itself: set for the primary (read-write), it would
     // refuse every replica session. A replica's own setting wins; else a standby is preferred.

@@ -220,12 +220,11 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     listenTimeout: options.connectTimeout + options.statementTimeout + 1_000,
     pgbouncer: options.pgbouncer,
     redact: (text) => primary.view.redact(text),
-    onNotice: (notice) =>
-      log.debug(
-        // Not its text: a notice can quote a statement's values.
-        { notice: { severity: notice.severity, code: notice.code } },
-        'postgres notice',
-      ),
+    onNotice: (notice) => {
+      // Not its text: a notice can quote a statement's values.
+      log.debug({ notice: { severity: notice.severity, code: notice.code } }, 'postgres notice')
+      return undefined
+    },
     onHandlerError: (error, channel) => log.error({ err: error, channel, ...listenerLog }, 'a LISTEN handler failed'),
     onConnectedChange: (connected) => {
       if (connected) log.info(listenerLog, 'the LISTEN connection is back: every channel is listened to again')

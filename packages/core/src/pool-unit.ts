@@ -59,11 +59,12 @@ export interface PoolUnit {
 export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
   const { log, connection, options, clock, helpers } = settings
   const redact = (text: string) => redactSecret(text, connection.secret)
-  const onNotice = (notice: { severity?: string; code?: string; message?: string }) => {
-    // A session reset's ROLLBACK after a holder that may have left a transaction open.
-    if (notice.code === NO_ACTIVE_TRANSACTION) return
+  const onNotice = (notice: { severity?: string; code?: string; message?: string }): boolean | undefined => {
+    // A session reset's ROLLBACK after a holder that may have left a transaction open: the pool's.
+    if (notice.code === NO_ACTIVE_TRANSACTION) return true
     // Not its text: a notice can quote a statement's values (`raise notice '%', $1`).
     log.debug({ notice: { severity: notice.severity, code: notice.code } }, 'postgres notice')
+    return undefined
   }
   // The ping opens its connection exactly as the pool does (onConnect, the primary check of a host
   // list): a readiness that skipped them would pass while every pool connection fails. It starts

@@ -154,7 +154,9 @@ export class Pool extends EventEmitter<PoolEvents> {
     this.options = deps.options
     this.#clock = deps.clock
     this.#deps = deps
-    this.#shared = new SharedConnections(deps.options.pipelineDepth)
+    // A shared connection that is to retire takes no new holder: it retires when its last leaves
+    // (one always in use would outlive maxLifetime and maxPreparedStatements otherwise).
+    this.#shared = new SharedConnections(deps.options.pipelineDepth, (conn) => !this.#retiring(conn))
     this.#connector = new Connector(deps.factory, deps.clock, {
       opened: (conn, ms) => this.#opened(conn, ms),
       failed: (error) => this.#openFailed(error),
@@ -482,14 +484,23 @@ export class Pool extends EventEmitter<PoolEvents> {
       this.#discard(conn, conn.closeReason ?? (this.#closing ? 'shutdown' : conn.cancelPending ? 'error' : 'lifetime'))
       return
     }
-    const { maxPreparedStatements } = this.options
-    if (maxPreparedStatements > 0 && conn.prepared >= maxPreparedStatements) {
+    if (this.#tooManyStatements(conn)) {
       this.#discard(conn, 'statements')
       return
     }
     if (reset !== undefined && fromShared) this.#owe(conn, reset)
     else if (reset !== undefined) conn.queueReset(reset, (error) => this.#resetFailed(conn, error))
     this.#handOff(conn)
+  }
+
+  /** Past its lifetime, or holding maxPreparedStatements: closed when it comes back. */
+  #retiring(conn: PoolConnection): boolean {
+    return this.#clock.now() >= conn.expiresAt || this.#tooManyStatements(conn)
+  }
+
+  #tooManyStatements(conn: PoolConnection): boolean {
+    const { maxPreparedStatements } = this.options
+    return maxPreparedStatements > 0 && conn.prepared >= maxPreparedStatements
   }
 
   #owe(conn: PoolConnection, reset: string): void {

@@ -59,9 +59,11 @@ import postgres from 'postgres'
  *    active and leave answers to cross. The adapter holds such queries itself (`describeFirst`
  *    and `cursorFn`, read once the query was handed over) and hands them over when it ended.
  * 9. When postgres.js writes a query it sets `query.prepare` (it runs as a named statement kept on
- *    the connection) and `query.prepared` (that statement was on the connection already): a query
- *    with `prepare` and not `prepared` added one to the server's `pg_prepared_statements`, which
- *    postgres.js never deallocates (the pool counts them: `maxPreparedStatements`).
+ *    the connection) and `query.prepared` (that statement was on the connection already), and
+ *    sets `query.parsing = false` on the server's ParseComplete: a query with `prepare`, not
+ *    `prepared`, and `parsing === false` added one to the server's `pg_prepared_statements`,
+ *    which postgres.js never deallocates (the pool counts them: `maxPreparedStatements`); one
+ *    whose Parse the server refused added none.
  */
 
 export type QueryHandler = (query: AdapterQuery) => void
@@ -86,10 +88,12 @@ export interface AdapterQuery extends Promise<unknown> {
   streaming?: boolean
   /**
    * Set by postgres.js when it writes the query: `prepare`, it runs as a named statement kept on
-   * the connection; `prepared`, that statement was there already (assumption 9, preparedAnew).
+   * the connection; `prepared`, that statement was there already; `parsing`, set false when the
+   * server completed its Parse (ParseComplete) (assumption 9).
    */
   prepare?: boolean
   prepared?: boolean
+  parsing?: boolean
   cancel(): unknown
   resolve(value: unknown): void
   reject(error: unknown): void
@@ -248,19 +252,20 @@ export function copyOutEnded(query: TrackedQuery): Readable | undefined {
 }
 
 /**
+ * Whether the query added a named statement to its connection: postgres.js prepared it anew (it
+ * was not there) and the server completed its Parse. postgres.js keeps it for the connection's
+ * life (one per distinct text; `describe()` and a retried statement add one more each), and the
+ * pool counts them (`maxPreparedStatements`). Not one the server refused to parse (nothing kept).
+ */
+export function preparedAnew(query: TrackedQuery): boolean {
+  return query.prepare === true && query.prepared === false && query.parsing === false
+}
+
+/**
  * Whether a query that ended with `error` may have left its connection unread for good: a COPY
  * TO STDOUT, whose stream pauses postgres.js's socket when its buffer is full and is the only
  * thing that resumes it, which a failed stream never does.
  */
-/**
- * Whether the query, sent, prepared a named statement that postgres.js now keeps on its
- * connection for the connection's life (one per distinct statement text): the pool counts them
- * (`maxPreparedStatements`). A Parse the server refused counts too (a few too many, never too few).
- */
-export function preparedAnew(query: TrackedQuery): boolean {
-  return query.prepare === true && query.prepared === false
-}
-
 export function leftSocketPaused(query: TrackedQuery, error: unknown): boolean {
   return error !== undefined && query.stream !== undefined && !('writableEnded' in query.stream)
 }
@@ -579,8 +584,48 @@ export interface ClientSettings {
   /** A postgres:// URL, if one was given. */
   readonly url: string | undefined
   readonly options: postgres.Options<{}>
-  readonly onNotice: (notice: postgres.Notice) => void
+  /** The pool's: true for a notice of its own statements (not passed on to the app's onnotice). */
+  readonly onNotice: (notice: postgres.Notice) => boolean | undefined
   readonly onClose: () => void
+}
+
+/**
+ * The `onnotice` and `onclose` of a client the pool opens: its own, then the app's when its
+ * `connection` options give one (`onnotice: () => {}` to quiet postgres.js is common), without the
+ * notices of the pool's own statements (`onNotice` answers true for those). The app's runs inside
+ * postgres.js's reading of the connection: a throw there is not let through.
+ */
+export function chainedCallbacks(
+  given: postgres.Options<{}>,
+  onNotice: (notice: postgres.Notice) => boolean | undefined,
+  onClose: () => void,
+): { onnotice: (notice: postgres.Notice) => void; onclose: (connectionId: number) => void } {
+  const { onnotice: appNotice, onclose: appClose } = given as {
+    onnotice?: (notice: postgres.Notice) => void
+    onclose?: (connectionId: number) => void
+  }
+  return {
+    onnotice:
+      typeof appNotice === 'function'
+        ? (notice) => {
+            if (onNotice(notice) === true) return
+            try {
+              appNotice(notice)
+            } catch {}
+          }
+        : (notice) => {
+            onNotice(notice)
+          },
+    onclose:
+      typeof appClose === 'function'
+        ? (connectionId) => {
+            onClose()
+            try {
+              appClose(connectionId)
+            } catch {}
+          }
+        : () => onClose(),
+  }
 }
 
 export function createServerClient(settings: ClientSettings): ServerClient {
@@ -590,8 +635,7 @@ export function createServerClient(settings: ClientSettings): ServerClient {
     // null, not undefined: postgres.js would otherwise retire connections on its own timers.
     idle_timeout: null as unknown as undefined,
     max_lifetime: null,
-    onnotice: settings.onNotice,
-    onclose: settings.onClose,
+    ...chainedCallbacks(settings.options, settings.onNotice, settings.onClose),
   }
   const sql = settings.url === undefined ? postgres(options) : postgres(settings.url, options)
   // postgres.js loads array types on each new connection from a promise nobody handles: a

@@ -164,7 +164,9 @@ function abortLeases(request: LeaseRequest): void {
  */
 function responseClosed(this: ServerResponse & { [kOwner]?: LeaseRequest }): void {
   const request = this[kOwner]
-  if (request === undefined || this.writableEnded) return
+  // Finished is sent too: an HTTP/2 stream answered on the stream itself (respondWithFile) ends
+  // without the response's end() and then closes, while onResponse's COMMIT runs.
+  if (request === undefined || this.writableEnded || this.writableFinished) return
   abortLeases(request)
 }
 
@@ -172,9 +174,12 @@ function responseClosed(this: ServerResponse & { [kOwner]?: LeaseRequest }): voi
  * A payload dropped because the handler wrote the response on reply.raw itself: if the handler
  * left that response open, nothing would end it (the client would wait for good). Fastify cuts a
  * response whose headers went before its send (its error handler destroys it); so is this one,
- * once the gate wrote what it held.
+ * once the gate wrote what it held. Not for a send of nothing from an async handler that resolved
+ * with nothing: Fastify makes it only because the gate holds the headers (it sends nothing once
+ * they went), and the handler may end its response later (a pipe, server-sent events).
  */
-function cutUnended(reply: FastifyReply, gate: RawGate | null | undefined): void {
+function cutUnended(reply: FastifyReply, gate: RawGate | null | undefined, payload: unknown, errored: boolean): void {
+  if (payload === undefined && !errored) return
   const cut = () => {
     if (!reply.raw.writableEnded && !reply.raw.destroyed) reply.raw.destroy()
   }
@@ -453,8 +458,10 @@ export class RequestLeases {
       const gate = leased[kGate]
       if (gate?.written) {
         // The handler wrote the response on reply.raw itself (the gate holds it for the COMMIT).
-        request.log.warn('the response was written on reply.raw: the payload sent after it is dropped')
-        cutUnended(reply, gate)
+        if (payload !== undefined || leased[kErrored]) {
+          request.log.warn('the response was written on reply.raw: the payload sent after it is dropped')
+        }
+        cutUnended(reply, gate, payload, leased[kErrored])
         return
       }
       const lease = leased[kLease]
@@ -479,7 +486,7 @@ export class RequestLeases {
         leased[kSending] = false
         if (reply.raw.headersSent || gate?.written === true) {
           request.log.warn('the response was written on reply.raw before the database answered')
-          cutUnended(reply, gate)
+          cutUnended(reply, gate, body, leased[kErrored])
           return
         }
         if (error === null && reply.statusCode !== statusCode && !isWebResponse(body)) reply.code(statusCode)

@@ -38,7 +38,7 @@ export interface PoolConnection {
   cancel(): void
   /**
    * A statement of this connection ended: a cancel it consumed clears `cancelPending`;
-   * `preparedAnew`, it prepared a named statement postgres.js keeps on the session (`prepared`).
+   * `preparedAnew`: it added a named statement that postgres.js keeps on the session (`prepared`).
    */
   noteEnded(error: unknown, preparedAnew?: boolean): void
   /** Named statements postgres.js prepared on this session (one per distinct statement text). */

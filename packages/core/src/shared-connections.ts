@@ -8,6 +8,8 @@ import { owedReset } from './session-reset.js'
  */
 export class SharedConnections<H> {
   readonly #depth: number
+  /** Whether a connection may take new holders (false: it retires once its holders leave). */
+  readonly #takesMore: (conn: PoolConnection) => boolean
   readonly #holders = new Map<PoolConnection, Map<H, number>>()
   /**
    * The reset to queue when a connection's last holder leaves: the one that also ends a
@@ -18,8 +20,9 @@ export class SharedConnections<H> {
   readonly #spare: Map<H, number>[] = []
   #count = 0
 
-  constructor(depth: number) {
+  constructor(depth: number, takesMore: (conn: PoolConnection) => boolean = () => true) {
     this.#depth = depth
+    this.#takesMore = takesMore
   }
 
   /** Connections shared now. */
@@ -47,7 +50,7 @@ export class SharedConnections<H> {
     let fewest = this.#depth
     for (const conn of this.#holders.keys()) {
       const holders = (this.#holders.get(conn) as Map<H, number>).size
-      if (holders < fewest && conn.usable && conn.sharingPaused === 0) {
+      if (holders < fewest && conn.usable && conn.sharingPaused === 0 && this.#takesMore(conn)) {
         best = conn
         fewest = holders
       }
@@ -57,7 +60,7 @@ export class SharedConnections<H> {
 
   /** Whether `conn` can take one more holder. */
   hasRoom(conn: PoolConnection): boolean {
-    return this.sharersOf(conn) < this.#depth && conn.usable && conn.sharingPaused === 0
+    return this.sharersOf(conn) < this.#depth && conn.usable && conn.sharingPaused === 0 && this.#takesMore(conn)
   }
 
   join(conn: PoolConnection, holder: H, now: number): void {

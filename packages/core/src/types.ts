@@ -17,9 +17,9 @@ export type UnwrapPromiseArray<T> = T extends unknown[]
 export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializable'
 
 export interface TransactionOptions {
-  isolation?: IsolationLevel
-  readOnly?: boolean
-  deferrable?: boolean
+  isolation?: IsolationLevel | undefined
+  readOnly?: boolean | undefined
+  deferrable?: boolean | undefined
 }
 
 type TransactionCallback<T> = (sql: LeaseDb) => T | Promise<T>
@@ -96,11 +96,11 @@ export type RouteDbConfig =
   | {
       /** Run the request in one transaction: committed before the response, else rolled back. */
       transaction: boolean | RouteTransactionOptions
-      pipeline?: false
+      pipeline?: false | undefined
       /** The named instance `request.db` uses on this route (default: the default instance). */
-      instance?: string
+      instance?: string | undefined
       /** Reads only: served by a replica when one is usable (else by the primary, read-only). */
-      readOnly?: boolean
+      readOnly?: boolean | undefined
     }
   | {
       /**
@@ -110,16 +110,16 @@ export type RouteDbConfig =
        * client abort lets running statements finish instead of cancelling them.
        */
       pipeline: boolean
-      transaction?: false
-      instance?: string
-      readOnly?: boolean
+      transaction?: false | undefined
+      instance?: string | undefined
+      readOnly?: boolean | undefined
     }
   | {
       /** The named instance `request.db` uses on this route. */
       instance: string
-      transaction?: false
-      pipeline?: false
-      readOnly?: boolean
+      transaction?: false | undefined
+      pipeline?: false | undefined
+      readOnly?: boolean | undefined
     }
   | {
       /**
@@ -128,9 +128,9 @@ export type RouteDbConfig =
        * session. A write fails with 25006 either way.
        */
       readOnly: boolean
-      transaction?: false
-      pipeline?: false
-      instance?: string
+      transaction?: false | undefined
+      pipeline?: false | undefined
+      instance?: string | undefined
     }
 
 /**

@@ -281,8 +281,8 @@ describe('retirement on release', () => {
     const a = new FakeHolder()
     const conn = await hold(h, a)
     conn.noteEnded(undefined, true)
-    conn.noteEnded(undefined, true)
-    conn.noteEnded(undefined, false) // a statement found on the connection: not counted
+    conn.noteEnded(new Error('22012'), true) // failed after its Parse: the statement stays
+    conn.noteEnded(undefined, false) // found on the connection, or refused at Parse: not counted
     h.pool.release(conn, a, 'RESET')
     expect(h.of('close')).toEqual([])
     const b = new FakeHolder()

@@ -128,7 +128,10 @@ async function openClient(
   const client = createServerClient({
     url: db.directUrl,
     options: { connection: { application_name: name } },
-    onNotice: hooks.onNotice ?? (() => {}),
+    onNotice: (notice) => {
+      hooks.onNotice?.(notice)
+      return undefined
+    },
     onClose: hooks.onClose ?? (() => {}),
   })
   clients.push(client)
@@ -866,7 +869,7 @@ describe('7. sql.close() ends the connections a client holds, also after its end
 })
 
 describe('9. query.prepare and query.prepared: a named statement added to the connection, and kept there', () => {
-  test("a text's first run prepares one (prepare, not prepared), later runs find it; unsafe() without parameters prepares none", async () => {
+  test("a text's first run prepares one (prepare, not prepared, parsed), later runs find it; prepare: false prepares none", async () => {
     const { client } = await openClient({})
     const owner = new RecordingOwner()
     // Returns the query in an object: an async function returning the query (a thenable) would
@@ -889,6 +892,31 @@ describe('9. query.prepare and query.prepared: a named statement added to the co
     const unprepared = await run(sql`select 4 as four`, { prepare: false })
     expect(preparedAnew(unprepared.query)).toBe(false)
     expect(await onSession()).toBe((before ?? Number.NaN) + 2)
+  })
+
+  test('a Parse the server refuses adds nothing (not parsed); a failure after the Parse keeps the statement', async () => {
+    const { client } = await openClient({})
+    const owner = new RecordingOwner()
+    const count = async () => {
+      const { query } = track(
+        owner,
+        (q) => client.send(q),
+        sql`select count(*)::int as n from pg_catalog.pg_prepared_statements`,
+      )
+      return ((await query) as unknown as { n: number }[])[0]?.n ?? Number.NaN
+    }
+    await count()
+    const before = await count()
+    for (const text of [sql`select no_such_column from items where id = ${1}`, sql`select no_such_column from items`]) {
+      const { query } = track(owner, (q) => client.send(q), text)
+      expect(codeOf(((await rejection(query)) as OwnerError).original)).toBe('42703')
+      expect(preparedAnew(query)).toBe(false)
+    }
+    expect(await count()).toBe(before)
+    const { query } = track(owner, (q) => client.send(q), sql`select 1 / ${0}::int as boom`)
+    expect(codeOf(((await rejection(query)) as OwnerError).original)).toBe('22012')
+    expect(preparedAnew(query)).toBe(true)
+    expect(await count()).toBe(before + 1)
   })
 
   test('a query that never ran prepared nothing', async () => {

@@ -70,7 +70,7 @@ export function registerHttpMetrics(app: FastifyInstance, options: ResolvedMetri
    */
   function responseClosed(this: ServerResponse & { [kTimed]?: FastifyRequest }): void {
     const request = this[kTimed]
-    if (request !== undefined && !this.writableEnded) observe(request, 'aborted')
+    if (request !== undefined && !this.writableEnded && !this.writableFinished) observe(request, 'aborted')
   }
 
   app.decorateRequest(kStart, 0)
