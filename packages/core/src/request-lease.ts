@@ -164,8 +164,9 @@ function abortLeases(request: LeaseRequest): void {
  */
 function responseClosed(this: ServerResponse & { [kOwner]?: LeaseRequest }): void {
   const request = this[kOwner]
-  // Finished is sent too: an HTTP/2 stream answered on the stream itself (respondWithFile) ends
-  // without the response's end() and then closes, while onResponse's COMMIT runs.
+  // A finished response is no hang-up either: an HTTP/2 stream answered on the stream itself
+  // (respondWithFile) finishes without the response's end(), then closes while onResponse's
+  // COMMIT runs.
   if (request === undefined || this.writableEnded || this.writableFinished) return
   abortLeases(request)
 }
