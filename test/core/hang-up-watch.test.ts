@@ -1,8 +1,7 @@
 // Hostile probing (round nine, second round, against 6211f53 / 60ec3e3): attacks that held, kept as regression tests.
 import { writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
-import http2 from 'node:http2'
-import { connect } from 'node:net'
+import type http2 from 'node:http2'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable, Writable } from 'node:stream'
@@ -13,7 +12,8 @@ import { beforeAll, describe, expect, test } from 'vitest'
 import { parseExposition } from '../metrics/exposition.js'
 import { coreApp } from '../support/app.js'
 import { sleep, waitFor, waitUntil } from '../support/database.js'
-import { listen } from '../support/http.js'
+import { listen, rawExchange } from '../support/http.js'
+import { h2Request } from '../support/http2.js'
 import { noteTable } from '../support/note-table.js'
 
 const fx = noteTable()
@@ -34,71 +34,6 @@ beforeAll(async () => {
      for each row execute function slow_commit()`,
   )
 })
-
-interface H2Answer {
-  status: number | undefined
-  headers: http2.IncomingHttpHeaders | undefined
-  body: string
-  error: string | undefined
-}
-
-function h2Request(port: number, path: string, method = 'GET', body?: string): Promise<H2Answer> {
-  const session = http2.connect(`http://127.0.0.1:${port}`)
-  session.on('error', () => {})
-  const stream = session.request({
-    ':path': path,
-    ':method': method,
-    ...(body === undefined ? {} : { 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(body)) }),
-  })
-  const answer: H2Answer = { status: undefined, headers: undefined, body: '', error: undefined }
-  stream.on('response', (headers) => {
-    answer.headers = headers
-    answer.status = Number(headers[':status'])
-  })
-  stream.setEncoding('utf8')
-  stream.on('data', (chunk: string) => {
-    answer.body += chunk
-  })
-  stream.on('error', (error) => {
-    answer.error = (error as { code?: string }).code ?? error.message
-  })
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      answer.error = 'no end'
-      session.destroy()
-      resolve(answer)
-    }, 8_000)
-    stream.on('close', () => {
-      clearTimeout(timer)
-      session.close()
-      resolve(answer)
-    })
-    stream.end(body)
-  })
-}
-
-function rawExchange(port: number, wire: string, timeoutMs = 8_000): Promise<{ text: string; how: string }> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1')
-    let text = ''
-    const timer = setTimeout(() => {
-      socket.destroy()
-      resolve({ text, how: 'no end' })
-    }, timeoutMs)
-    socket.on('data', (chunk: Buffer) => {
-      text += chunk.toString('latin1')
-    })
-    socket.on('end', () => {
-      clearTimeout(timer)
-      resolve({ text, how: 'end' })
-    })
-    socket.on('error', (error) => {
-      clearTimeout(timer)
-      resolve({ text, how: `error ${(error as { code?: string }).code}` })
-    })
-    socket.write(wire)
-  })
-}
 
 async function abortedCount(app: FastifyInstance): Promise<number> {
   const m = parseExposition((await app.inject('/metrics')).body)
@@ -227,7 +162,7 @@ describe('held: no false hang-ups on the shapes the fix newly watches', () => {
         // Fastify's own HEAD route fails on a web Response payload (head-route.js byteLength: 500,
         // with or without the core): left out.
         if (path === '/web-response' && method === 'HEAD') continue
-        const answer = await h2Request(port, `${path}?t=${t}`, method, body)
+        const answer = await h2Request(port, `${path}?t=${t}`, { method, body })
         expect([path, method, answer.status, answer.error]).toEqual([path, method, statusOf[path] ?? 200, undefined])
         expected.push(`${path}:${t}`)
       }
@@ -400,7 +335,7 @@ describe('held: the reply gate (raw writes on transaction routes)', () => {
           expect((JSON.parse(body) as { code: string }).code).toBe('FST_PG_POOL_COMMIT_FAILED')
           expect(Buffer.byteLength(body)).toBe(length)
         } else expect(body).toBe('')
-        const two = await h2Request(h2port, path, method)
+        const two = await h2Request(h2port, path, { method })
         expect([path, method, two.status, two.error]).toEqual([path, method, 500, undefined])
         if (method === 'GET') {
           expect((JSON.parse(two.body) as { code: string }).code).toBe('FST_PG_POOL_COMMIT_FAILED')

@@ -1,17 +1,10 @@
-// Found by hostile probing (round nine, fastify-edges): a transaction route's raw response (reply-gate.ts), written
-// past onSend (README "Route transactions: COMMIT before the first byte": "A write to reply.raw
-// that does not go through onSend (after reply.hijack() ..., or reply.raw written without
-// hijacking) waits for the COMMIT ...; if the COMMIT fails, the client gets the error instead").
-// Both tests failed before the fix: over HTTP/2 the gate's failure body went through its own
-// write wrapper and was dropped (a 500 with no body, a stream error); a payload dropped after a
-// raw write left a response the handler never ended open for good.
-import http2 from 'node:http2'
 import pgPoolCore from '@fastify-pg-pool/core'
 import Fastify from 'fastify'
 import { beforeAll, describe, expect, test } from 'vitest'
 import { coreApp } from '../support/app.js'
 import { uniqueName, waitFor } from '../support/database.js'
 import { listen } from '../support/http.js'
+import { h2Request } from '../support/http2.js'
 import { noteTable } from '../support/note-table.js'
 
 const fx = noteTable()
@@ -24,38 +17,6 @@ beforeAll(async () => {
     'create table dc (id int primary key, ref int references dc(id) deferrable initially deferred)',
   )
 })
-
-interface H2Answer {
-  status: number | undefined
-  headers: http2.IncomingHttpHeaders | undefined
-  body: string
-  error: string | undefined
-}
-
-function h2Get(port: number, path: string): Promise<H2Answer> {
-  const session = http2.connect(`http://127.0.0.1:${port}`)
-  session.on('error', () => {})
-  const stream = session.request({ ':path': path })
-  const answer: H2Answer = { status: undefined, headers: undefined, body: '', error: undefined }
-  stream.on('response', (headers) => {
-    answer.headers = headers
-    answer.status = Number(headers[':status'])
-  })
-  stream.setEncoding('utf8')
-  stream.on('data', (chunk: string) => {
-    answer.body += chunk
-  })
-  stream.on('error', (error) => {
-    answer.error = (error as { code?: string }).code ?? error.message
-  })
-  return new Promise((resolve) => {
-    stream.on('close', () => {
-      session.destroy()
-      resolve(answer)
-    })
-    stream.end()
-  })
-}
 
 describe('HTTP/2', () => {
   // Before the fix (Fastify({ http2: true })): headers `:status 500`, `content-length: 139`, then no body
@@ -84,7 +45,7 @@ describe('HTTP/2', () => {
     await app.listen({ port: 0, host: '127.0.0.1' })
     const port = (app.server.address() as { port: number }).port
     for (const path of ['/hijacked', '/raw']) {
-      const answer = await h2Get(port, path)
+      const answer = await h2Request(port, path)
       expect({
         path,
         status: answer.status,

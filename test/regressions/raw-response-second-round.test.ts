@@ -5,14 +5,15 @@
 // respondWithFile closed without the response's end(), read as a hang-up that cancelled the
 // COMMIT. (Writes on the HTTP/2 stream itself bypass the gate: documented in the core README.)
 import { writeFileSync } from 'node:fs'
-import http2 from 'node:http2'
-import { connect } from 'node:net'
+import type http2 from 'node:http2'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import { beforeAll, describe, expect, test } from 'vitest'
 import { coreApp } from '../support/app.js'
 import { sleep, waitFor } from '../support/database.js'
+import { rawExchange } from '../support/http.js'
+import { h2Request } from '../support/http2.js'
 import { noteTable } from '../support/note-table.js'
 
 const fx = noteTable()
@@ -35,67 +36,13 @@ beforeAll(async () => {
   )
 })
 
-interface H2Answer {
-  status: number | undefined
-  body: string
-  error: string | undefined
-}
-
-function h2Get(port: number, path: string, timeoutMs = 8_000): Promise<H2Answer> {
-  const session = http2.connect(`http://127.0.0.1:${port}`)
-  session.on('error', () => {})
-  const stream = session.request({ ':path': path })
-  const answer: H2Answer = { status: undefined, body: '', error: undefined }
-  stream.on('response', (headers) => {
-    answer.status = Number(headers[':status'])
-  })
-  stream.setEncoding('utf8')
-  stream.on('data', (chunk: string) => {
-    answer.body += chunk
-  })
-  stream.on('error', (error) => {
-    answer.error = (error as { code?: string }).code ?? error.message
-  })
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      answer.error = 'no end'
-      session.destroy()
-      resolve(answer)
-    }, timeoutMs)
-    stream.on('close', () => {
-      clearTimeout(timer)
-      session.close()
-      resolve(answer)
-    })
-    stream.end()
-  })
-}
-
-/** One request on its own socket (the request asks Connection: close): all the server sent, and how the socket ended. */
-function rawExchange(port: number, wire: string, timeoutMs = 8_000): Promise<{ text: string; how: string }> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1')
-    let text = ''
-    const timer = setTimeout(() => {
-      socket.destroy()
-      resolve({ text, how: 'no end' })
-    }, timeoutMs)
-    socket.on('data', (chunk: Buffer) => {
-      text += chunk.toString('latin1')
-    })
-    socket.on('end', () => {
-      clearTimeout(timer)
-      resolve({ text, how: 'end' })
-    })
-    socket.on('error', (error) => {
-      clearTimeout(timer)
-      resolve({ text, how: `error ${(error as { code?: string }).code}` })
-    })
-    socket.write(wire)
-  })
-}
-
 /** The body of a chunked HTTP/1.1 response, and whether its last chunk came. */
+/** An HTTP/2 GET's status, body and error (its headers left out of the comparisons here). */
+async function h2Get(port: number, path: string) {
+  const { headers: _, ...answer } = await h2Request(port, path)
+  return answer
+}
+
 function dechunk(text: string): { status: number | undefined; body: string; complete: boolean } {
   const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]) || undefined
   const at = text.indexOf('\r\n\r\n')

@@ -1,4 +1,5 @@
 import { request as httpRequest } from 'node:http'
+import { connect } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 
 export async function listen(app: FastifyInstance): Promise<string> {
@@ -39,4 +40,31 @@ export function startPost(url: string, body: unknown): { abort: () => void; done
   })
   req.end(text)
   return { abort: () => req.destroy(), done }
+}
+
+/**
+ * One exchange on a socket of its own, written as raw HTTP/1.1 (`wire`; ask `Connection: close`):
+ * all the server sent, and how the socket ended ('end', 'error <code>', or 'no end' past `timeoutMs`).
+ */
+export function rawExchange(port: number, wire: string, timeoutMs = 8_000): Promise<{ text: string; how: string }> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1')
+    let text = ''
+    const timer = setTimeout(() => {
+      socket.destroy()
+      resolve({ text, how: 'no end' })
+    }, timeoutMs)
+    socket.on('data', (chunk: Buffer) => {
+      text += chunk.toString('latin1')
+    })
+    socket.on('end', () => {
+      clearTimeout(timer)
+      resolve({ text, how: 'end' })
+    })
+    socket.on('error', (error) => {
+      clearTimeout(timer)
+      resolve({ text, how: `error ${(error as { code?: string }).code}` })
+    })
+    socket.write(wire)
+  })
 }
