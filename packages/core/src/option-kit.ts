@@ -70,10 +70,10 @@ export const poolOptionAliases: Readonly<Record<string, string>> = Object.freeze
   queryTimeout: 'statementTimeout',
 })
 
-/** FST_PG_POOL_INVALID_OPTION: `Invalid option <name>: <problem>`. */
 /** Each invalid-option error's option name and problem, for readAt to name it again. */
 const refusals = new WeakMap<Error, { readonly name: string; readonly problem: string }>()
 
+/** FST_PG_POOL_INVALID_OPTION: `Invalid option <name>: <problem>`. */
 export function invalidOption(name: string, problem: string): Error {
   const error = new errors.FST_PG_POOL_INVALID_OPTION(name, problem)
   refusals.set(error, { name, problem })
