@@ -613,9 +613,7 @@ export function chainedCallbacks(
               appNotice(notice)
             } catch {}
           }
-        : (notice) => {
-            onNotice(notice)
-          },
+        : onNotice,
     onclose:
       typeof appClose === 'function'
         ? (connectionId) => {
@@ -624,7 +622,7 @@ export function chainedCallbacks(
               appClose(connectionId)
             } catch {}
           }
-        : () => onClose(),
+        : onClose,
   }
 }
 
