@@ -3,11 +3,11 @@ import { Writable } from 'node:stream'
 import pgPoolBackpressure from '@fastify-pg-pool/backpressure'
 import pgPoolCore from '@fastify-pg-pool/core'
 import pgPoolMetrics from '@fastify-pg-pool/metrics'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify from 'fastify'
 import { pgPool } from 'fastify-pg-pool'
 import postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { coreApp } from '../support/app.js'
+import { coreApp, registerError } from '../support/app.js'
 import { createTestDatabase, type TestDatabase, uniqueName, waitFor } from '../support/database.js'
 
 // Hostile probing, docs-truth: documented behaviour that held, and that no other test pinned.
@@ -39,19 +39,6 @@ function optionsOf(url: string): { host: string; port: number; database: string;
     username: decodeURIComponent(parsed.username),
     ...(parsed.password ? { password: decodeURIComponent(parsed.password) } : {}),
   }
-}
-
-async function registerError(register: (app: FastifyInstance) => unknown): Promise<Error & { code?: string }> {
-  const app = Fastify()
-  try {
-    await register(app)
-    await app.ready()
-  } catch (error) {
-    return error as Error & { code?: string }
-  } finally {
-    await app.close().catch(() => {})
-  }
-  throw new Error('registered without an error')
 }
 
 describe('docs/migrating-from-fastify-postgres.md', () => {

@@ -2,11 +2,10 @@ import { fileURLToPath } from 'node:url'
 import pgPoolCore from '@fastify-pg-pool/core'
 import pgPoolHealth from '@fastify-pg-pool/health'
 import pgPoolMetrics from '@fastify-pg-pool/metrics'
-import Fastify from 'fastify'
 import { pgPool } from 'fastify-pg-pool'
 import ts from 'typescript'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { coreApp } from '../support/app.js'
+import { coreApp, registerError } from '../support/app.js'
 import { createTestDatabase, type TestDatabase, waitFor } from '../support/database.js'
 
 // Found by hostile probing (docs-truth, round nine): each test is a claim of the documentation
@@ -21,21 +20,6 @@ beforeAll(async () => {
   await db.sql`create table note (body text not null)`
 })
 afterAll(() => db.drop())
-
-async function registerError(
-  register: (app: ReturnType<typeof Fastify>) => unknown,
-): Promise<Error & { code?: string }> {
-  const app = Fastify()
-  try {
-    await register(app)
-    await app.ready()
-  } catch (error) {
-    return error as Error & { code?: string }
-  } finally {
-    await app.close().catch(() => {})
-  }
-  throw new Error('registered without an error')
-}
 
 describe('session reset (docs/faults.md)', () => {
   // docs/faults.md said "the reset runs only after a request that may have changed its session (a

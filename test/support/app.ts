@@ -38,3 +38,17 @@ export interface HttpResult {
   headers: Record<string, string | string[] | undefined>
   body: string
 }
+
+/** The error `register` (then `ready`) fails with on a new app; throws when it succeeds. */
+export async function registerError(register: (app: FastifyInstance) => unknown): Promise<Error & { code?: string }> {
+  const app = Fastify()
+  try {
+    await register(app)
+    await app.ready()
+  } catch (error) {
+    return error as Error & { code?: string }
+  } finally {
+    await app.close().catch(() => {})
+  }
+  throw new Error('registered without an error')
+}
