@@ -703,7 +703,7 @@ export class Lease implements Holder, QueryOwner {
     // Sent after postgres.js has handled this answer, as a caller's next statement would be.
     if (this.#queued !== undefined) queueMicrotask(() => this.#sendQueued())
     const conn = this.#conn
-    conn?.noteEnded(error, preparedAnew(query))
+    conn?.noteEnded(preparedAnew(query))
     if (leftSocketPaused(query, error)) {
       conn?.markClosed('error')
       resumeFailedCopy(query)

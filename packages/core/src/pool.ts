@@ -139,6 +139,8 @@ export class Pool extends EventEmitter<PoolEvents> {
   readonly #shared: SharedConnections<Holder>
   /** Resets owed by connections pipelined holders used, paid when a holder of its own takes one. */
   readonly #owed = new Map<PoolConnection, string>()
+  /** Connections back from their holder, held until that holder's cancel request has ended. */
+  readonly #awaitingCancel = new Set<PoolConnection>()
   readonly #waiters = new WaitQueue<Holder>()
   readonly #connector: Connector
   readonly #housekeeping: Housekeeping<Holder>
@@ -294,7 +296,8 @@ export class Pool extends EventEmitter<PoolEvents> {
   /**
    * Takes a connection back from `holder`, which guarantees nothing of its still runs on it.
    * `reset`: the statement to queue before anyone else uses it. A connection that saw a
-   * connection-level error, outlived its lifetime, or has a cancel in flight is closed instead.
+   * connection-level error or outlived its lifetime is closed instead; one with a cancel request
+   * on its way waits for it to end.
    */
   release(conn: PoolConnection, holder: Holder, reset: string | undefined): void {
     const now = this.#clock.now()
@@ -480,8 +483,12 @@ export class Pool extends EventEmitter<PoolEvents> {
    * (a request's lease, app.db) takes the connection, and queued then (#lease).
    */
   #putBack(conn: PoolConnection, reset: string | undefined, fromShared = false): void {
-    if (!conn.usable || this.#closing || this.#clock.now() >= conn.expiresAt || conn.cancelPending) {
-      this.#discard(conn, conn.closeReason ?? (this.#closing ? 'shutdown' : conn.cancelPending ? 'error' : 'lifetime'))
+    if (!conn.usable || this.#closing || this.#clock.now() >= conn.expiresAt) {
+      this.#discard(conn, conn.closeReason ?? (this.#closing ? 'shutdown' : 'lifetime'))
+      return
+    }
+    if (conn.cancelPending) {
+      this.#afterCancel(conn, reset, fromShared)
       return
     }
     if (this.#tooManyStatements(conn)) {
@@ -491,6 +498,22 @@ export class Pool extends EventEmitter<PoolEvents> {
     if (reset !== undefined && fromShared) this.#owe(conn, reset)
     else if (reset !== undefined) conn.queueReset(reset, (error) => this.#resetFailed(conn, error))
     this.#handOff(conn)
+  }
+
+  /**
+   * A cancel request of its last holder is still on its way (server-connection.ts,
+   * cancelPending): nobody gets the connection before the request has ended, when it can land on
+   * no other statement. One whose request does not end within connectTimeout is closed.
+   */
+  #afterCancel(conn: PoolConnection, reset: string | undefined, fromShared: boolean): void {
+    this.#awaitingCancel.add(conn)
+    const timer = this.#clock.setTimeout(() => {
+      if (this.#awaitingCancel.delete(conn)) this.#discard(conn, 'error')
+    }, this.options.connectTimeout)
+    void conn.cancelSettled().then(() => {
+      this.#clock.clearTimeout(timer)
+      if (this.#awaitingCancel.delete(conn)) this.#putBack(conn, reset, fromShared)
+    })
   }
 
   /** Past its lifetime, or holding maxPreparedStatements: closed when it comes back. */
@@ -584,6 +607,7 @@ export class Pool extends EventEmitter<PoolEvents> {
   #discard(conn: PoolConnection, reason: CloseReason, graceSeconds = 1): Promise<void> {
     const known = this.#all.delete(conn)
     this.#owed.delete(conn)
+    this.#awaitingCancel.delete(conn)
     this.#leased.delete(conn)
     this.#shared.drop(conn)
     const i = this.#idle.indexOf(conn)

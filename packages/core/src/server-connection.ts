@@ -22,10 +22,14 @@ export interface PoolConnection {
   readonly usable: boolean
   readonly closeReason: CloseReason | undefined
   /**
-   * A cancel request was sent and not yet proven consumed (a statement ended with 57014 after
-   * it): the connection must not serve another holder, whose statement the cancel could stop.
+   * A cancel request was sent and is still on its way: the connection must not serve another
+   * holder, whose statement the cancel could stop. Only the request's own end proves it can land
+   * no more (the server signals the backend, then closes the request's connection): a 57014 may
+   * be another session's cancel (`pg_cancel_backend`) arriving first.
    */
   readonly cancelPending: boolean
+  /** Resolves once no cancel request of this connection is on its way (at once when none is). */
+  cancelSettled(): Promise<void>
   /** Statements that restore what `onConnect` set on this session (the reset runs them last). */
   readonly baseline: SessionBaseline | undefined
   /**
@@ -37,10 +41,10 @@ export interface PoolConnection {
   /** Sends a cancel request for the statement running now; at most one is ever outstanding. */
   cancel(): void
   /**
-   * A statement of this connection ended: a cancel it consumed clears `cancelPending`;
-   * `preparedAnew`: it added a named statement that postgres.js keeps on the session (`prepared`).
+   * A statement of this connection ended; `preparedAnew`: it added a named statement that
+   * postgres.js keeps on the session (`prepared`).
    */
-  noteEnded(error: unknown, preparedAnew?: boolean): void
+  noteEnded(preparedAnew: boolean): void
   /** Named statements postgres.js prepared on this session (one per distinct statement text). */
   readonly prepared: number
   /**
@@ -60,22 +64,9 @@ export interface PoolConnection {
 /** SQLSTATE query_canceled: a cancel request, statement_timeout or lock_timeout. */
 export const QUERY_CANCELED = '57014'
 
-/**
- * Whether a 57014 came from a cancel request rather than a timeout. PostgreSQL's message is the
- * only difference (and is translated with lc_messages: in another language every 57014 counts).
- */
-export function cancelledByRequest(error: unknown): boolean {
-  if ((error as { code?: unknown } | null)?.code !== QUERY_CANCELED) return false
-  const message = String((error as { message?: unknown }).message)
-  // A COPY FROM STDIN the client failed (CopyFail) ends with 57014 too.
-  return (
-    !message.includes('statement timeout') &&
-    !message.includes('lock timeout') &&
-    !message.startsWith('COPY from stdin failed')
-  )
-}
-
 let nextId = 1
+
+const settled: Promise<void> = Promise.resolve()
 
 /** What postgres.js rejects a statement with when its connection is gone. */
 function lostConnection(): Error {
@@ -97,6 +88,7 @@ export class ServerConnection implements PoolConnection {
   closeReason: CloseReason | undefined
   baseline: SessionBaseline | undefined
   #cancelPending = false
+  #cancelSettled: Promise<void> = settled
   #ended: Promise<void> | undefined
   readonly #client: ServerClient
   /** Resets queued and not answered yet. */
@@ -161,14 +153,19 @@ export class ServerConnection implements PoolConnection {
   cancel(): void {
     if (this.#cancelPending || !this.usable) return
     this.#cancelPending = true
-    this.#client.cancel().catch(() => {
-      // The request never reached the server: nothing can land later.
+    // Settled when the server closed the request's connection, after signalling the backend; or
+    // when it failed, the request never having reached the server: nothing can land later.
+    const settle = () => {
       this.#cancelPending = false
-    })
+    }
+    this.#cancelSettled = this.#client.cancel().then(settle, settle)
   }
 
-  noteEnded(error: unknown, preparedAnew = false): void {
-    if (this.#cancelPending && cancelledByRequest(error)) this.#cancelPending = false
+  cancelSettled(): Promise<void> {
+    return this.#cancelPending ? this.#cancelSettled : settled
+  }
+
+  noteEnded(preparedAnew: boolean): void {
     if (preparedAnew) this.#prepared++
   }
 

@@ -1,7 +1,7 @@
 import type { TimerHandle } from '../src/clock.js'
 import type { ConnectionFactory } from '../src/connection-factory.js'
 import { type AdapterQuery, queryText } from '../src/postgres-adapter.js'
-import { type CloseReason, cancelledByRequest, type PoolConnection } from '../src/server-connection.js'
+import type { CloseReason, PoolConnection } from '../src/server-connection.js'
 import type { SessionBaseline } from '../src/session-reset.js'
 import type { FakeClock } from './fake-clock.js'
 
@@ -23,8 +23,8 @@ export function result(command: string, rows: object[] = []): unknown[] {
 /**
  * A PoolConnection with no server behind it: it records what is sent on it, in order, and the
  * test answers each statement (`answer`/`fail`) as postgres.js would (`query.resolve/reject`).
- * Its cancel rule is ServerConnection's: one cancel outstanding at most, cleared only by a
- * statement ending with a cancel's 57014 (cancelledByRequest).
+ * Its cancel rule is ServerConnection's: one cancel outstanding at most, on its way until the
+ * test says the request ended (`cancelAnswered`, `cancelLost`), whatever the statements end with.
  */
 export class FakeConnection implements PoolConnection {
   readonly id: number
@@ -104,18 +104,33 @@ export class FakeConnection implements PoolConnection {
     if (this.#cancelPending || !this.usable) return
     this.#cancelPending = true
     this.cancels++
+    this.#cancelSettled = new Promise((resolve) => {
+      this.#settleCancel = resolve
+    })
+  }
+
+  /** The server closed the cancel request's connection, having signalled the backend (its promise resolved). */
+  cancelAnswered(): void {
+    this.#cancelPending = false
+    this.#settleCancel?.()
   }
 
   /** The cancel request never reached the server (ServerConnection: its promise rejected). */
   cancelLost(): void {
-    this.#cancelPending = false
+    this.cancelAnswered()
   }
 
-  /** Named statements "prepared" on it (noteEnded's second argument). */
+  cancelSettled(): Promise<void> {
+    return this.#cancelPending ? this.#cancelSettled : Promise.resolve()
+  }
+
+  #cancelSettled: Promise<void> = Promise.resolve()
+  #settleCancel: (() => void) | undefined
+
+  /** Named statements "prepared" on it (noteEnded's argument). */
   prepared = 0
 
-  noteEnded(error: unknown, preparedAnew = false): void {
-    if (this.#cancelPending && cancelledByRequest(error)) this.#cancelPending = false
+  noteEnded(preparedAnew: boolean): void {
     if (preparedAnew) this.prepared++
   }
 

@@ -217,7 +217,7 @@ describe('abort and the cancel rule', () => {
     expect(h.pool.stats()).toMatchObject({ open: 1, idle: 1 })
   })
 
-  test('one cancel request; a 57014 by request proves it consumed: the connection goes back', async () => {
+  test('one cancel request; the connection goes back once the request has ended', async () => {
     const h = leaseHarness()
     const { lease, statement, finished } = await aborting(h)
     expect(conn(h).cancels).toBe(1)
@@ -229,15 +229,21 @@ describe('abort and the cancel rule', () => {
     conn(h).fail(serverError('57014', 'canceling statement due to user request'))
     expect((await statement.outcome).error).toMatchObject({ code: 'FST_PG_POOL_ABORTED', statusCode: 503 })
     expect(await finished).toEqual({ value: undefined })
+    // The 57014 may be another session's cancel (pg_cancel_backend): the pool's is still on its way.
+    expect(h.pool.stats()).toMatchObject({ open: 1, idle: 0, leased: 0 })
+    expect(conn(h).resets).toEqual([])
+    conn(h).cancelAnswered()
+    await flush()
     expect(conn(h).ends).toEqual([])
     expect(h.pool.stats()).toMatchObject({ open: 1, idle: 1 })
     expect(conn(h).resets).toEqual([RESET_SQL])
-    // The grace timer went with the lease: only the sweep is left.
+    // The grace timer went with the lease, the cancel's bound with its end: only the sweep is left.
     expect(h.clock.pending).toBe(1)
   })
 
-  test('a statement that ends otherwise (a timeout, an answer) leaves the cancel pending: the connection is retired', async () => {
+  test('whatever the statement ends with, the connection waits for the request; not ended within connectTimeout, it is closed', async () => {
     for (const end of [
+      (c: FakeConnection) => c.fail(serverError('57014', 'canceling statement due to user request')),
       (c: FakeConnection) => c.fail(serverError('57014', 'canceling statement due to statement timeout')),
       (c: FakeConnection) => c.answer(),
       (c: FakeConnection) => c.fail(serverError('23505', 'duplicate key')),
@@ -247,9 +253,18 @@ describe('abort and the cancel rule', () => {
       end(conn(h))
       await statement.outcome
       await finished
+      expect(conn(h).ends).toEqual([])
+      expect(h.pool.stats()).toMatchObject({ open: 1, idle: 0, leased: 0 })
+      await h.clock.advanceAsync(h.pool.options.connectTimeout - 1)
+      expect(conn(h).ends).toEqual([])
+      await h.clock.advanceAsync(1)
       expect(conn(h).ends).toEqual([{ reason: 'error', graceSeconds: 1 }])
       expect(h.pool.stats()).toMatchObject({ open: 0, idle: 0, leased: 0 })
       expect(conn(h).resets).toEqual([])
+      // Its request ending after that hands nothing back.
+      conn(h).cancelAnswered()
+      await flush()
+      expect(h.pool.stats()).toMatchObject({ open: 0, idle: 0 })
     }
   })
 
@@ -297,6 +312,8 @@ describe('abort and the cancel rule', () => {
     const { error } = await outcome
     // Not aborted by the suite: the server's error, mapped.
     expect(error).toMatchObject({ code: '57014', statusCode: 503 })
+    expect(conn(h).cancelPending).toBe(true)
+    conn(h).cancelAnswered()
     expect(conn(h).cancelPending).toBe(false)
   })
 

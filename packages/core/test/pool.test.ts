@@ -280,14 +280,14 @@ describe('retirement on release', () => {
     const h = poolHarness({ max: 1, maxPreparedStatements: 3 })
     const a = new FakeHolder()
     const conn = await hold(h, a)
-    conn.noteEnded(undefined, true)
-    conn.noteEnded(new Error('22012'), true) // failed after its Parse: the statement stays
-    conn.noteEnded(undefined, false) // found on the connection, or refused at Parse: not counted
+    conn.noteEnded(true)
+    conn.noteEnded(true) // failed after its Parse (22012, say): the statement stays
+    conn.noteEnded(false) // found on the connection, or refused at Parse: not counted
     h.pool.release(conn, a, 'RESET')
     expect(h.of('close')).toEqual([])
     const b = new FakeHolder()
     expect(await hold(h, b)).toBe(conn)
-    conn.noteEnded(undefined, true)
+    conn.noteEnded(true)
     expect(conn.usable).toBe(true) // the holder goes on: it retires when it comes back
     h.pool.release(conn, b, 'RESET')
     expect(h.factory.connections[0]?.ends).toEqual([{ reason: 'statements', graceSeconds: 1 }])
@@ -301,7 +301,7 @@ describe('retirement on release', () => {
     const h = poolHarness({ max: 1, maxPreparedStatements: 0 })
     const a = new FakeHolder()
     const conn = await hold(h, a)
-    for (let i = 0; i < 1_000; i++) conn.noteEnded(undefined, true)
+    for (let i = 0; i < 1_000; i++) conn.noteEnded(true)
     h.pool.release(conn, a, undefined)
     expect(h.of('close')).toEqual([])
   })
@@ -339,26 +339,51 @@ describe('retirement on release', () => {
     expect(h.pool.stats()).toMatchObject({ open: 0, idle: 0, leased: 0 })
   })
 
-  test('a connection with a cancel request outstanding is closed: the cancel could stop the next holder', async () => {
+  test('a connection with a cancel request on its way goes to nobody until the request ended', async () => {
     const h = poolHarness({ max: 1 })
     const a = new FakeHolder()
     const conn = await hold(h, a)
     conn.cancel()
+    const b = new FakeHolder()
+    h.pool.wait(b)
     h.pool.release(conn, a, 'RESET')
-    expect(h.factory.last.ends).toEqual([{ reason: 'error', graceSeconds: 1 }])
     expect(h.factory.last.resets).toEqual([])
-    expect(h.pool.stats()).toMatchObject({ open: 0, idle: 0 })
+    expect(b.conn).toBeUndefined()
+    expect(h.pool.stats()).toMatchObject({ open: 1, idle: 0, leased: 0, connecting: 0, waiting: 1 })
+    conn.cancelAnswered()
+    await flush()
+    expect(b.conn).toBe(conn)
+    expect(h.factory.last.resets).toEqual(['RESET'])
+    expect(h.factory.last.ends).toEqual([])
   })
 
-  test('a connection whose cancel was consumed (57014 by request) goes back', async () => {
+  test('a cancel request that does not end within connectTimeout: the connection is closed, a waiter gets a new one', async () => {
     const h = poolHarness({ max: 1 })
     const a = new FakeHolder()
     const conn = await hold(h, a)
     conn.cancel()
-    conn.noteEnded({ code: '57014', message: 'canceling statement due to user request' })
+    const b = new FakeHolder()
+    h.pool.wait(b)
     h.pool.release(conn, a, 'RESET')
-    expect(h.factory.last.ends).toEqual([])
-    expect(h.pool.stats()).toMatchObject({ open: 1, idle: 1 })
+    await h.clock.advanceAsync(h.pool.options.connectTimeout)
+    expect(h.factory.connections[0]?.ends).toEqual([{ reason: 'error', graceSeconds: 1 }])
+    expect(h.of('close')).toEqual([['error']])
+    await flush()
+    expect(b.conn).toBe(h.factory.connections[1])
+  })
+
+  test('the pool closing while a connection waits for its cancel request: closed at once, not handed on', async () => {
+    const h = poolHarness({ max: 1 })
+    const a = new FakeHolder()
+    const conn = await hold(h, a)
+    conn.cancel()
+    h.pool.release(conn, a, 'RESET')
+    await h.pool.end(1_000)
+    expect(h.factory.last.ends).toEqual([{ reason: 'shutdown', graceSeconds: 0 }])
+    conn.cancelAnswered()
+    await flush()
+    expect(h.of('close')).toEqual([['shutdown']])
+    expect(h.factory.last.resets).toEqual([])
   })
 
   test('while the pool closes, a released connection is closed', async () => {

@@ -1,7 +1,7 @@
 import type postgres from 'postgres'
 import { describe, expect, test } from 'vitest'
 import type { AdapterQuery, ServerClient, TrackedQuery } from '../src/postgres-adapter.js'
-import { cancelledByRequest, ServerConnection } from '../src/server-connection.js'
+import { ServerConnection } from '../src/server-connection.js'
 import { type UnderFailedReset, underFailedReset } from '../src/session-reset.js'
 import { flush } from './fake-clock.js'
 import { serverError } from './fake-connection.js'
@@ -10,6 +10,7 @@ import { serverError } from './fake-connection.js'
 function fakeClient() {
   const calls = { cancels: 0, sendNow: [] as string[], sent: [] as string[], ends: [] as number[] }
   let failCancel: ((error: unknown) => void) | undefined
+  let answerCancel: (() => void) | undefined
   let resetEnd: ((error: unknown) => void) | undefined
   const client: ServerClient = {
     sql: undefined as unknown as postgres.Sql<{}>,
@@ -24,7 +25,8 @@ function fakeClient() {
     },
     cancel() {
       calls.cancels++
-      return new Promise((_, reject) => {
+      return new Promise((resolve, reject) => {
+        answerCancel = resolve
         failCancel = reject
       })
     },
@@ -38,41 +40,31 @@ function fakeClient() {
     client,
     calls,
     cancelLost: () => failCancel?.(new Error('ECONNREFUSED')),
+    cancelAnswered: () => answerCancel?.(),
     resetFails: (error: unknown) => resetEnd?.(error),
     resetAnswered: () => resetEnd?.(undefined),
   }
 }
 
-const byRequest = serverError('57014', 'canceling statement due to user request')
-const byTimeout = serverError('57014', 'canceling statement due to statement timeout')
-const byLockTimeout = serverError('57014', 'canceling statement due to lock timeout')
-
-describe('cancelledByRequest', () => {
-  test('a 57014 from a cancel request, not from statement_timeout, lock_timeout or a failed COPY', () => {
-    expect(cancelledByRequest(byRequest)).toBe(true)
-    expect(cancelledByRequest(byTimeout)).toBe(false)
-    expect(cancelledByRequest(byLockTimeout)).toBe(false)
-    expect(cancelledByRequest(serverError('57P01', 'terminating connection due to administrator command'))).toBe(false)
-    expect(cancelledByRequest(undefined)).toBe(false)
-    // A COPY FROM STDIN the client failed (CopyFail) also ends with 57014: not a cancel's.
-    expect(cancelledByRequest(serverError('57014', 'COPY from stdin failed: null'))).toBe(false)
-  })
-})
-
 describe('ServerConnection: the cancel rule', () => {
-  test('one cancel request outstanding at most; only a statement ending in 57014 by request proves it consumed', () => {
-    const { client, calls } = fakeClient()
+  test('one cancel request on its way at most; only its end clears it, not how statements end', async () => {
+    const { client, calls, cancelAnswered } = fakeClient()
     const conn = new ServerConnection(client, 0, Number.POSITIVE_INFINITY)
     conn.cancel()
     conn.cancel()
     expect(calls.cancels).toBe(1)
     expect(conn.cancelPending).toBe(true)
-    conn.noteEnded(undefined)
-    conn.noteEnded(byTimeout)
-    conn.noteEnded(serverError('23505'))
-    expect(conn.cancelPending).toBe(true)
-    conn.noteEnded(byRequest)
-    expect(conn.cancelPending).toBe(false)
+    let settled = false
+    void conn.cancelSettled().then(() => {
+      settled = true
+    })
+    // A 57014 "due to user request" may be another session's cancel (pg_cancel_backend).
+    conn.noteEnded(false)
+    await flush()
+    expect([conn.cancelPending, settled]).toEqual([true, false])
+    cancelAnswered()
+    await flush()
+    expect([conn.cancelPending, settled]).toEqual([false, true])
     conn.cancel()
     expect(calls.cancels).toBe(2)
   })
