@@ -110,6 +110,20 @@ function listenStatement(channel: string): string {
   return `LISTEN "${channel.replace(/"/g, '""')}"`
 }
 
+/**
+ * The connection only waits for notifications, and a notification does not restart the server's
+ * idle timer: an `idle_session_timeout` of the role or database (PostgreSQL 14 and later; older
+ * servers have no such setting, and the condition skips it) would close it every period, losing
+ * what is sent meanwhile. Sent with every LISTEN, so that a new connection has it too.
+ */
+const NO_IDLE_SESSION_TIMEOUT =
+  "SELECT pg_catalog.set_config('idle_session_timeout', '0', false) WHERE pg_catalog.current_setting('idle_session_timeout', true) IS NOT NULL"
+
+/** LISTEN to `channels`, on a session the server will not close for its idleness. */
+function listenMessage(channels: readonly string[]): string {
+  return [NO_IDLE_SESSION_TIMEOUT, ...channels.map(listenStatement)].join('; ')
+}
+
 interface Subscription {
   readonly handler: NotificationHandler
 }
@@ -169,7 +183,7 @@ export class Listener {
     const subscription: Subscription = { handler }
     let entry = this.#channels.get(channel)
     if (entry === undefined) {
-      const ready = this.#run(listenStatement(channel))
+      const ready = this.#run(listenMessage([channel]))
       entry = { subscriptions: new Set(), ready }
       this.#channels.set(channel, entry)
     }
@@ -356,7 +370,7 @@ export class Listener {
     if (channels.length === 0) return
     this.#resubscribing = true
     this.#closedMeanwhile = false
-    client.unsafe(channels.map(listenStatement).join('; ')).then(
+    client.unsafe(listenMessage(channels)).then(
       () => {
         this.#resubscribing = false
         if (client !== this.#client || this.#closed) return
