@@ -231,6 +231,9 @@ export function withRetryAfter<E>(error: E, retryAfter: number): E {
   return error
 }
 
+/** What FST_PG_POOL_QUERY_TIMEOUT names when the server's statement_timeout ended the statement. */
+const SERVER_STATEMENT_TIMEOUT = "the server's statement_timeout"
+
 /**
  * What a failed statement's caller sees: the suite's coded errors for what the pool caused or
  * saw (a lost connection, a deadline, an abort), PostgreSQL's errors mapped by SQLSTATE.
@@ -241,7 +244,7 @@ export function surfaceError(error: unknown, context: FailureContext, settings: 
   if (typeof code === 'string' && code.startsWith('FST_')) {
     out = error
   } else if (context.closeReason === 'deadline') {
-    out = withCause(new errors.FST_PG_POOL_QUERY_TIMEOUT(settings.statementTimeout), error)
+    out = withCause(new errors.FST_PG_POOL_QUERY_TIMEOUT(`${settings.statementTimeout} ms`), error)
   } else if (isConnectionError(error)) {
     out = context.aborted
       ? withCause(context.closing ? new errors.FST_PG_POOL_CLOSED() : new errors.FST_PG_POOL_ABORTED(), error)
@@ -253,7 +256,8 @@ export function surfaceError(error: unknown, context: FailureContext, settings: 
     code === QUERY_CANCELED &&
     String((error as { message?: unknown }).message).includes('statement timeout')
   ) {
-    out = withCause(new errors.FST_PG_POOL_QUERY_TIMEOUT(settings.statementTimeout), error)
+    // The server's limit: the pool's, or one of the role, the database or the request's own SET.
+    out = withCause(new errors.FST_PG_POOL_QUERY_TIMEOUT(SERVER_STATEMENT_TIMEOUT), error)
   } else if (settings.mapping !== false && isPostgresError(error)) {
     out = toDatabaseError(error, settings.mapping, settings.retryAfter)
   }

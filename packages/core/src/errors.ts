@@ -19,7 +19,7 @@ export const errors = {
   // The driver's error (host, port, its code) is the cause: in the log, never in the body.
   FST_PG_POOL_CONNECT_FAILED: createError('FST_PG_POOL_CONNECT_FAILED', 'Could not connect to the database', 503),
   FST_PG_POOL_CONNECTION_LOST: createError('FST_PG_POOL_CONNECTION_LOST', 'The database connection was lost (%s)', 503),
-  FST_PG_POOL_QUERY_TIMEOUT: createError('FST_PG_POOL_QUERY_TIMEOUT', 'The database did not answer within %d ms', 503),
+  FST_PG_POOL_QUERY_TIMEOUT: createError('FST_PG_POOL_QUERY_TIMEOUT', 'The database did not answer within %s', 503),
   FST_PG_POOL_NOT_PRIMARY: createError(
     'FST_PG_POOL_NOT_PRIMARY',
     'The database server is not the primary (a failover is under way); retry later',

@@ -54,7 +54,7 @@ export function createView(deps: ViewDeps): PgPoolView {
         return deps.clock.now() - started
       } catch (error) {
         if (deadline.signal.aborted || (error as { code?: unknown }).code === CONNECT_TIMEOUT)
-          throw new errors.FST_PG_POOL_QUERY_TIMEOUT(timeoutMs)
+          throw new errors.FST_PG_POOL_QUERY_TIMEOUT(`${timeoutMs} ms`)
         throw deps.connectError(error)
       } finally {
         deps.clock.clearTimeout(timer)
