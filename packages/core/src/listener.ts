@@ -279,6 +279,8 @@ export class Listener {
       // null, not undefined: postgres.js would otherwise retire the connection on its own timers.
       idle_timeout: null as unknown as undefined,
       max_lifetime: null,
+      // Stated: postgres.js would read PGDEBUG (query parameters enumerable on errors, so logged).
+      debug: false,
       // LISTEN parses no values.
       fetch_types: false,
       connect_timeout: connectTimeout / 1000,

@@ -445,6 +445,18 @@ export function resolveConnection(
   } else {
     throw invalidOption('connection', `expected a URL string or postgres.js options, got ${describe(given)}`)
   }
+  // postgres.js reads PGSSL where the connection names no TLS mode, and takes any string there as
+  // one: 'disable' and 'false' would try TLS.
+  const ownSsl =
+    typeof given === 'string'
+      ? /[?&](sslmode|ssl)=/.test(given)
+      : typeof given === 'object' && given !== null && (given as { ssl?: unknown }).ssl != null
+  if (env.PGSSL && !ownSsl) {
+    if (env.PGSSL === 'disable' || env.PGSSL === 'false') options = { ...options, ssl: false }
+    else if (!sslModes.includes(env.PGSSL) && env.PGSSL !== 'true') {
+      throw invalidOption('PGSSL', `expected one of ${sslModes.join(', ')}, true or false, got ${describe(env.PGSSL)}`)
+    }
+  }
   if (env.PGTARGETSESSIONATTRS === 'any') {
     throw invalidOption(
       'PGTARGETSESSIONATTRS',

@@ -589,11 +589,22 @@ export interface ClientSettings {
   readonly onClose: () => void
 }
 
+/** Runs an app's callback whose failure must not reach postgres.js: a throw, or a promise that rejects. */
+function contained(callback: () => unknown): void {
+  try {
+    const result = callback()
+    if (typeof (result as PromiseLike<unknown> | null)?.then === 'function') {
+      Promise.resolve(result).catch(() => {})
+    }
+  } catch {}
+}
+
 /**
  * The `onnotice` and `onclose` of a client the pool opens: its own, then the app's when its
  * `connection` options give one (`onnotice: () => {}` to quiet postgres.js is common), without the
  * notices of the pool's own statements (`onNotice` answers true for those). The app's runs inside
- * postgres.js's reading of the connection: a throw there is not let through.
+ * postgres.js's reading of the connection: a throw there, or a
+ * rejection of an async one, is not let through.
  */
 export function chainedCallbacks(
   given: postgres.Options<{}>,
@@ -609,18 +620,14 @@ export function chainedCallbacks(
       typeof appNotice === 'function'
         ? (notice) => {
             if (onNotice(notice) === true) return
-            try {
-              appNotice(notice)
-            } catch {}
+            contained(() => appNotice(notice))
           }
         : onNotice,
     onclose:
       typeof appClose === 'function'
         ? (connectionId) => {
             onClose()
-            try {
-              appClose(connectionId)
-            } catch {}
+            contained(() => appClose(connectionId))
           }
         : onClose,
   }
@@ -633,6 +640,9 @@ export function createServerClient(settings: ClientSettings): ServerClient {
     // null, not undefined: postgres.js would otherwise retire connections on its own timers.
     idle_timeout: null as unknown as undefined,
     max_lifetime: null,
+    // Stated: postgres.js would read PGDEBUG (or a URL's debug=), and a truthy debug makes query
+    // parameters enumerable on errors, and so logged.
+    debug: false,
     ...chainedCallbacks(settings.options, settings.onNotice, settings.onClose),
   }
   const sql = settings.url === undefined ? postgres(options) : postgres(settings.url, options)
