@@ -70,14 +70,25 @@ export const poolOptionAliases: Readonly<Record<string, string>> = Object.freeze
   queryTimeout: 'statementTimeout',
 })
 
+interface Refusal {
+  readonly name: string
+  readonly problem: string
+  /** An option suggested by its path from the options' root (`pool.applicationName`). */
+  readonly suggestion?: string | undefined
+}
+
 /** Each invalid-option error's option name and problem, for readAt to name it again. */
-const refusals = new WeakMap<Error, { readonly name: string; readonly problem: string }>()
+const refusals = new WeakMap<Error, Refusal>()
 
 /** FST_PG_POOL_INVALID_OPTION: `Invalid option <name>: <problem>`. */
-export function invalidOption(name: string, problem: string): Error {
+export function invalidOption(name: string, problem: string, suggestion?: string): Error {
   const error = new errors.FST_PG_POOL_INVALID_OPTION(name, problem)
-  refusals.set(error, { name, problem })
+  refusals.set(error, { name, problem, suggestion })
   return error
+}
+
+function didYouMean(suggestion: string): string {
+  return `unknown option; did you mean ${suggestion}?`
 }
 
 /**
@@ -91,7 +102,10 @@ export function readAt<T>(at: (name: string) => string, read: () => T): T {
   } catch (error) {
     const refusal = error instanceof Error ? refusals.get(error) : undefined
     if (refusal === undefined) throw error
-    throw invalidOption(at(refusal.name), refusal.problem)
+    // A suggested path is the reader's too: `pool.applicationName` is `replicas[0].pool.applicationName` here.
+    const { suggestion } = refusal
+    if (suggestion === undefined) throw invalidOption(at(refusal.name), refusal.problem)
+    throw invalidOption(at(refusal.name), didYouMean(at(suggestion)), at(suggestion))
   }
 }
 
@@ -205,11 +219,14 @@ export function checkKeys(
   for (const key of Object.keys(given)) {
     if (known.includes(key) || options.ignore?.includes(key)) continue
     const suggestion = closestName(key, known, options.aliases)
+    if (suggestion === undefined) {
+      throw invalidOption(optionPath(scope, key), `unknown option; expected one of ${known.join(', ')}`)
+    }
+    // An alias may name a path from the root (`pool.applicationName`), which readAt names again.
     throw invalidOption(
       optionPath(scope, key),
-      suggestion === undefined
-        ? `unknown option; expected one of ${known.join(', ')}`
-        : `unknown option; did you mean ${suggestion}?`,
+      didYouMean(suggestion),
+      suggestion.includes('.') ? suggestion : undefined,
     )
   }
 }

@@ -605,7 +605,14 @@ export function resolveReplicas(
     const isEntry = typeof target === 'object' && target !== null && 'connection' in target
     const entry = isEntry ? (target as { connection: unknown; pool?: unknown }) : { connection: target }
     if (isEntry) checkKeys(`replicas[${i}]`, entry, ['connection', 'pool'])
-    if (entry.connection === undefined) throw invalidOption(`replicas[${i}].connection`, 'expected a URL or options')
+    // null too: resolveConnection reads it as "not given", and a replica has no environment to fall
+    // back on (postgres.js's defaults would target localhost, perhaps the primary).
+    if (entry.connection === undefined || entry.connection === null) {
+      throw invalidOption(
+        isEntry ? `replicas[${i}].connection` : `replicas[${i}]`,
+        `expected a URL or options, got ${describe(entry.connection)}`,
+      )
+    }
     // The readers below name the primary's options (`connection...`, `pool...`): a refusal names
     // the replica's, as given (`replicas[0]` for a bare URL or options, `replicas[0].connection`
     // for an entry's).
