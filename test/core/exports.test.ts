@@ -15,6 +15,7 @@ describe('@fastify-pg-pool/core exports', () => {
       'default',
       'defaultErrorMapping',
       'errors',
+      'hangUp',
       'optionKit',
       'pgPoolCore',
       'routeInstance',

@@ -11,6 +11,7 @@ export {
 } from './diagnostics.js'
 export { DatabaseError, defaultErrorMapping, type ErrorMapping } from './error-mapping.js'
 export { errors, type PgPoolErrorCode } from './errors.js'
+export * as hangUp from './hang-up.js'
 export type { PgPoolRegistry } from './instances.js'
 export type { ListenerStats, Listening, Notification, NotificationHandler } from './listener.js'
 export * as optionKit from './option-kit.js'

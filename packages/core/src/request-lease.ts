@@ -1,6 +1,7 @@
 import { type ServerResponse, STATUS_CODES } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
 import { errors } from './errors.js'
+import { hungUp, watchClose } from './hang-up.js'
 import type { Instance, Instances } from './instances.js'
 import { type FinishMode, finished, type Lease } from './lease.js'
 import type { Lsn } from './lsn.js'
@@ -155,20 +156,18 @@ function abortLeases(request: LeaseRequest): void {
   if (lease !== null) void lease.finish('abort').catch(() => {})
 }
 
-/**
- * The raw response closed before it was ended: the client hung up (or something destroyed it).
- * Fastify's onRequestAbort does not run once the request's body was read to its end (Node marks
- * a request aborted only while its body is unread): a POST with a JSON body, and one with a
- * content-type and an empty body too, which Fastify's parser reads. Watched on every request,
- * whatever its headers say: the response says it either way.
- */
+/** The raw response closed (hang-up.ts, watchClose): cut before it was ended, the client hung up. */
 function responseClosed(this: ServerResponse & { [kOwner]?: LeaseRequest }): void {
   const request = this[kOwner]
-  // A finished response is no hang-up either: an HTTP/2 stream answered on the stream itself
-  // (respondWithFile) finishes without the response's end(), then closes while onResponse's
-  // COMMIT runs.
-  if (request === undefined || this.writableEnded || this.writableFinished) return
-  abortLeases(request)
+  if (request !== undefined && hungUp(this)) abortLeases(request)
+}
+
+/** The request is over: its leases end (`mode`), unless they already did. */
+function endLeases(request: LeaseRequest, mode: 'commit' | 'rollback'): void {
+  request[kEnded] = true
+  if (request[kOthers] !== null) finishOthers(request, mode)
+  const lease = request[kLease]
+  if (lease !== null && !lease.finished) lease.finish(mode).catch(logFailure(request as FastifyRequest))
 }
 
 /**
@@ -182,7 +181,10 @@ function responseClosed(this: ServerResponse & { [kOwner]?: LeaseRequest }): voi
 function cutUnended(reply: FastifyReply, gate: RawGate | null | undefined, payload: unknown, errored: boolean): void {
   if (payload === undefined && !errored) return
   const cut = () => {
-    if (!reply.raw.writableEnded && !reply.raw.destroyed) reply.raw.destroy()
+    if (reply.raw.writableEnded || reply.raw.destroyed) return
+    // With an error: HTTP/2 resets the stream then (a stream destroyed without one ends cleanly,
+    // and its client would take the cut response for a whole one). HTTP/1.1 cuts the socket either way.
+    reply.raw.destroy('stream' in reply.raw ? new Error('the response was cut: its payload was dropped') : undefined)
   }
   if (gate == null) cut()
   else gate.whenWritten(cut)
@@ -399,7 +401,7 @@ export class RequestLeases {
       // and a lease taken in a hook that ran before this one is stopped too.
       const response = reply.raw as ServerResponse & { [kOwner]?: LeaseRequest }
       response[kOwner] = request as LeaseRequest
-      response.on('close', responseClosed)
+      watchClose(response, request.raw.socket, responseClosed)
       // Fastify builds a new routeOptions object on every read: read it once.
       const routeOptions = request.routeOptions
       let settings: ReturnType<typeof routes.of>
@@ -607,12 +609,10 @@ export class RequestLeases {
     // Backstop for replies that end after onSend (streams) or without it (hijacked).
     app.addHook('onResponse', (request, reply, done) => {
       if (!ours(request)) return done()
-      const leased = request as LeaseRequest
-      leased[kEnded] = true
-      const mode = endMode(leased, reply.statusCode)
-      if (leased[kOthers] !== null) finishOthers(leased, mode)
-      const lease = leased[kLease]
-      if (lease !== null && !lease.finished) lease.finish(mode).catch(logFailure(request))
+      // Node's HTTP/2 layer runs it for a stream the client reset too (it emits 'finish' then):
+      // a hang-up, whichever of this hook and the response's close comes first.
+      if (hungUp(reply.raw)) abortLeases(request as LeaseRequest)
+      else endLeases(request as LeaseRequest, endMode(request as LeaseRequest, reply.statusCode))
       done()
     })
 

@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http'
+import { hangUp } from '@fastify-pg-pool/core'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { BoundedLabel } from './bounded-label.js'
 import { FastHistogram, type HistogramSeries } from './fast-histogram.js'
@@ -11,6 +12,10 @@ const kTimed = Symbol('fastify-pg-pool.metrics.request')
 
 const methods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'])
 const statusClasses = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const
+
+function classOf(statusCode: number): string {
+  return statusClasses[Math.floor(statusCode / 100) - 1] ?? 'other'
+}
 
 /** Route label of requests no route matched: one value for every unknown URL. */
 export const UNMATCHED_ROUTE = 'unmatched'
@@ -63,14 +68,13 @@ export function registerHttpMetrics(app: FastifyInstance, options: ResolvedMetri
   }
 
   /**
-   * The raw response closed before it was ended: the client hung up. Fastify runs neither
-   * onResponse nor onRequestAbort then once the request's body was read to its end (a POST with
-   * a body, or with a content-type and an empty body, which Fastify's parser reads): watched on
-   * every request.
+   * The raw response closed (core's watchClose: on every request, since Fastify runs neither
+   * onResponse nor onRequestAbort for a hang-up once the request's body was read): cut before it
+   * was ended, the client hung up.
    */
   function responseClosed(this: ServerResponse & { [kTimed]?: FastifyRequest }): void {
     const request = this[kTimed]
-    if (request !== undefined && !this.writableEnded && !this.writableFinished) observe(request, 'aborted')
+    if (request !== undefined && hangUp.hungUp(this)) observe(request, 'aborted')
   }
 
   app.decorateRequest(kStart, 0)
@@ -78,11 +82,12 @@ export function registerHttpMetrics(app: FastifyInstance, options: ResolvedMetri
     ;(request as TimedRequest)[kStart] = performance.now()
     const response = reply.raw as ServerResponse & { [kTimed]?: FastifyRequest }
     response[kTimed] = request
-    response.on('close', responseClosed)
+    hangUp.watchClose(response, request.raw.socket, responseClosed)
     done()
   })
   app.addHook('onResponse', (request, reply, done) => {
-    observe(request, statusClasses[Math.floor(reply.statusCode / 100) - 1] ?? 'other')
+    // Node's HTTP/2 layer runs it for a stream the client reset too.
+    observe(request, hangUp.hungUp(reply.raw) ? 'aborted' : classOf(reply.statusCode))
     done()
   })
   app.addHook('onRequestAbort', (request, done) => {
