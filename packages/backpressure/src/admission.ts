@@ -101,7 +101,8 @@ export class Admission {
     const { waiting } = stats
     // The core's own queue rule (it would refuse with FST_PG_POOL_QUEUE_FULL): a request that may
     // still join a shared connection is left for the core to decide.
-    if (this.#view.wouldRefuse(true)) return this.#refuse('queue_full', now)
+    // A closing pool is no full queue: the core refuses with FST_PG_POOL_CLOSED, nothing is shed.
+    if (this.#view.wouldRefuse(true)) return stats.accepting ? this.#refuse('queue_full', now) : undefined
     const queuedShares = sharedBacklog(stats)
     const queued = waiting + queuedShares
     // While the pool opens connections, and for an interval after the last one opened, the

@@ -33,6 +33,13 @@ describe('the queue cap', () => {
     expect(admission.check('normal')).toBeUndefined()
   })
 
+  test('a closing pool is no full queue: left to the core (FST_PG_POOL_CLOSED), nothing shed', () => {
+    // Round ten of hostile probing: refused as queue_full (an overload alert during a rollout).
+    const { admission } = setup({ max: 1, maxWaiting: 3 }, {}, { accepting: false })
+    expect(admission.check('high')).toBeUndefined()
+    expect(admission.check('low')).toBeUndefined()
+  })
+
   test('a pipelined request that could join a shared connection is left to the core', () => {
     const { view, admission } = setup({ max: 1, maxWaiting: 0 }, {}, { waitingCap: 0, shared: 1, sharedQueries: 1 })
     view.sharedRoom = true

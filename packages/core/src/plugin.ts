@@ -385,17 +385,31 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   shared.instances.add(instance)
 
   // Fastify waits for requests in flight before onClose: a hung statement would hold close()
-  // open past closeTimeout. The clock starts at preClose; past it, leases are cancelled and cut.
+  // open past closeTimeout. The clock starts when Fastify stops accepting connections, after
+  // every preClose hook: until then the app still serves (health's drainDelay); past it, leases are
+  // cancelled and cut.
   let closeTimer: NodeJS.Timeout | undefined
+  let drainWatch: NodeJS.Timeout | undefined
   let closeDeadline = Number.POSITIVE_INFINITY
-  app.addHook('preClose', (done) => {
+  const startCloseClock = () => {
     closeDeadline = performance.now() + options.closeTimeout
     closeTimer = setTimeout(() => {
       for (const unit of units) void unit.end(0)
     }, options.closeTimeout).unref()
+  }
+  app.addHook('preClose', (done) => {
+    if (!app.server.listening) startCloseClock()
+    else {
+      drainWatch = setInterval(() => {
+        if (app.server.listening) return
+        clearInterval(drainWatch)
+        startCloseClock()
+      }, DRAIN_WATCH_MS).unref()
+    }
     done()
   })
   app.addHook('onClose', async () => {
+    clearInterval(drainWatch)
     clearTimeout(closeTimer)
     monitor?.stop()
     // What is left of closeTimeout since preClose (all of it when preClose did not run).
@@ -407,6 +421,9 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     shared.instances.ended((error) => app.log.error({ err: error }, 'an app.pgPools.onClosed listener failed'))
   })
 }
+
+/** How often close() looks whether Fastify stopped accepting connections (closeTimeout starts then). */
+const DRAIN_WATCH_MS = 50
 
 /** Registers the lease pool, `request.db`, `app.db` and `app.pgPool`. */
 export const pgPoolCore = fp(pgPoolCorePlugin, { name: '@fastify-pg-pool/core', fastify: '5.x' })

@@ -75,7 +75,15 @@ const health: FastifyPluginAsync<PgPoolHealthOptions> = async (app: FastifyInsta
     }
   })
 
-  // Readiness fails from here on while in-flight requests finish; liveness keeps answering.
+  // From close on, no response keeps its HTTP/1.1 connection alive: Node's server.close() closes
+  // only the connections idle at that moment, and one that turns idle later would hold the server
+  // open until keepAliveTimeout (72 s in Fastify), past a pod's grace period.
+  app.addHook('onSend', (request, reply, payload, done) => {
+    if (draining && request.raw.httpVersionMajor === 1) reply.header('connection', 'close')
+    done(null, payload)
+  })
+
+  // Readiness fails from here on while in-flight requests finish.
   app.addHook('preClose', async () => {
     draining = true
     if (options.drainDelay > 0) await new Promise((resolve) => setTimeout(resolve, options.drainDelay))
