@@ -46,7 +46,11 @@ describe('heap above maxHeapUsedBytes', () => {
     server.get('/nodb', { config: { db: false } }, async () => ({ ok: true }))
     const base = await listen(server)
     // The first sample (after sampleInterval) reads the heap.
-    await waitUntil(() => server.memoryUsage().heapUsed > 1, 'a heap sample', 5_000)
+    await waitUntil(
+      () => (server as unknown as { memoryUsage(): { heapUsed: number } }).memoryUsage().heapUsed > 1,
+      'a heap sample',
+      5_000,
+    )
     const acquiredBefore = parseExposition((await sendOk(`${base}/metrics`)).body).value('pg_pool_acquires_total', {
       pool: 'primary',
       result: 'ok',
@@ -122,7 +126,11 @@ describe('heap above maxHeapUsedBytes', () => {
       while (busy) await sendOk(`${base}/busy`)
     })()
     try {
-      await waitUntil(() => server.isUnderPressure(), 'the loop delay to be seen', 10_000)
+      await waitUntil(
+        () => (server as unknown as { isUnderPressure(): boolean }).isUnderPressure(),
+        'the loop delay to be seen',
+        10_000,
+      )
       const items: string[] = []
       const probes: string[] = []
       for (let round = 0; round < 4; round++) {
