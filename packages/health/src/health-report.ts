@@ -123,15 +123,27 @@ export function connectionsCheck(
   )
 }
 
+/** SQLSTATE too_many_connections: the server (or the role, or the database) has no slot left. */
+const TOO_MANY_CONNECTIONS = '53300'
+
+/**
+ * `open`: the pool's open connections. The ping opens a connection of its own: refused for want of
+ * a slot (53300) while the pool holds connections, the database answers and the pool serves, so
+ * readiness only warns (every replica at its limit would otherwise leave the load balancer at once).
+ */
 export function responseTimeCheck(
   ping: PingResult,
   options: ResolvedHealthOptions,
   componentId = 'primary',
+  open = 0,
 ): HealthCheck {
   const ms = Math.round(ping.ms * 10) / 10
   let status: HealthStatus = 'pass'
   let output: string | undefined
-  if (!ping.ok) {
+  if (!ping.ok && ping.serverCode === TOO_MANY_CONNECTIONS && open > 0) {
+    status = 'warn'
+    output = `no connection slot for the ping (${TOO_MANY_CONNECTIONS}): the server is at its connection limit; the pool's ${open} connections serve`
+  } else if (!ping.ok) {
     status = 'fail'
     output =
       ping.code === 'FST_PG_POOL_QUERY_TIMEOUT'
@@ -276,7 +288,7 @@ export function readiness(input: ReadinessInput, options: ResolvedHealthOptions)
       if (check.output !== undefined) outputs.push(named ? `${pool.name}: ${check.output}` : check.output)
     }
     if (pool.ping !== undefined && !input.draining) {
-      const responseTime = responseTimeCheck(pool.ping, options, pool.name)
+      const responseTime = responseTimeCheck(pool.ping, options, pool.name, pool.stats.open - pool.stats.connecting)
       add(
         'postgres:responseTime',
         responseTime,

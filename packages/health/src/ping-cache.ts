@@ -6,6 +6,8 @@ export interface PingResult {
   /** When the ping finished (epoch ms), for the report; never used to time the cache's window. */
   readonly at: number
   readonly code: string | undefined
+  /** The server's SQLSTATE behind a failed opening (53300: no connection slot), when it gave one. */
+  readonly serverCode?: string | undefined
 }
 
 /**
@@ -61,11 +63,14 @@ export class PingCache {
       this.#passed = true
     } catch (error) {
       const code = (error as { code?: unknown } | null)?.code
+      const serverCode = ((error as { cause?: { code?: unknown } } | null)?.cause as { code?: unknown } | undefined)
+        ?.code
       result = {
         ok: false,
         ms: this.#now() - started,
         at: Date.now(),
         code: typeof code === 'string' && /^[A-Z0-9_]+$/.test(code) ? code : undefined,
+        serverCode: typeof serverCode === 'string' && /^[0-9A-Z]{5}$/.test(serverCode) ? serverCode : undefined,
       }
     }
     this.#last = result
