@@ -31,7 +31,12 @@ describe('held: connection callbacks that throw', () => {
   test('onnotice and onclose throwing synchronously: called, swallowed, the app serves on after a terminated backend', async () => {
     const child = spawn(
       process.execPath,
-      [fileURLToPath(new URL('../regressions/connection-callbacks-child.mjs', import.meta.url)), db.directUrl, uniqueName('cb'), 'throw-sync'],
+      [
+        fileURLToPath(new URL('../regressions/connection-callbacks-child.mjs', import.meta.url)),
+        db.directUrl,
+        uniqueName('cb'),
+        'throw-sync',
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'], cwd: fileURLToPath(new URL('../..', import.meta.url)) },
     )
     let out = ''

@@ -78,7 +78,7 @@ describe('HTTP/2 stream reset mid-transaction, with an async onRequestAbort hook
       await waitUntil(() => settled !== undefined, 'the handler to settle', 10_000)
       expect(await waitFor(() => app.pgPool.stats().leased === 0, 3_000)).toBe(true)
       expect({ settled, rows: await notes(), metrics: await classes(app as unknown as FastifyInstance) }).toEqual({
-        settled: 'FST_PG_POOL_RELEASED',
+        settled: 'FST_PG_POOL_ABORTED',
         rows: [],
         metrics: { '/tx:aborted': 1 },
       })

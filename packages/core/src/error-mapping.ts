@@ -231,6 +231,9 @@ export function withRetryAfter<E>(error: E, retryAfter: number): E {
   return error
 }
 
+/** SQLSTATE in_failed_sql_transaction: refused inside a transaction an earlier statement aborted. */
+const IN_FAILED_TRANSACTION = '25P02'
+
 /** What FST_PG_POOL_QUERY_TIMEOUT names when the server's statement_timeout ended the statement. */
 const SERVER_STATEMENT_TIMEOUT = "the server's statement_timeout"
 
@@ -249,8 +252,9 @@ export function surfaceError(error: unknown, context: FailureContext, settings: 
     out = context.aborted
       ? withCause(context.closing ? new errors.FST_PG_POOL_CLOSED() : new errors.FST_PG_POOL_ABORTED(), error)
       : withCause(new errors.FST_PG_POOL_CONNECTION_LOST(String(code)), error)
-  } else if (code === QUERY_CANCELED && context.aborted) {
-    // Cancelled by the pool itself: client gone, handlerTimeout, close past closeTimeout.
+  } else if ((code === QUERY_CANCELED || code === IN_FAILED_TRANSACTION) && context.aborted) {
+    // Cancelled by the pool itself (client gone, handlerTimeout, close past closeTimeout), or sent
+    // behind the cancelled statement in a route transaction, which the cancel aborted.
     out = withCause(context.closing ? new errors.FST_PG_POOL_CLOSED() : new errors.FST_PG_POOL_ABORTED(), error)
   } else if (
     code === QUERY_CANCELED &&

@@ -218,6 +218,8 @@ export class Lease implements Holder, QueryOwner {
   /** The block is read-only by its BEGIN: a 25006 in it is the holder's, not a failover. */
   #blockReadOnly = false
   #transactionMessage: TransactionMessage | undefined
+  /** How the route transaction ended, once it has: an abort may come while its COMMIT is out. */
+  #routeOutcome: TransactionOutcome | undefined
   #finishing: Promise<void> | undefined
   #whenIdle: (() => void) | undefined
   #abortTimer: TimerHandle | undefined
@@ -293,7 +295,10 @@ export class Lease implements Holder, QueryOwner {
    */
   notCommitted(): Error | undefined {
     if (this.#openedShared !== undefined) return this.#openedShared
-    if (!this.inTransaction || this.#mode === undefined || this.#mode === 'commit') return undefined
+    if (!this.inTransaction || this.#mode === undefined) return undefined
+    // Ended: by what happened (an abort that came while the COMMIT was out did not undo it);
+    // ending: by what it will do.
+    if ((this.#routeOutcome ?? (this.#mode === 'commit' ? 'commit' : 'rollback')) === 'commit') return undefined
     const error = this.#ctx.pool.stats().accepting ? new errors.FST_PG_POOL_ABORTED() : new errors.FST_PG_POOL_CLOSED()
     return withRetryAfter(error, this.#ctx.options.retryAfter)
   }
@@ -355,7 +360,7 @@ export class Lease implements Holder, QueryOwner {
     // Once the holder is finished (its response is on its way) nothing new runs on its behalf:
     // only the route transaction's own COMMIT or ROLLBACK, and nothing once the lease is back.
     if (this.#phase === 'done' || (this.#mode !== undefined && !query.final)) {
-      query.reject(new errors.FST_PG_POOL_RELEASED())
+      query.reject(this.#endedError())
       return
     }
     if (this.#setupError !== undefined && !query.setup && !query.internal) {
@@ -1091,16 +1096,9 @@ export class Lease implements Holder, QueryOwner {
     if (this.#inflight.size === 0) return
     const conn = this.#conn
     let close = false
-    // Made only for a COPY stream that is failed with it.
-    const reason = () =>
-      this.#mode !== 'abort'
-        ? new errors.FST_PG_POOL_RELEASED()
-        : withRetryAfter(
-            this.#ctx.pool.stats().accepting ? new errors.FST_PG_POOL_ABORTED() : new errors.FST_PG_POOL_CLOSED(),
-            this.#ctx.options.retryAfter,
-          )
     for (const query of this.#inflight) {
-      const ending = abandonCopy(query, reason)
+      // The reason is made only for a COPY stream that is failed with it.
+      const ending = abandonCopy(query, () => this.#endedError())
       if (ending === 'close') close = true
       // The connection is retired once the COPY ends with the cancel (leftSocketPaused).
       else if (ending === 'cancel' && !this.pipelined) conn?.cancel()
@@ -1109,6 +1107,17 @@ export class Lease implements Holder, QueryOwner {
       conn.markClosed('error')
       void conn.end('error', 0)
     }
+  }
+
+  /**
+   * What a statement of the holder gets once the lease has ended: FST_PG_POOL_RELEASED after its
+   * request finished; after the pool ended it (the client gone, a handlerTimeout, the pool closing
+   * past closeTimeout), FST_PG_POOL_ABORTED or _CLOSED with Retry-After, which a client may retry.
+   */
+  #endedError(): Error {
+    if (this.#mode !== 'abort') return new errors.FST_PG_POOL_RELEASED()
+    const error = this.#ctx.pool.stats().accepting ? new errors.FST_PG_POOL_ABORTED() : new errors.FST_PG_POOL_CLOSED()
+    return withRetryAfter(error, this.#ctx.options.retryAfter)
   }
 
   #stopWork(): void {
@@ -1265,6 +1274,7 @@ export class Lease implements Holder, QueryOwner {
         )
       }
     }
+    this.#routeOutcome = outcome
     this.#endTransactionMessage(outcome, failure)
     this.#release(conn)
     if (failure !== undefined) throw withRetryAfter(failure, this.#ctx.options.retryAfter)

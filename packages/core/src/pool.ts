@@ -139,6 +139,11 @@ export class Pool extends EventEmitter<PoolEvents> {
   readonly #shared: SharedConnections<Holder>
   /** Resets owed by connections pipelined holders used, paid when a holder of its own takes one. */
   readonly #owed = new Map<PoolConnection, string>()
+  /**
+   * Holders a failed reset moved off their connection (#resetFailed): the connection they get next
+   * is the same lease's, not another acquire (acquires and releases pair up).
+   */
+  readonly #moved = new WeakSet<Holder>()
   /** Connections back from their holder, held until that holder's cancel request has ended. */
   readonly #awaitingCancel = new Set<PoolConnection>()
   readonly #waiters = new WaitQueue<Holder>()
@@ -237,7 +242,7 @@ export class Pool extends EventEmitter<PoolEvents> {
     }
     if (conn === undefined) return undefined
     this.#lease(conn, holder)
-    this.emit('acquire', 0)
+    if (!this.#moved.delete(holder)) this.emit('acquire', 0)
     return conn
   }
 
@@ -539,6 +544,8 @@ export class Pool extends EventEmitter<PoolEvents> {
     const holder = this.#leased.get(conn)
     const sharers = this.#shared.drop(conn)
     this.#leased.delete(conn)
+    if (holder !== undefined) this.#moved.add(holder)
+    for (const sharer of sharers) this.#moved.add(sharer)
     if (holder !== undefined) holder.reroute(conn)
     for (const sharer of sharers) sharer.reroute(conn)
     queueMicrotask(() => {
@@ -562,7 +569,7 @@ export class Pool extends EventEmitter<PoolEvents> {
   #give(conn: PoolConnection, waiter: Holder): void {
     const waited = this.#clock.now() - waiter.waitSince
     this.#lease(conn, waiter)
-    this.emit('acquire', waited)
+    if (!this.#moved.delete(waiter)) this.emit('acquire', waited)
     const resume = waiter.resume
     if (resume === undefined) {
       this.#endWait(waiter, waited, undefined)

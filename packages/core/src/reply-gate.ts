@@ -30,7 +30,8 @@ const describesBody = new Set(['transfer-encoding', 'etag', 'last-modified', 'tr
 type GatedResponse = ServerResponse & { [kGate]: Gate }
 
 class Gate implements RawGate {
-  #state: 'open' | 'committing' | 'passed' | 'failed' = 'open'
+  /** 'dropped': a second reply's writes, after onSend decided the first (which release() lets through). */
+  #state: 'open' | 'committing' | 'passed' | 'failed' | 'dropped' = 'open'
   #intercepted = false
   /** The gate writes its failure reply: its own writes go through (HTTP/2's end() calls write()). */
   #failing = false
@@ -40,17 +41,20 @@ class Gate implements RawGate {
   readonly #originals: Originals
   readonly #commit: (statusCode: number) => Promise<void>
   readonly #failure: (error: unknown) => RawFailure
+  readonly #decided: () => boolean
 
   constructor(
     res: ServerResponse,
     originals: Originals,
     commit: (statusCode: number) => Promise<void>,
     failure: (error: unknown) => RawFailure,
+    decided: () => boolean,
   ) {
     this.#res = res
     this.#originals = originals
     this.#commit = commit
     this.#failure = failure
+    this.#decided = decided
   }
 
   get written(): boolean {
@@ -58,7 +62,7 @@ class Gate implements RawGate {
   }
 
   release(): void {
-    if (this.#state === 'open') this.#state = 'passed'
+    if (this.#state === 'open' || this.#state === 'dropped') this.#state = 'passed'
   }
 
   whenWritten(fn: () => void): void {
@@ -70,7 +74,14 @@ class Gate implements RawGate {
 
   write(name: Gated, args: unknown[]): unknown {
     if (this.#state === 'passed' || this.#failing) return this.#originals[name].apply(this.#res, args)
-    if (this.#state === 'failed') return name === 'write' ? true : this.#res
+    if (this.#state === 'failed' || this.#state === 'dropped') return name === 'write' ? true : this.#res
+    if (this.#state === 'open' && this.#decided()) {
+      // The reply was decided first (onSend holds its payload for the database): a reply written
+      // on reply.raw after it (Fastify's own handler-timeout answer, past an error handler that
+      // ran already) is a second one, dropped as Fastify drops a second send.
+      this.#state = 'dropped'
+      return name === 'write' ? true : this.#res
+    }
     this.#intercepted = true
     this.#held ??= []
     this.#held.push([name, args])
@@ -160,12 +171,14 @@ const wrappers: Originals = {
  * hijacking) waits for the COMMIT: `commit(statusCode)` runs, the held writes follow in order once
  * it resolves; when it rejects, the client gets `failure(error)` (a 500) instead, and later writes
  * are dropped. A client never sees a 2xx for work that was not committed. onSend releases the gate
- * before Fastify writes the reply it decided (its COMMIT already ran).
+ * before Fastify writes the reply it decided (its COMMIT already ran); `decided()`: onSend holds a
+ * reply for its COMMIT, and a raw write coming now is a second reply, dropped.
  */
 export function gateRawResponse(
   res: ServerResponse,
   commit: (statusCode: number) => Promise<void>,
   failure: (error: unknown) => RawFailure,
+  decided: () => boolean,
 ): RawGate {
   const own = res as unknown as Record<Gated, Method> & { [kGate]: Gate }
   const gate = new Gate(
@@ -173,6 +186,7 @@ export function gateRawResponse(
     { writeHead: own.writeHead, write: own.write, end: own.end, flushHeaders: own.flushHeaders },
     commit,
     failure,
+    decided,
   )
   own[kGate] = gate
   own.writeHead = wrappers.writeHead

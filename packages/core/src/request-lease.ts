@@ -146,6 +146,26 @@ function finishOthers(
 }
 
 /**
+ * Sends the payload, unless the lease, ended, did not commit what a 2xx would claim: the reply is
+ * then its error (FST_PG_POOL_ABORTED or _CLOSED, with Retry-After), and a streamed payload is
+ * destroyed unsent.
+ */
+function sendUnlessLost(
+  lease: Lease,
+  mode: FinishMode,
+  payload: unknown,
+  send: (error: Error | null, payload?: unknown) => void,
+): void {
+  const lost = mode === 'commit' ? lease.notCommitted() : undefined
+  if (lost === undefined) {
+    send(null, payload)
+    return
+  }
+  if (isStream(payload)) (payload as { destroy?: () => void }).destroy?.()
+  send(lost)
+}
+
+/**
  * The request is over for the database and its client is gone (or its response was destroyed):
  * what its leases run or wait for is stopped, and a route transaction rolls back.
  */
@@ -424,12 +444,21 @@ export class RequestLeases {
           const lost = mode === 'commit' ? lease.notCommitted() : undefined
           if (lost !== undefined) return Promise.reject(lost)
           // finish() hands back the ending already under way (onSend's COMMIT of a reply sent
-          // without being awaited): the raw write waits for it, and fails with it.
-          return lease.finish(mode)
+          // without being awaited): the raw write waits for it, and fails with it. Asked again
+          // after it: an abort may have ended the transaction without its COMMIT meanwhile.
+          return lease.finish(mode).then(() => {
+            const ended = mode === 'commit' ? lease.notCommitted() : undefined
+            if (ended !== undefined) throw ended
+          })
         },
         (error) => {
           request.log.error({ err: error }, 'the route transaction of a reply written on reply.raw was not committed')
           return failureBody(error)
+        },
+        () => {
+          if (!(request as LeaseRequest)[kSending]) return false
+          request.log.warn('a reply written on reply.raw after the reply was decided was dropped')
+          return true
         },
       )
       done()
@@ -527,10 +556,10 @@ export class RequestLeases {
         leased[kEnded] = true
         leased[kSending] = true
         probe.then(() => {
-          const lost = lease.notCommitted()
-          const finishing = lease.finish(lost === undefined ? mode : 'rollback')
-          finishing.then(
-            () => (lost === undefined ? later(null, payload) : later(lost)),
+          const broken = lease.notCommitted()
+          lease.finish(broken === undefined ? mode : 'rollback').then(
+            // Asked again: an abort may have come while the lease ended.
+            () => sendUnlessLost(lease, mode, payload, later),
             (error: Error) => later(error),
           )
         })
@@ -596,6 +625,10 @@ export class RequestLeases {
       leased[kSending] = true
       lease.finish(mode).then(
         () => {
+          // The COMMIT waited for a statement still running: a handlerTimeout or the pool's close
+          // past closeTimeout may have ended the transaction meanwhile, without it.
+          if (mode === 'commit' && lease.notCommitted() !== undefined)
+            return sendUnlessLost(lease, mode, payload, later)
           if (tokens !== null) writeToken(request, reply, tokens, lease.commitLsn)
           later(null, payload)
         },
