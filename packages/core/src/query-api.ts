@@ -185,7 +185,14 @@ export function createPoolDb(
   db.lease = async (): Promise<LeasedDb> => {
     const lease = newLease(false)
     const leased = createLeaseDb(lease, ctx) as unknown as Record<string, unknown>
-    await lease.hold()
+    try {
+      await lease.hold()
+    } catch (error) {
+      // The caller gets no handle to release: the lease is ended here (its connection, lost or
+      // not, goes back to the pool, which closes a lost one).
+      await lease.finish('rollback').catch(() => {})
+      throw error
+    }
     leased.release = () => lease.finish('commit')
     return leased as unknown as LeasedDb
   }
