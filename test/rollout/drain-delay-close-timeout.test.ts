@@ -5,13 +5,16 @@ import { createTestDatabase, sleep, type TestDatabase, uniqueName } from '../sup
 import { listen } from '../support/http.js'
 import { codeOf, sendOk } from './support.js'
 
-// Found by hostile probing (round ten, rollouts): the core started its closeTimeout clock in its own
-// preClose hook, ahead of health's, which sleeps drainDelay while the app still serves. With a
-// drain longer than closeTimeout (a load balancer's 30 s deregistration against the default 10 s),
-// the pool closed mid-drain, and every request routed to the pod for the rest of it got a 503:
-// with admission control FST_PG_POOL_QUEUE_FULL, counted as shed (an overload alert in a rollout).
-// The clock now starts when Fastify stops accepting connections; admission leaves a closing pool to
-// the core (packages/backpressure/test/admission.test.ts). The test failed before the fix.
+// Found by hostile probing (round ten, rollouts): the core's closeTimeout clock starts at preClose,
+// and health's drainDelay runs on it while the app still serves. With a drain as long as
+// closeTimeout or longer (a load balancer's 30 s deregistration against the default 10 s), the pool
+// closed mid-drain, and every request routed to the pod for the rest of it got a 503: with
+// admission control FST_PG_POOL_QUEUE_FULL, counted as shed (an overload alert in a rollout).
+// Such a drainDelay is now refused at startup, naming closeTimeout (the first test failed before:
+// it registered); admission leaves a closing pool to the core (packages/backpressure/test/
+// admission.test.ts). Starting the clock after the drain instead was tried and dropped in the
+// second round: an app's own preClose hook waiting on a stuck statement then held close() open
+// for good.
 
 let db: TestDatabase
 let app: FastifyInstance | undefined
@@ -20,37 +23,47 @@ beforeAll(async () => {
   db = await createTestDatabase()
 })
 afterEach(async () => {
-  await (closing ?? app?.close())
+  await (closing ?? app?.close().catch(() => {}))
   app = undefined
   closing = undefined
 })
 afterAll(() => db.drop())
 
-/** Umbrella app for a load balancer without preStop; closes it and waits for the pool to end mid-drain. */
-async function drainingApp(): Promise<{ base: string; app: FastifyInstance }> {
+async function umbrellaApp(closeTimeout: number, drainDelay: number): Promise<FastifyInstance> {
   const server = Fastify({ return503OnClosing: false })
   app = server
   await server.register(pgPool, {
     connection: db.url,
-    pool: { max: 2, closeTimeout: 200, applicationName: uniqueName() },
-    health: { drainDelay: 3_000 },
+    pool: { max: 2, closeTimeout, applicationName: uniqueName() },
+    health: { drainDelay },
   })
   server.get('/items', async (request) => (await request.db`select 1 as one`)[0])
-  const base = await listen(server)
-  expect((await sendOk(`${base}/items`)).status).toBe(200)
-  closing = server.close()
-  // Past closeTimeout, whatever the machine's speed (the drain lasts 3 s): the pool still serves.
-  await sleep(600)
-  expect(server.pgPool.stats().accepting).toBe(true)
-  const ready = await sendOk(`${base}/health/ready`)
-  expect(ready.status).toBe(503)
-  expect(JSON.parse(ready.body)).toMatchObject({ status: 'fail', output: 'shutting down' })
-  return { base, app: server }
+  return server
 }
 
-describe('drainDelay longer than closeTimeout', () => {
-  test('a request routed to the pod during the drain is served (the README: other routes keep serving)', async () => {
-    const { base } = await drainingApp()
+describe('drainDelay and closeTimeout', () => {
+  test('a drainDelay not below closeTimeout is refused at startup, naming both', async () => {
+    const server = await umbrellaApp(200, 3_000).catch((error: unknown) => error)
+    const error =
+      server instanceof Error
+        ? server
+        : await (server as FastifyInstance).ready().then(
+            () => undefined,
+            (e: Error) => e,
+          )
+    expect(error).toMatchObject({ code: 'FST_PG_POOL_INVALID_OPTION' })
+    expect(String((error as Error).message)).toMatch(/health\.drainDelay: 3000 ms is not below the closeTimeout/)
+  })
+
+  test('a drain below closeTimeout: a request routed to the app during it is served', async () => {
+    const server = await umbrellaApp(3_000, 1_000)
+    const base = await listen(server)
+    expect((await sendOk(`${base}/items`)).status).toBe(200)
+    closing = server.close()
+    await sleep(300)
+    const ready = await sendOk(`${base}/health/ready`)
+    expect(ready.status).toBe(503)
+    expect(JSON.parse(ready.body)).toMatchObject({ status: 'fail', output: 'shutting down' })
     const answer = await sendOk(`${base}/items`)
     expect({ status: answer.status, code: codeOf(answer) }).toEqual({ status: 200, code: undefined })
   })

@@ -12,6 +12,16 @@ export function commitLost(why: string): { outcome: TransactionOutcome; failure:
 /** A COMMIT that failed: refused by the server, or no answer (unknown outcome). */
 export function commitFailure(error: unknown): { outcome: TransactionOutcome; failure: Error } {
   const code = (error as { code?: unknown } | null)?.code
+  // The pool's own cancel stopped the COMMIT (a handlerTimeout, the pool closing past
+  // closeTimeout) and the server answered so: nothing was committed, the transaction rolled back.
+  const cause = (error as { cause?: unknown } | null)?.cause
+  if (
+    (code === 'FST_PG_POOL_ABORTED' || code === 'FST_PG_POOL_CLOSED') &&
+    (cause as { severity?: unknown } | null | undefined)?.severity !== undefined &&
+    !isConnectionError(cause)
+  ) {
+    return { outcome: 'rollback', failure: error as Error }
+  }
   // The server answered with an error: it did not commit.
   if ((error as { severity?: unknown } | null)?.severity !== undefined && !isConnectionError(error)) {
     const failure = new errors.FST_PG_POOL_COMMIT_FAILED(String(code))

@@ -29,11 +29,13 @@ export function hungUp(response: WatchedResponse): boolean {
   return !response.writableEnded || (response as { [kSocketGone]?: boolean })[kSocketGone] === true
 }
 
-/** The socket events watchClose needs. */
+/** The socket event watchClose needs. */
 interface ClosingSocket {
   once(event: 'close', listener: () => void): unknown
-  removeListener(event: 'close', listener: () => void): unknown
 }
+
+/** Per socket: what to call for each response queued on it when it closes (one listener a socket). */
+const queuedOn = new WeakMap<ClosingSocket, Set<() => void>>()
 
 /**
  * Calls `onClose` (with the response as `this`) when `response` closes; the caller asks hungUp().
@@ -41,7 +43,7 @@ interface ClosingSocket {
  * to its end (Node marks a request aborted only while its body is unread: a POST with a body, one
  * with a content-type and an empty body). A response queued behind an earlier one (HTTP/1.1
  * pipelining) has no socket yet and never closes if the socket closes first: the socket's close
- * is watched for it meanwhile.
+ * is watched for it meanwhile, by one listener per socket however many responses queue on it.
  */
 export function watchClose(
   response: ServerResponse,
@@ -50,11 +52,23 @@ export function watchClose(
 ): void {
   response.once('close', onClose)
   if (response.socket !== null || socket === null) return
+  let queued = queuedOn.get(socket)
+  if (queued === undefined) {
+    const entries = new Set<() => void>()
+    queued = entries
+    queuedOn.set(socket, entries)
+    socket.once('close', () => {
+      queuedOn.delete(socket)
+      for (const socketClosed of [...entries]) socketClosed()
+    })
+  }
+  const entries = queued
   const socketClosed = () => {
+    entries.delete(socketClosed)
     response.removeListener('close', onClose)
     ;(response as { [kSocketGone]?: boolean })[kSocketGone] = true
     onClose.call(response)
   }
-  socket.once('close', socketClosed)
-  response.once('close', () => socket.removeListener('close', socketClosed))
+  entries.add(socketClosed)
+  response.once('close', () => entries.delete(socketClosed))
 }

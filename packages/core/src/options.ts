@@ -449,7 +449,7 @@ export function resolveConnection(
   // one: 'disable' and 'false' would try TLS.
   const ownSsl =
     typeof given === 'string'
-      ? /[?&](sslmode|ssl)=/.test(given)
+      ? /[?&](sslmode|ssl)=|[?&]sslrootcert=system(&|$)/.test(given)
       : typeof given === 'object' && given !== null && (given as { ssl?: unknown }).ssl != null
   if (env.PGSSL && !ownSsl) {
     if (env.PGSSL === 'disable' || env.PGSSL === 'false') options = { ...options, ssl: false }
@@ -591,6 +591,17 @@ export interface ResolvedReplicas {
 const DEFAULT_MAX_LAG_SECONDS = 5
 const MIN_SECRET_LENGTH = 16
 
+/**
+ * Replica options naming no server (`{}`, `{ host: undefined }` from an unset variable): with no
+ * environment of its own, a replica would fall back on postgres.js's defaults (localhost, perhaps the
+ * primary itself).
+ */
+function targetsNothing(connection: unknown): boolean {
+  if (typeof connection !== 'object' || connection === null || Array.isArray(connection)) return false
+  const { host, hostname, path } = connection as { host?: unknown; hostname?: unknown; path?: unknown }
+  return !host && !hostname && !path
+}
+
 export function resolveReplicas(
   replicas: unknown,
   replica: unknown,
@@ -607,10 +618,14 @@ export function resolveReplicas(
     if (isEntry) checkKeys(`replicas[${i}]`, entry, ['connection', 'pool'])
     // null too: resolveConnection reads it as "not given", and a replica has no environment to fall
     // back on (postgres.js's defaults would target localhost, perhaps the primary).
+    const name = isEntry ? `replicas[${i}].connection` : `replicas[${i}]`
     if (entry.connection === undefined || entry.connection === null) {
+      throw invalidOption(name, `expected a URL or options, got ${describe(entry.connection)}`)
+    }
+    if (targetsNothing(entry.connection)) {
       throw invalidOption(
-        isEntry ? `replicas[${i}].connection` : `replicas[${i}]`,
-        `expected a URL or options, got ${describe(entry.connection)}`,
+        name,
+        'names no server: give host (or hostname, or path); a replica has no environment to fall back on',
       )
     }
     // The readers below name the primary's options (`connection...`, `pool...`): a refusal names
@@ -618,7 +633,12 @@ export function resolveReplicas(
     // for an entry's).
     const at = (name: string) =>
       isEntry || name.startsWith('pool') ? `replicas[${i}].${name}` : `replicas[${i}]${name.slice('connection'.length)}`
-    const resolvedEntry = readAt(at, () => resolveConnection(entry.connection as string | ConnectionOptions, {}))
+    // No environment of its own (PGHOST and the rest are the primary's), but postgres.js reads
+    // PGSSL for it all the same: the PGSSL rule applies.
+    const replicaEnv = env.PGSSL === undefined ? {} : { PGSSL: env.PGSSL }
+    const resolvedEntry = readAt(at, () =>
+      resolveConnection(entry.connection as string | ConnectionOptions, replicaEnv),
+    )
     const { fromUrl } = resolvedEntry
     // postgres.js reads PGTARGETSESSIONATTRS itself: set for the primary (read-write), it would
     // refuse every replica session. A replica's own setting wins; else a standby is preferred.

@@ -385,31 +385,29 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   shared.instances.add(instance)
 
   // Fastify waits for requests in flight before onClose: a hung statement would hold close()
-  // open past closeTimeout. The clock starts when Fastify stops accepting connections, after
-  // every preClose hook: until then the app still serves (health's drainDelay); past it, leases are
-  // cancelled and cut.
+  // open past closeTimeout. The clock starts at preClose (a drain of health's, drainDelay, runs
+  // on it: health refuses one as long as closeTimeout); past it, leases are cancelled and cut.
+  // Once Fastify stops accepting connections, the HTTP/1.1 connections that turn idle are closed as
+  // they do: Node's server.close() closes only those idle at that moment, and a keep-alive one
+  // whose request ends later would hold the server open until keepAliveTimeout (72 s in Fastify).
   let closeTimer: NodeJS.Timeout | undefined
-  let drainWatch: NodeJS.Timeout | undefined
+  let idleCloser: NodeJS.Timeout | undefined
   let closeDeadline = Number.POSITIVE_INFINITY
-  const startCloseClock = () => {
+  app.addHook('preClose', (done) => {
     closeDeadline = performance.now() + options.closeTimeout
     closeTimer = setTimeout(() => {
       for (const unit of units) void unit.end(0)
     }, options.closeTimeout).unref()
-  }
-  app.addHook('preClose', (done) => {
-    if (!app.server.listening) startCloseClock()
-    else {
-      drainWatch = setInterval(() => {
-        if (app.server.listening) return
-        clearInterval(drainWatch)
-        startCloseClock()
-      }, DRAIN_WATCH_MS).unref()
+    const server = app.server as { listening: boolean; closeIdleConnections?: () => void }
+    if (typeof server.closeIdleConnections === 'function') {
+      idleCloser = setInterval(() => {
+        if (!server.listening) server.closeIdleConnections?.()
+      }, IDLE_CLOSE_EVERY_MS).unref()
     }
     done()
   })
   app.addHook('onClose', async () => {
-    clearInterval(drainWatch)
+    clearInterval(idleCloser)
     clearTimeout(closeTimer)
     monitor?.stop()
     // What is left of closeTimeout since preClose (all of it when preClose did not run).
@@ -422,8 +420,8 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   })
 }
 
-/** How often close() looks whether Fastify stopped accepting connections (closeTimeout starts then). */
-const DRAIN_WATCH_MS = 50
+/** While the app closes, how often the HTTP/1.1 connections that turned idle are closed. */
+const IDLE_CLOSE_EVERY_MS = 50
 
 /** Registers the lease pool, `request.db`, `app.db` and `app.pgPool`. */
 export const pgPoolCore = fp(pgPoolCorePlugin, { name: '@fastify-pg-pool/core', fastify: '5.x' })

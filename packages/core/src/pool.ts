@@ -57,7 +57,10 @@ export interface PoolStats {
   readonly connecting: number
   /** Open connections nobody holds. */
   readonly idle: number
-  /** Connections held by a request or a job (alone, or shared by pipelined requests). */
+  /**
+   * Connections held by a request or a job (alone, or shared by pipelined requests), and those
+   * back from one whose cancel request is still on its way (no one may take them yet).
+   */
   readonly leased: number
   /** Of those, connections shared by pipelined requests. */
   readonly shared: number
@@ -192,7 +195,8 @@ export class Pool extends EventEmitter<PoolEvents> {
       open: this.#all.size + this.#connector.opening,
       connecting: this.#connector.opening,
       idle: this.#idle.length,
-      leased: this.#leased.size + this.#shared.size,
+      // A connection waiting for its last holder's cancel request is no one's, and no one's to take.
+      leased: this.#leased.size + this.#shared.size + this.#awaitingCancel.size,
       shared: this.#shared.size,
       pipelined: this.#shared.holders,
       sharedQueries: this.#sharedQueries,
@@ -414,7 +418,7 @@ export class Pool extends EventEmitter<PoolEvents> {
    * `maxWaiting: 0` (no queue) or a cold pool, refusing it would refuse a pool with room.
    */
   #queueCap(): number {
-    return Math.max(this.options.maxWaiting, this.options.max - this.#heldCount)
+    return Math.max(this.options.maxWaiting, this.options.max - this.#heldCount - this.#awaitingCancel.size)
   }
 
   #popIdle(): PoolConnection | undefined {

@@ -68,6 +68,9 @@ let nextId = 1
 
 const settled: Promise<void> = Promise.resolve()
 
+/** A cancel request settling after this share of its timeout may have been given up, not answered. */
+const CANCEL_GIVEN_UP = 0.9
+
 /** What postgres.js rejects a statement with when its connection is gone. */
 function lostConnection(): Error {
   return Object.assign(new Error('write CONNECTION_CLOSED'), { code: 'CONNECTION_CLOSED' })
@@ -99,10 +102,14 @@ export class ServerConnection implements PoolConnection {
   #heldForReset: TrackedQuery[] = []
   #prepared = 0
 
-  constructor(client: ServerClient, createdAt: number, expiresAt: number) {
+  /** postgres.js gives a cancel request's connection up after this (its connect_timeout), ms. */
+  readonly #cancelTimeoutMs: number
+
+  constructor(client: ServerClient, createdAt: number, expiresAt: number, cancelTimeoutMs = Number.POSITIVE_INFINITY) {
     this.#client = client
     this.createdAt = createdAt
     this.expiresAt = expiresAt
+    this.#cancelTimeoutMs = cancelTimeoutMs
   }
 
   get pid(): number {
@@ -154,8 +161,13 @@ export class ServerConnection implements PoolConnection {
     if (this.#cancelPending || !this.usable) return
     this.#cancelPending = true
     // Settled when the server closed the request's connection, after signalling the backend; or
-    // when it failed, the request never having reached the server: nothing can land later.
+    // when it failed, the request never having reached the server: nothing can land later. But
+    // postgres.js settles it the same way when it gives the request up at its connect_timeout, the
+    // request perhaps still on its way (an overloaded server): proven by nothing, the connection
+    // retires.
+    const sentAt = performance.now()
     const settle = () => {
+      if (performance.now() - sentAt >= this.#cancelTimeoutMs * CANCEL_GIVEN_UP) this.markClosed('error')
       this.#cancelPending = false
     }
     this.#cancelSettled = this.#client.cancel().then(settle, settle)

@@ -349,7 +349,7 @@ describe('retirement on release', () => {
     h.pool.release(conn, a, 'RESET')
     expect(h.factory.last.resets).toEqual([])
     expect(b.conn).toBeUndefined()
-    expect(h.pool.stats()).toMatchObject({ open: 1, idle: 0, leased: 0, connecting: 0, waiting: 1 })
+    expect(h.pool.stats()).toMatchObject({ open: 1, idle: 0, leased: 1, connecting: 0, waiting: 1 })
     h.factory.last.cancelAnswered()
     await flush()
     expect(b.conn).toBe(conn)

@@ -65,6 +65,16 @@ const health: FastifyPluginAsync<PgPoolHealthOptions> = async (app: FastifyInsta
       .all()
       .flatMap((view) => (view.instance === undefined ? [] : [view.instance]))
       .filter((name, i, names) => names.indexOf(name) === i)
+    // The pools' close clocks start at preClose, with the drain: one as long would close them
+    // mid-drain, refusing every request still routed to the app.
+    for (const view of app.pgPools.all()) {
+      if (options.drainDelay > 0 && options.drainDelay >= view.options.closeTimeout) {
+        throw optionKit.invalidOption(
+          'health.drainDelay',
+          `${options.drainDelay} ms is not below the closeTimeout of pool ${optionKit.describe(view.name)} (${view.options.closeTimeout} ms), which starts with the drain: raise pool.closeTimeout above drainDelay plus the longest request`,
+        )
+      }
+    }
     for (const name of options.requireInstances) {
       if (app.pgPools.get(name) !== undefined) continue
       const meant = optionKit.closestName(name, known)
@@ -73,14 +83,6 @@ const health: FastifyPluginAsync<PgPoolHealthOptions> = async (app: FastifyInsta
         `no instance is named ${optionKit.describe(name)}${meant === undefined ? '' : `; did you mean ${optionKit.describe(meant)}?`} (registered: ${known.length === 0 ? 'none with a name' : known.map((known) => optionKit.describe(known)).join(', ')})`,
       )
     }
-  })
-
-  // From close on, no response keeps its HTTP/1.1 connection alive: Node's server.close() closes
-  // only the connections idle at that moment, and one that turns idle later would hold the server
-  // open until keepAliveTimeout (72 s in Fastify), past a pod's grace period.
-  app.addHook('onSend', (request, reply, payload, done) => {
-    if (draining && request.raw.httpVersionMajor === 1) reply.header('connection', 'close')
-    done(null, payload)
   })
 
   // Readiness fails from here on while in-flight requests finish.
