@@ -112,3 +112,19 @@ test('app.close() passes closeTimeout in a route transaction with a statement se
   await app.close()
   expect(await both).toEqual({ status: 503, code: 'FST_PG_POOL_CLOSED', retryAfter: '1' })
 })
+
+test('app.close() passes closeTimeout with a statement queued behind the running one (no transaction): FST_PG_POOL_CLOSED, not ABORTED', async () => {
+  current = await coreApp(db.url, { max: 2, closeTimeout: 100 })
+  const { app } = current
+  app.get('/queued', async (request) => {
+    // Outside a transaction the second waits in the pool until the first has ended.
+    const slow = request.db`select pg_sleep(0.6)`.catch((error: { code?: string }) => `slow failed: ${error.code}`)
+    const [row] = await request.db`select 2 as two`
+    return { slow: await slow, row }
+  })
+  const base = await listen(app)
+  const queued = get(`${base}/queued`)
+  await sleep(50)
+  await app.close()
+  expect(await queued).toEqual({ status: 503, code: 'FST_PG_POOL_CLOSED', retryAfter: '1' })
+})

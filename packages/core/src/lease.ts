@@ -835,6 +835,10 @@ export class Lease implements Holder, QueryOwner {
     if (current && row !== undefined && Object.values(row)[0] === false) {
       this.#endedInSql ??= new errors.FST_PG_POOL_TRANSACTION_ENDED(check.what)
     }
+    // The question lost its connection: postgres.js tells us inside its own close, before the
+    // connection is marked closed, and a statement sent now would be written on its null socket
+    // (an uncaught TypeError, found by the chaos storm). The held statements fail as lost instead.
+    if (error !== undefined && isConnectionError(error)) this.#conn?.markClosed('error')
     for (const query of check.held) this.dispatch(query)
     this.#maybeIdle()
   }
@@ -1123,7 +1127,8 @@ export class Lease implements Holder, QueryOwner {
   #stopWork(): void {
     // A lease still queued for a connection leaves the queue.
     if (this.#waiting && this.#ctx.pool.cancelWait(this)) this.#waiting = false
-    const aborted = withRetryAfter(new errors.FST_PG_POOL_ABORTED(), this.#ctx.options.retryAfter)
+    // ABORTED, or CLOSED when the pool ended the lease closing past closeTimeout.
+    const aborted = this.#endedError()
     for (const query of this.#takePending()) query.reject(aborted)
     for (const query of this.#takeHeld()) query.reject(aborted)
     for (const query of this.#takeQueued()) query.reject(aborted)

@@ -346,6 +346,32 @@ describe('route transactions', () => {
     return lease
   }
 
+  test('the block check loses its connection: statements held behind it fail as lost, never written', async () => {
+    // Round ten (chaos storm): postgres.js rejects the check inside its own close, before the
+    // connection is marked closed; a held statement sent then was written on its null socket (an
+    // uncaught TypeError). Failed before the fix (the held statement was written).
+    const h = leaseHarness()
+    const lease = await inTransaction(h)
+    const savepoint = run(lease, 'savepoint a')
+    await flush()
+    conn(h).answer(result('SAVEPOINT'))
+    await savepoint.outcome
+    // ROLLBACK TO a reads as ROLLBACK: whether the block is still open is asked.
+    const back = run(lease, 'rollback to a')
+    await flush()
+    conn(h).answer(result('ROLLBACK'))
+    await back.outcome
+    await flush()
+    const written = [...conn(h).wire]
+    expect(written.at(-1)).toMatch(/statement_timestamp/)
+    const held = run(lease, 'insert into t values (2)')
+    await flush()
+    expect(conn(h).wire).toEqual(written)
+    conn(h).fail(connectionError())
+    expect((await held.outcome).error).toMatchObject({ code: 'FST_PG_POOL_CONNECTION_LOST' })
+    expect(conn(h).wire).toEqual(written)
+  })
+
   test('COMMIT answered COMMIT: committed, the connection goes back with the plain reset', async () => {
     const h = leaseHarness()
     const lease = await inTransaction(h)
