@@ -5,7 +5,8 @@ export default defineConfig({
     include: ['test/**/*.test.ts', 'packages/*/test/**/*.test.ts'],
     // Needs a pgbouncer binary: run by the PgBouncer leg (vitest.pgbouncer.config.ts). Packs and
     // installs from the registry for minutes: the consumer-settings leg (vitest.consumer.config.ts).
-    exclude: ['test/pgbouncer/**', 'test/consumer-settings/**', '**/node_modules/**'],
+    // The seeded chaos storm: `npm run test:chaos` (vitest.chaos.config.ts).
+    exclude: ['test/pgbouncer/**', 'test/consumer-settings/**', 'test/chaos/**', '**/node_modules/**'],
     globalSetup: ['test/support/global-setup.ts'],
     pool: 'forks',
     // CI asks for a JSON report too, to print one closing count line.
