@@ -125,6 +125,7 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
       now,
       lifetime > 0 ? now + lifetime * (1 - Math.random() * LIFETIME_JITTER) : Number.POSITIVE_INFINITY,
       timeoutMs,
+      () => clock.now(),
     )
     // postgres.js's connect_timeout ends at the handshake: a server frozen right after it would
     // leave this connection opening forever, counted against max. The whole opening is bounded.

@@ -104,12 +104,21 @@ export class ServerConnection implements PoolConnection {
 
   /** postgres.js gives a cancel request's connection up after this (its connect_timeout), ms. */
   readonly #cancelTimeoutMs: number
+  /** The pool's clock (a fake one in unit tests). */
+  readonly #now: () => number
 
-  constructor(client: ServerClient, createdAt: number, expiresAt: number, cancelTimeoutMs = Number.POSITIVE_INFINITY) {
+  constructor(
+    client: ServerClient,
+    createdAt: number,
+    expiresAt: number,
+    cancelTimeoutMs = Number.POSITIVE_INFINITY,
+    now: () => number = () => performance.now(),
+  ) {
     this.#client = client
     this.createdAt = createdAt
     this.expiresAt = expiresAt
     this.#cancelTimeoutMs = cancelTimeoutMs
+    this.#now = now
   }
 
   get pid(): number {
@@ -165,9 +174,9 @@ export class ServerConnection implements PoolConnection {
     // postgres.js settles it the same way when it gives the request up at its connect_timeout, the
     // request perhaps still on its way (an overloaded server): proven by nothing, the connection
     // retires.
-    const sentAt = performance.now()
+    const sentAt = this.#now()
     const settle = () => {
-      if (performance.now() - sentAt >= this.#cancelTimeoutMs * CANCEL_GIVEN_UP) this.markClosed('error')
+      if (this.#now() - sentAt >= this.#cancelTimeoutMs * CANCEL_GIVEN_UP) this.markClosed('error')
       this.#cancelPending = false
     }
     this.#cancelSettled = this.#client.cancel().then(settle, settle)

@@ -69,6 +69,25 @@ describe('ServerConnection: the cancel rule', () => {
     expect(calls.cancels).toBe(2)
   })
 
+  test('a cancel request that settles only as postgres.js gives it up (its connect_timeout) retires the connection', async () => {
+    // Round ten, second round: postgres.js settles a cancel it gave up on as one the server
+    // answered; the request may still be on its way. Answered in time, the connection stays.
+    let now = 0
+    for (const [settlesAt, usable] of [
+      [899, true],
+      [900, false],
+    ] as const) {
+      const { client, cancelAnswered } = fakeClient()
+      const conn = new ServerConnection(client, 0, Number.POSITIVE_INFINITY, 1_000, () => now)
+      now = 0
+      conn.cancel()
+      now = settlesAt
+      cancelAnswered()
+      await flush()
+      expect([conn.cancelPending, conn.usable]).toEqual([false, usable])
+    }
+  })
+
   test('a cancel request that never reached the server cannot land later', async () => {
     const { client, cancelLost } = fakeClient()
     const conn = new ServerConnection(client, 0, Number.POSITIVE_INFINITY)
