@@ -50,7 +50,8 @@ export function watchClose(
   socket: ClosingSocket | null,
   onClose: (this: ServerResponse) => void,
 ): void {
-  response.once('close', onClose)
+  // `on`, not `once`: once wraps the listener in a closure per request; a response closes once.
+  response.on('close', onClose)
   if (response.socket !== null || socket === null) return
   let queued = queuedOn.get(socket)
   if (queued === undefined) {
