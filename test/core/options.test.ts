@@ -56,10 +56,10 @@ describe('options are validated at register', () => {
     expect(error.message).not.toContain(secret)
   })
 
-  test('max from the URL is validated like the option', async () => {
+  test('max from the URL is validated like the option, named where it was given', async () => {
     const error = await registerError({ connection: `postgres://app:${secret}@127.0.0.1/db?max=ten` })
     expect(error.code).toBe('FST_PG_POOL_INVALID_OPTION')
-    expect(error.message).toContain('pool.max')
+    expect(error.message).toContain('connection ?max=')
     expect(error.message).not.toContain(secret)
   })
 

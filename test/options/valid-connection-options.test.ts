@@ -80,7 +80,11 @@ describe('valid connection options are not refused', () => {
     expect(await answer({ ...parts(), port: String(parts().port) })).toMatchObject({ status: 200 })
     const { host, port, ...rest } = parts()
     expect(await answer({ ...rest, host: [host], port: [String(port)] })).toMatchObject({ status: 200 })
-    expect(await answer({ ...parts(), ssl: false, sslnegotiation: null, max: 2 })).toMatchObject({ status: 200 })
+    expect(await answer({ ...parts(), ssl: false, sslnegotiation: null })).toMatchObject({ status: 200 })
+    // `max` here and pool.max too: one would be ignored (test/regressions/connection-option-types).
+    expect(await answer({ ...parts(), max: 2 })).toMatchObject({
+      error: expect.stringContaining('connection.max: and pool.max are both given'),
+    })
   })
 
   test('URL query parameters people use: sslmode=disable/prefer, options=-c, connect_timeout, application_name, target_session_attrs', async () => {

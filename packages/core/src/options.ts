@@ -10,6 +10,7 @@ import {
   headerName,
   integer,
   invalidOption,
+  MAX_DURATION_MS,
   MAX_RETRY_AFTER_SECONDS,
   number,
   oneOf,
@@ -152,32 +153,180 @@ const poolTable = {
   instances: integer({ min: 1, default: undefined, strings: true }),
 }
 
-/** Option > URL query (`?max=`, `?application_name=`) > PG* environment > default. */
+/**
+ * Pool settings the connection gave (its URL's query, or its options object), each read and
+ * checked where it was given, and named so when refused: `pool` options take precedence.
+ */
+export interface ConnectionDefaults {
+  max?: number | undefined
+  applicationName?: string | undefined
+  connectTimeout?: number | undefined
+  statementTimeout?: number | undefined
+  /**
+   * Where they came from: given in an options object (code, like `pool`), `max` and
+   * `connect_timeout` may not also be given in `pool` (one would be ignored); a URL's yield to it.
+   */
+  source?: 'options' | 'url' | undefined
+}
+
+/**
+ * Option > URL query (`?max=`, `?application_name=`, `?connect_timeout=`, `?statement_timeout=`)
+ * > PG* environment (`PGMAX`, `PGAPPNAME`, `PG_POOL_INSTANCES`) > default. A value from the URL or
+ * the environment is refused under the name it was given by, not as a `pool` option.
+ */
 export function resolvePoolOptions(
   pool: PoolOptions | undefined,
-  fromUrl: { max?: string | undefined; applicationName?: string | undefined },
+  fromUrl: ConnectionDefaults,
   env: NodeJS.ProcessEnv,
 ): ResolvedPoolOptions {
   const given = resolveTable('pool', pool, poolTable, { aliases: poolOptionAliases })
+  if (fromUrl.source === 'options') {
+    for (const [key, option] of [
+      ['max', 'max'],
+      ['connect_timeout', 'connectTimeout'],
+    ] as const) {
+      const fromOptions = key === 'max' ? fromUrl.max : fromUrl.connectTimeout
+      if (fromOptions !== undefined && pool?.[option] !== undefined) {
+        throw invalidOption(`connection.${key}`, `and pool.${option} are both given: give only pool.${option}`)
+      }
+    }
+  }
   // postgres.js reads `max` from a URL as a string and then builds a single connection: here
   // it always becomes a number.
-  const fallback = resolveTable(
-    'pool',
-    { max: fromUrl.max ?? env.PGMAX, instances: env.PG_POOL_INSTANCES },
-    { max: poolTable.max, instances: poolTable.instances },
-  )
-  const max = given.max ?? fallback.max ?? DEFAULT_MAX
+  const max = given.max ?? fromUrl.max ?? poolTable.max.read(env.PGMAX || undefined, 'PGMAX') ?? DEFAULT_MAX
   return Object.freeze({
     ...given,
     max,
     maxWaiting: given.maxWaiting ?? max * DEFAULT_WAITERS_PER_CONNECTION,
-    instances: given.instances ?? fallback.instances ?? 1,
+    connectTimeout:
+      pool?.connectTimeout === undefined ? (fromUrl.connectTimeout ?? given.connectTimeout) : given.connectTimeout,
+    statementTimeout:
+      pool?.statementTimeout === undefined
+        ? (fromUrl.statementTimeout ?? given.statementTimeout)
+        : given.statementTimeout,
+    instances:
+      given.instances ?? poolTable.instances.read(env.PG_POOL_INSTANCES || undefined, 'PG_POOL_INSTANCES') ?? 1,
     applicationName: given.applicationName ?? fromUrl.applicationName ?? env.PGAPPNAME ?? 'fastify-pg-pool',
   })
 }
 
+/**
+ * postgres.js's and libpq's `connect_timeout`, in seconds (a fraction too, as postgres.js takes
+ * it), as milliseconds for pool.connectTimeout, which decides every connection's deadline.
+ */
+function connectTimeoutSeconds(raw: unknown, name: string): number | undefined {
+  if (raw === undefined) return undefined
+  const seconds =
+    typeof raw === 'number' ? raw : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : Number.NaN
+  if (!Number.isFinite(seconds) || seconds <= 0 || seconds * 1_000 > MAX_DURATION_MS) {
+    throw invalidOption(name, `expected seconds (a number > 0), got ${describe(raw)}`)
+  }
+  return Math.max(1, Math.round(seconds * 1_000))
+}
+
+/**
+ * A PostgreSQL duration setting as given in a URL query or a startup parameter (`200`, `5s`,
+ * `1min`: milliseconds when it has no unit), in milliseconds; anything else is refused, named.
+ */
+function settingMilliseconds(raw: unknown, name: string, spec: typeof poolTable.statementTimeout): number {
+  const units: Readonly<Record<string, number>> = { ms: 1, s: 1_000, min: 60_000, h: 3_600_000, d: 86_400_000 }
+  const match = typeof raw === 'string' ? /^\s*(\d+)\s*(ms|s|min|h|d)?\s*$/.exec(raw) : null
+  const value = typeof raw === 'number' ? raw : match ? Number(match[1]) * (units[match[2] ?? 'ms'] ?? 1) : Number.NaN
+  try {
+    return spec.read(value, name) as number
+  } catch {
+    throw invalidOption(name, `expected milliseconds (or a number with ms, s, min, h or d), got ${describe(raw)}`)
+  }
+}
+
 /** Options the pool sets on every connection itself; given in `connection`, they are refused. */
 const ownedConnectionKeys = ['idle_timeout', 'max_lifetime', 'debug'] as const
+
+const isText = (value: unknown) => typeof value === 'string'
+const isHost = (value: unknown) => typeof value === 'string' && value.trim() !== ''
+const isFunction = (value: unknown) => typeof value === 'function'
+const isBoolean = (value: unknown) => typeof value === 'boolean'
+const isPlainObject = (value: unknown) =>
+  typeof value === 'object' && value !== null && !Array.isArray(value) && typeof value !== 'function'
+const isCount = (value: unknown) => typeof value === 'number' && Number.isInteger(value) && value >= 0
+
+/**
+ * What each postgres.js option of a `connection` object must hold (postgres.js checks none of
+ * them: a number for `host` threw an uncoded TypeError at register, a number for `database` or a
+ * string for `onnotice` was taken and failed every connection later, or was ignored, and a
+ * negative `max_pipeline` never writes a statement). `undefined` is as if absent. Checked
+ * elsewhere: `port`, `ssl`, `target_session_attrs`, `password`, `max`.
+ */
+const connectionValueRules: Readonly<Record<string, readonly [(value: unknown) => boolean, string]>> = {
+  host: [
+    (value) => isHost(value) || (Array.isArray(value) && value.length > 0 && value.every(isHost)),
+    'a host name, or a non-empty list of them',
+  ],
+  hostname: [isHost, 'a host name'],
+  path: [isText, 'a Unix socket path'],
+  database: [isText, 'a database name'],
+  db: [isText, 'a database name'],
+  user: [isText, 'a user name'],
+  username: [isText, 'a user name'],
+  sslnegotiation: [(value) => value === null || value === 'postgres' || value === 'direct', "'postgres' or 'direct'"],
+  max_pipeline: [(value) => isCount(value) && (value as number) >= 1, 'an integer >= 1'],
+  backoff: [
+    (value) => isFunction(value) || isCount(value),
+    'a function of the retry count, or seconds (an integer >= 0)',
+  ],
+  keep_alive: [
+    (value) => value === null || value === false || isCount(value),
+    'seconds (an integer >= 0), null or false',
+  ],
+  prepare: [isBoolean, 'true or false'],
+  no_prepare: [isBoolean, 'true or false'],
+  fetch_types: [isBoolean, 'true or false'],
+  publications: [isText, 'a publication name'],
+  types: [isPlainObject, 'an object of custom types'],
+  transform: [isPlainObject, 'an object (postgres.js transform options)'],
+  onnotice: [isFunction, 'a function'],
+  onnotify: [isFunction, 'a function'],
+  onclose: [isFunction, 'a function'],
+  onparameter: [isFunction, 'a function'],
+  socket: [isFunction, 'a function returning a socket'],
+}
+
+/**
+ * Startup parameters the pool sets itself (connection-factory.ts), each with its option. The
+ * URL's `?statement_timeout=` and `?application_name=` are read as those options' values
+ * (resolvePoolOptions); here a value would be replaced without a word.
+ */
+const ownedStartupParameters: Readonly<Record<string, string>> = {
+  application_name: 'pool.applicationName',
+  statement_timeout: 'pool.statementTimeout',
+}
+
+/** The values of a `connection` object, each against its rule (connectionValueRules). */
+function checkConnectionValues(given: Record<string, unknown>): void {
+  for (const [key, [valid, expected]] of Object.entries(connectionValueRules)) {
+    const value = given[key]
+    // Only the type of a value that may be a secret: a host name is not one, nor a callback.
+    if (value !== undefined && !valid(value))
+      throw invalidOption(`connection.${key}`, `expected ${expected}, got ${describe(value)}`)
+  }
+  const startup = given.connection
+  if (startup === undefined) return
+  if (!isPlainObject(startup)) {
+    throw invalidOption('connection.connection', `expected an object of startup parameters, got ${describe(startup)}`)
+  }
+  for (const [name, value] of Object.entries(startup as Record<string, unknown>)) {
+    const option = ownedStartupParameters[name]
+    if (option !== undefined && value !== undefined) {
+      throw invalidOption(`connection.connection.${name}`, `is set by the pool; use ${option}`)
+    }
+    if (value !== undefined && typeof value !== 'string' && typeof value !== 'number' && typeof value !== 'boolean') {
+      throw invalidOption(
+        `connection.connection.${name}`,
+        `expected a string, a number or a boolean, got ${describe(value)}`,
+      )
+    }
+  }
+}
 
 /**
  * The options postgres.js reads from its options object (3.4.x: `parseOptions` in its index.js),
@@ -306,8 +455,8 @@ function decodedOrAsIs(encoded: string): string {
 export function resolveConnection(
   connection: string | ConnectionOptions | postgres.Options<{}> | undefined,
   env: NodeJS.ProcessEnv,
-): { connection: ResolvedConnection; fromUrl: { max?: string; applicationName?: string } } {
-  const fromUrl: { max?: string; applicationName?: string } = {}
+): { connection: ResolvedConnection; fromUrl: ConnectionDefaults } {
+  const fromUrl: ConnectionDefaults = { source: typeof connection === 'string' ? 'url' : 'options' }
   let url: string | undefined
   let options: postgres.Options<{}> = {}
   let secret: string | undefined
@@ -368,13 +517,21 @@ export function resolveConnection(
     // libpq's default, which postgres.js refuses: as if absent.
     if (parsed.searchParams.get('target_session_attrs') === 'any') parsed.searchParams.delete('target_session_attrs')
     secret = parsed.password ? decodePassword(parsed.password) : undefined
-    const max = parsed.searchParams.get('max')
-    if (max !== null) fromUrl.max = max
-    const app = parsed.searchParams.get('application_name')
-    if (app !== null) fromUrl.applicationName = app
-    // The pool owns these: postgres.js would let the URL override them.
-    parsed.searchParams.delete('max')
-    parsed.searchParams.delete('application_name')
+    const query = (key: string) => parsed.searchParams.get(key) ?? undefined
+    fromUrl.max = poolTable.max.read(query('max'), 'connection ?max=')
+    fromUrl.applicationName = query('application_name')
+    fromUrl.connectTimeout = connectTimeoutSeconds(query('connect_timeout'), 'connection ?connect_timeout=')
+    const statementTimeout = query('statement_timeout')
+    if (statementTimeout !== undefined) {
+      fromUrl.statementTimeout = settingMilliseconds(
+        statementTimeout,
+        'connection ?statement_timeout=',
+        poolTable.statementTimeout,
+      )
+    }
+    // The pool owns these: postgres.js would let the URL override them, or ignore them.
+    for (const key of ['max', 'application_name', 'connect_timeout', 'statement_timeout'])
+      parsed.searchParams.delete(key)
     url = parsed.toString()
     if (hosts.length === 0 && parsed.hostname.startsWith('[')) {
       // An IPv6 literal: postgres.js splits a host at its colons, but takes a list as it is.
@@ -397,6 +554,7 @@ export function resolveConnection(
     for (const key of ownedConnectionKeys) {
       if (key in given) throw invalidOption(`connection.${key}`, 'is managed by the pool; use the pool options')
     }
+    checkConnectionValues(given as Record<string, unknown>)
     const { max, password: givenPassword, pass, ...rest } = given as postgres.Options<{}> & { max?: unknown }
     // postgres.js reads `hostname` before `host`, and `db` after `database`: one name each from
     // here on, so that every check below (ports, IPv6) and `target` see what postgres.js uses.
@@ -414,7 +572,11 @@ export function resolveConnection(
     // postgres.js reads sslmode=disable from a URL as no TLS, but takes any string given as an
     // option as a TLS mode: 'disable' would try TLS.
     if ((rest as { ssl?: unknown }).ssl === 'disable') (rest as { ssl?: unknown }).ssl = false
-    if (max !== undefined) fromUrl.max = String(max)
+    fromUrl.max = poolTable.max.read(max, 'connection.max')
+    fromUrl.connectTimeout = connectTimeoutSeconds(
+      (rest as { connect_timeout?: unknown }).connect_timeout,
+      'connection.connect_timeout',
+    )
     // A function is wrapped below: postgres.js never calls it as given.
     const pw: unknown = givenPassword ?? pass
     if (typeof pw === 'function') fetch = pw as () => unknown
