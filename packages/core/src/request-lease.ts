@@ -176,10 +176,18 @@ function abortLeases(request: LeaseRequest): void {
   if (lease !== null) void lease.finish('abort').catch(() => {})
 }
 
-/** The raw response closed (hang-up.ts, watchClose): cut before it was ended, the client hung up. */
+/**
+ * The raw response closed (hang-up.ts, watchClose): cut before it was ended, the client hung up.
+ * Sent whole by a not-found handler (`reply.callNotFound()`), its leases end now if nothing ended
+ * them: that handler's context is the one where it was set, and when the plugin is registered in
+ * a child context, its onResponse is not among that context's hooks (a stream sent from there held
+ * its connection for good).
+ */
 function responseClosed(this: ServerResponse & { [kOwner]?: LeaseRequest }): void {
   const request = this[kOwner]
-  if (request !== undefined && hungUp(this)) abortLeases(request)
+  if (request === undefined) return
+  if (hungUp(this)) abortLeases(request)
+  else if (request.is404) endLeases(request, endMode(request, this.statusCode))
 }
 
 /** The request is over: its leases end (`mode`), unless they already did. */
