@@ -147,6 +147,7 @@ export class Lease implements Holder, QueryOwner {
   waitSince = 0
   waitMessage: Holder['waitMessage'] = undefined
   resume: Holder['resume'] = undefined
+  readonly callsBack: boolean
   #ctx: LeaseContext
   /** The target was resolved (or there is none). */
   #targeted: boolean
@@ -231,6 +232,7 @@ export class Lease implements Holder, QueryOwner {
     this.#targeted = settings.target === undefined
     this.settings = settings
     this.route = settings.route
+    this.callsBack = ctx.leaseApplicationName !== undefined || settings.onLease !== undefined
   }
 
   /**

@@ -46,6 +46,12 @@ export interface Holder {
    * statements must be published in its own context.
    */
   resume: ((fn: () => void) => void) | undefined
+  /**
+   * Runs the app's callbacks when it gets its connection (onLease, leaseApplicationName), which
+   * may read the async context (AsyncLocalStorage): a waiter gets its connection inside whoever
+   * released it, so it is resumed in its own context (as while a tracer listens).
+   */
+  readonly callsBack?: boolean | undefined
 }
 
 export interface PoolStats {
@@ -255,13 +261,13 @@ export class Pool extends EventEmitter<PoolEvents> {
    * throws the coded refusal when it may not wait.
    */
   wait(holder: Holder): void {
-    if (this.#closing) throw this.#refuse(new errors.FST_PG_POOL_CLOSED(), 'rejected')
+    if (this.#closing) throw this.#refuseWait(holder, new errors.FST_PG_POOL_CLOSED())
     if (this.#waiters.length >= this.#queueCap()) {
-      throw this.#refuse(new errors.FST_PG_POOL_QUEUE_FULL(this.options.maxWaiting), 'rejected')
+      throw this.#refuseWait(holder, new errors.FST_PG_POOL_QUEUE_FULL(this.options.maxWaiting))
     }
     holder.waitSince = this.#clock.now()
     const view = this.#deps.view
-    if (channels.queryStart.hasSubscribers || channels.acquireEnd.hasSubscribers) {
+    if (holder.callsBack === true || channels.queryStart.hasSubscribers || channels.acquireEnd.hasSubscribers) {
       holder.resume = AsyncLocalStorage.snapshot()
     }
     if (channels.acquireStart.hasSubscribers && view !== undefined) {
@@ -451,6 +457,24 @@ export class Pool extends EventEmitter<PoolEvents> {
   #refuse(error: Error, reason: AcquireFailure): Error {
     this.emit('acquireError', reason, 0)
     return error
+  }
+
+  /** A wait refused at once: published as a wait that ended as it began (a span, for a tracer). */
+  #refuseWait(holder: Holder, error: Error): Error {
+    const view = this.#deps.view
+    if (channels.acquireStart.hasSubscribers && view !== undefined) {
+      const message: AcquireMessage = {
+        pool: view(),
+        route: holder.route,
+        queued: this.#waiters.length,
+        waitMs: 0,
+        error: undefined,
+      }
+      channels.acquireStart.publish(message)
+      message.error = error
+      channels.acquireEnd.publish(message)
+    }
+    return this.#refuse(error, 'rejected')
   }
 
   #endWait(holder: Holder, waited: number, error: Error | undefined): void {

@@ -25,10 +25,13 @@ export interface ViewDeps {
   readonly connectError: (error: unknown) => Error
 }
 
-/** host, port and database of a `host:port/database` target. */
+/**
+ * host, port and database of a `host:port/database` target; of a host list
+ * (`a:5432,b:5432/database`), its first host: the conventions name one server.
+ */
 export function endpointOf(target: string): PgPoolView['endpoint'] {
   const slash = target.indexOf('/')
-  const hostPort = slash === -1 ? target : target.slice(0, slash)
+  const hostPort = (slash === -1 ? target : target.slice(0, slash)).split(',')[0] as string
   const colon = hostPort.lastIndexOf(':')
   return Object.freeze({
     host: colon === -1 ? hostPort : hostPort.slice(0, colon),

@@ -3,7 +3,6 @@ import { context, type Span, SpanKind, SpanStatusCode, type Tracer } from '@open
 import { ATTR, SPAN } from './attributes.js'
 import { describeError } from './error-type.js'
 import type { PoolIdentity } from './pool-identity.js'
-import type { WaiterContexts } from './waiter-contexts.js'
 
 /**
  * A span for each wait for a connection: the core publishes only the leases that had to wait,
@@ -12,19 +11,16 @@ import type { WaiterContexts } from './waiter-contexts.js'
 export class AcquireSpans {
   readonly #tracer: Tracer
   readonly #pools: ReadonlyMap<PgPoolView, PoolIdentity>
-  readonly #contexts: WaiterContexts
   readonly #spans = new WeakMap<AcquireMessage, Span>()
 
-  constructor(tracer: Tracer, pools: ReadonlyMap<PgPoolView, PoolIdentity>, contexts: WaiterContexts) {
+  constructor(tracer: Tracer, pools: ReadonlyMap<PgPoolView, PoolIdentity>) {
     this.#tracer = tracer
     this.#pools = pools
-    this.#contexts = contexts
   }
 
   start(message: AcquireMessage): void {
     const pool = this.#pools.get(message.pool)
     if (pool === undefined) return
-    this.#contexts.started(message)
     const span = this.#tracer.startSpan(
       SPAN.acquire,
       {
@@ -40,7 +36,6 @@ export class AcquireSpans {
     const span = this.#spans.get(message)
     if (span === undefined) return
     this.#spans.delete(message)
-    this.#contexts.ended(message)
     if (message.error !== undefined) {
       // FST_PG_POOL_ACQUIRE_TIMEOUT, _QUEUE_FULL, _ABORTED, _CLOSED, _CONNECT_FAILED
       const { type } = describeError(message.error)

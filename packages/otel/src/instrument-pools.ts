@@ -9,7 +9,6 @@ import { RefusalEvents } from './refusal-events.js'
 import { StatementTelemetry } from './statement-telemetry.js'
 import { Subscriptions } from './subscriptions.js'
 import { TransactionSpans } from './transaction-spans.js'
-import { WaiterContexts } from './waiter-contexts.js'
 
 /** What `instrumentPools` set up; `close()` undoes all of it. */
 export interface PoolInstrumentation {
@@ -59,11 +58,10 @@ export function instrument(views: readonly PgPoolView[], options: ResolvedOtelOp
 
   let transactions: TransactionSpans | undefined
   if (tracer !== undefined) {
-    const contexts = new WaiterContexts()
-    const acquires = new AcquireSpans(tracer, pools, contexts)
+    const acquires = new AcquireSpans(tracer, pools)
     subscriptions.on(channels.acquireStart, acquires.start.bind(acquires))
     subscriptions.on(channels.acquireEnd, acquires.end.bind(acquires))
-    const opened = new TransactionSpans(tracer, pools, contexts)
+    const opened = new TransactionSpans(tracer, pools)
     transactions = opened
     subscriptions.on(channels.transactionStart, opened.start.bind(opened))
     subscriptions.on(channels.transactionEnd, opened.end.bind(opened))

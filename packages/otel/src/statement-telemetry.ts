@@ -74,7 +74,7 @@ export class StatementTelemetry {
       span = tracer.startSpan(
         spanName(summary, pool),
         { kind: SpanKind.CLIENT, attributes, startTime: startedAt },
-        transactions?.contextFor(message, text),
+        transactions?.contextFor(message),
       )
     }
     this.#running.set(message, { pool, summary, startedAt, span })
