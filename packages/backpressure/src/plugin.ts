@@ -219,6 +219,6 @@ export const pgPoolBackpressure = fp(backpressure, {
 declare module 'fastify' {
   interface FastifyContextConfig {
     /** `false`: never refused by admission control or process pressure. */
-    backpressure?: RouteBackpressureConfig
+    backpressure?: RouteBackpressureConfig | undefined
   }
 }

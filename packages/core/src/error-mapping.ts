@@ -1,3 +1,4 @@
+import type * as PostgresTypes from 'postgres'
 import postgres from 'postgres'
 import { errors, retryableCodes } from './errors.js'
 import { type CloseReason, QUERY_CANCELED } from './server-connection.js'
@@ -104,7 +105,14 @@ const valueFields = [
  * `statusCode` by the mapping, and a message that says what a client may know. Its `cause` is
  * what the log may know of the server's error (`loggedCause`). Still a `postgres.PostgresError`.
  */
-export class DatabaseError extends postgres.PostgresError {
+/**
+ * postgres.js's error class, typed through a type-only import: the declaration file then names
+ * no default import of 'postgres', which CommonJS projects without esModuleInterop cannot
+ * resolve (DatabaseError lost every field of its base there).
+ */
+const PostgresErrorBase: typeof PostgresTypes.PostgresError = postgres.PostgresError
+
+export class DatabaseError extends PostgresErrorBase {
   declare readonly code: string
   declare readonly statusCode: number
   /** PostgreSQL's name for the SQLSTATE, when known. */
@@ -128,7 +136,7 @@ function statusOf(code: string, mapping: Readonly<Record<string, number>>): numb
  * becomes the condition; `detail`, `hint` and `where` never reach it. The stack keeps its frames
  * (postgres.js appends the query's call site), under the safe message.
  */
-function loggedCause(error: postgres.PostgresError, code: string, condition: string): Error {
+function loggedCause(error: PostgresTypes.PostgresError, code: string, condition: string): Error {
   const message =
     error.position !== undefined && error.position !== ''
       ? error.message
@@ -141,12 +149,12 @@ function loggedCause(error: postgres.PostgresError, code: string, condition: str
   return cause
 }
 
-export function isPostgresError(error: unknown): error is postgres.PostgresError {
+export function isPostgresError(error: unknown): error is PostgresTypes.PostgresError {
   return error instanceof postgres.PostgresError || (error as { name?: unknown } | null)?.name === 'PostgresError'
 }
 
 export function toDatabaseError(
-  error: postgres.PostgresError,
+  error: PostgresTypes.PostgresError,
   mapping: Readonly<Record<string, number>>,
   retryAfter: number,
 ): DatabaseError {

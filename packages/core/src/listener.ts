@@ -1,3 +1,4 @@
+import type * as PostgresTypes from 'postgres'
 import postgres from 'postgres'
 import type { Clock, TimerHandle } from './clock.js'
 import { errors } from './errors.js'
@@ -45,7 +46,7 @@ export const NO_LISTENER: ListenerStats = Object.freeze({
 export interface ListenerSettings {
   readonly url: string | undefined
   /** postgres.js options (a password function among them is called for each new connection). */
-  readonly options: postgres.Options<{}>
+  readonly options: PostgresTypes.Options<{}>
   /** A multi-host primary (`host=a,b`): the LISTEN connection goes to the one that accepts writes. */
   readonly hosts?: readonly { readonly host: string; readonly port: number }[] | undefined
   readonly applicationName: string
@@ -60,7 +61,7 @@ export interface ListenerSettings {
   readonly listenTimeout: number
   /** PgBouncer in transaction mode keeps no session: a LISTEN there would hear nothing. */
   readonly pgbouncer: boolean
-  readonly onNotice: (notice: postgres.Notice) => boolean | undefined
+  readonly onNotice: (notice: PostgresTypes.Notice) => boolean | undefined
   /** Removes the connection's password from a text. */
   readonly redact: (text: string) => string
   readonly onHandlerError: (error: unknown, channel: string) => void
@@ -147,7 +148,7 @@ interface Channel {
 export class Listener {
   readonly #settings: ListenerSettings
   readonly #channels = new Map<string, Channel>()
-  #client: postgres.Sql<{}> | undefined
+  #client: PostgresTypes.Sql<{}> | undefined
   /** Open with every channel listened to. */
   #connected = false
   /** Has been connected since something started listening: a loss is then a reconnection to come. */
@@ -259,10 +260,10 @@ export class Listener {
     await this.#clientNow().unsafe(text)
   }
 
-  #clientNow(): postgres.Sql<{}> {
+  #clientNow(): PostgresTypes.Sql<{}> {
     if (this.#client !== undefined) return this.#client
     const { url, options, hosts = [], applicationName, connectTimeout, onNotice } = this.#settings
-    let client: postgres.Sql<{}> | undefined
+    let client: PostgresTypes.Sql<{}> | undefined
     const clientOptions = {
       ...options,
       // After a failover the primary is another host: postgres.js tries them in turn on each
@@ -290,7 +291,7 @@ export class Listener {
       ...chainedCallbacks(options, onNotice, () => {
         if (client !== undefined) this.#lost(client)
       }),
-    } as postgres.Options<{}>
+    } as PostgresTypes.Options<{}>
     client = url === undefined ? postgres(clientOptions) : postgres(url, clientOptions)
     this.#client = client
     this.#connected = false
@@ -322,7 +323,7 @@ export class Listener {
    * process kept alive. The ended client is closed again until such a connection can no longer
    * open (its connect timeout and the longest backoff), on timers that keep nothing alive.
    */
-  #sweep(client: postgres.Sql<{}>): void {
+  #sweep(client: PostgresTypes.Sql<{}>): void {
     const { clock, connectTimeout } = this.#settings
     const until = clock.now() + connectTimeout + RECONNECT_MAX_DELAY_S * 1000
     const again = () => {
@@ -352,7 +353,7 @@ export class Listener {
    * the server forgot every LISTEN. Listen again on a new connection; postgres.js opens it for
    * the statement, after its backoff when the last attempt failed.
    */
-  #lost(client: postgres.Sql<{}>): void {
+  #lost(client: PostgresTypes.Sql<{}>): void {
     if (this.#closed || client !== this.#client) return
     if (this.#connected) {
       this.#connected = false
@@ -361,7 +362,7 @@ export class Listener {
     this.#resubscribe(client)
   }
 
-  #resubscribe(client: postgres.Sql<{}>): void {
+  #resubscribe(client: PostgresTypes.Sql<{}>): void {
     // One attempt at a time: a failed one closes the connection again, and that close (before or
     // after the failure is seen) starts the next.
     if (this.#resubscribing) {
@@ -395,7 +396,7 @@ export class Listener {
    * attempt): drop it, and listen again on a new one shortly, which postgres.js may open to
    * another host.
    */
-  #retryOnNewConnection(client: postgres.Sql<{}>): void {
+  #retryOnNewConnection(client: PostgresTypes.Sql<{}>): void {
     this.#client = undefined
     void client
       .end({ timeout: 0 })

@@ -677,7 +677,7 @@ function passwordSource(fetch: () => unknown, secrets: Secrets): () => Promise<s
  */
 export type ConnectionOptions = Omit<
   postgres.Options<{}>,
-  'idle_timeout' | 'max_lifetime' | 'debug' | 'timeout' | 'host' | 'port'
+  'idle_timeout' | 'max_lifetime' | 'debug' | 'timeout' | 'host' | 'port' | 'ssl'
 > & {
   /** A host, or a list tried in turn (postgres.js takes both; its typings only the first). */
   host?: string | readonly string[] | undefined
@@ -686,6 +686,8 @@ export type ConnectionOptions = Omit<
   sslnegotiation?: 'direct' | null | undefined
   /** Most statements postgres.js writes ahead on a connection. */
   max_pipeline?: number | undefined
+  /** TLS as postgres.js takes it, and `'disable'` (no TLS, as `sslmode=disable` in a URL). */
+  ssl?: postgres.Options<{}>['ssl'] | 'disable' | undefined
 }
 
 /** One read replica: a URL, postgres.js options, or those with pool options of its own. */
@@ -725,6 +727,7 @@ export interface ReplicaOptions {
         /** Most a read waits for a replica to catch up before the primary serves it, ms. Default 200. */
         maxWait?: number | undefined
       }
+    | undefined
 }
 
 /**
@@ -775,7 +778,15 @@ export function resolveReplicas(
   }
   const targets = (replicas ?? []) as unknown[]
   const resolved = targets.map((target, i) => {
-    const isEntry = typeof target === 'object' && target !== null && 'connection' in target
+    // `{ connection, pool }`, or postgres.js options, whose own `connection` holds startup
+    // parameters (`{ host, connection: { 'app.region': 'eu' } }`): an entry has no other keys
+    // (a misspelled one is refused as the entry's when its connection is a URL or it has a pool).
+    const keys = typeof target === 'object' && target !== null ? Object.keys(target) : []
+    const isEntry =
+      keys.includes('connection') &&
+      (keys.every((key) => key === 'connection' || key === 'pool') ||
+        keys.includes('pool') ||
+        typeof (target as { connection?: unknown }).connection === 'string')
     const entry = isEntry ? (target as { connection: unknown; pool?: unknown }) : { connection: target }
     if (isEntry) checkKeys(`replicas[${i}]`, entry, ['connection', 'pool'])
     // null too: resolveConnection reads it as "not given", and a replica has no environment to fall

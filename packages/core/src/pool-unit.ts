@@ -122,6 +122,8 @@ export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
         leased: false,
       }),
     connectError,
+    listenerFailed: (event, error) =>
+      log.error({ err: error, pool: settings.name, event }, `an app.pgPool.on('${event}') listener failed`),
   })
 
   let lastConnectFailed = false

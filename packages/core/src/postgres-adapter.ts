@@ -1,4 +1,5 @@
 import type { Readable, Writable } from 'node:stream'
+import type * as PostgresTypes from 'postgres'
 import postgres from 'postgres'
 
 /**
@@ -382,7 +383,7 @@ function cursorTracked(this: TrackedQuery, rows: unknown): unknown {
  * cancel) passes through its owner: the lease goes back only when nothing of it runs. Accessors,
  * not a wrapper: postgres.js reassigns resolve/reject (per cursor batch).
  */
-export function trackedQueryClass(helpers: postgres.Sql<{}>): TrackedQueryConstructor {
+export function trackedQueryClass(helpers: PostgresTypes.Sql<{}>): TrackedQueryConstructor {
   const Query = (helpers`select 1` as unknown as AdapterQuery).constructor as new (...args: unknown[]) => object
   queryCursor = (Query.prototype as { cursor: unknown }).cursor
   closeCursor = (helpers as unknown as { CLOSE: unknown }).CLOSE
@@ -553,7 +554,7 @@ const MAX_PARAMETERS = 65534
 /** One server connection's postgres.js client (`max: 1`), and what the pool needs of it. */
 export interface ServerClient {
   /** The client itself (for the pool's own statements: reading the budget, the ping). */
-  readonly sql: postgres.Sql<{}>
+  readonly sql: PostgresTypes.Sql<{}>
   /**
    * Sends a tracked query on this client's connection. False when postgres.js could not build it
    * behind another statement (assumption 8): the query fails (a microtask later) with the reason,
@@ -583,9 +584,9 @@ export interface ServerClient {
 export interface ClientSettings {
   /** A postgres:// URL, if one was given. */
   readonly url: string | undefined
-  readonly options: postgres.Options<{}>
+  readonly options: PostgresTypes.Options<{}>
   /** The pool's: true for a notice of its own statements (not passed on to the app's onnotice). */
-  readonly onNotice: (notice: postgres.Notice) => boolean | undefined
+  readonly onNotice: (notice: PostgresTypes.Notice) => boolean | undefined
   readonly onClose: () => void
 }
 
@@ -607,12 +608,12 @@ function contained(callback: () => unknown): void {
  * rejection of an async one, is not let through.
  */
 export function chainedCallbacks(
-  given: postgres.Options<{}>,
-  onNotice: (notice: postgres.Notice) => boolean | undefined,
+  given: PostgresTypes.Options<{}>,
+  onNotice: (notice: PostgresTypes.Notice) => boolean | undefined,
   onClose: () => void,
-): { onnotice: (notice: postgres.Notice) => void; onclose: (connectionId: number) => void } {
+): { onnotice: (notice: PostgresTypes.Notice) => void; onclose: (connectionId: number) => void } {
   const { onnotice: appNotice, onclose: appClose } = given as {
-    onnotice?: (notice: postgres.Notice) => void
+    onnotice?: (notice: PostgresTypes.Notice) => void
     onclose?: (connectionId: number) => void
   }
   return {
@@ -634,7 +635,7 @@ export function chainedCallbacks(
 }
 
 export function createServerClient(settings: ClientSettings): ServerClient {
-  const options: postgres.Options<{}> = {
+  const options: PostgresTypes.Options<{}> = {
     ...settings.options,
     max: 1,
     // null, not undefined: postgres.js would otherwise retire connections on its own timers.
@@ -760,17 +761,17 @@ export function createServerClient(settings: ClientSettings): ServerClient {
 }
 
 /** Ends the connections `sql` holds now (assumption 7), also those opened after its end(). */
-export function closeConnections(sql: postgres.Sql<{}>): Promise<void> {
+export function closeConnections(sql: PostgresTypes.Sql<{}>): Promise<void> {
   return (sql as unknown as { close: () => Promise<void> }).close().catch(() => {})
 }
 
 /** A client that never connects: helpers (identifiers, json, arrays) and the Query class. */
-export function createHelpers(url: string | undefined, options: postgres.Options<{}>): postgres.Sql<{}> {
+export function createHelpers(url: string | undefined, options: PostgresTypes.Options<{}>): PostgresTypes.Sql<{}> {
   return url === undefined ? postgres({ ...options, max: 1 }) : postgres(url, { ...options, max: 1 })
 }
 
 /** postgres.js keeps per-client type state in `options.shared` (not in its typings). */
-export function typeArrayMapOf(sql: postgres.Sql<{}>): Record<number, number> {
+export function typeArrayMapOf(sql: PostgresTypes.Sql<{}>): Record<number, number> {
   return (sql.options as unknown as TypeOptions).shared.typeArrayMap
 }
 

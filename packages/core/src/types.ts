@@ -261,6 +261,6 @@ declare module 'fastify' {
     dbs: NamedDbs<RequestDb>
   }
   interface FastifyContextConfig {
-    db?: RouteDbConfig
+    db?: RouteDbConfig | undefined
   }
 }

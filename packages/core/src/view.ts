@@ -23,7 +23,11 @@ export interface ViewDeps {
   /** The instance's LISTEN connection (a replica's view has none). */
   readonly listener?: (() => ListenerStats) | undefined
   readonly connectError: (error: unknown) => Error
+  /** A listener given to `on()` threw, or its promise rejected: reported, never the pool's. */
+  readonly listenerFailed: (event: string, error: unknown) => void
 }
+
+type AnyListener = (...args: unknown[]) => unknown
 
 /**
  * host, port and database of a `host:port/database` target; of a host list
@@ -42,6 +46,32 @@ export function endpointOf(target: string): PgPoolView['endpoint'] {
 
 /** The read-only view of one pool: what observers may read, nothing they can change. */
 export function createView(deps: ViewDeps): PgPoolView {
+  // The pool emits in the middle of its own state changes (a lease given, a connection taken
+  // back): a listener's throw there left a connection leased for good, or ended the process
+  // from a timer ('leak'), and a throw on 'close' failed app.close(). Each listener runs in a
+  // guard of its own, kept per listener and event so that off() finds it.
+  const guards = new WeakMap<AnyListener, Map<string, AnyListener[]>>()
+  const guarded = (event: string, listener: AnyListener): AnyListener => {
+    const guard: AnyListener = (...args) => {
+      try {
+        const result = listener(...args)
+        if (typeof (result as PromiseLike<unknown> | null)?.then === 'function') {
+          ;(result as PromiseLike<unknown>).then(undefined, (error: unknown) => deps.listenerFailed(event, error))
+        }
+      } catch (error) {
+        deps.listenerFailed(event, error)
+      }
+    }
+    let byEvent = guards.get(listener)
+    if (byEvent === undefined) {
+      byEvent = new Map()
+      guards.set(listener, byEvent)
+    }
+    const list = byEvent.get(event) ?? []
+    list.push(guard)
+    byEvent.set(event, list)
+    return guard
+  }
   const view: PgPoolView = {
     stats: () => deps.pool().stats(),
     wouldRefuse: (pipelined) => deps.pool().wouldRefuse(pipelined),
@@ -66,11 +96,16 @@ export function createView(deps: ViewDeps): PgPoolView {
     },
     listener: () => deps.listener?.() ?? NO_LISTENER,
     on(event, listener) {
-      deps.pool().on(event, listener as never)
+      deps.pool().on(event, guarded(event, listener as AnyListener) as never)
       return view
     },
     off(event, listener) {
-      deps.pool().off(event, listener as never)
+      // As EventEmitter's off(): the listener added last goes first.
+      const guard = guards
+        .get(listener as AnyListener)
+        ?.get(event)
+        ?.pop()
+      if (guard !== undefined) deps.pool().off(event, guard as never)
       return view
     },
     options: deps.options,
