@@ -31,7 +31,12 @@ describe('HEAD with web streams', () => {
         if (kind === 'node-stream') return Readable.from(gen)
         const stream = ReadableStream.from(gen)
         if (kind === 'web-stream') return reply.send(stream)
-        return reply.send(new Response(stream, { status: 200, headers: { 'content-type': 'text/plain' } }))
+        return reply.send(
+          new Response(stream as unknown as ConstructorParameters<typeof Response>[0], {
+            status: 200,
+            headers: { 'content-type': 'text/plain' },
+          }),
+        )
       })
       app.get('/x', async (request) => (await request.db`select 1 as one`)[0])
       const base = await listen(app)

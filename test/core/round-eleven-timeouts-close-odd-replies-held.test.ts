@@ -295,7 +295,12 @@ describe('odd replies', () => {
 })
 
 describe('inject simulations', () => {
-  for (const simulate of [{ close: true }, { split: true }, { end: true, close: true }] as const) {
+  const simulations = [
+    { end: false, split: false, error: false, close: true },
+    { end: false, split: true, error: false, close: false },
+    { end: true, split: false, error: false, close: true },
+  ]
+  for (const simulate of simulations) {
     test(`inject simulate ${JSON.stringify(simulate)} on a transaction POST: 2xx only with the row, lease back`, async () => {
       fx.current = await coreApp(fx.db.url, { max: 1 })
       const { app } = fx.current

@@ -9,7 +9,7 @@
 // nothing ended. An error thrown in such a parent not-found handler is still not seen (README).
 import { Readable } from 'node:stream'
 import pgPoolCore from '@fastify-pg-pool/core'
-import Fastify from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import { expect, test } from 'vitest'
 import { uniqueName, waitFor } from '../support/database.js'
 import { listen } from '../support/http.js'
@@ -29,7 +29,7 @@ for (const where of ['child context (prefix)', 'root (control)'] as const) {
     )
     const name = uniqueName()
     let pool: { stats(): { leased: number } } | undefined
-    const routes = async (api: typeof app) => {
+    const routes = async (api: FastifyInstance) => {
       await api.register(pgPoolCore, {
         connection: fx.db.url,
         pool: {

@@ -10,7 +10,7 @@
 import { FastifyOtelInstrumentation } from '@fastify/otel'
 import pgPoolCore from '@fastify-pg-pool/core'
 import pgPoolOtel from '@fastify-pg-pool/otel'
-import { context, propagation, type TextMapPropagator, TraceFlags, trace } from '@opentelemetry/api'
+import { context, propagation, type Span, type TextMapPropagator, TraceFlags, trace } from '@opentelemetry/api'
 import Fastify from 'fastify'
 import { afterAll, beforeAll, expect, test } from 'vitest'
 import { createTestDatabase, type TestDatabase, uniqueName, waitUntil } from '../../support/database.js'
@@ -58,8 +58,8 @@ test('app.db jobs: a statement started as another job’s lease is handed to a w
     // k: microtask hops between starting C's statement and releasing A's lease.
     for (let k = 0; k < 5; k++) {
       sdk.reset()
-      const [a, b, c] = ['job A', 'job B', 'job C'].map((name) => tracer.startSpan(name))
-      const within = <T>(span: typeof a, fn: () => T) => context.with(trace.setSpan(context.active(), span), fn)
+      const [a, b, c] = ['job A', 'job B', 'job C'].map((name) => tracer.startSpan(name)) as [Span, Span, Span]
+      const within = <T>(span: Span, fn: () => T) => context.with(trace.setSpan(context.active(), span), fn)
       const leaseC = await within(c, () => app.db.lease())
       const leaseA = await within(a, () => app.db.lease())
       // B waits for a connection (both are held).
