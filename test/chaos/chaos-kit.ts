@@ -247,7 +247,7 @@ export function drawPlan(r: Rand, route: Route, handlerTimeoutMs: number): Plan 
   if (r.chance(0.3))
     steps.splice(r.int(0, steps.length), 0, r.chance(0.5) ? `sleepdb:${r.int(1, 40)}` : `sleepjs:${r.int(1, 40)}`)
   if (r.chance(0.1)) steps.splice(r.int(0, steps.length), 0, `float:${r.int(1, 300)}`)
-  // `insert` after `openbegin` runs in the handler's open block, rolled back by the reset.
+  // `insert` after `openbegin` runs in the handler's open block, rolled back; the reply is a 500.
   const ending = r.weighted<Ending>({ ok: 60, throw: 10, failthrow: 10, failcontinue: 10, long: 10 })
   if (ending === 'throw') steps.push('throw')
   if (ending === 'failthrow') steps.push('failthrow')
@@ -1035,6 +1035,11 @@ export function checkOutcomes(result: StormResult, c: ChaosApp, labelLeases: boo
       // Documented: a stream as the first statement after a failed reset is not sent again.
       (status === 503 && code === 'FST_PG_POOL_CONNECTION_LOST' && stream && o.body.includes('session reset failed')) ||
       (status === 500 && code === 'FST_PG_POOL_PIPELINED' && plan.route === 'pipe' && steps.includes('openbegin')) ||
+      // A block the handler opened in SQL and left open is rolled back: the reply says so (round eleven).
+      (status === 500 &&
+        code === 'FST_PG_POOL_COMMIT_FAILED' &&
+        (plan.route === 'plain' || plan.route === 'plainHt') &&
+        steps.includes('openbegin')) ||
       (status === 503 && code === 'FST_PG_POOL_CONNECTION_LOST' && plan.route === 'pipe' && pipeBlocks) ||
       (status === 500 && code === 'CHAOS_THROW' && steps.includes('throw')) ||
       (status === 400 && code === '22012' && steps.includes('failthrow')) ||

@@ -193,7 +193,8 @@ describe('session reset (default): nothing crosses from one request to the next'
       await sql.unsafe('begin')
       await sql`insert into ledger values (1, 'uncommitted')`
     }
-    expect((await app.inject({ method: 'POST', url: '/a' })).statusCode).toBe(200)
+    // Since round eleven the reply says its work was not committed (test/regressions/sql-block-left-open).
+    expect((await app.inject({ method: 'POST', url: '/a' })).statusCode).toBe(500)
     expect(await probe()).toMatchObject(clean)
     const rows = await db.sql`select * from ledger`
     expect(rows).toHaveLength(0)
@@ -204,7 +205,8 @@ describe('session reset (default): nothing crosses from one request to the next'
       await sql.unsafe('begin')
       await sql`select 1/0`.catch(() => {})
     }
-    expect((await app.inject({ method: 'POST', url: '/a' })).statusCode).toBe(200)
+    // Since round eleven the reply says its work was not committed (test/regressions/sql-block-left-open).
+    expect((await app.inject({ method: 'POST', url: '/a' })).statusCode).toBe(500)
     expect(await probe()).toMatchObject(clean)
   })
 })

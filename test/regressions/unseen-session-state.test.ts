@@ -42,7 +42,8 @@ describe('a transaction opened inside a multi-statement simple query', () => {
         await request.db`insert into notes values ('next')`
         return row
       })
-      expect((await app.inject({ method: 'POST', url: '/open' })).statusCode).toBe(200)
+      // Since round eleven the reply says its work was not committed (test/regressions/sql-block-left-open).
+      expect((await app.inject({ method: 'POST', url: '/open' })).statusCode).toBe(500)
       const next = await app.inject({ method: 'POST', url: '/next' })
       expect(next.statusCode).toBe(200)
       expect(next.json()).toEqual({ inBlock: false })

@@ -194,6 +194,8 @@ export class Lease implements Holder, QueryOwner {
   #routeTransaction = false
   /** A `begin()` block is open. */
   #block = false
+  /** leftBlockOpen() found a block the holder opened in SQL still open. */
+  #leftOpen = false
   /**
    * The `begin()` block whose callback runs (its token: the handle it gave the callback built its
    * statements with), and whether onLease opened it. Only that handle's statements run while it is
@@ -295,6 +297,31 @@ export class Lease implements Holder, QueryOwner {
    * transaction block (its work may be rolled back with it): the error the reply goes out with
    * instead of its 2xx. Undefined otherwise (no route transaction, not ended, or ended to commit).
    */
+  /**
+   * A request whose own statements may have opened a transaction block in SQL (their command tags
+   * said `BEGIN`, `COMMIT`, `SAVEPOINT`..., or a statement failed without saying which of its
+   * statements ran): whether the session is inside a block now, asked before its reply goes. Such
+   * a block is rolled back when the connection goes back, so its 2xx would be a success for work
+   * that is not committed. Undefined when there is nothing to ask (no such tag, a route transaction
+   * or a `begin()` block of the pool's own, a shared session, no connection).
+   */
+  leftBlockOpen(): Promise<boolean> | undefined {
+    if (!this.#transaction.mayBeOpen || this.#routeTransaction || this.#block || this.pipelined) return undefined
+    if (this.#conn === undefined || this.#mode !== undefined) return undefined
+    // Any failure answers "in a block": 25P02 is an aborted one, and a lost connection took the
+    // block with it.
+    const found = (open: boolean) => {
+      // Rolled back when the connection goes back, in every reset mode ('never' included): the
+      // reply says it was, and the next holder's statements must not run inside it.
+      if (open) this.#leftOpen = true
+      return open
+    }
+    return this.#internal(SHARED_BLOCK_PROBE).then(
+      (rows) => found(Object.values((rows as Record<string, unknown>[])[0] ?? {})[0] !== false),
+      () => found(true),
+    )
+  }
+
   notCommitted(): Error | undefined {
     if (this.#openedShared !== undefined) return this.#openedShared
     if (!this.inTransaction || this.#mode === undefined) return undefined
@@ -1250,7 +1277,7 @@ export class Lease implements Holder, QueryOwner {
       this.#transaction.mayBeOpen,
       conn.baseline,
       this.#sessionRestores(),
-      this.#block,
+      this.#block || this.#leftOpen,
     )
     this.#ctx.pool.release(conn, this, reset)
   }

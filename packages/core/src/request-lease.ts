@@ -165,6 +165,10 @@ function sendUnlessLost(
   send(lost)
 }
 
+/** FST_PG_POOL_COMMIT_FAILED's detail for a block the handler opened in SQL and left open. */
+const LEFT_OPEN =
+  'a transaction block the handler opened in SQL was still open when it replied; it was rolled back (commit it, or use request.db.begin())'
+
 /**
  * The request is over for the database and its client is gone (or its response was destroyed):
  * what its leases run or wait for is stopped, and a route transaction rolls back.
@@ -542,6 +546,27 @@ export class RequestLeases {
               void others.then(() => sendLater(error ?? null, body))
             }) as typeof hookDone)
       const later = (others === undefined ? sendLater : done) as typeof sendLater
+      // A lease outside a transaction ends (its writes committed on their own), then the reply goes.
+      const finishPlain = (lease: Lease, now: typeof done, afterwards: typeof sendLater) => {
+        const finishing = lease.finish(mode)
+        if (finishing === finished) return now(null, payload)
+        if (tokens === null) {
+          finishing.catch(logFailure(request))
+          return now(null, payload)
+        }
+        // Read-your-writes: the position of the request's writes goes on the reply.
+        leased[kSending] = true
+        finishing.then(
+          () => {
+            writeToken(request, reply, tokens, lease.commitLsn)
+            afterwards(null, payload)
+          },
+          (error: unknown) => {
+            logFailure(request)(error)
+            afterwards(null, payload)
+          },
+        )
+      }
       if (lease === null) {
         // A streamed payload of a route without a transaction may still read with request.db.
         if (!isStream(payload) || routes.of(request.routeOptions.config.db, '').begin !== undefined) {
@@ -595,25 +620,20 @@ export class RequestLeases {
           return
         }
         leased[kEnded] = true
-        const finishing = lease.finish(mode)
-        if (finishing === finished) return done(null, payload)
-        if (tokens === null) {
-          finishing.catch(logFailure(request))
-          return done(null, payload)
+        const left = mode === 'commit' ? lease.leftBlockOpen() : undefined
+        if (left !== undefined) {
+          // A block the handler opened in SQL and left open is rolled back with the connection's
+          // reset: its work is not committed, and the reply says so instead of its 2xx.
+          leased[kSending] = true
+          left.then((open) => {
+            if (!open) return finishPlain(lease, later as typeof done, later)
+            lease.finish('rollback').catch(logFailure(request))
+            request.log.warn('the handler left a transaction block it opened in SQL open: rolled back')
+            later(new errors.FST_PG_POOL_COMMIT_FAILED(LEFT_OPEN))
+          })
+          return
         }
-        // Read-your-writes: the position of the request's writes goes on the reply.
-        leased[kSending] = true
-        finishing.then(
-          () => {
-            writeToken(request, reply, tokens, lease.commitLsn)
-            later(null, payload)
-          },
-          (error: unknown) => {
-            logFailure(request)(error)
-            later(null, payload)
-          },
-        )
-        return
+        return finishPlain(lease, done, later)
       }
       // The COMMIT before the first byte: a client never sees success for work not committed.
       leased[kEnded] = true
