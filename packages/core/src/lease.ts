@@ -235,6 +235,11 @@ export class Lease implements Holder, QueryOwner {
     this.settings = settings
     this.route = settings.route
     this.callsBack = ctx.leaseApplicationName !== undefined || settings.onLease !== undefined
+    // The async context it was made in, for what the pool later does for it inside another's: a
+    // hand-off after a wait, a reroute after a failed reset, a fallback after a failed wait.
+    if (this.callsBack || channels.queryStart.hasSubscribers || channels.acquireEnd.hasSubscribers) {
+      this.resume = AsyncLocalStorage.snapshot()
+    }
   }
 
   /**
@@ -689,7 +694,10 @@ export class Lease implements Holder, QueryOwner {
     conn.send(query)
     // The pool's question whether a block is still open (#checkBlock) is no statement of the
     // request's: in a failed block it fails (25P02), which tracing and metrics would count.
-    if (channels.queryStart.hasSubscribers && query !== this.#blockCheck?.query) this.#publishStart(query)
+    // A statement sent again on another connection (reroute) keeps the message of its first send:
+    // one statement, one start and one end for a tracer.
+    if (channels.queryStart.hasSubscribers && query !== this.#blockCheck?.query && query.observed === undefined)
+      this.#publishStart(query)
   }
 
   #publishStart(query: TrackedQuery): void {
@@ -1112,6 +1120,8 @@ export class Lease implements Holder, QueryOwner {
     copy.innerReject = query.innerReject
     // postgres.js runs it when it is dispatched, not when it is awaited: mark it as running.
     copy.executed = true
+    copy.observed = query.observed
+    query.observed = undefined
     return copy
   }
 

@@ -41,9 +41,10 @@ export interface Holder {
   /** The diagnostics message of its wait, while a subscriber listens. */
   waitMessage: AcquireMessage | undefined
   /**
-   * Runs a function in the async context the holder began to wait in (set while a tracer
-   * listens): a connection is handed over inside whoever released it, and the waiter's
-   * statements must be published in its own context.
+   * Runs a function in the holder's own async context (taken when it was made or began to wait,
+   * while a tracer listens or it calls back): the pool hands it a connection, moves it after a
+   * failed reset, or fails its wait inside another's context (whoever released the connection, a
+   * timer, a connection's socket), and its statements and callbacks must run in its own.
    */
   resume: ((fn: () => void) => void) | undefined
   /**
@@ -267,7 +268,10 @@ export class Pool extends EventEmitter<PoolEvents> {
     }
     holder.waitSince = this.#clock.now()
     const view = this.#deps.view
-    if (holder.callsBack === true || channels.queryStart.hasSubscribers || channels.acquireEnd.hasSubscribers) {
+    if (
+      holder.resume === undefined &&
+      (holder.callsBack === true || channels.queryStart.hasSubscribers || channels.acquireEnd.hasSubscribers)
+    ) {
       holder.resume = AsyncLocalStorage.snapshot()
     }
     if (channels.acquireStart.hasSubscribers && view !== undefined) {
@@ -485,7 +489,9 @@ export class Pool extends EventEmitter<PoolEvents> {
       message.error = error
       channels.acquireEnd.publish(message)
     }
-    if (error !== undefined) holder.acquireFailed(error)
+    // In the holder's own context (a timer's or a failed opening's is active): it may fall back
+    // to another pool and take a connection there at once.
+    if (error !== undefined) inContextOf(holder, () => holder.acquireFailed(error))
   }
 
   /** One timer for the whole queue: waiters time out in the order they came (one timeout for all). */
@@ -574,8 +580,9 @@ export class Pool extends EventEmitter<PoolEvents> {
     this.#leased.delete(conn)
     if (holder !== undefined) this.#moved.add(holder)
     for (const sharer of sharers) this.#moved.add(sharer)
-    if (holder !== undefined) holder.reroute(conn)
-    for (const sharer of sharers) sharer.reroute(conn)
+    // In each holder's own context (the reset's answer arrives in the connection's).
+    if (holder !== undefined) inContextOf(holder, () => holder.reroute(conn))
+    for (const sharer of sharers) inContextOf(sharer, () => sharer.reroute(conn))
     queueMicrotask(() => {
       this.emit('resetError', error instanceof Error ? error : new Error(String(error)))
       void this.#discard(conn, 'error', 0)
@@ -604,7 +611,6 @@ export class Pool extends EventEmitter<PoolEvents> {
       waiter.acquired(conn)
       return
     }
-    waiter.resume = undefined
     resume(() => {
       this.#endWait(waiter, waited, undefined)
       waiter.acquired(conn)
@@ -698,4 +704,11 @@ export class Pool extends EventEmitter<PoolEvents> {
     for (const [conn, holder] of this.#leased) yield [conn, [[holder, conn.leasedAt]]]
     yield* this.#shared.entries()
   }
+}
+
+/** Runs `fn` in the async context `holder` kept (Holder.resume), or as it is when it kept none. */
+function inContextOf(holder: Holder, fn: () => void): void {
+  const resume = holder.resume
+  if (resume === undefined) fn()
+  else resume(fn)
 }

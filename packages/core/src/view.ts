@@ -51,15 +51,21 @@ export function createView(deps: ViewDeps): PgPoolView {
   // from a timer ('leak'), and a throw on 'close' failed app.close(). Each listener runs in a
   // guard of its own, kept per listener and event so that off() finds it.
   const guards = new WeakMap<AnyListener, Map<string, AnyListener[]>>()
+  // Reporting must not throw either (a logger's serializer reading an error's throwing getter).
+  const failed = (event: string, error: unknown) => {
+    try {
+      deps.listenerFailed(event, error)
+    } catch {}
+  }
   const guarded = (event: string, listener: AnyListener): AnyListener => {
     const guard: AnyListener = (...args) => {
       try {
         const result = listener(...args)
         if (typeof (result as PromiseLike<unknown> | null)?.then === 'function') {
-          ;(result as PromiseLike<unknown>).then(undefined, (error: unknown) => deps.listenerFailed(event, error))
+          ;(result as PromiseLike<unknown>).then(undefined, (error: unknown) => failed(event, error))
         }
       } catch (error) {
-        deps.listenerFailed(event, error)
+        failed(event, error)
       }
     }
     let byEvent = guards.get(listener)
