@@ -178,35 +178,41 @@ export function resolvePoolOptions(
   pool: PoolOptions | undefined,
   fromUrl: ConnectionDefaults,
   env: NodeJS.ProcessEnv,
+  /**
+   * The options given for this pool itself, where `pool` also holds inherited ones (a replica's
+   * own `pool` over the primary's): only these win over what its connection gives.
+   */
+  own: PoolOptions | undefined = pool,
 ): ResolvedPoolOptions {
   const given = resolveTable('pool', pool, poolTable, { aliases: poolOptionAliases })
+  const isOwn = (option: keyof PoolOptions) => own?.[option] !== undefined
   if (fromUrl.source === 'options') {
     for (const [key, option] of [
       ['max', 'max'],
       ['connect_timeout', 'connectTimeout'],
     ] as const) {
       const fromOptions = key === 'max' ? fromUrl.max : fromUrl.connectTimeout
-      if (fromOptions !== undefined && pool?.[option] !== undefined) {
+      if (fromOptions !== undefined && isOwn(option)) {
         throw invalidOption(`connection.${key}`, `and pool.${option} are both given: give only pool.${option}`)
       }
     }
   }
+  // Own option > the connection's > an inherited option > the environment > the default.
+  const pick = <T>(option: keyof PoolOptions, resolved: T, fromConnection: T | undefined): T =>
+    isOwn(option) ? resolved : (fromConnection ?? resolved)
   // postgres.js reads `max` from a URL as a string and then builds a single connection: here
   // it always becomes a number.
-  const max = given.max ?? fromUrl.max ?? poolTable.max.read(env.PGMAX || undefined, 'PGMAX') ?? DEFAULT_MAX
+  const max = pick('max', given.max, fromUrl.max) ?? poolTable.max.read(env.PGMAX || undefined, 'PGMAX') ?? DEFAULT_MAX
   return Object.freeze({
     ...given,
     max,
     maxWaiting: given.maxWaiting ?? max * DEFAULT_WAITERS_PER_CONNECTION,
-    connectTimeout:
-      pool?.connectTimeout === undefined ? (fromUrl.connectTimeout ?? given.connectTimeout) : given.connectTimeout,
-    statementTimeout:
-      pool?.statementTimeout === undefined
-        ? (fromUrl.statementTimeout ?? given.statementTimeout)
-        : given.statementTimeout,
+    connectTimeout: pick('connectTimeout', given.connectTimeout, fromUrl.connectTimeout),
+    statementTimeout: pick('statementTimeout', given.statementTimeout, fromUrl.statementTimeout),
     instances:
       given.instances ?? poolTable.instances.read(env.PG_POOL_INSTANCES || undefined, 'PG_POOL_INSTANCES') ?? 1,
-    applicationName: given.applicationName ?? fromUrl.applicationName ?? env.PGAPPNAME ?? 'fastify-pg-pool',
+    applicationName:
+      pick('applicationName', given.applicationName, fromUrl.applicationName) ?? env.PGAPPNAME ?? 'fastify-pg-pool',
   })
 }
 
@@ -218,9 +224,11 @@ function connectTimeoutSeconds(raw: unknown, name: string): number | undefined {
   if (raw === undefined) return undefined
   const seconds =
     typeof raw === 'number' ? raw : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : Number.NaN
-  if (!Number.isFinite(seconds) || seconds <= 0 || seconds * 1_000 > MAX_DURATION_MS) {
-    throw invalidOption(name, `expected seconds (a number > 0), got ${describe(raw)}`)
+  if (!Number.isFinite(seconds) || seconds < 0 || seconds * 1_000 > MAX_DURATION_MS) {
+    throw invalidOption(name, `expected seconds (a number >= 0), got ${describe(raw)}`)
   }
+  // 0 is "no limit" to libpq and postgres.js: the pool bounds every opening, so its own applies.
+  if (seconds === 0) return undefined
   return Math.max(1, Math.round(seconds * 1_000))
 }
 
@@ -230,8 +238,10 @@ function connectTimeoutSeconds(raw: unknown, name: string): number | undefined {
  */
 function settingMilliseconds(raw: unknown, name: string, spec: typeof poolTable.statementTimeout): number {
   const units: Readonly<Record<string, number>> = { ms: 1, s: 1_000, min: 60_000, h: 3_600_000, d: 86_400_000 }
-  const match = typeof raw === 'string' ? /^\s*(\d+)\s*(ms|s|min|h|d)?\s*$/.exec(raw) : null
-  const value = typeof raw === 'number' ? raw : match ? Number(match[1]) * (units[match[2] ?? 'ms'] ?? 1) : Number.NaN
+  const match = typeof raw === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h|d)?\s*$/i.exec(raw) : null
+  // PostgreSQL rounds a fraction to whole milliseconds (`1.5s` is 1500).
+  const unit = units[(match?.[2] ?? 'ms').toLowerCase()] ?? 1
+  const value = typeof raw === 'number' ? raw : match ? Math.round(Number(match[1]) * unit) : Number.NaN
   try {
     return spec.read(value, name) as number
   } catch {
@@ -249,6 +259,7 @@ const isBoolean = (value: unknown) => typeof value === 'boolean'
 const isPlainObject = (value: unknown) =>
   typeof value === 'object' && value !== null && !Array.isArray(value) && typeof value !== 'function'
 const isCount = (value: unknown) => typeof value === 'number' && Number.isInteger(value) && value >= 0
+const isSeconds = (value: unknown) => typeof value === 'number' && Number.isFinite(value) && value >= 0
 
 /**
  * What each postgres.js option of a `connection` object must hold (postgres.js checks none of
@@ -271,12 +282,12 @@ const connectionValueRules: Readonly<Record<string, readonly [(value: unknown) =
   sslnegotiation: [(value) => value === null || value === 'postgres' || value === 'direct', "'postgres' or 'direct'"],
   max_pipeline: [(value) => isCount(value) && (value as number) >= 1, 'an integer >= 1'],
   backoff: [
-    (value) => isFunction(value) || isCount(value),
-    'a function of the retry count, or seconds (an integer >= 0)',
+    (value) => isFunction(value) || isBoolean(value) || isSeconds(value),
+    'a function of the retry count, a boolean, or seconds (a number >= 0)',
   ],
   keep_alive: [
-    (value) => value === null || value === false || isCount(value),
-    'seconds (an integer >= 0), null or false',
+    (value) => value === null || value === false || isSeconds(value),
+    'seconds (a number >= 0), null or false',
   ],
   prepare: [isBoolean, 'true or false'],
   no_prepare: [isBoolean, 'true or false'],
@@ -315,16 +326,75 @@ function checkConnectionValues(given: Record<string, unknown>): void {
     throw invalidOption('connection.connection', `expected an object of startup parameters, got ${describe(startup)}`)
   }
   for (const [name, value] of Object.entries(startup as Record<string, unknown>)) {
-    const option = ownedStartupParameters[name]
-    if (option !== undefined && value !== undefined) {
-      throw invalidOption(`connection.connection.${name}`, `is set by the pool; use ${option}`)
-    }
-    if (value !== undefined && typeof value !== 'string' && typeof value !== 'number' && typeof value !== 'boolean') {
+    if (value === undefined || value === null) continue
+    checkStartupParameter(`connection.connection.${name}`, name, value)
+    if (typeof value !== 'string' && typeof value !== 'number' && typeof value !== 'boolean') {
       throw invalidOption(
         `connection.connection.${name}`,
         `expected a string, a number or a boolean, got ${describe(value)}`,
       )
     }
+    if (value === '') {
+      // postgres.js leaves out a parameter whose value is falsy: an empty one would never be sent.
+      throw invalidOption(`connection.connection.${name}`, 'is empty: postgres.js would not send it')
+    }
+  }
+}
+
+/**
+ * Startup parameters as postgres.js sends them: it leaves out a falsy value (`false`, `0`), so
+ * numbers and booleans go as text (`'0'`, `'false'`), and a null or undefined one is left out.
+ */
+function startupParameters(given: Record<string, unknown>): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [name, value] of Object.entries(given)) {
+    if (value !== undefined && value !== null) out[name] = String(value)
+  }
+  return out
+}
+
+/**
+ * A host list given as options (`host: ['a', 'b:5433']`, or postgres.js's string `'a:5432,b'`),
+ * one host and one port each: postgres.js takes a list only with `port` a list too (a number
+ * there threw an uncoded TypeError at register), reads no port inside a list's entries, and a
+ * string list with ports looked like one IPv6 literal. Undefined for a single host.
+ */
+function hostList(host: unknown, port: unknown, env: NodeJS.ProcessEnv): { host: string; port: number }[] | undefined {
+  const entries = Array.isArray(host)
+    ? (host as string[])
+    : typeof host === 'string' && host.includes(',')
+      ? host.split(',')
+      : undefined
+  if (entries === undefined) return undefined
+  return entries.map((raw, i) => {
+    checkHostPort('connection.host', raw)
+    const text = raw.trim()
+    const bracketed = /^\[(.+)\](?::(.*))?$/.exec(text)
+    const colon = text.indexOf(':')
+    const own = bracketed ? bracketed[2] : !isIpv6(text) && colon !== -1 ? text.slice(colon + 1) : undefined
+    const name = bracketed ? (bracketed[1] as string) : own !== undefined ? text.slice(0, colon) : text
+    const given = own ?? (Array.isArray(port) ? (port[i] ?? port[0]) : port) ?? env.PGPORT ?? 5432
+    if (name === '') throw invalidOption('connection.host', 'a host list entry names no host')
+    checkPort('connection.port', given)
+    return { host: name, port: Number(given) }
+  })
+}
+
+/** `options` (`-c name=value`, `--name=value`) setting one of the pool's own parameters. */
+const setsOwnedParameter = /(?:^|\s)(?:-c\s*|--)(statement_timeout|application_name)\s*=/i
+
+/**
+ * A startup parameter (the URL's query, `connection.connection`) that would set what the pool
+ * sets itself: PostgreSQL reads setting names in any case, and `options` (`-c statement_timeout=
+ * 100`, libpq's form) is applied before the pool's own parameters, which then win unseen.
+ */
+function checkStartupParameter(at: string, name: string, value: unknown): void {
+  const option = ownedStartupParameters[name.toLowerCase()]
+  if (option !== undefined) throw invalidOption(at, `is set by the pool; use ${option}`)
+  const owned = name.toLowerCase() === 'options' && typeof value === 'string' ? setsOwnedParameter.exec(value) : null
+  if (owned !== null) {
+    const setting = (owned[1] as string).toLowerCase()
+    throw invalidOption(at, `sets ${setting}, which the pool sets; use ${ownedStartupParameters[setting]}`)
   }
 }
 
@@ -384,6 +454,13 @@ function isIpv6(host: string): boolean {
 /** A `host` string postgres.js splits itself (`h1:5432,h2`): each entry's port, if it has one. */
 function checkHostPort(name: string, host: unknown): void {
   if (typeof host !== 'string' || host.startsWith('/')) return
+  if (host.includes('@') || host.includes('://')) {
+    // Not quoted: a URL or `user:password@host` pasted where a host name goes holds a password.
+    throw invalidOption(
+      name,
+      'expected a host name, got a URL or user@host (the value is not shown: it may hold a password); give a URL as connection itself',
+    )
+  }
   for (const entry of host.split(',')) {
     if (isIpv6(entry)) continue
     const colon = entry.indexOf(':')
@@ -517,7 +594,17 @@ export function resolveConnection(
     // libpq's default, which postgres.js refuses: as if absent.
     if (parsed.searchParams.get('target_session_attrs') === 'any') parsed.searchParams.delete('target_session_attrs')
     secret = parsed.password ? decodePassword(parsed.password) : undefined
-    const query = (key: string) => parsed.searchParams.get(key) ?? undefined
+    // Server settings are read in any case (`?Statement_Timeout=`): the pool's two are looked up
+    // so too, and taken out in every spelling below. `max` and `connect_timeout` are postgres.js's.
+    const spellings = (key: string) => [...parsed.searchParams.keys()].filter((name) => name.toLowerCase() === key)
+    const query = (key: string) => {
+      const [name] = key === 'max' || key === 'connect_timeout' ? [key] : spellings(key)
+      return name === undefined ? undefined : (parsed.searchParams.get(name) ?? undefined)
+    }
+    for (const name of [...parsed.searchParams.keys()]) {
+      if (name.toLowerCase() === 'options')
+        checkStartupParameter('connection ?options=', name, parsed.searchParams.get(name))
+    }
     fromUrl.max = poolTable.max.read(query('max'), 'connection ?max=')
     fromUrl.applicationName = query('application_name')
     fromUrl.connectTimeout = connectTimeoutSeconds(query('connect_timeout'), 'connection ?connect_timeout=')
@@ -530,8 +617,10 @@ export function resolveConnection(
       )
     }
     // The pool owns these: postgres.js would let the URL override them, or ignore them.
-    for (const key of ['max', 'application_name', 'connect_timeout', 'statement_timeout'])
-      parsed.searchParams.delete(key)
+    for (const key of ['max', 'connect_timeout']) parsed.searchParams.delete(key)
+    for (const key of ['application_name', 'statement_timeout']) {
+      for (const name of spellings(key)) parsed.searchParams.delete(name)
+    }
     url = parsed.toString()
     if (hosts.length === 0 && parsed.hostname.startsWith('[')) {
       // An IPv6 literal: postgres.js splits a host at its colons, but takes a list as it is.
@@ -567,6 +656,14 @@ export function resolveConnection(
       if (!aliased.database) aliased.database = aliased.db
       delete aliased.db
     }
+    const list = hostList(aliased.host, rest.port, env)
+    if (list !== undefined) {
+      ;(rest as { host?: unknown }).host = list.map((entry) => entry.host)
+      ;(rest as { port?: unknown }).port = list.map((entry) => entry.port)
+    }
+    if (rest.connection !== undefined) {
+      rest.connection = startupParameters(rest.connection as Record<string, unknown>) as typeof rest.connection
+    }
     // libpq's default, which postgres.js refuses: as if absent.
     if ((rest as { target_session_attrs?: unknown }).target_session_attrs === 'any') delete rest.target_session_attrs
     // postgres.js reads sslmode=disable from a URL as no TLS, but takes any string given as an
@@ -594,8 +691,11 @@ export function resolveConnection(
     }
     for (const entry of Array.isArray(rest.host) ? rest.host : [rest.host]) checkHostPort('connection.host', entry)
     secret = typeof pw === 'string' ? pw : undefined
-    const host = Array.isArray(rest.host) ? rest.host.join(',') : (rest.host ?? env.PGHOST ?? 'localhost')
-    target = `${host}:${rest.port ?? env.PGPORT ?? 5432}/${rest.database ?? env.PGDATABASE ?? ''}`
+    const where =
+      list !== undefined
+        ? list.map((entry) => `${entry.host}:${entry.port}`).join(',')
+        : `${rest.host ?? env.PGHOST ?? 'localhost'}:${rest.port ?? env.PGPORT ?? 5432}`
+    target = `${where}/${rest.database ?? env.PGDATABASE ?? ''}`
     database = String(rest.database || env.PGDATABASE || '')
     if (Array.isArray(rest.host) && rest.host.length > 1) {
       const ports = rest.port as unknown
@@ -824,7 +924,7 @@ export function resolveReplicas(
           }
         : resolvedEntry.connection
     const pool = { ...primaryPool, ...(asObject(`replicas[${i}].pool`, entry.pool) as PoolOptions) }
-    const options = readAt(at, () => resolvePoolOptions(pool, fromUrl, env))
+    const options = readAt(at, () => resolvePoolOptions(pool, fromUrl, env, (entry.pool ?? {}) as PoolOptions))
     // PgBouncer refuses startup parameters it does not know (08P01): behind one, a replica's reads
     // are made read-only per lease instead (plugin.ts, as the primary's are).
     return { connection: options.pgbouncer ? given : readOnlySessions(given), options }
