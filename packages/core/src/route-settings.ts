@@ -164,7 +164,7 @@ function transactionBegin(tx: unknown, url: string): string | undefined {
 }
 
 /** Route config that marks a route free of database plumbing (health probes, metrics). */
-export function withoutDatabase<T extends object>(config: T): T & { db: false } {
+export function withoutDatabase<T extends object>(config: T): Omit<T, 'db'> & { db: false } {
   return { ...config, db: false }
 }
 
