@@ -237,6 +237,44 @@ function logFailure(request: FastifyRequest) {
 }
 
 /** Puts a read-your-writes token on the reply; a failure is logged, never left unanswered. */
+type Send = (error: Error | null, body?: unknown) => void
+
+/**
+ * A lease outside a transaction ends (its writes committed on their own), then the reply goes:
+ * `now` when nothing is to wait for, `afterwards` once the position of its writes is on the reply
+ * (read-your-writes).
+ */
+function finishPlain(
+  lease: Lease,
+  mode: FinishMode,
+  payload: unknown,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  now: Send,
+  afterwards: Send,
+): void {
+  const leased = request as LeaseRequest
+  const tokens = leased[kTokens]
+  const finishing = lease.finish(mode)
+  if (finishing === finished || tokens === null) {
+    if (finishing !== finished) finishing.catch(logFailure(request))
+    now(null, payload)
+    return
+  }
+  // Read-your-writes: the position of the request's writes goes on the reply.
+  leased[kSending] = true
+  finishing.then(
+    () => {
+      writeToken(request, reply, tokens, lease.commitLsn)
+      afterwards(null, payload)
+    },
+    (error: unknown) => {
+      logFailure(request)(error)
+      afterwards(null, payload)
+    },
+  )
+}
+
 function writeToken(request: FastifyRequest, reply: FastifyReply, tokens: ReadYourWrites, lsn: Lsn | undefined): void {
   if (lsn === undefined) return
   try {
@@ -546,27 +584,6 @@ export class RequestLeases {
               void others.then(() => sendLater(error ?? null, body))
             }) as typeof hookDone)
       const later = (others === undefined ? sendLater : done) as typeof sendLater
-      // A lease outside a transaction ends (its writes committed on their own), then the reply goes.
-      const finishPlain = (lease: Lease, now: typeof done, afterwards: typeof sendLater) => {
-        const finishing = lease.finish(mode)
-        if (finishing === finished) return now(null, payload)
-        if (tokens === null) {
-          finishing.catch(logFailure(request))
-          return now(null, payload)
-        }
-        // Read-your-writes: the position of the request's writes goes on the reply.
-        leased[kSending] = true
-        finishing.then(
-          () => {
-            writeToken(request, reply, tokens, lease.commitLsn)
-            afterwards(null, payload)
-          },
-          (error: unknown) => {
-            logFailure(request)(error)
-            afterwards(null, payload)
-          },
-        )
-      }
       if (lease === null) {
         // A streamed payload of a route without a transaction may still read with request.db.
         if (!isStream(payload) || routes.of(request.routeOptions.config.db, '').begin !== undefined) {
@@ -626,14 +643,14 @@ export class RequestLeases {
           // reset: its work is not committed, and the reply says so instead of its 2xx.
           leased[kSending] = true
           left.then((open) => {
-            if (!open) return finishPlain(lease, later as typeof done, later)
+            if (!open) return finishPlain(lease, mode, payload, request, reply, later, later)
             lease.finish('rollback').catch(logFailure(request))
             request.log.warn('the handler left a transaction block it opened in SQL open: rolled back')
             later(new errors.FST_PG_POOL_COMMIT_FAILED(LEFT_OPEN))
           })
           return
         }
-        return finishPlain(lease, done, later)
+        return finishPlain(lease, mode, payload, request, reply, done, later)
       }
       // The COMMIT before the first byte: a client never sees success for work not committed.
       leased[kEnded] = true
