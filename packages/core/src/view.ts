@@ -58,9 +58,10 @@ export function createView(deps: ViewDeps): PgPoolView {
     } catch {}
   }
   const guarded = (event: string, listener: AnyListener): AnyListener => {
-    const guard: AnyListener = (...args) => {
+    // Two arguments at most (PoolEvents): named, not a rest array allocated on every event.
+    const guard: AnyListener = (first, second) => {
       try {
-        const result = listener(...args)
+        const result = second === undefined ? listener(first) : listener(first, second)
         if (typeof (result as PromiseLike<unknown> | null)?.then === 'function') {
           ;(result as PromiseLike<unknown>).then(undefined, (error: unknown) => failed(event, error))
         }
