@@ -297,12 +297,6 @@ export class Lease implements Holder, QueryOwner {
   }
 
   /**
-   * A route transaction the pool ended without its COMMIT before the reply was decided (the pool
-   * closing past closeTimeout, a handlerTimeout), or a pipelined holder whose shared session got a
-   * transaction block (its work may be rolled back with it): the error the reply goes out with
-   * instead of its 2xx. Undefined otherwise (no route transaction, not ended, or ended to commit).
-   */
-  /**
    * A request whose own statements may have opened a transaction block in SQL (their command tags
    * said `BEGIN`, `COMMIT`, `SAVEPOINT`..., or a statement failed without saying which of its
    * statements ran): whether the session is inside a block now, asked before its reply goes. Such
@@ -327,6 +321,12 @@ export class Lease implements Holder, QueryOwner {
     )
   }
 
+  /**
+   * A route transaction the pool ended without its COMMIT before the reply was decided (the pool
+   * closing past closeTimeout, a handlerTimeout), or a pipelined holder whose shared session got a
+   * transaction block (its work may be rolled back with it): the error the reply goes out with
+   * instead of its 2xx. Undefined otherwise (no route transaction, not ended, or ended to commit).
+   */
   notCommitted(): Error | undefined {
     if (this.#openedShared !== undefined) return this.#openedShared
     if (!this.inTransaction || this.#mode === undefined) return undefined

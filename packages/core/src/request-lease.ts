@@ -236,7 +236,6 @@ function logFailure(request: FastifyRequest) {
   return (error: unknown) => request.log.error({ err: error }, 'returning the connection failed')
 }
 
-/** Puts a read-your-writes token on the reply; a failure is logged, never left unanswered. */
 type Send = (error: Error | null, body?: unknown) => void
 
 /**
@@ -275,6 +274,7 @@ function finishPlain(
   )
 }
 
+/** Puts a read-your-writes token on the reply; a failure is logged, never left unanswered. */
 function writeToken(request: FastifyRequest, reply: FastifyReply, tokens: ReadYourWrites, lsn: Lsn | undefined): void {
   if (lsn === undefined) return
   try {
