@@ -446,6 +446,21 @@ function checkPort(name: string, port: unknown): void {
   }
 }
 
+/**
+ * Where a host string points, as postgres.js reads it (`targetHosts('db:5433,db2', 5432)` is
+ * `db:5433,db2:5432`): an entry's own port, else `port`. For `target` and `endpoint` (logs,
+ * metrics, spans), which named `db:5433:5432` and port 5432 for a host that carried its port.
+ */
+function targetHosts(host: string, port: unknown): string {
+  return host
+    .split(',')
+    .map((entry) => {
+      const text = entry.trim()
+      return !isIpv6(text) && text.includes(':') ? text : `${text}:${port}`
+    })
+    .join(',')
+}
+
 /** An IPv6 literal (`::1`, `fe80::1`): a host with more than one colon. */
 function isIpv6(host: string): boolean {
   return host.indexOf(':') !== host.lastIndexOf(':')
@@ -556,11 +571,16 @@ export function resolveConnection(
         const colon = entry.lastIndexOf(':')
         const hasPort = colon > close && (close === -1 || colon === close + 1)
         const host = close !== -1 ? entry.slice(1, close) : hasPort ? entry.slice(0, colon) : entry
-        const port = hasPort ? Number(entry.slice(colon + 1)) : 5432
+        // postgres.js gives an entry without its own port the URL's... none here: PGPORT, else 5432.
+        const port = hasPort ? Number(entry.slice(colon + 1)) : Number(env.PGPORT || 5432)
         if (host === '' || !Number.isInteger(port) || port < 1 || port > 65535) {
+          // Quoted only past an '@': without one, a password with an unencoded '/' cut the
+          // authority short and `user:password` reads as an entry.
           throw invalidOption(
             'connection',
-            `a host list entry is not host[:port] (port 1 to 65535): ${describe(entry)}`,
+            authority.includes('@')
+              ? `a host list entry is not host[:port] (port 1 to 65535): ${describe(entry)}`
+              : "a host list entry is not host[:port] (port 1 to 65535); not shown: it may hold a password (percent-encode ',' and '/' in one)",
           )
         }
         return { host, port }
@@ -629,10 +649,10 @@ export function resolveConnection(
     target =
       hosts.length > 0
         ? `${hosts.map(({ host, port }) => `${host}:${port}`).join(',')}${parsed.pathname}`
-        : `${parsed.hostname || 'localhost'}:${parsed.port || 5432}${parsed.pathname}`
+        : `${parsed.hostname || 'localhost'}:${parsed.port || env.PGPORT || 5432}${parsed.pathname}`
     database = decodedOrAsIs(parsed.pathname.slice(1)) || env.PGDATABASE || ''
   } else if (given === undefined || given === null) {
-    target = `${env.PGHOST ?? 'localhost'}:${env.PGPORT ?? 5432}/${env.PGDATABASE ?? ''}`
+    target = `${targetHosts(env.PGHOST ?? 'localhost', env.PGPORT ?? 5432)}/${env.PGDATABASE ?? ''}`
     database = env.PGDATABASE ?? ''
   } else if (typeof given === 'object' && !Array.isArray(given)) {
     checkKeys('connection', given, postgresOptionKeys, { aliases: connectionKeyAliases })
@@ -694,7 +714,7 @@ export function resolveConnection(
     const where =
       list !== undefined
         ? list.map((entry) => `${entry.host}:${entry.port}`).join(',')
-        : `${rest.host ?? env.PGHOST ?? 'localhost'}:${rest.port ?? env.PGPORT ?? 5432}`
+        : targetHosts(String(rest.host ?? env.PGHOST ?? 'localhost'), rest.port ?? env.PGPORT ?? 5432)
     target = `${where}/${rest.database ?? env.PGDATABASE ?? ''}`
     database = String(rest.database || env.PGDATABASE || '')
     if (Array.isArray(rest.host) && rest.host.length > 1) {
