@@ -301,8 +301,9 @@ export class Lease implements Holder, QueryOwner {
    * said `BEGIN`, `COMMIT`, `SAVEPOINT`..., or a statement failed without saying which of its
    * statements ran): whether the session is inside a block now, asked before its reply goes. Such
    * a block is rolled back when the connection goes back, so its 2xx would be a success for work
-   * that is not committed. Undefined when there is nothing to ask (no such tag, a route transaction
-   * or a `begin()` block of the pool's own, a shared session, no connection).
+   * that is not committed: true when the open block wrote (or failed). Undefined when there is
+   * nothing to ask (no such tag, a route transaction or a `begin()` block of the pool's own, a
+   * shared session, no connection).
    */
   leftBlockOpen(): Promise<boolean> | undefined {
     if (!this.#transaction.mayBeOpen || this.#routeTransaction || this.#block || this.pipelined) return undefined
@@ -315,8 +316,14 @@ export class Lease implements Holder, QueryOwner {
       if (open) this.#leftOpen = true
       return open
     }
-    return this.#internal(SHARED_BLOCK_PROBE).then(
-      (rows) => found(Object.values((rows as Record<string, unknown>[])[0] ?? {})[0] !== false),
+    return this.#internal(LEFT_OPEN_PROBE).then(
+      (rows) => {
+        const [row] = rows as { in_block?: unknown; wrote?: unknown }[]
+        // A block that wrote nothing loses nothing (`COMMIT AND CHAIN`, `commit; begin`: what came
+        // before committed): rolled back all the same, the reply is left as it is.
+        found(row?.in_block !== false)
+        return row?.in_block !== false && row?.wrote !== false
+      },
       () => found(true),
     )
   }
@@ -1495,6 +1502,13 @@ function sharedBlockOf(commands: readonly string[]): 'opened' | 'ask' | undefine
   return ask ? 'ask' : undefined
 }
 
+/**
+ * Whether the session is inside a transaction block, and whether that block wrote (it has a
+ * transaction id: row writes and row locks take one) (leftBlockOpen).
+ */
+const LEFT_OPEN_PROBE =
+  'SELECT pg_catalog.statement_timestamp() OPERATOR(pg_catalog.<>) pg_catalog.transaction_timestamp() AS in_block, ' +
+  'pg_catalog.txid_current_if_assigned() IS NOT NULL AS wrote'
 /** Whether the session is inside a transaction block (#probeSharedBlock). */
 const SHARED_BLOCK_PROBE =
   'SELECT pg_catalog.statement_timestamp() OPERATOR(pg_catalog.<>) pg_catalog.transaction_timestamp() AS in_block'

@@ -106,6 +106,10 @@ function ours(request: FastifyRequest): boolean {
   return (request as Partial<LeaseRequest>)[kLease] !== undefined
 }
 
+/** FST_PG_POOL_COMMIT_FAILED's detail for a block the handler opened in SQL and left open. */
+const LEFT_OPEN =
+  'a transaction block the handler opened in SQL was still open when it replied; it was rolled back (commit it, or use request.db.begin())'
+
 /**
  * Finishes the leases on other instances (never transactions), keeping them while a stream
  * reads. With `reply` (onSend): resolves once the leases of instances that give read-your-writes
@@ -116,13 +120,14 @@ function finishOthers(
   mode: FinishMode,
   payload?: unknown,
   reply?: FastifyReply,
-): Promise<unknown> | undefined {
+): Promise<Error | undefined> | undefined {
   const others = request[kOthers]
   if (others === null) return undefined
   // Kept while a stream reads: a token names what each wrote before the stream started.
   const streaming = payload !== undefined && isStream(payload) && mode !== 'abort'
   if (streaming && reply === undefined) return undefined
   let tokensWritten: Promise<void>[] | undefined
+  let failure: Error | undefined
   for (const { lease, tokens } of others.values()) {
     if (streaming) {
       const position = tokens === null ? undefined : lease.positionSoFar()
@@ -132,6 +137,29 @@ function finishOthers(
         position.then((lsn) => writeToken(request, reply as FastifyReply, tokens as ReadYourWrites, lsn)),
       )
     } else if (!lease.finished || mode === 'abort') {
+      const left = reply !== undefined && mode === 'commit' ? lease.leftBlockOpen() : undefined
+      if (left !== undefined) {
+        // As for request.db (onSend): a block the handler opened in SQL there and left open.
+        tokensWritten ??= []
+        tokensWritten.push(
+          left.then((lost) => {
+            if (lost) {
+              failure ??= new errors.FST_PG_POOL_COMMIT_FAILED(LEFT_OPEN)
+              request.log.warn('the handler left a transaction block it opened in SQL open: rolled back')
+            }
+            return lease
+              .finish('commit')
+              .then(
+                () =>
+                  tokens === null || lost
+                    ? undefined
+                    : writeToken(request, reply as FastifyReply, tokens, lease.commitLsn),
+                logFailure(request),
+              )
+          }),
+        )
+        continue
+      }
       const finishing = lease.finish(mode === 'abort' ? 'abort' : 'commit')
       if (finishing === finished) continue
       if (tokens !== null && reply !== undefined && mode !== 'abort') {
@@ -142,7 +170,7 @@ function finishOthers(
       } else finishing.catch(logFailure(request))
     }
   }
-  return tokensWritten === undefined ? undefined : Promise.all(tokensWritten)
+  return tokensWritten === undefined ? undefined : Promise.all(tokensWritten).then(() => failure)
 }
 
 /**
@@ -164,10 +192,6 @@ function sendUnlessLost(
   if (isStream(payload)) (payload as { destroy?: () => void }).destroy?.()
   send(lost)
 }
-
-/** FST_PG_POOL_COMMIT_FAILED's detail for a block the handler opened in SQL and left open. */
-const LEFT_OPEN =
-  'a transaction block the handler opened in SQL was still open when it replied; it was rolled back (commit it, or use request.db.begin())'
 
 /**
  * The request is over for the database and its client is gone (or its response was destroyed):
@@ -581,7 +605,7 @@ export class RequestLeases {
         others === undefined
           ? sendNow
           : (((error?: Error | null, body?: unknown) => {
-              void others.then(() => sendLater(error ?? null, body))
+              void others.then((failure) => sendLater(error ?? failure ?? null, body))
             }) as typeof hookDone)
       const later = (others === undefined ? sendLater : done) as typeof sendLater
       if (lease === null) {

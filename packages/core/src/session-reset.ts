@@ -13,7 +13,8 @@ import type { TrackedQuery } from './postgres-adapter.js'
  *   it in the same write, so it costs the next holder no round trip.
  * - `rollback`: only ends a transaction the holder left open (what psycopg_pool does). Blind to
  *   everything else a session can hold; for apps whose statements change no session state.
- * - `never`: nothing (behind PgBouncer in transaction mode, where the server session is not ours).
+ * - `never`: nothing but ending a transaction block left open (behind PgBouncer in transaction
+ *   mode, where the server session is not ours).
  */
 export type SessionReset = 'always' | 'rollback' | 'never'
 
@@ -298,10 +299,11 @@ export function resetStatement(
   restores: readonly string[] = [],
   ownBlockOpen = false,
 ): string | undefined {
-  // A block the pool opened itself (begin(), left when the request ended first) is ended in every
-  // mode, 'never' included: the next holder's statements would otherwise run, uncommitted, inside
-  // it. One the holder may have opened (its command tags said so) is ended except in 'never'.
-  const rollback = ownBlockOpen || (mode !== 'never' && holderMayHaveOpened)
+  // A block left open is ended in every mode, 'never' included, whoever opened it (the pool, for a
+  // begin() the request left; the holder, as its command tags said): the next holder's statements
+  // would otherwise run, uncommitted, inside it (behind PgBouncer too, where the block pins the
+  // server connection to this client connection).
+  const rollback = ownBlockOpen || holderMayHaveOpened
   // Nothing of the holder's ran: only what the pool itself set on the session is put back (its
   // application_name, a read-only default), in every mode; no full reset is owed.
   if (mode !== 'always' || !ranStatements) {

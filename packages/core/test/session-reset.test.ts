@@ -59,7 +59,9 @@ describe('resetStatement', () => {
     ['rollback', true, false, undefined],
     ['rollback', true, true, ROLLBACK_SQL],
     ['rollback', false, true, ROLLBACK_SQL],
-    ['never', true, true, undefined],
+    // Round eleven: a block the holder may have left open is ended in 'never' too.
+    ['never', true, true, ROLLBACK_SQL],
+    ['never', true, false, undefined],
   ] as const)('%s, ran statements %s, transaction may be open %s: %s', (mode, ran, open, expected) => {
     expect(resetStatement(mode, ran, open)).toBe(expected)
   })
@@ -87,7 +89,7 @@ describe('resetStatement', () => {
       'postgres',
     )
     // Not the rest of the baseline: replayed as onConnect's user it may be refused (42501).
-    expect(resetStatement('never', true, true, baseline, both)).toBe(
+    expect(resetStatement('never', true, false, baseline, both)).toBe(
       "SELECT WHERE ARRAY[pg_catalog.set_config('application_name', 'mine', false)] IS NOT NULL; RESET default_transaction_read_only",
     )
     expect(resetStatement('rollback', true, false, baseline, [])).toBeUndefined()
@@ -97,9 +99,11 @@ describe('resetStatement', () => {
       "SELECT WHERE ARRAY[pg_catalog.set_config('application_name', 'mine', false)] IS NOT NULL; RESET default_transaction_read_only",
     )
     expect(resetStatement('always', false, false, baseline, [])).toBeUndefined()
-    // A block the pool opened itself and abandoned is ended in every mode, 'never' included.
+    // A block left open (the pool's own, or one the holder's tags say it may have opened) is ended
+    // in every mode, 'never' included.
     expect(resetStatement('never', true, true, baseline, [], true)).toBe(ROLLBACK_SQL)
-    expect(resetStatement('never', true, true, baseline, [])).toBeUndefined()
+    expect(resetStatement('never', true, true, baseline, [])).toBe(ROLLBACK_SQL)
+    expect(resetStatement('never', true, false, baseline, [])).toBeUndefined()
     // The full reset restores all of it, after its SET SESSION AUTHORIZATION DEFAULT.
     expect(resetStatement('always', true, false, baseline, both)).toBe(
       `${RESET_SQL.slice(0, -'; COMMIT'.length)}; ${baseline.statements}; COMMIT`,
