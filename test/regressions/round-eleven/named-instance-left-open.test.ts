@@ -1,4 +1,4 @@
-import pgPoolCore from '@fastify-pg-pool/core'
+import pgPoolCore, { type RequestDb } from '@fastify-pg-pool/core'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { afterAll, afterEach, beforeAll, expect, test } from 'vitest'
 import { createTestDatabase, type TestDatabase, waitFor } from '../../support/database.js'
@@ -25,7 +25,7 @@ test('request.dbs.<name>: a SQL begin left open is a 500 COMMIT_FAILED, not a 20
   await app.register(pgPoolCore, { connection: db.url, pool: { max: 1 } })
   await app.register(pgPoolCore, { name: 'other', connection: db.url, pool: { max: 1 } })
   app.post('/dangle', async (request) => {
-    const other = (request.dbs as Record<string, any>).other
+    const other = (request.dbs as Record<string, RequestDb>).other as RequestDb
     await other`begin`
     await other`insert into ledger (note) values ('dangle')`
     return { ok: true }

@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream'
-import pgPoolCore from '@fastify-pg-pool/core'
+import pgPoolCore, { type RequestDb } from '@fastify-pg-pool/core'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { afterAll, afterEach, beforeAll, expect, test } from 'vitest'
 import { coreApp } from '../../support/app.js'
@@ -112,8 +112,7 @@ test("'never': request.dbs.<name> left a SQL block open: the next request of tha
     connection: db.url,
     pool: { max: 1, sessionReset: 'never', applicationName: 'probe-r3-block-other' },
   })
-  const other = (request: { dbs: unknown }) =>
-    (request.dbs as Record<string, typeof request.dbs & ((...a: unknown[]) => Promise<unknown>)>).other as any
+  const other = (request: { dbs: unknown }) => (request.dbs as Record<string, RequestDb>).other as RequestDb
   instance.post('/dangle', async (request) => {
     await other(request)`begin`
     await other(request)`insert into ledger (note) values ('dangle')`
