@@ -500,9 +500,13 @@ describe('the reset a lease asks for', () => {
     expect(await resetAfter({ sessionReset: 'rollback' }, [result('BEGIN')])).toBe(ROLLBACK_SQL)
   })
 
-  test("'never' and pgbouncer: nothing", async () => {
-    expect(await resetAfter({ sessionReset: 'never' }, [result('BEGIN')])).toBeUndefined()
-    expect(await resetAfter({ pgbouncer: true }, [result('BEGIN')])).toBeUndefined()
+  test("'never' and pgbouncer: nothing but ending a block the holder may have left open", async () => {
+    expect(await resetAfter({ sessionReset: 'never' }, [result('SELECT')])).toBeUndefined()
+    expect(await resetAfter({ pgbouncer: true }, [result('SELECT')])).toBeUndefined()
+    // Round eleven: the next holder's statements would run inside it (behind PgBouncer too, where
+    // the block pins the server connection to this client connection).
+    expect(await resetAfter({ sessionReset: 'never' }, [result('BEGIN')])).toBe(ROLLBACK_SQL)
+    expect(await resetAfter({ pgbouncer: true }, [result('BEGIN')])).toBe(ROLLBACK_SQL)
   })
 
   test("the baseline onConnect left on the connection is restored inside the reset's transaction", async () => {
