@@ -147,7 +147,6 @@ export class Lease implements Holder, QueryOwner {
   waitSince = 0
   waitMessage: Holder['waitMessage'] = undefined
   resume: Holder['resume'] = undefined
-  readonly callsBack: boolean
   #ctx: LeaseContext
   /** The target was resolved (or there is none). */
   #targeted: boolean
@@ -234,10 +233,11 @@ export class Lease implements Holder, QueryOwner {
     this.#targeted = settings.target === undefined
     this.settings = settings
     this.route = settings.route
-    this.callsBack = ctx.leaseApplicationName !== undefined || settings.onLease !== undefined
-    // The async context it was made in, for what the pool later does for it inside another's: a
-    // hand-off after a wait, a reroute after a failed reset, a fallback after a failed wait.
-    if (this.callsBack || channels.queryStart.hasSubscribers || channels.acquireEnd.hasSubscribers) {
+    // The async context it was made in, for what the pool later does for it inside another's (a
+    // hand-off after a wait, a reroute after a failed reset, a fallback after a failed wait), when
+    // something reads that context: its callbacks (onLease, leaseApplicationName) or a tracer.
+    const callsBack = ctx.leaseApplicationName !== undefined || settings.onLease !== undefined
+    if (callsBack || channels.queryStart.hasSubscribers || channels.acquireEnd.hasSubscribers) {
       this.resume = AsyncLocalStorage.snapshot()
     }
   }

@@ -47,12 +47,6 @@ export interface Holder {
    * timer, a connection's socket), and its statements and callbacks must run in its own.
    */
   resume: ((fn: () => void) => void) | undefined
-  /**
-   * Runs the app's callbacks when it gets its connection (onLease, leaseApplicationName), which
-   * may read the async context (AsyncLocalStorage): a waiter gets its connection inside whoever
-   * released it, so it is resumed in its own context (as while a tracer listens).
-   */
-  readonly callsBack?: boolean | undefined
 }
 
 export interface PoolStats {
@@ -268,10 +262,8 @@ export class Pool extends EventEmitter<PoolEvents> {
     }
     holder.waitSince = this.#clock.now()
     const view = this.#deps.view
-    if (
-      holder.resume === undefined &&
-      (holder.callsBack === true || channels.queryStart.hasSubscribers || channels.acquireEnd.hasSubscribers)
-    ) {
+    // A lease keeps its own (lease.ts); a holder made before a tracer listened takes it now.
+    if (holder.resume === undefined && (channels.queryStart.hasSubscribers || channels.acquireEnd.hasSubscribers)) {
       holder.resume = AsyncLocalStorage.snapshot()
     }
     if (channels.acquireStart.hasSubscribers && view !== undefined) {

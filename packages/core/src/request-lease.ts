@@ -106,9 +106,13 @@ function ours(request: FastifyRequest): boolean {
   return (request as Partial<LeaseRequest>)[kLease] !== undefined
 }
 
-/** FST_PG_POOL_COMMIT_FAILED's detail for a block the handler opened in SQL and left open. */
-const LEFT_OPEN =
-  'a transaction block the handler opened in SQL was still open when it replied; it was rolled back (commit it, or use request.db.begin())'
+/** A block the handler opened in SQL and left open, which wrote (Lease.leftBlockOpen): logged, and the reply's error. */
+function leftOpen(request: FastifyRequest): Error {
+  request.log.warn('the handler left a transaction block it opened in SQL open: rolled back')
+  return new errors.FST_PG_POOL_COMMIT_FAILED(
+    'a transaction block the handler opened in SQL was still open when it replied; it was rolled back (commit it, or use request.db.begin())',
+  )
+}
 
 /**
  * Finishes the leases on other instances (never transactions), keeping them while a stream
@@ -143,10 +147,7 @@ function finishOthers(
         tokensWritten ??= []
         tokensWritten.push(
           left.then((lost) => {
-            if (lost) {
-              failure ??= new errors.FST_PG_POOL_COMMIT_FAILED(LEFT_OPEN)
-              request.log.warn('the handler left a transaction block it opened in SQL open: rolled back')
-            }
+            if (lost) failure ??= leftOpen(request)
             return lease
               .finish('commit')
               .then(
@@ -669,8 +670,7 @@ export class RequestLeases {
           left.then((open) => {
             if (!open) return finishPlain(lease, mode, payload, request, reply, later, later)
             lease.finish('rollback').catch(logFailure(request))
-            request.log.warn('the handler left a transaction block it opened in SQL open: rolled back')
-            later(new errors.FST_PG_POOL_COMMIT_FAILED(LEFT_OPEN))
+            later(leftOpen(request))
           })
           return
         }
