@@ -46,15 +46,16 @@ export async function readServerSlots(sql: postgres.ISql<{}>, fallbackServer: st
   // pg_control_system() is executable by every role by default; where a platform revoked it, the
   // server is told apart by the address the pool was given.
   const [row] = await sql`
-    select current_setting('max_connections')::int as max_connections,
-      current_setting('superuser_reserved_connections')::int as superuser,
-      coalesce(current_setting('reserved_connections', true), '0')::int as reserved,
-      (select count(*) from pg_stat_activity where backend_type = 'client backend')::int as in_use,
+    select pg_catalog.current_setting('max_connections')::pg_catalog.int4 as max_connections,
+      pg_catalog.current_setting('superuser_reserved_connections')::pg_catalog.int4 as superuser,
+      coalesce(pg_catalog.current_setting('reserved_connections', true), '0')::pg_catalog.int4 as reserved,
+      (select pg_catalog.count(*) from pg_catalog.pg_stat_activity
+        where backend_type OPERATOR(pg_catalog.=) 'client backend')::pg_catalog.int4 as in_use,
       case when pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'execute')
-        then (select system_identifier::text from pg_catalog.pg_control_system()) end as system,
+        then (select system_identifier::pg_catalog.text from pg_catalog.pg_control_system()) end as system,
       pg_catalog.pg_is_in_recovery() as recovery,
-      coalesce(pg_catalog.host(pg_catalog.inet_server_addr()), 'socket') || ':' ||
-        pg_catalog.current_setting('port') as address`.values()
+      coalesce(pg_catalog.host(pg_catalog.inet_server_addr()), 'socket') OPERATOR(pg_catalog.||) ':'
+        OPERATOR(pg_catalog.||) pg_catalog.current_setting('port') as address`.values()
   const [
     maxConnections = 0,
     superuser = 0,

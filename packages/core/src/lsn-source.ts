@@ -9,9 +9,10 @@ import type { LsnSource } from './replica-monitor.js'
 /** A sample that takes longer than this fails: a frozen server must not stall monitoring. */
 export const SAMPLE_TIMEOUT_MS = 2_000
 
-const PRIMARY_SQL = 'SELECT pg_catalog.pg_current_wal_lsn()::text AS lsn'
-const REPLICA_SQL = `SELECT pg_catalog.pg_last_wal_replay_lsn()::text AS replay, pg_catalog.pg_is_in_recovery() AS recovery,
-  EXTRACT(epoch FROM pg_catalog.now() - pg_catalog.pg_last_xact_replay_timestamp())::float8 AS age`
+// Types and operators qualified: nothing resolves through the session's search_path.
+const PRIMARY_SQL = 'SELECT pg_catalog.pg_current_wal_lsn()::pg_catalog.text AS lsn'
+const REPLICA_SQL = `SELECT pg_catalog.pg_last_wal_replay_lsn()::pg_catalog.text AS replay, pg_catalog.pg_is_in_recovery() AS recovery,
+  EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.pg_last_xact_replay_timestamp())::pg_catalog.float8 AS age`
 
 /** One dedicated connection (outside the lease pools), reopened after a failure, never after end(). */
 class MonitorConnection {

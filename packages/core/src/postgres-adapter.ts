@@ -738,7 +738,7 @@ export function createServerClient(settings: ClientSettings): ServerClient {
     },
     async open(arrayTypes) {
       // By position (values()), here and below: an app's column transform would rename the columns.
-      const query = sql`select pg_backend_pid() as pid`.values()
+      const query = sql`select pg_catalog.pg_backend_pid() as pid`.values()
       const [row] = await query
       pid = typeof row?.[0] === 'number' ? row[0] : 0
       backend = (query as unknown as { state: BackendKey | null }).state ?? undefined
@@ -775,10 +775,14 @@ export function typeArrayMapOf(sql: PostgresTypes.Sql<{}>): Record<number, numbe
   return (sql.options as unknown as TypeOptions).shared.typeArrayMap
 }
 
-/** The query postgres.js's own fetchArrayTypes runs. */
+/**
+ * The query postgres.js's own fetchArrayTypes runs, its operators qualified: like every statement
+ * of the suite's own, it must not resolve anything through a search_path that may put a schema the
+ * app can write before pg_catalog (ALTER DATABASE ... SET search_path).
+ */
 const ARRAY_TYPES_SQL = `select b.oid, b.typarray from pg_catalog.pg_type a
-  left join pg_catalog.pg_type b on b.oid = a.typelem
-  where a.typcategory = 'A' group by b.oid, b.typarray order by b.oid`
+  left join pg_catalog.pg_type b on b.oid OPERATOR(pg_catalog.=) a.typelem
+  where a.typcategory OPERATOR(pg_catalog.=) 'A' group by b.oid, b.typarray order by b.oid`
 
 type Parser = ((x: string) => unknown) & { array?: boolean }
 type Serializer = (x: unknown) => unknown

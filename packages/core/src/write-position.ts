@@ -6,7 +6,7 @@ import { type Lsn, parseLsn } from './lsn.js'
  */
 
 /** The position a transaction's commit record is written at or before (read-your-writes). */
-export const CURRENT_LSN_SQL = 'SELECT pg_catalog.pg_current_wal_insert_lsn()::text AS lsn'
+export const CURRENT_LSN_SQL = 'SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text AS lsn'
 
 /** The position in CURRENT_LSN_SQL's one column, whatever an app's column transform named it. */
 export function lsnOf(rows: unknown): Lsn | undefined {
