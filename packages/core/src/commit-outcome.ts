@@ -4,6 +4,9 @@ import { errors } from './errors.js'
 
 /** What a transaction's end says about it: committed, refused, or unknown (no answer). */
 
+/** SQLSTATEs serialization_failure and deadlock_detected: rolled back, worth running again. */
+const RETRY_TRANSACTION: ReadonlySet<string> = new Set(['40001', '40P01'])
+
 /** A COMMIT never sent: nothing was committed. */
 export function commitLost(why: string): { outcome: TransactionOutcome; failure: Error } {
   return { outcome: 'commit_failed', failure: new errors.FST_PG_POOL_COMMIT_FAILED(why) }
@@ -22,8 +25,16 @@ export function commitFailure(error: unknown): { outcome: TransactionOutcome; fa
   ) {
     return { outcome: 'rollback', failure: error as Error }
   }
+  const refused = (error as { severity?: unknown } | null)?.severity !== undefined && !isConnectionError(error)
+  // A serialization failure or a deadlock at COMMIT (SSI reports most write skew there): the
+  // server rolled the transaction back, and running it again may succeed. The caller gets the
+  // mapped error itself, as for the same failure one statement earlier: `code` '40001' for a retry
+  // loop, a 503 with Retry-After by the default mapping.
+  if (refused && typeof code === 'string' && RETRY_TRANSACTION.has(code)) {
+    return { outcome: 'commit_failed', failure: error as Error }
+  }
   // The server answered with an error: it did not commit.
-  if ((error as { severity?: unknown } | null)?.severity !== undefined && !isConnectionError(error)) {
+  if (refused) {
     const failure = new errors.FST_PG_POOL_COMMIT_FAILED(String(code))
     Object.defineProperty(failure, 'cause', { value: error, enumerable: false, configurable: true })
     return { outcome: 'commit_failed', failure }

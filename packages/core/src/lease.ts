@@ -1344,11 +1344,16 @@ export class Lease implements Holder, QueryOwner {
       const capture = final && this.#ctx.captureLsn === true && !this.#readOnlyTransaction
       // A block of onLease's commits while the holder's statements are held.
       const setup = !final && this.#onLeaseBlock
-      const answer = await this.#internal(capture ? `COMMIT; ${CURRENT_LSN_SQL}` : 'COMMIT', final, setup)
-      const result = capture && Array.isArray(answer) ? answer[0] : answer
+      const committing = this.#internal('COMMIT', final, setup)
+      // Read-your-writes: the position is read in a message of its own, written behind the COMMIT
+      // (no round trip of its own): in one message with it, a capture that failed (EXECUTE revoked
+      // on the function) failed the whole message, and committed work read as not committed. A
+      // capture that fails leaves no token: the next read goes by lag alone.
+      const capturing = capture ? this.#internal(CURRENT_LSN_SQL, final).catch(() => undefined) : undefined
+      const answer = await committing
       this.#transaction.noteClosed()
-      if (resultOf(result).command === 'COMMIT') {
-        if (capture && Array.isArray(answer)) this.#commitLsn = lsnOf(answer[1])
+      if (resultOf(answer).command === 'COMMIT') {
+        if (capturing !== undefined) this.#commitLsn = lsnOf(await capturing)
         return { outcome: 'commit', failure: undefined }
       }
       // COMMIT of a transaction a statement had failed: the server rolled back.
