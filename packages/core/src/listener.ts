@@ -169,8 +169,14 @@ export class Listener {
   /** Resolves once `channel` is listened to on the server; rejects (coded) when it cannot be. */
   async listen(channel: string, handler: NotificationHandler): Promise<Listening> {
     if (this.#closed) throw new errors.FST_PG_POOL_CLOSED()
-    if (typeof channel !== 'string' || channel === '' || Buffer.byteLength(channel) > MAX_CHANNEL_BYTES) {
-      throw invalidOption('listen(channel)', `expected a channel name of 1 to ${MAX_CHANNEL_BYTES} bytes`)
+    if (
+      typeof channel !== 'string' ||
+      channel === '' ||
+      Buffer.byteLength(channel) > MAX_CHANNEL_BYTES ||
+      channel.includes('\u0000')
+    ) {
+      // A NUL ends the statement's text for the server: refused here, not as a failed LISTEN.
+      throw invalidOption('listen(channel)', `expected a channel name of 1 to ${MAX_CHANNEL_BYTES} bytes, without NUL`)
     }
     if (typeof handler !== 'function') {
       throw invalidOption('listen(channel, onNotify)', 'expected a function (notification) => void')
