@@ -35,6 +35,10 @@ import postgres from 'postgres'
  *    (its own error for a lost connection, with the server's host and port in its message).
  * 4g. A COPY FROM STDIN its writer ended (CopyDone sent) and the server then refused: postgres.js
  *    fails the query, and leaves the stream, whose end waits for the CommandComplete, as it is.
+ * 4h. A throw while postgres.js reads a query's answer (a forEach callback, a type parser, a row
+ *    or value transform) rejects the query at once with that error (not coded, not the server's),
+ *    while its statement runs on; postgres.js goes on reading its rows into it and settles it
+ *    again at ReadyForQuery (or with the server's error, or the connection's loss).
  * 4c. `cursor(rows)` without a callback returns `{ [Symbol.asyncIterator]() { next, return } }`,
  *    whose `next()` answers `{ done: true }` once the query is no longer active, even when it
  *    ended with an error between two batches.
@@ -121,6 +125,8 @@ export interface TrackedQuery extends AdapterQuery {
   innerReject: (error: unknown) => void
   /** The cursor callback postgres.js was given (reached through `cursorFn`). */
   innerCursorFn: ((rows: unknown) => unknown) | undefined
+  /** The forEach callback postgres.js was given (reached through `forEachFn`). */
+  innerForEachFn: ((row: unknown, result: unknown) => void) | undefined
   /** What it failed with, as its caller sees it (a cursor's next batch reports it). */
   failure: unknown
   /** Why its cursor was stopped (a callback that failed, an abort): it fails with it once closed. */
@@ -298,8 +304,9 @@ function resolveTracked(this: TrackedQuery, value: unknown): void {
   // A cursor closed early (CLOSE) is resolved twice, at CloseComplete and at ReadyForQuery.
   if (this.redirected || this.ended) return
   if (this.stoppedBy !== undefined) {
-    // Closed because it had to stop: it ends with the reason.
-    rejectTracked.call(this, this.stoppedBy)
+    // Closed because it had to stop (a cursor), or answered whole after a row failed (4h): it
+    // ends with the reason.
+    endRejected(this, this.stoppedBy)
     return
   }
   this.ended = true
@@ -319,18 +326,43 @@ function ended(query: TrackedQuery): void {
 function rejectTracked(this: TrackedQuery, error: unknown): void {
   if (tookBuildFailure(this, error)) return
   if (this.redirected || this.ended) return
-  this.ended = true
-  ended(this)
-  const out = this.owner.settled(this, undefined, error)
-  this.failure = out
-  const stream = this.stream
+  if (thrownWhileAnswered(this, error)) {
+    // A parser or a row transform threw on a row (assumption 4h): the statement still runs on the
+    // server, and the connection is not free until it ended. It fails with that error then.
+    this.stoppedBy ??= error
+    return
+  }
+  endRejected(this, error)
+}
+
+/**
+ * Whether postgres.js rejected `query` because code of the app threw while it read the query's
+ * answer (assumption 4h): it is being answered (`active`), and the error is none of postgres.js's
+ * own (the server's, a coded one of the client or its socket) nor the adapter's (a build failure
+ * handed back).
+ */
+function thrownWhileAnswered(query: TrackedQuery, error: unknown): boolean {
+  return (
+    (query as { active?: unknown }).active === true &&
+    !handingBackBuildFailure &&
+    !(error instanceof postgres.PostgresError) &&
+    typeof (error as { code?: unknown } | null)?.code !== 'string'
+  )
+}
+
+function endRejected(query: TrackedQuery, error: unknown): void {
+  query.ended = true
+  ended(query)
+  const out = query.owner.settled(query, undefined, error)
+  query.failure = out
+  const stream = query.stream
   if (stream !== undefined && 'writableEnded' in stream && !stream.writableFinished && !stream.destroyed) {
     // A COPY FROM STDIN the server failed (a bad row) after its writer had ended it: postgres.js
     // fails the query, but the stream, whose end waits for a CommandComplete that never comes,
     // would wait for good, and a `pipeline()` into it with it (assumption 4g).
     stream.destroy(out as Error)
   }
-  this.innerReject(out)
+  query.innerReject(out)
 }
 
 type AsyncIterable = { [Symbol.asyncIterator](): { next(): unknown; return(): unknown } }
@@ -358,6 +390,20 @@ function cursorTrackedIterator(this: TrackedQuery, ...args: unknown[]): unknown 
 let queryCursor: unknown
 /** postgres.js's `sql.CLOSE`: what a cursor callback returns to end the cursor early. */
 let closeCursor: unknown
+
+/**
+ * A forEach callback that throws is not called again, and the query fails with what it threw once
+ * its statement ended (4h): postgres.js would reject the query at once, with the statement still
+ * running, and go on calling the callback for every row left.
+ */
+function forEachTracked(this: TrackedQuery, row: unknown, result: unknown): void {
+  if (this.stoppedBy !== undefined) return
+  try {
+    ;(this.innerForEachFn as (row: unknown, result: unknown) => void)(row, result)
+  } catch (error) {
+    this.stoppedBy = error
+  }
+}
 
 function cursorTracked(this: TrackedQuery, rows: unknown): unknown {
   let returned: unknown
@@ -412,6 +458,7 @@ export function trackedQueryClass(helpers: PostgresTypes.Sql<{}>): TrackedQueryC
       query.redirected = false
       query.startedAt = 0
       query.innerCursorFn = undefined
+      query.innerForEachFn = undefined
       query.failure = undefined
       query.stoppedBy = undefined
       query.ended = false
@@ -432,6 +479,14 @@ export function trackedQueryClass(helpers: PostgresTypes.Sql<{}>): TrackedQueryC
       get: () => rejectTracked,
       set(this: TrackedQuery, fn: (error: unknown) => void) {
         this.innerReject = fn
+      },
+    },
+    forEachFn: {
+      get(this: TrackedQuery) {
+        return this.innerForEachFn === undefined ? undefined : forEachTracked
+      },
+      set(this: TrackedQuery, fn: ((row: unknown, result: unknown) => void) | undefined) {
+        this.innerForEachFn = fn
       },
     },
     cursorFn: {
@@ -479,15 +534,19 @@ export function resultOf(value: unknown): { command: string | undefined; count: 
 
 /** Every command tag of a result (a simple multi-statement query resolves with one per statement). */
 export function commandsOf(value: unknown): string[] {
+  // One result carries its tag: its rows may be arrays too (values(), raw()), which are no results.
+  const { command } = resultOf(value)
+  if (command !== undefined) return [command]
   if (Array.isArray(value) && value.length > 0 && Array.isArray(value[0])) {
     return value.map((result) => resultOf(result).command ?? '')
   }
-  const { command } = resultOf(value)
-  return command === undefined ? [] : [command]
+  return []
 }
 
 /** The query being handed to postgres.js (assumption 8), and what was rejected meanwhile. */
 let building: AdapterQuery | undefined
+/** A build failure is being handed back to its query (sendBuilt): the query's end, at once. */
+let handingBackBuildFailure = false
 let buildFailure: { readonly error: unknown; readonly own: boolean } | undefined
 
 /**
@@ -512,7 +571,14 @@ function sendBuilt(handler: QueryHandler, query: AdapterQuery): boolean {
   if (failure === undefined) return true
   buildFailure = undefined
   // A microtask later, as any failure: its sender has not finished sending it yet.
-  queueMicrotask(() => query.reject(failure.own ? failure.error : freshError(failure.error)))
+  queueMicrotask(() => {
+    handingBackBuildFailure = true
+    try {
+      query.reject(failure.own ? failure.error : freshError(failure.error))
+    } finally {
+      handingBackBuildFailure = false
+    }
+  })
   return failure.own
 }
 
@@ -681,7 +747,9 @@ export function createServerClient(settings: ClientSettings): ServerClient {
       return false
     }
     const built = query as AdapterQuery & { describeFirst?: unknown }
-    if (built.describeFirst || built.cursorFn !== undefined) {
+    // A COPY (readable(), writable()) too: while its stream is open postgres.js refuses every
+    // query (COPY_IN_PROGRESS), a pipelined neighbour's among them; it waits for the COPY's end.
+    if (built.describeFirst || built.cursorFn !== undefined || built.streaming === true) {
       blocking = query
       const unblock = () => {
         if (blocking !== query) return

@@ -417,8 +417,10 @@ describe('4. results carry command and count; COPY resolves twice', () => {
       rows.push(row)
     }
     const value = await (query as unknown as { forEach(fn: (row: unknown) => void): Promise<unknown> }).forEach(fn)
-    // The lease tells a forEach from its field (such a query is never sent again elsewhere).
-    expect(query.forEachFn).toBe(fn)
+    // The lease tells a forEach from its field (such a query is never sent again elsewhere);
+    // postgres.js calls the adapter's wrapper there (4h), which calls the callback given.
+    expect(query.forEachFn).toBeTypeOf('function')
+    expect(query.innerForEachFn).toBe(fn)
     expect(rows).toEqual([{ n: 1 }, { n: 2 }, { n: 3 }])
     expect(owner.ends).toHaveLength(1)
     expect(owner.ends[0]?.value).toBe(value)
@@ -430,6 +432,80 @@ type CursorQuery = TrackedQuery & {
   cursor(rows: number, fn: (rows: unknown[]) => unknown): Promise<unknown>
   cursor(rows: number): AsyncIterable<unknown[]>
 }
+
+describe('4h. a throw while postgres.js reads the answer rejects the query at once; the statement runs on', () => {
+  // The statement: 9 rows of 4 kB (past the server's output buffer, so they leave at once), then
+  // half a second of work, then a last row.
+  const slowTail = sql`select i, repeat('x', 4000) as pad, case when i = 10 then pg_catalog.pg_sleep(0.5) end as pause from generate_series(1, 10) i`
+
+  test('why: postgres.js itself rejects a forEach whose callback threw before the statement ended, and calls it on', async () => {
+    const raw = postgres(db.directUrl, { max: 1 })
+    try {
+      let calls = 0
+      const failed = await rejection(
+        raw`select i, repeat('x', 4000) as pad, case when i = 10 then pg_catalog.pg_sleep(0.5) end as pause from generate_series(1, 10) i`.forEach(
+          () => {
+            calls++
+            throw new Error('bad row')
+          },
+        ),
+      )
+      expect((failed as Error).message).toBe('bad row')
+      const atRejection = calls
+      await raw`select 1`
+      // The statement had rows left: they were handed to the callback after the rejection.
+      expect(atRejection).toBeLessThan(10)
+      expect(calls).toBe(10)
+    } finally {
+      await raw.end({ timeout: 0 })
+    }
+  })
+
+  test('a forEach callback that throws is not called again; the query fails with its error once the statement ended', async () => {
+    const { client } = await openClient({})
+    const owner = new RecordingOwner()
+    const { query } = track(owner, (q) => client.send(q), slowTail)
+    let calls = 0
+    const failed = await rejection(
+      (query as unknown as { forEach(fn: (row: unknown) => void): Promise<unknown> }).forEach(() => {
+        calls++
+        throw new Error('bad row')
+      }),
+    )
+    expect(calls).toBe(1)
+    expect(owner.ends).toHaveLength(1)
+    expect((owner.ends[0]?.error as Error).message).toBe('bad row')
+    expect(codeOf(failed)).toBe(undefined)
+    // It ended with its statement: the next one on the connection answers at once.
+    const next = track(owner, (q) => client.send(q), sql`select 2 as two`).query
+    expect(await next).toEqual([{ two: 2 }])
+  })
+
+  test('a type parser that throws: the query fails with its error once the statement ended, not before', async () => {
+    const { client } = await openClient({})
+    const owner = new RecordingOwner()
+    const parsers = (client.sql.options as unknown as { parsers: Record<number, (x: string) => unknown> }).parsers
+    const int4 = parsers[23]
+    parsers[23] = () => {
+      throw new Error('bad value')
+    }
+    try {
+      const { query } = track(owner, (q) => client.send(q), slowTail)
+      await rejection(query)
+      expect(owner.ends).toHaveLength(1)
+      expect((owner.ends[0]?.error as Error).message).toBe('bad value')
+      const next = track(owner, (q) => client.send(q), sql`select 'x' as x`).query
+      expect(await next).toEqual([{ x: 'x' }])
+      // Settled once its statement ended: nothing of it runs on the server any more.
+      expect(
+        await db.sql`select count(*)::int as n from pg_stat_activity where query like '%generate_series(1, 10)%' and state = 'active' and pid <> pg_backend_pid()`,
+      ).toEqual([{ n: 0 }])
+    } finally {
+      if (int4 === undefined) delete parsers[23]
+      else parsers[23] = int4
+    }
+  })
+})
 
 describe('4e. a COPY TO STDOUT pushes its rows with stream.push(rows) || socket.pause()', () => {
   test('a stream its reader destroyed mid-COPY is read on to its end: the COPY ends and the next statement answers', async () => {
