@@ -121,7 +121,9 @@ export class ReplicaMonitor {
     const at = this.#clock.now()
     try {
       const { replay, replayAgeSeconds, inRecovery } = await this.#source.replica(index)
-      if (replay > (this.#replayed[index] ?? 0n)) this.#replayed[index] = replay
+      // What it shows now, not the most it ever showed: a standby restarted after a crash takes
+      // reads from its consistency point on, which can be behind what it had replayed before.
+      this.#replayed[index] = replay
       if (!inRecovery) {
         this.#lags[index] = { bytes: 0, seconds: 0, replayLsn: formatLsn(replay), at, error: 'not a standby' }
         return
@@ -147,10 +149,13 @@ export class ReplicaMonitor {
         error: primary === undefined ? 'primary unreachable' : undefined,
       }
     } catch (error) {
+      const replayed = this.#replayed[index] ?? 0n
+      // Out of reach, it may be restarting: it is trusted with no position until sampled again.
+      this.#replayed[index] = 0n
       this.#lags[index] = {
         bytes: Number.POSITIVE_INFINITY,
         seconds: Number.POSITIVE_INFINITY,
-        replayLsn: formatLsn(this.#replayed[index] ?? 0n),
+        replayLsn: formatLsn(replayed),
         at,
         error: `unreachable (${String((error as { code?: unknown } | null)?.code ?? 'error')})`,
       }
@@ -213,7 +218,8 @@ export class ReplicaMonitor {
       polling = this.#source.replica(index).then(
         ({ replay }) => {
           this.#polls[index] = undefined
-          if (replay > (this.#replayed[index] ?? 0n)) this.#replayed[index] = replay
+          // Answers on the monitor's one connection come in the order asked: this is the newest.
+          this.#replayed[index] = replay
         },
         (error: unknown) => {
           this.#polls[index] = undefined

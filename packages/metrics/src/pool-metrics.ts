@@ -235,7 +235,7 @@ export function registerPoolMetrics(options: ResolvedMetricsOptions, routes: Bou
   })
   const fallbacks = new Counter({
     name: `${prefix}read_fallbacks_total`,
-    help: 'Reads meant for a replica that the primary served, by reason: no_replica (none usable), lagging (all past maxLag), behind_write (none had replayed the client’s write)',
+    help: 'Reads meant for a replica that the primary served, by reason: no_replica (none usable), lagging (all past maxLag), behind_write (none had replayed the client’s write), unreachable (the replica chosen could not be connected to)',
     labelNames: [POOL_LABEL, 'reason'],
     registers,
   })
