@@ -1,6 +1,7 @@
 import type * as postgres from 'postgres'
 import { errors } from './errors.js'
 import type { Lease } from './lease.js'
+import { closestName, invalidOption } from './option-kit.js'
 import type { TrackedQuery } from './postgres-adapter.js'
 import type { LeaseDb, LeasedDb, PoolDb, TransactionOptions } from './types.js'
 
@@ -68,6 +69,9 @@ function addQueryApi(
   target.array = helpers.array
   target.typed = helpers.typed
   target.types = helpers.types
+  // What a cursor callback returns to end the cursor early (postgres.js's sentinel, one object).
+  target.CLOSE = (helpers as unknown as { CLOSE: object }).CLOSE
+  target.END = target.CLOSE
 }
 
 function templateOrHelper(sourceFor: () => QuerySource, helpers: postgres.Sql<{}>) {
@@ -79,9 +83,17 @@ function templateOrHelper(sourceFor: () => QuerySource, helpers: postgres.Sql<{}
   }
 }
 
-/** postgres.js's begin options (`'read write'`, `'isolation level serializable'`), sanitized as it does. */
-function beginText(options: unknown): string {
-  return typeof options === 'string' && options !== '' ? `BEGIN ${options.replace(/[^a-z ]/gi, '')}` : 'BEGIN'
+/**
+ * postgres.js's begin options (`'read write'`, `'isolation level serializable'`), sanitized as it
+ * does. Anything but a string is refused: postgres.js throws on it, and an object
+ * (`{ isolation: 'serializable' }`, the route config's shape) must not run as a plain BEGIN.
+ */
+function beginText(options: unknown, at: string): string {
+  if (options === undefined) return 'BEGIN'
+  if (typeof options !== 'string') {
+    throw invalidOption(at, "expected a string such as 'isolation level serializable' or 'read only'")
+  }
+  return options !== '' ? `BEGIN ${options.replace(/[^a-z ]/gi, '')}` : 'BEGIN'
 }
 
 /** The callback's value; an array of queries is awaited as postgres.js's begin() does. */
@@ -130,8 +142,14 @@ export function createLeaseDb(lease: Lease, ctx: QueryApiContext, setup = false,
   const nextName = () => `fpp_sp_${++savepoints}`
   db.begin = (options: unknown, fn?: unknown) => {
     const callback = (fn ?? options) as (sql: LeaseDb) => unknown
+    let begin: string
+    try {
+      begin = beginText(fn === undefined ? undefined : options, 'begin(options, fn)')
+    } catch (error) {
+      return Promise.reject(error)
+    }
     return lease.transaction(
-      beginText(fn === undefined ? undefined : options),
+      begin,
       (token) => {
         const blockSource: QuerySource = { lease, setup, block: token }
         const blockSourceFor = () => blockSource
@@ -146,6 +164,42 @@ export function createLeaseDb(lease: Lease, ctx: QueryApiContext, setup = false,
   }
   addSavepoint(db, nextName)
   return db as unknown as LeaseDb
+}
+
+const transactionKeys = ['isolation', 'readOnly', 'deferrable']
+const isolationLevels = ['read committed', 'repeatable read', 'serializable']
+
+/**
+ * A transaction's BEGIN from options as given at run time (JavaScript callers, config read from
+ * files): every key and value checked, refused by name (`at(key)`) with FST_PG_POOL_INVALID_OPTION.
+ * A misspelled key or a bad value must not turn into a plain read-committed, read-write block.
+ */
+export function checkedBeginStatement(options: unknown, at: (key?: string) => string): string {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw invalidOption(at(), 'expected an object { isolation, readOnly, deferrable }')
+  }
+  for (const key of Object.keys(options)) {
+    if (!transactionKeys.includes(key)) {
+      const suggestion = closestName(key, transactionKeys)
+      throw invalidOption(
+        at(key),
+        suggestion === undefined
+          ? `unknown option; expected one of ${transactionKeys.join(', ')}`
+          : `unknown option; did you mean ${suggestion}?`,
+      )
+    }
+  }
+  const { isolation, readOnly, deferrable } = options as TransactionOptions
+  if (isolation !== undefined && !isolationLevels.includes(isolation)) {
+    throw invalidOption(at('isolation'), `expected one of ${isolationLevels.join(', ')}`)
+  }
+  for (const [name, value] of [
+    ['readOnly', readOnly],
+    ['deferrable', deferrable],
+  ] as const) {
+    if (value !== undefined && typeof value !== 'boolean') throw invalidOption(at(name), 'expected a boolean')
+  }
+  return beginStatement(options as TransactionOptions)
 }
 
 /** A transaction's BEGIN from typed options. */
@@ -179,9 +233,22 @@ export function createPoolDb(
       await lease.finish('commit')
     }
   }
+  const refusedOr = (begin: () => string, fn: unknown): Promise<unknown> => {
+    let text: string
+    try {
+      text = begin()
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    return transaction(text, fn)
+  }
   db.begin = (options: unknown, fn?: unknown) =>
-    fn === undefined ? transaction('BEGIN', options) : transaction(beginText(options), fn)
-  db.transaction = (fn: unknown, options: TransactionOptions = {}) => transaction(beginStatement(options), fn)
+    fn === undefined ? transaction('BEGIN', options) : refusedOr(() => beginText(options, 'begin(options, fn)'), fn)
+  db.transaction = (fn: unknown, options: unknown = {}) =>
+    refusedOr(
+      () => checkedBeginStatement(options, (key) => `transaction(fn, options${key === undefined ? '' : `.${key}`})`),
+      fn,
+    )
   db.lease = async (): Promise<LeasedDb> => {
     const lease = newLease(false)
     const leased = createLeaseDb(lease, ctx) as unknown as Record<string, unknown>

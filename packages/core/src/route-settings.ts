@@ -1,6 +1,6 @@
 import { closestName, invalidOption } from './option-kit.js'
-import { beginStatement } from './query-api.js'
-import type { RouteDbConfig, TransactionOptions } from './types.js'
+import { beginStatement, checkedBeginStatement } from './query-api.js'
+import type { RouteDbConfig } from './types.js'
 
 /** What a route's `config.db` asks of its lease. */
 export interface RouteSettings {
@@ -31,8 +31,6 @@ const optedOut: RouteSettings = Object.freeze({
 })
 
 const routeKeys = ['transaction', 'pipeline', 'instance', 'readOnly']
-const transactionKeys = ['isolation', 'readOnly', 'deferrable']
-const isolationLevels = ['read committed', 'repeatable read', 'serializable']
 
 function unknownKey(scope: string, key: string, known: readonly string[]): Error {
   const suggestion = closestName(key, known)
@@ -145,22 +143,7 @@ function transactionBegin(tx: unknown, url: string): string | undefined {
   if (typeof tx !== 'object' || tx === null || Array.isArray(tx)) {
     throw invalidOption(`config.db.transaction of ${url}`, 'expected a boolean or an object')
   }
-  for (const key of Object.keys(tx)) {
-    if (!transactionKeys.includes(key)) throw unknownKey(`config.db.transaction.${key} of ${url}`, key, transactionKeys)
-  }
-  const { isolation, readOnly, deferrable } = tx as TransactionOptions
-  if (isolation !== undefined && !isolationLevels.includes(isolation)) {
-    throw invalidOption(`config.db.transaction.isolation of ${url}`, `expected one of ${isolationLevels.join(', ')}`)
-  }
-  for (const [name, value] of [
-    ['readOnly', readOnly],
-    ['deferrable', deferrable],
-  ] as const) {
-    if (value !== undefined && typeof value !== 'boolean') {
-      throw invalidOption(`config.db.transaction.${name} of ${url}`, 'expected a boolean')
-    }
-  }
-  return beginStatement(tx as TransactionOptions)
+  return checkedBeginStatement(tx, (key) => `config.db.transaction${key === undefined ? '' : `.${key}`} of ${url}`)
 }
 
 /** Route config that marks a route free of database plumbing (health probes, metrics). */

@@ -36,6 +36,10 @@ export interface LeaseDb extends postgres.ISql<{}> {
   /** A savepoint inside a transaction: rolled back alone if `cb` throws. */
   savepoint<T>(cb: (sql: LeaseDb) => T | Promise<T>): Promise<UnwrapPromiseArray<T>>
   savepoint<T>(name: string, cb: (sql: LeaseDb) => T | Promise<T>): Promise<UnwrapPromiseArray<T>>
+  /** Returned by a `cursor()` callback, ends the cursor early (postgres.js's `sql.CLOSE`). */
+  readonly CLOSE: object
+  /** The same as `CLOSE`. */
+  readonly END: object
   /**
    * Present when the instance has read replicas: the request's reads on a replica (a lease of
    * its own, routed like a `readOnly` route's), e.g. `await request.db.replica\`select ...\``.
@@ -54,6 +58,10 @@ export interface LeasedDb extends LeaseDb {
 
 /** `app.db.replica`: `app.db`'s queries, served like a `readOnly` route's. */
 export interface ReplicaDb extends postgres.ISql<{}> {
+  /** Returned by a `cursor()` callback, ends the cursor early (postgres.js's `sql.CLOSE`). */
+  readonly CLOSE: object
+  /** The same as `CLOSE`. */
+  readonly END: object
   begin<T>(cb: TransactionCallback<T>): Promise<UnwrapPromiseArray<T>>
   begin<T>(options: string, cb: TransactionCallback<T>): Promise<UnwrapPromiseArray<T>>
   /** `begin` with typed options: one connection, committed when `cb` resolves. */

@@ -474,7 +474,7 @@ describe('4h. a throw while postgres.js reads the answer rejects the query at on
     )
     expect(calls).toBe(1)
     expect(owner.ends).toHaveLength(1)
-    expect((owner.ends[0]?.error as Error).message).toBe('bad row')
+    expect(String((owner.ends[0]?.error as Error | undefined)?.message)).toBe('bad row')
     expect(codeOf(failed)).toBe(undefined)
     // It ended with its statement: the next one on the connection answers at once.
     const next = track(owner, (q) => client.send(q), sql`select 2 as two`).query
@@ -493,7 +493,7 @@ describe('4h. a throw while postgres.js reads the answer rejects the query at on
       const { query } = track(owner, (q) => client.send(q), slowTail)
       await rejection(query)
       expect(owner.ends).toHaveLength(1)
-      expect((owner.ends[0]?.error as Error).message).toBe('bad value')
+      expect(String((owner.ends[0]?.error as Error | undefined)?.message)).toBe('bad value')
       const next = track(owner, (q) => client.send(q), sql`select 'x' as x`).query
       expect(await next).toEqual([{ x: 'x' }])
       // Settled once its statement ended: nothing of it runs on the server any more.
