@@ -181,6 +181,8 @@ export class Lease implements Holder, QueryOwner {
    * a microtask after it is awaited): refused when they arrive.
    */
   #cancelledEarly: Set<TrackedQuery> | undefined
+  /** Statements whose holder cancelled them behind another still running (cancelQuery). */
+  #cancelWhenFirst: Set<TrackedQuery> | undefined
   /** Statements sent again after a failed session reset, by the query their holder holds. */
   #rerouted: Map<TrackedQuery, TrackedQuery> | undefined
   /** The holder's begin() blocks waiting for onLease to have prepared the connection. */
@@ -740,6 +742,7 @@ export class Lease implements Holder, QueryOwner {
       // Rejected before it was sent (released, aborted, setup failed): nothing to account for.
       return error
     }
+    if (this.#cancelWhenFirst !== undefined) this.#cancelIfFirst(query)
     const unread = error === undefined ? copyOutEnded(query) : undefined
     if (unread !== undefined) {
       this.#unreadCopies ??= new Set()
@@ -966,8 +969,21 @@ export class Lease implements Holder, QueryOwner {
       return undefined
     }
     // On a shared connection a cancel request could stop another holder's statement.
-    if (!this.pipelined) this.#conn?.cancel()
+    if (this.pipelined) return undefined
+    // A cancel request stops whatever the backend runs, and the server runs a connection's
+    // statements in order: sent once this one is the first of the holder's still running (as
+    // postgres.js does), not onto a statement ahead of it.
+    if (this.#inflight.values().next().value === query) this.#conn?.cancel()
+    else (this.#cancelWhenFirst ??= new Set()).add(query)
     return undefined
+  }
+
+  /** A statement ended (`ended`): the one now running is cancelled if its holder asked. */
+  #cancelIfFirst(ended: TrackedQuery): void {
+    const asked = this.#cancelWhenFirst as Set<TrackedQuery>
+    asked.delete(ended)
+    const next = this.#inflight.values().next().value
+    if (next !== undefined && asked.delete(next)) this.#conn?.cancel()
   }
 
   /**
