@@ -108,6 +108,11 @@ export interface LeaseSettings {
    */
   readonly target?: (() => LeaseContext | Promise<LeaseContext>) | undefined
   /**
+   * A request's replica reads (`request.db.replica`): the request's lease on the primary. Once it
+   * wrote, with read-your-writes on, these reads go to the primary (read-only), which has the write.
+   */
+  readonly readsAfter?: { readonly wroteSoFar: boolean } | undefined
+  /**
    * Runs when the lease gets its connection (after the route's BEGIN), before any of the
    * holder's statements; its own statements are built with `setup: true`.
    */
@@ -361,6 +366,11 @@ export class Lease implements Holder, QueryOwner {
   /** The WAL position after this holder's writes (read-your-writes), once the lease is back. */
   get commitLsn(): Lsn | undefined {
     return this.#commitLsn
+  }
+
+  /** Read-your-writes: a statement of the holder's wrote (by its command tag), captured or not. */
+  get wroteSoFar(): boolean {
+    return this.#wrote || this.#commitLsn !== undefined
   }
 
   /**

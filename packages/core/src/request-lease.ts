@@ -358,7 +358,7 @@ export class RequestLeases {
     const instance = this.#instances.instance(instanceName, `route ${route}`)
     const lease = instance.newLease(settings)
     const db = createLeaseDb(lease, instance.api)
-    if (instance.hasReplicas && settings.readOnly !== true) this.#addReplica(request, db, instance, route)
+    if (instance.hasReplicas && settings.readOnly !== true) this.#addReplica(request, db, lease, instance, route)
     if (request[kEnded]) {
       // A first use after the request ended: refused like any use after the end.
       void lease.finish('rollback')
@@ -382,7 +382,7 @@ export class RequestLeases {
   }
 
   /** `request.db.replica`: the request's reads on the instance's replicas (a lease of its own). */
-  #addReplica(request: LeaseRequest, db: RequestDb, instance: Instance, route: string): void {
+  #addReplica(request: LeaseRequest, db: RequestDb, main: Lease, instance: Instance, route: string): void {
     Object.defineProperty(db, 'replica', {
       enumerable: false,
       get: () =>
@@ -390,7 +390,7 @@ export class RequestLeases {
           ...this.#lease(
             request,
             instance.name,
-            { route, request, readOnly: true },
+            { route, request, readOnly: true, readsAfter: main },
             request.routeOptions.handlerTimeout,
           ),
           tokens: null,
