@@ -768,8 +768,10 @@ export function createServerClient(settings: ClientSettings): ServerClient {
   return {
     sql,
     send(query) {
-      if (blocking !== undefined) {
-        // postgres.js would queue it and build it later, outside sendBuilt (assumption 8b).
+      // postgres.js would queue it and build it later, outside sendBuilt (assumption 8b). Behind
+      // a COPY of its own holder it is refused as postgres.js refuses it (COPY_IN_PROGRESS): held,
+      // a holder that awaits it before ending its COPY would wait for good.
+      if (blocking !== undefined && !(blocking.streaming === true && ownerOf(blocking) === ownerOf(query))) {
         waiting.push(query)
         return true
       }
@@ -826,6 +828,11 @@ export function createServerClient(settings: ClientSettings): ServerClient {
       return sql.end({ timeout: graceSeconds }).catch(() => {})
     },
   }
+}
+
+/** The lease that built a query (undefined for one the adapter did not build). */
+function ownerOf(query: AdapterQuery): QueryOwner | undefined {
+  return (query as Partial<TrackedQuery>).owner
 }
 
 /** Ends the connections `sql` holds now (assumption 7), also those opened after its end(). */
