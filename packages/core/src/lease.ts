@@ -17,6 +17,7 @@ import type { Holder, Pool } from './pool.js'
 import {
   type AdapterQuery,
   abandonCopy,
+  answerUnreadable,
   commandsOf,
   copyOutEnded,
   leftSocketPaused,
@@ -648,6 +649,13 @@ export class Lease implements Holder, QueryOwner {
    * behind the holder's statement on the server (#oneAtATime).
    */
   #deliver(query: TrackedQuery): void {
+    if (!query.internal && this.#copying()) {
+      // Behind its own holder's COPY, whose stream is open: refused as postgres.js refuses it in
+      // a transaction; queued one at a time behind it, a holder awaiting it before ending its COPY
+      // would wait for good.
+      query.reject(copyInProgress())
+      return
+    }
     if (this.#preparing && !query.setup) {
       this.#held ??= []
       this.#held.push(query)
@@ -658,6 +666,12 @@ export class Lease implements Holder, QueryOwner {
       const resume = channels.queryStart.hasSubscribers ? AsyncLocalStorage.snapshot() : undefined
       this.#queued.push({ query, resume })
     } else this.#send(query)
+  }
+
+  /** A COPY of the holder's has its stream open (handed out, not yet ended). */
+  #copying(): boolean {
+    for (const running of this.#inflight) if (running.stream !== undefined && !running.ended) return true
+    return false
   }
 
   /**
@@ -792,7 +806,7 @@ export class Lease implements Holder, QueryOwner {
         }
       }
     } else {
-      if (isConnectionError(error)) conn?.markClosed('error')
+      if (isConnectionError(error) || answerUnreadable(error)) conn?.markClosed('error')
       if (
         (error as { code?: unknown } | null)?.code === READ_ONLY_SQL_TRANSACTION &&
         this.#ctx.writable === true &&
@@ -983,8 +997,12 @@ export class Lease implements Holder, QueryOwner {
     // A cancel request stops whatever the backend runs, and the server runs a connection's
     // statements in order: sent once this one is the first of the holder's still running (as
     // postgres.js does), not onto a statement ahead of it.
-    if (this.#inflight.values().next().value === query) this.#conn?.cancel()
-    else (this.#cancelWhenFirst ??= new Set()).add(query)
+    if (this.#inflight.values().next().value === query) {
+      this.#conn?.cancel()
+      return undefined
+    }
+    this.#cancelWhenFirst ??= new Set()
+    this.#cancelWhenFirst.add(query)
     return undefined
   }
 
@@ -1366,6 +1384,7 @@ export class Lease implements Holder, QueryOwner {
     if (!conn.usable) return commitLost('the connection was lost')
     // A begin() block whose request already ended: the lease rolls its work back.
     if (!final && this.#mode !== undefined) return commitLost('the request ended first')
+    let capturing: Promise<unknown> | undefined
     try {
       const capture = final && this.#ctx.captureLsn === true && !this.#readOnlyTransaction
       // A block of onLease's commits while the holder's statements are held.
@@ -1375,7 +1394,7 @@ export class Lease implements Holder, QueryOwner {
       // (no round trip of its own): in one message with it, a capture that failed (EXECUTE revoked
       // on the function) failed the whole message, and committed work read as not committed. A
       // capture that fails leaves no token: the next read goes by lag alone.
-      const capturing = capture ? this.#internal(CURRENT_LSN_SQL, final).catch(() => undefined) : undefined
+      capturing = capture ? this.#internal(CURRENT_LSN_SQL, final).catch(() => undefined) : undefined
       const answer = await committing
       this.#transaction.noteClosed()
       if (resultOf(answer).command === 'COMMIT') {
@@ -1386,6 +1405,9 @@ export class Lease implements Holder, QueryOwner {
       return { outcome: 'commit_failed', failure: new errors.FST_PG_POOL_COMMIT_FAILED('the server rolled back') }
     } catch (error) {
       return commitFailure(error)
+    } finally {
+      // Whatever the COMMIT's answer, the connection goes back only once the capture ended too.
+      if (capturing !== undefined) await capturing
     }
   }
 
@@ -1543,6 +1565,11 @@ const LEFT_OPEN_PROBE =
 /** Whether the session is inside a transaction block (#probeSharedBlock). */
 const SHARED_BLOCK_PROBE =
   'SELECT pg_catalog.statement_timestamp() OPERATOR(pg_catalog.<>) pg_catalog.transaction_timestamp() AS in_block'
+/** What postgres.js answers a statement sent while a COPY runs on its connection. */
+function copyInProgress(): Error {
+  return Object.assign(new Error('You cannot execute queries during copy'), { code: 'COPY_IN_PROGRESS' })
+}
+
 /** SQLSTATE read_only_sql_transaction. */
 const READ_ONLY_SQL_TRANSACTION = '25006'
 const CONNECT_FAILED = 'FST_PG_POOL_CONNECT_FAILED'

@@ -35,10 +35,11 @@ import postgres from 'postgres'
  *    (its own error for a lost connection, with the server's host and port in its message).
  * 4g. A COPY FROM STDIN its writer ended (CopyDone sent) and the server then refused: postgres.js
  *    fails the query, and leaves the stream, whose end waits for the CommandComplete, as it is.
- * 4h. A throw while postgres.js reads a query's answer (a forEach callback, a type parser, a row
- *    or value transform) rejects the query at once with that error (not coded, not the server's),
+ * 4h. A throw while postgres.js reads a query's answer (a forEach callback, a type parser in
+ *    `options.parsers`, a `transform` `from` function) rejects the query at once with that error,
  *    while its statement runs on; postgres.js goes on reading its rows into it and settles it
- *    again at ReadyForQuery (or with the server's error, or the connection's loss).
+ *    again at ReadyForQuery (or with the server's error, or the connection's loss). For a cursor
+ *    it also writes a Sync of its own, and another at the cursor's end.
  * 4c. `cursor(rows)` without a callback returns `{ [Symbol.asyncIterator]() { next, return } }`,
  *    whose `next()` answers `{ done: true }` once the query is no longer active, even when it
  *    ended with an error between two batches.
@@ -324,30 +325,66 @@ function ended(query: TrackedQuery): void {
 }
 
 function rejectTracked(this: TrackedQuery, error: unknown): void {
+  // Read first, whatever comes next: a parser or transform of the app's threw just now (4h).
+  const appThrew = appCodeThrew
+  appCodeThrew = false
   if (tookBuildFailure(this, error)) return
   if (this.redirected || this.ended) return
-  if (thrownWhileAnswered(this, error)) {
-    // A parser or a row transform threw on a row (assumption 4h): the statement still runs on the
-    // server, and the connection is not free until it ended. It fails with that error then.
+  if (appThrew && (this as { active?: unknown }).active === true) {
+    if (this.innerCursorFn !== undefined) {
+      // postgres.js wrote a Sync of its own for the cursor, and writes another at its end: the
+      // connection's answers can no longer be told apart. It fails now, and is retired.
+      unreadable.add(error as object)
+      endRejected(this, error)
+      return
+    }
+    // The statement still runs on the server, and the connection is not free until it ended: the
+    // query fails with what was thrown then (its ReadyForQuery, its error, or a lost connection).
     this.stoppedBy ??= error
     return
   }
   endRejected(this, error)
 }
 
+/** Set by a parser or transform of the app's (guardAppCode) as it throws; read by rejectTracked. */
+let appCodeThrew = false
+/** Errors after which a connection's answers can no longer be matched to its queries (answerUnreadable). */
+const unreadable = new WeakSet<object>()
+
+/** Whether `error` left its connection unreadable: it must be retired, not used again. */
+export function answerUnreadable(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && unreadable.has(error)
+}
+
 /**
- * Whether postgres.js rejected `query` because code of the app threw while it read the query's
- * answer (assumption 4h): it is being answered (`active`), and the error is none of postgres.js's
- * own (the server's, a coded one of the client or its socket) nor the adapter's (a build failure
- * handed back).
+ * A parser or transform of the app's, as postgres.js calls it while it reads an answer: a throw
+ * is marked (appCodeThrew) so that rejectTracked tells it from postgres.js's own failures (a lost
+ * connection, whose query must end at once), whatever it throws. Fixed arity: called per value.
  */
-function thrownWhileAnswered(query: TrackedQuery, error: unknown): boolean {
-  return (
-    (query as { active?: unknown }).active === true &&
-    !handingBackBuildFailure &&
-    !(error instanceof postgres.PostgresError) &&
-    typeof (error as { code?: unknown } | null)?.code !== 'string'
-  )
+function guardAppCode<F extends (first: unknown, second: unknown) => unknown>(fn: F): F {
+  const guarded = (first: unknown, second: unknown) => {
+    try {
+      return fn(first, second)
+    } catch (error) {
+      appCodeThrew = true
+      throw error
+    }
+  }
+  // A parser's `array` flag tells postgres.js to strip the braces: kept.
+  if ((fn as { array?: unknown }).array === true) (guarded as { array?: boolean }).array = true
+  return guarded as F
+}
+
+/** Guards every parser and decoding transform of a client (guardAppCode). */
+function guardClientCode(options: TypeOptions): void {
+  for (const [oid, parser] of Object.entries(options.parsers)) {
+    if (typeof parser === 'function') options.parsers[Number(oid)] = guardAppCode(parser as never)
+  }
+  const transform = options.transform as Record<string, { from?: unknown } | undefined>
+  for (const kind of ['column', 'value', 'row']) {
+    const side = transform[kind]
+    if (typeof side?.from === 'function') side.from = guardAppCode(side.from as never)
+  }
 }
 
 function endRejected(query: TrackedQuery, error: unknown): void {
@@ -406,6 +443,9 @@ function forEachTracked(this: TrackedQuery, row: unknown, result: unknown): void
 }
 
 function cursorTracked(this: TrackedQuery, rows: unknown): unknown {
+  // Ended by a throw while its batch was read (4h): the callback gets no broken batch, and
+  // postgres.js, waiting on this for good, writes nothing more (the connection is retired).
+  if (this.ended) return new Promise<never>(() => {})
   let returned: unknown
   try {
     returned = (this.innerCursorFn as (rows: unknown) => unknown)(rows)
@@ -545,8 +585,6 @@ export function commandsOf(value: unknown): string[] {
 
 /** The query being handed to postgres.js (assumption 8), and what was rejected meanwhile. */
 let building: AdapterQuery | undefined
-/** A build failure is being handed back to its query (sendBuilt): the query's end, at once. */
-let handingBackBuildFailure = false
 let buildFailure: { readonly error: unknown; readonly own: boolean } | undefined
 
 /**
@@ -571,14 +609,7 @@ function sendBuilt(handler: QueryHandler, query: AdapterQuery): boolean {
   if (failure === undefined) return true
   buildFailure = undefined
   // A microtask later, as any failure: its sender has not finished sending it yet.
-  queueMicrotask(() => {
-    handingBackBuildFailure = true
-    try {
-      query.reject(failure.own ? failure.error : freshError(failure.error))
-    } finally {
-      handingBackBuildFailure = false
-    }
-  })
+  queueMicrotask(() => query.reject(failure.own ? failure.error : freshError(failure.error)))
   return failure.own
 }
 
@@ -724,6 +755,7 @@ export function createServerClient(settings: ClientSettings): ServerClient {
   let backend: BackendKey | undefined
   let pid = 0
   const transform = (sql.options as unknown as TypeOptions).transform
+  guardClientCode(sql.options as unknown as TypeOptions)
   /**
    * A query after which postgres.js queues what is sent (it is described first, or a cursor), while
    * it runs; what is sent meanwhile waits here instead, and is handed over once it ended (8b).

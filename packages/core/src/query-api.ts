@@ -16,7 +16,9 @@ interface QuerySource {
   readonly block: object | undefined
 }
 
-const notifyTemplate = ((strings: TemplateStringsArray, ..._: unknown[]) => strings)`select pg_notify(${0}, ${0})`
+// postgres.js's own notify(), its function qualified (nothing through the search_path).
+const notifyTemplate = ((strings: TemplateStringsArray, ..._: unknown[]) =>
+  strings)`select pg_catalog.pg_notify(${0}, ${0})`
 
 /** postgres.js's `(query, args?, options?)` where `(query, options)` is allowed too. */
 function splitArgs(rest: [unknown?, object?]): [unknown[], object] {
@@ -133,9 +135,23 @@ export interface QueryApiContext {
  * request.db, the onLease hook's db, and the handles of app.db.lease(): every query on one lease.
  * `block`: the handle of a block app.db.begin() opened on a lease of its own.
  */
-export function createLeaseDb(lease: Lease, ctx: QueryApiContext, setup = false, block?: object): LeaseDb {
-  const source: QuerySource = { lease, setup, block }
-  const sourceFor = () => source
+export function createLeaseDb(
+  lease: Lease,
+  ctx: QueryApiContext,
+  setup = false,
+  block?: object,
+  leaseFor?: () => Lease,
+): LeaseDb {
+  let source: QuerySource = { lease, setup, block }
+  // `leaseFor`: the lease may change between queries (a request's replica reads after its write).
+  const sourceFor =
+    leaseFor === undefined
+      ? () => source
+      : () => {
+          const current = leaseFor()
+          if (current !== source.lease) source = { lease: current, setup, block }
+          return source
+        }
   const db = templateOrHelper(sourceFor, ctx.helpers) as unknown as Record<string, unknown>
   addQueryApi(db, sourceFor, ctx.helpers, ctx.readFile)
   let savepoints = 0
@@ -148,10 +164,11 @@ export function createLeaseDb(lease: Lease, ctx: QueryApiContext, setup = false,
     } catch (error) {
       return Promise.reject(error)
     }
-    return lease.transaction(
+    const blockLease = sourceFor().lease
+    return blockLease.transaction(
       begin,
       (token) => {
-        const blockSource: QuerySource = { lease, setup, block: token }
+        const blockSource: QuerySource = { lease: blockLease, setup, block: token }
         const blockSourceFor = () => blockSource
         const tx = templateOrHelper(blockSourceFor, ctx.helpers) as unknown as Record<string, unknown>
         addQueryApi(tx, blockSourceFor, ctx.helpers, ctx.readFile)
@@ -190,7 +207,11 @@ export function checkedBeginStatement(options: unknown, at: (key?: string) => st
     }
   }
   const { isolation, readOnly, deferrable } = options as TransactionOptions
-  if (isolation !== undefined && !isolationLevels.includes(isolation)) {
+  // In any case, as the BEGIN it becomes (what ran before the options were checked).
+  if (
+    isolation !== undefined &&
+    (typeof isolation !== 'string' || !isolationLevels.includes(isolation.toLowerCase()))
+  ) {
     throw invalidOption(at('isolation'), `expected one of ${isolationLevels.join(', ')}`)
   }
   for (const [name, value] of [

@@ -385,20 +385,44 @@ export class RequestLeases {
   #addReplica(request: LeaseRequest, db: RequestDb, main: Lease, instance: Instance, route: string): void {
     Object.defineProperty(db, 'replica', {
       enumerable: false,
-      get: () =>
-        this.#keyed(request, `${instance.name ?? ''}\u0000replica`, () => ({
-          ...this.#lease(
+      get: () => {
+        const key = `${instance.name ?? ''}\u0000replica`
+        const readLease = () =>
+          this.#lease(
             request,
             instance.name,
             { route, request, readOnly: true, readsAfter: main },
             request.routeOptions.handlerTimeout,
-          ),
-          tokens: null,
-        })),
+          )
+        return this.#keyed(request, key, () => {
+          const replica = readLease()
+          // Once the request's own lease wrote, its reads go to a lease of their own, which the
+          // write routes to the primary (readsAfter): the replica lease may hold a standby's
+          // connection already, and a handle taken before the write is used after it.
+          let afterWrite: Lease | undefined
+          const leaseFor = () => {
+            if (!main.wroteSoFar) return replica.lease
+            afterWrite ??= this.#keyedOther(request, `${key}\u0000written`, () => ({
+              ...readLease(),
+              tokens: null,
+            })).lease
+            return afterWrite
+          }
+          return {
+            ...replica,
+            db: createLeaseDb(replica.lease, instance.api, false, undefined, leaseFor),
+            tokens: null,
+          }
+        })
+      },
     })
   }
 
   #keyed(request: LeaseRequest, key: string, create: () => Other): RequestDb {
+    return this.#keyedOther(request, key, create).db
+  }
+
+  #keyedOther(request: LeaseRequest, key: string, create: () => Other): Other {
     let others = request[kOthers]
     if (others === null) {
       others = new Map()
@@ -409,7 +433,7 @@ export class RequestLeases {
       other = create()
       others.set(key, other)
     }
-    return other.db
+    return other
   }
 
   #main(request: LeaseRequest): RequestDb {
