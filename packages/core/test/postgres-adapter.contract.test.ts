@@ -123,11 +123,12 @@ function track(
 async function openClient(
   arrayTypes: Record<number, number> | undefined,
   hooks: { onNotice?: (notice: unknown) => void; onClose?: () => void } = {},
+  extra: Record<string, unknown> = {},
 ): Promise<{ client: ServerClient; name: string }> {
   const name = uniqueName('fpp-contract')
   const client = createServerClient({
     url: db.directUrl,
-    options: { connection: { application_name: name } },
+    options: { ...extra, connection: { application_name: name } },
     onNotice: (notice) => {
       hooks.onNotice?.(notice)
       return undefined
@@ -482,28 +483,59 @@ describe('4h. a throw while postgres.js reads the answer rejects the query at on
   })
 
   test('a type parser that throws: the query fails with its error once the statement ended, not before', async () => {
-    const { client } = await openClient({})
+    // As an app installs one: postgres.js's `types` option (text, the `pad` column, read by a
+    // parser that throws).
+    const { client } = await openClient(
+      {},
+      {},
+      {
+        types: {
+          strict: {
+            to: 25,
+            from: [25],
+            serialize: (x: unknown) => String(x),
+            parse: () => {
+              throw new Error('bad value')
+            },
+          },
+        },
+      },
+    )
     const owner = new RecordingOwner()
-    const parsers = (client.sql.options as unknown as { parsers: Record<number, (x: string) => unknown> }).parsers
-    const int4 = parsers[23]
-    parsers[23] = () => {
-      throw new Error('bad value')
-    }
-    try {
-      const { query } = track(owner, (q) => client.send(q), slowTail)
-      await rejection(query)
-      expect(owner.ends).toHaveLength(1)
-      expect(String((owner.ends[0]?.error as Error | undefined)?.message)).toBe('bad value')
-      const next = track(owner, (q) => client.send(q), sql`select 'x' as x`).query
-      expect(await next).toEqual([{ x: 'x' }])
-      // Settled once its statement ended: nothing of it runs on the server any more.
-      expect(
-        await db.sql`select count(*)::int as n from pg_stat_activity where query like '%generate_series(1, 10)%' and state = 'active' and pid <> pg_backend_pid()`,
-      ).toEqual([{ n: 0 }])
-    } finally {
-      if (int4 === undefined) delete parsers[23]
-      else parsers[23] = int4
-    }
+    const { query } = track(owner, (q) => client.send(q), slowTail)
+    await rejection(query)
+    // Settled once its statement ended: nothing of it runs on the server any more.
+    expect(
+      await db.sql`select count(*)::int as n from pg_stat_activity where query like '%generate_series(1, 10)%' and state = 'active' and pid <> pg_backend_pid()`,
+    ).toEqual([{ n: 0 }])
+    expect(owner.ends).toHaveLength(1)
+    expect(String((owner.ends[0]?.error as Error | undefined)?.message)).toBe('bad value')
+    const next = track(owner, (q) => client.send(q), sql`select 2 as two`).query
+    expect(await next).toEqual([{ two: 2 }])
+  })
+
+  test("a transform that throws an error with a code of its own is the app's too: the query fails once the statement ended", async () => {
+    const coded = Object.assign(new Error('invalid row'), { code: 'E_VALIDATION' })
+    const { client } = await openClient(
+      {},
+      {},
+      {
+        transform: {
+          // Not on the client's own statement when it opens (rows by position there).
+          row: (row: unknown) => {
+            if (typeof row === 'object' && row !== null && 'pad' in row) throw coded
+            return row
+          },
+        },
+      },
+    )
+    const owner = new RecordingOwner()
+    const { query } = track(owner, (q) => client.send(q), slowTail)
+    await rejection(query)
+    expect(
+      await db.sql`select count(*)::int as n from pg_stat_activity where query like '%generate_series(1, 10)%' and state = 'active' and pid <> pg_backend_pid()`,
+    ).toEqual([{ n: 0 }])
+    expect(owner.ends[0]?.error).toBe(coded)
   })
 })
 
