@@ -17,10 +17,10 @@ import type { Holder, Pool } from './pool.js'
 import {
   type AdapterQuery,
   abandonCopy,
-  answerUnreadable,
   commandsOf,
   copyOutEnded,
   leftSocketPaused,
+  leftUnreadable,
   mayHoldSeveral,
   preparedAnew,
   type QueryOwner,
@@ -108,11 +108,6 @@ export interface LeaseSettings {
    * the primary; read-your-writes may wait for a replica to catch up). Default: the context's.
    */
   readonly target?: (() => LeaseContext | Promise<LeaseContext>) | undefined
-  /**
-   * A request's replica reads (`request.db.replica`): the request's lease on the primary. Once it
-   * wrote, with read-your-writes on, these reads go to the primary (read-only), which has the write.
-   */
-  readonly readsAfter?: { readonly wroteSoFar: boolean } | undefined
   /**
    * Runs when the lease gets its connection (after the route's BEGIN), before any of the
    * holder's statements; its own statements are built with `setup: true`.
@@ -668,9 +663,9 @@ export class Lease implements Holder, QueryOwner {
     } else this.#send(query)
   }
 
-  /** A COPY of the holder's has its stream open (handed out, not yet ended). */
+  /** A COPY of the holder's has its stream open (handed out, neither finished nor destroyed). */
   #copying(): boolean {
-    for (const running of this.#inflight) if (running.stream !== undefined && !running.ended) return true
+    for (const running of this.#inflight) if (streamOpen(running)) return true
     return false
   }
 
@@ -806,7 +801,7 @@ export class Lease implements Holder, QueryOwner {
         }
       }
     } else {
-      if (isConnectionError(error) || answerUnreadable(error)) conn?.markClosed('error')
+      if (isConnectionError(error) || leftUnreadable(query)) conn?.markClosed('error')
       if (
         (error as { code?: unknown } | null)?.code === READ_ONLY_SQL_TRANSACTION &&
         this.#ctx.writable === true &&
@@ -1565,6 +1560,16 @@ const LEFT_OPEN_PROBE =
 /** Whether the session is inside a transaction block (#probeSharedBlock). */
 const SHARED_BLOCK_PROBE =
   'SELECT pg_catalog.statement_timestamp() OPERATOR(pg_catalog.<>) pg_catalog.transaction_timestamp() AS in_block'
+/**
+ * A COPY's stream still open: a writer not finished, a reader not read to its end (postgres.js
+ * drops its own before the query ends at ReadyForQuery, and queues what comes next).
+ */
+function streamOpen(query: TrackedQuery): boolean {
+  const stream = query.stream
+  if (stream === undefined || query.ended || stream.destroyed) return false
+  return 'writableFinished' in stream ? !stream.writableFinished : !(stream as Readable).readableEnded
+}
+
 /** What postgres.js answers a statement sent while a COPY runs on its connection. */
 function copyInProgress(): Error {
   return Object.assign(new Error('You cannot execute queries during copy'), { code: 'COPY_IN_PROGRESS' })

@@ -289,25 +289,8 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     },
   }))
 
-  /**
-   * Where a read goes: as routeRead says; with read-your-writes, the primary (read-only) once the
-   * request's own lease on the primary (`after`) wrote: no replica may have that write yet.
-   */
-  const readTarget = (
-    request: unknown,
-    after: Lease['settings']['readsAfter'],
-  ): (() => LeaseContext | Promise<LeaseContext>) | undefined => {
-    const routed = routeRead(request)
-    if (after === undefined || readYourWrites === undefined || routed === undefined) return routed
-    return () => {
-      if (!after.wroteSoFar) return routed()
-      primary.pool.readFallback('behind_write')
-      return primary.readOnlyCtx
-    }
-  }
-
   /** Where a read goes: a usable replica (past `atLeast`), else the primary, read-only. */
-  const routeRead = (request: unknown): (() => LeaseContext | Promise<LeaseContext>) | undefined => {
+  const readTarget = (request: unknown): (() => LeaseContext | Promise<LeaseContext>) | undefined => {
     if (router === undefined) return () => primary.readOnlyCtx
     const atLeast =
       readYourWrites === undefined || request === undefined
@@ -343,7 +326,7 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
           route: `${poolRoute}.replica`,
           oneShot,
           readOnly: true,
-          target: readTarget(undefined, undefined),
+          target: readTarget(undefined),
         }),
     )
     Object.defineProperty(poolDb, 'replica', { value: replicaDb, enumerable: false })
@@ -370,7 +353,7 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
       if (!readOnly && !prepared) return new Lease(primary.ctx, leaseSettings)
       return new Lease(readOnly ? primary.readOnlyCtx : primary.ctx, {
         ...leaseSettings,
-        target: readOnly ? readTarget(leaseSettings.request, leaseSettings.readsAfter) : undefined,
+        target: readOnly ? readTarget(leaseSettings.request) : undefined,
         onLease: prepared ? leaseOnLease(leaseSettings.request) : undefined,
       })
     },

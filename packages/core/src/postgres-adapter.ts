@@ -325,16 +325,14 @@ function ended(query: TrackedQuery): void {
 }
 
 function rejectTracked(this: TrackedQuery, error: unknown): void {
-  // Read first, whatever comes next: a parser or transform of the app's threw just now (4h).
-  const appThrew = appCodeThrew
-  appCodeThrew = false
   if (tookBuildFailure(this, error)) return
   if (this.redirected || this.ended) return
-  if (appThrew && (this as { active?: unknown }).active === true) {
+  if (thrownByApp(error) && (this as { active?: unknown }).active === true) {
     if (this.innerCursorFn !== undefined) {
       // postgres.js wrote a Sync of its own for the cursor, and writes another at its end: the
-      // connection's answers can no longer be told apart. It fails now, and is retired.
-      unreadable.add(error as object)
+      // connection's answers can no longer be told apart. It fails now, and is retired; what
+      // waits behind it is not handed over (createServerClient).
+      unreadable.add(this)
       endRejected(this, error)
       return
     }
@@ -346,28 +344,44 @@ function rejectTracked(this: TrackedQuery, error: unknown): void {
   endRejected(this, error)
 }
 
-/** Set by a parser or transform of the app's (guardAppCode) as it throws; read by rejectTracked. */
-let appCodeThrew = false
-/** Errors after which a connection's answers can no longer be matched to its queries (answerUnreadable). */
+/**
+ * What a parser or transform of the app's threw (guardAppCode): known by identity, so that no
+ * throw can be mistaken for another failure (one of postgres.js's own, a statement's error).
+ */
+const appThrows = new WeakSet<object>()
+/** Queries after whose end their connection's answers can no longer be matched (leftUnreadable). */
 const unreadable = new WeakSet<object>()
 
-/** Whether `error` left its connection unreadable: it must be retired, not used again. */
-export function answerUnreadable(error: unknown): boolean {
-  return typeof error === 'object' && error !== null && unreadable.has(error)
+function thrownByApp(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && appThrows.has(error)
+}
+
+/** Whether `query` left its connection unreadable: it must be retired, not used again. */
+export function leftUnreadable(query: AdapterQuery): boolean {
+  return unreadable.has(query)
 }
 
 /**
- * A parser or transform of the app's, as postgres.js calls it while it reads an answer: a throw
- * is marked (appCodeThrew) so that rejectTracked tells it from postgres.js's own failures (a lost
- * connection, whose query must end at once), whatever it throws. Fixed arity: called per value.
+ * A parser or transform of the app's, as postgres.js calls it while it reads an answer: what it
+ * throws is marked (appThrows) so that rejectTracked tells it from postgres.js's own failures (a
+ * lost connection, whose query must end at once), whatever it throws. Fixed arity: called per
+ * value.
  */
 function guardAppCode<F extends (first: unknown, second: unknown) => unknown>(fn: F): F {
   const guarded = (first: unknown, second: unknown) => {
     try {
       return fn(first, second)
     } catch (error) {
-      appCodeThrew = true
-      throw error
+      // An object postgres.js can name the query on (it defines properties on it): a primitive or
+      // a frozen object goes as an Error of its own, with it as its cause.
+      const thrown =
+        typeof error === 'object' && error !== null && Object.isExtensible(error)
+          ? error
+          : Object.assign(new Error(String((error as { message?: unknown } | null)?.message ?? error)), {
+              cause: error,
+            })
+      appThrows.add(thrown)
+      throw thrown
     }
   }
   // A parser's `array` flag tells postgres.js to strip the braces: kept.
@@ -786,6 +800,13 @@ export function createServerClient(settings: ClientSettings): ServerClient {
       const unblock = () => {
         if (blocking !== query) return
         blocking = undefined
+        if (leftUnreadable(query)) {
+          // Its answers can no longer be matched (4h): nothing more is sent on this connection.
+          stuck = true
+          for (const held of waiting.splice(0)) held.reject(destroyed())
+          settings.onClose()
+          return
+        }
         while (blocking === undefined && waiting.length > 0) {
           if (!sendNowOrRefuse(waiting.shift() as AdapterQuery)) settings.onClose()
         }

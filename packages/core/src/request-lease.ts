@@ -381,48 +381,35 @@ export class RequestLeases {
     return { lease, db, instance }
   }
 
-  /** `request.db.replica`: the request's reads on the instance's replicas (a lease of its own). */
+  /**
+   * `request.db.replica`: the request's reads on the instance's replicas (a lease of its own). With
+   * read-your-writes on, once the request's own lease on the primary (`main`) wrote, they run on
+   * that lease instead: no replica can be known to have the write, and a second primary connection
+   * for a request that holds one would wait on the pool's `max` (a handle taken before the write is
+   * used after it too).
+   */
   #addReplica(request: LeaseRequest, db: RequestDb, main: Lease, instance: Instance, route: string): void {
     Object.defineProperty(db, 'replica', {
       enumerable: false,
-      get: () => {
-        const key = `${instance.name ?? ''}\u0000replica`
-        const readLease = () =>
-          this.#lease(
+      get: () =>
+        this.#keyed(request, `${instance.name ?? ''}\u0000replica`, () => {
+          const replica = this.#lease(
             request,
             instance.name,
-            { route, request, readOnly: true, readsAfter: main },
+            { route, request, readOnly: true },
             request.routeOptions.handlerTimeout,
           )
-        return this.#keyed(request, key, () => {
-          const replica = readLease()
-          // Once the request's own lease wrote, its reads go to a lease of their own, which the
-          // write routes to the primary (readsAfter): the replica lease may hold a standby's
-          // connection already, and a handle taken before the write is used after it.
-          let afterWrite: Lease | undefined
-          const leaseFor = () => {
-            if (!main.wroteSoFar) return replica.lease
-            afterWrite ??= this.#keyedOther(request, `${key}\u0000written`, () => ({
-              ...readLease(),
-              tokens: null,
-            })).lease
-            return afterWrite
-          }
+          const leaseFor = () => (main.wroteSoFar ? main : replica.lease)
           return {
             ...replica,
             db: createLeaseDb(replica.lease, instance.api, false, undefined, leaseFor),
             tokens: null,
           }
-        })
-      },
+        }),
     })
   }
 
   #keyed(request: LeaseRequest, key: string, create: () => Other): RequestDb {
-    return this.#keyedOther(request, key, create).db
-  }
-
-  #keyedOther(request: LeaseRequest, key: string, create: () => Other): Other {
     let others = request[kOthers]
     if (others === null) {
       others = new Map()
@@ -433,7 +420,7 @@ export class RequestLeases {
       other = create()
       others.set(key, other)
     }
-    return other
+    return other.db
   }
 
   #main(request: LeaseRequest): RequestDb {
