@@ -370,6 +370,16 @@ export class Lease implements Holder, QueryOwner {
   }
 
   /**
+   * The request's replica reads go on this lease now (request-lease.ts #addReplica): it wrote, and
+   * a read sent now runs at once on its connection. Not while a `begin()` block is open (only the
+   * block's handle may send), on a pipelined route (a shared session), or while a statement of
+   * its runs (a cursor being read: the read would wait behind it).
+   */
+  get takesReadsAfterWrite(): boolean {
+    return this.wroteSoFar && !this.pipelined && !this.#block && !this.#busy
+  }
+
+  /**
    * Read-your-writes for a streamed reply, whose headers go out before the lease comes back: the
    * WAL position after what the holder wrote so far (outside a transaction, committed), or
    * undefined when it wrote nothing. Not while a statement of the lease still runs (the stream

@@ -164,7 +164,8 @@ export function createLeaseDb(
     } catch (error) {
       return Promise.reject(error)
     }
-    const blockLease = sourceFor().lease
+    // On the lease the handle was made for, whichever serves its single statements now.
+    const blockLease = lease
     return blockLease.transaction(
       begin,
       (token) => {

@@ -383,10 +383,11 @@ export class RequestLeases {
 
   /**
    * `request.db.replica`: the request's reads on the instance's replicas (a lease of its own). With
-   * read-your-writes on, once the request's own lease on the primary (`main`) wrote, they run on
-   * that lease instead: no replica can be known to have the write, and a second primary connection
-   * for a request that holds one would wait on the pool's `max` (a handle taken before the write is
-   * used after it too).
+   * read-your-writes on, once the request's own lease on the primary (`main`) wrote, its reads run
+   * on that lease instead when they can (Lease.takesReadsAfterWrite): no replica can be known to
+   * have the write, and a second primary connection for a request that holds one would wait on
+   * the pool's `max` (a handle taken before the write is used after it too). Its `begin()` blocks
+   * stay on the replica lease.
    */
   #addReplica(request: LeaseRequest, db: RequestDb, main: Lease, instance: Instance, route: string): void {
     Object.defineProperty(db, 'replica', {
@@ -399,7 +400,7 @@ export class RequestLeases {
             { route, request, readOnly: true },
             request.routeOptions.handlerTimeout,
           )
-          const leaseFor = () => (main.wroteSoFar ? main : replica.lease)
+          const leaseFor = () => (main.takesReadsAfterWrite ? main : replica.lease)
           return {
             ...replica,
             db: createLeaseDb(replica.lease, instance.api, false, undefined, leaseFor),
