@@ -1389,30 +1389,35 @@ export class Lease implements Holder, QueryOwner {
     if (!conn.usable) return commitLost('the connection was lost')
     // A begin() block whose request already ended: the lease rolls its work back.
     if (!final && this.#mode !== undefined) return commitLost('the request ended first')
-    let capturing: Promise<unknown> | undefined
+    const capture = final && this.#ctx.captureLsn === true && !this.#readOnlyTransaction
+    // A block of onLease's commits while the holder's statements are held.
+    const setup = !final && this.#onLeaseBlock
+    const committing = this.#internal('COMMIT', final, setup)
+    if (!capture) return this.#commitOutcome(committing)
+    // Read-your-writes: the position is read in a message of its own, written behind the COMMIT
+    // (no round trip of its own): in one message with it, a capture that failed (EXECUTE revoked
+    // on the function) failed the whole message, and committed work read as not committed. A
+    // capture that fails leaves no token: the next read goes by lag alone. Whatever the COMMIT's
+    // answer, the connection goes back only once the capture ended too.
+    const capturing = this.#internal(CURRENT_LSN_SQL, final).catch(() => undefined)
+    const outcome = await this.#commitOutcome(committing)
+    const position = await capturing
+    if (outcome.outcome === 'commit') this.#commitLsn = lsnOf(position)
+    return outcome
+  }
+
+  /** What the COMMIT's answer (or its failure) says of the transaction. */
+  async #commitOutcome(
+    committing: Promise<unknown>,
+  ): Promise<{ outcome: TransactionOutcome; failure: Error | undefined }> {
     try {
-      const capture = final && this.#ctx.captureLsn === true && !this.#readOnlyTransaction
-      // A block of onLease's commits while the holder's statements are held.
-      const setup = !final && this.#onLeaseBlock
-      const committing = this.#internal('COMMIT', final, setup)
-      // Read-your-writes: the position is read in a message of its own, written behind the COMMIT
-      // (no round trip of its own): in one message with it, a capture that failed (EXECUTE revoked
-      // on the function) failed the whole message, and committed work read as not committed. A
-      // capture that fails leaves no token: the next read goes by lag alone.
-      capturing = capture ? this.#internal(CURRENT_LSN_SQL, final).catch(() => undefined) : undefined
       const answer = await committing
       this.#transaction.noteClosed()
-      if (resultOf(answer).command === 'COMMIT') {
-        if (capturing !== undefined) this.#commitLsn = lsnOf(await capturing)
-        return { outcome: 'commit', failure: undefined }
-      }
+      if (resultOf(answer).command === 'COMMIT') return { outcome: 'commit', failure: undefined }
       // COMMIT of a transaction a statement had failed: the server rolled back.
       return { outcome: 'commit_failed', failure: new errors.FST_PG_POOL_COMMIT_FAILED('the server rolled back') }
     } catch (error) {
       return commitFailure(error)
-    } finally {
-      // Whatever the COMMIT's answer, the connection goes back only once the capture ended too.
-      if (capturing !== undefined) await capturing
     }
   }
 

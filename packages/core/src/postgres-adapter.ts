@@ -368,9 +368,11 @@ export function leftUnreadable(query: AdapterQuery): boolean {
  * value.
  */
 function guardAppCode<F extends (first: unknown, second: unknown) => unknown>(fn: F): F {
-  const guarded = (first: unknown, second: unknown) => {
+  // A function, not an arrow: postgres.js calls a parser as `column.parser(x)`, and one of the
+  // app's may read `this`.
+  const guarded = function (this: unknown, first: unknown, second: unknown) {
     try {
-      return fn(first, second)
+      return fn.call(this, first, second)
     } catch (error) {
       // An object postgres.js can name the query on (it defines properties on it): a primitive or
       // a frozen object goes as an Error of its own, with it as its cause.

@@ -165,11 +165,10 @@ export function createLeaseDb(
       return Promise.reject(error)
     }
     // On the lease the handle was made for, whichever serves its single statements now.
-    const blockLease = lease
-    return blockLease.transaction(
+    return lease.transaction(
       begin,
       (token) => {
-        const blockSource: QuerySource = { lease: blockLease, setup, block: token }
+        const blockSource: QuerySource = { lease, setup, block: token }
         const blockSourceFor = () => blockSource
         const tx = templateOrHelper(blockSourceFor, ctx.helpers) as unknown as Record<string, unknown>
         addQueryApi(tx, blockSourceFor, ctx.helpers, ctx.readFile)
