@@ -233,11 +233,11 @@ describe('a mixed workload in batches', () => {
     for (const session of third.sessions) {
       expect(session).toMatchObject({ cursors: 0, advisory: 0, channels: 0, temps: 0 })
     }
-    const prepared = (list: Session[]) => new Map(list.map((session) => [session.pid, session.prepared]))
-    for (const [pid, n] of prepared(third.sessions)) {
-      const before = prepared(second.sessions).get(pid)
-      if (before !== undefined) expect(n).toBeLessThanOrEqual(before)
-    }
+    // Bounded by what a connection held after batch 2: a connection may meet a fixed text for the
+    // first time in batch 3 (which request lands where is the machine's timing), but no text is
+    // added per request, so none holds more than the most any held before.
+    const mostBefore = Math.max(0, ...second.sessions.map((session) => session.prepared))
+    for (const session of third.sessions) expect(session.prepared).toBeLessThanOrEqual(mostBefore)
     // Log lines per batch: the same number for the same requests (nothing that accumulates).
     expect(third.logLines - logsAfterSecond).toBeLessThanOrEqual(logsAfterSecond / 2 + 20)
     expect(warnings.filter((warning) => warning.includes('MaxListeners'))).toEqual([])

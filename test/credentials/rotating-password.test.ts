@@ -170,7 +170,9 @@ describe('connection.password as a function', () => {
     const newPids = await backendPids(applicationName)
     expect(newPids).toHaveLength(2)
     expect(newPids.filter((pid) => oldPids.includes(pid))).toEqual([])
-    expect(after.map((response) => response.json().pid).sort()).toEqual(newPids)
+    // Served by the new connections only (which served which is the machine's timing: a request
+    // done before the second connection opened hands its own to the other).
+    for (const response of after) expect(newPids).toContain(response.json().pid)
     expect(calls - callsBefore).toBe(2)
     if (enforced) expect(await canLogin(issued[0] as string)).toBe(false)
 
