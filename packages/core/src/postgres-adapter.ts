@@ -391,10 +391,18 @@ function guardAppCode<F extends (first: unknown, second: unknown) => unknown>(fn
   return guarded as F
 }
 
-/** Guards every parser and decoding transform of a client (guardAppCode). */
-function guardClientCode(options: TypeOptions): void {
-  for (const [oid, parser] of Object.entries(options.parsers)) {
-    if (typeof parser === 'function') options.parsers[Number(oid)] = guardAppCode(parser as never)
+/**
+ * Guards the parsers the app gave (`types`) and every decoding transform of a client
+ * (guardAppCode). postgres.js's own parsers read what the server sends and are left as they are:
+ * a guard costs a call per value read.
+ */
+function guardClientCode(options: TypeOptions, appTypes: unknown): void {
+  const given = Object.values((appTypes ?? {}) as Record<string, { from?: unknown } | undefined>)
+  for (const type of given) {
+    for (const oid of Array.isArray(type?.from) ? type.from : []) {
+      const parser = options.parsers[Number(oid)]
+      if (typeof parser === 'function') options.parsers[Number(oid)] = guardAppCode(parser as never)
+    }
   }
   const transform = options.transform as Record<string, { from?: unknown } | undefined>
   for (const kind of ['column', 'value', 'row']) {
@@ -771,7 +779,7 @@ export function createServerClient(settings: ClientSettings): ServerClient {
   let backend: BackendKey | undefined
   let pid = 0
   const transform = (sql.options as unknown as TypeOptions).transform
-  guardClientCode(sql.options as unknown as TypeOptions)
+  guardClientCode(sql.options as unknown as TypeOptions, (settings.options as { types?: unknown }).types)
   /**
    * A query after which postgres.js queues what is sent (it is described first, or a cursor), while
    * it runs; what is sent meanwhile waits here instead, and is handed over once it ended (8b).
