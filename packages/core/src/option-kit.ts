@@ -91,6 +91,12 @@ function didYouMean(suggestion: string): string {
   return `unknown option; did you mean ${suggestion}?`
 }
 
+/** FST_PG_POOL_INVALID_OPTION for `key`, not one of `known`, named `name`, with the closest valid key. */
+export function unknownKey(name: string, key: string, known: readonly string[]): Error {
+  const suggestion = closestName(key, known)
+  return invalidOption(name, suggestion === undefined ? 'unknown option' : didYouMean(suggestion))
+}
+
 /**
  * Runs `read`, a reader that names its options from a scope of its own (`connection.port`,
  * `pool.max`), on options given somewhere else: an option it refuses is named where it was

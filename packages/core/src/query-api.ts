@@ -1,7 +1,7 @@
 import type * as postgres from 'postgres'
 import { errors } from './errors.js'
 import type { Lease } from './lease.js'
-import { closestName, invalidOption } from './option-kit.js'
+import { invalidOption, unknownKey } from './option-kit.js'
 import type { TrackedQuery } from './postgres-adapter.js'
 import type { LeaseDb, LeasedDb, PoolDb, TransactionOptions } from './types.js'
 
@@ -196,15 +196,7 @@ export function checkedBeginStatement(options: unknown, at: (key?: string) => st
     throw invalidOption(at(), 'expected an object { isolation, readOnly, deferrable }')
   }
   for (const key of Object.keys(options)) {
-    if (!transactionKeys.includes(key)) {
-      const suggestion = closestName(key, transactionKeys)
-      throw invalidOption(
-        at(key),
-        suggestion === undefined
-          ? `unknown option; expected one of ${transactionKeys.join(', ')}`
-          : `unknown option; did you mean ${suggestion}?`,
-      )
-    }
+    if (!transactionKeys.includes(key)) throw unknownKey(at(key), key, transactionKeys)
   }
   const { isolation, readOnly, deferrable } = options as TransactionOptions
   // In any case, as the BEGIN it becomes (what ran before the options were checked).

@@ -1,4 +1,4 @@
-import { closestName, invalidOption } from './option-kit.js'
+import { invalidOption, unknownKey } from './option-kit.js'
 import { beginStatement, checkedBeginStatement } from './query-api.js'
 import type { RouteDbConfig } from './types.js'
 
@@ -31,14 +31,6 @@ const optedOut: RouteSettings = Object.freeze({
 })
 
 const routeKeys = ['transaction', 'pipeline', 'instance', 'readOnly']
-
-function unknownKey(scope: string, key: string, known: readonly string[]): Error {
-  const suggestion = closestName(key, known)
-  return invalidOption(
-    scope,
-    suggestion === undefined ? 'unknown option' : `unknown option; did you mean ${suggestion}?`,
-  )
-}
 
 /**
  * Whether the instance a route uses has onLease (which a pipelined route cannot use); undefined
