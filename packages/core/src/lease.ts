@@ -33,7 +33,7 @@ import {
 import type { PoolConnection } from './server-connection.js'
 import { resetStatement, TransactionState } from './session-reset.js'
 import type { PgPoolView } from './types.js'
-import { CURRENT_LSN_SQL, isWrite, lsnOf } from './write-position.js'
+import { CURRENT_LSN_SQL, lsnOf, wroteIn } from './write-position.js'
 
 /**
  * How long an aborted lease's statements get to end (a cancel request normally stops a running
@@ -801,7 +801,7 @@ export class Lease implements Holder, QueryOwner {
           const ask = this.#noteBlockEnd(commands, mayHoldSeveral(query))
           if (ask !== undefined) this.#checkBlock(conn, query, ask)
         }
-        if (!this.#wrote && this.#ctx.captureLsn === true) this.#wrote = commands.some(isWrite)
+        if (!this.#wrote && this.#ctx.captureLsn === true) this.#wrote = wroteIn(value, commands)
         if (mayHoldSeveral(query)) {
           // A simple-protocol message can hold several statements, and postgres.js keeps no tag
           // of one without rows (`begin; insert ...` reads as INSERT): it may have opened a

@@ -16,13 +16,15 @@ export function lsnOf(rows: unknown): Lsn | undefined {
   return values.length === 1 ? parseLsn(values[0]) : undefined
 }
 
-/** Command tags that do not write (or do not make a write visible): the rest are writes. */
+/**
+ * Command tags that do not write (or do not make a write visible): the rest are writes. Not
+ * `EXPLAIN`: with ANALYZE it runs what it explains.
+ */
 const readTags = new Set([
   'SELECT',
   'SHOW',
   'FETCH',
   'MOVE',
-  'EXPLAIN',
   'BEGIN',
   'START TRANSACTION',
   'ROLLBACK',
@@ -44,4 +46,16 @@ const readTags = new Set([
 
 export function isWrite(command: string): boolean {
   return command !== '' && !readTags.has(command)
+}
+
+/**
+ * Whether a statement's answer shows a write: by its command tags, and by a `SELECT` tag without
+ * a row description (`CREATE TABLE ... AS`, `SELECT ... INTO`: postgres.js reads NoData as no
+ * columns). A zero-column `select from t` counts too: a token too many, never a read missed.
+ */
+export function wroteIn(value: unknown, commands: readonly string[]): boolean {
+  if (commands.some(isWrite)) return true
+  if (commands.length !== 1 || commands[0] !== 'SELECT') return false
+  const columns = (value as { columns?: unknown }).columns
+  return Array.isArray(columns) && columns.length === 0
 }
