@@ -60,10 +60,19 @@ export interface KeptStatement {
 const EQ = 'OPERATOR(pg_catalog.=)'
 
 /**
+ * A seed for random() that no holder chose: 48 bits of a version 4 UUID (its first 12 hex digits,
+ * all random; gen_random_uuid reads the server's strong random source), scaled into [0, 1).
+ */
+const STRONG_SEED =
+  `('x' OPERATOR(pg_catalog.||) pg_catalog.substr(pg_catalog.encode(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 'hex'), 1, 12))` +
+  '::bit(48)::pg_catalog.int8::pg_catalog.float8 OPERATOR(pg_catalog./) 281474976710656'
+
+/**
  * The statement to prepare on a new connection (RESET_CHECK). No columns: postgres.js parses no
- * row description for them. The unlock is a one-time filter, evaluated once, whatever the check
- * finds. The check reads the function, not the pg_prepared_statements view (half the planning,
- * measured), and fails on the first SQL-level statement that is neither its own nor one of
+ * row description for them. The unlock, and seeding random() again (setseed() of a holder would
+ * otherwise choose the next holder's random(); neither RESET ALL nor DISCARD touches the seed),
+ * are one-time filters, evaluated once, whatever the check finds. The check reads the function,
+ * not the pg_prepared_statements view (half the planning, measured), and fails on the first SQL-level statement that is neither its own nor one of
  * `kept`: 1 / 0 for such a from_sql row (CASE fixes the order: a bare AND could divide first). A
  * kept statement is known by its key (prepare time and name), so one deallocated and prepared
  * again under its name is not; the keys are one array constant, which PostgreSQL (14 and later)
@@ -81,7 +90,7 @@ export function prepareResetCheck(kept: readonly KeptStatement[] = []): string {
   const others = kept.filter((statement) => statement.name !== ours)
   const isKept = `${keyOf('s')} ${EQ} ANY (ARRAY[${others.map((statement) => statement.key).join(', ')}]::pg_catalog.text[])`
   const check =
-    `SELECT WHERE pg_catalog.pg_advisory_unlock_all() IS NULL OR EXISTS (SELECT FROM pg_catalog.pg_prepared_statement() s ` +
+    `SELECT WHERE pg_catalog.setseed(${STRONG_SEED}) IS NULL OR pg_catalog.pg_advisory_unlock_all() IS NULL OR EXISTS (SELECT FROM pg_catalog.pg_prepared_statement() s ` +
     `WHERE CASE WHEN s.name ${EQ} ${ours} THEN false ${others.length === 0 ? '' : `WHEN ${isKept} THEN false `}` +
     `ELSE 1 OPERATOR(pg_catalog./) (s.from_sql::int OPERATOR(pg_catalog.-) 1) ${EQ} 0 END)` +
     (others.length === 0
