@@ -87,6 +87,10 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
     ...connection.options,
     prepare: options.pgbouncer ? false : (connection.options.prepare ?? true),
     connection: {
+      // What postgres.js's parsers read values right with, winning over database and role
+      // defaults (options.ts refuses other values given here). Not behind PgBouncer, which refuses
+      // startup parameters it does not know: there they are the server's (docs/pgbouncer-and-sizing.md).
+      ...(options.pgbouncer ? {} : { bytea_output: 'hex', extra_float_digits: 1 }),
       ...connection.options.connection,
       application_name: settings.applicationName ?? options.applicationName,
       // PgBouncer refuses startup parameters it does not know: there, statement_timeout

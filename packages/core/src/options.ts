@@ -384,6 +384,37 @@ function hostList(host: unknown, port: unknown, env: NodeJS.ProcessEnv): { host:
 const setsOwnedParameter = /(?:^|\s)(?:-c\s*|--)(statement_timeout|application_name)\s*=/i
 
 /**
+ * Settings postgres.js's parsers and serializers depend on: it reads dates in the ISO format,
+ * bytea in hex and floats at full precision, and reads and writes text as UTF-8. Given any other
+ * value, every value of that kind would be read (or written) as another, without an error. Each
+ * with whether a value keeps them right, and what is expected. DateStyle's input order (DMY, MDY,
+ * YMD) is the app's to choose.
+ */
+const decodingSettings: Readonly<Record<string, readonly [(value: string) => boolean, string]>> = {
+  client_encoding: [(value) => /^\s*(?:utf-?8|unicode)\s*$/i.test(value), "'UTF8'"],
+  datestyle: [(value) => !/\b(?:sql|postgres|german)\b/i.test(value), "the ISO output format ('ISO, DMY', 'ISO, MDY')"],
+  bytea_output: [(value) => /^\s*hex\s*$/i.test(value), "'hex'"],
+  extra_float_digits: [(value) => /^\s*\+?[1-3]\s*$/.test(value), '1, 2 or 3 (fewer digits round every float read)'],
+}
+
+/** `options` (`-c name=value`, `--name=value`) setting one of decodingSettings. */
+const setsDecodingSetting =
+  /(?:^|\s)(?:-c\s*|--)(client_encoding|datestyle|bytea_output|extra_float_digits)\s*=\s*(\S*)/gi
+
+/** A startup parameter (or `options` switch) that would make postgres.js misread: refused. */
+function checkDecodingSetting(at: string, name: string, value: unknown): void {
+  const rule = decodingSettings[name.toLowerCase()]
+  if (rule === undefined || value === undefined || value === null) return
+  const [keepsReading, expected] = rule
+  if (!keepsReading(String(value))) {
+    throw invalidOption(
+      at,
+      `postgres.js reads values right only with ${name} ${expected}, got ${describe(value)}: any other value reads (or writes) values as others`,
+    )
+  }
+}
+
+/**
  * A startup parameter (the URL's query, `connection.connection`) that would set what the pool
  * sets itself: PostgreSQL reads setting names in any case, and `options` (`-c statement_timeout=
  * 100`, libpq's form) is applied before the pool's own parameters, which then win unseen.
@@ -396,6 +427,10 @@ function checkStartupParameter(at: string, name: string, value: unknown): void {
     const setting = (owned[1] as string).toLowerCase()
     throw invalidOption(at, `sets ${setting}, which the pool sets; use ${ownedStartupParameters[setting]}`)
   }
+  if (name.toLowerCase() === 'options' && typeof value === 'string') {
+    for (const [, setting = '', given] of value.matchAll(setsDecodingSetting)) checkDecodingSetting(at, setting, given)
+  }
+  checkDecodingSetting(at, name, value)
 }
 
 /**
@@ -624,6 +659,7 @@ export function resolveConnection(
     for (const name of [...parsed.searchParams.keys()]) {
       if (name.toLowerCase() === 'options')
         checkStartupParameter('connection ?options=', name, parsed.searchParams.get(name))
+      else checkDecodingSetting(`connection ?${name}=`, name, parsed.searchParams.get(name))
     }
     fromUrl.max = poolTable.max.read(query('max'), 'connection ?max=')
     fromUrl.applicationName = query('application_name')

@@ -875,6 +875,18 @@ export function createServerClient(settings: ClientSettings): ServerClient {
       const [row] = await query
       pid = typeof row?.[0] === 'number' ? row[0] : 0
       backend = (query as unknown as { state: BackendKey | null }).state ?? undefined
+      // Reported by the server at startup. Not set by the pool: a startup parameter would replace
+      // the input order (DMY, MDY) the database chose too. Refused, as PgJDBC does.
+      const dateStyle = sql.parameters.DateStyle
+      if (dateStyle !== undefined && !/^\s*ISO\b/i.test(dateStyle)) {
+        throw Object.assign(
+          new Error(
+            `the server's DateStyle is ${JSON.stringify(dateStyle)}: postgres.js reads dates in the ISO format only ` +
+              "(set DateStyle = 'ISO, DMY' or 'ISO, MDY' on the database or role, or give it in connection.connection)",
+          ),
+          { code: DATESTYLE_NOT_ISO },
+        )
+      }
       if (arrayTypes === undefined || !fetchTypes) return
       // The oids are the server's: loaded once per pool, installed on every connection.
       if (Object.keys(arrayTypes).length === 0) {
@@ -892,6 +904,9 @@ export function createServerClient(settings: ClientSettings): ServerClient {
     },
   }
 }
+
+/** The code of an opening refused because the server's DateStyle is not ISO (open()). */
+export const DATESTYLE_NOT_ISO = 'DATESTYLE_NOT_ISO'
 
 /** The lease that built a query (undefined for one the adapter did not build). */
 function ownerOf(query: AdapterQuery): QueryOwner | undefined {
