@@ -186,6 +186,14 @@ export function resolvePoolOptions(
 ): ResolvedPoolOptions {
   const given = resolveTable('pool', pool, poolTable, { aliases: poolOptionAliases })
   const isOwn = (option: keyof PoolOptions) => own?.[option] !== undefined
+  // Behind PgBouncer the pool sends no reset between holders (lease.ts): asked for one, it would
+  // silently not happen, and one request's session would reach the next.
+  if (given.pgbouncer && pool?.sessionReset !== undefined && given.sessionReset !== 'never') {
+    throw invalidOption(
+      'pool.sessionReset',
+      `is ${describe(given.sessionReset)} with pool.pgbouncer, which sends no session reset: PgBouncer's server_reset_query (with server_reset_query_always = 1) owns it there; leave sessionReset out or give 'never'`,
+    )
+  }
   if (fromUrl.source === 'options') {
     for (const [key, option] of [
       ['max', 'max'],
@@ -380,8 +388,16 @@ function hostList(host: unknown, port: unknown, env: NodeJS.ProcessEnv): { host:
   })
 }
 
+/**
+ * Startup parameters that would replace the database the URL's path (and `target`, the metrics'
+ * labels, the read-your-writes scope) names, or change the protocol. (`?user=` is libpq's form of
+ * the user name, which nothing else of the pool names.)
+ */
+const startupKeysOfTheUrl: ReadonlySet<string> = new Set(['database', 'replication'])
+
 /** `options` (`-c name=value`, `--name=value`) setting one of the pool's own parameters. */
-const setsOwnedParameter = /(?:^|\s)(?:-c\s*|--)(statement_timeout|application_name)\s*=/i
+// PostgreSQL reads a dash in a switch's name as an underscore (`-c statement-timeout=`).
+const setsOwnedParameter = /(?:^|\s)(?:-c\s*|--)(statement[-_]timeout|application[-_]name)\s*=/i
 
 /**
  * Settings postgres.js's parsers and serializers depend on: it reads dates in the ISO format,
@@ -399,7 +415,7 @@ const decodingSettings: Readonly<Record<string, readonly [(value: string) => boo
 
 /** `options` (`-c name=value`, `--name=value`) setting one of decodingSettings. */
 const setsDecodingSetting =
-  /(?:^|\s)(?:-c\s*|--)(client_encoding|datestyle|bytea_output|extra_float_digits)\s*=\s*(\S*)/gi
+  /(?:^|\s)(?:-c\s*|--)(client[-_]encoding|datestyle|bytea[-_]output|extra[-_]float[-_]digits)\s*=\s*(\S*)/gi
 
 /** A startup parameter (or `options` switch) that would make postgres.js misread: refused. */
 function checkDecodingSetting(at: string, name: string, value: unknown): void {
@@ -424,13 +440,16 @@ function checkStartupParameter(at: string, name: string, value: unknown): void {
   if (option !== undefined) throw invalidOption(at, `is set by the pool; use ${option}`)
   const owned = name.toLowerCase() === 'options' && typeof value === 'string' ? setsOwnedParameter.exec(value) : null
   if (owned !== null) {
-    const setting = (owned[1] as string).toLowerCase()
+    const setting = (owned[1] as string).toLowerCase().replaceAll('-', '_')
     throw invalidOption(at, `sets ${setting}, which the pool sets; use ${ownedStartupParameters[setting]}`)
   }
   if (name.toLowerCase() === 'options' && typeof value === 'string') {
-    for (const [, setting = '', given] of value.matchAll(setsDecodingSetting)) checkDecodingSetting(at, setting, given)
+    for (const [, setting = '', given] of value.matchAll(setsDecodingSetting)) {
+      checkDecodingSetting(at, setting.replaceAll('-', '_'), given)
+    }
   }
   checkDecodingSetting(at, name, value)
+  if (startupKeysOfTheUrl.has(name)) throw invalidOption(at, `would replace the ${name} the connection names`)
 }
 
 /**
@@ -471,6 +490,41 @@ const postgresOptionKeys: readonly string[] = [
   'transform',
   ...ownedConnectionKeys,
 ]
+
+/**
+ * A connection object's values as postgres.js reads them, by property access (a config class's
+ * getters, values a prototype holds: a spread would copy none of them, and the pool would connect
+ * to localhost as the OS user), copied once at register: objects within it too (`transform`,
+ * `types`, `ssl`, `connection`), so that what the app changes afterwards never reaches connections
+ * opened later while older ones keep the first values.
+ */
+function connectionSnapshot(given: object): postgres.Options<{}> {
+  const snapshot: Record<string, unknown> = {}
+  for (const key of postgresOptionKeys) {
+    let value: unknown
+    try {
+      value = (given as Record<string, unknown>)[key]
+    } catch {
+      throw invalidOption(`connection.${key}`, 'reading it threw')
+    }
+    if (value !== undefined) snapshot[key] = copiedObject(value, 2)
+  }
+  return snapshot as postgres.Options<{}>
+}
+
+/**
+ * An object literal copied `depth` levels down (`transform: { column: { from, to } }`, `types: { name:
+ * { to, from, serialize, parse } }`); anything else as it is.
+ */
+function copiedObject(value: unknown, depth: number): unknown {
+  if (depth === 0 || value === null || typeof value !== 'object') return value
+  // Only literals: a Buffer (ssl.ca), a SecureContext or a class instance is passed as it is.
+  const prototype = Object.getPrototypeOf(value)
+  if (prototype !== Object.prototype && prototype !== null) return value
+  return Object.fromEntries(
+    Object.entries(value as Record<string, unknown>).map(([key, inner]) => [key, copiedObject(inner, depth - 1)]),
+  )
+}
 
 /** A TCP port: postgres.js would throw it from a timer (ERR_SOCKET_BAD_PORT), ending the process. */
 function checkPort(name: string, port: unknown): void {
@@ -591,7 +645,7 @@ export function resolveConnection(
   let target: string
   let database: string
   // No connection given: DATABASE_URL, then the PG* variables (postgres.js reads those).
-  const given = connection ?? (env.DATABASE_URL || undefined)
+  let given = connection ?? (env.DATABASE_URL || undefined)
   let hosts: { host: string; port: number }[] = []
   if (typeof given === 'string') {
     let parsed: URL
@@ -660,6 +714,14 @@ export function resolveConnection(
       if (name.toLowerCase() === 'options')
         checkStartupParameter('connection ?options=', name, parsed.searchParams.get(name))
       else checkDecodingSetting(`connection ?${name}=`, name, parsed.searchParams.get(name))
+      // postgres.js sends an unknown query key as a startup parameter, after its own: these would
+      // connect to another database than the URL (and `target`) names.
+      if (startupKeysOfTheUrl.has(name)) {
+        throw invalidOption(
+          `connection ?${name}=`,
+          'would connect otherwise than the URL names: give the database in its path',
+        )
+      }
     }
     fromUrl.max = poolTable.max.read(query('max'), 'connection ?max=')
     fromUrl.applicationName = query('application_name')
@@ -692,6 +754,7 @@ export function resolveConnection(
     database = env.PGDATABASE ?? ''
   } else if (typeof given === 'object' && !Array.isArray(given)) {
     checkKeys('connection', given, postgresOptionKeys, { aliases: connectionKeyAliases })
+    given = connectionSnapshot(given)
     const { port: givenPort, ssl, target_session_attrs: sessionAttrs } = given as Record<string, unknown>
     for (const port of Array.isArray(givenPort) ? givenPort : [givenPort]) checkPort('connection.port', port)
     checkSsl(ssl)
@@ -858,6 +921,7 @@ export interface ReplicaOptions {
    * and seconds since the last transaction it replayed was committed (0 once caught up). A
    * replica past either gets no reads until it catches up. Default `{ seconds: 5 }`; a `maxLag`
    * given replaces it whole: `{ bytes }` alone bounds bytes only (give `seconds` too for both).
+   * A bound given as `undefined` is not given; a `maxLag` that gives none keeps the default.
    */
   maxLag?: { bytes?: number | undefined; seconds?: number | undefined } | undefined
   /** How often the primary's and the replicas' WAL positions are sampled, ms. Default 1000. */
@@ -933,6 +997,10 @@ export function resolveReplicas(
     throw invalidOption('replicas', `expected an array of URLs or connection options, got ${describe(replicas)}`)
   }
   const targets = (replicas ?? []) as unknown[]
+  // `map` skips a hole (`list[1] = url` alone, `new Array(1)`): the plugin would meet it later.
+  for (let i = 0; i < targets.length; i++) {
+    if (!(i in targets)) throw invalidOption(`replicas[${i}]`, 'expected a URL or options, got a hole in the list')
+  }
   const resolved = targets.map((target, i) => {
     // `{ connection, pool }`, or postgres.js options, whose own `connection` holds startup
     // parameters (`{ host, connection: { 'app.region': 'eu' } }`): an entry has no other keys
@@ -991,9 +1059,12 @@ export function resolveReplicas(
     bytes: number({ min: 0, default: Number.POSITIVE_INFINITY }),
     seconds: number({ min: 0, default: undefined }),
   })
+  // A bound given as undefined (an unset variable) is not given; a maxLag that gives none
+  // (`{}`, `{ seconds: undefined }`) leaves the default, as if absent: never no bound at all.
+  const bounded = lag.seconds !== undefined || lag.bytes !== Number.POSITIVE_INFINITY
   const maxLag = {
     bytes: lag.bytes,
-    seconds: lag.seconds ?? (given.maxLag === undefined ? DEFAULT_MAX_LAG_SECONDS : Number.POSITIVE_INFINITY),
+    seconds: lag.seconds ?? (bounded ? Number.POSITIVE_INFINITY : DEFAULT_MAX_LAG_SECONDS),
   }
   const lagInterval = duration({ min: 10, default: 1_000 }).read(given.lagInterval, 'replica.lagInterval')
   const ryw = asFeature('replica.readYourWrites', given.readYourWrites ?? false)

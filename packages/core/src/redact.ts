@@ -1,11 +1,17 @@
 /**
  * Replaces the password of any URL inside `text` (`scheme://user:password@`) with `***`: up to
  * the last `@` of its line, since a password written unencoded may hold an `@` or a space (more
- * is hidden then, never less).
+ * is hidden then, never less); and a password in its query (secretQuery).
  */
 export function redactUrls(text: string): string {
-  return text.replace(/([a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)[^\n]*@/gi, '$1***@')
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)[^\n]*@/gi, '$1***@').replace(secretQuery, '$1***')
 }
+
+/**
+ * A secret in a URL's query (`?password=`, libpq's `sslpassword=`), up to the next `&` or the end
+ * of its word; the name in any case.
+ */
+const secretQuery = /([?&](?:ssl)?pass(?:word)?=)[^&\s'"]*/gi
 
 /**
  * Passwords a `connection.password` function returned, most recent last. A token lives for
