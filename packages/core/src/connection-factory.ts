@@ -85,7 +85,8 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
   const connectTimeout = settings.connectTimeout ?? options.connectTimeout
   const clientOptions: postgres.Options<{}> = {
     ...connection.options,
-    prepare: options.pgbouncer ? false : (connection.options.prepare ?? true),
+    // Not set unless given: postgres.js reads a URL's `?prepare=false` only when the key is absent.
+    ...(options.pgbouncer ? { prepare: false } : {}),
     connection: {
       // What postgres.js's parsers read values right with, winning over database and role
       // defaults (options.ts refuses other values given here). Not behind PgBouncer, which refuses
