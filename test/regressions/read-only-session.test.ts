@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, inject, test } from 'vitest'
 import { coreApp, type TestApp } from '../support/app.js'
 import { createTestDatabase, type TestDatabase, waitUntil } from '../support/database.js'
 
@@ -44,8 +44,12 @@ async function readThenWrite(current: TestApp) {
   expect(row?.n).toBe(1)
 }
 
+// Behind PgBouncer (its CI leg) the pool sends no reset, and a sessionReset other than 'never'
+// given with pgbouncer is refused (round thirteen).
+const modes = inject('bouncerPort') === undefined ? (['always', 'rollback', 'never'] as const) : (['never'] as const)
+
 describe('a read-only session never outlives its request', () => {
-  test.each(['always', 'rollback', 'never'] as const)(
+  test.each(modes)(
     "sessionReset '%s': a write after a read-only request on the same connection succeeds",
     async (sessionReset) => {
       current = await coreApp(db.url, { max: 1, sessionReset })
