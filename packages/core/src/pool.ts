@@ -149,7 +149,7 @@ export class Pool extends EventEmitter<PoolEvents> {
    */
   readonly #moved = new WeakSet<Holder>()
   /** Connections back from their holder, held until that holder's cancel request has ended. */
-  readonly #awaitingCancel = new Set<PoolConnection>()
+  readonly #awaitingCancel = new Map<PoolConnection, TimerHandle>()
   readonly #waiters = new WaitQueue<Holder>()
   readonly #connector: Connector
   readonly #housekeeping: Housekeeping<Holder>
@@ -537,10 +537,11 @@ export class Pool extends EventEmitter<PoolEvents> {
    * no other statement. One whose request does not end within connectTimeout is closed.
    */
   #afterCancel(conn: PoolConnection, reset: string | undefined, fromShared: boolean): void {
-    this.#awaitingCancel.add(conn)
     const timer = this.#clock.setTimeout(() => {
       if (this.#awaitingCancel.delete(conn)) this.#discard(conn, 'error')
     }, this.options.connectTimeout)
+    // Cleared by #discard too (end() closes a connection still waiting: nothing stays armed).
+    this.#awaitingCancel.set(conn, timer)
     void conn.cancelSettled().then(() => {
       this.#clock.clearTimeout(timer)
       if (this.#awaitingCancel.delete(conn)) this.#putBack(conn, reset, fromShared)
@@ -586,7 +587,9 @@ export class Pool extends EventEmitter<PoolEvents> {
     if (waiter !== undefined) {
       this.#give(conn, waiter)
       if (waiter.pipelined) this.#fillShares(conn)
-      if (this.#waiters.length === 0) this.#disarmQueueTimer()
+      // A waiter served leaves the queue as one that hung up does: pipelined waiters behind it
+      // join the shared connections with room now (#fillAnyShares disarms an emptied queue's timer).
+      this.#fillAnyShares()
       return
     }
     conn.idleSince = this.#clock.now()
@@ -615,7 +618,7 @@ export class Pool extends EventEmitter<PoolEvents> {
   }
 
   /**
-   * A waiter left the queue (hung up, timed out): pipelined waiters that queued behind it, as
+   * A waiter left the queue (hung up, timed out, served): pipelined waiters that queued behind it, as
    * behind any waiter for a connection of its own, join the shared connections with room now.
    */
   #fillAnyShares(): void {
@@ -640,6 +643,8 @@ export class Pool extends EventEmitter<PoolEvents> {
   #discard(conn: PoolConnection, reason: CloseReason, graceSeconds = 1): Promise<void> {
     const known = this.#all.delete(conn)
     this.#owed.delete(conn)
+    const cancelTimer = this.#awaitingCancel.get(conn)
+    if (cancelTimer !== undefined) this.#clock.clearTimeout(cancelTimer)
     this.#awaitingCancel.delete(conn)
     this.#leased.delete(conn)
     this.#shared.drop(conn)
