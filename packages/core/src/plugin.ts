@@ -359,6 +359,7 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     },
   }
 
+  let added = false
   try {
     for (const unit of units) await unit.start()
     await monitor?.start()
@@ -373,16 +374,18 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
       Object.defineProperty(shared.dbs, name, { value: poolDb, enumerable: true, writable: false, configurable: false })
       shared.requests.addInstance(name)
     }
+    // Last: an onAdd listener that throws (an observer's, e.g. otel's poolName) fails the
+    // registration here, where its pools are ended and the instance counted ended (onClosed).
+    added = true
+    shared.instances.add(instance)
   } catch (error) {
     monitor?.stop()
     await Promise.all(units.map((unit) => unit.end(0)))
     await monitorSource?.end()
     await helpers.end({ timeout: 0 })
+    if (added) shared.instances.ended((err) => app.log.error({ err }, 'an app.pgPools.onClosed listener failed'))
     throw error
   }
-
-  // Added once nothing can fail any more: its onClose below ends it (PgPoolRegistry.onClosed counts on that).
-  shared.instances.add(instance)
 
   // Fastify waits for requests in flight before onClose: a hung statement would hold close()
   // open past closeTimeout. The clock starts at preClose (a drain of health's, drainDelay, runs
