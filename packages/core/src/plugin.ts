@@ -14,6 +14,7 @@ import {
   describe,
   fastifyRegisterKeys,
   invalidOption,
+  MAX_DURATION_MS,
 } from './option-kit.js'
 import { resolveConnection, resolvePoolOptions, resolveReplicas } from './options.js'
 import { createPoolUnit } from './pool-unit.js'
@@ -217,7 +218,8 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     applicationName: `${options.applicationName}/listen`,
     clock,
     connectTimeout: options.connectTimeout,
-    listenTimeout: options.connectTimeout + options.statementTimeout + 1_000,
+    // A timer's delay: capped at what a timer can wait (each part is, their sum is not).
+    listenTimeout: Math.min(MAX_DURATION_MS, options.connectTimeout + options.statementTimeout + 1_000),
     pgbouncer: options.pgbouncer,
     redact: (text) => primary.view.redact(text),
     onNotice: (notice) => {
