@@ -180,6 +180,20 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
       'it sets application_name on the server session, which PgBouncer in transaction mode hands to other clients; remove it or pgbouncer',
     )
   }
+  // onConnect runs on every pool of the instance, the replicas' too: behind a transaction-mode
+  // pooler its session state (SET ROLE, search_path, ...) lands on one server connection that
+  // other clients get next, while this app's statements run on others without it.
+  if (onConnect !== undefined) {
+    const behindPooler = options.pgbouncer
+      ? 'pool.pgbouncer'
+      : replicaSettings.replicas.findIndex((replica) => replica.options.pgbouncer)
+    if (behindPooler !== -1) {
+      throw invalidOption(
+        'onConnect',
+        `it sets session state on a server connection, which PgBouncer in transaction mode (${typeof behindPooler === 'string' ? behindPooler : `replicas[${behindPooler}].pool.pgbouncer`}: true) hands to other clients while this app's statements run on others; use onLease with transaction-local settings (SET LOCAL) on transaction routes, or settings of the role or database`,
+      )
+    }
+  }
   // A label that fails leaves the lease with the pool's name (said once): it never fails the request.
   let labelFailed = false
   const leaseApplicationName: LeaseContext['leaseApplicationName'] =
