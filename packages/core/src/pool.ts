@@ -125,6 +125,8 @@ export interface PoolDeps {
 
 /** After the pool's close timeout, how long cancelled leases get to come back before connections are cut. */
 const CANCEL_GRACE_MS = 1_000
+/** Behind PgBouncer, how long a statement cancelled at its deadline has to answer before its connection is cut, s. */
+const DEADLINE_END_GRACE_S = 1
 
 /**
  * A bounded pool of connections with its own FIFO wait queue. Counts are exact because the
@@ -182,8 +184,23 @@ export class Pool extends EventEmitter<PoolEvents> {
         holder.leaked(heldMs)
       },
       pastDeadline: (conn) => {
+        // Told once (the sweep sees it late again while its cancel is on its way).
+        if (conn.closeReason === 'deadline') return
+        // Cutting the socket alone leaves the server running the statement (a backend waiting on
+        // a lock never reads it; behind PgBouncer only PgBouncer's socket is cut): a write given
+        // up with a retryable 503 would commit later. Cancelled first; the pool sends nothing
+        // more on the connection (closed below), so the cancel can land on no other statement.
+        conn.cancel()
         conn.markClosed('deadline')
-        void conn.end('deadline', 0)
+        if (!this.options.pgbouncer || !conn.cancelPending) {
+          // The backend is this socket's alone: the cancel reaches it whenever it arrives.
+          void conn.end('deadline', 0)
+          return
+        }
+        // PgBouncer forwards a cancel to the server connection its client is linked to now: the
+        // client is ended once the cancel was delivered, its statement's answer (57014, or what
+        // it did before the cancel landed) read within DEADLINE_END_GRACE_S.
+        void conn.cancelSettled().then(() => conn.end('deadline', DEADLINE_END_GRACE_S))
       },
     })
     this.#housekeeping.start()
