@@ -26,6 +26,7 @@ import { type ReadRoute, ReplicaRouter } from './replica-router.js'
 import { RequestLeases } from './request-lease.js'
 import { RouteSettingsCache } from './route-settings.js'
 import { ServerBudgets } from './server-budgets.js'
+import { RESET_CHECK } from './session-reset.js'
 import type { PgPoolCoreOptions, PoolDb } from './types.js'
 
 /** `errorMapping`: false, or SQLSTATE codes (5) or classes (2) to HTTP error statuses, over the defaults. */
@@ -52,6 +53,8 @@ function resolveErrorMapping(raw: unknown): ErrorMapping {
 
 /** Names that would collide with labels or with the objects instances are reached through. */
 const reservedNames = new Set(['primary', '__proto__', 'constructor', 'prototype'])
+/** SQLSTATE invalid_sql_statement_name: EXECUTE of a prepared statement the session does not have. */
+const INVALID_SQL_STATEMENT_NAME = '26000'
 
 /** `name`: undefined for the default instance, else a name for `app.dbs.<name>` and metric labels. */
 function resolveInstanceName(raw: unknown): string | undefined {
@@ -294,6 +297,22 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     )
   }
   const units = [primary, ...replicas]
+  // The reset's own prepared check missing from the session (26000 naming RESET_CHECK): a request
+  // dropped it (DEALLOCATE ALL, DISCARD ALL), or a transaction-mode pooler gave the connection
+  // another server session between two statements. The pool cannot tell them apart (the same
+  // refusal on the same session), so it keeps serving; said at error level, as the second means
+  // one request's session state can reach another's.
+  units.forEach((unit, index) => {
+    if ((index === 0 ? options : replicaSettings.replicas[index - 1]?.options)?.pgbouncer !== false) return
+    unit.pool.on('resetError', (error) => {
+      const code = (error as { code?: unknown }).code
+      if (code !== INVALID_SQL_STATEMENT_NAME || !error.message.includes(RESET_CHECK)) return
+      log.error(
+        { pool: labels[index] },
+        "the session reset's own check was gone from the session (26000): a request ran DEALLOCATE ALL or DISCARD ALL, or a transaction-mode pooler (PgBouncer) moved the connection to another server session between two statements, where one request's session state (SET ROLE, search_path, ...) reaches other requests; behind one, set pool.pgbouncer: true",
+      )
+    })
+  })
   // Reads routed to a replica that went down since its last sample go to the primary instead.
   // Behind its own PgBouncer a replica's sessions cannot start read-only (PgBouncer refuses the
   // startup parameter): its reads are made read-only per lease, with BEGIN READ ONLY blocks.
