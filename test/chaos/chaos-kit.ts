@@ -358,7 +358,8 @@ export async function chaosApp(db: TestDatabase, shared: Shared, options: ChaosO
       : {}),
     // Admission control refuses by the machine's speed: off, so that every status has a cause.
     backpressure: false,
-    ...(options.onConnect
+    // Refused behind PgBouncer (its session state would reach other clients): only without one.
+    ...(options.onConnect && !db.viaBouncer
       ? {
           onConnect: async (sql: postgres.Sql) => {
             await sql.unsafe(`set search_path = ${shared.schema}, "$user", public`)

@@ -96,14 +96,27 @@ export class Instances implements PgPoolRegistry {
     return [...this.#named.keys()]
   }
 
+  /**
+   * Counts `instance` open (its pools end with ended()) and tells the onAdd listeners. A listener
+   * that throws keeps no other from running, nor the instance from being added whole: the first
+   * error is thrown once all ran (the registration fails, and ends the pools it opened).
+   */
   add(instance: Instance): void {
     this.#open++
     if (instance.name === undefined) this.#default = instance
     else this.#named.set(instance.name, instance)
+    this.#views = Object.freeze([...this.#views, ...instance.views])
+    let failure: { error: unknown } | undefined
     for (const view of instance.views) {
-      this.#views = Object.freeze([...this.#views, view])
-      for (const listener of this.#listeners) listener(view)
+      for (const listener of this.#listeners) {
+        try {
+          listener(view)
+        } catch (error) {
+          failure ??= { error }
+        }
+      }
     }
+    if (failure !== undefined) throw failure.error
   }
 
   all(): readonly PgPoolView[] {

@@ -14,6 +14,7 @@ import {
   describe,
   fastifyRegisterKeys,
   invalidOption,
+  MAX_DURATION_MS,
 } from './option-kit.js'
 import { resolveConnection, resolvePoolOptions, resolveReplicas } from './options.js'
 import { createPoolUnit } from './pool-unit.js'
@@ -25,6 +26,7 @@ import { type ReadRoute, ReplicaRouter } from './replica-router.js'
 import { RequestLeases } from './request-lease.js'
 import { RouteSettingsCache } from './route-settings.js'
 import { ServerBudgets } from './server-budgets.js'
+import { RESET_CHECK } from './session-reset.js'
 import type { PgPoolCoreOptions, PoolDb } from './types.js'
 
 /** `errorMapping`: false, or SQLSTATE codes (5) or classes (2) to HTTP error statuses, over the defaults. */
@@ -51,6 +53,8 @@ function resolveErrorMapping(raw: unknown): ErrorMapping {
 
 /** Names that would collide with labels or with the objects instances are reached through. */
 const reservedNames = new Set(['primary', '__proto__', 'constructor', 'prototype'])
+/** SQLSTATE invalid_sql_statement_name: EXECUTE of a prepared statement the session does not have. */
+const INVALID_SQL_STATEMENT_NAME = '26000'
 
 /** `name`: undefined for the default instance, else a name for `app.dbs.<name>` and metric labels. */
 function resolveInstanceName(raw: unknown): string | undefined {
@@ -179,6 +183,20 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
       'it sets application_name on the server session, which PgBouncer in transaction mode hands to other clients; remove it or pgbouncer',
     )
   }
+  // onConnect runs on every pool of the instance, the replicas' too: behind a transaction-mode
+  // pooler its session state (SET ROLE, search_path, ...) lands on one server connection that
+  // other clients get next, while this app's statements run on others without it.
+  if (onConnect !== undefined) {
+    const behindPooler = options.pgbouncer
+      ? 'pool.pgbouncer'
+      : replicaSettings.replicas.findIndex((replica) => replica.options.pgbouncer)
+    if (behindPooler !== -1) {
+      throw invalidOption(
+        'onConnect',
+        `it sets session state on a server connection, which PgBouncer in transaction mode (${typeof behindPooler === 'string' ? behindPooler : `replicas[${behindPooler}].pool.pgbouncer`}: true) hands to other clients while this app's statements run on others; use onLease with transaction-local settings (SET LOCAL) on transaction routes, or settings of the role or database`,
+      )
+    }
+  }
   // A label that fails leaves the lease with the pool's name (said once): it never fails the request.
   let labelFailed = false
   const leaseApplicationName: LeaseContext['leaseApplicationName'] =
@@ -217,7 +235,8 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     applicationName: `${options.applicationName}/listen`,
     clock,
     connectTimeout: options.connectTimeout,
-    listenTimeout: options.connectTimeout + options.statementTimeout + 1_000,
+    // A timer's delay: capped at what a timer can wait (each part is, their sum is not).
+    listenTimeout: Math.min(MAX_DURATION_MS, options.connectTimeout + options.statementTimeout + 1_000),
     pgbouncer: options.pgbouncer,
     redact: (text) => primary.view.redact(text),
     onNotice: (notice) => {
@@ -278,6 +297,22 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     )
   }
   const units = [primary, ...replicas]
+  // The reset's own prepared check missing from the session (26000 naming RESET_CHECK): a request
+  // dropped it (DEALLOCATE ALL, DISCARD ALL), or a transaction-mode pooler gave the connection
+  // another server session between two statements. The pool cannot tell them apart (the same
+  // refusal on the same session), so it keeps serving; said at error level, as the second means
+  // one request's session state can reach another's.
+  units.forEach((unit, index) => {
+    if ((index === 0 ? options : replicaSettings.replicas[index - 1]?.options)?.pgbouncer !== false) return
+    unit.pool.on('resetError', (error) => {
+      const code = (error as { code?: unknown }).code
+      if (code !== INVALID_SQL_STATEMENT_NAME || !error.message.includes(RESET_CHECK)) return
+      log.error(
+        { pool: labels[index] },
+        "the session reset's own check was gone from the session (26000): a request ran DEALLOCATE ALL or DISCARD ALL, or a transaction-mode pooler (PgBouncer) moved the connection to another server session between two statements, where one request's session state (SET ROLE, search_path, ...) reaches other requests; behind one, set pool.pgbouncer: true",
+      )
+    })
+  })
   // Reads routed to a replica that went down since its last sample go to the primary instead.
   // Behind its own PgBouncer a replica's sessions cannot start read-only (PgBouncer refuses the
   // startup parameter): its reads are made read-only per lease, with BEGIN READ ONLY blocks.
@@ -359,6 +394,7 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     },
   }
 
+  let added = false
   try {
     for (const unit of units) await unit.start()
     await monitor?.start()
@@ -373,16 +409,18 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
       Object.defineProperty(shared.dbs, name, { value: poolDb, enumerable: true, writable: false, configurable: false })
       shared.requests.addInstance(name)
     }
+    // Last: an onAdd listener that throws (an observer's, e.g. otel's poolName) fails the
+    // registration here, where its pools are ended and the instance counted ended (onClosed).
+    added = true
+    shared.instances.add(instance)
   } catch (error) {
     monitor?.stop()
     await Promise.all(units.map((unit) => unit.end(0)))
     await monitorSource?.end()
     await helpers.end({ timeout: 0 })
+    if (added) shared.instances.ended((err) => app.log.error({ err }, 'an app.pgPools.onClosed listener failed'))
     throw error
   }
-
-  // Added once nothing can fail any more: its onClose below ends it (PgPoolRegistry.onClosed counts on that).
-  shared.instances.add(instance)
 
   // Fastify waits for requests in flight before onClose: a hung statement would hold close()
   // open past closeTimeout. The clock starts at preClose (a drain of health's, drainDelay, runs

@@ -125,6 +125,8 @@ export interface PoolDeps {
 
 /** After the pool's close timeout, how long cancelled leases get to come back before connections are cut. */
 const CANCEL_GRACE_MS = 1_000
+/** Behind PgBouncer, how long a statement cancelled at its deadline has to answer before its connection is cut, s. */
+const DEADLINE_END_GRACE_S = 1
 
 /**
  * A bounded pool of connections with its own FIFO wait queue. Counts are exact because the
@@ -149,7 +151,7 @@ export class Pool extends EventEmitter<PoolEvents> {
    */
   readonly #moved = new WeakSet<Holder>()
   /** Connections back from their holder, held until that holder's cancel request has ended. */
-  readonly #awaitingCancel = new Set<PoolConnection>()
+  readonly #awaitingCancel = new Map<PoolConnection, TimerHandle>()
   readonly #waiters = new WaitQueue<Holder>()
   readonly #connector: Connector
   readonly #housekeeping: Housekeeping<Holder>
@@ -182,8 +184,23 @@ export class Pool extends EventEmitter<PoolEvents> {
         holder.leaked(heldMs)
       },
       pastDeadline: (conn) => {
+        // Told once (the sweep sees it late again while its cancel is on its way).
+        if (conn.closeReason === 'deadline') return
+        // Cutting the socket alone leaves the server running the statement (a backend waiting on
+        // a lock never reads it; behind PgBouncer only PgBouncer's socket is cut): a write given
+        // up with a retryable 503 would commit later. Cancelled first; the pool sends nothing
+        // more on the connection (closed below), so the cancel can land on no other statement.
+        conn.cancel()
         conn.markClosed('deadline')
-        void conn.end('deadline', 0)
+        if (!this.options.pgbouncer || !conn.cancelPending) {
+          // The backend is this socket's alone: the cancel reaches it whenever it arrives.
+          void conn.end('deadline', 0)
+          return
+        }
+        // PgBouncer forwards a cancel to the server connection its client is linked to now: the
+        // client is ended once the cancel was delivered, its statement's answer (57014, or what
+        // it did before the cancel landed) read within DEADLINE_END_GRACE_S.
+        void conn.cancelSettled().then(() => conn.end('deadline', DEADLINE_END_GRACE_S))
       },
     })
     this.#housekeeping.start()
@@ -537,10 +554,11 @@ export class Pool extends EventEmitter<PoolEvents> {
    * no other statement. One whose request does not end within connectTimeout is closed.
    */
   #afterCancel(conn: PoolConnection, reset: string | undefined, fromShared: boolean): void {
-    this.#awaitingCancel.add(conn)
     const timer = this.#clock.setTimeout(() => {
       if (this.#awaitingCancel.delete(conn)) this.#discard(conn, 'error')
     }, this.options.connectTimeout)
+    // Cleared by #discard too (end() closes a connection still waiting: nothing stays armed).
+    this.#awaitingCancel.set(conn, timer)
     void conn.cancelSettled().then(() => {
       this.#clock.clearTimeout(timer)
       if (this.#awaitingCancel.delete(conn)) this.#putBack(conn, reset, fromShared)
@@ -586,7 +604,9 @@ export class Pool extends EventEmitter<PoolEvents> {
     if (waiter !== undefined) {
       this.#give(conn, waiter)
       if (waiter.pipelined) this.#fillShares(conn)
-      if (this.#waiters.length === 0) this.#disarmQueueTimer()
+      // A waiter served leaves the queue as one that hung up does: pipelined waiters behind it
+      // join the shared connections with room now (#fillAnyShares disarms an emptied queue's timer).
+      this.#fillAnyShares()
       return
     }
     conn.idleSince = this.#clock.now()
@@ -615,7 +635,7 @@ export class Pool extends EventEmitter<PoolEvents> {
   }
 
   /**
-   * A waiter left the queue (hung up, timed out): pipelined waiters that queued behind it, as
+   * A waiter left the queue (hung up, timed out, served): pipelined waiters that queued behind it, as
    * behind any waiter for a connection of its own, join the shared connections with room now.
    */
   #fillAnyShares(): void {
@@ -640,6 +660,8 @@ export class Pool extends EventEmitter<PoolEvents> {
   #discard(conn: PoolConnection, reason: CloseReason, graceSeconds = 1): Promise<void> {
     const known = this.#all.delete(conn)
     this.#owed.delete(conn)
+    const cancelTimer = this.#awaitingCancel.get(conn)
+    if (cancelTimer !== undefined) this.#clock.clearTimeout(cancelTimer)
     this.#awaitingCancel.delete(conn)
     this.#leased.delete(conn)
     this.#shared.drop(conn)

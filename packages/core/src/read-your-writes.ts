@@ -8,7 +8,7 @@ export interface ReadYourWritesSettings {
   readonly secret: string
   /** Response and request header carrying the token. */
   readonly header: string
-  /** Cookie carrying the token too (HttpOnly, SameSite=Lax), or false. */
+  /** Cookie carrying the token too (HttpOnly, SameSite=Lax; Secure too for a __Secure-/__Host- name), or false. */
   readonly cookie: string | false
   /** How long a read waits for a replica to replay its write before it goes to the primary, ms. */
   readonly maxWait: number
@@ -18,6 +18,8 @@ export interface ReadYourWritesSettings {
 const SIGNATURE_BYTES = 16
 /** How long the cookie lives: long enough to cover replication lag, short enough to expire. */
 const COOKIE_MAX_AGE_SECONDS = 60
+/** Cookie name prefixes browsers accept only on a cookie marked Secure (case-insensitive, as they match). */
+const SECURE_PREFIX = /^__(secure|host)-/i
 
 /**
  * The token a response carries after a write: `<commit LSN>.<HMAC>`. A later read-only request
@@ -86,10 +88,14 @@ export class ReadYourWrites {
   write(reply: FastifyReply, lsn: Lsn): void {
     const token = this.token(lsn)
     reply.header(this.settings.header, token)
-    if (this.settings.cookie !== false) {
+    const cookie = this.settings.cookie
+    if (cookie !== false) {
+      // A __Secure-/__Host- name is dropped by browsers without Secure (RFC 6265bis 4.1.3); the
+      // cookie already has what __Host- needs besides (Path=/, no Domain).
+      const secure = SECURE_PREFIX.test(cookie) ? '; Secure' : ''
       reply.header(
         'set-cookie',
-        `${this.settings.cookie}=${encodeURIComponent(token)}; Path=/; Max-Age=${COOKIE_MAX_AGE_SECONDS}; HttpOnly; SameSite=Lax`,
+        `${cookie}=${encodeURIComponent(token)}; Path=/; Max-Age=${COOKIE_MAX_AGE_SECONDS}; HttpOnly; SameSite=Lax${secure}`,
       )
     }
   }

@@ -106,6 +106,13 @@ export class RouteSettingsCache {
     if (pipeline && begin !== undefined) {
       throw invalidOption(`config.db of ${url}`, 'a pipelined route shares its connection and cannot be a transaction')
     }
+    // Its writes would all fail (25006) in a transaction that said READ WRITE: refused here.
+    if (readOnly && (transaction as { readOnly?: unknown } | undefined)?.readOnly === false) {
+      throw invalidOption(
+        `config.db of ${url}`,
+        'a readOnly route cannot run a read-write transaction (transaction.readOnly: false)',
+      )
+    }
     const hasOnLease = pipeline ? this.#hasOnLease(instance as string | undefined) : false
     if (hasOnLease === true) {
       throw invalidOption(

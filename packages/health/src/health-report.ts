@@ -128,8 +128,8 @@ const TOO_MANY_CONNECTIONS = '53300'
 
 /**
  * `open`: the pool's open connections. The ping opens a connection of its own: refused for want of
- * a slot (53300) while the pool holds connections, the database answers and the pool serves, so
- * readiness only warns (every replica at its limit would otherwise leave the load balancer at once).
+ * a slot (53300, or PgBouncer's 08P01 "no more connections allowed" at max_client_conn) while the
+ * pool holds connections, the database answers and the pool serves, so readiness only warns (every replica at its limit would otherwise leave the load balancer at once).
  */
 export function responseTimeCheck(
   ping: PingResult,
@@ -143,6 +143,10 @@ export function responseTimeCheck(
   if (!ping.ok && ping.serverCode === TOO_MANY_CONNECTIONS && open > 0) {
     status = 'warn'
     output = `no connection slot for the ping (${TOO_MANY_CONNECTIONS}): the server is at its connection limit; the pool's ${open} connections serve`
+  } else if (!ping.ok && ping.poolerFull === true && open > 0) {
+    // PgBouncer's own limit (max_client_conn), refused as 08P01: read as PostgreSQL's 53300.
+    status = 'warn'
+    output = `no connection slot for the ping (08P01 no more connections allowed): PgBouncer is at max_client_conn; the pool's ${open} connections serve`
   } else if (!ping.ok) {
     status = 'fail'
     output =

@@ -8,7 +8,15 @@ export interface PingResult {
   readonly code: string | undefined
   /** The server's SQLSTATE behind a failed opening (53300: no connection slot), when it gave one. */
   readonly serverCode?: string | undefined
+  /**
+   * A transaction-mode pooler refused the ping's connection at its own client limit: PgBouncer's
+   * 08P01 "no more connections allowed" (max_client_conn), its 53300 of PostgreSQL's.
+   */
+  readonly poolerFull?: boolean | undefined
 }
+
+/** PgBouncer's refusal of a client connection at max_client_conn (SQLSTATE 08P01). */
+const POOLER_FULL = /no more connections allowed/i
 
 /**
  * One ping in flight at a time, its result reused for `ttl` ms: a probe storm reaches the
@@ -63,14 +71,19 @@ export class PingCache {
       this.#passed = true
     } catch (error) {
       const code = (error as { code?: unknown } | null)?.code
-      const serverCode = ((error as { cause?: { code?: unknown } } | null)?.cause as { code?: unknown } | undefined)
-        ?.code
+      const cause = (error as { cause?: { code?: unknown; message?: unknown } } | null)?.cause as
+        | { code?: unknown; message?: unknown }
+        | undefined
+      const serverCode = cause?.code
+      // Its message is only matched, never reported (a message could name hosts).
+      const poolerFull = serverCode === '08P01' && typeof cause?.message === 'string' && POOLER_FULL.test(cause.message)
       result = {
         ok: false,
         ms: this.#now() - started,
         at: Date.now(),
         code: typeof code === 'string' && /^[A-Z0-9_]+$/.test(code) ? code : undefined,
         serverCode: typeof serverCode === 'string' && /^[0-9A-Z]{5}$/.test(serverCode) ? serverCode : undefined,
+        ...(poolerFull ? { poolerFull: true } : {}),
       }
     }
     this.#last = result
