@@ -1,5 +1,5 @@
 import type { TransactionOutcome } from './diagnostics.js'
-import { isConnectionError } from './error-mapping.js'
+import { isConnectionError, withCause } from './error-mapping.js'
 import { errors } from './errors.js'
 
 /** What a transaction's end says about it: committed, refused, or unknown (no answer). */
@@ -35,12 +35,9 @@ export function commitFailure(error: unknown): { outcome: TransactionOutcome; fa
   }
   // The server answered with an error: it did not commit.
   if (refused) {
-    const failure = new errors.FST_PG_POOL_COMMIT_FAILED(String(code))
-    Object.defineProperty(failure, 'cause', { value: error, enumerable: false, configurable: true })
-    return { outcome: 'commit_failed', failure }
+    return { outcome: 'commit_failed', failure: withCause(new errors.FST_PG_POOL_COMMIT_FAILED(String(code)), error) }
   }
   // Sent, and no answer: a lost connection, the deadline, the pool closing.
   const failure = new errors.FST_PG_POOL_COMMIT_UNKNOWN(typeof code === 'string' ? code : 'no answer')
-  Object.defineProperty(failure, 'cause', { value: error, enumerable: false, configurable: true })
-  return { outcome: 'commit_unknown', failure }
+  return { outcome: 'commit_unknown', failure: withCause(failure, error) }
 }

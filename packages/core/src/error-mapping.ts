@@ -220,8 +220,18 @@ export interface SurfaceSettings {
   readonly mapping: ErrorMapping
 }
 
-function withCause<E extends Error>(error: E, cause: unknown): E {
-  Object.defineProperty(error, 'cause', { value: cause, enumerable: false, configurable: true })
+/**
+ * Sets `cause` (not enumerable) on one of the suite's coded errors; a PostgreSQL error as what the
+ * log may know of it (loggedCause): a log prints a cause's message with its own, and the server's
+ * message can quote a query parameter (a function's `raise exception ... using errcode = '08006'`).
+ */
+export function withCause<E extends Error>(error: E, cause: unknown): E {
+  let value = cause
+  if (isPostgresError(cause)) {
+    const code = String(cause.code)
+    value = loggedCause(cause, code, conditions[code] ?? `SQLSTATE ${code}`)
+  }
+  Object.defineProperty(error, 'cause', { value, enumerable: false, configurable: true })
   return error
 }
 

@@ -8,6 +8,7 @@ import {
   isPostgresError,
   type SurfaceSettings,
   surfaceError,
+  withCause,
   withRetryAfter,
 } from './error-mapping.js'
 import { errors } from './errors.js'
@@ -815,14 +816,19 @@ export class Lease implements Holder, QueryOwner {
       if (
         (error as { code?: unknown } | null)?.code === READ_ONLY_SQL_TRANSACTION &&
         this.#ctx.writable === true &&
-        !this.#readOnlyTransaction
+        !this.#readOnlyTransaction &&
+        conn?.reportsStandby?.() !== false
       ) {
         // A write refused by a server that is no longer the primary (a failover): this
         // connection is retired, the request gets a 503 it may retry once the new primary serves.
+        // Not when the server says it is no standby (`in_hot_standby` off): the 25006 is the
+        // holder's own (SET TRANSACTION READ ONLY, a read-only default), answered as itself.
         conn?.markClosed('error')
         if (!query.internal && mayHoldSeveral(query)) this.#transaction.noteUnknown()
-        const notPrimary = withRetryAfter(new errors.FST_PG_POOL_NOT_PRIMARY(), this.#ctx.options.retryAfter)
-        Object.defineProperty(notPrimary, 'cause', { value: error, enumerable: false, configurable: true })
+        const notPrimary = withRetryAfter(
+          withCause(new errors.FST_PG_POOL_NOT_PRIMARY(), error),
+          this.#ctx.options.retryAfter,
+        )
         if (query.observed !== undefined) this.#publishEnd(query, value, notPrimary)
         this.#maybeIdle()
         return notPrimary

@@ -41,6 +41,11 @@ export interface PoolConnection {
   /** Sends a cancel request for the statement running now; at most one is ever outstanding. */
   cancel(): void
   /**
+   * Whether the server last reported itself a hot standby (`in_hot_standby`, PostgreSQL 14 and
+   * later, reported at startup and on promotion); undefined when it never said.
+   */
+  reportsStandby?(): boolean | undefined
+  /**
    * A statement of this connection ended; `preparedAnew`: it added a named statement that
    * postgres.js keeps on the session (`prepared`).
    */
@@ -164,6 +169,11 @@ export class ServerConnection implements PoolConnection {
     if (kind === 'may-end-and-continue' || this.#endingWritten) return true
     this.#endingWritten = true
     return false
+  }
+
+  reportsStandby(): boolean | undefined {
+    const reported = this.#client.sql.parameters.in_hot_standby
+    return reported === undefined ? undefined : reported === 'on'
   }
 
   cancel(): void {
