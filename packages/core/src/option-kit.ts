@@ -418,10 +418,46 @@ export function headerName<D extends string | undefined>(fallback: D): OptionSpe
       if (typeof raw !== 'string' || !HTTP_TOKEN.test(raw)) {
         throw expected(name, "an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)", raw)
       }
-      return raw.toLowerCase()
+      const lower = raw.toLowerCase()
+      if (httpOwnedHeaders.has(lower) || lower.startsWith('proxy-') || lower.startsWith('sec-')) {
+        throw expected(name, 'a header of its own (HTTP, the server or the browser owns this one)', raw)
+      }
+      return lower
     },
   }
 }
+
+/**
+ * Headers whose meaning HTTP, the server or the browser owns: a token written there breaks the
+ * response (`transfer-encoding` with a length), replaces what it says (`content-type`), or is
+ * dropped or rewritten on the way (hop-by-hop headers, `content-length`).
+ */
+const httpOwnedHeaders: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'content-length',
+  'content-type',
+  'content-encoding',
+  'content-range',
+  'content-location',
+  'host',
+  'cookie',
+  'set-cookie',
+  'authorization',
+  'www-authenticate',
+  'location',
+  'date',
+  'expect',
+  'vary',
+  'etag',
+  'last-modified',
+  'cache-control',
+  'retry-after',
+])
 
 /** A cookie name (RFC 6265: a token), case kept: cookie names are case-sensitive. */
 export function cookieName<D extends string | undefined>(fallback: D): OptionSpec<string | D> {
