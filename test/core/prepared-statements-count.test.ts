@@ -49,7 +49,7 @@ async function appWith(run: (sql: Sql, n: number, request: FastifyRequest) => Pr
   app.get('/probe', async (request) => {
     const [row] = await request.db.unsafe<Probe[]>(
       `select pg_catalog.pg_backend_pid() as pid, (select count(*)::int from pg_catalog.pg_prepared_statements
-         where not from_sql and statement <> 'select pg_catalog.pg_backend_pid() as pid'
+         where not from_sql and statement not like 'select pg_catalog.pg_backend_pid() as pid, pg_catalog.current_setting(%'
            and statement not like '%superuser_reserved_connections%') as n`,
     )
     return row

@@ -26,7 +26,7 @@ interface Probe {
 
 /** The session's named statements of the app's own (not the pool's start-up ones). */
 const PROBE_SQL = `select pg_catalog.pg_backend_pid() as pid, (select count(*)::int from pg_catalog.pg_prepared_statements
-  where not from_sql and statement <> 'select pg_catalog.pg_backend_pid() as pid'
+  where not from_sql and statement not like 'select pg_catalog.pg_backend_pid() as pid, pg_catalog.current_setting(%'
     and statement not like '%superuser_reserved_connections%') as n`
 
 describe('pool.maxPreparedStatements: defects', () => {

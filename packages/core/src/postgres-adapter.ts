@@ -871,20 +871,27 @@ export function createServerClient(settings: ClientSettings): ServerClient {
     },
     async open(arrayTypes) {
       // By position (values()), here and below: an app's column transform would rename the columns.
-      const query = sql`select pg_catalog.pg_backend_pid() as pid`.values()
+      const query = sql.unsafe(OPEN_SQL).values()
       const [row] = await query
       pid = typeof row?.[0] === 'number' ? row[0] : 0
       backend = (query as unknown as { state: BackendKey | null }).state ?? undefined
+      // The pool sends bytea_output and extra_float_digits as startup parameters, but a proxy
+      // (PgBouncer, which refuses them, or one that drops them) leaves the server's own: a false
+      // here is read values misread. (Only a false: an app's value transform may change the rest.)
+      if (row?.[1] === false) {
+        throw unreadableSettings(
+          "the server's bytea_output is not 'hex' or its extra_float_digits is below 1: postgres.js reads bytea " +
+            "in hex and floats at full precision only (set bytea_output = 'hex' and extra_float_digits = 1 on the " +
+            'database or role)',
+        )
+      }
       // Reported by the server at startup. Not set by the pool: a startup parameter would replace
       // the input order (DMY, MDY) the database chose too. Refused, as PgJDBC does.
       const dateStyle = sql.parameters.DateStyle
       if (dateStyle !== undefined && !/^\s*ISO\b/i.test(dateStyle)) {
-        throw Object.assign(
-          new Error(
-            `the server's DateStyle is ${JSON.stringify(dateStyle)}: postgres.js reads dates in the ISO format only ` +
-              "(set DateStyle = 'ISO, DMY' or 'ISO, MDY' on the database or role, or give it in connection.connection)",
-          ),
-          { code: DATESTYLE_NOT_ISO },
+        throw unreadableSettings(
+          `the server's DateStyle is ${JSON.stringify(dateStyle)}: postgres.js reads dates in the ISO format only ` +
+            "(set DateStyle = 'ISO, DMY' or 'ISO, MDY' on the database or role, or give it in connection.connection)",
         )
       }
       if (arrayTypes === undefined || !fetchTypes) return
@@ -905,8 +912,26 @@ export function createServerClient(settings: ClientSettings): ServerClient {
   }
 }
 
-/** The code of an opening refused because the server's DateStyle is not ISO (open()). */
-export const DATESTYLE_NOT_ISO = 'DATESTYLE_NOT_ISO'
+/**
+ * The code of an opening refused because the server's settings would make postgres.js misread
+ * values (open()): a DateStyle that is not ISO, bytea_output other than hex, extra_float_digits
+ * below 1.
+ */
+export const UNREADABLE_SETTINGS = 'UNREADABLE_SETTINGS'
+
+function unreadableSettings(message: string): Error {
+  return Object.assign(new Error(message), { code: UNREADABLE_SETTINGS })
+}
+
+/**
+ * The first statement on every connection: its backend's pid, and whether the settings postgres.js
+ * reads values by are what it reads them with. No text column: an app's parser for text (`types`)
+ * would read it.
+ */
+export const OPEN_SQL =
+  'select pg_catalog.pg_backend_pid() as pid, ' +
+  "pg_catalog.current_setting('bytea_output') OPERATOR(pg_catalog.=) 'hex' AND " +
+  "pg_catalog.current_setting('extra_float_digits')::pg_catalog.int4 OPERATOR(pg_catalog.>=) 1 as readable"
 
 /** The lease that built a query (undefined for one the adapter did not build). */
 function ownerOf(query: AdapterQuery): QueryOwner | undefined {

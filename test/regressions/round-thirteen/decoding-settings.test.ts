@@ -127,11 +127,24 @@ describe("database defaults that would change postgres.js's reading", () => {
     expect(reply.json().d).toBe('2026-04-03T00:00:00.000Z')
   })
 
+  test('without the startup parameters (pool.pgbouncer, or a proxy that drops them): a connection that would misread is refused', async () => {
+    await db.sql.unsafe(`alter database ${name} set bytea_output = 'escape'`)
+    const app = Fastify()
+    apps.push(app)
+    const failed = await app.register(pgPoolCore, { connection: db.url, pool: { max: 1, pgbouncer: true } }).then(
+      () => undefined,
+      (error: Error & { code?: string; cause?: { code?: string; message?: string } }) => error,
+    )
+    expect(failed?.code).toBe('FST_PG_POOL_CONNECT_FAILED')
+    expect(failed?.cause?.code).toBe('UNREADABLE_SETTINGS')
+    expect(failed?.cause?.message).toMatch(/bytea_output/)
+  })
+
   test('register, not lazy: a server whose DateStyle is not ISO fails it with the cause named', async () => {
     await db.sql.unsafe(`alter database ${name} set DateStyle = 'German'`)
     const error = (await refused(db.url)) as Error & { code?: string; cause?: { code?: string; message?: string } }
     expect(error.code).toBe('FST_PG_POOL_CONNECT_FAILED')
-    expect(error.cause?.code).toBe('DATESTYLE_NOT_ISO')
+    expect(error.cause?.code).toBe('UNREADABLE_SETTINGS')
     expect(error.cause?.message).toMatch(/DateStyle/)
   })
 })
