@@ -98,7 +98,8 @@ describe('a request changes the baseline or hides a PREPARE: the next request se
   const dbAttacks: [string, string][] = [
     [
       'ALTER DATABASE DateStyle/TimeZone/scs + DISCARD PLANS',
-      `alter database ${'$DB'} set datestyle = 'SQL, DMY'; alter database ${'$DB'} set timezone = 'Pacific/Chatham'; alter database ${'$DB'} set standard_conforming_strings = off; discard plans; prepare leaked as select 1`,
+      // ISO, DMY since round thirteen: a DateStyle that is not ISO is refused when a connection opens.
+      `alter database ${'$DB'} set datestyle = 'ISO, DMY'; alter database ${'$DB'} set timezone = 'Pacific/Chatham'; alter database ${'$DB'} set standard_conforming_strings = off; discard plans; prepare leaked as select 1`,
     ],
     [
       'ALTER DATABASE search_path app first, shadow types/operators/casts, DISCARD PLANS',

@@ -172,6 +172,9 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
             const raw = (text: string) => client.sql.unsafe(text).simple().raw()
             const [[login] = []] = textRows(await raw(LOGIN_USER_SQL), 1)
             await onConnect(client.sql)
+            // What onConnect set is every reset's baseline: a DateStyle, bytea_output or
+            // extra_float_digits postgres.js would misread by is refused here, as at open.
+            await client.checkSettings()
             const who = capturedWho(await raw(CAPTURE_WHO_SQL))
             if (who.inBlock) {
               throw Object.assign(
@@ -193,7 +196,8 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
     const opening = prepareCheck
       ? configured.then(async () => {
           const kept = textRows(await client.sql.unsafe(KEPT_STATEMENTS_SQL).simple().raw(), 2)
-          await client.sql.unsafe(prepareResetCheck(kept.map(([name = '', key = '']) => ({ name, key })))).simple()
+          const keptStatements = kept.map(([name = '', key = '']) => ({ name, key }))
+          await client.sql.unsafe(prepareResetCheck(keptStatements, client.seedable)).simple()
         })
       : configured
     opening.catch(() => {})

@@ -141,7 +141,8 @@ function loggedCause(error: PostgresTypes.PostgresError, code: string, condition
     error.position !== undefined && error.position !== ''
       ? error.message
       : `${condition}: the server's message is withheld (it may quote a query parameter)`
-  const cause = Object.assign(new Error(message), { code, condition })
+  // `severity` too: it tells a server's SQLSTATE from a client's code (the otel package reads it).
+  const cause = Object.assign(new Error(message), { code, condition, severity: error.severity })
   // Frames only past the server's message: a value could itself read like a frame.
   const stack = typeof error.stack === 'string' ? error.stack : ''
   const end = stack.indexOf(error.message)

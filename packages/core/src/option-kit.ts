@@ -124,6 +124,9 @@ const MAX_SHOWN_CHARS = 120
  */
 export function describe(value: unknown): string {
   if (typeof value === 'string') {
+    // Not quoted when it reads like a connection string (a URL, libpq's `key=value` form, a
+    // password's name however encoded): no redaction can know every spelling of its secret.
+    if (/:\/\/|=|%|pass/i.test(value)) return 'a string (not shown: it may hold a password)'
     const shown = JSON.stringify(redactUrls(value))
     return shown.length > MAX_SHOWN_CHARS ? `${shown.slice(0, MAX_SHOWN_CHARS)}…"` : shown
   }

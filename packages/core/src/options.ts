@@ -507,7 +507,14 @@ function connectionSnapshot(given: object): postgres.Options<{}> {
     } catch {
       throw invalidOption(`connection.${key}`, 'reading it threw')
     }
-    if (value !== undefined) snapshot[key] = copiedObject(value, 2)
+    if (value === undefined) continue
+    try {
+      snapshot[key] = copiedObject(value, 2)
+    } catch {
+      // A getter within it (`ssl: { get ca() { return readFileSync(...) } }`) threw: its message
+      // may name a secret's path, so it is not quoted.
+      throw invalidOption(`connection.${key}`, 'reading a value within it threw')
+    }
   }
   return snapshot as postgres.Options<{}>
 }
@@ -645,7 +652,9 @@ export function resolveConnection(
   let target: string
   let database: string
   // No connection given: DATABASE_URL, then the PG* variables (postgres.js reads those).
-  let given = connection ?? (env.DATABASE_URL || undefined)
+  // A parsed URL (`new URL(process.env.DATABASE_URL)`) is the URL it holds: read as an options
+  // object, its getters named no database and no TLS mode.
+  let given = connection instanceof URL ? connection.href : (connection ?? (env.DATABASE_URL || undefined))
   let hosts: { host: string; port: number }[] = []
   if (typeof given === 'string') {
     let parsed: URL
@@ -752,7 +761,7 @@ export function resolveConnection(
   } else if (given === undefined || given === null) {
     target = `${targetHosts(env.PGHOST ?? 'localhost', env.PGPORT ?? 5432)}/${env.PGDATABASE ?? ''}`
     database = env.PGDATABASE ?? ''
-  } else if (typeof given === 'object' && !Array.isArray(given)) {
+  } else if (typeof given === 'object' && !Array.isArray(given) && !(given instanceof Map) && !(given instanceof Set)) {
     checkKeys('connection', given, postgresOptionKeys, { aliases: connectionKeyAliases })
     given = connectionSnapshot(given)
     const { port: givenPort, ssl, target_session_attrs: sessionAttrs } = given as Record<string, unknown>

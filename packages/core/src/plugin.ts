@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastif
 import fp from 'fastify-plugin'
 import { systemClock } from './clock.js'
 import { defaultErrorMapping, type ErrorMapping } from './error-mapping.js'
+import { HttpDrain } from './http-drain.js'
 import { type Instance, Instances } from './instances.js'
 import { Lease, type LeaseContext } from './lease.js'
 import { Listener } from './listener.js'
@@ -424,28 +425,23 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
 
   // Fastify waits for requests in flight before onClose: a hung statement would hold close()
   // open past closeTimeout. The clock starts at preClose (a drain of health's, drainDelay, runs
-  // on it: health refuses one as long as closeTimeout); past it, leases are cancelled and cut.
-  // Once Fastify stops accepting connections, the HTTP/1.1 connections that turn idle are closed as
-  // they do: Node's server.close() closes only those idle at that moment, and a keep-alive one
-  // whose request ends later would hold the server open until keepAliveTimeout (72 s in Fastify).
+  // on it: health refuses one as long as closeTimeout); past it, leases are cancelled and cut,
+  // and reads waiting for a replica to replay their write (maxWait) stop waiting. Once Fastify
+  // stops accepting connections, HTTP/1.1 connections close as they turn idle (HttpDrain).
   let closeTimer: NodeJS.Timeout | undefined
-  let idleCloser: NodeJS.Timeout | undefined
   let closeDeadline = Number.POSITIVE_INFINITY
+  const drain = new HttpDrain(app.server)
   app.addHook('preClose', (done) => {
     closeDeadline = performance.now() + options.closeTimeout
     closeTimer = setTimeout(() => {
+      monitor?.stop()
       for (const unit of units) void unit.end(0)
     }, options.closeTimeout).unref()
-    const server = app.server as { listening: boolean; closeIdleConnections?: () => void }
-    if (typeof server.closeIdleConnections === 'function') {
-      idleCloser = setInterval(() => {
-        if (!server.listening) server.closeIdleConnections?.()
-      }, IDLE_CLOSE_EVERY_MS).unref()
-    }
+    drain.start()
     done()
   })
   app.addHook('onClose', async () => {
-    clearInterval(idleCloser)
+    drain.stop()
     clearTimeout(closeTimer)
     monitor?.stop()
     // What is left of closeTimeout since preClose (all of it when preClose did not run).
@@ -457,9 +453,6 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     shared.instances.ended((error) => app.log.error({ err: error }, 'an app.pgPools.onClosed listener failed'))
   })
 }
-
-/** While the app closes, how often the HTTP/1.1 connections that turned idle are closed. */
-const IDLE_CLOSE_EVERY_MS = 50
 
 /** Registers the lease pool, `request.db`, `app.db` and `app.pgPool`. */
 export const pgPoolCore = fp(pgPoolCorePlugin, { name: '@fastify-pg-pool/core', fastify: '5.x' })

@@ -1,6 +1,7 @@
 import type { Readable, Writable } from 'node:stream'
 import type * as PostgresTypes from 'postgres'
 import postgres from 'postgres'
+import { SEED_FUNCTIONS } from './session-reset.js'
 
 /**
  * The one module that knows postgres.js's internals (3.4.x). Each assumption below is pinned by
@@ -692,8 +693,15 @@ export interface ServerClient {
   sendNow(text: string, onEnd: (error: unknown) => void): void
   /** Sends a CancelRequest for this connection's backend; resolves once the server took it. */
   cancel(): Promise<void>
-  /** Connects and learns the backend; installs the array types (filling `arrayTypes` the first time). */
+  /**
+   * Connects and learns the backend; installs the array types (filling `arrayTypes` the first
+   * time). Fails (UNREADABLE_SETTINGS) on a session postgres.js would misread values on.
+   */
   open(arrayTypes: Record<number, number> | undefined): Promise<void>
+  /** Whether the login may run what the reset's check seeds random() with (learnt by open()). */
+  readonly seedable: boolean
+  /** open()'s check of the session's settings again (after onConnect). */
+  checkSettings(): Promise<void>
   readonly pid: number
   /**
    * Ends the client: `graceSeconds: 0` rejects whatever is pending at once and closes the socket
@@ -778,6 +786,7 @@ export function createServerClient(settings: ClientSettings): ServerClient {
   const canceller = probe.canceller
   let backend: BackendKey | undefined
   let pid = 0
+  let seedable = false
   const transform = (sql.options as unknown as TypeOptions).transform
   guardClientCode(sql.options as unknown as TypeOptions, (settings.options as { types?: unknown }).types)
   /**
@@ -871,29 +880,13 @@ export function createServerClient(settings: ClientSettings): ServerClient {
     },
     async open(arrayTypes) {
       // By position (values()), here and below: an app's column transform would rename the columns.
-      const query = sql.unsafe(OPEN_SQL).values()
-      const [row] = await query
-      pid = typeof row?.[0] === 'number' ? row[0] : 0
+      // Raw, by position: out of reach of the app's parsers and column and value transforms.
+      const query = sql.unsafe(OPEN_SQL).raw()
+      const [row] = (await query) as unknown as (Uint8Array | null)[][]
+      pid = Number(textOf(row?.[0])) || 0
       backend = (query as unknown as { state: BackendKey | null }).state ?? undefined
-      // The pool sends bytea_output and extra_float_digits as startup parameters, but a proxy
-      // (PgBouncer, which refuses them, or one that drops them) leaves the server's own: a false
-      // here is read values misread. (Only a false: an app's value transform may change the rest.)
-      if (row?.[1] === false) {
-        throw unreadableSettings(
-          "the server's bytea_output is not 'hex' or its extra_float_digits is below 1: postgres.js reads bytea " +
-            "in hex and floats at full precision only (set bytea_output = 'hex' and extra_float_digits = 1 on the " +
-            'database or role)',
-        )
-      }
-      // Reported by the server at startup. Not set by the pool: a startup parameter would replace
-      // the input order (DMY, MDY) the database chose too. Refused, as PgJDBC does.
-      const dateStyle = sql.parameters.DateStyle
-      if (dateStyle !== undefined && !/^\s*ISO\b/i.test(dateStyle)) {
-        throw unreadableSettings(
-          `the server's DateStyle is ${JSON.stringify(dateStyle)}: postgres.js reads dates in the ISO format only ` +
-            "(set DateStyle = 'ISO, DMY' or 'ISO, MDY' on the database or role, or give it in connection.connection)",
-        )
-      }
+      seedable = textOf(row?.[2]) === 't'
+      refuseUnreadable(textOf(row?.[1]), sql.parameters.DateStyle)
       if (arrayTypes === undefined || !fetchTypes) return
       // The oids are the server's: loaded once per pool, installed on every connection.
       if (Object.keys(arrayTypes).length === 0) {
@@ -901,6 +894,13 @@ export function createServerClient(settings: ClientSettings): ServerClient {
         for (const [oid, typarray] of rows) if (oid && typarray) arrayTypes[oid] = typarray
       }
       installArrayTypes(sql.options as unknown as TypeOptions, arrayTypes)
+    },
+    get seedable() {
+      return seedable
+    },
+    async checkSettings() {
+      const [row] = (await sql.unsafe(READABLE_SQL).raw()) as unknown as (Uint8Array | null)[][]
+      refuseUnreadable(textOf(row?.[0]), sql.parameters.DateStyle)
     },
     end: (graceSeconds) => {
       // Never handed to postgres.js: they fail as its own pending queries do.
@@ -923,15 +923,50 @@ function unreadableSettings(message: string): Error {
   return Object.assign(new Error(message), { code: UNREADABLE_SETTINGS })
 }
 
+/** Whether bytea_output and extra_float_digits are what postgres.js reads values with. */
+const READABLE =
+  "pg_catalog.current_setting('bytea_output') OPERATOR(pg_catalog.=) 'hex' AND " +
+  "pg_catalog.current_setting('extra_float_digits')::pg_catalog.int4 OPERATOR(pg_catalog.>=) 1"
+
 /**
- * The first statement on every connection: its backend's pid, and whether the settings postgres.js
- * reads values by are what it reads them with. No text column: an app's parser for text (`types`)
- * would read it.
+ * The first statement on every connection: its backend's pid, whether its settings are READABLE,
+ * and whether the login may run what the reset's check seeds random() with (RESET_CHECK: a
+ * database that revoked EXECUTE on them would fail every reset).
  */
 export const OPEN_SQL =
-  'select pg_catalog.pg_backend_pid() as pid, ' +
-  "pg_catalog.current_setting('bytea_output') OPERATOR(pg_catalog.=) 'hex' AND " +
-  "pg_catalog.current_setting('extra_float_digits')::pg_catalog.int4 OPERATOR(pg_catalog.>=) 1 as readable"
+  `select pg_catalog.pg_backend_pid() as pid, ${READABLE} as readable, ` +
+  `${SEED_FUNCTIONS.map((fn) => `pg_catalog.has_function_privilege('${fn}', 'EXECUTE')`).join(' AND ')} as seedable`
+
+/** READABLE again, once onConnect ran (what it set is every reset's baseline). */
+const READABLE_SQL = `select ${READABLE} as readable`
+
+/** The text of a raw column. */
+function textOf(value: Uint8Array | null | undefined): string | undefined {
+  return value === null || value === undefined ? undefined : Buffer.from(value).toString('utf8')
+}
+
+/**
+ * Refuses a session postgres.js would misread values on: `readable` false (OPEN_SQL) or a
+ * DateStyle that is not ISO. The pool sends bytea_output and extra_float_digits as startup
+ * parameters, but a proxy (PgBouncer, which refuses them, or one that drops them) or onConnect
+ * leaves others; DateStyle it does not set (a startup parameter would replace the input order,
+ * DMY or MDY, the database chose too): refused, as PgJDBC does.
+ */
+function refuseUnreadable(readable: string | undefined, dateStyle: string | undefined): void {
+  if (readable === 'f') {
+    throw unreadableSettings(
+      "the session's bytea_output is not 'hex' or its extra_float_digits is below 1: postgres.js reads bytea " +
+        "in hex and floats at full precision only (set bytea_output = 'hex' and extra_float_digits = 1 on the " +
+        'database or role, and leave them in onConnect)',
+    )
+  }
+  if (dateStyle !== undefined && !/^\s*ISO\b/i.test(dateStyle)) {
+    throw unreadableSettings(
+      `the session's DateStyle is ${JSON.stringify(dateStyle)}: postgres.js reads dates in the ISO format only ` +
+        "(set DateStyle = 'ISO, DMY' or 'ISO, MDY' on the database or role, or give it in connection.connection)",
+    )
+  }
+}
 
 /** The lease that built a query (undefined for one the adapter did not build). */
 function ownerOf(query: AdapterQuery): QueryOwner | undefined {

@@ -63,6 +63,16 @@ const EQ = 'OPERATOR(pg_catalog.=)'
  * A seed for random() that no holder chose: 48 bits of a version 4 UUID (its first 12 hex digits,
  * all random; gen_random_uuid reads the server's strong random source), scaled into [0, 1).
  */
+/** The functions STRONG_SEED and the check run: the login must be allowed to (OPEN_SQL asks). */
+export const SEED_FUNCTIONS: readonly string[] = [
+  'pg_catalog.setseed(pg_catalog.float8)',
+  'pg_catalog.gen_random_uuid()',
+  'pg_catalog.uuid_send(pg_catalog.uuid)',
+  'pg_catalog.encode(pg_catalog.bytea, pg_catalog.text)',
+  'pg_catalog.substr(pg_catalog.text, pg_catalog.int4, pg_catalog.int4)',
+  'pg_catalog.textcat(pg_catalog.text, pg_catalog.text)',
+]
+
 const STRONG_SEED =
   `('x' OPERATOR(pg_catalog.||) pg_catalog.substr(pg_catalog.encode(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 'hex'), 1, 12))` +
   '::bit(48)::pg_catalog.int8::pg_catalog.float8 OPERATOR(pg_catalog./) 281474976710656'
@@ -84,13 +94,15 @@ const STRONG_SEED =
  *
  * Our own name among `kept` (a server session reused behind PgBouncer in session mode, from an
  * earlier connection of this process) is deallocated first: PREPARE would refuse the name.
+ * `seed` false (the login may not run SEED_FUNCTIONS: a database revoked EXECUTE on them) leaves
+ * random() as the holder left it: every reset would fail otherwise.
  */
-export function prepareResetCheck(kept: readonly KeptStatement[] = []): string {
+export function prepareResetCheck(kept: readonly KeptStatement[] = [], seed = true): string {
   const ours = `'${RESET_CHECK}'`
   const others = kept.filter((statement) => statement.name !== ours)
   const isKept = `${keyOf('s')} ${EQ} ANY (ARRAY[${others.map((statement) => statement.key).join(', ')}]::pg_catalog.text[])`
   const check =
-    `SELECT WHERE pg_catalog.setseed(${STRONG_SEED}) IS NULL OR pg_catalog.pg_advisory_unlock_all() IS NULL OR EXISTS (SELECT FROM pg_catalog.pg_prepared_statement() s ` +
+    `SELECT WHERE ${seed ? `pg_catalog.setseed(${STRONG_SEED}) IS NULL OR ` : ''}pg_catalog.pg_advisory_unlock_all() IS NULL OR EXISTS (SELECT FROM pg_catalog.pg_prepared_statement() s ` +
     `WHERE CASE WHEN s.name ${EQ} ${ours} THEN false ${others.length === 0 ? '' : `WHEN ${isKept} THEN false `}` +
     `ELSE 1 OPERATOR(pg_catalog./) (s.from_sql::int OPERATOR(pg_catalog.-) 1) ${EQ} 0 END)` +
     (others.length === 0

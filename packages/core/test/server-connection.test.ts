@@ -31,6 +31,8 @@ function fakeClient() {
       })
     },
     open: async () => {},
+    seedable: true,
+    checkSettings: async () => {},
     pid: 42,
     end: async (grace) => {
       calls.ends.push(grace)
