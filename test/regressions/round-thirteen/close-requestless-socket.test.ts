@@ -15,6 +15,7 @@
 // track the server's sockets ('connection' / 'request' events) and, once the server stopped
 // listening, destroy those with no request in flight (never carried one, or their last response
 // finished), beside closeIdleConnections().
+// Round thirteen: failed on 47cd02d (both servers, probe-storm); passes after 17975c0.
 import { connect, type Socket } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
 import pgPool from 'fastify-pg-pool'

@@ -17,6 +17,7 @@
 // only once the requests in flight (these reads) have ended. Suggested fix: stop the monitor's waits
 // in preClose (a closing app has no reason to wait for replay: send the read to the primary) or at
 // least in the closeTimeout timer, e.g. `closeTimer = setTimeout(() => { monitor?.stop(); ... })`.
+// Round thirteen: failed on 47cd02d (both servers, probe-storm); passes after 17975c0.
 import pgPoolCore from '@fastify-pg-pool/core'
 import Fastify, { type FastifyInstance } from 'fastify'
 import postgres from 'postgres'
