@@ -236,6 +236,30 @@ export function withCause<E extends Error>(error: E, cause: unknown): E {
   return error
 }
 
+/**
+ * Classes of SQLSTATE the server answers a connection's opening with (connection exceptions,
+ * authorization, an unknown database, too many connections, shutdown): their messages name no
+ * query parameter, and say what the log reader needs (PgBouncer's `no more connections allowed`).
+ */
+const openingClasses = new Set(['08', '28', '3D', '53', '57'])
+
+/**
+ * FST_PG_POOL_CONNECT_FAILED for a connection that could not open, its driver's detail (host,
+ * port, reason) as the cause: for logs, redacted, never in a client's body. A server error of a
+ * statement run while opening (onConnect's: a function that raises with its argument) is withheld
+ * like a statement's (loggedCause).
+ */
+export function connectFailure(error: unknown, redact: (text: string) => string): Error {
+  const code = (error as { code?: unknown } | null)?.code ?? 'unknown'
+  if (code === 'FST_PG_POOL_CONNECT_FAILED') return error as Error
+  const coded = new errors.FST_PG_POOL_CONNECT_FAILED()
+  if (isPostgresError(error) && !openingClasses.has(String(code).slice(0, 2))) return withCause(coded, error)
+  const message = error instanceof Error ? error.message : String(error)
+  const detail = Object.assign(new Error(redact(`${String(code)}: ${message}`)), { code })
+  Object.defineProperty(coded, 'cause', { value: detail, enumerable: false, configurable: true })
+  return coded
+}
+
 /** Adds Retry-After to the suite's retryable 503s (Fastify's error handler sends `error.headers`). */
 export function withRetryAfter<E>(error: E, retryAfter: number): E {
   const code = (error as { code?: unknown } | null)?.code

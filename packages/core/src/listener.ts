@@ -1,6 +1,7 @@
 import type * as PostgresTypes from 'postgres'
 import postgres from 'postgres'
 import type { Clock, TimerHandle } from './clock.js'
+import { connectFailure } from './error-mapping.js'
 import { errors } from './errors.js'
 import { invalidOption } from './option-kit.js'
 import { chainedCallbacks, closeConnections } from './postgres-adapter.js'
@@ -91,20 +92,6 @@ const SWEEP_EVERY_MS = 100
 /** postgres.js's backoff (seconds, from the attempt number, with jitter), capped. */
 function reconnectDelay(attempt: number): number {
   return (0.5 + Math.random() / 2) * Math.min(3 ** attempt / 100, RECONNECT_MAX_DELAY_S)
-}
-
-/**
- * FST_PG_POOL_CONNECT_FAILED, the driver's detail (host, port, reason: redacted) as its cause, as
- * the pool reports a connection it could not open: in logs, never in a client's body.
- */
-function connectFailed(error: unknown, redact: (text: string) => string): Error {
-  const code = (error as { code?: unknown } | null)?.code ?? 'unknown'
-  if (code === 'FST_PG_POOL_CONNECT_FAILED') return error as Error
-  const message = error instanceof Error ? error.message : String(error)
-  const detail = Object.assign(new Error(redact(`${String(code)}: ${message}`)), { code })
-  const coded = new errors.FST_PG_POOL_CONNECT_FAILED()
-  Object.defineProperty(coded, 'cause', { value: detail, enumerable: false, configurable: true })
-  return coded
 }
 
 function listenStatement(channel: string): string {
@@ -200,7 +187,7 @@ export class Listener {
       await this.#withinListenTimeout(entry.ready)
     } catch (error) {
       void this.#remove(channel, entry, subscription, false)
-      throw this.#closed ? new errors.FST_PG_POOL_CLOSED() : connectFailed(error, this.#settings.redact)
+      throw this.#closed ? new errors.FST_PG_POOL_CLOSED() : connectFailure(error, this.#settings.redact)
     }
     if (!this.#connected && !this.#wasConnected && this.#client !== undefined && !this.#resubscribing) {
       this.#connected = true

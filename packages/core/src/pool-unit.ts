@@ -3,8 +3,7 @@ import type * as postgres from 'postgres'
 import type { Clock } from './clock.js'
 import { type ConnectionBudget, readServerSlots } from './connection-budget.js'
 import { connectionFactory } from './connection-factory.js'
-import type { ErrorMapping } from './error-mapping.js'
-import { errors } from './errors.js'
+import { connectFailure, type ErrorMapping } from './error-mapping.js'
 import { Lease, type LeaseContext } from './lease.js'
 import type { ListenerStats } from './listener.js'
 import type { ResolvedConnection, ResolvedPoolOptions } from './options.js'
@@ -80,16 +79,7 @@ export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
     requirePrimary: settings.role === 'primary',
     leased: true,
   }
-  const connectError = (error: unknown): Error => {
-    if ((error as { code?: unknown } | null)?.code === 'FST_PG_POOL_CONNECT_FAILED') return error as Error
-    const code = (error as { code?: unknown } | null)?.code ?? 'unknown'
-    const message = error instanceof Error ? error.message : String(error)
-    // The driver's detail (host, port, reason) is the cause: in logs, never in a client's body.
-    const detail = Object.assign(new Error(redact(`${String(code)}: ${message}`)), { code })
-    const coded = new errors.FST_PG_POOL_CONNECT_FAILED()
-    Object.defineProperty(coded, 'cause', { value: detail, enumerable: false, configurable: true })
-    return coded
-  }
+  const connectError = (error: unknown): Error => connectFailure(error, redact)
 
   let budget: (() => ConnectionBudget) | undefined
   let view: PgPoolView | undefined

@@ -8,7 +8,7 @@ import type { Lsn } from './lsn.js'
 import { createLeaseDb } from './query-api.js'
 import type { ReadYourWrites } from './read-your-writes.js'
 import { gateRawResponse, type RawFailure, type RawGate } from './reply-gate.js'
-import { takeRefusedHeaders } from './reply-headers.js'
+import { takeUnwritable } from './reply-headers.js'
 import type { RouteSettingsCache } from './route-settings.js'
 import type { RequestDb } from './types.js'
 
@@ -616,7 +616,7 @@ export class RequestLeases {
           // Node refused to write the reply (a header value it cannot send): Fastify's hook runner
           // catches that only inside onSend. Here, once the database answered, it would be an
           // unhandled rejection and no reply: the error reply goes instead, without the header.
-          takeRefusedHeaders(reply)
+          takeUnwritable(reply)
           sendNow(thrown as Error)
         }
       }
@@ -699,7 +699,7 @@ export class RequestLeases {
       }
       // A reply Node cannot write (a header it refuses) is known before the COMMIT: the work is
       // rolled back (the error reply that goes instead passes here again, as an error).
-      const refused = mode === 'commit' ? takeRefusedHeaders(reply) : undefined
+      const refused = mode === 'commit' ? takeUnwritable(reply) : undefined
       if (refused !== undefined) return hookDone(refused)
       // The COMMIT before the first byte: a client never sees success for work not committed.
       leased[kEnded] = true
