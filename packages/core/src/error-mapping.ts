@@ -246,14 +246,18 @@ const openingClasses = new Set(['08', '28', '3D', '53', '57'])
 /**
  * FST_PG_POOL_CONNECT_FAILED for a connection that could not open, its driver's detail (host,
  * port, reason) as the cause: for logs, redacted, never in a client's body. A server error of a
- * statement run while opening (onConnect's: a function that raises with its argument) is withheld
- * like a statement's (loggedCause).
+ * statement run while opening (onConnect's: a function that raises with its argument, in any
+ * class) is withheld like a statement's (loggedCause).
  */
 export function connectFailure(error: unknown, redact: (text: string) => string): Error {
   const code = (error as { code?: unknown } | null)?.code ?? 'unknown'
   if (code === 'FST_PG_POOL_CONNECT_FAILED') return error as Error
   const coded = new errors.FST_PG_POOL_CONNECT_FAILED()
-  if (isPostgresError(error) && !openingClasses.has(String(code).slice(0, 2))) return withCause(coded, error)
+  // A function's `raise` carries its context (`where`), whatever SQLSTATE it chose.
+  const fromStatement =
+    isPostgresError(error) &&
+    (!openingClasses.has(String(code).slice(0, 2)) || (error as { where?: unknown }).where !== undefined)
+  if (fromStatement) return withCause(coded, error)
   const message = error instanceof Error ? error.message : String(error)
   const detail = Object.assign(new Error(redact(`${String(code)}: ${message}`)), { code })
   Object.defineProperty(coded, 'cause', { value: detail, enumerable: false, configurable: true })
