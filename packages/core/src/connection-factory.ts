@@ -1,7 +1,7 @@
 import type * as postgres from 'postgres'
 import type { Clock } from './clock.js'
 import type { ResolvedConnection, ResolvedPoolOptions } from './options.js'
-import { createServerClient } from './postgres-adapter.js'
+import { createServerClient, type RawRow, rawText } from './postgres-adapter.js'
 import { type CloseReason, type PoolConnection, ServerConnection } from './server-connection.js'
 import {
   AS_LOGIN_SQL,
@@ -156,8 +156,9 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
         ? connected
         : connected.then(async () => {
             // By position: an app's column transform would rename the column.
-            const [row] = await client.sql.unsafe(IN_RECOVERY_SQL).values()
-            if (row?.[0] !== false) {
+            // Raw: the app's parsers (a bool read as 0/1) must not make a primary a standby.
+            const [row] = (await client.sql.unsafe(IN_RECOVERY_SQL).raw()) as unknown as RawRow[]
+            if (rawText(row?.[0]) !== 'f') {
               throw Object.assign(new Error(`${server.host}:${server.port} is in recovery (a standby)`), {
                 code: NOT_PRIMARY,
               })

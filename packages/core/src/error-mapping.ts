@@ -238,10 +238,19 @@ export function withCause<E extends Error>(error: E, cause: unknown): E {
 
 /**
  * Classes of SQLSTATE the server answers a connection's opening with (connection exceptions,
- * authorization, an unknown database, too many connections, shutdown): their messages name no
- * query parameter, and say what the log reader needs (PgBouncer's `no more connections allowed`).
+ * authorization, an unknown database, too many connections, shutdown), and the server's source
+ * files that refuse a login (permission denied for a database, one not accepting connections):
+ * their messages name no query parameter, and say what the log reader needs (PgBouncer's `no more
+ * connections allowed`).
  */
 const openingClasses = new Set(['08', '28', '3D', '53', '57'])
+const loginFiles = new Set(['postinit.c', 'auth.c', 'hba.c', 'miscinit.c'])
+
+/** A refused login, not a statement's error: a function's raise has a context (`where`), whatever SQLSTATE it chose. */
+function isLoginRefusal(error: PostgresTypes.PostgresError): boolean {
+  if (error.where !== undefined) return false
+  return openingClasses.has(String(error.code).slice(0, 2)) || loginFiles.has(String(error.file))
+}
 
 /**
  * FST_PG_POOL_CONNECT_FAILED for a connection that could not open, its driver's detail (host,
@@ -253,10 +262,7 @@ export function connectFailure(error: unknown, redact: (text: string) => string)
   const code = (error as { code?: unknown } | null)?.code ?? 'unknown'
   if (code === 'FST_PG_POOL_CONNECT_FAILED') return error as Error
   const coded = new errors.FST_PG_POOL_CONNECT_FAILED()
-  // A function's `raise` carries its context (`where`), whatever SQLSTATE it chose.
-  const fromStatement =
-    isPostgresError(error) &&
-    (!openingClasses.has(String(code).slice(0, 2)) || (error as { where?: unknown }).where !== undefined)
+  const fromStatement = isPostgresError(error) && !isLoginRefusal(error)
   if (fromStatement) return withCause(coded, error)
   const message = error instanceof Error ? error.message : String(error)
   const detail = Object.assign(new Error(redact(`${String(code)}: ${message}`)), { code })

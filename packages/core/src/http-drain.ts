@@ -11,9 +11,10 @@ const IDLE_CLOSE_EVERY_MS = 50
  * ends later would hold the server open until keepAliveTimeout (72 s in Fastify);
  * closeIdleConnections() skips a connection that has not carried a request yet (a browser's
  * preconnect, a load balancer's warm connection), which the client may hold open for good: those
- * are tracked here, from their first byte to their first request, and closed too.
+ * are tracked here, from their opening to their first request, and closed too while no byte of a
+ * request has come. One per server, whichever instances of the core register on it (drainOf).
  */
-export class HttpDrain {
+class HttpDrain {
   readonly #server: Server & { closeIdleConnections?: () => void }
   /** Connections that have not carried a request yet. */
   readonly #unused = new Set<Socket>()
@@ -28,9 +29,13 @@ export class HttpDrain {
       this.#unused.add(socket)
       socket.once('close', () => this.#unused.delete(socket))
     })
-    server.on('request', (request: { socket: Socket }) => {
+    // A request, an upgrade (a WebSocket) or a CONNECT: the connection carries something.
+    const used = (request: { socket: Socket }) => {
       this.#unused.delete(request.socket)
-    })
+    }
+    server.on('request', used)
+    server.on('upgrade', used)
+    server.on('connect', used)
   }
 
   /** From preClose on: each connection closes once it is idle and the server stopped listening. */
@@ -39,11 +44,24 @@ export class HttpDrain {
     this.#timer = setInterval(() => {
       if (this.#server.listening) return
       this.#server.closeIdleConnections?.()
-      for (const socket of this.#unused) socket.destroy()
+      // Not one whose first request is on its way (bytes read, no request yet): Node answers it.
+      for (const socket of this.#unused) if (socket.bytesRead === 0) socket.destroy()
     }, IDLE_CLOSE_EVERY_MS).unref()
   }
 
   stop(): void {
     clearInterval(this.#timer)
   }
+}
+
+const drains = new WeakMap<Server, HttpDrain>()
+
+/** The server's drain: one per server, shared by the instances of the core registered on it. */
+export function drainOf(server: Server): HttpDrain {
+  let drain = drains.get(server)
+  if (drain === undefined) {
+    drain = new HttpDrain(server)
+    drains.set(server, drain)
+  }
+  return drain
 }

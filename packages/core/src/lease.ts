@@ -26,6 +26,8 @@ import {
   preparedAnew,
   type QueryOwner,
   queryText,
+  type RawRow,
+  rawText,
   resultOf,
   resumeFailedCopy,
   type TrackedQuery,
@@ -322,11 +324,12 @@ export class Lease implements Holder, QueryOwner {
     }
     return this.#internal(LEFT_OPEN_PROBE).then(
       (rows) => {
-        const [row] = rows as { in_block?: unknown; wrote?: unknown }[]
+        const [row] = rows as RawRow[]
+        const inBlock = rawText(row?.[0]) !== 'f'
         // A block that wrote nothing loses nothing (`COMMIT AND CHAIN`, `commit; begin`: what came
         // before committed): rolled back all the same, the reply is left as it is.
-        found(row?.in_block !== false)
-        return row?.in_block !== false && row?.wrote !== false
+        found(inBlock)
+        return inBlock && rawText(row?.[1]) !== 'f'
       },
       () => found(true),
     )
@@ -894,9 +897,7 @@ export class Lease implements Holder, QueryOwner {
     if (this.#blockCheck !== undefined || this.#endedInSql !== undefined || this.#mode !== undefined || !conn.usable) {
       return
     }
-    const query = this.query([SHARED_BLOCK_PROBE], [], { simple: true, prepare: false }, after.setup)
-    query.internal = true
-    query.executed = true
+    const query = this.#ownQuery(SHARED_BLOCK_PROBE, after.setup)
     this.#blockCheck = { query, what, block: this.#openBlock, held: [] }
     this.dispatch(query)
     Promise.prototype.then.call(query, undefined, () => {})
@@ -910,11 +911,11 @@ export class Lease implements Holder, QueryOwner {
   #blockChecked(value: unknown, error: unknown): void {
     const check = this.#blockCheck as BlockCheck
     this.#blockCheck = undefined
-    const [row] = (error === undefined ? value : []) as Record<string, unknown>[]
-    // By position: the app's column transforms apply to the pool's statements too. About a block
-    // that has ended since (its callback threw, its ROLLBACK sent behind the question): nothing.
+    const [row] = (error === undefined ? value : []) as RawRow[]
+    // Raw (#ownQuery). About a block that has ended since (its callback threw, its ROLLBACK sent
+    // behind the question): nothing.
     const current = this.#routeTransaction || (this.#openBlock !== undefined && this.#openBlock === check.block)
-    if (current && row !== undefined && Object.values(row)[0] === false) {
+    if (current && rawText(row?.[0]) === 'f') {
       this.#endedInSql ??= new errors.FST_PG_POOL_TRANSACTION_ENDED(check.what)
     }
     // The question lost its connection: postgres.js tells us inside its own close, before the
@@ -1087,10 +1088,8 @@ export class Lease implements Holder, QueryOwner {
     // Every holder's reply waits for it (#probeAnswered resolves it): their statements may be in the block.
     conn.sharedProbe = previous === undefined ? probe : Promise.all([previous, probe]).then(() => {})
     this.#probeDone = answered
-    const query = this.query([SHARED_BLOCK_PROBE], [], { simple: true, prepare: false })
-    query.internal = true
+    const query = this.#ownQuery(SHARED_BLOCK_PROBE)
     query.final = true
-    query.executed = true
     this.#probe = query
     this.dispatch(query)
     Promise.prototype.then.call(query, undefined, () => {})
@@ -1110,10 +1109,10 @@ export class Lease implements Holder, QueryOwner {
   #probeAnswered(conn: PoolConnection, value: unknown, error: unknown): void {
     this.#probe = undefined
     conn.sharingPaused--
-    const [row] = (error === undefined ? value : []) as Record<string, unknown>[]
+    const [row] = (error === undefined ? value : []) as RawRow[]
     // A failure answers nothing (25P02: a failed block; anything else, the session is not known
-    // to be clean): taken as a block.
-    const inBlock = error !== undefined || (row !== undefined && Object.values(row)[0] === true)
+    // to be clean): taken as a block. Raw (#ownQuery).
+    const inBlock = error !== undefined || rawText(row?.[0]) === 't'
     if (inBlock && this.#openedShared === undefined) this.#breakShared(conn)
     else if (conn.sharingPaused === 0 && conn.usable) this.#ctx.pool.sharingResumed(conn)
     if (conn.sharingPaused === 0) conn.sharedProbe = undefined
@@ -1294,12 +1293,23 @@ export class Lease implements Holder, QueryOwner {
    * `final`: the route transaction's end, the one statement allowed after the holder finished.
    */
   #internal(text: string, final = false, setup = false): Promise<unknown> {
-    const query = this.query([text], [], { simple: true, prepare: false }, setup)
-    query.internal = true
+    const query = this.#ownQuery(text, setup)
     query.final = final
-    query.executed = true
     this.dispatch(query)
     return Promise.prototype.then.call(query, (x: unknown) => x) as Promise<unknown>
+  }
+
+  /**
+   * A statement of the pool's own, read raw (rows of bytes by position: rawText): the app's
+   * parsers (`types`, a bool read as 0/1) and column transforms (`postgres.pascal`) apply to every
+   * statement of the connection, and must not change what the pool reads.
+   */
+  #ownQuery(text: string, setup = false): TrackedQuery {
+    const query = this.query([text], [], { simple: true, prepare: false }, setup)
+    ;(query as unknown as { raw(): unknown }).raw()
+    query.internal = true
+    query.executed = true
+    return query
   }
 
   /** Returns the connection: at once when nothing has to run on it first. */

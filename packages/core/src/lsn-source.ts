@@ -3,7 +3,7 @@ import type { Clock } from './clock.js'
 import type { Lsn } from './lsn.js'
 import { parseLsn } from './lsn.js'
 import type { ResolvedConnection } from './options.js'
-import { createServerClient, type ServerClient } from './postgres-adapter.js'
+import { createServerClient, rawText, type ServerClient } from './postgres-adapter.js'
 import type { LsnSource } from './replica-monitor.js'
 
 /** A sample that takes longer than this fails: a frozen server must not stall monitoring. */
@@ -59,7 +59,9 @@ class MonitorConnection {
     let timer: object | undefined
     try {
       return await Promise.race([
-        client.sql.unsafe(text) as unknown as Promise<T[]>,
+        // Raw: the app's parsers (its connection options are the monitor's too) must not change
+        // what a sample reads (a bool read as 0/1 made every standby 'not a standby').
+        client.sql.unsafe(text).raw() as unknown as Promise<T[]>,
         new Promise<never>((_, reject) => {
           timer = this.#clock.setTimeout(
             () => reject(Object.assign(new Error('no answer'), { code: 'SAMPLE_TIMEOUT' })),
@@ -103,7 +105,7 @@ export class ServerLsnSource implements LsnSource {
 
   async primary(): Promise<Lsn> {
     const [row] = await this.#primary.query<Record<string, unknown>>(PRIMARY_SQL)
-    const lsn = parseLsn(firstValues(row, 1)[0])
+    const lsn = parseLsn(rawText(firstValues(row, 1)[0]))
     if (lsn === undefined) throw Object.assign(new Error('the primary is in recovery'), { code: 'NOT_PRIMARY' })
     return lsn
   }
@@ -112,11 +114,12 @@ export class ServerLsnSource implements LsnSource {
     const monitor = this.#replicas[index]
     if (monitor === undefined) throw new Error(`no replica ${index}`)
     const [row] = await monitor.query<Record<string, unknown>>(REPLICA_SQL)
-    const [replay, recovery, age] = firstValues(row, 3)
+    const [replay, recovery, age] = firstValues(row, 3).map(rawText)
+    const seconds = age === undefined ? Number.NaN : Number(age)
     return {
       replay: parseLsn(replay) ?? 0n,
-      replayAgeSeconds: typeof age === 'number' ? age : null,
-      inRecovery: recovery === true,
+      replayAgeSeconds: Number.isFinite(seconds) ? seconds : null,
+      inRecovery: recovery === 't',
     }
   }
 

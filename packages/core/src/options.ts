@@ -533,6 +533,17 @@ function copiedObject(value: unknown, depth: number): unknown {
   )
 }
 
+/**
+ * A parsed URL: Node's `URL`, or another WHATWG URL class (whatwg-url's, another realm's), whose
+ * getters read as options would name no database and no TLS mode.
+ */
+function isUrlObject(value: unknown): value is { href: string } {
+  if (value instanceof URL) return true
+  if (typeof value !== 'object' || value === null) return false
+  const { href, protocol } = value as { href?: unknown; protocol?: unknown }
+  return typeof href === 'string' && typeof protocol === 'string' && /^postgres(ql)?:$/i.test(protocol)
+}
+
 /** A TCP port: postgres.js would throw it from a timer (ERR_SOCKET_BAD_PORT), ending the process. */
 function checkPort(name: string, port: unknown): void {
   if (port === undefined || port === null) return
@@ -654,7 +665,7 @@ export function resolveConnection(
   // No connection given: DATABASE_URL, then the PG* variables (postgres.js reads those).
   // A parsed URL (`new URL(process.env.DATABASE_URL)`) is the URL it holds: read as an options
   // object, its getters named no database and no TLS mode.
-  let given = connection instanceof URL ? connection.href : (connection ?? (env.DATABASE_URL || undefined))
+  let given = isUrlObject(connection) ? connection.href : (connection ?? (env.DATABASE_URL || undefined))
   let hosts: { host: string; port: number }[] = []
   if (typeof given === 'string') {
     let parsed: URL

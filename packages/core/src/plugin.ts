@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastif
 import fp from 'fastify-plugin'
 import { systemClock } from './clock.js'
 import { defaultErrorMapping, type ErrorMapping } from './error-mapping.js'
-import { HttpDrain } from './http-drain.js'
+import { drainOf } from './http-drain.js'
 import { type Instance, Instances } from './instances.js'
 import { Lease, type LeaseContext } from './lease.js'
 import { Listener } from './listener.js'
@@ -430,7 +430,7 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
   // stops accepting connections, HTTP/1.1 connections close as they turn idle (HttpDrain).
   let closeTimer: NodeJS.Timeout | undefined
   let closeDeadline = Number.POSITIVE_INFINITY
-  const drain = new HttpDrain(app.server)
+  const drain = drainOf(app.server)
   app.addHook('preClose', (done) => {
     closeDeadline = performance.now() + options.closeTimeout
     closeTimer = setTimeout(() => {

@@ -406,10 +406,24 @@ function guardClientCode(options: TypeOptions, appTypes: unknown): void {
     }
   }
   const transform = options.transform as Record<string, { from?: unknown } | undefined>
-  for (const kind of ['column', 'value', 'row']) {
+  for (const kind of ['column', 'value']) {
     const side = transform[kind]
     if (typeof side?.from === 'function') side.from = guardAppCode(side.from as never)
   }
+  const row = transform.row
+  if (typeof row?.from === 'function') {
+    // postgres.js applies a row transform to raw rows too: the pool reads its own statements raw
+    // (rawText), and a transform that renames keys or drops nulls must not change them. A raw row
+    // (bytes or nulls by position) passes unchanged, the app's own `.raw()` rows included.
+    const guarded = guardAppCode(row.from as never) as (this: unknown, value: unknown) => unknown
+    row.from = function (this: unknown, value: unknown) {
+      return isRawRow(value) ? value : guarded.call(this, value)
+    }
+  }
+}
+
+function isRawRow(value: unknown): boolean {
+  return Array.isArray(value) && value.every((column) => column === null || column instanceof Uint8Array)
 }
 
 function endRejected(query: TrackedQuery, error: unknown): void {
@@ -883,15 +897,20 @@ export function createServerClient(settings: ClientSettings): ServerClient {
       // Raw, by position: out of reach of the app's parsers and column and value transforms.
       const query = sql.unsafe(OPEN_SQL).raw()
       const [row] = (await query) as unknown as (Uint8Array | null)[][]
-      pid = Number(textOf(row?.[0])) || 0
+      pid = Number(rawText(row?.[0])) || 0
       backend = (query as unknown as { state: BackendKey | null }).state ?? undefined
-      seedable = textOf(row?.[2]) === 't'
-      refuseUnreadable(textOf(row?.[1]), sql.parameters.DateStyle)
+      seedable = rawText(row?.[2]) === 't'
+      refuseUnreadable(rawText(row?.[1]), sql.parameters.DateStyle)
       if (arrayTypes === undefined || !fetchTypes) return
       // The oids are the server's: loaded once per pool, installed on every connection.
       if (Object.keys(arrayTypes).length === 0) {
-        const rows = (await sql.unsafe(ARRAY_TYPES_SQL).values()) as unknown as (number | null)[][]
-        for (const [oid, typarray] of rows) if (oid && typarray) arrayTypes[oid] = typarray
+        // Raw: out of reach of the app's parsers and transforms.
+        const rows = (await sql.unsafe(ARRAY_TYPES_SQL).raw()) as unknown as RawRow[]
+        for (const [oid, typarray] of rows) {
+          const key = Number(rawText(oid))
+          const value = Number(rawText(typarray))
+          if (key && value) arrayTypes[key] = value
+        }
       }
       installArrayTypes(sql.options as unknown as TypeOptions, arrayTypes)
     },
@@ -900,7 +919,7 @@ export function createServerClient(settings: ClientSettings): ServerClient {
     },
     async checkSettings() {
       const [row] = (await sql.unsafe(READABLE_SQL).raw()) as unknown as (Uint8Array | null)[][]
-      refuseUnreadable(textOf(row?.[0]), sql.parameters.DateStyle)
+      refuseUnreadable(rawText(row?.[0]), sql.parameters.DateStyle)
     },
     end: (graceSeconds) => {
       // Never handed to postgres.js: they fail as its own pending queries do.
@@ -923,8 +942,9 @@ function unreadableSettings(message: string): Error {
   return Object.assign(new Error(message), { code: UNREADABLE_SETTINGS })
 }
 
-/** Whether bytea_output and extra_float_digits are what postgres.js reads values with. */
+/** Whether client_encoding, bytea_output and extra_float_digits are what postgres.js reads values with. */
 const READABLE =
+  "pg_catalog.current_setting('client_encoding') OPERATOR(pg_catalog.=) 'UTF8' AND " +
   "pg_catalog.current_setting('bytea_output') OPERATOR(pg_catalog.=) 'hex' AND " +
   "pg_catalog.current_setting('extra_float_digits')::pg_catalog.int4 OPERATOR(pg_catalog.>=) 1"
 
@@ -940,9 +960,17 @@ export const OPEN_SQL =
 /** READABLE again, once onConnect ran (what it set is every reset's baseline). */
 const READABLE_SQL = `select ${READABLE} as readable`
 
-/** The text of a raw column. */
-function textOf(value: Uint8Array | null | undefined): string | undefined {
-  return value === null || value === undefined ? undefined : Buffer.from(value).toString('utf8')
+/** A row of a query read with `.raw()`: each column's bytes by position (null for SQL null). */
+export type RawRow = readonly (Uint8Array | null)[]
+
+/**
+ * The text of a raw column (`'t'`/`'f'` for a bool): what the pool reads its own statements by,
+ * out of reach of the app's parsers and column transforms.
+ */
+export function rawText(value: unknown): string | undefined {
+  return value instanceof Uint8Array
+    ? Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('utf8')
+    : undefined
 }
 
 /**
@@ -955,9 +983,9 @@ function textOf(value: Uint8Array | null | undefined): string | undefined {
 function refuseUnreadable(readable: string | undefined, dateStyle: string | undefined): void {
   if (readable === 'f') {
     throw unreadableSettings(
-      "the session's bytea_output is not 'hex' or its extra_float_digits is below 1: postgres.js reads bytea " +
-        "in hex and floats at full precision only (set bytea_output = 'hex' and extra_float_digits = 1 on the " +
-        'database or role, and leave them in onConnect)',
+      "the session's client_encoding is not UTF8, its bytea_output not 'hex' or its extra_float_digits below 1: " +
+        'postgres.js reads text as UTF-8, bytea in hex and floats at full precision only (leave client_encoding, ' +
+        "set bytea_output = 'hex' and extra_float_digits = 1 on the database or role, and leave them in onConnect)",
     )
   }
   if (dateStyle !== undefined && !/^\s*ISO\b/i.test(dateStyle)) {

@@ -1,8 +1,17 @@
 import { validateHeaderName, validateHeaderValue } from 'node:http'
 import type { FastifyReply } from 'fastify'
 
-/** Headers HTTP/2 forbids (connection-specific): Node throws writing any of them there. */
-const http2Forbidden = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade'])
+/**
+ * Headers HTTP/2 forbids (connection-specific), which Node throws on writing there (its
+ * compatibility layer drops `connection` with a warning instead); `te` only with another value
+ * than `trailers`.
+ */
+const http2Forbidden = new Set(['keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings'])
+
+function http2Refuses(name: string, value: unknown): boolean {
+  const lower = name.toLowerCase()
+  return http2Forbidden.has(lower) || (lower === 'te' && String(value).toLowerCase() !== 'trailers')
+}
 
 /**
  * The error Node would throw writing the reply's head, with what caused it taken off the reply, or
@@ -18,7 +27,9 @@ export function takeUnwritable(reply: FastifyReply): Error | undefined {
   const raw = reply.raw as { statusCode?: unknown; statusMessage?: unknown; stream?: unknown }
   const http2 = raw.stream !== undefined
   const status = raw.statusCode
-  if (typeof status !== 'number' || !Number.isInteger(status) || status < 100 || status > 999) {
+  // As Node reads it (`statusCode |= 0`): 200.5 is a 200.
+  const code = typeof status === 'number' ? status | 0 : Number.NaN
+  if (!(code >= 100 && code <= 999)) {
     refusal = Object.assign(new RangeError(`Invalid status code: ${String(status)}`), {
       code: 'ERR_HTTP_INVALID_STATUS_CODE',
     })
@@ -30,11 +41,14 @@ export function takeUnwritable(reply: FastifyReply): Error | undefined {
   }
   for (const [name, value] of Object.entries(reply.getHeaders())) {
     try {
-      validateHeaderName(name)
-      for (const one of Array.isArray(value) ? value : [value]) {
-        if (one !== undefined) validateHeaderValue(name, String(one))
-      }
-      if (http2 && http2Forbidden.has(name.toLowerCase())) {
+      // HTTP/1's rules: over HTTP/2, Node takes any value (a name past Latin-1 in
+      // content-disposition) and refuses connection-specific headers instead.
+      if (!http2) {
+        validateHeaderName(name)
+        for (const one of Array.isArray(value) ? value : [value]) {
+          if (one !== undefined) validateHeaderValue(name, String(one))
+        }
+      } else if (http2Refuses(name, value)) {
         throw Object.assign(new TypeError(`HTTP/2 connection-specific header: ${name}`), {
           code: 'ERR_HTTP2_INVALID_CONNECTION_HEADERS',
         })

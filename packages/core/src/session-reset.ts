@@ -71,6 +71,11 @@ export const SEED_FUNCTIONS: readonly string[] = [
   'pg_catalog.encode(pg_catalog.bytea, pg_catalog.text)',
   'pg_catalog.substr(pg_catalog.text, pg_catalog.int4, pg_catalog.int4)',
   'pg_catalog.textcat(pg_catalog.text, pg_catalog.text)',
+  // The casts and the division the expression runs too.
+  'pg_catalog.bit(bit, integer, boolean)',
+  'pg_catalog.int8(bit)',
+  'pg_catalog.float8(bigint)',
+  'pg_catalog.float8div(double precision, double precision)',
 ]
 
 const STRONG_SEED =

@@ -8,12 +8,17 @@ import { type Lsn, parseLsn } from './lsn.js'
 /** The position a transaction's commit record is written at or before (read-your-writes). */
 export const CURRENT_LSN_SQL = 'SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text AS lsn'
 
-/** The position in CURRENT_LSN_SQL's one column, whatever an app's column transform named it. */
+/**
+ * The position in CURRENT_LSN_SQL's one column: read raw (its bytes, out of reach of the app's
+ * parsers), or by position whatever an app's column transform named it.
+ */
 export function lsnOf(rows: unknown): Lsn | undefined {
   const row = (rows as unknown[] | undefined)?.[0]
   if (row === null || typeof row !== 'object') return undefined
   const values = Object.values(row)
-  return values.length === 1 ? parseLsn(values[0]) : undefined
+  if (values.length !== 1) return undefined
+  const value = values[0]
+  return parseLsn(value instanceof Uint8Array ? Buffer.from(value).toString('utf8') : value)
 }
 
 /**
