@@ -893,10 +893,9 @@ export function createServerClient(settings: ClientSettings): ServerClient {
       Promise.prototype.then.call(query, undefined, () => {})
     },
     async open(arrayTypes) {
-      // By position (values()), here and below: an app's column transform would rename the columns.
-      // Raw, by position: out of reach of the app's parsers and column and value transforms.
+      // Raw, by position, here and below: out of reach of the app's parsers and transforms.
       const query = sql.unsafe(OPEN_SQL).raw()
-      const [row] = (await query) as unknown as (Uint8Array | null)[][]
+      const [row] = (await query) as unknown as RawRow[]
       pid = Number(rawText(row?.[0])) || 0
       backend = (query as unknown as { state: BackendKey | null }).state ?? undefined
       seedable = rawText(row?.[2]) === 't'
@@ -904,7 +903,6 @@ export function createServerClient(settings: ClientSettings): ServerClient {
       if (arrayTypes === undefined || !fetchTypes) return
       // The oids are the server's: loaded once per pool, installed on every connection.
       if (Object.keys(arrayTypes).length === 0) {
-        // Raw: out of reach of the app's parsers and transforms.
         const rows = (await sql.unsafe(ARRAY_TYPES_SQL).raw()) as unknown as RawRow[]
         for (const [oid, typarray] of rows) {
           const key = Number(rawText(oid))
@@ -918,7 +916,7 @@ export function createServerClient(settings: ClientSettings): ServerClient {
       return seedable
     },
     async checkSettings() {
-      const [row] = (await sql.unsafe(READABLE_SQL).raw()) as unknown as (Uint8Array | null)[][]
+      const [row] = (await sql.unsafe(READABLE_SQL).raw()) as unknown as RawRow[]
       refuseUnreadable(rawText(row?.[0]), sql.parameters.DateStyle)
     },
     end: (graceSeconds) => {
@@ -933,8 +931,8 @@ export function createServerClient(settings: ClientSettings): ServerClient {
 
 /**
  * The code of an opening refused because the server's settings would make postgres.js misread
- * values (open()): a DateStyle that is not ISO, bytea_output other than hex, extra_float_digits
- * below 1.
+ * values (open()): a DateStyle that is not ISO, client_encoding other than UTF8, bytea_output other
+ * than hex, extra_float_digits below 1.
  */
 export const UNREADABLE_SETTINGS = 'UNREADABLE_SETTINGS'
 

@@ -129,7 +129,8 @@ const TOO_MANY_CONNECTIONS = '53300'
 /**
  * `open`: the pool's open connections. The ping opens a connection of its own: refused for want of
  * a slot (53300, or PgBouncer's 08P01 "no more connections allowed" at max_client_conn) while the
- * pool holds connections, the database answers and the pool serves, so readiness only warns (every replica at its limit would otherwise leave the load balancer at once).
+ * pool holds connections, the database answers and the pool serves, so readiness only warns (every
+ * replica at its limit would otherwise leave the load balancer at once).
  */
 export function responseTimeCheck(
   ping: PingResult,
