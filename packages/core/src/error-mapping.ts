@@ -213,6 +213,12 @@ export interface FailureContext {
   readonly aborted: boolean
   /** The pool is closing. */
   readonly closing: boolean
+  /**
+   * The statement was the holder's own, sent outside any transaction the pool opened (a route
+   * transaction, a begin() block): it commits on its own, so lost with its answer it may have run
+   * and committed (an in-doubt commit), which a lost connection's error then says.
+   */
+  readonly autocommit?: boolean
 }
 
 export interface SurfaceSettings {
@@ -304,7 +310,14 @@ export function surfaceError(error: unknown, context: FailureContext, settings: 
   } else if (isConnectionError(error)) {
     out = context.aborted
       ? withCause(context.closing ? new errors.FST_PG_POOL_CLOSED() : new errors.FST_PG_POOL_ABORTED(), error)
-      : withCause(new errors.FST_PG_POOL_CONNECTION_LOST(String(code)), error)
+      : withCause(
+          new errors.FST_PG_POOL_CONNECTION_LOST(
+            context.autocommit === true
+              ? `${String(code)}; the statement was sent outside a transaction and may have run and committed: retry only an idempotent request`
+              : String(code),
+          ),
+          error,
+        )
   } else if ((code === QUERY_CANCELED || code === IN_FAILED_TRANSACTION) && context.aborted) {
     // Cancelled by the pool itself (client gone, handlerTimeout, close past closeTimeout), or sent
     // behind the cancelled statement in a route transaction, which the cancel aborted.

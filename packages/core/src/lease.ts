@@ -4,6 +4,7 @@ import type { Clock, TimerHandle } from './clock.js'
 import { commitFailure, commitLost } from './commit-outcome.js'
 import { channels, type QueryMessage, type TransactionMessage, type TransactionOutcome } from './diagnostics.js'
 import {
+  type FailureContext,
   isConnectionError,
   isPostgresError,
   type SurfaceSettings,
@@ -758,15 +759,24 @@ export class Lease implements Holder, QueryOwner {
     channels.queryStart.publish(message)
   }
 
-  /** QueryOwner: an error on a COPY stream of this lease's, surfaced like a statement's. */
-  streamError(_query: TrackedQuery, error: Error): Error {
-    if (!isConnectionError(error) && !isPostgresError(error)) return error
-    const context = {
-      closeReason: this.#conn?.closeReason,
+  /**
+   * What the lease knows of a failed statement. Autocommit: the holder's own statement outside a
+   * transaction the pool opened (a block of the holder's SQL counts as none: the statement lost may
+   * be its COMMIT).
+   */
+  #failureContext(query: TrackedQuery, conn: PoolConnection | undefined): FailureContext {
+    return {
+      closeReason: conn?.closeReason,
       aborted: this.#mode === 'abort',
       closing: !this.#ctx.pool.stats().accepting,
+      autocommit: !query.internal && !this.#routeTransaction && !this.#block,
     }
-    return surfaceError(error, context, this.#ctx.surface) as Error
+  }
+
+  /** QueryOwner: an error on a COPY stream of this lease's, surfaced like a statement's. */
+  streamError(query: TrackedQuery, error: Error): Error {
+    if (!isConnectionError(error) && !isPostgresError(error)) return error
+    return surfaceError(error, this.#failureContext(query, this.#conn), this.#ctx.surface) as Error
   }
 
   /** QueryOwner: a statement of this lease ended; returns the error its caller should see. */
@@ -842,11 +852,7 @@ export class Lease implements Holder, QueryOwner {
       if (!query.internal && (this.#routeTransaction || this.#block) && conn !== undefined) {
         this.#checkBlock(conn, query, 'a COMMIT or PREPARE TRANSACTION that failed')
       }
-      out = surfaceError(
-        error,
-        { closeReason: conn?.closeReason, aborted: this.#mode === 'abort', closing: !this.#ctx.pool.stats().accepting },
-        this.#ctx.surface,
-      )
+      out = surfaceError(error, this.#failureContext(query, conn), this.#ctx.surface)
     }
     if (this.pipelined && !query.internal && this.#openedShared === undefined && conn !== undefined) {
       // A transaction block on a shared session (SQL a pipelined route should not run): known by
