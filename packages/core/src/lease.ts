@@ -174,6 +174,12 @@ export class Lease implements Holder, QueryOwner {
   /** The holder's statements waiting for onLease to finish. */
   #held: TrackedQuery[] | undefined
   /**
+   * The async context a statement was sent in, when it had to wait before going to the server
+   * (no connection yet, onLease preparing it, a block check): its start is published there, so
+   * that its span is a child of the span its caller had open, not of whichever sent it on.
+   */
+  #sentFrom: WeakMap<TrackedQuery, (fn: () => void) => void> | undefined
+  /**
    * Statements waiting for the holder's statement on the server to end: outside a transaction
    * a holder has one statement at a time there (see #oneAtATime), and whatever comes after a
    * waiting one waits too, so that statements run in the order they were sent.
@@ -451,6 +457,7 @@ export class Lease implements Holder, QueryOwner {
       if (this.#blockCheck !== undefined) {
         // Whether a statement of the holder's ended the block is being asked: it waits.
         this.#blockCheck.held.push(query)
+        this.#deferredFrom(query)
         return
       }
     }
@@ -464,6 +471,7 @@ export class Lease implements Holder, QueryOwner {
     }
     this.#pending ??= []
     this.#pending.push(query)
+    this.#deferredFrom(query)
     if (!this.#waiting && !this.#choosing) this.#acquire()
   }
 
@@ -669,6 +677,7 @@ export class Lease implements Holder, QueryOwner {
     if (this.#preparing && !query.setup) {
       this.#held ??= []
       this.#held.push(query)
+      this.#deferredFrom(query)
     } else if (this.#queued !== undefined || (!query.internal && this.#holderRunning > 0 && this.#oneAtATime)) {
       this.#queued ??= []
       // Sent later from another statement's end: in its caller's async context, where tracers
@@ -739,8 +748,21 @@ export class Lease implements Holder, QueryOwner {
     // request's: in a failed block it fails (25P02), which tracing and metrics would count.
     // A statement sent again on another connection (reroute) keeps the message of its first send:
     // one statement, one start and one end for a tracer.
-    if (channels.queryStart.hasSubscribers && query !== this.#blockCheck?.query && query.observed === undefined)
+    // The same question asked of a pipelined route's shared session (#probeSharedBlock) neither.
+    if (
+      channels.queryStart.hasSubscribers &&
+      query !== this.#blockCheck?.query &&
+      query !== this.#probe &&
+      query.observed === undefined
+    )
       this.#publishStart(query)
+  }
+
+  /** Keeps the caller's async context of a statement that waits before it is sent (#sentFrom). */
+  #deferredFrom(query: TrackedQuery): void {
+    if (query.internal || !channels.queryStart.hasSubscribers || this.#sentFrom?.has(query)) return
+    this.#sentFrom ??= new WeakMap()
+    this.#sentFrom.set(query, AsyncLocalStorage.snapshot())
   }
 
   #publishStart(query: TrackedQuery): void {
@@ -756,7 +778,9 @@ export class Lease implements Holder, QueryOwner {
       error: undefined,
     }
     query.observed = message
-    channels.queryStart.publish(message)
+    const resume = this.#sentFrom?.get(query)
+    if (resume === undefined) channels.queryStart.publish(message)
+    else resume(() => channels.queryStart.publish(message))
   }
 
   /**
@@ -1157,8 +1181,13 @@ export class Lease implements Holder, QueryOwner {
       if (this.pipelined) this.#ctx.pool.countSharedQuery(-1)
       if (query.cursorFn !== undefined || query.forEachFn !== undefined || query.streaming) {
         // Rows handed out while it runs tie it to the iterator its caller holds: not resent.
-        const lost = new errors.FST_PG_POOL_CONNECTION_LOST('session reset failed')
-        query.innerReject(withRetryAfter(lost, this.#ctx.options.retryAfter))
+        const lost = withRetryAfter(
+          new errors.FST_PG_POOL_CONNECTION_LOST('session reset failed'),
+          this.#ctx.options.retryAfter,
+        )
+        // Its start was published: its end is too (the old connection's answer is ignored).
+        if (query.observed !== undefined) this.#publishEnd(query, undefined, lost)
+        query.innerReject(lost)
         continue
       }
       const copy = this.#resendable(query)

@@ -34,7 +34,10 @@ type AnyListener = (...args: unknown[]) => unknown
  * (`a:5432,b:5432/database`), its first host: the conventions name one server.
  */
 export function endpointOf(target: string): PgPoolView['endpoint'] {
-  const slash = target.indexOf('/')
+  // The hosts end at the first `:port/`: a Unix socket's host is a directory (`/run/pg:5432/app`),
+  // whose own slashes are no database's.
+  const hostsEnd = /^.*?:\d+\//s.exec(target)?.[0].length
+  const slash = hostsEnd === undefined ? target.indexOf('/') : hostsEnd - 1
   const hostPort = (slash === -1 ? target : target.slice(0, slash)).split(',')[0] as string
   const colon = hostPort.lastIndexOf(':')
   return Object.freeze({

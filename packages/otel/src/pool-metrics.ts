@@ -8,20 +8,22 @@ const IDLE_MIN = 0
 
 const seconds = (ms: number) => ms / 1000
 
-/** Adds a pool to the metrics (its events followed from then on). */
-export type AddPoolMetrics = (pool: PoolIdentity) => void
+/** The observable instruments of one meter, and every instrumentation's pools it reads. */
+interface SharedCounts {
+  readonly sources: Set<readonly PoolIdentity[]>
+  close(): void
+}
+
+const byMeter = new WeakMap<Meter, SharedCounts>()
 
 /**
- * The conventions' connection-pool metrics for each pool: the counts are read from `stats()`
- * when the SDK collects (one read per pool per collection, for all of them), the times and
- * timeouts follow the view's events. Every series carries `db.client.connection.pool.name`.
- * `pools` is read at each collection: pools added later are collected too.
+ * One batch callback per meter for every instrumentation in the process: two apps on one
+ * database give their primaries the same default name, and two callbacks observing one series
+ * leave the SDK with one of the two values. Pools of one name are summed here instead.
  */
-export function registerPoolMetrics(
-  meter: Meter,
-  pools: readonly PoolIdentity[],
-  subscriptions: Subscriptions,
-): AddPoolMetrics {
+function sharedCounts(meter: Meter): SharedCounts {
+  const existing = byMeter.get(meter)
+  if (existing !== undefined) return existing
   const connections = { unit: '{connection}' }
   const count = meter.createObservableUpDownCounter(METRIC.connectionCount, {
     ...connections,
@@ -44,20 +46,65 @@ export function registerPoolMetrics(
     description: 'The number of current pending requests for an open connection.',
   })
   const observables = [count, idleMax, idleMin, max, pending]
+  const sources = new Set<readonly PoolIdentity[]>()
   const observe: BatchObservableCallback = (result) => {
-    for (const pool of pools) {
-      const stats = pool.view.stats()
-      result.observe(count, stats.idle, pool.idle)
-      result.observe(count, stats.leased, pool.used)
+    const byName = new Map<string, { pool: PoolIdentity; idle: number; used: number; max: number; waiting: number }>()
+    for (const pools of sources) {
+      for (const pool of pools) {
+        const stats = pool.view.stats()
+        const sum = byName.get(pool.name)
+        if (sum === undefined) {
+          byName.set(pool.name, { pool, idle: stats.idle, used: stats.leased, max: stats.max, waiting: stats.waiting })
+        } else {
+          sum.idle += stats.idle
+          sum.used += stats.leased
+          sum.max += stats.max
+          sum.waiting += stats.waiting
+        }
+      }
+    }
+    for (const { pool, idle, used, max: most, waiting } of byName.values()) {
+      result.observe(count, idle, pool.idle)
+      result.observe(count, used, pool.used)
       // Every connection may sit idle: the pool caps open connections, not idle ones.
-      result.observe(idleMax, stats.max, pool.pool)
+      result.observe(idleMax, most, pool.pool)
       result.observe(idleMin, IDLE_MIN, pool.pool)
-      result.observe(max, stats.max, pool.pool)
-      result.observe(pending, stats.waiting, pool.pool)
+      result.observe(max, most, pool.pool)
+      result.observe(pending, waiting, pool.pool)
     }
   }
   meter.addBatchObservableCallback(observe, observables)
-  subscriptions.add(() => meter.removeBatchObservableCallback(observe, observables))
+  const shared: SharedCounts = {
+    sources,
+    close() {
+      meter.removeBatchObservableCallback(observe, observables)
+      byMeter.delete(meter)
+    },
+  }
+  byMeter.set(meter, shared)
+  return shared
+}
+
+/** Adds a pool to the metrics (its events followed from then on). */
+export type AddPoolMetrics = (pool: PoolIdentity) => void
+
+/**
+ * The conventions' connection-pool metrics for each pool: the counts are read from `stats()`
+ * when the SDK collects (one read per pool per collection, for all of them), the times and
+ * timeouts follow the view's events. Every series carries `db.client.connection.pool.name`.
+ * `pools` is read at each collection: pools added later are collected too.
+ */
+export function registerPoolMetrics(
+  meter: Meter,
+  pools: readonly PoolIdentity[],
+  subscriptions: Subscriptions,
+): AddPoolMetrics {
+  const counts = sharedCounts(meter)
+  counts.sources.add(pools)
+  subscriptions.add(() => {
+    counts.sources.delete(pools)
+    if (counts.sources.size === 0) counts.close()
+  })
 
   const timeouts = meter.createCounter(METRIC.timeouts, {
     unit: '{timeout}',
