@@ -1,4 +1,5 @@
 import { type ServerResponse, STATUS_CODES } from 'node:http'
+import type { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
 import { errors } from './errors.js'
 import { hungUp, watchClose } from './hang-up.js'
@@ -72,6 +73,105 @@ function isWebStream(payload: unknown): boolean {
 function isStream(payload: unknown): boolean {
   if (typeof payload !== 'object' || payload === null) return false
   return typeof (payload as { pipe?: unknown }).pipe === 'function' || isWebStream(payload)
+}
+
+/** A Node stream payload (not a web stream, whose reader Fastify takes). */
+function isNodeStream(payload: unknown): payload is Readable {
+  return (
+    typeof payload === 'object' &&
+    payload !== null &&
+    typeof (payload as { pipe?: unknown }).pipe === 'function' &&
+    typeof (payload as { on?: unknown }).on === 'function' &&
+    !isWebStream(payload)
+  )
+}
+
+/**
+ * Resolves once a Node stream has its first chunk ready (or ended): undefined; or with the error it
+ * failed with before that. Nothing is read: Fastify pipes it afterwards, from its first chunk.
+ */
+function firstChunk(stream: Readable, cut: AbortSignal): Promise<Error | undefined> {
+  // Closed before it ended: Fastify answers that with ERR_STREAM_PREMATURE_CLOSE.
+  const closedEarly = () =>
+    stream.errored ?? (stream.readableEnded ? undefined : new Error('the streamed payload closed before its end'))
+  if (stream.errored || stream.destroyed) return Promise.resolve(closedEarly())
+  if (stream.readableLength > 0 || stream.readableEnded || stream.readableFlowing === true) {
+    return Promise.resolve(undefined)
+  }
+  return new Promise((resolve) => {
+    const settle = (error?: Error) => {
+      stream.removeListener('readable', onReadable)
+      stream.removeListener('error', onError)
+      stream.removeListener('close', onClose)
+      cut.removeEventListener('abort', onCut)
+      // Fastify never reads a stream that failed here: a later error of it goes nowhere.
+      if (error !== undefined) stream.on('error', () => {})
+      resolve(error)
+    }
+    const onReadable = () => settle()
+    const onError = (error: Error) => settle(error)
+    const onClose = () => settle(closedEarly())
+    // The client hung up meanwhile: nobody will read it (Fastify destroys a payload it pipes).
+    const onCut = () => stream.destroy()
+    cut.addEventListener('abort', onCut)
+    stream.on('error', onError)
+    stream.on('close', onClose)
+    stream.on('readable', onReadable)
+  })
+}
+
+type WebBody = ReadableStream<unknown>
+
+/**
+ * A web stream (or a web Response's body) read up to its first chunk: the payload to send instead
+ * (the same chunks, from the first), or the error it failed with before that.
+ */
+async function firstWebChunk(
+  payload: unknown,
+  cut: AbortSignal,
+): Promise<{ failure?: Error | undefined; payload: unknown }> {
+  const response = isWebResponse(payload) ? (payload as unknown as Response) : undefined
+  const body = (response === undefined ? payload : response.body) as WebBody | null
+  if (body === null || body.locked) return { payload }
+  const reader = body.getReader()
+  const onCut = () => void reader.cancel(cut.reason).catch(() => {})
+  cut.addEventListener('abort', onCut)
+  let first: { done: boolean; value?: unknown }
+  try {
+    first = await reader.read()
+  } catch (error) {
+    return { failure: error instanceof Error ? error : new Error(String(error)), payload }
+  } finally {
+    cut.removeEventListener('abort', onCut)
+  }
+  const again = new ReadableStream<unknown>({
+    start(controller) {
+      if (first.done) controller.close()
+      else controller.enqueue(first.value)
+    },
+    async pull(controller) {
+      try {
+        const next = await reader.read()
+        if (next.done) controller.close()
+        else controller.enqueue(next.value)
+      } catch (error) {
+        controller.error(error)
+      }
+    },
+    cancel: (reason) => reader.cancel(reason),
+  })
+  if (response === undefined) return { payload: again }
+  const { status, statusText, headers } = response
+  return { payload: new Response(again as ReadableStream<Uint8Array>, { status, statusText, headers }) }
+}
+
+/** A streamed payload up to its first chunk: what to send, or the error it failed with before. */
+function untilFirstChunk(
+  payload: unknown,
+  cut: AbortSignal,
+): Promise<{ failure?: Error | undefined; payload: unknown }> {
+  if (isNodeStream(payload)) return firstChunk(payload, cut).then((failure) => ({ failure, payload }))
+  return firstWebChunk(payload, cut)
 }
 
 /** The status the reply goes out with: a web Response's own, which Fastify applies after onSend. */
@@ -717,20 +817,45 @@ export class RequestLeases {
         return
       }
       leased[kSending] = true
-      lease.finish(mode).then(
-        () => {
-          // The COMMIT waited for a statement still running: a handlerTimeout or the pool's close
-          // past closeTimeout may have ended the transaction meanwhile, without it.
-          if (mode === 'commit' && lease.notCommitted() !== undefined)
-            return sendUnlessLost(lease, mode, payload, later)
-          if (tokens !== null) writeToken(request, reply, tokens, lease.commitLsn)
-          later(null, payload)
-        },
-        (error: Error) => {
-          if (isStream(payload)) (payload as { destroy?: () => void }).destroy?.()
-          later(error)
-        },
-      )
+      const ending = lease
+      const commitThenSend = (payload: unknown): void => {
+        ending.finish(mode).then(
+          () => {
+            // The COMMIT waited for a statement still running: a handlerTimeout or the pool's close
+            // past closeTimeout may have ended the transaction meanwhile, without it.
+            if (mode === 'commit' && ending.notCommitted() !== undefined)
+              return sendUnlessLost(ending, mode, payload, later)
+            if (tokens !== null) writeToken(request, reply, tokens, ending.commitLsn)
+            later(null, payload)
+          },
+          (error: Error) => {
+            if (isStream(payload)) (payload as { destroy?: () => void }).destroy?.()
+            later(error)
+          },
+        )
+      }
+      if (mode === 'commit' && isStream(payload)) {
+        // Fastify answers a stream that fails before its first byte with an error reply: the
+        // COMMIT waits until the stream has a first chunk (or ended), and a failure before rolls back.
+        // A hang-up meanwhile stops the stream (the lease is rolled back by it).
+        const cut = new AbortController()
+        const onClose = () => {
+          if (hungUp(reply.raw)) cut.abort()
+        }
+        reply.raw.once('close', onClose)
+        // Closed already (the client hung up before the handler returned): never read.
+        if ((reply.raw as { closed?: boolean }).closed === true) onClose()
+        void untilFirstChunk(payload, cut.signal).then(({ failure, payload: ready }) => {
+          reply.raw.removeListener('close', onClose)
+          if (failure === undefined) return commitThenSend(ready)
+          ending.finish('rollback').then(
+            () => later(failure),
+            () => later(failure),
+          )
+        })
+        return
+      }
+      commitThenSend(payload)
     })
 
     // Backstop for replies that end after onSend (streams) or without it (hijacked).
