@@ -69,6 +69,8 @@ export class Admission {
   #settlingUntil = Number.NEGATIVE_INFINITY
   /** The drain rate at the last check outside settling; 0 before one. */
   #steadyDrain = 0
+  /** When the last lease came back to a pool with nothing leased and nobody waiting. */
+  #idleSince: number | undefined
 
   constructor(view: AdmissionView, settings: AdmissionSettings, clock: Clock, random: () => number = Math.random) {
     this.#view = view
@@ -79,15 +81,36 @@ export class Admission {
   }
 
   readonly onAcquire = (waitMs: number): void => {
+    const now = this.#clock.now()
+    // The first lease after the pool sat idle for an interval: the hold times known are those of
+    // the leases before the pause (a slow report an hour ago), not of the work arriving now. They
+    // are forgotten, as on a cold pool, until leases come back.
+    if (this.#idleSince !== undefined) {
+      if (now - this.#idleSince > this.#settings.interval) this.#forget(now)
+      this.#idleSince = undefined
+    }
     // A pipelined request that got a share at once still queues behind the statements ahead of
     // it on that connection: the queueing delay the last check saw counts as its sojourn.
-    this.#sojourn(Math.max(waitMs, this.#sharedQueueMs), this.#clock.now())
+    this.#sojourn(Math.max(waitMs, this.#sharedQueueMs), now)
   }
 
   /** `stalledMs`: how much of the hold the event loop was stalled (see StallClock). */
   readonly onRelease = (heldMs: number, stalledMs = 0): void => {
     this.#heldSum += Math.max(0, heldMs - stalledMs)
     this.#heldCount++
+    const { leased, waiting } = this.#view.stats()
+    if (leased === 0 && waiting === 0) this.#idleSince = this.#clock.now()
+  }
+
+  #forget(now: number): void {
+    this.#heldSum = 0
+    this.#heldCount = 0
+    this.#prevSum = 0
+    this.#prevCount = 0
+    this.#prevSpan = 0
+    this.#bucketStart = now
+    this.#hold = 0
+    this.#steadyDrain = 0
   }
 
   get overloaded(): boolean {

@@ -177,14 +177,21 @@ export function routePriority(
   config: { db?: unknown; backpressure?: unknown } | undefined,
   exempt: readonly string[],
 ): Priority | null {
-  // No route (404) and routes that never use the database (the core's rule) do not load the pool.
-  if (url === undefined || !usesDatabase(config)) return null
+  // No route (404): nothing to judge, nothing to check.
+  if (url === undefined) return null
   const route = config?.backpressure
-  if (route === false) return null
+  // Checked before the exemptions: a typo on an exempt route (or one without a database) would
+  // otherwise surface only once the route stops being exempt.
+  const priority = route === undefined || route === false ? undefined : routeConfigPriority(url, route)
+  // Routes that never use the database (the core's rule) do not load the pool.
+  if (!usesDatabase(config) || route === false) return null
   for (const prefix of exempt) {
     if (prefix === '/' || url === prefix || url.startsWith(`${prefix}/`)) return null
   }
-  if (route === undefined) return 'normal'
+  return priority ?? 'normal'
+}
+
+function routeConfigPriority(url: string, route: unknown): Priority {
   if (route === null || typeof route !== 'object' || Array.isArray(route)) {
     throw invalidOption(`config.backpressure of ${url}`, `expected false or an object, got ${describe(route)}`)
   }

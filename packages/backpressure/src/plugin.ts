@@ -189,6 +189,10 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
     const processRetryAfter = String(Math.min(max, Math.max(min, Math.ceil(processOptions.sampleInterval / 1000))))
     await app.register(underPressure, {
       ...processOptions,
+      // Utilisation since the previous sample, as every other signal: under-pressure's default
+      // ('cumulative') averages it since registration, so a busy stretch kept an idle process
+      // refused for as long again, and a late overload never showed.
+      eventLoopUtilizationMode: 'interval',
       // Called for every request while a threshold is exceeded. Returning nothing lets the
       // request through (exempt routes); a returned body is sent as the reply.
       pressureHandler: (request: FastifyRequest, reply: FastifyReply, type: string) => {

@@ -26,6 +26,7 @@ export const defaultErrorMapping: Readonly<Record<string, number>> = Object.free
   '53300': 503, // too_many_connections
   '57014': 503, // query_canceled
   '08': 503, // connection exceptions
+  '08P01': 500, // protocol_violation: reaches the mapping only as a statement's own (a Bind with too few values)
 })
 
 /** Names of the conditions clients most often meet (PostgreSQL's appendix A). */
@@ -198,11 +199,27 @@ const connectionErrorCodes = new Set([
   '57P03', // cannot_connect_now
 ])
 
+/**
+ * PostgreSQL's own refusal of a message it could not bind (`bind message supplies 1 parameters,
+ * but prepared statement "" requires 2`: unsafe() given too few values): 08P01 at ERROR, from a
+ * source file of the server's (a pooler's error names none), not raised by a function (`where`).
+ * The session goes on, as after any statement error; one that ends it is FATAL.
+ */
+function refusedMessage(error: object): boolean {
+  const { code, severity, file, where } = error as {
+    code?: unknown
+    severity?: unknown
+    file?: unknown
+    where?: unknown
+  }
+  return code === '08P01' && severity === 'ERROR' && typeof file === 'string' && where === undefined
+}
+
 /** True when the error means the connection itself is unusable, not just the statement. */
 export function isConnectionError(error: unknown): boolean {
   if (typeof error !== 'object' || error === null || !('code' in error)) return false
   const code = String(error.code)
-  return connectionErrorCodes.has(code) || code.startsWith('08')
+  return (connectionErrorCodes.has(code) || code.startsWith('08')) && !refusedMessage(error)
 }
 
 /** Why a statement may have failed, as far as the lease knows. */
@@ -296,6 +313,13 @@ const IN_FAILED_TRANSACTION = '25P02'
 /** What FST_PG_POOL_QUERY_TIMEOUT names when the server's statement_timeout ended the statement. */
 const SERVER_STATEMENT_TIMEOUT = "the server's statement_timeout"
 
+/** What a failure of a statement that commits on its own, given up on without an answer, adds. */
+function inDoubt(context: FailureContext): string {
+  return context.autocommit === true
+    ? '; the statement was sent outside a transaction and may have run and committed: retry only an idempotent request'
+    : ''
+}
+
 /**
  * What a failed statement's caller sees: the suite's coded errors for what the pool caused or
  * saw (a lost connection, a deadline, an abort), PostgreSQL's errors mapped by SQLSTATE.
@@ -306,18 +330,24 @@ export function surfaceError(error: unknown, context: FailureContext, settings: 
   if (typeof code === 'string' && code.startsWith('FST_')) {
     out = error
   } else if (context.closeReason === 'deadline') {
-    out = withCause(new errors.FST_PG_POOL_QUERY_TIMEOUT(`${settings.statementTimeout} ms`), error)
+    // Given up on without an answer: a statement of its own may have committed before the server
+    // froze, as under a lost connection. (Behind PgBouncer the server's answer to the cancel may
+    // still be read: a 57014 says it did not commit.)
+    const answered = isPostgresError(error) && !isConnectionError(error)
+    out = withCause(
+      new errors.FST_PG_POOL_QUERY_TIMEOUT(`${settings.statementTimeout} ms${answered ? '' : inDoubt(context)}`),
+      error,
+    )
   } else if (isConnectionError(error)) {
-    out = context.aborted
-      ? withCause(context.closing ? new errors.FST_PG_POOL_CLOSED() : new errors.FST_PG_POOL_ABORTED(), error)
-      : withCause(
-          new errors.FST_PG_POOL_CONNECTION_LOST(
-            context.autocommit === true
-              ? `${String(code)}; the statement was sent outside a transaction and may have run and committed: retry only an idempotent request`
-              : String(code),
-          ),
-          error,
-        )
+    if (context.aborted) {
+      const ended = context.closing ? new errors.FST_PG_POOL_CLOSED() : new errors.FST_PG_POOL_ABORTED()
+      // Its connection cut under it (close past closeTimeout): no answer, the same doubt.
+      const doubt = inDoubt(context)
+      if (doubt !== '') ended.message = `${ended.message} (${doubt.slice(2)})`
+      out = withCause(ended, error)
+    } else {
+      out = withCause(new errors.FST_PG_POOL_CONNECTION_LOST(`${String(code)}${inDoubt(context)}`), error)
+    }
   } else if ((code === QUERY_CANCELED || code === IN_FAILED_TRANSACTION) && context.aborted) {
     // Cancelled by the pool itself (client gone, handlerTimeout, close past closeTimeout), or sent
     // behind the cancelled statement in a route transaction, which the cancel aborted.

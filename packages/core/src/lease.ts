@@ -216,6 +216,14 @@ export class Lease implements Holder, QueryOwner {
   #openBlock: object | undefined
   #openBlockSetup = false
   /**
+   * The savepoint() callbacks running, innermost last (their handles' tokens, and the block each
+   * was opened in): while one runs, only its handle's statements are sent, as in a block. Another
+   * would run inside the savepoint and be rolled back with it.
+   */
+  readonly #savepoints: { readonly token: object; readonly parent: object | undefined }[] = []
+  /** The open block's callback has settled: its COMMIT or ROLLBACK is sent or about to be. */
+  #blockSettled = false
+  /**
    * A statement of the holder's ended the route transaction or the `begin()` block (its command
    * tag: COMMIT, ROLLBACK, PREPARE TRANSACTION): its later statements are refused with this, and
    * the block the pool opened is rolled back instead of committed (what ran after it would have
@@ -236,6 +244,8 @@ export class Lease implements Holder, QueryOwner {
   /** How the route transaction ended, once it has: an abort may come while its COMMIT is out. */
   #routeOutcome: TransactionOutcome | undefined
   #finishing: Promise<void> | undefined
+  /** Called once the lease starts to end, whoever ends it (onEnding). */
+  #onEnding: (() => void)[] | undefined
   #whenIdle: (() => void) | undefined
   #abortTimer: TimerHandle | undefined
   /** Cursors waiting on their callback: stopped when the lease is aborted. */
@@ -450,7 +460,10 @@ export class Lease implements Holder, QueryOwner {
       // fate (rolled back with it, failing it) while its caller believes it outside; a handle of a
       // block that ended would run outside the block it was given for. The holder's statements
       // while onLease's block is open wait for the hook, as always.
-      if (query.block !== this.#openBlock && !(query.block === undefined && this.#openBlockSetup && !query.setup)) {
+      // Once the block's callback has settled, its COMMIT or ROLLBACK is on its way: a statement
+      // of its handle sent now would run after it, outside the block (committed on its own).
+      const open = this.#blockSettled ? blockSettled : this.#openHandle()
+      if (query.block !== open && !(query.block === undefined && this.#openBlockSetup && !query.setup)) {
         query.reject(new errors.FST_PG_POOL_OUTSIDE_BLOCK())
         return
       }
@@ -788,19 +801,28 @@ export class Lease implements Holder, QueryOwner {
    * transaction the pool opened (a block of the holder's SQL counts as none: the statement lost may
    * be its COMMIT).
    */
-  #failureContext(query: TrackedQuery, conn: PoolConnection | undefined): FailureContext {
+  #failureContext(query: TrackedQuery, conn: PoolConnection | undefined, error?: unknown): FailureContext {
+    // Held behind a session reset and never written (server-connection.ts): it did not run.
+    const notSent = (error as { notSent?: unknown } | null | undefined)?.notSent === true
     return {
       closeReason: conn?.closeReason,
       aborted: this.#mode === 'abort',
       closing: !this.#ctx.pool.stats().accepting,
-      autocommit: !query.internal && !this.#routeTransaction && !this.#block,
+      // A replica's statement ran on a hot standby, which commits nothing.
+      autocommit:
+        !query.internal && !this.#routeTransaction && !this.#block && !notSent && this.#ctx.view().role !== 'replica',
     }
   }
 
   /** QueryOwner: an error on a COPY stream of this lease's, surfaced like a statement's. */
   streamError(query: TrackedQuery, error: Error): Error {
     if (!isConnectionError(error) && !isPostgresError(error)) return error
-    return surfaceError(error, this.#failureContext(query, this.#conn), this.#ctx.surface) as Error
+    const context = this.#failureContext(query, this.#conn, error)
+    // A COPY FROM STDIN whose writer had not ended: its CopyDone was never sent, and the server
+    // commits a COPY only there.
+    const stream = query.stream
+    const unfinished = stream !== undefined && 'writableEnded' in stream && !stream.writableEnded
+    return surfaceError(error, unfinished ? { ...context, autocommit: false } : context, this.#ctx.surface) as Error
   }
 
   /** QueryOwner: a statement of this lease ended; returns the error its caller should see. */
@@ -876,7 +898,7 @@ export class Lease implements Holder, QueryOwner {
       if (!query.internal && (this.#routeTransaction || this.#block) && conn !== undefined) {
         this.#checkBlock(conn, query, 'a COMMIT or PREPARE TRANSACTION that failed')
       }
-      out = surfaceError(error, this.#failureContext(query, conn), this.#ctx.surface)
+      out = surfaceError(error, this.#failureContext(query, conn, error), this.#ctx.surface)
     }
     if (this.pipelined && !query.internal && this.#openedShared === undefined && conn !== undefined) {
       // A transaction block on a shared session (SQL a pipelined route should not run): known by
@@ -1079,7 +1101,28 @@ export class Lease implements Holder, QueryOwner {
           this.#whenIdle = resolve
         }).then(() => this.#complete())
       : this.#complete()
+    const waiting = this.#onEnding
+    this.#onEnding = undefined
+    for (const fn of waiting ?? []) fn()
     return this.#finishing
+  }
+
+  /**
+   * Calls `fn` once the lease starts to end, whoever ends it (a handlerTimeout, the pool's close
+   * past closeTimeout): at once when it has. Returns how to stop waiting for it.
+   */
+  onEnding(fn: () => void): () => void {
+    if (this.#finishing !== undefined) {
+      fn()
+      return () => {}
+    }
+    this.#onEnding ??= []
+    const waiting = this.#onEnding
+    waiting.push(fn)
+    return () => {
+      const at = waiting.indexOf(fn)
+      if (at >= 0) waiting.splice(at, 1)
+    }
   }
 
   /** Holder: the pool closes past its timeout; resolves once the lease has ended. */
@@ -1472,6 +1515,25 @@ export class Lease implements Holder, QueryOwner {
     }
   }
 
+  /** The handle whose statements run now: the innermost savepoint's of the open block, or the block's. */
+  #openHandle(): object | undefined {
+    let handle = this.#openBlock
+    // A savepoint counts when opened on the handle open then (one of a block that ended does not).
+    for (const savepoint of this.#savepoints) if (savepoint.parent === handle) handle = savepoint.token
+    return handle
+  }
+
+  /** Runs a savepoint() callback (`parent`: the handle it was called on); its handle's token is given. */
+  async savepoint<T>(parent: object | undefined, callback: (token: object) => Promise<T>): Promise<T> {
+    const entry = { token: {}, parent }
+    this.#savepoints.push(entry)
+    try {
+      return await callback(entry.token)
+    } finally {
+      this.#savepoints.splice(this.#savepoints.indexOf(entry), 1)
+    }
+  }
+
   /**
    * A transaction opened with `db.begin()`: BEGIN, the callback, then COMMIT (ROLLBACK when it
    * throws). Its statements are this lease's, so an abort stops them like any other. `setup`:
@@ -1517,6 +1579,7 @@ export class Lease implements Holder, QueryOwner {
       try {
         result = await callback(token)
       } catch (error) {
+        this.#blockSettled = true
         await this.#internal('ROLLBACK', false, setup).then(
           () => {
             this.#block = false
@@ -1526,6 +1589,7 @@ export class Lease implements Holder, QueryOwner {
         )
         throw error
       }
+      this.#blockSettled = true
       if (this.#endedInSql !== undefined) {
         outcome = 'commit_failed'
         failure = this.#conn?.usable === true ? await this.#rollBackEndedBlock(setup) : this.#endedInSql
@@ -1540,12 +1604,15 @@ export class Lease implements Holder, QueryOwner {
       if (failure !== undefined) throw withRetryAfter(failure, this.#ctx.options.retryAfter)
       return result
     } finally {
-      // A BEGIN that failed opened nothing: the lease is outside a block again.
-      if (!begun) this.#block = false
+      // A BEGIN that failed opened nothing: the lease is outside a block again. Nor is a block open
+      // on a connection that was lost (a ROLLBACK that could not be sent, a COMMIT with no answer):
+      // what the holder sends next fails as a lost connection, not as a nested transaction.
+      if (!begun || this.#conn?.usable !== true) this.#block = false
       // The block's handle is done with, whatever became of the block (#block tells the reset),
       // and so is what its statements said of its end: the request's statements after it run.
       if (this.#openBlock === token) this.#openBlock = undefined
       this.#openBlockSetup = false
+      this.#blockSettled = false
       this.#endedInSql = undefined
       this.#endTransactionMessage(outcome, failure)
     }
@@ -1593,6 +1660,9 @@ const SET_APPLICATION_NAME: readonly string[] = Object.freeze(
 )
 
 const noRestores: readonly string[] = Object.freeze([])
+
+/** What no handle's statements carry: the open block's callback has settled (#blockSettled). */
+const blockSettled: object = Object.freeze({})
 
 /** A BEGIN whose last access mode is READ ONLY (in a BEGIN the last mode wins). */
 function beginsReadOnly(text: string | undefined): boolean {

@@ -98,6 +98,7 @@ export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
     instance: settings.instance,
     role: settings.role,
     target: connection.target,
+    database: connection.database,
     redact,
     budget: () => budget?.(),
     replica: settings.replica,

@@ -79,7 +79,16 @@ function addQueryApi(
 function templateOrHelper(sourceFor: () => QuerySource, helpers: postgres.Sql<{}>) {
   return function db(first: unknown, ...rest: unknown[]) {
     if (first !== null && typeof first === 'object' && Array.isArray((first as TemplateStringsArray).raw)) {
-      return build(sourceFor(), first as TemplateStringsArray, rest)
+      // postgres.js takes any object with a `raw` array for a template's strings, and runs its
+      // entries as SQL text: a JSON body `{"raw": [], "0": "..."}` given to a helper would.
+      // A template's strings are an array, which neither JSON nor a query string can give a `raw`.
+      if (!Array.isArray(first)) {
+        throw invalidOption(
+          'db(value)',
+          'an object with a raw array is not a tagged template (its entries would run as SQL)',
+        )
+      }
+      return build(sourceFor(), first as unknown as TemplateStringsArray, rest)
     }
     return (helpers as unknown as AnyFn)(...([first, ...rest] as never[]))
   }
@@ -104,25 +113,41 @@ async function settle<T>(value: T | Promise<T>): Promise<unknown> {
   return Array.isArray(result) ? Promise.all(result) : result
 }
 
-function addSavepoint(db: Record<string, unknown>, nextName: () => string): void {
+function addSavepoint(
+  db: Record<string, unknown>,
+  sourceFor: () => QuerySource,
+  ctx: QueryApiContext,
+  nextName: () => string,
+): void {
   db.savepoint = async (name: unknown, fn?: unknown) => {
     const callback = (fn ?? name) as (sql: LeaseDb) => unknown
-    const id = db as unknown as LeaseDb
-    const point = id(nextName())
-    // Its own steps: the lease tells a ROLLBACK TO of its from a ROLLBACK that ends the block.
-    const step = (query: unknown) => {
-      ;(query as TrackedQuery).savepointStep = true
-      return query as Promise<unknown>
-    }
-    await step(id`savepoint ${point}`)
-    try {
-      const result = await settle(callback(id))
-      await step(id`release savepoint ${point}`)
-      return result
-    } catch (error) {
-      await step(id`rollback to savepoint ${point}`)
-      throw error
-    }
+    const { lease, setup, block } = sourceFor()
+    // A handle of its own: while the callback runs, a statement on the handle savepoint() was
+    // called on (request.db beside it) would run inside the savepoint and be rolled back with it.
+    return lease.savepoint(block, async (token) => {
+      const source: QuerySource = { lease, setup, block: token }
+      const own = () => source
+      const sp = templateOrHelper(own, ctx.helpers) as unknown as Record<string, unknown>
+      addQueryApi(sp, own, ctx.helpers, ctx.readFile)
+      sp.begin = () => Promise.reject(new errors.FST_PG_POOL_NESTED_TRANSACTION())
+      addSavepoint(sp, own, ctx, nextName)
+      const id = sp as unknown as LeaseDb
+      const point = id(nextName())
+      // Its own steps: the lease tells a ROLLBACK TO of its from a ROLLBACK that ends the block.
+      const step = (query: unknown) => {
+        ;(query as TrackedQuery).savepointStep = true
+        return query as Promise<unknown>
+      }
+      await step(id`savepoint ${point}`)
+      try {
+        const result = await settle(callback(id))
+        await step(id`release savepoint ${point}`)
+        return result
+      } catch (error) {
+        await step(id`rollback to savepoint ${point}`)
+        throw error
+      }
+    })
   }
 }
 
@@ -173,13 +198,13 @@ export function createLeaseDb(
         const tx = templateOrHelper(blockSourceFor, ctx.helpers) as unknown as Record<string, unknown>
         addQueryApi(tx, blockSourceFor, ctx.helpers, ctx.readFile)
         tx.begin = () => Promise.reject(new errors.FST_PG_POOL_NESTED_TRANSACTION())
-        addSavepoint(tx, nextName)
+        addSavepoint(tx, blockSourceFor, ctx, nextName)
         return settle(callback(tx as unknown as LeaseDb))
       },
       setup,
     )
   }
-  addSavepoint(db, nextName)
+  addSavepoint(db, sourceFor, ctx, nextName)
   return db as unknown as LeaseDb
 }
 

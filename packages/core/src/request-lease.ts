@@ -87,16 +87,75 @@ function isNodeStream(payload: unknown): payload is Readable {
 }
 
 /**
+ * A streams2+ Readable, whose first chunk can be waited for without reading it ('readable'). A
+ * legacy stream (a `Stream` that emits 'data' itself: `through`, `combined-stream`) has no buffer
+ * to wait on: its first chunk would go by unheard.
+ */
+function isNodeReadable(payload: unknown): payload is Readable {
+  return (
+    isNodeStream(payload) &&
+    typeof (payload as { read?: unknown }).read === 'function' &&
+    typeof (payload as { readableLength?: unknown }).readableLength === 'number' &&
+    typeof (payload as { destroy?: unknown }).destroy === 'function'
+  )
+}
+
+/**
+ * A streamed payload Fastify refuses when it sends it (it throws there): a Response whose body was
+ * read or whose status is no HTTP status (`Response.error()`), a locked web stream, an object with
+ * `pipe` but no `on` (its end-of-stream watcher refuses it). Known before the COMMIT: the work
+ * rolls back and Fastify answers.
+ */
+function refusedByFastify(payload: unknown): boolean {
+  if (isWebResponse(payload)) {
+    const response = payload as unknown as Response
+    // Response.error() has status 0: Fastify's reply.code() refuses it.
+    if (response.status < 100 || response.status > 599) return true
+    return response.body !== null && (response.bodyUsed || response.body.locked)
+  }
+  if (typeof (payload as { getReader?: unknown }).getReader === 'function') {
+    return (payload as { locked?: unknown }).locked === true
+  }
+  return typeof (payload as { on?: unknown }).on !== 'function'
+}
+
+/** Up to a streamed payload's first chunk: what to send, or the error it failed with before that. */
+interface FirstChunk {
+  readonly failure?: Error | undefined
+  readonly payload: unknown
+  /**
+   * Called just before the payload goes to Fastify: stops listening to the stream's errors, and
+   * gives back the one it failed with meanwhile (after its first chunk, while the COMMIT ran).
+   */
+  readonly handOver?: (() => Error | undefined) | undefined
+}
+
+/**
  * Resolves once a Node stream has its first chunk ready (or ended): undefined; or with the error it
  * failed with before that. Nothing is read: Fastify pipes it afterwards, from its first chunk.
  */
-function firstChunk(stream: Readable, cut: AbortSignal): Promise<Error | undefined> {
+function firstChunk(stream: Readable, cut: AbortSignal): Promise<FirstChunk> {
   // Closed before it ended: Fastify answers that with ERR_STREAM_PREMATURE_CLOSE.
   const closedEarly = () =>
     stream.errored ?? (stream.readableEnded ? undefined : new Error('the streamed payload closed before its end'))
-  if (stream.errored || stream.destroyed) return Promise.resolve(closedEarly())
-  if (stream.readableLength > 0 || stream.readableEnded || stream.readableFlowing === true) {
-    return Promise.resolve(undefined)
+  if (stream.errored || stream.destroyed) return Promise.resolve({ failure: closedEarly(), payload: stream })
+  // Until Fastify listens: an 'error' nobody listens to is an uncaught exception (and the stream
+  // reads ahead of its first chunk while the COMMIT runs).
+  let late: Error | undefined
+  const parked = (error: Error) => {
+    late ??= error
+  }
+  const handOver = () => {
+    stream.removeListener('error', parked)
+    return late ?? stream.errored ?? undefined
+  }
+  // Read by a 'data' listener of the app's (a byte counter; paused by onSend): not waited on, as a
+  // 'readable' listener's removal would set it flowing again, its chunks lost to the response.
+  const read = stream.listenerCount('data') > 0
+  if (read) stream.pause()
+  if (read || stream.readableLength > 0 || stream.readableEnded || stream.readableFlowing === true) {
+    stream.on('error', parked)
+    return Promise.resolve({ payload: stream, handOver })
   }
   return new Promise((resolve) => {
     const settle = (error?: Error) => {
@@ -105,18 +164,25 @@ function firstChunk(stream: Readable, cut: AbortSignal): Promise<Error | undefin
       stream.removeListener('close', onClose)
       cut.removeEventListener('abort', onCut)
       // Fastify never reads a stream that failed here: a later error of it goes nowhere.
-      if (error !== undefined) stream.on('error', () => {})
-      resolve(error)
+      if (error !== undefined) {
+        stream.on('error', () => {})
+        resolve({ failure: error, payload: stream })
+        return
+      }
+      stream.on('error', parked)
+      resolve({ payload: stream, handOver })
     }
     const onReadable = () => settle()
     const onError = (error: Error) => settle(error)
     const onClose = () => settle(closedEarly())
-    // The client hung up meanwhile: nobody will read it (Fastify destroys a payload it pipes).
+    // The client hung up meanwhile, or the pool ended the transaction: nobody will read it
+    // (Fastify destroys a payload it pipes).
     const onCut = () => stream.destroy()
     cut.addEventListener('abort', onCut)
     stream.on('error', onError)
     stream.on('close', onClose)
     stream.on('readable', onReadable)
+    if (cut.aborted) onCut()
   })
 }
 
@@ -126,16 +192,14 @@ type WebBody = ReadableStream<unknown>
  * A web stream (or a web Response's body) read up to its first chunk: the payload to send instead
  * (the same chunks, from the first), or the error it failed with before that.
  */
-async function firstWebChunk(
-  payload: unknown,
-  cut: AbortSignal,
-): Promise<{ failure?: Error | undefined; payload: unknown }> {
+async function firstWebChunk(payload: unknown, cut: AbortSignal): Promise<FirstChunk> {
   const response = isWebResponse(payload) ? (payload as unknown as Response) : undefined
   const body = (response === undefined ? payload : response.body) as WebBody | null
   if (body === null || body.locked) return { payload }
   const reader = body.getReader()
   const onCut = () => void reader.cancel(cut.reason).catch(() => {})
   cut.addEventListener('abort', onCut)
+  if (cut.aborted) onCut()
   let first: { done: boolean; value?: unknown }
   try {
     first = await reader.read()
@@ -166,11 +230,8 @@ async function firstWebChunk(
 }
 
 /** A streamed payload up to its first chunk: what to send, or the error it failed with before. */
-function untilFirstChunk(
-  payload: unknown,
-  cut: AbortSignal,
-): Promise<{ failure?: Error | undefined; payload: unknown }> {
-  if (isNodeStream(payload)) return firstChunk(payload, cut).then((failure) => ({ failure, payload }))
+function untilFirstChunk(payload: unknown, cut: AbortSignal): Promise<FirstChunk> {
+  if (isNodeReadable(payload)) return firstChunk(payload, cut)
   return firstWebChunk(payload, cut)
 }
 
@@ -675,6 +736,10 @@ export class RequestLeases {
         request.log.warn('Reply was already sent: the payload of a second send is dropped')
         return
       }
+      // A stream flowing already (a 'data' listener of the app's, a byte counter): its chunks would
+      // go by while the reply waits for the database (a COMMIT, a token, another instance), lost to
+      // the response. Held until Fastify pipes it, which resumes it.
+      if (isNodeReadable(payload) && payload.readableFlowing === true) payload.pause()
       const gate = leased[kGate]
       if (gate?.written) {
         // The handler wrote the response on reply.raw itself (the gate holds it for the COMMIT).
@@ -818,43 +883,74 @@ export class RequestLeases {
       }
       leased[kSending] = true
       const ending = lease
-      const commitThenSend = (payload: unknown): void => {
+      const commitThenSend = (payload: unknown, handOver?: () => Error | undefined): void => {
         ending.finish(mode).then(
           () => {
             // The COMMIT waited for a statement still running: a handlerTimeout or the pool's close
             // past closeTimeout may have ended the transaction meanwhile, without it.
-            if (mode === 'commit' && ending.notCommitted() !== undefined)
+            if (mode === 'commit' && ending.notCommitted() !== undefined) {
+              handOver?.()
               return sendUnlessLost(ending, mode, payload, later)
+            }
             if (tokens !== null) writeToken(request, reply, tokens, ending.commitLsn)
+            const late = handOver?.()
             later(null, payload)
+            // Failed after its first chunk, while the COMMIT ran: the work is committed, so the
+            // status goes out and the body is cut (Fastify cuts an errored stream once headers went).
+            if (late !== undefined && !reply.raw.headersSent && !reply.raw.destroyed) reply.raw.flushHeaders()
           },
           (error: Error) => {
+            handOver?.()
             if (isStream(payload)) (payload as { destroy?: () => void }).destroy?.()
             later(error)
           },
         )
       }
-      if (mode === 'commit' && isStream(payload)) {
+      if (mode === 'commit' && isStream(payload) && refusedByFastify(payload)) {
+        // Fastify throws when it sends it: rolled back first, then Fastify answers (sendLater).
+        ending.finish('rollback').then(
+          () => later(null, payload),
+          () => later(null, payload),
+        )
+        return
+      }
+      if (mode === 'commit' && isStream(payload) && (isNodeReadable(payload) || isWebStream(payload))) {
         // Fastify answers a stream that fails before its first byte with an error reply: the
         // COMMIT waits until the stream has a first chunk (or ended), and a failure before rolls back.
-        // A hang-up meanwhile stops the stream (the lease is rolled back by it).
+        // A hang-up meanwhile stops the stream (the lease is rolled back by it), and so does the
+        // pool ending the transaction (handlerTimeout, its close past closeTimeout).
         const cut = new AbortController()
         const onClose = () => {
           if (hungUp(reply.raw)) cut.abort()
         }
         reply.raw.once('close', onClose)
+        const stopWatching = ending.onEnding(() => cut.abort())
         // Closed already (the client hung up before the handler returned): never read.
         if ((reply.raw as { closed?: boolean }).closed === true) onClose()
-        void untilFirstChunk(payload, cut.signal).then(({ failure, payload: ready }) => {
-          reply.raw.removeListener('close', onClose)
-          if (failure === undefined) return commitThenSend(ready)
-          ending.finish('rollback').then(
-            () => later(failure),
-            () => later(failure),
-          )
-        })
+        void untilFirstChunk(payload, cut.signal).then(
+          ({ failure, payload: ready, handOver }) => {
+            reply.raw.removeListener('close', onClose)
+            stopWatching()
+            if (failure === undefined) return commitThenSend(ready, handOver)
+            // Ended by the pool meanwhile: the reply says so (a 503), as when the handler waits.
+            const endedByPool = ending.finished
+            ending.finish('rollback').then(
+              () => later((endedByPool ? ending.notCommitted() : undefined) ?? failure),
+              () => later(failure),
+            )
+          },
+          (error: Error) => {
+            reply.raw.removeListener('close', onClose)
+            stopWatching()
+            ending.finish('rollback').then(
+              () => later(error),
+              () => later(error),
+            )
+          },
+        )
         return
       }
+      // A legacy stream (no buffer to wait on) goes after the COMMIT, as it comes.
       commitThenSend(payload)
     })
 

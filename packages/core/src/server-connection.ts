@@ -76,9 +76,12 @@ const settled: Promise<void> = Promise.resolve()
 /** A cancel request settling after this share of its timeout may have been given up, not answered. */
 const CANCEL_GIVEN_UP = 0.9
 
-/** What postgres.js rejects a statement with when its connection is gone. */
+/**
+ * What postgres.js rejects a statement with when its connection is gone; here for one held
+ * behind a reset and never written (`notSent`: it did not run, whatever it was).
+ */
 function lostConnection(): Error {
-  return Object.assign(new Error('write CONNECTION_CLOSED'), { code: 'CONNECTION_CLOSED' })
+  return Object.assign(new Error('write CONNECTION_CLOSED'), { code: 'CONNECTION_CLOSED', notSent: true })
 }
 
 /**

@@ -15,6 +15,8 @@ export interface ViewDeps {
   readonly instance: string | undefined
   readonly role: 'primary' | 'replica'
   readonly target: string
+  /** The database connected to, decoded (a URL's path is percent-encoded in `target`). */
+  readonly database?: string | undefined
   readonly redact: (text: string) => string
   readonly budget: () => ConnectionBudget | undefined
   readonly replica?: (() => ReplicaState) | undefined
@@ -40,8 +42,10 @@ export function endpointOf(target: string): PgPoolView['endpoint'] {
   const slash = hostsEnd === undefined ? target.indexOf('/') : hostsEnd - 1
   const hostPort = (slash === -1 ? target : target.slice(0, slash)).split(',')[0] as string
   const colon = hostPort.lastIndexOf(':')
+  const host = colon === -1 ? hostPort : hostPort.slice(0, colon)
   return Object.freeze({
-    host: colon === -1 ? hostPort : hostPort.slice(0, colon),
+    // A URL's IPv6 literal keeps its brackets in `target`; the address is what is inside.
+    host: host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host,
     port: colon === -1 ? 5432 : Number(hostPort.slice(colon + 1)) || 5432,
     database: slash === -1 ? '' : target.slice(slash + 1),
   })
@@ -123,7 +127,10 @@ export function createView(deps: ViewDeps): PgPoolView {
     name: deps.name,
     instance: deps.instance,
     role: deps.role,
-    endpoint: endpointOf(deps.target),
+    endpoint:
+      deps.database === undefined
+        ? endpointOf(deps.target)
+        : Object.freeze({ ...endpointOf(deps.target), database: deps.database }),
     replica: () => deps.replica?.(),
     redact: deps.redact,
     budget: deps.budget,

@@ -25,10 +25,26 @@ const health: FastifyPluginAsync<PgPoolHealthOptions> = async (app: FastifyInsta
   // Every pool of every instance, those registered later (a named instance) included.
   const probes = new PoolProbes(app.pgPools, options)
   let draining = false
+  // Probes awaiting their ping: at preClose they answer at once ('shutting down' is known)
+  // instead of holding app.close() open for up to pingTimeout.
+  const awaitingPing = new Set<() => void>()
+  const readPools = async () => {
+    if (draining) return probes.read(false)
+    let stop!: () => void
+    const drain = new Promise<void>((resolve) => {
+      stop = resolve
+    })
+    awaitingPing.add(stop)
+    try {
+      return await Promise.race([probes.read(true), drain.then(() => probes.read(false))])
+    } finally {
+      awaitingPing.delete(stop)
+    }
+  }
   let lastStatus: HealthResponse['status'] | undefined
 
   const ready = async (): Promise<HealthResponse> => {
-    const pools = await probes.read(!draining)
+    const pools = await readPools()
     // Checked again after the pings: close may have begun while they ran.
     const body = readiness({ pools, draining }, { ...options, details: 'full' })
     if (body.status !== lastStatus) {
@@ -88,6 +104,7 @@ const health: FastifyPluginAsync<PgPoolHealthOptions> = async (app: FastifyInsta
   // Readiness fails from here on while in-flight requests finish.
   app.addHook('preClose', async () => {
     draining = true
+    for (const stop of awaitingPing) stop()
     if (options.drainDelay > 0) await new Promise((resolve) => setTimeout(resolve, options.drainDelay))
   })
 }
