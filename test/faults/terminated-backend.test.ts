@@ -93,6 +93,8 @@ describe('backend terminated', () => {
     })
     const base = await listen(app)
     await Promise.all([fetch(`${base}/two`), fetch(`${base}/two`)])
+    // A lease comes back once its reply is on its way: on a loaded machine a moment after the client has it.
+    expect(await waitFor(() => app.pgPool.stats().idle === 2)).toBe(true)
     expect(app.pgPool.stats()).toMatchObject({ open: 2, idle: 2 })
     const before = await backendPids(applicationName)
     expect(await db.terminate(applicationName)).toBe(2)

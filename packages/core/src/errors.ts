@@ -45,7 +45,7 @@ export const errors = {
   ),
   FST_PG_POOL_OUTSIDE_BLOCK: createError(
     'FST_PG_POOL_OUTSIDE_BLOCK',
-    'A statement was sent outside the open begin() block (on request.db while the block is open, or on the handle of a block that has ended): send it on the handle the open block gave its callback, or on request.db after the block',
+    'A statement was sent outside the open begin() block or savepoint() (on request.db while one is open, or on the handle of a block that has ended): send it on the handle the open block or savepoint gave its callback, or on request.db after it',
     500,
   ),
   FST_PG_POOL_TRANSACTION_ENDED: createError(
