@@ -113,6 +113,19 @@ async function settle<T>(value: T | Promise<T>): Promise<unknown> {
   return Array.isArray(result) ? Promise.all(result) : result
 }
 
+/**
+ * The handle a `begin()` block's or a `savepoint()`'s callback gets: its statements carry the
+ * block's (or savepoint's) token, `begin()` is refused, and it has savepoints of its own.
+ */
+function blockHandle(source: QuerySource, ctx: QueryApiContext, nextName: () => string): LeaseDb {
+  const own = () => source
+  const handle = templateOrHelper(own, ctx.helpers) as unknown as Record<string, unknown>
+  addQueryApi(handle, own, ctx.helpers, ctx.readFile)
+  handle.begin = () => Promise.reject(new errors.FST_PG_POOL_NESTED_TRANSACTION())
+  addSavepoint(handle, own, ctx, nextName)
+  return handle as unknown as LeaseDb
+}
+
 function addSavepoint(
   db: Record<string, unknown>,
   sourceFor: () => QuerySource,
@@ -125,13 +138,7 @@ function addSavepoint(
     // A handle of its own: while the callback runs, a statement on the handle savepoint() was
     // called on (request.db beside it) would run inside the savepoint and be rolled back with it.
     return lease.savepoint(block, async (token) => {
-      const source: QuerySource = { lease, setup, block: token }
-      const own = () => source
-      const sp = templateOrHelper(own, ctx.helpers) as unknown as Record<string, unknown>
-      addQueryApi(sp, own, ctx.helpers, ctx.readFile)
-      sp.begin = () => Promise.reject(new errors.FST_PG_POOL_NESTED_TRANSACTION())
-      addSavepoint(sp, own, ctx, nextName)
-      const id = sp as unknown as LeaseDb
+      const id = blockHandle({ lease, setup, block: token }, ctx, nextName)
       const point = id(nextName())
       // Its own steps: the lease tells a ROLLBACK TO of its from a ROLLBACK that ends the block.
       const step = (query: unknown) => {
@@ -192,15 +199,7 @@ export function createLeaseDb(
     // On the lease the handle was made for, whichever serves its single statements now.
     return lease.transaction(
       begin,
-      (token) => {
-        const blockSource: QuerySource = { lease, setup, block: token }
-        const blockSourceFor = () => blockSource
-        const tx = templateOrHelper(blockSourceFor, ctx.helpers) as unknown as Record<string, unknown>
-        addQueryApi(tx, blockSourceFor, ctx.helpers, ctx.readFile)
-        tx.begin = () => Promise.reject(new errors.FST_PG_POOL_NESTED_TRANSACTION())
-        addSavepoint(tx, blockSourceFor, ctx, nextName)
-        return settle(callback(tx as unknown as LeaseDb))
-      },
+      (token) => settle(callback(blockHandle({ lease, setup, block: token }, ctx, nextName))),
       setup,
     )
   }
