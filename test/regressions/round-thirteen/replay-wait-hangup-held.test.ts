@@ -82,13 +82,17 @@ describe('token reads waiting for replay when the client leaves', () => {
       const controllers = Array.from({ length: 5 }, () => new AbortController())
       const reads = controllers.map((c) =>
         fetch(`${base}/notes/${id}`, { headers: { [HEADER]: token }, signal: c.signal }).then(
-          (r) => r.status,
-          () => 'aborted',
+          async (r) => ({ status: r.status, found: ((await r.json()) as { found?: boolean }).found }),
+          () => 'aborted' as const,
         ),
       )
       await sleep(300)
       for (const c of controllers) c.abort()
-      expect(await Promise.all(reads)).toEqual(Array(5).fill('aborted'))
+      // Each read waits for replay until its client leaves; on a loaded machine the replica monitor
+      // may judge the standby unusable meanwhile (a sample past its time), and a read then goes to
+      // the primary: answered, and with the write (read-your-writes holds either way).
+      const outcomes = await Promise.all(reads)
+      expect(outcomes.filter((o) => o !== 'aborted' && !(o.status === 200 && o.found === true))).toEqual([])
       const idle = await waitFor(
         () => app.pgPools.all().every((v) => v.stats().leased === 0 && v.stats().waiting === 0),
         3_000,
