@@ -147,7 +147,9 @@ function firstChunk(stream: Readable, cut: AbortSignal): Promise<FirstChunk> {
   }
   const handOver = () => {
     stream.removeListener('error', parked)
-    return late ?? stream.errored ?? undefined
+    // Destroyed without an error before its end (an upstream closed early): Fastify answers that
+    // with ERR_STREAM_PREMATURE_CLOSE, which after the COMMIT must cut the 2xx too.
+    return late ?? (stream.destroyed ? closedEarly() : stream.errored ?? undefined)
   }
   // Read by a 'data' listener of the app's (a byte counter; paused by onSend): not waited on, as a
   // 'readable' listener's removal would set it flowing again, its chunks lost to the response.
@@ -739,13 +741,23 @@ export class RequestLeases {
       // A stream flowing already (a 'data' listener of the app's, a byte counter): its chunks would
       // go by while the reply waits for the database (a COMMIT, a token, another instance), lost to
       // the response. Held until Fastify pipes it, which resumes it.
-      if (isNodeReadable(payload) && payload.readableFlowing === true) payload.pause()
+      // Given back flowing when the payload is handed on: a later onSend hook that reads it with a
+      // 'data' listener (which does not resume a paused stream), or that replaces it (Fastify never
+      // pipes it then), would leave it paused for good.
+      const paused = isNodeReadable(payload) && payload.readableFlowing === true
+      if (paused) payload.pause()
+      const giveBack = () => {
+        if (paused && (payload as Readable).readableFlowing === false && !(payload as Readable).destroyed) {
+          ;(payload as Readable).resume()
+        }
+      }
       const gate = leased[kGate]
       if (gate?.written) {
         // The handler wrote the response on reply.raw itself (the gate holds it for the COMMIT).
         if (payload !== undefined || leased[kErrored]) {
           request.log.warn('the response was written on reply.raw: the payload sent after it is dropped')
         }
+        giveBack()
         cutUnended(reply, gate, payload, leased[kErrored])
         return
       }
@@ -757,14 +769,11 @@ export class RequestLeases {
       // client: its work is not committed, as after a hang-up.
       const mode = responseDestroyed(reply.raw) ? 'abort' : endMode(leased, statusCode)
       // Fastify writes the reply once the hook is done: past the gate, whose COMMIT ran here.
-      const sendNow = (
-        gate === null
-          ? hookDone
-          : (error: Error | null, body?: unknown) => {
-              gate.release()
-              ;(hookDone as (error: Error | null, body?: unknown) => void)(error, body)
-            }
-      ) as typeof hookDone & ((error: Error | null, body?: unknown) => void)
+      const sendNow = ((error: Error | null, body?: unknown) => {
+        gate?.release()
+        giveBack()
+        ;(hookDone as (error: Error | null, body?: unknown) => void)(error, body)
+      }) as typeof hookDone & ((error: Error | null, body?: unknown) => void)
       // Called later than onSend (once the database answered): the second send above is held
       // off meanwhile; a reply someone wrote on reply.raw in between is left alone.
       const sendLater = (error: Error | null, body?: unknown) => {
@@ -865,7 +874,10 @@ export class RequestLeases {
       // A reply Node cannot write (a header it refuses) is known before the COMMIT: the work is
       // rolled back (the error reply that goes instead passes here again, as an error).
       const refused = mode === 'commit' ? takeUnwritable(reply) : undefined
-      if (refused !== undefined) return hookDone(refused)
+      if (refused !== undefined) {
+        giveBack()
+        return hookDone(refused)
+      }
       // The COMMIT before the first byte: a client never sees success for work not committed.
       leased[kEnded] = true
       if (mode === 'commit' && isStream(payload) && lease.runsCopyInto(payload, isWebStream(payload))) {
@@ -894,10 +906,20 @@ export class RequestLeases {
             }
             if (tokens !== null) writeToken(request, reply, tokens, ending.commitLsn)
             const late = handOver?.()
-            later(null, payload)
             // Failed after its first chunk, while the COMMIT ran: the work is committed, so the
             // status goes out and the body is cut (Fastify cuts an errored stream once headers went).
-            if (late !== undefined && !reply.raw.headersSent && !reply.raw.destroyed) reply.raw.flushHeaders()
+            // Flushed when Fastify pipes the payload (its headers are on the response then), not when
+            // this hook is done: a later onSend hook may still be running, and its headers with it.
+            if (late !== undefined) {
+              // Whatever is piped (a later hook may have wrapped it: a compression stream).
+              const flush = () => {
+                reply.raw.removeListener('pipe', flush)
+                if (!reply.raw.headersSent && !reply.raw.destroyed) reply.raw.flushHeaders()
+              }
+              reply.raw.on('pipe', flush)
+              reply.raw.once('close', () => reply.raw.removeListener('pipe', flush))
+            }
+            later(null, payload)
           },
           (error: Error) => {
             handOver?.()
