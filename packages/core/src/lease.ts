@@ -220,7 +220,13 @@ export class Lease implements Holder, QueryOwner {
    * was opened in): while one runs, only its handle's statements are sent, as in a block. Another
    * would run inside the savepoint and be rolled back with it.
    */
-  readonly #savepoints: { readonly token: object; readonly parent: object | undefined }[] = []
+  readonly #savepoints: {
+    readonly token: object
+    readonly parent: object | undefined
+    settled: boolean
+    /** Opened inside a savepoint whose callback has settled (left running): it no longer counts. */
+    orphaned: boolean
+  }[] = []
   /** The open block's callback has settled: its COMMIT or ROLLBACK is sent or about to be. */
   #blockSettled = false
   /**
@@ -462,7 +468,8 @@ export class Lease implements Holder, QueryOwner {
       // while onLease's block is open wait for the hook, as always.
       // Once the block's callback has settled, its COMMIT or ROLLBACK is on its way: a statement
       // of its handle sent now would run after it, outside the block (committed on its own).
-      const open = this.#blockSettled ? blockSettled : this.#openHandle()
+      // Likewise once a savepoint's callback has settled: only its RELEASE or ROLLBACK TO is sent.
+      const open = this.#blockSettled ? blockSettled : this.#openHandle(query.savepointStep)
       if (query.block !== open && !(query.block === undefined && this.#openBlockSetup && !query.setup)) {
         query.reject(new errors.FST_PG_POOL_OUTSIDE_BLOCK())
         return
@@ -1516,19 +1523,55 @@ export class Lease implements Holder, QueryOwner {
   }
 
   /** The handle whose statements run now: the innermost savepoint's of the open block, or the block's. */
-  #openHandle(): object | undefined {
+  #openHandle(step = false): object | undefined {
     let handle = this.#openBlock
+    let settled = false
     // A savepoint counts when opened on the handle open then (one of a block that ended does not).
-    for (const savepoint of this.#savepoints) if (savepoint.parent === handle) handle = savepoint.token
-    return handle
+    for (const savepoint of this.#savepoints) {
+      if (!savepoint.orphaned && savepoint.parent === handle) {
+        handle = savepoint.token
+        settled = savepoint.settled
+      }
+    }
+    // A settled savepoint's callback: its handle's statements would run after its ROLLBACK TO.
+    return settled && !step ? blockSettled : handle
+  }
+
+  /**
+   * A savepoint() whose work could not be rolled back (its ROLLBACK TO refused or failed): what it
+   * did stays in the route transaction or block, so that one ends with a ROLLBACK, not a COMMIT,
+   * and the holder's statements in it are refused.
+   */
+  savepointNotUndone(error: unknown): void {
+    // On a lost connection the transaction is gone with it: its own error says so.
+    if ((!this.#routeTransaction && !this.#block) || this.#conn?.usable !== true) return
+    const code = (error as { code?: unknown } | null)?.code
+    this.#endedInSql ??= withCause(
+      new errors.FST_PG_POOL_COMMIT_FAILED(`a savepoint() could not be rolled back: ${String(code ?? error)}`),
+      error,
+    )
   }
 
   /** Runs a savepoint() callback (`parent`: the handle it was called on); its handle's token is given. */
-  async savepoint<T>(parent: object | undefined, callback: (token: object) => Promise<T>): Promise<T> {
-    const entry = { token: {}, parent }
+  async savepoint<T>(
+    parent: object | undefined,
+    callback: (token: object, settled: () => void) => Promise<T>,
+  ): Promise<T> {
+    const entry = { token: {}, parent, settled: false, orphaned: false }
     this.#savepoints.push(entry)
     try {
-      return await callback(entry.token)
+      return await callback(entry.token, () => {
+        entry.settled = true
+        // Savepoints opened inside it and still running were left behind by its callback: its
+        // RELEASE or ROLLBACK TO ends them in SQL, and their statements are refused from now on.
+        const inside = new Set<object>([entry.token])
+        for (const other of this.#savepoints) {
+          if (other.parent !== undefined && inside.has(other.parent)) {
+            other.orphaned = true
+            inside.add(other.token)
+          }
+        }
+      })
     } finally {
       this.#savepoints.splice(this.#savepoints.indexOf(entry), 1)
     }

@@ -137,7 +137,7 @@ function addSavepoint(
     const { lease, setup, block } = sourceFor()
     // A handle of its own: while the callback runs, a statement on the handle savepoint() was
     // called on (request.db beside it) would run inside the savepoint and be rolled back with it.
-    return lease.savepoint(block, async (token) => {
+    return lease.savepoint(block, async (token, settled) => {
       const id = blockHandle({ lease, setup, block: token }, ctx, nextName)
       const point = id(nextName())
       // Its own steps: the lease tells a ROLLBACK TO of its from a ROLLBACK that ends the block.
@@ -146,13 +146,31 @@ function addSavepoint(
         return query as Promise<unknown>
       }
       await step(id`savepoint ${point}`)
+      // Its work undone, or (the ROLLBACK TO refused: a COPY of its left open, a savepoint of its
+      // left running) still in the transaction, which then must not commit.
+      const undo = async (error: unknown): Promise<never> => {
+        try {
+          await step(id`rollback to savepoint ${point}`)
+        } catch (stuck) {
+          lease.savepointNotUndone(stuck)
+          throw stuck
+        }
+        throw error
+      }
+      let result: unknown
       try {
-        const result = await settle(callback(id))
+        result = await settle(callback(id))
+      } catch (error) {
+        // Its callback has settled: a late statement on its handle would run after the ROLLBACK TO.
+        settled()
+        return undo(error)
+      }
+      settled()
+      try {
         await step(id`release savepoint ${point}`)
         return result
       } catch (error) {
-        await step(id`rollback to savepoint ${point}`)
-        throw error
+        return undo(error)
       }
     })
   }
