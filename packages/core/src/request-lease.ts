@@ -149,7 +149,7 @@ function firstChunk(stream: Readable, cut: AbortSignal): Promise<FirstChunk> {
     stream.removeListener('error', parked)
     // Destroyed without an error before its end (an upstream closed early): Fastify answers that
     // with ERR_STREAM_PREMATURE_CLOSE, which after the COMMIT must cut the 2xx too.
-    return late ?? (stream.destroyed ? closedEarly() : stream.errored ?? undefined)
+    return late ?? (stream.destroyed ? closedEarly() : (stream.errored ?? undefined))
   }
   // Read by a 'data' listener of the app's (a byte counter; paused by onSend): not waited on, as a
   // 'readable' listener's removal would set it flowing again, its chunks lost to the response.

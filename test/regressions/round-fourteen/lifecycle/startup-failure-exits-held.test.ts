@@ -90,7 +90,13 @@ const failures = {
     url.port = String(await freePort())
     return { url: withPassword(url.toString(), 'refused-secret-1x'), secret: 'refused-secret-1x' }
   },
-  'wrong password': async () => ({ url: withPassword(db.directUrl, 'wrong-secret-2y'), secret: 'wrong-secret-2y' }),
+  // Under trust auth (the local PostgreSQL leg) any password logs in: a role that does not exist
+  // is the login refusal there, with the wrong password still in the URL.
+  'login refused (wrong password; unknown role under trust auth)': async () => {
+    const url = new URL(withPassword(db.directUrl, 'wrong-secret-2y'))
+    if (db.password === '') url.username = 'no_such_role_2y'
+    return { url: url.toString(), secret: 'wrong-secret-2y' }
+  },
   'missing database': async () => {
     const url = new URL(db.directUrl)
     url.pathname = '/no_such_database_here'
