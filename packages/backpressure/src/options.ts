@@ -1,6 +1,17 @@
 import { optionKit, usesDatabase } from '@fastify-pg-pool/core'
 
-const { asObject, closestName, describe, duration, feature, integer, invalidOption, number, resolveTable } = optionKit
+const {
+  asObject,
+  closestName,
+  describe,
+  duration,
+  feature,
+  integer,
+  invalidOption,
+  isLiteralPath,
+  number,
+  resolveTable,
+} = optionKit
 /** Durations in ms feed timers: Node fires a longer one after 1 ms. */
 const MAX_MS = optionKit.MAX_DURATION_MS
 
@@ -104,7 +115,9 @@ const processTable = {
 const exempt: optionKit.OptionSpec<readonly string[]> = {
   read(raw, name) {
     const prefixes = raw ?? ['/health', '/metrics']
-    if (!Array.isArray(prefixes) || prefixes.some((prefix) => typeof prefix !== 'string' || !prefix.startsWith('/'))) {
+    // Matched against a route's declared URL (`/items/:id`): Fastify's route syntax is fine here.
+    const literal = (prefix: unknown) => typeof prefix === 'string' && prefix.startsWith('/') && isLiteralPath(prefix)
+    if (!Array.isArray(prefixes) || !prefixes.every(literal)) {
       throw invalidOption(name, `expected an array of paths starting with /, got ${describe(raw)}`)
     }
     return Object.freeze(prefixes.map((prefix: string) => (prefix.length > 1 ? prefix.replace(/\/+$/, '') : prefix)))

@@ -480,12 +480,27 @@ export function routePath(fallback: string | false): OptionSpec<string | false> 
   return {
     read(raw, name) {
       if (raw === undefined) return fallback
-      if (raw !== false && (typeof raw !== 'string' || !raw.startsWith('/'))) {
+      if (raw !== false && (typeof raw !== 'string' || !raw.startsWith('/') || !isLiteralPath(raw, ROUTE_SYNTAX))) {
         throw expected(name, 'a path starting with / or false', raw)
       }
       return raw
     },
   }
+}
+
+// Never part of a request's path as Fastify matches it (a query, a fragment, blanks, an empty
+// segment): a route or exemption written with one is never reached.
+const NEVER_IN_PATH = /[?#\s\p{Cc}]|\/\//u
+// Fastify's route syntax (parameters, wildcards, regular expressions): a plugin's fixed route
+// given one would answer every path it matches.
+const ROUTE_SYNTAX = /[:*()]/
+
+/**
+ * Whether `path` can be matched as the literal path it is written as: no query, fragment, blank,
+ * control character or empty segment, and (with `syntax`) none of Fastify's route syntax.
+ */
+export function isLiteralPath(path: string, syntax?: RegExp): boolean {
+  return !NEVER_IN_PATH.test(path) && (syntax === undefined || !syntax.test(path))
 }
 
 /**
@@ -496,7 +511,9 @@ export const routePrefix: OptionSpec<string> = {
   read(raw, name) {
     if (raw === undefined || raw === '') return ''
     if (typeof raw !== 'string' || !raw.startsWith('/')) throw expected(name, 'a route prefix starting with /', raw)
-    return raw.replace(/\/+$/, '')
+    const prefix = raw.replace(/\/+$/, '')
+    if (!isLiteralPath(prefix, ROUTE_SYNTAX)) throw expected(name, 'a route prefix starting with /', raw)
+    return prefix
   },
 }
 
