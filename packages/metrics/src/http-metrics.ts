@@ -57,14 +57,19 @@ export function registerHttpMetrics(app: FastifyInstance, options: ResolvedMetri
     return series
   }
 
-  const observe = (request: FastifyRequest, statusClass: string) => {
+  /**
+   * `elapsedMs`: Fastify's own timing of the reply, for a request our onRequest hook never saw
+   * (an earlier onRequest hook answered it: admission control, under-pressure, authentication).
+   */
+  const observe = (request: FastifyRequest, statusClass: string, elapsedMs?: number) => {
     const timed = request as TimedRequest
     const start = timed[kStart]
-    if (start <= 0) return
+    if (start < 0 || (start === 0 && elapsedMs === undefined)) return
     timed[kStart] = -1
     const url = request.routeOptions.url
     if (scrapePath !== false && url === scrapePath) return
-    seriesOf(request.method, url, statusClass).observe((performance.now() - start) / 1000)
+    const ms = start === 0 ? (elapsedMs as number) : performance.now() - start
+    seriesOf(request.method, url, statusClass).observe(ms / 1000)
   }
 
   /**
@@ -87,7 +92,7 @@ export function registerHttpMetrics(app: FastifyInstance, options: ResolvedMetri
   })
   app.addHook('onResponse', (request, reply, done) => {
     // Node's HTTP/2 layer runs it for a stream the client reset too.
-    observe(request, hangUp.hungUp(reply.raw) ? 'aborted' : classOf(reply.statusCode))
+    observe(request, hangUp.hungUp(reply.raw) ? 'aborted' : classOf(reply.statusCode), reply.elapsedTime)
     done()
   })
   app.addHook('onRequestAbort', (request, done) => {
