@@ -1,5 +1,5 @@
 import { withoutDatabase } from '@fastify-pg-pool/core'
-import type { FastifyPluginAsync, RouteShorthandOptions } from 'fastify'
+import type { FastifyContextConfig, FastifyPluginAsync, RouteShorthandOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import { collectDefaultMetrics, type Registry } from 'prom-client'
 import { BoundedLabel } from './bounded-label.js'
@@ -74,8 +74,10 @@ const metrics: FastifyPluginAsync<PgPoolMetricsOptions> = async (app, opts) => {
   })
 
   if (options.path !== false) {
-    // A route free of database plumbing: the pool and admission control leave it alone.
-    const config = withoutDatabase({})
+    // A route free of database plumbing: the pool and admission control leave it alone, and
+    // @fastify/under-pressure (when an app registers it on its own) lets through a route whose
+    // pressureHandler returns nothing: scrapes go on while the process is under pressure.
+    const config = withoutDatabase({ pressureHandler: () => undefined }) as FastifyContextConfig
     const routeOptions: RouteShorthandOptions = { config, logLevel: 'warn' }
     if (options.onRequest.length > 0)
       routeOptions.onRequest = options.onRequest as NonNullable<RouteShorthandOptions['onRequest']>
