@@ -26,7 +26,8 @@ beforeAll(async () => {
 afterAll(() => db.drop())
 
 test('@fastify/under-pressure registered by the app refuses its routes, not /metrics', async () => {
-  const underPressure = ((await import(underPressurePath)) as { default: FastifyPluginAsync<object> }).default
+  const underPressure = ((await import(underPressurePath)) as { default: FastifyPluginAsync<Record<string, unknown>> })
+    .default
   const { app } = await coreApp(db.url, { max: 2 })
   await app.register(pgPoolMetrics)
   // An external dependency reported down: under pressure from the first check on, for good.
@@ -40,7 +41,10 @@ test('@fastify/under-pressure registered by the app refuses its routes, not /met
     const scrape = await app.inject('/metrics')
     expect(scrape.statusCode).toBe(200)
     expect(parseExposition(scrape.body).value('pg_pool_connections_max', { pool: 'primary' })).toBe(2)
-    const open = await app.inject({ url: '/metrics', headers: { accept: 'application/openmetrics-text; version=1.0.0' } })
+    const open = await app.inject({
+      url: '/metrics',
+      headers: { accept: 'application/openmetrics-text; version=1.0.0' },
+    })
     expect(open.statusCode).toBe(200)
     expect(open.body.endsWith('# EOF\n')).toBe(true)
   } finally {
