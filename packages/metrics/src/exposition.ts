@@ -13,10 +13,12 @@ export interface Scrape {
  * first), Prometheus text otherwise, and when there is no header.
  */
 export function negotiate(accept: string | undefined): ExpositionFormat {
-  if (accept === undefined || !accept.includes('openmetrics')) return 'prometheus'
+  // Media types and parameter names are case-insensitive (RFC 9110).
+  const ranges = accept?.toLowerCase()
+  if (ranges === undefined || !ranges.includes('openmetrics')) return 'prometheus'
   let open = 0
   let text = 0
-  for (const range of accept.split(',')) {
+  for (const range of ranges.split(',')) {
     const [type = '', ...params] = range.split(';')
     let q = 1
     for (const param of params) {
@@ -24,7 +26,7 @@ export function negotiate(accept: string | undefined): ExpositionFormat {
       if (key?.trim() === 'q' && value !== undefined) q = Number(value)
     }
     if (!Number.isFinite(q)) continue
-    const mediaType = type.trim().toLowerCase()
+    const mediaType = type.trim()
     if (mediaType === 'application/openmetrics-text') open = Math.max(open, q)
     else if (mediaType === 'text/plain' || mediaType === '*/*' || mediaType === 'text/*') text = Math.max(text, q)
   }
