@@ -1,9 +1,11 @@
-import type { Server } from 'node:http'
+import type { Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { Server as TlsServer } from 'node:tls'
 
 /** While the app closes, how often the HTTP/1.1 connections that turned idle are closed. */
 const IDLE_CLOSE_EVERY_MS = 50
+/** Responses tracked before the first sweep of those already sent. */
+const SWEEP_FROM = 64
 
 /**
  * Closes the app's HTTP/1.1 connections as they turn idle once the server stopped listening.
@@ -13,11 +15,18 @@ const IDLE_CLOSE_EVERY_MS = 50
  * preconnect, a load balancer's warm connection), which the client may hold open for good: those
  * are tracked here, from their opening to their first request, and closed too while no byte of a
  * request has come. One per server, whichever instances of the core register on it (drainOf).
+ * From preClose on, every response not started yet says `Connection: close` (those in flight
+ * included): its connection is closed right after it, and a client (a load balancer's kept-alive
+ * pool) told `keep-alive` would send its next request into a socket being closed.
  */
 class HttpDrain {
   readonly #server: Server & { closeIdleConnections?: () => void }
   /** Connections that have not carried a request yet. */
   readonly #unused = new Set<Socket>()
+  /** Responses whose head had not gone out yet when last swept. */
+  readonly #pending = new Set<ServerResponse>()
+  #sweepAt = SWEEP_FROM
+  #draining = false
   #timer: NodeJS.Timeout | undefined
 
   constructor(server: Server) {
@@ -33,7 +42,16 @@ class HttpDrain {
     const used = (request: { socket: Socket }) => {
       this.#unused.delete(request.socket)
     }
-    server.on('request', used)
+    server.on('request', (request: { socket: Socket }, response: ServerResponse) => {
+      used(request)
+      if (this.#draining) return closeAfter(response)
+      // No listener per response: those whose head went out are swept from time to time.
+      if (this.#pending.size >= this.#sweepAt) {
+        for (const sent of this.#pending) if (sent.headersSent || sent.destroyed) this.#pending.delete(sent)
+        this.#sweepAt = Math.max(SWEEP_FROM, this.#pending.size * 2)
+      }
+      this.#pending.add(response)
+    })
     server.on('upgrade', used)
     server.on('connect', used)
   }
@@ -41,6 +59,9 @@ class HttpDrain {
   /** From preClose on: each connection closes once it is idle and the server stopped listening. */
   start(): void {
     if (typeof this.#server.closeIdleConnections !== 'function' || this.#timer !== undefined) return
+    this.#draining = true
+    for (const response of this.#pending) closeAfter(response)
+    this.#pending.clear()
     this.#timer = setInterval(() => {
       if (this.#server.listening) return
       this.#server.closeIdleConnections?.()
@@ -52,6 +73,11 @@ class HttpDrain {
   stop(): void {
     clearInterval(this.#timer)
   }
+}
+
+/** Asks Node to close the connection after this response, saying so in its head (`Connection: close`). */
+function closeAfter(response: ServerResponse): void {
+  if (!response.headersSent) response.setHeader('connection', 'close')
 }
 
 const drains = new WeakMap<Server, HttpDrain>()
