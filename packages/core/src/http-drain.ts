@@ -15,15 +15,16 @@ const SWEEP_FROM = 64
  * preconnect, a load balancer's warm connection), which the client may hold open for good: those
  * are tracked here, from their opening to their first request, and closed too while no byte of a
  * request has come. One per server, whichever instances of the core register on it (drainOf).
- * From preClose on, every response not started yet says `Connection: close` (those in flight
- * included): its connection is closed right after it, and a client (a load balancer's kept-alive
- * pool) told `keep-alive` would send its next request into a socket being closed.
+ * From preClose on, the last response of each connection says `Connection: close` (one in
+ * flight included, unless its head went out): the connection is closed right after it, and a
+ * client (a load balancer's kept-alive pool) told `keep-alive` would send its next request into a
+ * socket being closed.
  */
 class HttpDrain {
   readonly #server: Server & { closeIdleConnections?: () => void }
   /** Connections that have not carried a request yet. */
   readonly #unused = new Set<Socket>()
-  /** Responses whose head had not gone out yet when last swept. */
+  /** Responses not finished when last swept, in the order their requests came. */
   readonly #pending = new Set<ServerResponse>()
   #sweepAt = SWEEP_FROM
   #draining = false
@@ -45,9 +46,9 @@ class HttpDrain {
     server.on('request', (request: { socket: Socket }, response: ServerResponse) => {
       used(request)
       if (this.#draining) return closeAfter(response)
-      // No listener per response: those whose head went out are swept from time to time.
+      // No listener per response: those done are swept from time to time.
       if (this.#pending.size >= this.#sweepAt) {
-        for (const sent of this.#pending) if (sent.headersSent || sent.destroyed) this.#pending.delete(sent)
+        for (const done of this.#pending) if (done.writableFinished || done.destroyed) this.#pending.delete(done)
         this.#sweepAt = Math.max(SWEEP_FROM, this.#pending.size * 2)
       }
       this.#pending.add(response)
@@ -60,7 +61,11 @@ class HttpDrain {
   start(): void {
     if (typeof this.#server.closeIdleConnections !== 'function' || this.#timer !== undefined) return
     this.#draining = true
-    for (const response of this.#pending) closeAfter(response)
+    // Only the last response of each connection: one before it (pipelined requests) saying close
+    // would end the connection before the later ones, whose handlers run all the same, are sent.
+    const last = new Map<Socket, ServerResponse>()
+    for (const response of this.#pending) last.set(response.req.socket, response)
+    for (const response of last.values()) closeAfter(response)
     this.#pending.clear()
     this.#timer = setInterval(() => {
       if (this.#server.listening) return

@@ -8,6 +8,9 @@
 // being closed (a 502 / "socket hang up" for a request the app never saw).
 // What they got: the response says `Connection: keep-alive` and `Keep-Alive: timeout=72`, and
 // the server closes the connection milliseconds later (the drain's idle sweep).
+// Held beside it: two requests pipelined on one connection, both in flight at SIGTERM, are both
+// answered (only the last response may say close: an earlier one saying it would end the
+// connection before the later one, whose handler runs all the same, is sent).
 import { connect } from 'node:net'
 import { afterAll, beforeAll, expect, test } from 'vitest'
 import { createTestDatabase, type TestDatabase, waitFor, waitUntil } from '../../../support/database.js'
@@ -71,5 +74,23 @@ test('a response finished during the drain closes its kept-alive connection: Con
   // ...so the response must say so.
   expect(head).toMatch(/^connection: close$/im)
   expect(head).not.toMatch(/^keep-alive:/im)
+  expect(await example.exited).toEqual({ code: 0, signal: null })
+})
+
+test('two requests pipelined on one connection, in flight at SIGTERM: both answered, the last says close', { timeout: 30_000 }, async () => {
+  app = await startExample(db.url)
+  const example = app
+  await waitUntil(async () => (await get(example.port, '/health/live', { timeoutMs: 1_000 })).status === 200, 'the app to listen', 20_000)
+  const lb = keptAlive(example.port)
+  lb.socket.write('GET /slow?ms=3000 HTTP/1.1\r\nHost: demo\r\n\r\nGET /slow?ms=2000 HTTP/1.1\r\nHost: demo\r\n\r\n')
+  await waitUntil(async () => (await sleeping()) === 2, 'both requests to run their queries', 10_000)
+  example.child.kill('SIGTERM')
+  await waitUntil(() => lb.state.ended, 'the connection to end', 20_000)
+  const heads = lb.state.text.split(/\r\n\r\n\{[^}]*\}/).filter((head) => head !== '')
+  expect(heads.map((head) => head.split('\r\n')[0])).toEqual(['HTTP/1.1 200 OK', 'HTTP/1.1 200 OK'])
+  expect(lb.state.text).toContain('{"slept":3000}')
+  expect(lb.state.text).toContain('{"slept":2000}')
+  expect(heads[0]).not.toMatch(/^connection: close$/im)
+  expect(heads[1]).toMatch(/^connection: close$/im)
   expect(await example.exited).toEqual({ code: 0, signal: null })
 })
