@@ -21,10 +21,16 @@ afterAll(async () => {
   await db?.drop()
 })
 
-test('refused, then frozen: liveness stays 200, readiness 503 then 200, same process', { timeout: 60_000 }, async () => {
+test('refused, then frozen: liveness stays 200, readiness 503 then 200, same process', {
+  timeout: 60_000,
+}, async () => {
   app = await startExample(proxy.urlFor(db.url))
   const example = app
-  await waitUntil(async () => (await get(example.port, '/health/live', { timeoutMs: 1_000 })).status === 200, 'the app to listen', 20_000)
+  await waitUntil(
+    async () => (await get(example.port, '/health/live', { timeoutMs: 1_000 })).status === 200,
+    'the app to listen',
+    20_000,
+  )
   const live: (number | string)[] = []
   // The kubelet's probes, with the Deployment's timeouts (liveness 2 s, readiness 2 s).
   const readiness = () => get(example.port, '/health/ready', { timeoutMs: 2_000 })

@@ -47,10 +47,16 @@ const sleeping = async () =>
       where state = 'active' and query like '%pg_sleep%' and pid <> pg_backend_pid()`
   )[0]?.n ?? 0
 
-test('a response finished during the drain closes its kept-alive connection: Connection: close', { timeout: 30_000 }, async () => {
+test('a response finished during the drain closes its kept-alive connection: Connection: close', {
+  timeout: 30_000,
+}, async () => {
   app = await startExample(db.url)
   const example = app
-  await waitUntil(async () => (await get(example.port, '/health/live', { timeoutMs: 1_000 })).status === 200, 'the app to listen', 20_000)
+  await waitUntil(
+    async () => (await get(example.port, '/health/live', { timeoutMs: 1_000 })).status === 200,
+    'the app to listen',
+    20_000,
+  )
 
   const lb = keptAlive(example.port)
   lb.socket.write('GET /slow?ms=4000 HTTP/1.1\r\nHost: demo\r\n\r\n')
@@ -77,10 +83,16 @@ test('a response finished during the drain closes its kept-alive connection: Con
   expect(await example.exited).toEqual({ code: 0, signal: null })
 })
 
-test('two requests pipelined on one connection, in flight at SIGTERM: both answered, the last says close', { timeout: 30_000 }, async () => {
+test('two requests pipelined on one connection, in flight at SIGTERM: both answered, the last says close', {
+  timeout: 30_000,
+}, async () => {
   app = await startExample(db.url)
   const example = app
-  await waitUntil(async () => (await get(example.port, '/health/live', { timeoutMs: 1_000 })).status === 200, 'the app to listen', 20_000)
+  await waitUntil(
+    async () => (await get(example.port, '/health/live', { timeoutMs: 1_000 })).status === 200,
+    'the app to listen',
+    20_000,
+  )
   const lb = keptAlive(example.port)
   lb.socket.write('GET /slow?ms=3000 HTTP/1.1\r\nHost: demo\r\n\r\nGET /slow?ms=2000 HTTP/1.1\r\nHost: demo\r\n\r\n')
   await waitUntil(async () => (await sleeping()) === 2, 'both requests to run their queries', 10_000)

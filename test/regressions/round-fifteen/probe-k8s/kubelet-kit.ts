@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { request as httpRequest, type Agent } from 'node:http'
+import { type Agent, request as httpRequest } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { freePort } from '../../../support/embedded-server.js'
 
@@ -73,7 +73,12 @@ export function get(port: number, path: string, options: { timeoutMs?: number; a
     })
     req.on('error', (error) => {
       clearTimeout(timer)
-      resolve({ status: (error as { code?: string }).code ?? 'error', connection: undefined, body: '', reused: req.reusedSocket })
+      resolve({
+        status: (error as { code?: string }).code ?? 'error',
+        connection: undefined,
+        body: '',
+        reused: req.reusedSocket,
+      })
     })
     req.end()
   })

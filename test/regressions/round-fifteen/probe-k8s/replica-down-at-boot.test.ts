@@ -22,7 +22,9 @@ afterAll(async () => {
   await db?.drop()
 })
 
-test('a standby down while the pod starts: the pod starts and is ready (warn), reads served by the primary', { timeout: 30_000 }, async () => {
+test('a standby down while the pod starts: the pod starts and is ready (warn), reads served by the primary', {
+  timeout: 30_000,
+}, async () => {
   const down = new URL(db.directUrl)
   down.port = String(await freePort())
   app = await startExample(db.url, { DATABASE_REPLICA_URLS: `${db.directUrl},${down.toString()}` })
