@@ -9,6 +9,7 @@ import {
   CAPTURE_SETTINGS_SQL,
   CAPTURE_WHO_SQL,
   capturedWho,
+  DBLINK_SQL,
   KEPT_STATEMENTS_SQL,
   LOGIN_USER_SQL,
   prepareResetCheck,
@@ -198,7 +199,8 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
       ? configured.then(async () => {
           const kept = textRows(await client.sql.unsafe(KEPT_STATEMENTS_SQL).simple().raw(), 2)
           const keptStatements = kept.map(([name = '', key = '']) => ({ name, key }))
-          await client.sql.unsafe(prepareResetCheck(keptStatements, client.seedable)).simple()
+          const [[dblink] = []] = textRows(await client.sql.unsafe(DBLINK_SQL).simple().raw(), 1)
+          await client.sql.unsafe(prepareResetCheck(keptStatements, client.seedable, dblink)).simple()
         })
       : configured
     opening.catch(() => {})

@@ -47,6 +47,17 @@ const keyOf = (alias: string) => `pg_catalog.concat(${preparedAt(`${alias}.prepa
 export const KEPT_STATEMENTS_SQL = `SELECT pg_catalog.quote_literal(s.name) AS name, pg_catalog.quote_literal(${keyOf('s')}) AS key
   FROM pg_catalog.pg_prepared_statements s WHERE s.from_sql`
 
+/**
+ * The schema of the dblink extension, as an identifier quoted by the server, when the database
+ * has it and the session may run the functions the reset's check calls (prepareResetCheck).
+ * to_regprocedure: a name that is no function reads as null (the join may look at every schema).
+ */
+export const DBLINK_SQL = `SELECT pg_catalog.quote_ident(n.nspname) AS schema
+  FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
+  WHERE e.extname OPERATOR(pg_catalog.=) 'dblink'
+    AND pg_catalog.has_function_privilege(pg_catalog.to_regprocedure(pg_catalog.format('%I.dblink_get_connections()', n.nspname)), 'EXECUTE')
+    AND pg_catalog.has_function_privilege(pg_catalog.to_regprocedure(pg_catalog.format('%I.dblink_disconnect(text)', n.nspname)), 'EXECUTE')`
+
 /** A statement of KEPT_STATEMENTS_SQL, as quoted literals. */
 export interface KeptStatement {
   readonly name: string
@@ -101,13 +112,24 @@ const STRONG_SEED =
  * earlier connection of this process) is deallocated first: PREPARE would refuse the name.
  * `seed` false (the login may not run SEED_FUNCTIONS: a database revoked EXECUTE on them) leaves
  * random() as the holder left it: every reset would fail otherwise.
+ *
+ * `dblink`: the schema of the dblink extension (quoted), when the database has it and the login
+ * may run the two functions (DBLINK_SQL): the check also closes every named dblink connection a
+ * holder left open (its remote session ends, rolling back a remote transaction it left open);
+ * neither RESET ALL nor DISCARD ALL does, and the next holder's `dblink_connect` of that name failed
+ * ("duplicate connection name"), or its `dblink(name, ...)` ran in the earlier holder's remote
+ * session. dblink's unnamed connection cannot be listed, so it is not closed (README).
  */
-export function prepareResetCheck(kept: readonly KeptStatement[] = [], seed = true): string {
+export function prepareResetCheck(kept: readonly KeptStatement[] = [], seed = true, dblink?: string): string {
   const ours = `'${RESET_CHECK}'`
   const others = kept.filter((statement) => statement.name !== ours)
   const isKept = `${keyOf('s')} ${EQ} ANY (ARRAY[${others.map((statement) => statement.key).join(', ')}]::pg_catalog.text[])`
+  const disconnect =
+    dblink === undefined
+      ? ''
+      : `(SELECT pg_catalog.count(${dblink}.dblink_disconnect(c)) FROM pg_catalog.unnest(${dblink}.dblink_get_connections()) c) IS NULL OR `
   const check =
-    `SELECT WHERE ${seed ? `pg_catalog.setseed(${STRONG_SEED}) IS NULL OR ` : ''}pg_catalog.pg_advisory_unlock_all() IS NULL OR EXISTS (SELECT FROM pg_catalog.pg_prepared_statement() s ` +
+    `SELECT WHERE ${seed ? `pg_catalog.setseed(${STRONG_SEED}) IS NULL OR ` : ''}pg_catalog.pg_advisory_unlock_all() IS NULL OR ${disconnect}EXISTS (SELECT FROM pg_catalog.pg_prepared_statement() s ` +
     `WHERE CASE WHEN s.name ${EQ} ${ours} THEN false ${others.length === 0 ? '' : `WHEN ${isKept} THEN false `}` +
     `ELSE 1 OPERATOR(pg_catalog./) (s.from_sql::int OPERATOR(pg_catalog.-) 1) ${EQ} 0 END)` +
     (others.length === 0
