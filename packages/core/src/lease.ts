@@ -1229,6 +1229,14 @@ export class Lease implements Holder, QueryOwner {
       // The old connection still rejects the original later: it is ignored from now on.
       query.redirected = true
       if (this.pipelined) this.#ctx.pool.countSharedQuery(-1)
+      if (this.#mode === 'abort') {
+        // The request has ended (a hang-up, a handlerTimeout: its cancel may be what failed the
+        // reset): none of it ran, and nothing is sent for it now, on this connection or another.
+        const stopped = this.#endedError()
+        if (query.observed !== undefined) this.#publishEnd(query, undefined, stopped)
+        query.innerReject(stopped)
+        continue
+      }
       if (query.cursorFn !== undefined || query.forEachFn !== undefined || query.streaming) {
         // Rows handed out while it runs tie it to the iterator its caller holds: not resent.
         const lost = withRetryAfter(
