@@ -194,6 +194,11 @@ export class Lease implements Holder, QueryOwner {
   #cancelledEarly: Set<TrackedQuery> | undefined
   /** Statements whose holder cancelled them behind another still running (cancelQuery). */
   #cancelWhenFirst: Set<TrackedQuery> | undefined
+  /**
+   * Statements of the holder's own `.cancel()` whose cancel request was sent: not sent again after
+   * a failed reset (reroute), which that cancel request may be what stopped.
+   */
+  #cancelSent: WeakSet<TrackedQuery> | undefined
   /** Statements sent again after a failed session reset, by the query their holder holds. */
   #rerouted: Map<TrackedQuery, TrackedQuery> | undefined
   /** The holder's begin() blocks waiting for onLease to have prepared the connection. */
@@ -1069,6 +1074,8 @@ export class Lease implements Holder, QueryOwner {
     // statements in order: sent once this one is the first of the holder's still running (as
     // postgres.js does), not onto a statement ahead of it.
     if (this.#inflight.values().next().value === query) {
+      this.#cancelSent ??= new WeakSet()
+      this.#cancelSent.add(query)
       this.#conn?.cancel()
       return undefined
     }
@@ -1082,7 +1089,11 @@ export class Lease implements Holder, QueryOwner {
     const asked = this.#cancelWhenFirst as Set<TrackedQuery>
     asked.delete(ended)
     const next = this.#inflight.values().next().value
-    if (next !== undefined && asked.delete(next)) this.#conn?.cancel()
+    if (next !== undefined && asked.delete(next)) {
+      this.#cancelSent ??= new WeakSet()
+      this.#cancelSent.add(next)
+      this.#conn?.cancel()
+    }
   }
 
   /**
@@ -1229,10 +1240,12 @@ export class Lease implements Holder, QueryOwner {
       // The old connection still rejects the original later: it is ignored from now on.
       query.redirected = true
       if (this.pipelined) this.#ctx.pool.countSharedQuery(-1)
-      if (this.#mode === 'abort') {
-        // The request has ended (a hang-up, a handlerTimeout: its cancel may be what failed the
-        // reset): none of it ran, and nothing is sent for it now, on this connection or another.
-        const stopped = this.#endedError()
+      const cancelled = this.#cancelSent?.has(query) === true || this.#cancelWhenFirst?.delete(query) === true
+      if (this.#mode === 'abort' || cancelled) {
+        // The request has ended (a hang-up, a handlerTimeout), or the holder cancelled the
+        // statement: its cancel request may be what failed the reset. None of it ran, and it is
+        // not sent again, on this connection or another.
+        const stopped = this.#mode === 'abort' ? this.#endedError() : new errors.FST_PG_POOL_ABORTED()
         if (query.observed !== undefined) this.#publishEnd(query, undefined, stopped)
         query.innerReject(stopped)
         continue
