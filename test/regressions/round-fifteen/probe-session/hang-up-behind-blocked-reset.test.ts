@@ -24,63 +24,69 @@ afterEach(async () => {
 })
 afterAll(() => db.drop())
 
-test('a statement written behind a reset that a hang-up cancelled is not sent again elsewhere', async () => {
-  current = await coreApp(db.url, { max: 1 })
-  const { app, applicationName } = current
-  let tempSchema = ''
-  let lockTaken: () => void = () => {}
-  const locked = new Promise<void>((resolve) => {
-    lockTaken = resolve
-  })
-  app.post('/a', async (request) => {
-    await request.db`create temp table held_open (x int)`
-    const [row] = await request.db<{ s: string }[]>`select pg_my_temp_schema()::regnamespace::text as s`
-    tempSchema = row?.s ?? ''
-    await locked
-    return { ok: true }
-  })
-  let bEnded: string | undefined
-  app.get('/b', async (request) => {
+test.each([
+  ['a plain route', {}],
+  ['a transaction route', { transaction: true }],
+] as const)(
+  '%s: a statement written behind a reset that a hang-up cancelled is not sent again elsewhere',
+  async (_, db_) => {
+    current = await coreApp(db.url, { max: 1 })
+    const { app, applicationName } = current
+    let tempSchema = ''
+    let lockTaken: () => void = () => {}
+    const locked = new Promise<void>((resolve) => {
+      lockTaken = resolve
+    })
+    app.post('/a', async (request) => {
+      await request.db`create temp table held_open (x int)`
+      const [row] = await request.db<{ s: string }[]>`select pg_my_temp_schema()::regnamespace::text as s`
+      tempSchema = row?.s ?? ''
+      await locked
+      return { ok: true }
+    })
+    let bEnded: string | undefined
+    app.get('/b', { config: { db: db_ } }, async (request) => {
+      try {
+        await request.db`insert into ledger (note) values ('b')`
+        bEnded = 'inserted'
+      } catch (error) {
+        bEnded = (error as { code?: string }).code
+        throw error
+      }
+      return { ok: true }
+    })
+    const url = await listen(app)
+
+    // Another session locks A's temp table while A still holds its connection: A's reset waits.
+    const locker = await db.sql.reserve()
     try {
-      await request.db`insert into ledger (note) values ('b')`
-      bEnded = 'inserted'
-    } catch (error) {
-      bEnded = (error as { code?: string }).code
-      throw error
-    }
-    return { ok: true }
-  })
-  const url = await listen(app)
-
-  // Another session locks A's temp table while A still holds its connection: A's reset waits.
-  const locker = await db.sql.reserve()
-  try {
-    const a = app.inject({ method: 'POST', url: '/a' })
-    expect(await waitFor(() => tempSchema !== '')).toBe(true)
-    await locker`begin`
-    await locker.unsafe(`lock table ${tempSchema}.held_open in access share mode`)
-    lockTaken()
-    expect((await a).statusCode).toBe(200)
-    const waitingReset = async () =>
-      (
-        await db.sql`select 1 from pg_stat_activity
+      const a = app.inject({ method: 'POST', url: '/a' })
+      expect(await waitFor(() => tempSchema !== '')).toBe(true)
+      await locker`begin`
+      await locker.unsafe(`lock table ${tempSchema}.held_open in access share mode`)
+      lockTaken()
+      expect((await a).statusCode).toBe(200)
+      const waitingReset = async () =>
+        (
+          await db.sql`select 1 from pg_stat_activity
           where application_name = ${applicationName} and wait_event_type = 'Lock' and query like 'BEGIN ISOLATION%'`
-      ).length > 0
-    expect(await waitFor(waitingReset, 5_000)).toBe(true)
+        ).length > 0
+      expect(await waitFor(waitingReset, 5_000)).toBe(true)
 
-    // B's INSERT is written behind the waiting reset; then B's client hangs up.
-    const b = startRequest(`${url}/b`)
-    expect(await waitFor(() => app.pgPool.stats().leased === 1, 5_000)).toBe(true)
+      // B's INSERT is written behind the waiting reset; then B's client hangs up.
+      const b = startRequest(`${url}/b`)
+      expect(await waitFor(() => app.pgPool.stats().leased === 1, 5_000)).toBe(true)
+      await sleep(300)
+      b.abort()
+      expect(await b.done).toBe('aborted')
+      expect(await waitFor(() => bEnded !== undefined, 5_000)).toBe(true)
+    } finally {
+      await locker`commit`.catch(() => {})
+      locker.release()
+    }
+    expect(await waitFor(() => app.pgPool.stats().leased === 0, 5_000)).toBe(true)
     await sleep(300)
-    b.abort()
-    expect(await b.done).toBe('aborted')
-    expect(await waitFor(() => bEnded !== undefined, 5_000)).toBe(true)
-  } finally {
-    await locker`commit`.catch(() => {})
-    locker.release()
-  }
-  expect(await waitFor(() => app.pgPool.stats().leased === 0, 5_000)).toBe(true)
-  await sleep(300)
-  expect(bEnded).toBe('FST_PG_POOL_ABORTED')
-  expect(await db.sql`select note from ledger`).toEqual([])
-})
+    expect(bEnded).toBe('FST_PG_POOL_ABORTED')
+    expect(await db.sql`select note from ledger`).toEqual([])
+  },
+)
