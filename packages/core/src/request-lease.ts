@@ -896,6 +896,21 @@ export class RequestLeases {
       leased[kSending] = true
       const ending = lease
       const commitThenSend = (payload: unknown, handOver?: () => Error | undefined): void => {
+        if (others === undefined || mode !== 'commit') return commit(payload, handOver)
+        // Another instance's lease is being asked whether a block the handler opened in SQL there
+        // was left open: the reply would then be a 500 that says the work was rolled back, so the
+        // route transaction waits for the answer, and rolls back with it, never committed under it.
+        void others.then((failure) => {
+          if (failure === undefined) return commit(payload, handOver)
+          handOver?.()
+          if (isStream(payload)) (payload as { destroy?: () => void }).destroy?.()
+          ending.finish('rollback').then(
+            () => later(failure),
+            () => later(failure),
+          )
+        })
+      }
+      const commit = (payload: unknown, handOver?: () => Error | undefined): void => {
         ending.finish(mode).then(
           () => {
             // The COMMIT waited for a statement still running: a handlerTimeout or the pool's close
