@@ -123,7 +123,10 @@ function sharedOf(app: FastifyInstance): Shared {
   if (!app.hasRequestDecorator('db')) shared.requests.wire(app)
   if (!app.hasDecorator('pgPools')) {
     app.decorate('pgPools', shared.instances.registry)
-    app.decorate('dbs', shared.dbs)
+    // Through a getter: Fastify reads a decorated value with a `getter` or `setter` function as an
+    // accessor, and `dbs` holds one once an instance named so was registered (in another context).
+    const dbs = shared.dbs
+    app.decorate('dbs', { getter: () => dbs })
   }
   return shared
 }
