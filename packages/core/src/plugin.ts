@@ -120,8 +120,9 @@ function sharedOf(app: FastifyInstance): Shared {
   // Wired into each context that does not see it yet: the first registration's, and an ancestor's
   // registered after a child's (decorators reach children through prototypes, hooks do not reach
   // a child context made before them, so no route gets the hooks twice).
-  if (!app.hasRequestDecorator('db')) shared.requests.wire(app)
-  if (!app.hasDecorator('pgPools')) {
+  if (!shared.requests.wiredIn(app)) shared.requests.wire(app)
+  // The core's own registry, not a `pgPools` of the app's (Fastify then refuses the decoration).
+  if (!app.hasDecorator('pgPools') || app.pgPools !== shared.instances.registry) {
     app.decorate('pgPools', shared.instances.registry)
     // Through a getter: Fastify reads a decorated value with a `getter` or `setter` function as an
     // accessor, and `dbs` holds one once an instance named so was registered (in another context).

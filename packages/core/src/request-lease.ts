@@ -500,6 +500,15 @@ export class RequestLeases {
     this.#register(app)
   }
 
+  /**
+   * Whether `app`'s requests are wired already (here, or in an ancestor context): told by a
+   * decorator of the core's own, not by `db`, which an app may have of its own (Fastify then
+   * refuses the core's, instead of the core leaving the app's in place and wiring nothing).
+   */
+  wiredIn(app: FastifyInstance): boolean {
+    return app.hasRequestDecorator(kLease)
+  }
+
   /** Makes `request.dbs.<name>` lease on the instance `name`. */
   addInstance(name: string): void {
     const leases = this
