@@ -282,12 +282,15 @@ function leftOpen(request: FastifyRequest): Error {
  * Finishes the leases on other instances (never transactions), keeping them while a stream
  * reads. With `reply` (onSend): resolves once the leases of instances that give read-your-writes
  * tokens are back with their tokens on the reply, or returns undefined when none is to wait for.
+ * `checks` gets the answer of each question whether a block the handler opened in SQL there was
+ * left open having written (true: the reply becomes the error this resolves with).
  */
 function finishOthers(
   request: LeaseRequest,
   mode: FinishMode,
   payload?: unknown,
   reply?: FastifyReply,
+  checks?: Promise<boolean>[],
 ): Promise<Error | undefined> | undefined {
   const others = request[kOthers]
   if (others === null) return undefined
@@ -308,6 +311,7 @@ function finishOthers(
       const left = reply !== undefined && mode === 'commit' ? lease.leftBlockOpen() : undefined
       if (left !== undefined) {
         // As for request.db (onSend): a block the handler opened in SQL there and left open.
+        checks?.push(left)
         tokensWritten ??= []
         tokensWritten.push(
           left.then((lost) => {
@@ -803,7 +807,8 @@ export class RequestLeases {
           sendNow(thrown as Error)
         }
       }
-      const others = leased[kOthers] === null ? undefined : finishOthers(leased, mode, payload, reply)
+      const checks: Promise<boolean>[] = []
+      const others = leased[kOthers] === null ? undefined : finishOthers(leased, mode, payload, reply, checks)
       if (others !== undefined) leased[kSending] = true
       // The reply goes once the other instances' tokens are on it too.
       const done =
@@ -905,18 +910,16 @@ export class RequestLeases {
       leased[kSending] = true
       const ending = lease
       const commitThenSend = (payload: unknown, handOver?: () => Error | undefined): void => {
-        if (others === undefined || mode !== 'commit') return commit(payload, handOver)
+        if (checks.length === 0 || mode !== 'commit') return commit(payload, handOver)
         // Another instance's lease is being asked whether a block the handler opened in SQL there
-        // was left open: the reply would then be a 500 that says the work was rolled back, so the
-        // route transaction waits for the answer, and rolls back with it, never committed under it.
-        void others.then((failure) => {
-          if (failure === undefined) return commit(payload, handOver)
+        // was left open having written: the reply is then a 500 that says the work was rolled
+        // back (finishOthers), so the route transaction waits for the answer and rolls back too.
+        void Promise.all(checks).then((lost) => {
+          if (!lost.includes(true)) return commit(payload, handOver)
           handOver?.()
           if (isStream(payload)) (payload as { destroy?: () => void }).destroy?.()
-          ending.finish('rollback').then(
-            () => later(failure),
-            () => later(failure),
-          )
+          const send = () => later(null)
+          ending.finish('rollback').then(send, send)
         })
       }
       const commit = (payload: unknown, handOver?: () => Error | undefined): void => {

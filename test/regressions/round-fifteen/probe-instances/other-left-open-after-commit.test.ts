@@ -50,3 +50,27 @@ test('a route transaction with a SQL block left open on request.dbs.<name>: a 50
   // A 500 that says "rolled back" must not leave the order committed (a retry would order twice).
   expect(outcome).toEqual({ status: 500, code: 'FST_PG_POOL_COMMIT_FAILED', orders: 0, invoices: 0 })
 })
+
+test('a block left open on request.dbs.<name> that wrote nothing: the route transaction commits, 200', async () => {
+  app = Fastify()
+  await app.register(pgPoolCore, { connection: orders.url, pool: { max: 2 } })
+  await app.register(pgPoolCore, { name: 'billing', connection: billing.url, pool: { max: 2 } })
+  app.post('/chained', { config: { db: { transaction: true } } }, async (request) => {
+    await request.db`insert into orders (note) values ('chained')`
+    const invoices = (request.dbs as Record<string, RequestDb>).billing as RequestDb
+    await invoices`begin`
+    await invoices`insert into invoices (note) values ('chained')`
+    // What COMMIT AND CHAIN leaves: the write committed, an empty block open.
+    await invoices`commit and chain`
+    return { ok: true }
+  })
+  const res = await app.inject({ method: 'POST', url: '/chained' })
+  expect(await waitFor(() => app?.pgPools.all().every((view) => view.stats().leased === 0) ?? false)).toBe(true)
+  const [ordered] = await orders.sql<{ n: number }[]>`select count(*)::int as n from orders where note = 'chained'`
+  const [invoiced] = await billing.sql<{ n: number }[]>`select count(*)::int as n from invoices where note = 'chained'`
+  expect({ status: res.statusCode, orders: ordered?.n, invoices: invoiced?.n }).toEqual({
+    status: 200,
+    orders: 1,
+    invoices: 1,
+  })
+})
