@@ -910,12 +910,18 @@ export class RequestLeases {
       leased[kSending] = true
       const ending = lease
       const commitThenSend = (payload: unknown, handOver?: () => Error | undefined): void => {
-        if (checks.length === 0 || mode !== 'commit') return commit(payload, handOver)
+        if (checks.length === 0 || mode !== 'commit') {
+          commit(payload, handOver)
+          return
+        }
         // Another instance's lease is being asked whether a block the handler opened in SQL there
         // was left open having written: the reply is then a 500 that says the work was rolled
         // back (finishOthers), so the route transaction waits for the answer and rolls back too.
         void Promise.all(checks).then((lost) => {
-          if (!lost.includes(true)) return commit(payload, handOver)
+          if (!lost.includes(true)) {
+            commit(payload, handOver)
+            return
+          }
           handOver?.()
           if (isStream(payload)) (payload as { destroy?: () => void }).destroy?.()
           const send = () => later(null)

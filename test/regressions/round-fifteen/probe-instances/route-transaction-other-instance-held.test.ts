@@ -41,7 +41,8 @@ test("a 409 rolls back the route's transaction only: request.dbs.<name>'s write 
   await app.register(pgPoolCore, { name: 'billing', connection: billing.url })
   app.post('/conflict', { config: { db: { transaction: true } } }, async (request, reply) => {
     await request.db`insert into orders (note) values ('conflict')`
-    await ((request.dbs as Record<string, RequestDb>).billing as RequestDb)`insert into invoices (note) values ('conflict')`
+    await ((request.dbs as Record<string, RequestDb>)
+      .billing as RequestDb)`insert into invoices (note) values ('conflict')`
     return reply.code(409).send({ conflict: true })
   })
   app.post('/blocked', { config: { db: { transaction: true } } }, async (request, reply) => {
