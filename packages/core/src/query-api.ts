@@ -21,8 +21,12 @@ const notifyTemplate = ((strings: TemplateStringsArray, ..._: unknown[]) =>
   strings)`select pg_catalog.pg_notify(${0}, ${0})`
 
 /** postgres.js's `(query, args?, options?)` where `(query, options)` is allowed too. */
-function splitArgs(rest: [unknown?, object?]): [unknown[], object] {
+function splitArgs(rest: [unknown?, object?], at: string): [unknown[], object] {
   const [first, second] = rest
+  if (rest.some((arg) => typeof arg === 'function')) {
+    // pg's `query(text, values, onResult)`: taken for options, the callback would never be called.
+    throw invalidOption(at, 'takes no callback: it returns a promise (await it)')
+  }
   if (rest.length === 1 && first !== undefined && !Array.isArray(first)) return [[], first as object]
   return [(first as unknown[] | undefined) ?? [], second ?? {}]
 }
@@ -41,7 +45,15 @@ function addQueryApi(
   readFile: (path: string) => Promise<string>,
 ): void {
   target.unsafe = (text: string, ...rest: [unknown?, Record<string, unknown>?]) => {
-    const [list, options] = splitArgs(rest) as [unknown[], Record<string, unknown>]
+    if (typeof text !== 'string') {
+      // pg's `query({ text, values })`: the pool's bookkeeping reads the text, and a statement
+      // whose text is no string would never settle (its lease held with it).
+      throw invalidOption(
+        'unsafe(text, values)',
+        "expected the SQL text as a string (pg's { text, values } is unsafe(text, values))",
+      )
+    }
+    const [list, options] = splitArgs(rest, 'unsafe(text, values)') as [unknown[], Record<string, unknown>]
     return build(sourceFor(), [text], list, {
       prepare: false,
       ...options,
@@ -49,7 +61,7 @@ function addQueryApi(
     })
   }
   target.file = (path: string, ...rest: [unknown?, object?]) => {
-    const [list, options] = splitArgs(rest) as [unknown[], Record<string, unknown>]
+    const [list, options] = splitArgs(rest, 'file(path, values)') as [unknown[], Record<string, unknown>]
     const { lease, setup, block } = sourceFor()
     // Read when it runs, as postgres.js does: the text is its only string. Without parameters
     // it goes by the simple protocol, as postgres.js sends it: a file may hold several statements.
@@ -304,7 +316,9 @@ export function createPoolDb(
       () => checkedBeginStatement(options, (key) => `transaction(fn, options${key === undefined ? '' : `.${key}`})`),
       fn,
     )
-  db.lease = async (): Promise<LeasedDb> => {
+  db.lease = async (...args: unknown[]): Promise<LeasedDb> => {
+    // pg's `connect(onConnect)`: the callback would never be called, and the lease never released.
+    if (args.length > 0) throw invalidOption('lease()', 'takes no arguments: it resolves with the lease (await it)')
     const lease = newLease(false)
     const leased = createLeaseDb(lease, ctx) as unknown as Record<string, unknown>
     try {
