@@ -1092,6 +1092,16 @@ interface ArrayParserState {
   p: string | undefined
 }
 
+/**
+ * An unquoted element as its value: the server writes a NULL element as unquoted `NULL` (a text
+ * that reads NULL is quoted). postgres.js 3.4.9 gives it to the element's parser ('NULL', NaN,
+ * false, an Invalid Date, a JSON error), where pg reads null.
+ */
+function arrayElement(text: string, parser: Parser | undefined): unknown {
+  if (text === 'NULL') return null
+  return parser ? parser(text) : text
+}
+
 function arrayParser(x: string, parser: Parser | undefined, typarray: number): unknown[] {
   const state: ArrayParserState = { i: 0, char: undefined, str: '', quoted: false, last: 0, p: undefined }
   return arrayParserLoop(state, x, parser, typarray)
@@ -1120,15 +1130,15 @@ function arrayParserLoop(s: ArrayParserState, x: string, parser: Parser | undefi
       xs.push(arrayParserLoop(s, x, parser, typarray))
     } else if (s.char === '}') {
       s.quoted = false
-      if (s.last < s.i) xs.push(parser ? parser(x.slice(s.last, s.i)) : x.slice(s.last, s.i))
+      if (s.last < s.i) xs.push(arrayElement(x.slice(s.last, s.i), parser))
       s.last = s.i + 1
       break
     } else if (s.char === delimiter && s.p !== '}' && s.p !== '"') {
-      xs.push(parser ? parser(x.slice(s.last, s.i)) : x.slice(s.last, s.i))
+      xs.push(arrayElement(x.slice(s.last, s.i), parser))
       s.last = s.i + 1
     }
     s.p = s.char
   }
-  if (s.last < s.i) xs.push(parser ? parser(x.slice(s.last, s.i + 1)) : x.slice(s.last, s.i + 1))
+  if (s.last < s.i) xs.push(arrayElement(x.slice(s.last, s.i + 1), parser))
   return xs
 }
