@@ -37,6 +37,8 @@ const shared = [
   'named',
   'pool',
   'unique-violation',
+  'optional-value',
+  'caught-error',
 ]
 const afterOnly = ['unsafe', 'begin']
 
