@@ -65,7 +65,7 @@ describe('NULL elements of arrays read as null', () => {
     expect(row?.tags).toEqual(['a', null])
     expect(row?.scores).toEqual([1, null])
     expect(row?.flags).toEqual([true, null])
-    expect((row?.days as unknown[])[1]).toBeNull()
+    expect((row?.days as unknown[] | undefined)?.[1]).toBeNull()
     expect(row?.grid).toEqual([
       [1, null],
       [null, 2],

@@ -171,7 +171,9 @@ describe('values that change shape', () => {
     const [byPg, byPool] = [await stored(before), await stored(after)]
     expect(byPg).toBe('2024-01-15 05:00:00') // New York's wall time
     expect(byPool).not.toBe(byPg) // the hazard the guide names
-    expect(guide).toContain('${process.env.DATABASE_URL}?TimeZone=${Intl.DateTimeFormat().resolvedOptions().timeZone}')
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: the guide's template text, quoted
+    const remedy = ['${process.env.DATABASE_URL}', '?TimeZone=', '${Intl.DateTimeFormat().resolvedOptions().timeZone}']
+    expect(guide).toContain(remedy.join(''))
     const zoned = Fastify()
     await zoned.register(pgPool, {
       connection: `${after.directUrl}?TimeZone=${Intl.DateTimeFormat().resolvedOptions().timeZone}`,
@@ -180,7 +182,7 @@ describe('values that change shape', () => {
       await zoned.db`insert into events values (2, ${instant})`
       const [row] = await zoned.db`select at::text as t, at from events where id = 2`
       expect(row?.t).toBe(byPg)
-      expect((row?.at as Date).toISOString()).toBe(instant.toISOString())
+      expect((row?.at as Date | undefined)?.toISOString()).toBe(instant.toISOString())
     } finally {
       await zoned.close()
     }
@@ -196,7 +198,7 @@ describe('values that change shape', () => {
       expect(pgAnswer.status).toBe(200)
       expect(poolAnswer).toEqual(pgAnswer)
     }
-    const literal = await poolApp.db`update users set bio = ${undefined} where id = 1`.then(
+    const literal = await poolApp.db`update users set bio = ${undefined as unknown as string} where id = 1`.then(
       () => 'ran',
       (error: { code?: string }) => error.code,
     )
@@ -209,8 +211,9 @@ describe('errors a handler catches', () => {
   test('each field of the guide’s table holds what pg’s field held', async () => {
     const caught = async (text: string) => {
       const failed = (error: Record<string, unknown>) => error
-      const pg = await pgApp.pg.query(text).then(() => ({}), failed)
-      const pool = await poolApp.db.unsafe(text).then(() => ({}), failed)
+      const none = (): Record<string, unknown> => ({})
+      const pg = await pgApp.pg.query(text).then(none, failed)
+      const pool = await poolApp.db.unsafe(text).then(none, failed)
       return { pg, pool }
     }
     // A unique violation names a constraint; a not-null violation a column.
