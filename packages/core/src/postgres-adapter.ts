@@ -422,6 +422,21 @@ function guardClientCode(options: TypeOptions, appTypes: unknown): void {
   }
 }
 
+/** PostgreSQL's boolean type. */
+const BOOL_OID = 16
+
+/**
+ * postgres.js 3.4.9 serializes a boolean parameter as `x === true ? 't' : 'f'`: the text `'true'`
+ * of a query string, `1` or `'yes'` is stored as false, silently. As pg does, anything but a
+ * boolean goes as its text, which the server reads or refuses (22P02). An app's own boolean type
+ * (`types` with `to: 16`) is left as it is.
+ */
+function sendBooleansAsText(options: TypeOptions, appTypes: unknown): void {
+  const given = Object.values((appTypes ?? {}) as Record<string, { to?: unknown } | undefined>)
+  if (given.some((type) => Number(type?.to) === BOOL_OID)) return
+  options.serializers[BOOL_OID] = (x) => (x === true ? 't' : x === false ? 'f' : `${x}`)
+}
+
 function isRawRow(value: unknown): boolean {
   return Array.isArray(value) && value.every((column) => column === null || column instanceof Uint8Array)
 }
@@ -803,6 +818,7 @@ export function createServerClient(settings: ClientSettings): ServerClient {
   let seedable = false
   const transform = (sql.options as unknown as TypeOptions).transform
   guardClientCode(sql.options as unknown as TypeOptions, (settings.options as { types?: unknown }).types)
+  sendBooleansAsText(sql.options as unknown as TypeOptions, (settings.options as { types?: unknown }).types)
   /**
    * A query after which postgres.js queues what is sent (it is described first, or a cursor), while
    * it runs; what is sent meanwhile waits here instead, and is handed over once it ended (8b).
