@@ -67,6 +67,7 @@ beforeAll(async () => {
     await db.sql.unsafe(`alter database ${new URL(db.directUrl).pathname.slice(1)} set timezone = 'UTC'`)
     await db.sql`create table users (id serial primary key, username text not null unique, bio text)`
     await db.sql`create table events (id int primary key, at timestamp not null)`
+    await db.sql`create table docs (id int, data jsonb)`
     await db.sql`insert into users (username) values ('ada'), ('grace')`
   }
   pgApp = Fastify()
@@ -186,6 +187,22 @@ describe('values that change shape', () => {
     } finally {
       await zoned.close()
     }
+  })
+
+  test('JSON text for a jsonb parameter: an object with pg, a JSON string here; the guide’s forms store the object', async () => {
+    const text = JSON.stringify({ a: 1 })
+    await pgApp.pg.query('insert into docs values (1, $1)', [text])
+    await poolApp.db`insert into docs values (1, ${text})`
+    await poolApp.db`insert into docs values (2, ${{ a: 1 } as never})`
+    await poolApp.db`insert into docs values (3, ${poolApp.db.json({ a: 1 })})`
+    await poolApp.db`insert into docs values (4, ${text}::text::jsonb)`
+    const kinds = async (db: TestDatabase) =>
+      (await db.sql`select jsonb_typeof(data) as kind from docs order by id`).map((row) => row.kind)
+    expect(await kinds(before)).toEqual(['object'])
+    expect(await kinds(after)).toEqual(['string', 'object', 'object', 'object'])
+    expect(guide).toContain('`JSON.stringify(body)` is stored as one JSON string')
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: the guide's template text, quoted
+    expect(guide).toContain('`${text}::text::jsonb`')
   })
 
   test('an undefined value: the guide’s sample answers as pg’s; without `?? null` it is a 500', async () => {
