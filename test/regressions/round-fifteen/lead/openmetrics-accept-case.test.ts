@@ -2,8 +2,9 @@
 // `Q=0.2` parameter): media types and parameter names are case-insensitive (RFC 9110), so it
 // should get the same format as in lower case. It got the Prometheus text (the check looked for
 // 'openmetrics' in the header as sent), and an upper-case `Q` was not read as a weight.
-import { expect, test } from 'vitest'
+
 import { negotiate } from '@fastify-pg-pool/metrics'
+import { expect, test } from 'vitest'
 
 test('the Accept header is read without regard to letter case', () => {
   expect(negotiate('Application/OpenMetrics-Text; version=1.0.0')).toBe('openmetrics')
