@@ -18,12 +18,26 @@ export interface ReplicaLag {
   readonly error: string | undefined
 }
 
+/** What a replica's sample reads. */
+export interface ReplicaSample {
+  readonly replay: Lsn
+  /** The age of its last replayed commit, seconds; null before it replayed one. */
+  readonly replayAgeSeconds: number | null
+  /** Whether it is a standby (`pg_is_in_recovery()`). */
+  readonly inRecovery: boolean
+  /**
+   * It belongs to another cluster than the primary (their system identifiers differ): its
+   * positions are another WAL stream's, its rows another server's.
+   */
+  readonly otherCluster?: boolean
+}
+
 /** Where the monitor reads positions (dedicated connections outside the lease pools). */
 export interface LsnSource {
   /** The primary's current WAL position (`pg_current_wal_lsn()`). */
   primary(): Promise<Lsn>
   /** A replica's replay position, the age of its last replayed commit, and whether it is a standby. */
-  replica(index: number): Promise<{ replay: Lsn; replayAgeSeconds: number | null; inRecovery: boolean }>
+  replica(index: number): Promise<ReplicaSample>
 }
 
 /** How often replay positions are polled while a read waits for its write (read-your-writes). */
@@ -120,7 +134,20 @@ export class ReplicaMonitor {
     this.#replicaInFlight[index] = true
     const at = this.#clock.now()
     try {
-      const { replay, replayAgeSeconds, inRecovery } = await this.#source.replica(index)
+      const { replay, replayAgeSeconds, inRecovery, otherCluster } = await this.#source.replica(index)
+      if (otherCluster === true) {
+        // A standby of another cluster (a URL reaching the wrong server): its rows are not the
+        // primary's, and its position is no position of the primary's WAL.
+        this.#replayed[index] = 0n
+        this.#lags[index] = {
+          bytes: Number.POSITIVE_INFINITY,
+          seconds: Number.POSITIVE_INFINITY,
+          replayLsn: formatLsn(replay),
+          at,
+          error: "another cluster (its system identifier is not the primary's)",
+        }
+        return
+      }
       // What it shows now, not the most it ever showed: a standby restarted after a crash takes
       // reads from its consistency point on, which can be behind what it had replayed before.
       this.#replayed[index] = replay
