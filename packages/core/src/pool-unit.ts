@@ -189,13 +189,27 @@ export function createPoolUnit(settings: PoolUnitSettings): PoolUnit {
     ctx,
     readOnlyCtx,
     async start() {
-      if (options.lazy) {
+      const budgetOnConnect = () =>
         pool.once('connect', () => {
           checkBudget().catch((error: unknown) => log.debug({ err: error }, 'could not read the connection budget'))
         })
+      if (options.lazy) {
+        budgetOnConnect()
         return
       }
-      await pool.warmUp()
+      try {
+        await pool.warmUp()
+      } catch (error) {
+        // A replica down at startup fails no register: its reads go to the primary until the lag
+        // monitor reaches it, as when it goes down later (the error was logged as connectError).
+        if (settings.role !== 'replica') throw error
+        log.warn(
+          { pool: settings.name },
+          `replica ${settings.name} is unreachable at startup: the primary serves its reads until it answers`,
+        )
+        budgetOnConnect()
+        return
+      }
       await checkBudget().catch((error: unknown) => log.warn({ err: error }, 'could not read the connection budget'))
     },
     end: (timeoutMs) => pool.end(timeoutMs),
