@@ -40,6 +40,13 @@ export interface LsnSource {
   replica(index: number): Promise<ReplicaSample>
 }
 
+/**
+ * How many of the primary's sampled positions the monitor remembers (#behindSince): a replica
+ * behind all of them is judged by its last replayed commit's age alone (at the default lagInterval,
+ * past about two minutes of lag, far past any maxLag that still routes reads to it).
+ */
+const PRIMARY_HISTORY = 128
+
 /** How often replay positions are polled while a read waits for its write (read-your-writes). */
 export const CATCH_UP_POLL_MS = 10
 
@@ -64,6 +71,8 @@ export class ReplicaMonitor {
   readonly #replicaInFlight: boolean[]
   /** read-your-writes polls in flight, per replica (#poll). */
   readonly #polls: (Promise<void> | undefined)[]
+  /** The primary's last positions and when each was asked for (#behindSince), oldest first. */
+  readonly #primaryHistory: { lsn: Lsn; asked: number }[] = []
 
   constructor(clock: Clock, source: LsnSource, replicas: number, interval: number) {
     this.#clock = clock
@@ -118,8 +127,12 @@ export class ReplicaMonitor {
 
   #samplePrimary(): Promise<Lsn | undefined> {
     if (this.#primaryInFlight !== undefined) return this.#primaryInFlight
+    const asked = this.#clock.now()
     const sampling = this.#source.primary().then(
-      (lsn) => lsn,
+      (lsn) => {
+        this.#notePrimary(lsn, asked)
+        return lsn
+      },
       () => undefined,
     )
     this.#primaryInFlight = sampling
@@ -167,7 +180,8 @@ export class ReplicaMonitor {
         return
       }
       const bytes = primary === undefined ? Number.POSITIVE_INFINITY : Math.max(0, Number(primary - replay))
-      const seconds = bytes === 0 ? 0 : (replayAgeSeconds ?? Number.POSITIVE_INFINITY)
+      const seconds =
+        bytes === 0 ? 0 : Math.min(replayAgeSeconds ?? Number.POSITIVE_INFINITY, this.#behindSince(replay))
       this.#lags[index] = {
         bytes,
         seconds,
@@ -189,6 +203,34 @@ export class ReplicaMonitor {
     } finally {
       this.#replicaInFlight[index] = false
     }
+  }
+
+  /**
+   * The primary's position as read at `asked` (the time its sample was sent): every commit
+   * visible before then is at or before it. Kept in order, the last PRIMARY_HISTORY.
+   */
+  #notePrimary(lsn: Lsn, asked: number): void {
+    const history = this.#primaryHistory
+    const last = history[history.length - 1]
+    // Answers may come out of order (a round's sample and the ahead-of check): keep the newest.
+    if (last !== undefined && last.asked >= asked) return
+    history.push({ lsn, asked })
+    if (history.length > PRIMARY_HISTORY) history.shift()
+  }
+
+  /**
+   * Seconds since the newest time the primary was at or before `replay`: a replica that has
+   * replayed that position has every commit made before it, so it is at most that far behind,
+   * whatever WAL without commits (a transaction still open, a bulk load, VACUUM) it has yet to
+   * replay. Infinity when no remembered position is that old (the commit age bounds it then).
+   */
+  #behindSince(replay: Lsn): number {
+    const history = this.#primaryHistory
+    for (let k = history.length - 1; k >= 0; k--) {
+      const entry = history[k] as { lsn: Lsn; asked: number }
+      if (entry.lsn <= replay) return Math.max(0, this.#clock.now() - entry.asked) / 1000
+    }
+    return Number.POSITIVE_INFINITY
   }
 
   /**
