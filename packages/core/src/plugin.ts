@@ -399,9 +399,12 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
       const prepared = leaseOnLease !== undefined && leaseSettings.request !== undefined && !leaseSettings.pipelined
       // The common case (a request's lease on the primary, no hook) takes its settings as they are.
       if (!readOnly && !prepared) return new Lease(primary.ctx, leaseSettings)
+      // A standby refuses SERIALIZABLE transactions (0A000 at BEGIN, "cannot use serializable mode
+      // in a hot standby"): such a route transaction reads on the primary, in its read-only transaction.
+      const routed = readOnly && leaseSettings.begin?.includes(' SERIALIZABLE') !== true
       return new Lease(readOnly ? primary.readOnlyCtx : primary.ctx, {
         ...leaseSettings,
-        target: readOnly ? readTarget(leaseSettings.request) : undefined,
+        target: routed ? readTarget(leaseSettings.request) : undefined,
         onLease: prepared ? leaseOnLease(leaseSettings.request) : undefined,
       })
     },
