@@ -40,12 +40,11 @@ export interface LsnSource {
   replica(index: number): Promise<ReplicaSample>
 }
 
-/**
- * How many of the primary's sampled positions the monitor remembers (#behindSince): a replica
- * behind all of them is judged by its last replayed commit's age alone (at the default lagInterval,
- * past about two minutes of lag, far past any maxLag that still routes reads to it).
- */
-const PRIMARY_HISTORY = 128
+/** A primary's sample: its position, and when it was asked for (on the monitor's clock). */
+interface PrimarySample {
+  readonly lsn: Lsn
+  readonly asked: number
+}
 
 /** How often replay positions are polled while a read waits for its write (read-your-writes). */
 export const CATCH_UP_POLL_MS = 10
@@ -66,13 +65,19 @@ export class ReplicaMonitor {
   #timer: TimerHandle | undefined
   #stopped = false
   #sampling: Promise<void> | undefined
-  /** The primary's sample in flight, shared by the replicas' samples of its round. */
-  #primaryInFlight: Promise<Lsn | undefined> | undefined
+  /** The primary's sample in flight (its position, when it was asked for), shared by its round's replica samples. */
+  #primaryInFlight: Promise<PrimarySample | undefined> | undefined
   readonly #replicaInFlight: boolean[]
   /** read-your-writes polls in flight, per replica (#poll). */
   readonly #polls: (Promise<void> | undefined)[]
-  /** The primary's last positions and when each was asked for (#behindSince), oldest first. */
-  readonly #primaryHistory: { lsn: Lsn; asked: number }[] = []
+  /**
+   * Per replica, the newest time it is known to have had every commit made before (#sampleReplica),
+   * and the newest primary sample it was seen at or behind, which it may reach later.
+   */
+  readonly #caughtUpAt: (number | undefined)[]
+  readonly #toReach: (PrimarySample | undefined)[]
+  /** Seen past the primary (another timeline): judged by its last commit's age alone until out of reach. */
+  readonly #diverged: boolean[]
 
   constructor(clock: Clock, source: LsnSource, replicas: number, interval: number) {
     this.#clock = clock
@@ -82,6 +87,9 @@ export class ReplicaMonitor {
     this.#replayed = Array.from({ length: replicas }, () => 0n)
     this.#replicaInFlight = Array.from({ length: replicas }, () => false)
     this.#polls = Array.from({ length: replicas }, () => undefined)
+    this.#caughtUpAt = Array.from({ length: replicas }, () => undefined)
+    this.#toReach = Array.from({ length: replicas }, () => undefined)
+    this.#diverged = Array.from({ length: replicas }, () => false)
   }
 
   /** Samples now, then every interval. */
@@ -125,14 +133,11 @@ export class ReplicaMonitor {
     return round.then(() => {})
   }
 
-  #samplePrimary(): Promise<Lsn | undefined> {
+  #samplePrimary(): Promise<PrimarySample | undefined> {
     if (this.#primaryInFlight !== undefined) return this.#primaryInFlight
     const asked = this.#clock.now()
     const sampling = this.#source.primary().then(
-      (lsn) => {
-        this.#notePrimary(lsn, asked)
-        return lsn
-      },
+      (lsn) => ({ lsn, asked }),
       () => undefined,
     )
     this.#primaryInFlight = sampling
@@ -142,12 +147,17 @@ export class ReplicaMonitor {
     return sampling
   }
 
-  async #sampleReplica(index: number, primarySample: Promise<Lsn | undefined>): Promise<void> {
+  async #sampleReplica(index: number, primarySample: Promise<PrimarySample | undefined>): Promise<void> {
     if (this.#replicaInFlight[index] === true) return
     this.#replicaInFlight[index] = true
     const at = this.#clock.now()
     try {
       const { replay, replayAgeSeconds, inRecovery, otherCluster } = await this.#source.replica(index)
+      let caughtUpAt = this.#caughtUpAt[index]
+      const toReach = this.#toReach[index]
+      // Anything but a sample of a standby at or behind the primary forgets both (below).
+      this.#caughtUpAt[index] = undefined
+      this.#toReach[index] = undefined
       if (otherCluster === true) {
         // A standby of another cluster (a URL reaching the wrong server): its rows are not the
         // primary's, and its position is no position of the primary's WAL.
@@ -168,8 +178,10 @@ export class ReplicaMonitor {
         this.#lags[index] = { bytes: 0, seconds: 0, replayLsn: formatLsn(replay), at, error: 'not a standby' }
         return
       }
-      const primary = await primarySample
+      const round = await primarySample
+      const primary = round?.lsn
       if (primary !== undefined && replay > primary && (await this.#aheadOfPrimary(replay))) {
+        this.#diverged[index] = true
         this.#lags[index] = {
           bytes: Number.POSITIVE_INFINITY,
           seconds: Number.POSITIVE_INFINITY,
@@ -180,8 +192,21 @@ export class ReplicaMonitor {
         return
       }
       const bytes = primary === undefined ? Number.POSITIVE_INFINITY : Math.max(0, Number(primary - replay))
-      const seconds =
-        bytes === 0 ? 0 : Math.min(replayAgeSeconds ?? Number.POSITIVE_INFINITY, this.#behindSince(replay))
+      // A standby seen at or behind the primary's position P (asked for at time t), and at or past
+      // P since, has every commit made before t: it is at most now - t behind in time, whatever
+      // the age of the last commit it replayed. WAL without commits (a transaction still open, a
+      // bulk load, VACUUM) after a quiet spell is not the spell's age. Not from a sample that found
+      // it past the primary, nor for a standby once seen past it: one left on the old timeline by a
+      // failover is at positions of the new primary's WAL without having any of its commits.
+      if (round !== undefined && this.#diverged[index] !== true) {
+        if (toReach !== undefined && replay >= toReach.lsn) caughtUpAt = Math.max(caughtUpAt ?? 0, toReach.asked)
+        if (replay === round.lsn) caughtUpAt = round.asked
+        this.#caughtUpAt[index] = caughtUpAt
+        this.#toReach[index] = replay < round.lsn ? round : toReach
+      }
+      const sinceCaughtUp =
+        caughtUpAt === undefined ? Number.POSITIVE_INFINITY : Math.max(0, this.#clock.now() - caughtUpAt) / 1000
+      const seconds = bytes === 0 ? 0 : Math.min(replayAgeSeconds ?? Number.POSITIVE_INFINITY, sinceCaughtUp)
       this.#lags[index] = {
         bytes,
         seconds,
@@ -190,6 +215,8 @@ export class ReplicaMonitor {
         error: primary === undefined ? 'primary unreachable' : undefined,
       }
     } catch (error) {
+      // Out of reach, it may come back rebuilt (pg_rewind, a new base backup).
+      this.#diverged[index] = false
       const replayed = this.#replayed[index] ?? 0n
       // Out of reach, it may be restarting: it is trusted with no position until sampled again.
       this.#replayed[index] = 0n
@@ -203,34 +230,6 @@ export class ReplicaMonitor {
     } finally {
       this.#replicaInFlight[index] = false
     }
-  }
-
-  /**
-   * The primary's position as read at `asked` (the time its sample was sent): every commit
-   * visible before then is at or before it. Kept in order, the last PRIMARY_HISTORY.
-   */
-  #notePrimary(lsn: Lsn, asked: number): void {
-    const history = this.#primaryHistory
-    const last = history[history.length - 1]
-    // Answers may come out of order (a round's sample and the ahead-of check): keep the newest.
-    if (last !== undefined && last.asked >= asked) return
-    history.push({ lsn, asked })
-    if (history.length > PRIMARY_HISTORY) history.shift()
-  }
-
-  /**
-   * Seconds since the newest time the primary was at or before `replay`: a replica that has
-   * replayed that position has every commit made before it, so it is at most that far behind,
-   * whatever WAL without commits (a transaction still open, a bulk load, VACUUM) it has yet to
-   * replay. Infinity when no remembered position is that old (the commit age bounds it then).
-   */
-  #behindSince(replay: Lsn): number {
-    const history = this.#primaryHistory
-    for (let k = history.length - 1; k >= 0; k--) {
-      const entry = history[k] as { lsn: Lsn; asked: number }
-      if (entry.lsn <= replay) return Math.max(0, this.#clock.now() - entry.asked) / 1000
-    }
-    return Number.POSITIVE_INFINITY
   }
 
   /**

@@ -11,10 +11,11 @@
 // gauge showed the idle time. Measured without pausing replay: an 11 s bulk insert on a primary
 // quiet for 6 s made a streaming standby (caught up within milliseconds) unusable in 106 of 109
 // checks, "17 s behind". Replay is paused here to hold the replica those few bytes behind
-// deterministically; nothing is committed past what it replayed. Fix (replica-monitor.ts): the
-// monitor keeps the primary's recent positions with the time each was read; a replica that has
-// replayed a position the primary was at, at time t, has every commit made before t: its lag is
-// at most now - t, whichever is smaller with the last replayed commit's age.
+// deterministically; nothing is committed past what it replayed. Fix (replica-monitor.ts): a
+// replica seen at or behind a primary position P read at time t, and at or past P since, has every
+// commit made before t: its seconds of lag are at most now - t (whichever is smaller with the last
+// replayed commit's age). With the fix the same bulk insert left the standby usable in every check.
+// Unit side, on a fake clock: lag-bound-fake-clock.test.ts.
 
 import pgPoolCore from '@fastify-pg-pool/core'
 import Fastify from 'fastify'
