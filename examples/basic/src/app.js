@@ -8,10 +8,9 @@ export async function buildApp({ connection, replicas = [], logger = true, pool 
     connection,
     pool: { max: 10, acquireTimeout: 2_000, ...pool },
     // Read replicas (none in the demo): the readOnly routes below read from them, within the
-    // default lag bound, and from the primary when none is usable. Lazy: a standby down while the
-    // app starts (restarting, cloning) only makes readiness `warn`, as it does later, instead of
-    // failing the start (a pod that crash-loops while the primary serves).
-    ...(replicas.length > 0 ? { replicas: replicas.map((connection) => ({ connection, pool: { lazy: true } })) } : {}),
+    // default lag bound, and from the primary when none is usable (one down while the app starts
+    // included: readiness says `warn`).
+    ...(replicas.length > 0 ? { replicas } : {}),
   })
 
   await app.db`

@@ -126,21 +126,19 @@ describe.each(['core', 'umbrella'])('%s: ready() fails', (plugin) => {
 })
 
 describe('a replica that cannot be reached while the primary opens', () => {
-  test.each(['close', 'none'])(
-    'then %s: coded, the primary leaves no backend, the process exits',
-    { timeout: 90_000 },
-    async (closeMode) => {
-      const { url, secret } = await failures.refused()
-      const applicationName = uniqueName()
-      const result = await runChild(url, 'replica', closeMode, secret, applicationName)
-      const [report, exit] = result.lines
-      expect(report).toMatchObject({ ready: false, code: 'FST_PG_POOL_CONNECT_FAILED', leaks: false })
-      expect({ killed: result.killed, exitCode: result.exitCode, exited: exit !== undefined }).toEqual({
-        killed: false,
-        exitCode: 0,
-        exited: true,
-      })
-      expect(await db.countConnections(applicationName)).toBe(0)
-    },
-  )
+  // Since round fifteen (probe-replicas/replica-down-at-register) a replica down at startup fails
+  // no register: the app starts, its reads go to the primary. Closed, nothing is left behind.
+  test('the app starts; closed, the primary leaves no backend and the process exits', { timeout: 90_000 }, async () => {
+    const { url, secret } = await failures.refused()
+    const applicationName = uniqueName()
+    const result = await runChild(url, 'replica', 'close', secret, applicationName)
+    const [report, exit] = result.lines
+    expect(report).toMatchObject({ ready: true, close: 'resolved' })
+    expect({ killed: result.killed, exitCode: result.exitCode, exited: exit !== undefined }).toEqual({
+      killed: false,
+      exitCode: 0,
+      exited: true,
+    })
+    expect(await db.countConnections(applicationName)).toBe(0)
+  })
 })
