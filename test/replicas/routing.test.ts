@@ -49,7 +49,9 @@ async function replicaApp(replica: Record<string, unknown> = {}): Promise<Fastif
 
 describe('read replicas', () => {
   test('read-only routes land on the replica, writes on the primary; a write in a read-only route is a coded 25006', async () => {
-    app = await replicaApp()
+    // Samples a second apart: with 50 ms, one late sample on a loaded machine made the replica
+    // stale between the wait and the read (the read went to the primary: failed once under load).
+    app = await replicaApp({ lagInterval: 1_000 })
     const current = app
     await waitUntil(() => current.pgPools.all()[1]?.replica()?.usable === true, 'the replica to be usable', 10_000)
     expect((await app.inject('/where')).json()).toMatchObject({ standby: true })
