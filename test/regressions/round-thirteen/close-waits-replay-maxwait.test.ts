@@ -46,7 +46,9 @@ async function build(name: string): Promise<FastifyInstance> {
     connection: notes.database.primaryUrl,
     replicas: [notes.database.standbyUrls[0] as string],
     replica: {
-      lagInterval: 50,
+      // A sample a second: with 50 ms, a late sample on a loaded machine made the replica stale
+      // and the reads went to the primary at once (failed once under load).
+      lagInterval: 1_000,
       maxLag: { seconds: 600 },
       readYourWrites: { secret: 'a-test-secret-of-some-length', maxWait: 8_000 },
     },
