@@ -223,10 +223,14 @@ export function replicationLagCheck(
   const seconds = Math.round(lag.seconds * 1000) / 1000
   let output: string | undefined
   if (!replica.usable) {
+    const lagging = lag.seconds > replica.maxLag.seconds || lag.bytes > replica.maxLag.bytes
     output =
-      lag.error === undefined
-        ? `replica lagging: ${seconds} s, ${lag.bytes} bytes behind (maxLag ${replica.maxLag.seconds} s, ${replica.maxLag.bytes} bytes): reads go elsewhere`
-        : 'replica not usable for reads (unreachable, or no longer a standby)'
+      lag.error !== undefined
+        ? 'replica not usable for reads (unreachable, or no longer a standby)'
+        : lagging
+          ? `replica lagging: ${seconds} s, ${lag.bytes} bytes behind (maxLag ${replica.maxLag.seconds} s, ${replica.maxLag.bytes} bytes): reads go elsewhere`
+          : // Within maxLag by its last sample: that sample is not recent, or the pool refuses leases.
+            'replica not usable for reads: its last lag sample is not recent (the lag monitor has not reached it lately), or its pool refuses new leases'
   }
   return withOutput<ReplicationLagCheck>(
     {
