@@ -50,13 +50,24 @@ export const KEPT_STATEMENTS_SQL = `SELECT pg_catalog.quote_literal(s.name) AS n
 /**
  * The schema of the dblink extension, as an identifier quoted by the server, when the database
  * has it and the session may run the functions the reset's check calls (prepareResetCheck).
- * to_regprocedure: a name that is no function reads as null (the join may look at every schema).
+ * Asked for the role onConnect left (the check is prepared as it: USAGE on the schema) and for
+ * the session user (the check runs after SET SESSION AUTHORIZATION DEFAULT, as the login: a login
+ * onConnect switched away from with SET SESSION AUTHORIZATION is a superuser, who may). The
+ * functions are found in pg_proc by the extension's schema, not looked up by name
+ * (to_regprocedure fails on a schema the role may not use, and the planner may apply it to every
+ * schema before the join).
  */
 export const DBLINK_SQL = `SELECT pg_catalog.quote_ident(n.nspname) AS schema
   FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
   WHERE e.extname OPERATOR(pg_catalog.=) 'dblink'
-    AND pg_catalog.has_function_privilege(pg_catalog.to_regprocedure(pg_catalog.format('%I.dblink_get_connections()', n.nspname)), 'EXECUTE')
-    AND pg_catalog.has_function_privilege(pg_catalog.to_regprocedure(pg_catalog.format('%I.dblink_disconnect(text)', n.nspname)), 'EXECUTE')`
+    AND pg_catalog.has_schema_privilege(current_user, n.oid, 'USAGE')
+    AND pg_catalog.has_schema_privilege(session_user, n.oid, 'USAGE')
+    AND (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc p
+      WHERE p.pronamespace OPERATOR(pg_catalog.=) n.oid
+        AND ((p.proname OPERATOR(pg_catalog.=) 'dblink_get_connections' AND p.pronargs OPERATOR(pg_catalog.=) 0)
+          OR (p.proname OPERATOR(pg_catalog.=) 'dblink_disconnect' AND p.proargtypes::pg_catalog.text OPERATOR(pg_catalog.=) '25'))
+        AND pg_catalog.has_function_privilege(current_user, p.oid, 'EXECUTE')
+        AND pg_catalog.has_function_privilege(session_user, p.oid, 'EXECUTE')) OPERATOR(pg_catalog.=) 2`
 
 /** A statement of KEPT_STATEMENTS_SQL, as quoted literals. */
 export interface KeptStatement {
