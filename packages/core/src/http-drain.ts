@@ -75,8 +75,14 @@ class HttpDrain {
     }, IDLE_CLOSE_EVERY_MS).unref()
   }
 
+  /**
+   * At onClose: the drain ends with the app. A server that goes on serving (the app's own, given
+   * by serverFactory, which a new instance is built on) says close again only from the next preClose.
+   */
   stop(): void {
     clearInterval(this.#timer)
+    this.#timer = undefined
+    this.#draining = false
   }
 }
 
