@@ -65,9 +65,10 @@ export const DBLINK_SQL = `SELECT pg_catalog.quote_ident(n.nspname) AS schema
     AND (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc p
       WHERE p.pronamespace OPERATOR(pg_catalog.=) n.oid
         AND ((p.proname OPERATOR(pg_catalog.=) 'dblink_get_connections' AND p.pronargs OPERATOR(pg_catalog.=) 0)
-          OR (p.proname OPERATOR(pg_catalog.=) 'dblink_disconnect' AND p.proargtypes::pg_catalog.text OPERATOR(pg_catalog.=) '25'))
+          OR (p.proname OPERATOR(pg_catalog.=) ANY (ARRAY['dblink_disconnect', 'dblink_is_busy', 'dblink_cancel_query']::pg_catalog.name[])
+            AND p.proargtypes::pg_catalog.text OPERATOR(pg_catalog.=) '25'))
         AND pg_catalog.has_function_privilege(current_user, p.oid, 'EXECUTE')
-        AND pg_catalog.has_function_privilege(session_user, p.oid, 'EXECUTE')) OPERATOR(pg_catalog.=) 2`
+        AND pg_catalog.has_function_privilege(session_user, p.oid, 'EXECUTE')) OPERATOR(pg_catalog.=) 4`
 
 /** A statement of KEPT_STATEMENTS_SQL, as quoted literals. */
 export interface KeptStatement {
@@ -129,7 +130,10 @@ const STRONG_SEED =
  * holder left open (its remote session ends, rolling back a remote transaction it left open);
  * neither RESET ALL nor DISCARD ALL does, and the next holder's `dblink_connect` of that name failed
  * ("duplicate connection name"), or its `dblink(name, ...)` ran in the earlier holder's remote
- * session. dblink's unnamed connection cannot be listed, so it is not closed (README).
+ * session. One still running a statement (`dblink_send_query` whose result was not read) is
+ * cancelled first: closing its socket alone leaves the remote backend running the statement, which
+ * it does not read, to its end (an autocommit write then commits). dblink's unnamed connection
+ * cannot be listed, so it is not closed (README).
  */
 export function prepareResetCheck(kept: readonly KeptStatement[] = [], seed = true, dblink?: string): string {
   const ours = `'${RESET_CHECK}'`
@@ -138,7 +142,8 @@ export function prepareResetCheck(kept: readonly KeptStatement[] = [], seed = tr
   const disconnect =
     dblink === undefined
       ? ''
-      : `(SELECT pg_catalog.count(${dblink}.dblink_disconnect(c)) FROM pg_catalog.unnest(${dblink}.dblink_get_connections()) c) IS NULL OR `
+      : `(SELECT pg_catalog.count(${dblink}.dblink_disconnect(c)) FROM pg_catalog.unnest(${dblink}.dblink_get_connections()) c ` +
+        `WHERE ${dblink}.dblink_is_busy(c) OPERATOR(pg_catalog.=) 0 OR ${dblink}.dblink_cancel_query(c) IS NOT NULL) IS NULL OR `
   const check =
     `SELECT WHERE ${seed ? `pg_catalog.setseed(${STRONG_SEED}) IS NULL OR ` : ''}pg_catalog.pg_advisory_unlock_all() IS NULL OR ${disconnect}EXISTS (SELECT FROM pg_catalog.pg_prepared_statement() s ` +
     `WHERE CASE WHEN s.name ${EQ} ${ours} THEN false ${others.length === 0 ? '' : `WHEN ${isKept} THEN false `}` +
