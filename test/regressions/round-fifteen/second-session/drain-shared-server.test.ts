@@ -50,7 +50,7 @@ async function instance(name: string): Promise<TestApp> {
 
 /** One request on a kept-alive connection of its own: its status, Connection header and body. */
 const get = () =>
-  new Promise<{ status?: number; connection?: string; body: string }>((resolve, reject) => {
+  new Promise<{ status: number | undefined; connection: string | undefined; body: string }>((resolve, reject) => {
     const agent = new Agent({ keepAlive: true })
     const port = (server.address() as AddressInfo).port
     request({ host: '127.0.0.1', port, path: '/who', agent }, (response) => {
