@@ -342,7 +342,28 @@ function rejectTracked(this: TrackedQuery, error: unknown): void {
     this.stoppedBy ??= error
     return
   }
+  if (failedItsBind(this, error)) {
+    // postgres.js keeps it as its connection's query until the ReadyForQuery of the Sync it wrote,
+    // and queues what is handed to it until then: it ends there (resolveTracked), never before,
+    // so that nothing is built behind it where its build failure would hit another query (8b).
+    this.stoppedBy ??= error
+    return
+  }
   endRejected(this, error)
+}
+
+/**
+ * Whether postgres.js rejected `query` because it could not build the Bind of a statement it
+ * described first (a serializer that threw, an undefined inside an array), when the server's
+ * ParameterDescription came: it wrote a Sync, and settles the query again at its ReadyForQuery.
+ * Not the server's error (the query's last answer), nor a lost connection (nothing follows).
+ */
+function failedItsBind(query: TrackedQuery, error: unknown): boolean {
+  const { active, describeFirst } = query as { active?: unknown; describeFirst?: unknown }
+  if (active !== true || describeFirst !== true) return false
+  if (!(error instanceof Error) || error.name === 'PostgresError') return false
+  const { code, syscall } = error as { code?: unknown; syscall?: unknown }
+  return syscall === undefined && !(typeof code === 'string' && /^(CONNECT|E[A-Z]+$)/.test(code))
 }
 
 /**
