@@ -458,6 +458,25 @@ function sendBooleansAsText(options: TypeOptions, appTypes: unknown): void {
   options.serializers[BOOL_OID] = (x) => (x === true ? 't' : x === false ? 'f' : `${x}`)
 }
 
+/** PostgreSQL's date, timestamp and timestamptz types. */
+const DATE_OIDS = [1082, 1114, 1184]
+
+/**
+ * postgres.js 3.4.9 serializes a date parameter as `new Date(x).toISOString()`: text from a query
+ * string is read by JavaScript's lenient parser ('2024-02-30' is March 1st, '42' is 2042, and
+ * 'infinity' throws). As pg does, text goes as it is, which the server reads or refuses (22007,
+ * 22008); a Date or a number of milliseconds goes as postgres.js sends it. An app's own type for
+ * the oid (`types` with `to`) is left as it is.
+ */
+function sendDateTextAsText(options: TypeOptions, appTypes: unknown): void {
+  const given = Object.values((appTypes ?? {}) as Record<string, { to?: unknown } | undefined>)
+  for (const oid of DATE_OIDS) {
+    const serialize = options.serializers[oid]
+    if (serialize === undefined || given.some((type) => Number(type?.to) === oid)) continue
+    options.serializers[oid] = (x) => (typeof x === 'string' ? x : serialize(x))
+  }
+}
+
 function isRawRow(value: unknown): boolean {
   return Array.isArray(value) && value.every((column) => column === null || column instanceof Uint8Array)
 }
@@ -840,6 +859,7 @@ export function createServerClient(settings: ClientSettings): ServerClient {
   const transform = (sql.options as unknown as TypeOptions).transform
   guardClientCode(sql.options as unknown as TypeOptions, (settings.options as { types?: unknown }).types)
   sendBooleansAsText(sql.options as unknown as TypeOptions, (settings.options as { types?: unknown }).types)
+  sendDateTextAsText(sql.options as unknown as TypeOptions, (settings.options as { types?: unknown }).types)
   /**
    * A query after which postgres.js queues what is sent (it is described first, or a cursor), while
    * it runs; what is sent meanwhile waits here instead, and is handed over once it ended (8b).
