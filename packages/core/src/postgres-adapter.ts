@@ -734,6 +734,25 @@ function refusedBeforeBuild(query: AdapterQuery, transform: { undefined?: unknow
   return undefined
 }
 
+/**
+ * postgres.js 3.4.9 types a JS array parameter as its first element: an array of booleans, Dates,
+ * BigInts or Buffers goes as one boolean (timestamptz, int8, bytea), not as an array, and the
+ * server refuses the statement (42804, 42809: `where active = any(${[true, false]})`). As pg does,
+ * such an array goes untyped: the server types it where it is used, and postgres.js serializes
+ * it as that array type (each element as its own type's). The holder's own array is left as it is.
+ */
+function untypeArrays(query: AdapterQuery, typed: (value: unknown, type: number) => unknown): void {
+  if (!query.args.some(typedByFirstElement)) return
+  query.args = query.args.map((arg) => (typedByFirstElement(arg) ? typed(arg, 0) : arg))
+}
+
+function typedByFirstElement(value: unknown): boolean {
+  if (!Array.isArray(value)) return false
+  let first: unknown = value
+  while (Array.isArray(first)) first = first[0]
+  return typeof first === 'boolean' || typeof first === 'bigint' || first instanceof Date || first instanceof Uint8Array
+}
+
 /** What a query the connection never sent fails with once the connection is ending or stuck. */
 function destroyed(): Error {
   return Object.assign(new Error('write CONNECTION_DESTROYED'), { code: 'CONNECTION_DESTROYED' })
@@ -878,6 +897,7 @@ export function createServerClient(settings: ClientSettings): ServerClient {
       queueMicrotask(() => query.reject(refused))
       return true
     }
+    untypeArrays(query, sql.typed)
     if (!sendBuilt(handler, query)) {
       stuck = true
       return false
