@@ -144,12 +144,13 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
         : `an instance named ${describe(name)} is registered already`,
     )
   }
-  // A named instance given `connection: undefined` (`process.env.ANALYTICS_URL` not set): without
-  // the key, DATABASE_URL is the default instance's database, where its writes would land unseen.
-  if (name !== undefined && Object.hasOwn(opts, 'connection') && opts.connection === undefined) {
+  // A named instance given `connection: undefined` (`process.env.ANALYTICS_URL` not set), or null (a
+  // config loader's missing setting): without the key, DATABASE_URL is the default instance's
+  // database, where its writes would land unseen.
+  if (name !== undefined && Object.hasOwn(opts, 'connection') && (opts.connection ?? undefined) === undefined) {
     throw invalidOption(
       'connection',
-      `instance ${describe(name)} was given a connection that is undefined (an environment variable not set?); leave the key out to use DATABASE_URL and the PG* variables`,
+      `instance ${describe(name)} was given a connection that is ${opts.connection === null ? 'null' : 'undefined'} (an environment variable not set?); leave the key out to use DATABASE_URL and the PG* variables`,
     )
   }
   const env = process.env
