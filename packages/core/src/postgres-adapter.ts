@@ -1179,9 +1179,18 @@ function arrayElement(text: string, parser: Parser | undefined): unknown {
   return parser ? parser(text) : text
 }
 
+/**
+ * The bounds the server writes first for an array whose lower bound is not 1 (`[0:2]={a,b,c}`, what
+ * `set tags[0] = ...` makes), less the `[` postgres.js strips as the array's first character.
+ */
+const BOUNDS = /^-?\d+:-?\d+\](?:\[-?\d+:-?\d+\])*=\{/
+
 function arrayParser(x: string, parser: Parser | undefined, typarray: number): unknown[] {
+  // Its elements, as pg reads it: postgres.js 3.4.9 read the bounds as text before a nested array.
+  const bounds = BOUNDS.exec(x)
+  const text = bounds === null ? x : x.slice(bounds[0].length)
   const state: ArrayParserState = { i: 0, char: undefined, str: '', quoted: false, last: 0, p: undefined }
-  return arrayParserLoop(state, x, parser, typarray)
+  return arrayParserLoop(state, text, parser, typarray)
 }
 
 function arrayParserLoop(s: ArrayParserState, x: string, parser: Parser | undefined, typarray: number): unknown[] {
