@@ -151,7 +151,8 @@ describe('values that fail while postgres.js builds or binds them', () => {
       outcomes[`${url}#${Object.keys(outcomes).length}`] = [res.statusCode, Date.now() - started < 2_000]
       expect((await app.inject('/ok')).json()).toEqual({ v: 'ok' })
     }
-    expect(Object.values(outcomes)).toEqual(Array(5).fill([500, true]))
+    // Text for a timestamptz goes as text (as with pg, round fifteen): the server refuses it, a 400.
+    expect(Object.values(outcomes)).toEqual([[500, true], [400, true], [400, true], [500, true], [500, true]])
     expect(await idle(app)).toBe(true)
   })
 
