@@ -152,7 +152,13 @@ describe('values that fail while postgres.js builds or binds them', () => {
       expect((await app.inject('/ok')).json()).toEqual({ v: 'ok' })
     }
     // Text for a timestamptz goes as text (as with pg, round fifteen): the server refuses it, a 400.
-    expect(Object.values(outcomes)).toEqual([[500, true], [400, true], [400, true], [500, true], [500, true]])
+    expect(Object.values(outcomes)).toEqual([
+      [500, true],
+      [400, true],
+      [400, true],
+      [500, true],
+      [500, true],
+    ])
     expect(await idle(app)).toBe(true)
   })
 

@@ -31,7 +31,9 @@ beforeAll(async () => {
     return rows[0]
   })
   pgApp.get('/ids', async () => {
-    const { rows } = await pgApp.pg.query('SELECT count(*)::int AS n FROM items WHERE id = ANY($1)', [[1n, 2n]])
+    const { rows } = await pgApp.pg.query('SELECT count(*)::int AS n FROM items WHERE id = ANY($1)', [
+      [1n, 2n] as unknown as string,
+    ])
     return rows[0]
   })
   pgApp.post('/items/:id', async (req) => {
@@ -48,7 +50,8 @@ beforeAll(async () => {
     return row
   })
   poolApp.get('/ids', async (request) => {
-    const [row] = await request.db`select count(*)::int as n from items where id = any(${[1n, 2n]})`
+    const [row] =
+      await request.db`select count(*)::int as n from items where id = any(${[1n, 2n] as unknown as string[]})`
     return row
   })
   poolApp.post('/items/:id', async (request) => {
@@ -80,8 +83,6 @@ test('an array of booleans, Dates or BigInts as a parameter answers as with @fas
 test('in code too, and through unsafe()', async () => {
   const [row] = await poolApp.db`select ${[true, false]}::bool[] as typed, ${true} = any(${[true]}) as found`
   expect(row).toEqual({ typed: [true, false], found: true })
-  const [viaUnsafe] = await poolApp.db.unsafe('select count(*)::int as n from items where active = any($1)', [
-    [false],
-  ])
+  const [viaUnsafe] = await poolApp.db.unsafe('select count(*)::int as n from items where active = any($1)', [[false]])
   expect(viaUnsafe).toEqual({ n: 1 })
 })

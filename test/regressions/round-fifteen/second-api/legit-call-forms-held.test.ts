@@ -59,7 +59,8 @@ test('booleans given as text on a pipelined route, in unsafe with prepare, in a 
   const piped = Fastify()
   await piped.register(pgPool, { connection: { ...connectionOf(db.url), transform: { undefined: null } } })
   piped.post<{ Querystring: { on: string } }>('/flag', { config: { db: { pipeline: true } } }, async (request) => {
-    const [row] = await request.db`insert into flags (on_, many) values (${request.query.on}, ${[request.query.on, 'no']})
+    const [row] =
+      await request.db`insert into flags (on_, many) values (${request.query.on}, ${[request.query.on, 'no']})
       returning on_, many`
     const [again] = await request.db.unsafe('select $1::bool as b', [request.query.on], { prepare: true })
     return { ...row, again: again?.b }
@@ -82,7 +83,12 @@ test("an app's own boolean type given with to: '16' (a string) still replaces th
     connection: {
       ...connectionOf(db.url),
       types: {
-        yesno: { to: '16' as unknown as number, from: [16], serialize: (x: unknown) => (x === 'Y' ? 't' : 'f'), parse: (x: string) => (x === 't' ? 'Y' : 'N') },
+        yesno: {
+          to: '16' as unknown as number,
+          from: [16],
+          serialize: (x: unknown) => (x === 'Y' ? 't' : 'f'),
+          parse: (x: string) => (x === 't' ? 'Y' : 'N'),
+        },
       },
     },
   })
