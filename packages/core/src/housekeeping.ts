@@ -94,7 +94,10 @@ export class Housekeeping<H extends SweptHolder> {
           this.#warned.add(holder)
           this.#pool.leaked(holder, now - since)
         }
-        const started = holder.oldestQueryStart()
+        // Written behind other statements (a transaction's, other pipelined requests'), it began
+        // running only when the one ahead of it was answered: its deadline counts from there.
+        const sent = holder.oldestQueryStart()
+        const started = sent > 0 ? Math.max(sent, conn.answeredAt ?? 0) : 0
         past ||= deadline > 0 && started > 0 && now - started >= deadline
       }
       if (past) late.push(conn)

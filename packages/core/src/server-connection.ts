@@ -50,6 +50,12 @@ export interface PoolConnection {
    * postgres.js keeps on the session (`prepared`).
    */
   noteEnded(preparedAnew: boolean): void
+  /**
+   * When a statement on it last ended (noteEnded, or the session reset's answer), on the pool's
+   * clock; 0 for never. The server runs a connection's statements in order: one written behind
+   * others starts running no earlier than this (the statement deadline counts from there).
+   */
+  readonly answeredAt?: number
   /** Named statements postgres.js prepared on this session (one per distinct statement text). */
   readonly prepared: number
   /**
@@ -109,6 +115,7 @@ export class ServerConnection implements PoolConnection {
   /** Statements waiting for the reset's answer, in the order they came. */
   #heldForReset: TrackedQuery[] = []
   #prepared = 0
+  answeredAt = 0
 
   /** postgres.js gives a cancel request's connection up after this (its connect_timeout), ms. */
   readonly #cancelTimeoutMs: number
@@ -200,6 +207,7 @@ export class ServerConnection implements PoolConnection {
   }
 
   noteEnded(preparedAnew: boolean): void {
+    this.answeredAt = this.#now()
     if (preparedAnew) this.#prepared++
   }
 
@@ -210,6 +218,7 @@ export class ServerConnection implements PoolConnection {
   queueReset(sql: string, onFail: (error: unknown) => void): void {
     this.#resetsUnanswered++
     this.#client.sendNow(sql, (error) => {
+      this.answeredAt = this.#now()
       this.#resetsUnanswered--
       if (error === undefined) {
         if (this.#resetsUnanswered === 0) this.#releaseHeld()
