@@ -31,6 +31,7 @@ import {
   rawText,
   resultOf,
   resumeFailedCopy,
+  statementsIn,
   type TrackedQuery,
   type TrackedQueryConstructor,
 } from './postgres-adapter.js'
@@ -761,7 +762,10 @@ export class Lease implements Holder, QueryOwner {
       })
     }
     query.redirected = false
-    query.startedAt = this.#ctx.clock.now()
+    // A message of several statements is answered at its end only (the server flushes its answers
+    // then), and the server times out each of its statements on its own (PostgreSQL 13 and
+    // later): the client-side deadline allows each statement statementTimeout.
+    query.startedAt = this.#ctx.clock.now() + (statementsIn(query) - 1) * this.#ctx.options.statementTimeout
     this.#inflight.add(query)
     if (this.pipelined) this.#ctx.pool.countSharedQuery(1)
     if (!query.internal) {

@@ -122,6 +122,10 @@ export interface TrackedQuery extends AdapterQuery {
   savepointStep: boolean
   /** Its connection died under it before it ran: it will be sent again elsewhere. */
   redirected: boolean
+  /**
+   * When it was sent, on the pool's clock (the statement deadline counts from it); for a message
+   * of several statements, plus statementTimeout for each statement ahead of its last.
+   */
   startedAt: number
   innerResolve: (value: unknown) => void
   innerReject: (error: unknown) => void
@@ -645,6 +649,19 @@ export function mayHoldSeveral(query: AdapterQuery): boolean {
   const text = query.strings.length === 1 ? (query.strings[0] as string) : query.strings.join(' ')
   const at = text.indexOf(';')
   return at !== -1 && /[^\s;]/.test(text.slice(at + 1))
+}
+
+/**
+ * How many statements a simple-protocol message may hold (its `;`-separated parts that are not
+ * blank; a `;` inside a literal or a function's body counts too: never fewer than it holds); 1
+ * for any other query.
+ */
+export function statementsIn(query: AdapterQuery): number {
+  if (!mayHoldSeveral(query)) return 1
+  const text = query.strings.length === 1 ? (query.strings[0] as string) : query.strings.join(' ')
+  let count = 0
+  for (const part of text.split(';')) if (/\S/.test(part)) count++
+  return Math.max(1, count)
 }
 
 /** The statement as sent, `$n` placeholders for values (built by postgres.js when it ran). */
