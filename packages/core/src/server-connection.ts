@@ -115,7 +115,7 @@ export class ServerConnection implements PoolConnection {
   /** Statements waiting for the reset's answer, in the order they came. */
   #heldForReset: TrackedQuery[] = []
   #prepared = 0
-  answeredAt = 0
+  #answeredAt = 0
 
   /** postgres.js gives a cancel request's connection up after this (its connect_timeout), ms. */
   readonly #cancelTimeoutMs: number
@@ -206,8 +206,12 @@ export class ServerConnection implements PoolConnection {
     return this.#cancelPending ? this.#cancelSettled : settled
   }
 
+  get answeredAt(): number {
+    return this.#answeredAt
+  }
+
   noteEnded(preparedAnew: boolean): void {
-    this.answeredAt = this.#now()
+    this.#answeredAt = this.#now()
     if (preparedAnew) this.#prepared++
   }
 
@@ -218,7 +222,7 @@ export class ServerConnection implements PoolConnection {
   queueReset(sql: string, onFail: (error: unknown) => void): void {
     this.#resetsUnanswered++
     this.#client.sendNow(sql, (error) => {
-      this.answeredAt = this.#now()
+      this.#answeredAt = this.#now()
       this.#resetsUnanswered--
       if (error === undefined) {
         if (this.#resetsUnanswered === 0) this.#releaseHeld()
