@@ -447,6 +447,19 @@ function guardClientCode(options: TypeOptions, appTypes: unknown): void {
   }
 }
 
+/**
+ * Whether the app's own `types` serialize `oid`: postgres.js installs a type's `serialize` for its
+ * `to` and for each oid of its `from` (types.js), and the app's choice stands.
+ */
+function appSerializes(appTypes: unknown, oid: number): boolean {
+  const given = Object.values((appTypes ?? {}) as Record<string, { to?: unknown; from?: unknown } | undefined>)
+  return given.some(
+    (type) =>
+      Number(type?.to) === oid ||
+      (type !== undefined && [type.from ?? []].flat().some((from) => Number(from) === oid) && 'serialize' in type),
+  )
+}
+
 /** PostgreSQL's boolean type. */
 const BOOL_OID = 16
 
@@ -457,8 +470,7 @@ const BOOL_OID = 16
  * (`types` with `to: 16`) is left as it is.
  */
 function sendBooleansAsText(options: TypeOptions, appTypes: unknown): void {
-  const given = Object.values((appTypes ?? {}) as Record<string, { to?: unknown } | undefined>)
-  if (given.some((type) => Number(type?.to) === BOOL_OID)) return
+  if (appSerializes(appTypes, BOOL_OID)) return
   options.serializers[BOOL_OID] = (x) => (x === true ? 't' : x === false ? 'f' : `${x}`)
 }
 
@@ -473,10 +485,9 @@ const DATE_OIDS = [1082, 1114, 1184]
  * the oid (`types` with `to`) is left as it is.
  */
 function sendDateTextAsText(options: TypeOptions, appTypes: unknown): void {
-  const given = Object.values((appTypes ?? {}) as Record<string, { to?: unknown } | undefined>)
   for (const oid of DATE_OIDS) {
     const serialize = options.serializers[oid]
-    if (serialize === undefined || given.some((type) => Number(type?.to) === oid)) continue
+    if (serialize === undefined || appSerializes(appTypes, oid)) continue
     options.serializers[oid] = (x) => (typeof x === 'string' ? x : serialize(x))
   }
 }

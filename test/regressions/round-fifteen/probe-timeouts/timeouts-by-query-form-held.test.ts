@@ -90,8 +90,10 @@ test('the client-side deadline: cancelled on the server before the 503, in doubt
     expect(res.statusCode, `${url}: ${res.body}`).toBe(503)
     expect(res.json().code, url).toBe('FST_PG_POOL_QUERY_TIMEOUT')
     expect(res.headers['retry-after'], url).toBe('1')
-    if (url === '/plain') expect(res.json().message).toMatch(/may have run and committed/)
-    else expect(res.json().message).not.toMatch(/may have/)
+    // On /plain the in-doubt wording is there when the 503 goes before the server's answer to the
+    // cancel, and rightly absent once its 57014 was read (seen on a loaded machine): which comes
+    // first is timing. Never inside the route's transaction; nothing committed either way (below).
+    if (url === '/tx') expect(res.json().message).not.toMatch(/may have/)
     // The cancel went before the close: the backend stops now, not at its own 30 s.
     expect(await waitFor(async () => (await running()) === 0, 3_000), url).toBe(true)
   }
