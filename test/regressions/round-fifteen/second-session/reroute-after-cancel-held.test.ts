@@ -10,6 +10,7 @@ import { afterAll, afterEach, beforeAll, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../../../support/app.js'
 import { createTestDatabase, sleep, type TestDatabase, waitFor } from '../../../support/database.js'
 import { listen, startRequest } from '../../../support/http.js'
+import { blockedReset } from './blocked-reset-kit.js'
 
 let db: TestDatabase
 let current: TestApp | undefined
@@ -24,60 +25,10 @@ afterEach(async () => {
 })
 afterAll(() => db.drop())
 
-/**
- * Adds route A; the function returned runs `b` while A's reset waits on a lock, which goes once
- * `b` settled or after 10 s.
- */
-function blockedReset(t: TestApp): <T>(b: () => Promise<T>) => Promise<T> {
-  const { app, applicationName } = t
-  let tempSchema = ''
-  let lockTaken: () => void = () => {}
-  const locked = new Promise<void>((resolve) => {
-    lockTaken = resolve
-  })
-  app.post('/a', async (request) => {
-    await request.db`create temp table held_open (x int)`
-    const [row] = await request.db<{ s: string }[]>`select pg_my_temp_schema()::regnamespace::text as s`
-    tempSchema = row?.s ?? ''
-    await locked
-    return { ok: true }
-  })
-  return async (b) => {
-    const locker = await db.sql.reserve()
-    try {
-      const a = app.inject({ method: 'POST', url: '/a' })
-      expect(await waitFor(() => tempSchema !== '')).toBe(true)
-      await locker`begin`
-      await locker.unsafe(`lock table ${tempSchema}.held_open in access share mode`)
-      lockTaken()
-      expect((await a).statusCode).toBe(200)
-      expect(
-        await waitFor(
-          async () =>
-            (
-              await db.sql`select 1 from pg_stat_activity
-              where application_name = ${applicationName} and wait_event_type = 'Lock' and query like 'BEGIN ISOLATION%'`
-            ).length > 0,
-          5_000,
-        ),
-      ).toBe(true)
-      const pending = b()
-      await Promise.race([pending, sleep(10_000)])
-      // Not before the request's lease has ended: a lock let go at once would race its abort.
-      await waitFor(() => app.pgPool.stats().leased === 0, 5_000)
-      await locker`commit`
-      return await pending
-    } finally {
-      await locker`commit`.catch(() => {})
-      locker.release()
-    }
-  }
-}
-
 test('a handler that catches its cancelled statement and tries again gets it run', async () => {
   current = await coreApp(db.url, { max: 1 })
   const { app } = current
-  const behind = blockedReset(current)
+  const behind = blockedReset(db, current)
   app.post('/b', async (request) => {
     const insert = request.db`insert into ledger (note) values ('cancelled')`
     const outcome = insert.then(
@@ -100,7 +51,7 @@ test('a handler that catches its cancelled statement and tries again gets it run
 test('a handlerTimeout behind the blocked reset: a 503, nothing written, the lease ends', async () => {
   current = await coreApp(db.url, { max: 1 })
   const { app } = current
-  const behind = blockedReset(current)
+  const behind = blockedReset(db, current)
   let ended: string | undefined
   app.get('/b', { handlerTimeout: 500 }, async (request) => {
     try {
