@@ -65,7 +65,11 @@ class MonitorConnection {
         // postgres.js takes host and port lists (its typings say one).
       } as postgres.Options<{}>,
       onNotice: () => undefined,
-      onClose: () => {},
+      // postgres.js reopens a connection closed while idle by itself on the next query, without
+      // a failure: that one may reach another server, whose system identifier is read anew.
+      onClose: () => {
+        this.#system = undefined
+      },
     })
     const client = this.#client
     let timer: object | undefined
