@@ -47,8 +47,12 @@ class HttpDrain {
       used(request)
       if (this.#draining) return closeAfter(response)
       // No listener per response: those done are swept from time to time.
+      // A response queued behind another (pipelined) on a connection gone is neither finished nor
+      // destroyed: its connection's end is its own.
       if (this.#pending.size >= this.#sweepAt) {
-        for (const done of this.#pending) if (done.writableFinished || done.destroyed) this.#pending.delete(done)
+        for (const done of this.#pending) {
+          if (done.writableFinished || done.destroyed || done.req.socket?.destroyed !== false) this.#pending.delete(done)
+        }
         this.#sweepAt = Math.max(SWEEP_FROM, this.#pending.size * 2)
       }
       this.#pending.add(response)
