@@ -489,8 +489,9 @@ export function routePath(fallback: string | false): OptionSpec<string | false> 
 }
 
 // Never part of a request's path as Fastify matches it (a query, a fragment, blanks, an empty
-// segment): a route or exemption written with one is never reached.
-const NEVER_IN_PATH = /[?#\s\p{Cc}]|\/\//u
+// segment, a percent-encoded byte: Fastify decodes the request's path before matching it, so
+// '/sant%C3%A9' is looked up as '/santé'): a route or exemption written with one is never reached.
+const NEVER_IN_PATH = /[?#\s\p{Cc}]|\/\/|%[0-9A-Fa-f]{2}/u
 // Fastify's route syntax (parameters, wildcards, regular expressions): a plugin's fixed route
 // given one would answer every path it matches.
 const ROUTE_SYNTAX = /[:*()]/
