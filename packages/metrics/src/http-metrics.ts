@@ -9,6 +9,9 @@ const kStart = Symbol('fastify-pg-pool.metrics.start')
 type TimedRequest = FastifyRequest & { [kStart]: number }
 /** On the raw response: the request it answers (its early close is a hang-up). */
 const kTimed = Symbol('fastify-pg-pool.metrics.request')
+/** On the raw request: when the server took it, before any onRequest hook ran. */
+const kArrived = Symbol('fastify-pg-pool.metrics.arrived')
+type StampedMessage = { [kArrived]?: number }
 
 const methods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'])
 const statusClasses = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const
@@ -84,6 +87,8 @@ export function registerHttpMetrics(app: FastifyInstance, options: ResolvedMetri
 
   app.decorateRequest(kStart, 0)
   app.addHook('onRequest', (request, reply, done) => {
+    // Observed already: the client hung up while an earlier onRequest hook ran.
+    if ((request as TimedRequest)[kStart] < 0) return done()
     ;(request as TimedRequest)[kStart] = performance.now()
     const response = reply.raw as ServerResponse & { [kTimed]?: FastifyRequest }
     response[kTimed] = request
@@ -95,8 +100,20 @@ export function registerHttpMetrics(app: FastifyInstance, options: ResolvedMetri
     observe(request, hangUp.hungUp(reply.raw) ? 'aborted' : classOf(reply.statusCode), reply.elapsedTime)
     done()
   })
+  // A client that hangs up while an earlier onRequest hook runs (authentication, a held
+  // refusal): our onRequest hook never ran, and Fastify gives onRequestAbort no reply to time it
+  // by. The server's own 'request' event, ahead of Fastify's handler, stamps its arrival.
+  const stamp = (raw: StampedMessage) => {
+    raw[kArrived] = performance.now()
+  }
+  app.server.prependListener('request', stamp)
+  app.addHook('onClose', (_app, done) => {
+    app.server.removeListener('request', stamp)
+    done()
+  })
   app.addHook('onRequestAbort', (request, done) => {
-    observe(request, 'aborted')
+    const arrived = (request.raw as StampedMessage)[kArrived]
+    observe(request, 'aborted', arrived === undefined ? undefined : performance.now() - arrived)
     done()
   })
 }
