@@ -12,6 +12,11 @@ const kTimed = Symbol('fastify-pg-pool.metrics.request')
 /** On the raw request: when the server took it, before any onRequest hook ran. */
 const kArrived = Symbol('fastify-pg-pool.metrics.arrived')
 type StampedMessage = { [kArrived]?: number }
+/**
+ * In the scrape route's config: its requests are not counted. Its URL is not the `path` option
+ * when Fastify prefixes it (the plugin registered inside a prefixed plugin).
+ */
+export const kScrapeRoute = Symbol('fastify-pg-pool.metrics.scrape')
 
 const methods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'])
 const statusClasses = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const
@@ -36,7 +41,6 @@ export function registerHttpMetrics(app: FastifyInstance, options: ResolvedMetri
     buckets: options.buckets.http,
     registers: [options.registry],
   })
-  const scrapePath = options.path
   // method → route template → status class → series: no string built per request.
   const byMethod = new Map<string, Map<string | undefined, Map<string, HistogramSeries>>>()
   const seriesOf = (rawMethod: string, url: string | undefined, statusClass: string) => {
@@ -69,8 +73,8 @@ export function registerHttpMetrics(app: FastifyInstance, options: ResolvedMetri
     const start = timed[kStart]
     if (start < 0 || (start === 0 && elapsedMs === undefined)) return
     timed[kStart] = -1
+    if ((request.routeOptions.config as { [kScrapeRoute]?: true } | undefined)?.[kScrapeRoute] === true) return
     const url = request.routeOptions.url
-    if (scrapePath !== false && url === scrapePath) return
     const ms = start === 0 ? (elapsedMs as number) : performance.now() - start
     seriesOf(request.method, url, statusClass).observe(ms / 1000)
   }

@@ -5,7 +5,7 @@ import { collectDefaultMetrics, type Registry } from 'prom-client'
 import { BoundedLabel } from './bounded-label.js'
 import { errors } from './errors.js'
 import { type Scrape, scrape } from './exposition.js'
-import { registerHttpMetrics } from './http-metrics.js'
+import { kScrapeRoute, registerHttpMetrics } from './http-metrics.js'
 import { type PgPoolMetricsOptions, resolveMetricsOptions } from './options.js'
 import { registerPoolMetrics } from './pool-metrics.js'
 
@@ -77,7 +77,7 @@ const metrics: FastifyPluginAsync<PgPoolMetricsOptions> = async (app, opts) => {
     // A route free of database plumbing: the pool and admission control leave it alone, and
     // @fastify/under-pressure (when an app registers it on its own) lets through a route whose
     // pressureHandler returns nothing: scrapes go on while the process is under pressure.
-    const config = withoutDatabase({ pressureHandler: () => undefined }) as FastifyContextConfig
+    const config = withoutDatabase({ pressureHandler: () => undefined, [kScrapeRoute]: true }) as FastifyContextConfig
     const routeOptions: RouteShorthandOptions = { config, logLevel: 'warn' }
     if (options.onRequest.length > 0)
       routeOptions.onRequest = options.onRequest as NonNullable<RouteShorthandOptions['onRequest']>
