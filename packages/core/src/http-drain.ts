@@ -51,7 +51,8 @@ class HttpDrain {
       // destroyed: its connection's end is its own.
       if (this.#pending.size >= this.#sweepAt) {
         for (const done of this.#pending) {
-          if (done.writableFinished || done.destroyed || done.req.socket?.destroyed !== false) this.#pending.delete(done)
+          if (done.writableFinished || done.destroyed || done.req.socket?.destroyed !== false)
+            this.#pending.delete(done)
         }
         this.#sweepAt = Math.max(SWEEP_FROM, this.#pending.size * 2)
       }

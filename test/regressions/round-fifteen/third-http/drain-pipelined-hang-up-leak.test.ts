@@ -12,7 +12,7 @@ import { connect } from 'node:net'
 import { queryObjects } from 'node:v8'
 import { afterAll, beforeAll, expect, test } from 'vitest'
 import { coreApp } from '../../../support/app.js'
-import { createTestDatabase, type TestDatabase, sleep, waitUntil } from '../../../support/database.js'
+import { createTestDatabase, sleep, type TestDatabase, waitUntil } from '../../../support/database.js'
 import { listen } from '../../../support/http.js'
 
 let db: TestDatabase

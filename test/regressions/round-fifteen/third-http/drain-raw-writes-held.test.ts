@@ -51,7 +51,13 @@ test('in-flight hijacked, raw and HTTP/1.0 keep-alive responses say close at app
   app.get('/raw', { config: { db: false } }, async (_request, reply) => {
     entered++
     await gate
-    reply.raw.writeHead(200, [['content-type', 'text/plain'], ['content-length', '3']].flat())
+    reply.raw.writeHead(
+      200,
+      [
+        ['content-type', 'text/plain'],
+        ['content-length', '3'],
+      ].flat(),
+    )
     reply.raw.end('raw')
     return reply
   })

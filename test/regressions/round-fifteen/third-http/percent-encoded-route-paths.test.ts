@@ -34,13 +34,12 @@ async function outcome(options: Record<string, unknown>, url?: string): Promise<
 
 const reachedOrRefused = [200, 'FST_PG_POOL_INVALID_OPTION']
 
-test.each([
-  '/sant%C3%A9',
-  '/health%20live',
-  '/a%2Fb',
-])('a percent-encoded health path is refused, or answers: %j', async (path) => {
-  expect(reachedOrRefused).toContain(await outcome({ health: { livePath: path } }, path))
-})
+test.each(['/sant%C3%A9', '/health%20live', '/a%2Fb'])(
+  'a percent-encoded health path is refused, or answers: %j',
+  async (path) => {
+    expect(reachedOrRefused).toContain(await outcome({ health: { livePath: path } }, path))
+  },
+)
 
 test('a percent-encoded metrics path is refused, or answers', async () => {
   expect(reachedOrRefused).toContain(await outcome({ metrics: { path: '/metrics%20v2' } }, '/metrics%20v2'))
