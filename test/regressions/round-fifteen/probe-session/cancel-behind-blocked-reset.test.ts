@@ -10,6 +10,7 @@
 import { afterAll, afterEach, beforeAll, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../../../support/app.js'
 import { createTestDatabase, sleep, type TestDatabase, waitFor } from '../../../support/database.js'
+import { blockedReset } from '../blocked-reset-kit.js'
 
 let db: TestDatabase
 let current: TestApp | undefined
@@ -25,19 +26,8 @@ afterAll(() => db.drop())
 
 test('a statement the handler cancelled behind a reset its cancel failed is not sent again elsewhere', async () => {
   current = await coreApp(db.url, { max: 1 })
-  const { app, applicationName } = current
-  let tempSchema = ''
-  let lockTaken: () => void = () => {}
-  const locked = new Promise<void>((resolve) => {
-    lockTaken = resolve
-  })
-  app.post('/a', async (request) => {
-    await request.db`create temp table held_open (x int)`
-    const [row] = await request.db<{ s: string }[]>`select pg_my_temp_schema()::regnamespace::text as s`
-    tempSchema = row?.s ?? ''
-    await locked
-    return { ok: true }
-  })
+  const { app } = current
+  const behind = blockedReset(db, current)
   app.post('/b', async (request) => {
     const insert = request.db`insert into ledger (note) values ('b')`
     const outcome = insert.then(
@@ -48,31 +38,7 @@ test('a statement the handler cancelled behind a reset its cancel failed is not 
     insert.cancel()
     return { outcome: await outcome }
   })
-
-  const locker = await db.sql.reserve()
-  let b: Awaited<ReturnType<typeof app.inject>>
-  try {
-    const a = app.inject({ method: 'POST', url: '/a' })
-    expect(await waitFor(() => tempSchema !== '')).toBe(true)
-    await locker`begin`
-    await locker.unsafe(`lock table ${tempSchema}.held_open in access share mode`)
-    lockTaken()
-    expect((await a).statusCode).toBe(200)
-    expect(
-      await waitFor(
-        async () =>
-          (
-            await db.sql`select 1 from pg_stat_activity
-              where application_name = ${applicationName} and wait_event_type = 'Lock' and query like 'BEGIN ISOLATION%'`
-          ).length > 0,
-        5_000,
-      ),
-    ).toBe(true)
-    b = await app.inject({ method: 'POST', url: '/b' })
-  } finally {
-    await locker`commit`.catch(() => {})
-    locker.release()
-  }
+  const b = await behind(() => app.inject({ method: 'POST', url: '/b' }))
   expect(b.json()).toEqual({ outcome: 'FST_PG_POOL_ABORTED' })
   expect(await waitFor(() => app.pgPool.stats().leased === 0, 5_000)).toBe(true)
   expect(await db.sql`select note from ledger`).toEqual([])

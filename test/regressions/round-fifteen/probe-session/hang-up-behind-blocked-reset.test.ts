@@ -11,6 +11,7 @@ import { afterAll, afterEach, beforeAll, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../../../support/app.js'
 import { createTestDatabase, sleep, type TestDatabase, waitFor } from '../../../support/database.js'
 import { listen, startRequest } from '../../../support/http.js'
+import { blockedReset } from '../blocked-reset-kit.js'
 
 let db: TestDatabase
 let current: TestApp | undefined
@@ -31,19 +32,8 @@ test.each([
   '%s: a statement written behind a reset that a hang-up cancelled is not sent again elsewhere',
   async (_, db_) => {
     current = await coreApp(db.url, { max: 1 })
-    const { app, applicationName } = current
-    let tempSchema = ''
-    let lockTaken: () => void = () => {}
-    const locked = new Promise<void>((resolve) => {
-      lockTaken = resolve
-    })
-    app.post('/a', async (request) => {
-      await request.db`create temp table held_open (x int)`
-      const [row] = await request.db<{ s: string }[]>`select pg_my_temp_schema()::regnamespace::text as s`
-      tempSchema = row?.s ?? ''
-      await locked
-      return { ok: true }
-    })
+    const { app } = current
+    const behind = blockedReset(db, current)
     let bEnded: string | undefined
     app.get('/b', { config: { db: db_ } }, async (request) => {
       try {
@@ -57,33 +47,15 @@ test.each([
     })
     const url = await listen(app)
 
-    // Another session locks A's temp table while A still holds its connection: A's reset waits.
-    const locker = await db.sql.reserve()
-    try {
-      const a = app.inject({ method: 'POST', url: '/a' })
-      expect(await waitFor(() => tempSchema !== '')).toBe(true)
-      await locker`begin`
-      await locker.unsafe(`lock table ${tempSchema}.held_open in access share mode`)
-      lockTaken()
-      expect((await a).statusCode).toBe(200)
-      const waitingReset = async () =>
-        (
-          await db.sql`select 1 from pg_stat_activity
-          where application_name = ${applicationName} and wait_event_type = 'Lock' and query like 'BEGIN ISOLATION%'`
-        ).length > 0
-      expect(await waitFor(waitingReset, 5_000)).toBe(true)
-
-      // B's INSERT is written behind the waiting reset; then B's client hangs up.
+    // B's INSERT is written behind the waiting reset; then B's client hangs up.
+    await behind(async () => {
       const b = startRequest(`${url}/b`)
       expect(await waitFor(() => app.pgPool.stats().leased === 1, 5_000)).toBe(true)
       await sleep(300)
       b.abort()
       expect(await b.done).toBe('aborted')
       expect(await waitFor(() => bEnded !== undefined, 5_000)).toBe(true)
-    } finally {
-      await locker`commit`.catch(() => {})
-      locker.release()
-    }
+    })
     expect(await waitFor(() => app.pgPool.stats().leased === 0, 5_000)).toBe(true)
     await sleep(300)
     expect(bEnded).toBe('FST_PG_POOL_ABORTED')

@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../../../support/app.js'
 import { createTestDatabase, sleep, type TestDatabase, waitFor } from '../../../support/database.js'
 import { listen, startRequest } from '../../../support/http.js'
-import { blockedReset } from './blocked-reset-kit.js'
+import { blockedReset } from '../blocked-reset-kit.js'
 
 let db: TestDatabase
 let current: TestApp | undefined

@@ -2,8 +2,8 @@
 // its session and another session locks it, so A's session reset (DISCARD TEMP) waits while the
 // next request runs behind it.
 import { expect } from 'vitest'
-import type { TestApp } from '../../../support/app.js'
-import { sleep, type TestDatabase, waitFor } from '../../../support/database.js'
+import type { TestApp } from '../../support/app.js'
+import { sleep, type TestDatabase, waitFor } from '../../support/database.js'
 
 /**
  * Adds route A; the function returned runs `b` while A's reset waits on a lock, which goes once
