@@ -11,6 +11,7 @@
 import { afterAll, afterEach, beforeAll, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../../../support/app.js'
 import { createTestDatabase, type TestDatabase, waitFor } from '../../../support/database.js'
+import { dblinkConninfo } from '../dblink-kit.js'
 
 let db: TestDatabase
 let current: TestApp | undefined
@@ -21,15 +22,7 @@ beforeAll(async () => {
   await db.sql.unsafe(`create extension if not exists dblink;
     create table account (id int primary key, balance int);
     insert into account values (1, 100)`)
-  const url = new URL(db.directUrl)
-  conninfo = [
-    `host=${url.hostname}`,
-    `port=${url.port || 5432}`,
-    `dbname=${url.pathname.slice(1)}`,
-    `user=${decodeURIComponent(url.username)}`,
-    ...(url.password ? [`password=${decodeURIComponent(url.password)}`] : []),
-    'application_name=probe_session_remote',
-  ].join(' ')
+  conninfo = dblinkConninfo(db, 'probe_session_remote')
 })
 afterEach(async () => {
   await current?.app.close()

@@ -9,6 +9,7 @@
 import { afterAll, afterEach, beforeAll, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../../../support/app.js'
 import { createTestDatabase, type TestDatabase, waitFor } from '../../../support/database.js'
+import { dblinkConninfo } from '../dblink-kit.js'
 
 let db: TestDatabase
 let current: TestApp | undefined
@@ -17,14 +18,7 @@ let conninfo = ''
 beforeAll(async () => {
   db = await createTestDatabase()
   await db.sql.unsafe(`create schema "Remote Links"; create extension dblink schema "Remote Links"`)
-  const url = new URL(db.directUrl)
-  conninfo = [
-    `host=${url.hostname}`,
-    `port=${url.port || 5432}`,
-    `dbname=${url.pathname.slice(1)}`,
-    `user=${decodeURIComponent(url.username)}`,
-    ...(url.password ? [`password=${decodeURIComponent(url.password)}`] : []),
-  ].join(' ')
+  conninfo = dblinkConninfo(db)
 })
 afterEach(async () => {
   await current?.app.close()
