@@ -117,15 +117,19 @@ export class Admission {
     return this.#overloaded
   }
 
-  /** Why a request of `priority` must be refused now, or undefined to admit it. */
-  check(priority: Priority): PoolRefusal | undefined {
+  /**
+   * Why a request of `priority` must be refused now, or undefined to admit it. `pipelined`: its
+   * route's `config.db.pipeline` (a request that may join a shared connection); unknown: assumed.
+   */
+  check(priority: Priority, pipelined = true): PoolRefusal | undefined {
     const now = this.#clock.now()
     const stats = this.#view.stats()
     const { waiting } = stats
-    // The core's own queue rule (it would refuse with FST_PG_POOL_QUEUE_FULL): a request that may
-    // still join a shared connection is left for the core to decide.
+    // The core's own queue rule (it would refuse with FST_PG_POOL_QUEUE_FULL): a pipelined request
+    // that may still join a shared connection is left for the core to decide; an exclusive one
+    // cannot join it, and would be refused by the core only after its body was read.
     // A closing pool is no full queue: the core refuses with FST_PG_POOL_CLOSED, nothing is shed.
-    if (this.#view.wouldRefuse(true)) return stats.accepting ? this.#refuse('queue_full', now) : undefined
+    if (this.#view.wouldRefuse(pipelined)) return stats.accepting ? this.#refuse('queue_full', now) : undefined
     const queuedShares = sharedBacklog(stats)
     const queued = waiting + queuedShares
     // While the pool opens connections, and for an interval after the last one opened, the

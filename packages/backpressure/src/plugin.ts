@@ -28,12 +28,19 @@ type InvalidOption = InstanceType<(typeof errors)['FST_PG_POOL_INVALID_OPTION']>
 /** How admission treats a route: its priority (null: never refused) and the pool it judges it by. */
 interface RouteAdmission {
   readonly priority: Priority | null
+  /** `config.db.pipeline`: its requests may join a shared connection instead of queueing. */
+  readonly pipelined: boolean
   /** The primary pool of the instance the route's `request.db` uses; undefined without one. */
   readonly pool: PoolAdmission | undefined
   /** The body of the 500 its every request gets, when its `config.backpressure` is invalid. */
   readonly invalid: string | undefined
 }
-const unrouted: RouteAdmission = Object.freeze({ priority: null, pool: undefined, invalid: undefined })
+const unrouted: RouteAdmission = Object.freeze({
+  priority: null,
+  pipelined: false,
+  pool: undefined,
+  invalid: undefined,
+})
 
 const systemClock: Clock = {
   now: () => performance.now(),
@@ -103,10 +110,16 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
       // A route added before the plugin, with a bad config.backpressure: said once, loudly, and
       // every request to it answered with the coded error (a throw here would be logged per request).
       request.log.error({ err: error }, `every request to ${url} is answered 500: its config.backpressure is invalid`)
-      return Object.freeze({ priority: null, pool: undefined, invalid: errorBody(error as InvalidOption) })
+      return Object.freeze({
+        priority: null,
+        pipelined: false,
+        pool: undefined,
+        invalid: errorBody(error as InvalidOption),
+      })
     }
     const pool = url === undefined || !usesDatabase(config) ? undefined : poolAdmission(routeInstance(config))
-    return Object.freeze({ priority, pool, invalid: undefined })
+    const pipelined = (config.db as { pipeline?: unknown } | undefined)?.pipeline === true
+    return Object.freeze({ priority, pipelined, pool, invalid: undefined })
   }
   const routeOf = (request: FastifyRequest): RouteAdmission => {
     const config = request.routeOptions.config as object | undefined
@@ -138,11 +151,11 @@ const backpressure: FastifyPluginAsync<PgPoolBackpressureOptions> = async (app, 
   })
 
   const admit: onRequestHookHandler = (request, reply, done) => {
-    const { priority, pool, invalid } = routeOf(request)
+    const { priority, pipelined, pool, invalid } = routeOf(request)
     if (invalid !== undefined) return reply.code(500).header('content-type', CONTENT_TYPE).send(invalid)
     if (priority === null || pool === undefined) return done()
     const { admission } = pool
-    const refusal = admission.check(priority)
+    const refusal = admission.check(priority, pipelined)
     if (refusal === undefined) return done()
     // Observers (metrics, tracing) count refusals from the channel: nothing is written to the core.
     if (channels.refusal.hasSubscribers) {
