@@ -142,6 +142,12 @@ export class Admission {
     // connection in an overload would otherwise queue up to its cap for as long as the connection
     // takes (in the benchmark's retry storm, 100 waiters and a 2xx p99 of ~360 ms).
     if (stats.connecting > 0) this.#settlingUntil = now + this.#settings.interval
+    // A connection idle and nobody waiting for one: the request takes it at once (a pipelined one
+    // too, before joining a shared connection), whatever is queued on the shared ones.
+    if (waiting === 0 && stats.idle > 0) {
+      this.#sharedQueueMs = 0
+      return undefined
+    }
     if (now < this.#settlingUntil) {
       this.#sharedQueueMs = 0
       this.#firstAbove = undefined
