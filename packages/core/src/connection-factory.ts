@@ -217,6 +217,7 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
       signal.removeEventListener('abort', abandon)
     }
     if (signal.aborted) throw Object.assign(new Error('the pool is closing'), { code: 'CONNECTION_ENDED' })
+    conn.keepReported()
     return conn
   }
   if (hosts.length < 2) return (signal) => open(signal, connectTimeout)

@@ -531,6 +531,9 @@ export class Pool extends EventEmitter<PoolEvents> {
    * (a request's lease, app.db) takes the connection, and queued then (#lease).
    */
   #putBack(conn: PoolConnection, reset: string | undefined, fromShared = false): void {
+    // Behind PgBouncer no reset reaches what it replays on this client connection (TimeZone,
+    // DateStyle, client_encoding...): a connection a holder changed one on is retired.
+    if (this.options.pgbouncer && conn.reportedChanged?.() === true) conn.markClosed('error')
     if (!conn.usable || this.#closing || this.#clock.now() >= conn.expiresAt) {
       this.#discard(conn, conn.closeReason ?? (this.#closing ? 'shutdown' : 'lifetime'))
       return

@@ -46,6 +46,11 @@ export interface PoolConnection {
    */
   reportsStandby?(): boolean | undefined
   /**
+   * Whether the server reported, since keepReported(), another value for a parameter PgBouncer
+   * keeps per client connection (REPLAYED_PARAMETERS).
+   */
+  reportedChanged?(): boolean
+  /**
    * A statement of this connection ended; `preparedAnew`: it added a named statement that
    * postgres.js keeps on the session (`prepared`).
    */
@@ -71,6 +76,21 @@ export interface PoolConnection {
   /** Ends it: `graceSeconds: 0` rejects whatever is pending on it at once (see ServerClient.end). */
   end(reason: CloseReason, graceSeconds: number): Promise<void>
 }
+
+/**
+ * The parameters PgBouncer (1.18) records per client connection from the server's reports and
+ * sets again on whichever server connection it gives that client next, after its
+ * server_reset_query: a holder's `SET TimeZone` outlives every reset behind PgBouncer on the
+ * pool's connection (its `SET DateStyle` or `SET client_encoding` makes the next holder's values
+ * read or stored as others).
+ */
+export const REPLAYED_PARAMETERS: readonly string[] = [
+  'client_encoding',
+  'DateStyle',
+  'TimeZone',
+  'standard_conforming_strings',
+  'application_name',
+]
 
 /** SQLSTATE query_canceled: a cancel request, statement_timeout or lock_timeout. */
 export const QUERY_CANCELED = '57014'
@@ -116,6 +136,8 @@ export class ServerConnection implements PoolConnection {
   #heldForReset: TrackedQuery[] = []
   #prepared = 0
   #answeredAt = 0
+  /** REPLAYED_PARAMETERS as the server reported them when the connection opened. */
+  #reportedAtOpen: readonly (string | undefined)[] | undefined
 
   /** postgres.js gives a cancel request's connection up after this (its connect_timeout), ms. */
   readonly #cancelTimeoutMs: number
@@ -184,6 +206,17 @@ export class ServerConnection implements PoolConnection {
   reportsStandby(): boolean | undefined {
     const reported = this.#client.sql.parameters.in_hot_standby
     return reported === undefined ? undefined : reported === 'on'
+  }
+
+  /** Takes the opened session's REPLAYED_PARAMETERS for reportedChanged(). */
+  keepReported(): void {
+    const reported = this.#client.sql.parameters as Record<string, string | undefined>
+    this.#reportedAtOpen = REPLAYED_PARAMETERS.map((name) => reported[name])
+  }
+
+  reportedChanged(): boolean {
+    const reported = this.#client.sql.parameters as Record<string, string | undefined>
+    return this.#reportedAtOpen?.some((value, i) => reported[REPLAYED_PARAMETERS[i] as string] !== value) === true
   }
 
   cancel(): void {

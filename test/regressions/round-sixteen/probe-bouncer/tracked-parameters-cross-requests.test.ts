@@ -1,0 +1,102 @@
+// Round sixteen (probe-bouncer): behind PgBouncer in transaction mode, set up as
+// docs/pgbouncer-and-sizing.md advises (`server_reset_query_always = 1`, a DISCARD ALL after every
+// transaction), one request's `SET TimeZone`, `SET DateStyle`, `SET client_encoding` or
+// `SET application_name` reached every later request served on the same pool connection: PgBouncer
+// keeps those five parameters (and standard_conforming_strings) per CLIENT connection and sets them
+// again on whichever server connection it gives that client next, after its DISCARD ALL. The pool
+// sends no reset behind PgBouncer, so its connection carried them on. What the user saw: the next
+// request answered 200 with its timestamps as `null` (postgres.js cannot read German dates), and
+// its insert of 'café' stored 'cafÃ©' (its UTF-8 bytes read as LATIN1): silent wrong data in
+// a request that set nothing. The pool now retires a connection on which a holder changed one of
+// the parameters PgBouncer replays (a new client connection starts from its startup values).
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { coreApp, type TestApp } from '../../../support/app.js'
+import { createTestDatabase, type TestDatabase } from '../../../support/database.js'
+import { type PgBouncer, startPgBouncer } from '../../../support/pgbouncer.js'
+import { onPath } from '../../../support/tools.js'
+
+interface Seen {
+  timezone: string
+  datestyle: string
+  encoding: string
+  app: string
+  validNow: boolean
+}
+
+let db: TestDatabase
+let bouncer: PgBouncer
+let current: TestApp
+let clean: Seen
+beforeAll(async () => {
+  db = await createTestDatabase()
+  await db.sql`create table note (body text not null)`
+  // One server connection and one pool connection: the next request gets both again.
+  bouncer = await startPgBouncer({
+    upstream: db.directUrl,
+    defaultPoolSize: 1,
+    settings: { server_reset_query_always: 1 },
+  })
+  current = await coreApp(bouncer.via(db.directUrl), { max: 1, pgbouncer: true })
+  current.app.post('/set', async (request) => {
+    await request.db.unsafe((request.body as { statement: string }).statement)
+    return { ok: true }
+  })
+  current.app.get('/show', async (request): Promise<Seen> => {
+    const [row] = await request.db<(Omit<Seen, 'validNow'> & { now: unknown })[]>`
+      select current_setting('TimeZone') as timezone, current_setting('DateStyle') as datestyle,
+        current_setting('client_encoding') as encoding, current_setting('application_name') as app, now() as now`
+    const { now, ...settings } = row as Omit<Seen, 'validNow'> & { now: unknown }
+    return { ...settings, validNow: now instanceof Date && !Number.isNaN(now.getTime()) }
+  })
+  current.app.post('/note', async (request) => {
+    await request.db`insert into note values (${(request.body as { body: string }).body})`
+    return { ok: true }
+  })
+  await current.app.ready()
+  clean = (await current.app.inject('/show')).json()
+})
+afterAll(async () => {
+  await current?.app.close()
+  await bouncer?.stop()
+  await db?.drop()
+})
+
+/** PgBouncer's client connections of this database (the pool's connections). */
+async function clientPorts(): Promise<unknown[]> {
+  const database = new URL(db.directUrl).pathname.slice(1)
+  return (await bouncer.admin('SHOW CLIENTS')).filter((row) => row.database === database).map((row) => row.port)
+}
+
+describe.skipIf(onPath('pgbouncer') === undefined)('PgBouncer transaction mode, server_reset_query_always = 1', () => {
+  test('requests that set nothing keep their pool connection', async () => {
+    const before = await clientPorts()
+    for (let i = 0; i < 3; i++) expect((await current.app.inject('/show')).json()).toEqual(clean)
+    expect(await clientPorts()).toEqual(before)
+  })
+
+  test.each([
+    ["set timezone = 'Asia/Tokyo'", 'timezone'],
+    ["set datestyle = 'German'", 'datestyle'],
+    ["set client_encoding = 'LATIN1'", 'encoding'],
+    ["set application_name = 'someone else'", 'app'],
+  ])('a request that ran `%s` leaves the next request its own %s', async (statement) => {
+    const set = await current.app.inject({ method: 'POST', url: '/set', payload: { statement } })
+    expect(set.statusCode, set.body).toBe(200)
+    const next = await current.app.inject('/show')
+    expect(next.statusCode, next.body).toBe(200)
+    expect(next.json(), "the next request runs with the last request's setting").toEqual(clean)
+  })
+
+  test("the next request's text is stored as it sent it", async () => {
+    await db.sql`truncate note`
+    const set = await current.app.inject({
+      method: 'POST',
+      url: '/set',
+      payload: { statement: "set client_encoding = 'LATIN1'" },
+    })
+    expect(set.statusCode, set.body).toBe(200)
+    const note = await current.app.inject({ method: 'POST', url: '/note', payload: { body: 'café' } })
+    expect(note.statusCode, note.body).toBe(200)
+    expect((await db.sql<{ body: string }[]>`select body from note`).map((row) => row.body)).toEqual(['café'])
+  })
+})
