@@ -9,6 +9,8 @@
 // its insert of 'café' stored 'cafÃ©' (its UTF-8 bytes read as LATIN1): silent wrong data in
 // a request that set nothing. The pool now retires a connection on which a holder changed one of
 // the parameters PgBouncer replays (a new client connection starts from its startup values).
+import pgPoolCore from '@fastify-pg-pool/core'
+import Fastify from 'fastify'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../../../support/app.js'
 import { createTestDatabase, type TestDatabase } from '../../../support/database.js'
@@ -62,9 +64,12 @@ afterAll(async () => {
 })
 
 /** PgBouncer's client connections of this database (the pool's connections). */
-async function clientPorts(): Promise<unknown[]> {
+async function clientPorts(): Promise<number[]> {
   const database = new URL(db.directUrl).pathname.slice(1)
-  return (await bouncer.admin('SHOW CLIENTS')).filter((row) => row.database === database).map((row) => row.port)
+  return (await bouncer.admin('SHOW CLIENTS'))
+    .filter((row) => row.database === database)
+    .map((row) => Number(row.port))
+    .sort((a, b) => a - b)
 }
 
 describe.skipIf(onPath('pgbouncer') === undefined)('PgBouncer transaction mode, server_reset_query_always = 1', () => {
@@ -72,6 +77,32 @@ describe.skipIf(onPath('pgbouncer') === undefined)('PgBouncer transaction mode, 
     const before = await clientPorts()
     for (let i = 0; i < 3; i++) expect((await current.app.inject('/show')).json()).toEqual(clean)
     expect(await clientPorts()).toEqual(before)
+  })
+
+  test('an app with other startup values on the same server connection: both keep their pool connections', async () => {
+    // PgBouncer sets each client's values on the server connection it hands over (as another
+    // spelling than the client gave): none of that may read as a request's change.
+    const url = new URL(bouncer.via(db.directUrl))
+    url.searchParams.set('DateStyle', 'iso, dmy')
+    url.searchParams.set('TimeZone', 'utc')
+    const other = Fastify()
+    try {
+      await other.register(pgPoolCore, { connection: url.toString(), pool: { max: 1, pgbouncer: true } })
+      other.get('/show', async (request) => {
+        const [row] = await request.db<{ datestyle: string }[]>`select current_setting('DateStyle') as datestyle`
+        return row
+      })
+      await other.ready()
+      expect((await other.inject('/show')).json()).toEqual({ datestyle: 'ISO, DMY' })
+      const before = await clientPorts()
+      for (let i = 0; i < 3; i++) {
+        expect((await current.app.inject('/show')).json()).toEqual(clean)
+        expect((await other.inject('/show')).json()).toEqual({ datestyle: 'ISO, DMY' })
+      }
+      expect(await clientPorts()).toEqual(before)
+    } finally {
+      await other.close()
+    }
   })
 
   test.each([
