@@ -79,6 +79,18 @@ describe.skipIf(onPath('pgbouncer') === undefined)('PgBouncer transaction mode, 
     expect(await clientPorts()).toEqual(before)
   })
 
+  test('a SET LOCAL in a transaction the request committed keeps the pool connection', async () => {
+    const before = await clientPorts()
+    const set = await current.app.inject({
+      method: 'POST',
+      url: '/set',
+      payload: { statement: "begin; set local timezone = 'Asia/Tokyo'; set local datestyle = 'German'; commit" },
+    })
+    expect(set.statusCode, set.body).toBe(200)
+    expect((await current.app.inject('/show')).json()).toEqual(clean)
+    expect(await clientPorts()).toEqual(before)
+  })
+
   test('an app with other startup values on the same server connection: both keep their pool connections', async () => {
     // PgBouncer sets each client's values on the server connection it hands over (as another
     // spelling than the client gave): none of that may read as a request's change.
