@@ -892,12 +892,14 @@ export class Lease implements Holder, QueryOwner {
         (error as { code?: unknown } | null)?.code === READ_ONLY_SQL_TRANSACTION &&
         this.#ctx.writable === true &&
         !this.#readOnlyTransaction &&
-        conn?.reportsStandby?.() !== false
+        (this.#ctx.options.pgbouncer || conn?.reportsStandby?.() !== false)
       ) {
         // A write refused by a server that is no longer the primary (a failover): this
         // connection is retired, the request gets a 503 it may retry once the new primary serves.
         // Not when the server says it is no standby (`in_hot_standby` off): the 25006 is the
         // holder's own (SET TRANSACTION READ ONLY, a read-only default), answered as itself.
+        // Behind PgBouncer no server says so: the `in_hot_standby` there is PgBouncer's copy of
+        // its first server login's, never updated (a demoted node's stayed off for good).
         conn?.markClosed('error')
         if (!query.internal && mayHoldSeveral(query)) this.#transaction.noteUnknown()
         const notPrimary = withRetryAfter(
