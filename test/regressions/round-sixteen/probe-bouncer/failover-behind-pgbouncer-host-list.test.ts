@@ -12,6 +12,7 @@ import { readFile, writeFile } from 'node:fs/promises'
 import postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../../../support/app.js'
+import { waitUntil } from '../../../support/database.js'
 import { type PgBouncer, startPgBouncer } from '../../../support/pgbouncer.js'
 import { type ReplicationCluster, startReplication } from '../../../support/replication.js'
 import { onPath } from '../../../support/tools.js'
@@ -41,6 +42,12 @@ async function repoint(bouncer: PgBouncer, from: number, to: number): Promise<vo
   const file = String(row?.value)
   await writeFile(file, (await readFile(file, 'utf8')).replace(`port=${from}`, `port=${to}`))
   await bouncer.admin('RELOAD')
+  // PgBouncer closes its server connections to the old node as they come free: none is left.
+  await waitUntil(
+    async () => (await bouncer.admin('SHOW SERVERS')).every((server) => Number(server.port) !== from),
+    'PgBouncer to leave the old node',
+    10_000,
+  )
 }
 
 describe.skipIf(onPath('pgbouncer') === undefined)('a host list of PgBouncers, one node demoted', () => {
