@@ -16,6 +16,8 @@ const needPgBouncer = [
   'test/regressions/round-thirteen/bouncer-admin-events-held.test.ts',
   'test/regressions/round-thirteen/forgot-pgbouncer-flag-leaks.test.ts',
   'test/regressions/round-fourteen/third-api/pgbouncer-08p01-retires-server-08p01-keeps-held.test.ts',
+  'test/regressions/round-sixteen/probe-bouncer/tracked-parameters-cross-requests.test.ts',
+  'test/regressions/round-sixteen/probe-bouncer/failover-behind-pgbouncer-host-list.test.ts',
 ]
 const withoutPgBouncer = onPath('pgbouncer') === undefined
 if (withoutPgBouncer) {

@@ -15,14 +15,12 @@ import { coreApp, type TestApp } from '../../../support/app.js'
 import { waitUntil } from '../../../support/database.js'
 import { type PgBouncer, startPgBouncer } from '../../../support/pgbouncer.js'
 import { type ReplicationCluster, startReplication } from '../../../support/replication.js'
-import { onPath } from '../../../support/tools.js'
 
 let cluster: ReplicationCluster
 const bouncers: PgBouncer[] = []
 let current: TestApp | undefined
 
 beforeAll(async () => {
-  if (onPath('pgbouncer') === undefined) return
   // standbys[1] keeps following the old primary once standbys[0] is promoted: the demoted host.
   cluster = await startReplication({ standbys: 2 })
   const sql = postgres(cluster.primary.url, { max: 1, onnotice: () => {} })
@@ -50,7 +48,7 @@ async function repoint(bouncer: PgBouncer, from: number, to: number): Promise<vo
   )
 }
 
-describe.skipIf(onPath('pgbouncer') === undefined)('a host list of PgBouncers, one node demoted', () => {
+describe('a host list of PgBouncers, one node demoted', () => {
   test('a write on the demoted node answers 503 NOT_PRIMARY; the next goes to the promoted host', async () => {
     const [promoted, demoted] = cluster.standbys as [(typeof cluster.standbys)[0], (typeof cluster.standbys)[0]]
     const a = await startPgBouncer({ upstream: cluster.primary.url, defaultPoolSize: 2 })

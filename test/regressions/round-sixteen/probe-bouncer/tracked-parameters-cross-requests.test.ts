@@ -15,7 +15,6 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { coreApp, type TestApp } from '../../../support/app.js'
 import { createTestDatabase, type TestDatabase } from '../../../support/database.js'
 import { type PgBouncer, startPgBouncer } from '../../../support/pgbouncer.js'
-import { onPath } from '../../../support/tools.js'
 
 interface Seen {
   timezone: string
@@ -72,7 +71,7 @@ async function clientPorts(): Promise<number[]> {
     .sort((a, b) => a - b)
 }
 
-describe.skipIf(onPath('pgbouncer') === undefined)('PgBouncer transaction mode, server_reset_query_always = 1', () => {
+describe('PgBouncer transaction mode, server_reset_query_always = 1', () => {
   test('requests that set nothing keep their pool connection', async () => {
     const before = await clientPorts()
     for (let i = 0; i < 3; i++) expect((await current.app.inject('/show')).json()).toEqual(clean)
