@@ -12,6 +12,15 @@ export function commitLost(why: string): { outcome: TransactionOutcome; failure:
   return { outcome: 'commit_failed', failure: new errors.FST_PG_POOL_COMMIT_FAILED(why) }
 }
 
+/**
+ * A COMMIT never sent because the connection was lost first (the server ended the idle
+ * session, a network cut): nothing was committed, and running the request again is safe. The
+ * same 503 with Retry-After as a connection lost under a statement, not a 500 no client retries.
+ */
+export function commitConnectionLost(reason: string): { outcome: TransactionOutcome; failure: Error } {
+  return { outcome: 'commit_failed', failure: new errors.FST_PG_POOL_CONNECTION_LOST(reason) }
+}
+
 /** A COMMIT that failed: refused by the server, or no answer (unknown outcome). */
 export function commitFailure(error: unknown): { outcome: TransactionOutcome; failure: Error } {
   const code = (error as { code?: unknown } | null)?.code

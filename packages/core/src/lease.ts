@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import type { Readable } from 'node:stream'
 import type { Clock, TimerHandle } from './clock.js'
-import { commitFailure, commitLost } from './commit-outcome.js'
+import { commitConnectionLost, commitFailure, commitLost } from './commit-outcome.js'
 import { channels, type QueryMessage, type TransactionMessage, type TransactionOutcome } from './diagnostics.js'
 import {
   type FailureContext,
@@ -1514,7 +1514,7 @@ export class Lease implements Holder, QueryOwner {
     final: boolean,
   ): Promise<{ outcome: TransactionOutcome; failure: Error | undefined }> {
     // Not sent: the server never saw a COMMIT, and a transaction dies with its connection.
-    if (!conn.usable) return commitLost('the connection was lost')
+    if (!conn.usable) return commitConnectionLost(conn.closeReason ?? 'closed')
     // A begin() block whose request already ended: the lease rolls its work back.
     if (!final && this.#mode !== undefined) return commitLost('the request ended first')
     const capture = final && this.#ctx.captureLsn === true && !this.#readOnlyTransaction
@@ -1667,7 +1667,7 @@ export class Lease implements Holder, QueryOwner {
         throw failure
       }
       const conn = this.#conn
-      const committed = conn === undefined ? commitLost('the connection was lost') : await this.#commit(conn, false)
+      const committed = conn === undefined ? commitConnectionLost('closed') : await this.#commit(conn, false)
       outcome = committed.outcome
       failure = committed.failure
       if (outcome === 'commit' || outcome === 'commit_failed') this.#block = false

@@ -429,15 +429,17 @@ describe('route transactions', () => {
     expect(conn(h).ends).toEqual([{ reason: 'error', graceSeconds: 1 }])
   })
 
-  test('the connection lost before COMMIT: nothing is sent, FST_PG_POOL_COMMIT_FAILED', async () => {
+  test('the connection lost before COMMIT: nothing is sent, a retryable FST_PG_POOL_CONNECTION_LOST', async () => {
     const h = leaseHarness()
     const lease = await inTransaction(h)
     conn(h).markClosed('error')
     const { error } = await settle(lease.finish('commit'))
     expect(error).toMatchObject({
-      code: 'FST_PG_POOL_COMMIT_FAILED',
-      message: 'The transaction was not committed (the connection was lost)',
+      code: 'FST_PG_POOL_CONNECTION_LOST',
+      statusCode: 503,
+      message: 'The database connection was lost (error)',
     })
+    expect(h.of('transaction')).toEqual([['commit_failed']])
     expect(conn(h).wire).not.toContain('COMMIT')
   })
 
