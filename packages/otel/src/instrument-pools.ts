@@ -1,4 +1,4 @@
-import { channels, type PgPoolView } from '@fastify-pg-pool/core'
+import { channels, optionKit, type PgPoolView } from '@fastify-pg-pool/core'
 import { AcquireSpans } from './acquire-spans.js'
 import { type PgPoolOtelOptions, type ResolvedOtelOptions, resolveOtelOptions } from './options.js'
 import { type PoolIdentity, poolIdentity } from './pool-identity.js'
@@ -39,22 +39,48 @@ export function instrumentPools(
   return instrument(views, resolveOtelOptions(options))
 }
 
+/**
+ * The pools some instrumentation of this process follows, until it closes. The channels are
+ * global: a second instrumentation of a pool (the plugin registered in two encapsulated contexts)
+ * would draw each of its statements twice, count them twice, and sum its connections twice.
+ */
+const instrumented = new WeakSet<PgPoolView>()
+
 /** instrumentPools with options already resolved (the plugin's). */
 export function instrument(views: readonly PgPoolView[], options: ResolvedOtelOptions): PoolInstrumentation {
+  for (const view of views) {
+    if (instrumented.has(view)) {
+      throw optionKit.invalidOption(
+        'otel.pools',
+        `the pool ${view.name} is instrumented already (the plugin registered twice, in two contexts?): its spans and metrics would be counted twice`,
+      )
+    }
+  }
   // Live: the subscribers look pools up here per message, the metrics read them per collection.
   const identities: PoolIdentity[] = []
   const pools = new Map<PgPoolView, PoolIdentity>()
   const identify = (view: PgPoolView): PoolIdentity | undefined => {
-    if (pools.has(view)) return undefined
+    // Added later (a named instance) while another instrumentation follows it already: left to that one.
+    if (pools.has(view) || instrumented.has(view)) return undefined
     const identity = poolIdentity(view, options.poolName)
+    instrumented.add(view)
     identities.push(identity)
     pools.set(view, identity)
     return identity
   }
-  for (const view of views) identify(view)
+  const release = () => {
+    for (const view of pools.keys()) instrumented.delete(view)
+  }
+  try {
+    for (const view of views) identify(view)
+  } catch (error) {
+    release()
+    throw error
+  }
   const tracer = options.traces ? realTracer(options.tracerProvider) : undefined
   const meter = options.metrics ? realMeter(options.meterProvider) : undefined
   const subscriptions = new Subscriptions()
+  subscriptions.add(release)
 
   let transactions: TransactionSpans | undefined
   if (tracer !== undefined) {
