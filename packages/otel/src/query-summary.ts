@@ -312,6 +312,13 @@ export function summarizeQuery(text: string): QuerySummary {
 const MAX_CACHED = 1_000
 
 /**
+ * Longer texts are summarized each time, never kept: the cache holds its keys, and a thousand
+ * bulk statements built with `unsafe()` (each a new text, a megabyte of literals) would keep a
+ * gigabyte. Reading one costs what sending it did.
+ */
+const MAX_CACHED_TEXT = 10_000
+
+/**
  * summarizeQuery with a cache: an app sends the same few hundred statement texts again and
  * again. Past MAX_CACHED distinct texts (an app building SQL by hand) the cache starts over
  * rather than grow. Each summary object stands for one text (callers key per-text data by it).
@@ -320,6 +327,7 @@ export class QuerySummaries {
   readonly #cache = new Map<string, QuerySummary>()
 
   of(text: string): QuerySummary {
+    if (text.length > MAX_CACHED_TEXT) return summarizeQuery(text)
     let summary = this.#cache.get(text)
     if (summary === undefined) {
       summary = summarizeQuery(text)
