@@ -844,7 +844,10 @@ export class Lease implements Holder, QueryOwner {
   /** QueryOwner: a statement of this lease ended; returns the error its caller should see. */
   settled(query: TrackedQuery, value: unknown, error: unknown): unknown {
     if (!this.#inflight.delete(query)) {
-      // Rejected before it was sent (released, aborted, setup failed): nothing to account for.
+      // Rejected before it was sent (released, aborted, setup failed): nothing to account for. But
+      // a statement rerouted and never sent again (no connection came) carries the start its first
+      // send published: its end is published too.
+      if (query.observed !== undefined) this.#publishEnd(query, undefined, error)
       return error
     }
     if (this.#cancelWhenFirst !== undefined) this.#cancelIfFirst(query)
@@ -1430,6 +1433,12 @@ export class Lease implements Holder, QueryOwner {
     const conn = this.#conn
     if (conn === undefined) {
       this.#phase = 'done'
+      // A route transaction rerouted before its BEGIN ran, that got no connection again: nothing
+      // ran, it ended rolled back (its start was published: its end is too).
+      if (this.#routeTransaction && this.#routeOutcome === undefined) {
+        this.#routeOutcome = 'rollback'
+        this.#endTransactionMessage('rollback', undefined)
+      }
       return finished
     }
     if (this.#implicitOpen) return this.#endImplicitBlock(conn)
