@@ -145,6 +145,8 @@ class Summarizer {
   readonly #ctes = new Set<string>()
   #depth = 0
   #statementOpen = false
+  /** In a COPY statement, whose FROM names its source (STDIN, PROGRAM 'cmd', 'file'), never a table. */
+  #copy = false
 
   constructor(tokens: Token[]) {
     this.#tokens = tokens
@@ -165,6 +167,7 @@ class Summarizer {
         if (token.text === ';') {
           this.#depth = 0
           this.#statementOpen = false
+          this.#copy = false
           withDepth = -1
           start = true
         } else if (token.text === '(') {
@@ -199,6 +202,8 @@ class Summarizer {
       } else if (word === 'SELECT') {
         this.#operation(token.text)
         i++
+      } else if (word === 'FROM' && this.#copy && this.#depth === 0) {
+        i += isName(next) ? 2 : 1
       } else if (word === 'FROM') {
         i = this.#fromList(i + 1)
       } else if (word === 'JOIN' || word === 'USING') {
@@ -237,6 +242,7 @@ class Summarizer {
       return j + 1
     }
     this.#operation(first.text)
+    if (word === 'COPY' && this.#depth === 0) this.#copy = true
     if (word === 'UPDATE' || word === 'CALL' || word === 'COPY') {
       if (upper(tokens[j]) === 'ONLY') j++
       return isName(tokens[j]) ? this.#target(j) : j
