@@ -1,3 +1,4 @@
+import { userInfo } from 'node:os'
 import type * as postgres from 'postgres'
 import {
   asFeature,
@@ -125,7 +126,7 @@ export interface ResolvedConnection {
   readonly hosts: readonly { readonly host: string; readonly port: number }[]
   /** Where the pool connects, without credentials, for logs. */
   readonly target: string
-  /** The database it names ('' when left to the server's default, the user's name). */
+  /** The database it connects to: the one it names, else the user's name (the server's default). */
   readonly database: string
 }
 
@@ -643,6 +644,20 @@ function decodePassword(encoded: string): string {
 }
 
 /** A URL's path as text: percent-decoded, or as it is where it is not valid percent-encoding. */
+/**
+ * The user postgres.js logs in as, which names the database when none is given (as libpq does):
+ * the given one, else PGUSERNAME, PGUSER, the OS user.
+ */
+function userOf(given: unknown, env: NodeJS.ProcessEnv): string {
+  if (typeof given === 'string' && given !== '') return given
+  if (env.PGUSERNAME || env.PGUSER) return String(env.PGUSERNAME || env.PGUSER)
+  try {
+    return userInfo().username
+  } catch {
+    return env.USERNAME || env.USER || env.LOGNAME || ''
+  }
+}
+
 function decodedOrAsIs(encoded: string): string {
   try {
     return decodeURIComponent(encoded)
@@ -768,10 +783,10 @@ export function resolveConnection(
       hosts.length > 0
         ? `${hosts.map(({ host, port }) => `${host}:${port}`).join(',')}${parsed.pathname}`
         : `${parsed.hostname || 'localhost'}:${parsed.port || env.PGPORT || 5432}${parsed.pathname}`
-    database = decodedOrAsIs(parsed.pathname.slice(1)) || env.PGDATABASE || ''
+    database = decodedOrAsIs(parsed.pathname.slice(1)) || env.PGDATABASE || userOf(decodedOrAsIs(parsed.username), env)
   } else if (given === undefined || given === null) {
     target = `${targetHosts(env.PGHOST ?? 'localhost', env.PGPORT ?? 5432)}/${env.PGDATABASE ?? ''}`
-    database = env.PGDATABASE ?? ''
+    database = env.PGDATABASE || userOf(undefined, env)
   } else if (typeof given === 'object' && !Array.isArray(given) && !(given instanceof Map) && !(given instanceof Set)) {
     checkKeys('connection', given, postgresOptionKeys, { aliases: connectionKeyAliases })
     given = connectionSnapshot(given)
@@ -835,7 +850,8 @@ export function resolveConnection(
         ? list.map((entry) => `${entry.host}:${entry.port}`).join(',')
         : targetHosts(String(rest.host ?? env.PGHOST ?? 'localhost'), rest.port ?? env.PGPORT ?? 5432)
     target = `${where}/${rest.database ?? env.PGDATABASE ?? ''}`
-    database = String(rest.database || env.PGDATABASE || '')
+    const named = rest as { user?: unknown; username?: unknown }
+    database = String(rest.database || env.PGDATABASE || userOf(named.user || named.username, env))
     if (Array.isArray(rest.host) && rest.host.length > 1) {
       const ports = rest.port as unknown
       hosts = rest.host.map((entry, i) => ({
