@@ -351,7 +351,10 @@ export class Lease implements Holder, QueryOwner {
       if (open) this.#leftOpen = true
       return open
     }
-    return this.#internal(LEFT_OPEN_PROBE).then(
+    const probe = this.#ownQuery(LEFT_OPEN_PROBE)
+    this.#leftOpenProbe = probe
+    this.dispatch(probe)
+    return (Promise.prototype.then.call(probe, (x: unknown) => x) as Promise<unknown>).then(
       (rows) => {
         const [row] = rows as RawRow[]
         const inBlock = rawText(row?.[0]) !== 'f'
@@ -674,6 +677,8 @@ export class Lease implements Holder, QueryOwner {
   #openedShared: Error | undefined
   /** The question #probeSharedBlock asked the shared session, while unanswered. */
   #probe: TrackedQuery | undefined
+  /** The pool's question whether the holder's SQL left a block open (leftBlockOpen): no statement of its. */
+  #leftOpenProbe: TrackedQuery | undefined
   /** Resolves the connection's sharedProbe share of that question, once answered. */
   #probeDone: (() => void) | undefined
   #readOnlySet = false
@@ -777,11 +782,13 @@ export class Lease implements Holder, QueryOwner {
     // request's: in a failed block it fails (25P02), which tracing and metrics would count.
     // A statement sent again on another connection (reroute) keeps the message of its first send:
     // one statement, one start and one end for a tracer.
-    // The same question asked of a pipelined route's shared session (#probeSharedBlock) neither.
+    // The same question asked of a pipelined route's shared session (#probeSharedBlock) neither,
+    // nor whether the holder's SQL left a block open (leftBlockOpen).
     if (
       channels.queryStart.hasSubscribers &&
       query !== this.#blockCheck?.query &&
       query !== this.#probe &&
+      query !== this.#leftOpenProbe &&
       query.observed === undefined
     )
       this.#publishStart(query)
