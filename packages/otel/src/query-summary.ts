@@ -147,6 +147,11 @@ class Summarizer {
   #statementOpen = false
   /** In a COPY statement, whose FROM names its source (STDIN, PROGRAM 'cmd', 'file'), never a table. */
   #copy = false
+  /**
+   * The depths FROM lists go on at, after the parentheses of their item close (a function call,
+   * a subquery: `FROM generate_series(1, 3) g, items`), innermost last.
+   */
+  readonly #fromResume: number[] = []
 
   constructor(tokens: Token[]) {
     this.#tokens = tokens
@@ -168,6 +173,7 @@ class Summarizer {
           this.#depth = 0
           this.#statementOpen = false
           this.#copy = false
+          this.#fromResume.length = 0
           withDepth = -1
           start = true
         } else if (token.text === '(') {
@@ -176,6 +182,14 @@ class Summarizer {
         } else if (token.text === ')') {
           this.#depth = Math.max(0, this.#depth - 1)
           start = this.#depth === withDepth && !isPunct(next, ',')
+          if (this.#fromResume.at(-1) === this.#depth) {
+            this.#fromResume.pop()
+            const after = this.#alias(i + 1)
+            if (isPunct(tokens[after], ',')) {
+              i = this.#fromList(after + 1)
+              continue
+            }
+          }
         } else {
           start = false
         }
@@ -277,9 +291,32 @@ class Summarizer {
   }
 
   #fromList(i: number): number {
+    const tokens = this.#tokens
     let j = this.#fromItem(i)
-    while (isPunct(this.#tokens[j], ',') && (isName(this.#tokens[j + 1]) || upper(this.#tokens[j + 1]) === 'ONLY')) {
-      j = this.#fromItem(j + 1)
+    while (isPunct(tokens[j], ',')) {
+      if (isPunct(tokens[j + 1], '(')) j++
+      else if (isName(tokens[j + 1]) || upper(tokens[j + 1]) === 'ONLY') j = this.#fromItem(j + 1)
+      else break
+    }
+    // An item in parentheses (a function's arguments, a subquery) is read by run(); the list
+    // goes on when they close.
+    if (isPunct(tokens[j], '(')) this.#fromResume.push(this.#depth)
+    return j
+  }
+
+  /** Past `[WITH ORDINALITY] [AS] alias [(columns)]` at `i`, when there; the columns are skipped whole. */
+  #alias(i: number): number {
+    const tokens = this.#tokens
+    let j = i
+    if (upper(tokens[j]) === 'WITH' && upper(tokens[j + 1]) === 'ORDINALITY') j += 2
+    if (upper(tokens[j]) === 'AS') j++
+    if (isName(tokens[j]) && !CLAUSES.has(upper(tokens[j]))) j++
+    if (isPunct(tokens[j], '(')) {
+      let depth = 0
+      for (; j < tokens.length; j++) {
+        if (isPunct(tokens[j], '(')) depth++
+        else if (isPunct(tokens[j], ')') && --depth === 0) return j + 1
+      }
     }
     return j
   }
