@@ -185,6 +185,13 @@ class Summarizer {
           if (this.#fromResume.at(-1) === this.#depth) {
             this.#fromResume.pop()
             const after = this.#alias(i + 1)
+            if (isPunct(tokens[after], '(')) {
+              // The alias's column list: the list goes on when it closes (read by this loop, as
+              // every parenthesis is: a scan ahead for its end would make the reading quadratic).
+              this.#fromResume.push(this.#depth)
+              i = after
+              continue
+            }
             if (isPunct(tokens[after], ',')) {
               i = this.#fromList(after + 1)
               continue
@@ -304,20 +311,13 @@ class Summarizer {
     return j
   }
 
-  /** Past `[WITH ORDINALITY] [AS] alias [(columns)]` at `i`, when there; the columns are skipped whole. */
+  /** Past `[WITH ORDINALITY] [AS] alias` at `i`, when there. */
   #alias(i: number): number {
     const tokens = this.#tokens
     let j = i
     if (upper(tokens[j]) === 'WITH' && upper(tokens[j + 1]) === 'ORDINALITY') j += 2
     if (upper(tokens[j]) === 'AS') j++
     if (isName(tokens[j]) && !CLAUSES.has(upper(tokens[j]))) j++
-    if (isPunct(tokens[j], '(')) {
-      let depth = 0
-      for (; j < tokens.length; j++) {
-        if (isPunct(tokens[j], '(')) depth++
-        else if (isPunct(tokens[j], ')') && --depth === 0) return j + 1
-      }
-    }
     return j
   }
 
