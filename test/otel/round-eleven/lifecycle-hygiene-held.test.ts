@@ -193,7 +193,7 @@ test('every span ends once, no value, password or message in any of them', async
   // Failures: the SQLSTATE, never the message.
   const failed = ours.filter((s) => s.status.code === SpanStatusCode.ERROR)
   expect(failed.map((s) => [s.name, s.status.message, s.attributes['error.type']]).sort()).toEqual([
-    ['copy u stdin', '23505', '23505'],
+    ['copy u', '23505', '23505'],
     ['insert u', '23505', '23505'],
     ['select', '22P02', '22P02'],
   ])
