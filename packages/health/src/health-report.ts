@@ -49,9 +49,14 @@ export interface ListenerCheck extends HealthCheck {
   readonly reconnections: number
 }
 
-/** `postgres:replicationLag`: a read replica's lag, in seconds, with bytes as an extension. */
-export interface ReplicationLagCheck extends HealthCheck {
-  readonly bytes: number
+/**
+ * `postgres:replicationLag`: a read replica's lag, in seconds, with bytes as an extension; both
+ * null while the lag is not known (the replica or its primary unreachable, a standby of another
+ * cluster, one ahead of the primary).
+ */
+export interface ReplicationLagCheck extends Omit<HealthCheck, 'observedValue'> {
+  readonly observedValue: number | null
+  readonly bytes: number | null
   /** Whether reads go to the replica now. */
   readonly usable: boolean
 }
@@ -77,13 +82,16 @@ export interface HealthResponse {
   readonly checks?: HealthChecks
 }
 
+/** Any entry under a key of `checks`. */
+type AnyCheck = HealthCheck | ReplicationLagCheck
+
 const rank: Record<HealthStatus, number> = { pass: 0, warn: 1, fail: 2 }
 
 function worst(statuses: HealthStatus[]): HealthStatus {
   return statuses.reduce<HealthStatus>((a, b) => (rank[b] > rank[a] ? b : a), 'pass')
 }
 
-function withOutput<T extends HealthCheck>(check: Omit<T, 'output'>, output: string | undefined): T {
+function withOutput<T extends AnyCheck>(check: Omit<T, 'output'>, output: string | undefined): T {
   return (output === undefined ? check : { ...check, output }) as T
 }
 
@@ -223,12 +231,18 @@ export function replicationLagCheck(
   const seconds = Math.round(lag.seconds * 1000) / 1000
   let output: string | undefined
   if (!replica.usable) {
-    const lagging = lag.seconds > replica.maxLag.seconds || lag.bytes > replica.maxLag.bytes
+    const { maxLag } = replica
+    const lagging = lag.seconds > maxLag.seconds || lag.bytes > maxLag.bytes
+    // The bounds that were set: the other one is infinite (the default maxLag bounds seconds only).
+    const bounds = [
+      ...(Number.isFinite(maxLag.seconds) ? [`${maxLag.seconds} s`] : []),
+      ...(Number.isFinite(maxLag.bytes) ? [`${maxLag.bytes} bytes`] : []),
+    ].join(', ')
     output =
       lag.error !== undefined
         ? 'replica not usable for reads (unreachable, or no longer a standby)'
         : lagging
-          ? `replica lagging: ${seconds} s, ${lag.bytes} bytes behind (maxLag ${replica.maxLag.seconds} s, ${replica.maxLag.bytes} bytes): reads go elsewhere`
+          ? `replica lagging: ${seconds} s, ${lag.bytes} bytes behind (maxLag ${bounds}): reads go elsewhere`
           : // Within maxLag by its last sample: that sample is not recent, or the pool refuses leases.
             'replica not usable for reads: its last lag sample is not recent (the lag monitor has not reached it lately), or its pool refuses new leases'
   }
@@ -236,11 +250,12 @@ export function replicationLagCheck(
     {
       componentId,
       componentType: 'datastore',
-      observedValue: seconds,
+      // Infinite when not known: JSON has no Infinity (it would be null, unsaid).
+      observedValue: Number.isFinite(seconds) ? seconds : null,
       observedUnit: 's',
       status: replica.usable ? 'pass' : 'warn',
       time,
-      bytes: lag.bytes,
+      bytes: Number.isFinite(lag.bytes) ? lag.bytes : null,
       usable: replica.usable,
     },
     output,
@@ -278,7 +293,7 @@ type CheckKey = Exclude<keyof HealthChecks, 'uptime'>
 /** The readiness body; `fail` answers 503. */
 export function readiness(input: ReadinessInput, options: ResolvedHealthOptions): HealthResponse {
   const time = new Date().toISOString()
-  const checks = new Map<CheckKey, HealthCheck[]>()
+  const checks = new Map<CheckKey, AnyCheck[]>()
   const outputs: string[] = []
   const statuses: HealthStatus[] = []
   if (input.draining) {
@@ -288,7 +303,7 @@ export function readiness(input: ReadinessInput, options: ResolvedHealthOptions)
   // Reasons name their pool once there is more than one.
   const named = input.pools.length > 1
   for (const pool of input.pools) {
-    const add = (key: CheckKey, check: HealthCheck, status: HealthStatus = check.status) => {
+    const add = (key: CheckKey, check: AnyCheck, status: HealthStatus = check.status) => {
       const entries = checks.get(key)
       if (entries === undefined) checks.set(key, [check])
       else entries.push(check)
