@@ -50,7 +50,8 @@ export interface PgPoolHealthOptions {
   /**
    * Named instances whose primary fails readiness like the default instance's does. Every other
    * pool (another instance, a read replica) that fails makes readiness `warn`, not `fail`: the
-   * routes that do not need it keep their pod in the Service. Default none.
+   * routes that do not need it keep their pod in the Service. Default none: in an app without a
+   * default instance, every instance's primary then.
    */
   requireInstances?: readonly string[] | undefined
   /** `'full'`: status and checks. `'public'`: the status alone. Default `'full'`. */

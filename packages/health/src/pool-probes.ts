@@ -50,9 +50,15 @@ export class PoolProbes {
     this.#probes.push({ view, pings: new PingCache((timeoutMs) => view.ping(timeoutMs), pingTimeout, cacheTime) })
   }
 
-  /** Readiness fails with the default instance's primary, and those of `requireInstances`. */
+  /**
+   * Readiness fails with the default instance's primary, and those of `requireInstances`. In an
+   * app without a default instance and without `requireInstances`, with every instance's
+   * primary: none of them is a secondary database then, and readiness would depend on none.
+   */
   #required(view: PgPoolView): boolean {
     if (view.role !== 'primary') return false
-    return view.instance === undefined || this.#options.requireInstances.includes(view.instance)
+    const { requireInstances } = this.#options
+    if (view.instance === undefined || requireInstances.includes(view.instance)) return true
+    return requireInstances.length === 0 && !this.#probes.some((probe) => probe.view.instance === undefined)
   }
 }
