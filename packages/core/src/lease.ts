@@ -212,6 +212,8 @@ export class Lease implements Holder, QueryOwner {
   #routeTransaction = false
   /** A `begin()` block is open. */
   #block = false
+  /** leftBlockOpen() asked: the reply is decided, the holder's statements are refused. */
+  #replied = false
   /** leftBlockOpen() found a block the holder opened in SQL still open. */
   #leftOpen = false
   /**
@@ -290,6 +292,14 @@ export class Lease implements Holder, QueryOwner {
   }
 
   /**
+   * A `begin()` block of the holder's is open and its callback has not settled (a reply sent
+   * inside it, a `begin()` not awaited): neither its COMMIT nor its ROLLBACK is on its way.
+   */
+  get openBegin(): boolean {
+    return this.#block && !this.#blockSettled && !this.#openBlockSetup
+  }
+
+  /**
    * Whether `value` is the stream of a COPY TO STDOUT of this lease that still runs, or may read
    * from one: a web stream or Response (which wraps it beyond recognition) while one runs.
    */
@@ -338,11 +348,16 @@ export class Lease implements Holder, QueryOwner {
    * a block is rolled back when the connection goes back, so its 2xx would be a success for work
    * that is not committed: true when the open block wrote (or failed). Undefined when there is
    * nothing to ask (no such tag, a route transaction or a `begin()` block of the pool's own, a
-   * shared session, no connection).
+   * shared session, no connection). A `begin()` block whose callback has not settled (openBegin)
+   * is asked about the same way: the lease's end cuts it short and rolls it back.
    */
   leftBlockOpen(): Promise<boolean> | undefined {
-    if (!this.#transaction.mayBeOpen || this.#routeTransaction || this.#block || this.pipelined) return undefined
+    if (this.#routeTransaction || this.pipelined) return undefined
+    if (this.#block ? !this.openBegin : !this.#transaction.mayBeOpen) return undefined
     if (this.#conn === undefined || this.#mode !== undefined) return undefined
+    // The reply is decided: a statement of the holder's sent while the question is out (the rest
+    // of a begin() callback) would not be in the answer, and is refused as after the lease's end.
+    this.#replied = true
     // Any failure answers "in a block": 25P02 is an aborted one, and a lost connection took the
     // block with it.
     const found = (open: boolean) => {
@@ -454,7 +469,7 @@ export class Lease implements Holder, QueryOwner {
   dispatch(query: TrackedQuery): void {
     // Once the holder is finished (its response is on its way) nothing new runs on its behalf:
     // only the route transaction's own COMMIT or ROLLBACK, and nothing once the lease is back.
-    if (this.#phase === 'done' || (this.#mode !== undefined && !query.final)) {
+    if (this.#phase === 'done' || (this.#mode !== undefined && !query.final) || (this.#replied && !query.internal)) {
       query.reject(this.#endedError())
       return
     }

@@ -270,8 +270,17 @@ function ours(request: FastifyRequest): boolean {
   return (request as Partial<LeaseRequest>)[kLease] !== undefined
 }
 
-/** A block the handler opened in SQL and left open, which wrote (Lease.leftBlockOpen): logged, and the reply's error. */
-function leftOpen(request: FastifyRequest): Error {
+/**
+ * A block the handler opened in SQL (or a `begin()` block, `inBegin`) and left open, which wrote
+ * (Lease.leftBlockOpen): logged, and the reply's error.
+ */
+function leftOpen(request: FastifyRequest, inBegin = false): Error {
+  if (inBegin) {
+    request.log.warn('the handler replied while a begin() block it opened was still running: rolled back')
+    return new errors.FST_PG_POOL_COMMIT_FAILED(
+      'a begin() block was still running when the handler replied; it was rolled back (await it before replying)',
+    )
+  }
   request.log.warn('the handler left a transaction block it opened in SQL open: rolled back')
   return new errors.FST_PG_POOL_COMMIT_FAILED(
     'a transaction block the handler opened in SQL was still open when it replied; it was rolled back (commit it, or use request.db.begin())',
@@ -308,6 +317,7 @@ function finishOthers(
         position.then((lsn) => writeToken(request, reply as FastifyReply, tokens as ReadYourWrites, lsn)),
       )
     } else if (!lease.finished || mode === 'abort') {
+      const inBegin = lease.openBegin
       const left = reply !== undefined && mode === 'commit' ? lease.leftBlockOpen() : undefined
       if (left !== undefined) {
         // As for request.db (onSend): a block the handler opened in SQL there and left open.
@@ -315,7 +325,7 @@ function finishOthers(
         tokensWritten ??= []
         tokensWritten.push(
           left.then((lost) => {
-            if (lost) failure ??= leftOpen(request)
+            if (lost) failure ??= leftOpen(request, inBegin)
             return lease
               .finish('commit')
               .then(
@@ -871,6 +881,7 @@ export class RequestLeases {
           return
         }
         leased[kEnded] = true
+        const inBegin = lease.openBegin
         const left = mode === 'commit' ? lease.leftBlockOpen() : undefined
         if (left !== undefined) {
           // A block the handler opened in SQL and left open is rolled back with the connection's
@@ -879,7 +890,7 @@ export class RequestLeases {
           left.then((open) => {
             if (!open) return finishPlain(lease, mode, payload, request, reply, later, later)
             lease.finish('rollback').catch(logFailure(request))
-            later(leftOpen(request))
+            later(leftOpen(request, inBegin))
           })
           return
         }

@@ -1,0 +1,126 @@
+import { expect, test } from 'vitest'
+import { failOnProcessErrors } from '../../../faults/process-errors.js'
+import { sleep, waitFor } from '../../../support/database.js'
+import { transactionFixture } from '../../../support/transaction-fixture.js'
+
+// DEFECT (probe-transactions, round sixteen): a `request.db.begin()` block still open when the
+// reply is decided is rolled back, and the client gets the handler's 2xx anyway.
+//
+// What the user does, on a route without a route transaction:
+//   await request.db.begin(async (tx) => {
+//     const [order] = await tx`insert ... returning id`
+//     reply.code(201).send(order)            // answer as soon as the id is known
+//     await tx`insert into audit ...`
+//   })
+// or forgets to await the block (`request.db.begin(...).catch(log); return { ok: true }`).
+// What they see: 201 (or 200) with the new id, and nothing in the database: the pool ends the lease
+// when the reply is decided, cuts the block short (its later statements get FST_PG_POOL_RELEASED,
+// begin() rejects with FST_PG_POOL_COMMIT_FAILED "the connection was lost") and rolls it back with
+// the connection's reset. A success for work that was not committed, with nothing in the reply to
+// tell; the client will never retry.
+// What they should see: what the README promises for a block the handler opened in SQL and left
+// open when it replied ("rolled back ... and when it wrote, the reply becomes a 500
+// FST_PG_POOL_COMMIT_FAILED ... instead of a 2xx for work that was not committed"); the pool knows
+// this block is open without asking (it opened it), so `begin()` is not less covered than SQL.
+// Cause: packages/core/src/lease.ts leftBlockOpen() returns undefined whenever a begin() block of
+// the pool's is open (`|| this.#block`), so onSend (request-lease.ts) goes straight to
+// finishPlain and the 2xx.
+
+const fx = transactionFixture()
+failOnProcessErrors()
+
+test('a reply sent inside an awaited begin() block that wrote: not a 2xx, nothing committed', async () => {
+  const { app } = fx.current
+  const seen: string[] = []
+  app.post('/orders', async (request, reply) => {
+    await request.db
+      .begin(async (tx) => {
+        await tx`insert into note values ('order')`
+        reply.code(201).send({ id: 1 })
+        await sleep(50)
+        await tx`insert into note values ('audit')`
+      })
+      .catch((error: { code?: string }) => seen.push(`begin rejected ${error.code}`))
+    return reply
+  })
+  app.post('/next', async (request) => {
+    await request.db`insert into note values ('next')`
+    return { ok: true }
+  })
+  const res = await app.inject({ method: 'POST', url: '/orders' })
+  const notes = await fx.notes()
+  // Before the fix: 201 {"id":1} with notes [] (the block rolled back).
+  expect({ status: res.statusCode, notes }).toEqual({ status: 500, notes: [] })
+  expect(res.json().code).toBe('FST_PG_POOL_COMMIT_FAILED')
+  // The rest of the block is refused (the reply was decided), and begin() rejects.
+  expect(await waitFor(() => seen.length === 1)).toBe(true)
+  expect(seen).toEqual(['begin rejected FST_PG_POOL_RELEASED'])
+  // The connection (max: 1) serves the next request, outside any block.
+  expect((await app.inject({ method: 'POST', url: '/next' })).statusCode).toBe(200)
+  expect(await fx.notes()).toEqual(['next'])
+})
+
+test('a begin() block not awaited, still open when the handler returns: not a 2xx, nothing committed', async () => {
+  const { app } = fx.current
+  const seen: string[] = []
+  app.post('/forgot-await', async (request) => {
+    request.db
+      .begin(async (tx) => {
+        await tx`insert into note values ('floating')`
+        await sleep(100)
+      })
+      .catch((error: { code?: string }) => seen.push(`begin rejected ${error.code}`))
+    await sleep(20)
+    return { ok: true }
+  })
+  const res = await app.inject({ method: 'POST', url: '/forgot-await' })
+  expect({ status: res.statusCode, notes: await fx.notes() }).toEqual({ status: 500, notes: [] })
+  expect(res.json().code).toBe('FST_PG_POOL_COMMIT_FAILED')
+  expect(await waitFor(() => seen.length === 1)).toBe(true)
+  expect(seen[0]).toMatch(/^begin rejected FST_PG_POOL_/)
+})
+
+test('a begin() block whose write comes right after the reply was sent inside it: the write is refused, never rolled back under a 2xx', async () => {
+  const { app } = fx.current
+  app.post('/read-then-write', async (request, reply) => {
+    await request.db
+      .begin(async (tx) => {
+        await tx`select 1`
+        reply.send({ ok: true })
+        await tx`insert into note values ('after-send')`
+      })
+      .catch(() => {})
+    return reply
+  })
+  const res = await app.inject({ method: 'POST', url: '/read-then-write' })
+  // Before the fix: 200 with nothing committed; the insert is refused now (the reply was decided).
+  expect({ status: res.statusCode, notes: await fx.notes() }).toEqual({ status: 200, notes: [] })
+})
+
+test('a begin() block that only read, open when the reply is decided: the reply is left as it is', async () => {
+  const { app } = fx.current
+  app.get('/report', async (request, reply) => {
+    await request.db
+      .begin('isolation level repeatable read read only', async (tx) => {
+        const [row] = await tx<{ n: number }[]>`select count(*)::int as n from note`
+        reply.send({ n: row?.n })
+        await sleep(20)
+      })
+      .catch(() => {})
+    return reply
+  })
+  const res = await app.inject('/report')
+  expect({ status: res.statusCode, body: res.json() }).toEqual({ status: 200, body: { n: 0 } })
+})
+
+test('a begin() block awaited before the reply: committed, 200 (unchanged)', async () => {
+  const { app } = fx.current
+  app.post('/awaited', async (request) => {
+    await request.db.begin(async (tx) => {
+      await tx`insert into note values ('awaited')`
+    })
+    return { ok: true }
+  })
+  const res = await app.inject({ method: 'POST', url: '/awaited' })
+  expect({ status: res.statusCode, notes: await fx.notes() }).toEqual({ status: 200, notes: ['awaited'] })
+})
