@@ -36,6 +36,8 @@ class Gate implements RawGate {
   /** The gate writes its failure reply: its own writes go through (HTTP/2's end() calls write()). */
   #failing = false
   #held: [Gated, unknown[]][] | undefined
+  /** What the COMMIT failed with ('failed'): the callbacks of the writes dropped get it. */
+  #error: Error | undefined
   #afterWrites: (() => void)[] | undefined
   readonly #res: ServerResponse
   readonly #originals: Originals
@@ -74,12 +76,16 @@ class Gate implements RawGate {
 
   write(name: Gated, args: unknown[]): unknown {
     if (this.#state === 'passed' || this.#failing) return this.#originals[name].apply(this.#res, args)
-    if (this.#state === 'failed' || this.#state === 'dropped') return name === 'write' ? true : this.#res
     if (this.#state === 'open' && this.#decided()) {
       // The reply was decided first (onSend holds its payload for the database): a reply written
       // on reply.raw after it (Fastify's own handler-timeout answer, past an error handler that
       // ran already) is a second one, dropped as Fastify drops a second send.
       this.#state = 'dropped'
+    }
+    if (this.#state === 'failed' || this.#state === 'dropped') {
+      // Dropped: its callback still hears of it, as Node calls back a write that cannot go out
+      // (a handler awaiting it would wait forever).
+      callBack(name, args, this.#error ?? afterEnd())
       return name === 'write' ? true : this.#res
     }
     this.#intercepted = true
@@ -116,10 +122,14 @@ class Gate implements RawGate {
 
   #fail(error: unknown): void {
     this.#state = 'failed'
+    this.#error = error instanceof Error ? error : new Error(String(error))
+    const held = this.#held ?? []
     this.#held = undefined
     try {
       this.#writeFailure(error)
     } finally {
+      // The held writes never go out: their callbacks get the error the COMMIT failed with.
+      for (const [name, args] of held) callBack(name, args, this.#error)
       this.#written()
     }
   }
@@ -148,6 +158,17 @@ class Gate implements RawGate {
       this.#failing = false
     }
   }
+}
+
+/** Calls back a write or end that never goes out (`write(chunk, encoding?, cb?)`, `end(chunk?, encoding?, cb?)`). */
+function callBack(name: Gated, args: unknown[], error: Error): void {
+  const callback = args[args.length - 1]
+  if ((name === 'write' || name === 'end') && typeof callback === 'function') process.nextTick(callback, error)
+}
+
+/** Node's answer to a write after the response's end: a second reply's writes get it. */
+function afterEnd(): Error {
+  return Object.assign(new Error('write after end: the reply was already sent'), { code: 'ERR_STREAM_WRITE_AFTER_END' })
 }
 
 // One function per method for every gated response (it finds its gate on the response): a
