@@ -1,3 +1,4 @@
+import pgPoolCore, { type RequestDb } from '@fastify-pg-pool/core'
 import { expect, test } from 'vitest'
 import { failOnProcessErrors } from '../../../faults/process-errors.js'
 import { sleep, waitFor } from '../../../support/database.js'
@@ -123,4 +124,29 @@ test('a begin() block awaited before the reply: committed, 200 (unchanged)', asy
   })
   const res = await app.inject({ method: 'POST', url: '/awaited' })
   expect({ status: res.statusCode, notes: await fx.notes() }).toEqual({ status: 200, notes: ['awaited'] })
+})
+
+test('on request.dbs.<name> beside a route transaction: a begin() block still running, the route rolls back too', async () => {
+  const { app } = fx.current
+  await app.register(pgPoolCore, { name: 'billing', connection: fx.db.url, pool: { max: 1 } })
+  app.post('/checkout', { config: { db: { transaction: true } } }, async (request, reply) => {
+    await request.db`insert into note values ('order')`
+    const billing = (request.dbs as Record<string, RequestDb>).billing as RequestDb
+    await billing
+      .begin(async (tx) => {
+        await tx`insert into note values ('invoice')`
+        reply.send({ ok: true })
+        await sleep(50)
+      })
+      .catch(() => {})
+    return reply
+  })
+  const res = await app.inject({ method: 'POST', url: '/checkout' })
+  expect(await waitFor(() => app.pgPools.all().every((view) => view.stats().leased === 0))).toBe(true)
+  // Before the fix: 200 with the order committed and the invoice rolled back.
+  expect({ status: res.statusCode, code: res.json().code, notes: await fx.notes() }).toEqual({
+    status: 500,
+    code: 'FST_PG_POOL_COMMIT_FAILED',
+    notes: [],
+  })
 })
