@@ -38,6 +38,8 @@ class Gate implements RawGate {
   #held: [Gated, unknown[]][] | undefined
   /** What the COMMIT failed with ('failed'): the callbacks of the writes dropped get it. */
   #error: Error | undefined
+  /** A held write returned false: 'drain' is owed once the held writes went (or were dropped). */
+  #awaitsDrain = false
   #afterWrites: (() => void)[] | undefined
   readonly #res: ServerResponse
   readonly #originals: Originals
@@ -99,21 +101,34 @@ class Gate implements RawGate {
         (error: unknown) => this.#fail(error),
       )
     }
-    return name === 'write' ? true : this.#res
+    if (name !== 'write') return this.#res
+    // Held in memory until the COMMIT answers: a writer that heeds backpressure (a pipe) waits
+    // for 'drain' instead of reading its whole source into the held writes.
+    this.#awaitsDrain = true
+    return false
   }
 
   #passThrough(): void {
     this.#state = 'passed'
+    let drained = true
     for (const [name, args] of this.#held ?? []) {
       try {
-        this.#originals[name].apply(this.#res, args)
+        const result = this.#originals[name].apply(this.#res, args)
+        if (name === 'write') drained = result !== false
       } catch {
         // A write the response no longer takes (a second writeHead): nothing of it can reach the
         // client now, and it must not become an unhandled rejection.
       }
     }
     this.#held = undefined
+    // The response's own buffer took them: writing may go on (else Node emits 'drain' itself).
+    if (this.#awaitsDrain && drained) this.#drain()
     this.#written()
+  }
+
+  #drain(): void {
+    this.#awaitsDrain = false
+    this.#res.emit('drain')
   }
 
   #written(): void {
@@ -130,6 +145,8 @@ class Gate implements RawGate {
     } finally {
       // The held writes never go out: their callbacks get the error the COMMIT failed with.
       for (const [name, args] of held) callBack(name, args, this.#error)
+      // A writer waiting to go on learns of the end (its next writes are dropped).
+      if (this.#awaitsDrain) this.#drain()
       this.#written()
     }
   }
