@@ -214,6 +214,9 @@ export class Lease implements Holder, QueryOwner {
   #block = false
   /** leftBlockOpen() asked: the reply is decided, the holder's statements are refused. */
   #replied = false
+  /** A `begin()` block's COMMIT is out: resolves with what it failed with (undefined: committed). */
+  #blockCommit: Promise<Error | undefined> | undefined
+  #blockFailure: Error | undefined
   /** leftBlockOpen() found a block the holder opened in SQL still open. */
   #leftOpen = false
   /**
@@ -296,7 +299,12 @@ export class Lease implements Holder, QueryOwner {
    * inside it, a `begin()` not awaited): neither its COMMIT nor its ROLLBACK is on its way.
    */
   get openBegin(): boolean {
-    return this.#block && !this.#blockSettled && !this.#openBlockSetup
+    return (this.#block && !this.#blockSettled && !this.#openBlockSetup) || this.#blockCommit !== undefined
+  }
+
+  /** What a `begin()` block whose COMMIT was out when the reply was decided failed with (leftBlockOpen). */
+  get blockFailure(): Error | undefined {
+    return this.#blockFailure
   }
 
   /**
@@ -353,6 +361,16 @@ export class Lease implements Holder, QueryOwner {
    */
   leftBlockOpen(): Promise<boolean> | undefined {
     if (this.#routeTransaction || this.pipelined) return undefined
+    const commit = this.#blockCommit
+    if (commit !== undefined) {
+      // A begin() block's COMMIT is out (its callback settled just before the reply): a 2xx holds
+      // only if it commits; otherwise the reply is what the block failed with (blockFailure).
+      this.#replied = true
+      return commit.then((failure) => {
+        this.#blockFailure = failure
+        return failure !== undefined
+      })
+    }
     if (this.#block ? !this.openBegin : !this.#transaction.mayBeOpen) return undefined
     if (this.#conn === undefined || this.#mode !== undefined) return undefined
     // The reply is decided: a statement of the holder's sent while the question is out (the rest
@@ -1691,6 +1709,18 @@ export class Lease implements Holder, QueryOwner {
         throw error
       }
       this.#blockSettled = true
+      if (this.#replied && !setup) {
+        // The reply was decided while the callback ran, and the pool asked about this block then
+        // (leftBlockOpen): its answer (a 500 when the block wrote) holds only if no COMMIT follows.
+        await this.#internal('ROLLBACK', false, setup).then(
+          () => {
+            this.#block = false
+            this.#transaction.noteClosed()
+          },
+          () => {},
+        )
+        throw new errors.FST_PG_POOL_RELEASED()
+      }
       if (this.#endedInSql !== undefined) {
         outcome = 'commit_failed'
         failure = this.#conn?.usable === true ? await this.#rollBackEndedBlock(setup) : this.#endedInSql
@@ -1698,13 +1728,19 @@ export class Lease implements Holder, QueryOwner {
         throw failure
       }
       const conn = this.#conn
+      // A reply decided while this COMMIT is out waits for it (leftBlockOpen).
+      let committing: (failure: Error | undefined) => void = () => {}
+      if (!setup) this.#blockCommit = new Promise((resolve) => (committing = resolve))
       const committed = conn === undefined ? commitConnectionLost('closed') : await this.#commit(conn, false)
       outcome = committed.outcome
-      failure = committed.failure
+      failure =
+        committed.failure === undefined ? undefined : withRetryAfter(committed.failure, this.#ctx.options.retryAfter)
+      committing(failure)
       if (outcome === 'commit' || outcome === 'commit_failed') this.#block = false
-      if (failure !== undefined) throw withRetryAfter(failure, this.#ctx.options.retryAfter)
+      if (failure !== undefined) throw failure
       return result
     } finally {
+      this.#blockCommit = undefined
       // A BEGIN that failed opened nothing: the lease is outside a block again. Nor is a block open
       // on a connection that was lost (a ROLLBACK that could not be sent, a COMMIT with no answer):
       // what the holder sends next fails as a lost connection, not as a nested transaction.

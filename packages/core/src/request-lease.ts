@@ -274,7 +274,9 @@ function ours(request: FastifyRequest): boolean {
  * A block the handler opened in SQL (or a `begin()` block, `inBegin`) and left open, which wrote
  * (Lease.leftBlockOpen): logged, and the reply's error.
  */
-function leftOpen(request: FastifyRequest, inBegin = false): Error {
+function leftOpen(request: FastifyRequest, inBegin = false, failure?: Error): Error {
+  // Its COMMIT was out when the handler replied, and failed: the reply is that failure.
+  if (failure !== undefined) return failure
   if (inBegin) {
     request.log.warn('the handler replied while a begin() block it opened was still running: rolled back')
     return new errors.FST_PG_POOL_COMMIT_FAILED(
@@ -325,7 +327,7 @@ function finishOthers(
         tokensWritten ??= []
         tokensWritten.push(
           left.then((lost) => {
-            if (lost) failure ??= leftOpen(request, inBegin)
+            if (lost) failure ??= leftOpen(request, inBegin, lease.blockFailure)
             return lease
               .finish('commit')
               .then(
@@ -890,7 +892,7 @@ export class RequestLeases {
           left.then((open) => {
             if (!open) return finishPlain(lease, mode, payload, request, reply, later, later)
             lease.finish('rollback').catch(logFailure(request))
-            later(leftOpen(request, inBegin))
+            later(leftOpen(request, inBegin, lease.blockFailure))
           })
           return
         }

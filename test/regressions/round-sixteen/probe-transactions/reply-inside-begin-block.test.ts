@@ -1,4 +1,5 @@
 import pgPoolCore, { type RequestDb } from '@fastify-pg-pool/core'
+import type { FastifyInstance } from 'fastify'
 import { expect, test } from 'vitest'
 import { failOnProcessErrors } from '../../../faults/process-errors.js'
 import { sleep, waitFor } from '../../../support/database.js'
@@ -27,7 +28,7 @@ import { transactionFixture } from '../../../support/transaction-fixture.js'
 // the pool's is open (`|| this.#block`), so onSend (request-lease.ts) goes straight to
 // finishPlain and the 2xx.
 
-const fx = transactionFixture()
+const fx = transactionFixture({ deferred: true })
 failOnProcessErrors()
 
 test('a reply sent inside an awaited begin() block that wrote: not a 2xx, nothing committed', async () => {
@@ -149,4 +150,49 @@ test('on request.dbs.<name> beside a route transaction: a begin() block still ru
     code: 'FST_PG_POOL_COMMIT_FAILED',
     notes: [],
   })
+})
+
+/** A handler that starts a block it does not await, and replies `ticks` microtasks after its callback ended. */
+function floatingBlock(app: FastifyInstance, out: string[]) {
+  app.post('/floating/:bad', async (request) => {
+    const { bad } = request.params as { bad: string }
+    let callbackEnded = () => {}
+    const ended = new Promise<void>((resolve) => {
+      callbackEnded = resolve
+    })
+    request.db
+      .begin(async (tx) => {
+        await tx`insert into note values ('floating')`
+        if (bad === '1') await tx`insert into child values (1, 999)`
+        callbackEnded()
+      })
+      .then(
+        () => out.push('begin resolved'),
+        (error: { code?: string }) => out.push(`begin rejected ${error.code}`),
+      )
+    await ended
+    const ticks = Number((request.query as { ticks?: string }).ticks ?? 0)
+    for (let i = 0; i < ticks; i++) await null
+    return { ok: true }
+  })
+}
+
+test('a reply decided just as a begin() callback ends: never a 500 over a committed block, never a 2xx over a failed one', async () => {
+  const { app } = fx.current
+  const out: string[] = []
+  floatingBlock(app, out)
+  for (const bad of ['0', '1']) {
+    // 0 ticks: the reply is decided before the block's COMMIT is sent; 5: while it is out.
+    for (const ticks of [0, 5]) {
+      const res = await app.inject({ method: 'POST', url: `/floating/${bad}?ticks=${ticks}` })
+      expect(await waitFor(() => out.length === 1)).toBe(true)
+      const notes = await fx.notes()
+      const seen = { bad, ticks, status: res.statusCode, notes, begin: out.splice(0)[0] }
+      if (res.statusCode < 300) expect(seen).toMatchObject({ notes: ['floating'], begin: 'begin resolved' })
+      else expect(seen).toMatchObject({ status: 500, notes: [] })
+      // The block with a failing deferred constraint never answers 2xx.
+      if (bad === '1') expect(seen).toMatchObject({ status: 500, notes: [] })
+      await fx.db.sql`truncate note, child`
+    }
+  }
 })
