@@ -122,7 +122,7 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
       url: connection.url,
       options: password === undefined ? serverOptions : { ...serverOptions, password: () => password },
       onNotice: settings.onNotice,
-      onClose: () => conn?.markClosed('error'),
+      onClose: () => conn?.noteSocketClosed(),
     })
     const now = clock.now()
     const lifetime = options.maxLifetime

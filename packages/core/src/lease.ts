@@ -1563,7 +1563,13 @@ export class Lease implements Holder, QueryOwner {
     final: boolean,
   ): Promise<{ outcome: TransactionOutcome; failure: Error | undefined }> {
     // Not sent: the server never saw a COMMIT, and a transaction dies with its connection.
-    if (!conn.usable) return commitConnectionLost(conn.closeReason ?? 'closed')
+    // Closed by the server or the network (its idle_in_transaction_session_timeout, a cut): a 503
+    // to retry. Closed by the pool (a statement left it unreadable, a failed reset): the request's own doing.
+    if (!conn.usable) {
+      return conn.closedByPeer === true
+        ? commitConnectionLost(conn.closeReason ?? 'closed')
+        : commitLost('the connection was lost')
+    }
     // A begin() block whose request already ended: the lease rolls its work back.
     if (!final && this.#mode !== undefined) return commitLost('the request ended first')
     const capture = final && this.#ctx.captureLsn === true && !this.#readOnlyTransaction
@@ -1731,7 +1737,7 @@ export class Lease implements Holder, QueryOwner {
       // A reply decided while this COMMIT is out waits for it (leftBlockOpen).
       let committing: (failure: Error | undefined) => void = () => {}
       if (!setup) this.#blockCommit = new Promise((resolve) => (committing = resolve))
-      const committed = conn === undefined ? commitConnectionLost('closed') : await this.#commit(conn, false)
+      const committed = conn === undefined ? commitLost('the connection was lost') : await this.#commit(conn, false)
       outcome = committed.outcome
       failure =
         committed.failure === undefined ? undefined : withRetryAfter(committed.failure, this.#ctx.options.retryAfter)

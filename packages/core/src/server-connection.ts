@@ -22,6 +22,11 @@ export interface PoolConnection {
   readonly usable: boolean
   readonly closeReason: CloseReason | undefined
   /**
+   * Its socket closed before the pool decided to close it (the server ended the session, a
+   * network cut): what it held open (a transaction) is gone, and nothing of the holder's caused it.
+   */
+  readonly closedByPeer?: boolean
+  /**
    * A cancel request was sent and is still on its way: the connection must not serve another
    * holder, whose statement the cancel could stop. Only the request's own end proves it can land
    * no more (the server signals the backend, then closes the request's connection): a 57014 may
@@ -125,6 +130,7 @@ export class ServerConnection implements PoolConnection {
   closeReason: CloseReason | undefined
   baseline: SessionBaseline | undefined
   #cancelPending = false
+  #closedByPeer = false
   #cancelSettled: Promise<void> = settled
   #ended: Promise<void> | undefined
   readonly #client: ServerClient
@@ -290,6 +296,16 @@ export class ServerConnection implements PoolConnection {
 
   markClosed(reason: CloseReason): void {
     this.closeReason ??= reason
+  }
+
+  get closedByPeer(): boolean {
+    return this.#closedByPeer
+  }
+
+  /** postgres.js says the socket closed: by the other side, unless the pool had closed it first. */
+  noteSocketClosed(): void {
+    if (this.closeReason === undefined) this.#closedByPeer = true
+    this.markClosed('error')
   }
 
   end(reason: CloseReason, graceSeconds: number): Promise<void> {

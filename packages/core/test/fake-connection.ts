@@ -35,6 +35,8 @@ export class FakeConnection implements PoolConnection {
   sharingPaused = 0
   sharedProbe: Promise<void> | undefined = undefined
   closeReason: CloseReason | undefined
+  /** Set by closedFromPeer(): the server or the network closed it, not the pool. */
+  closedByPeer = false
   /** What onConnect left on the session, restored by the reset (none here unless a test sets it). */
   baseline: SessionBaseline | undefined = undefined
   /** What reached the wire, in order: reset statements as they are, queries by their text. */
@@ -155,6 +157,12 @@ export class FakeConnection implements PoolConnection {
 
   markClosed(reason: CloseReason): void {
     this.closeReason ??= reason
+  }
+
+  /** The server ended the session (or the network cut it) while nothing was in flight. */
+  closedFromPeer(): void {
+    if (this.closeReason === undefined) this.closedByPeer = true
+    this.markClosed('error')
   }
 
   /**

@@ -429,10 +429,22 @@ describe('route transactions', () => {
     expect(conn(h).ends).toEqual([{ reason: 'error', graceSeconds: 1 }])
   })
 
-  test('the connection lost before COMMIT: nothing is sent, a retryable FST_PG_POOL_CONNECTION_LOST', async () => {
+  test('the connection closed by the pool before COMMIT: nothing is sent, FST_PG_POOL_COMMIT_FAILED', async () => {
     const h = leaseHarness()
     const lease = await inTransaction(h)
     conn(h).markClosed('error')
+    const { error } = await settle(lease.finish('commit'))
+    expect(error).toMatchObject({
+      code: 'FST_PG_POOL_COMMIT_FAILED',
+      message: 'The transaction was not committed (the connection was lost)',
+    })
+    expect(conn(h).wire).not.toContain('COMMIT')
+  })
+
+  test('the connection closed by the server before COMMIT: nothing is sent, a retryable FST_PG_POOL_CONNECTION_LOST', async () => {
+    const h = leaseHarness()
+    const lease = await inTransaction(h)
+    conn(h).closedFromPeer()
     const { error } = await settle(lease.finish('commit'))
     expect(error).toMatchObject({
       code: 'FST_PG_POOL_CONNECTION_LOST',
