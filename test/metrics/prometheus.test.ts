@@ -1,38 +1,22 @@
-import { type ChildProcess, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { buildApp } from '../../examples/observability/src/app.js'
 import { createTestDatabase, type TestDatabase } from '../support/database.js'
-import { freePort } from '../support/embedded-server.js'
 import { listen, startRequest } from '../support/http.js'
+import { type Prometheus, type PromSeries, startPrometheus } from '../support/prometheus.js'
 import { prometheusTool } from '../support/tools.js'
 
 const prometheusBin = prometheusTool('prometheus', 'real Prometheus test')
 const examples = new URL('../../examples/observability/', import.meta.url)
 
-interface PromSeries {
-  metric: Record<string, string>
-  value: [number, string]
-}
-
 let db: TestDatabase
 let app: FastifyInstance
-let prometheus: ChildProcess | undefined
-let dir: string | undefined
-let api = ''
+let prometheus: Prometheus | undefined
 let url = ''
 const accepts: string[] = []
 
-async function query(promql: string): Promise<PromSeries[]> {
-  const response = await fetch(`${api}/api/v1/query?query=${encodeURIComponent(promql)}`)
-  const body = (await response.json()) as { status: string; error?: string; data: { result: PromSeries[] } }
-  if (body.status !== 'success') throw new Error(`${promql}: ${body.error}`)
-  return body.data.result
-}
+const query = (promql: string): Promise<PromSeries[]> => (prometheus as Prometheus).query(promql)
 
 async function eventually<T>(read: () => Promise<T>, ok: (value: T) => boolean, what: string, timeoutMs = 10_000) {
   const deadline = Date.now() + timeoutMs
@@ -53,36 +37,11 @@ beforeAll(async () => {
     if (request.url === '/metrics') accepts.push(request.headers.accept ?? '')
   })
   url = await listen(app)
-  const target = new URL(url).host
-  dir = await mkdtemp(join(tmpdir(), 'fpp-prometheus-'))
-  const port = await freePort()
-  api = `http://127.0.0.1:${port}`
-  const config = join(dir, 'prometheus.yml')
-  await writeFile(
-    config,
-    [
-      'global: { scrape_interval: 1s, evaluation_interval: 1s }',
-      `rule_files: ['${new URL('prometheus-rules.yml', examples).pathname}']`,
-      'scrape_configs:',
-      '  - job_name: example',
-      `    static_configs: [{ targets: ['${target}'] }]`,
-      '',
-    ].join('\n'),
-  )
-  prometheus = spawn(
-    prometheusBin as string,
-    [
-      `--config.file=${config}`,
-      `--web.listen-address=127.0.0.1:${port}`,
-      `--storage.tsdb.path=${join(dir, 'data')}`,
-      '--log.level=warn',
-    ],
-    { stdio: ['ignore', 'ignore', 'inherit'] },
-  )
-  await eventually(
-    async () => (await fetch(`${api}/-/ready`)).status,
-    (status) => status === 200,
-    'Prometheus to be ready',
+  prometheus = await startPrometheus(
+    prometheusBin,
+    new URL(url).host,
+    new URL('prometheus-rules.yml', examples).pathname,
+    'example',
   )
   // Prometheus hands new targets to the scrapers about 5 s after start.
   await eventually(
@@ -94,12 +53,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  if (prometheus && prometheus.exitCode === null) {
-    const exited = new Promise((resolve) => prometheus?.once('exit', resolve))
-    prometheus.kill('SIGTERM')
-    await exited
-  }
-  if (dir) await rm(dir, { recursive: true, force: true })
+  await prometheus?.stop()
   await app?.close()
   await db?.drop()
 })
@@ -133,14 +87,14 @@ describe.skipIf(prometheusBin === undefined)('a real Prometheus scraping the exa
     expect((await Promise.all(held.map((r) => r.done))).every((status) => status === 200)).toBe(true)
     // Prometheus asked for OpenMetrics, and the target is healthy: it parsed what it got.
     expect(accepts.some((accept) => accept.includes('application/openmetrics-text'))).toBe(true)
-    const targets = (await (await fetch(`${api}/api/v1/targets`)).json()) as {
+    const targets = (await (await fetch(`${(prometheus as Prometheus).api}/api/v1/targets`)).json()) as {
       data: { activeTargets: { health: string; lastError: string }[] }
     }
     expect(targets.data.activeTargets).toEqual([expect.objectContaining({ health: 'up', lastError: '' })])
   })
 
   test('the alert rules load and every dashboard query runs and returns series', async () => {
-    const rules = (await (await fetch(`${api}/api/v1/rules`)).json()) as {
+    const rules = (await (await fetch(`${(prometheus as Prometheus).api}/api/v1/rules`)).json()) as {
       data: { groups: { name: string; rules: { name: string; health: string }[] }[] }
     }
     const group = rules.data.groups.find((g) => g.name === 'fastify-pg-pool')

@@ -8,40 +8,24 @@
 // acquires at once with result="error" (connectTimeout is not longer than acquireTimeout), and
 // nothing else moves (no lease held, no waiter, nothing shed). The shipped rules stayed silent
 // through a full outage. A real Prometheus scrapes the app and evaluates the shipped rules here.
-import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import Fastify, { type FastifyInstance } from 'fastify'
 import pgPool from 'fastify-pg-pool'
 import { afterAll, beforeAll, expect, test } from 'vitest'
 import { createTestDatabase, sleep, type TestDatabase } from '../../../support/database.js'
-import { freePort } from '../../../support/embedded-server.js'
 import { listen } from '../../../support/http.js'
+import { type Prometheus, type PromSeries, startPrometheus } from '../../../support/prometheus.js'
 import { startTcpProxy, type TcpProxy } from '../../../support/tcp-proxy.js'
 import { prometheusTool } from '../../../support/tools.js'
 
 const prometheusBin = prometheusTool('prometheus', 'outage alert test')
 const rules = new URL('../../../../examples/observability/prometheus-rules.yml', import.meta.url).pathname
 
-interface Series {
-  metric: Record<string, string>
-  value: [number, string]
-}
-
 let db: TestDatabase
 let proxy: TcpProxy
 let app: FastifyInstance | undefined
-let prometheus: ChildProcess | undefined
-let dir: string | undefined
-let api = ''
+let prometheus: Prometheus | undefined
 
-async function query(promql: string): Promise<Series[]> {
-  const response = await fetch(`${api}/api/v1/query?query=${encodeURIComponent(promql)}`)
-  const body = (await response.json()) as { status: string; error?: string; data: { result: Series[] } }
-  if (body.status !== 'success') throw new Error(`${promql}: ${body.error}`)
-  return body.data.result
-}
+const query = (promql: string): Promise<PromSeries[]> => (prometheus as Prometheus).query(promql)
 
 async function eventually<T>(read: () => Promise<T>, ok: (value: T) => boolean, timeoutMs: number): Promise<T> {
   const deadline = Date.now() + timeoutMs
@@ -60,12 +44,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  if (prometheus && prometheus.exitCode === null) {
-    const exited = new Promise((resolve) => prometheus?.once('exit', resolve))
-    prometheus.kill('SIGTERM')
-    await exited
-  }
-  if (dir) await rm(dir, { recursive: true, force: true })
+  await prometheus?.stop()
   await app?.close()
   await proxy?.close()
   await db?.drop()
@@ -81,31 +60,7 @@ test.skipIf(prometheusBin === undefined)(
     server.get('/items', async (request) => request.db`select 1 as one`)
     const url = await listen(server)
 
-    dir = await mkdtemp(join(tmpdir(), 'r16-outage-alert-'))
-    const port = await freePort()
-    api = `http://127.0.0.1:${port}`
-    const config = join(dir, 'prometheus.yml')
-    await writeFile(
-      config,
-      [
-        'global: { scrape_interval: 1s, evaluation_interval: 1s }',
-        `rule_files: ['${rules}']`,
-        'scrape_configs:',
-        '  - job_name: app',
-        `    static_configs: [{ targets: ['${new URL(url).host}'] }]`,
-        '',
-      ].join('\n'),
-    )
-    prometheus = spawn(
-      prometheusBin as string,
-      [
-        `--config.file=${config}`,
-        `--web.listen-address=127.0.0.1:${port}`,
-        `--storage.tsdb.path=${join(dir, 'data')}`,
-        '--log.level=error',
-      ],
-      { stdio: ['ignore', 'ignore', 'inherit'] },
-    )
+    prometheus = await startPrometheus(prometheusBin as string, new URL(url).host, rules)
 
     // Healthy: requests served, a few scrapes in, no alert.
     for (let i = 0; i < 3; i++) expect((await server.inject('/items')).statusCode).toBe(200)
