@@ -18,6 +18,7 @@ const needPgBouncer = [
   'test/regressions/round-fourteen/third-api/pgbouncer-08p01-retires-server-08p01-keeps-held.test.ts',
   'test/regressions/round-sixteen/probe-bouncer/tracked-parameters-cross-requests.test.ts',
   'test/regressions/round-sixteen/probe-bouncer/failover-behind-pgbouncer-host-list.test.ts',
+  'test/regressions/round-sixteen/second-pool/replayed-parameter-close-reason.test.ts',
 ]
 const withoutPgBouncer = onPath('pgbouncer') === undefined
 if (withoutPgBouncer) {

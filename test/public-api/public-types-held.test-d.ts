@@ -114,7 +114,9 @@ describe('request.db, app.db, leases and blocks', () => {
 
 describe('the view and its events', () => {
   test('event argument unions are exactly the documented ones', async () => {
-    expectTypeOf<CloseReason>().toEqualTypeOf<'idle' | 'lifetime' | 'statements' | 'error' | 'deadline' | 'shutdown'>()
+    expectTypeOf<CloseReason>().toEqualTypeOf<
+      'idle' | 'lifetime' | 'statements' | 'parameters' | 'error' | 'deadline' | 'shutdown'
+    >()
     expectTypeOf<AcquireFailure>().toEqualTypeOf<'timeout' | 'rejected' | 'aborted' | 'error'>()
     expectTypeOf<FallbackReason>().toEqualTypeOf<'no_replica' | 'lagging' | 'behind_write' | 'unreachable'>()
     expectTypeOf<TransactionOutcome>().toEqualTypeOf<'commit' | 'rollback' | 'commit_failed' | 'commit_unknown'>()

@@ -532,8 +532,8 @@ export class Pool extends EventEmitter<PoolEvents> {
    */
   #putBack(conn: PoolConnection, reset: string | undefined, fromShared = false): void {
     // Behind PgBouncer no reset reaches what it replays on this client connection (TimeZone,
-    // DateStyle, client_encoding...): a connection a holder changed one on is retired.
-    if (this.options.pgbouncer && conn.reportedChanged?.() === true) conn.markClosed('error')
+    // DateStyle, client_encoding...): a connection a holder changed one on is retired (no error).
+    if (this.options.pgbouncer && conn.reportedChanged?.() === true) conn.markClosed('parameters')
     if (!conn.usable || this.#closing || this.#clock.now() >= conn.expiresAt) {
       this.#discard(conn, conn.closeReason ?? (this.#closing ? 'shutdown' : 'lifetime'))
       return

@@ -2,7 +2,7 @@ import type * as postgres from 'postgres'
 import type { ServerClient, TrackedQuery } from './postgres-adapter.js'
 import { type SessionBaseline, underFailedReset } from './session-reset.js'
 
-export type CloseReason = 'idle' | 'lifetime' | 'statements' | 'error' | 'deadline' | 'shutdown'
+export type CloseReason = 'idle' | 'lifetime' | 'statements' | 'parameters' | 'error' | 'deadline' | 'shutdown'
 
 /** What the pool and the leases need of one server connection (fakes implement it in unit tests). */
 export interface PoolConnection {

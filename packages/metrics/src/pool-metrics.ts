@@ -14,7 +14,15 @@ import { FastHistogram, type HistogramSeries } from './fast-histogram.js'
 import type { ResolvedMetricsOptions } from './options.js'
 
 const acquireResults: readonly ('ok' | AcquireFailure)[] = ['ok', 'timeout', 'rejected', 'aborted', 'error']
-const closeReasons: readonly CloseReason[] = ['idle', 'lifetime', 'statements', 'error', 'deadline', 'shutdown']
+const closeReasons: readonly CloseReason[] = [
+  'idle',
+  'lifetime',
+  'statements',
+  'parameters',
+  'error',
+  'deadline',
+  'shutdown',
+]
 const transactionOutcomes: readonly TransactionOutcome[] = ['commit', 'rollback', 'commit_failed', 'commit_unknown']
 const fallbackReasons: readonly PoolEvents['readFallback'][0][] = [
   'no_replica',
@@ -197,7 +205,7 @@ export function registerPoolMetrics(options: ResolvedMetricsOptions, routes: Bou
   })
   const closed = new Counter({
     name: `${prefix}connections_closed_total`,
-    help: 'Server connections closed by reason: idle, lifetime, statements (maxPreparedStatements), error, deadline (query past statement timeout), shutdown',
+    help: 'Server connections closed by reason: idle, lifetime, statements (maxPreparedStatements), parameters (behind PgBouncer, a request changed a parameter it replays), error, deadline (query past statement timeout), shutdown',
     labelNames: [POOL_LABEL, 'reason'],
     registers,
   })
