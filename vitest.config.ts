@@ -19,6 +19,7 @@ const needPgBouncer = [
   'test/regressions/round-sixteen/probe-bouncer/tracked-parameters-cross-requests.test.ts',
   'test/regressions/round-sixteen/probe-bouncer/failover-behind-pgbouncer-host-list.test.ts',
   'test/regressions/round-sixteen/second-pool/replayed-parameter-close-reason.test.ts',
+  'test/regressions/round-sixteen/second-pool/replayed-parameters-no-churn-held.test.ts',
 ]
 const withoutPgBouncer = onPath('pgbouncer') === undefined
 if (withoutPgBouncer) {
