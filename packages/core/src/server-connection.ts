@@ -87,7 +87,10 @@ export interface PoolConnection {
  * sets again on whichever server connection it gives that client next, after its
  * server_reset_query: a holder's `SET TimeZone` outlives every reset behind PgBouncer on the
  * pool's connection (its `SET DateStyle` or `SET client_encoding` makes the next holder's values
- * read or stored as others).
+ * read or stored as others). PgBouncer 1.20 and later also replays IntervalStyle by default
+ * (`track_extra_parameters`), which the server reports too. Not search_path: PgBouncer tracks it
+ * only when told to, and PostgreSQL 18 reports it, so a schema-per-tenant app's `SET search_path`
+ * would retire a connection per request where PgBouncer's reset already undoes it.
  */
 export const REPLAYED_PARAMETERS: readonly string[] = [
   'client_encoding',
@@ -95,6 +98,7 @@ export const REPLAYED_PARAMETERS: readonly string[] = [
   'TimeZone',
   'standard_conforming_strings',
   'application_name',
+  'IntervalStyle',
 ]
 
 /** SQLSTATE query_canceled: a cancel request, statement_timeout or lock_timeout. */

@@ -76,3 +76,20 @@ test('a connection retired for a replayed parameter is counted as reason="parame
   expect(after.error, 'a request that set a time zone counted as a connection error').toBe(0)
   expect(after).toEqual({ ...before, parameters: 1 })
 })
+
+test('IntervalStyle (replayed by PgBouncer 1.20 and later) retires the connection too, with reason="parameters"', async () => {
+  const before = await closedByReason()
+  const set = await current.app.inject({
+    method: 'POST',
+    url: '/set',
+    payload: { statement: "set intervalstyle = 'sql_standard'" },
+  })
+  expect(set.statusCode, set.body).toBe(200)
+  let after: Record<string, number> = {}
+  await waitUntil(async () => {
+    after = await closedByReason()
+    return (after.parameters ?? 0) > (before.parameters ?? 0)
+  }, 'the retirement counted')
+  expect(after).toEqual({ ...before, parameters: (before.parameters ?? 0) + 1 })
+  expect((await current.app.inject('/show')).statusCode).toBe(200)
+})
