@@ -242,7 +242,9 @@ export function replicationLagCheck(
       lag.error !== undefined
         ? 'replica not usable for reads (unreachable, or no longer a standby)'
         : lagging
-          ? `replica lagging: ${seconds} s, ${lag.bytes} bytes behind (maxLag ${bounds}): reads go elsewhere`
+          ? // Its time is not known while it has replayed no commit since it started, nor reached a
+            // position of the primary's: the bytes alone then.
+            `replica lagging: ${Number.isFinite(seconds) ? `${seconds} s, ${lag.bytes} bytes behind` : `${lag.bytes} bytes behind, for a time not known`} (maxLag ${bounds}): reads go elsewhere`
           : // Within maxLag by its last sample: that sample is not recent, or the pool refuses leases.
             'replica not usable for reads: its last lag sample is not recent (the lag monitor has not reached it lately), or its pool refuses new leases'
   }
