@@ -460,7 +460,7 @@ export class Lease implements Holder, QueryOwner {
     // Nothing runs: this position covers every write so far. The lease captures again when it
     // comes back only if a later statement writes (the token is on the reply already).
     this.#wrote = false
-    return this.#internal(CURRENT_LSN_SQL).then(
+    return this.#position().then(
       (rows) => {
         this.#commitLsn = lsnOf(rows)
         return this.#commitLsn
@@ -712,6 +712,8 @@ export class Lease implements Holder, QueryOwner {
   #probe: TrackedQuery | undefined
   /** The pool's question whether the holder's SQL left a block open (leftBlockOpen): no statement of its. */
   #leftOpenProbe: TrackedQuery | undefined
+  /** The pool's question for a read-your-writes token's WAL position (#position): no statement of its. */
+  #positionQuery: TrackedQuery | undefined
   /** Resolves the connection's sharedProbe share of that question, once answered. */
   #probeDone: (() => void) | undefined
   #readOnlySet = false
@@ -816,12 +818,14 @@ export class Lease implements Holder, QueryOwner {
     // A statement sent again on another connection (reroute) keeps the message of its first send:
     // one statement, one start and one end for a tracer.
     // The same question asked of a pipelined route's shared session (#probeSharedBlock) neither,
-    // nor whether the holder's SQL left a block open (leftBlockOpen).
+    // nor whether the holder's SQL left a block open (leftBlockOpen), nor the WAL position of a
+    // read-your-writes token (#position).
     if (
       channels.queryStart.hasSubscribers &&
       query !== this.#blockCheck?.query &&
       query !== this.#probe &&
       query !== this.#leftOpenProbe &&
+      query !== this.#positionQuery &&
       query.observed === undefined
     )
       this.#publishStart(query)
@@ -1454,6 +1458,15 @@ export class Lease implements Holder, QueryOwner {
     return Promise.prototype.then.call(query, (x: unknown) => x) as Promise<unknown>
   }
 
+  /** The WAL position for a read-your-writes token: a question of the pool's, not traced (#send). */
+  #position(final = false): Promise<unknown> {
+    const query = this.#ownQuery(CURRENT_LSN_SQL)
+    query.final = final
+    this.#positionQuery = query
+    this.dispatch(query)
+    return Promise.prototype.then.call(query, (x: unknown) => x) as Promise<unknown>
+  }
+
   /**
    * A statement of the pool's own, read raw (rows of bytes by position: rawText): the app's
    * parsers (`types`, a bool read as 0/1) and column transforms (`postgres.pascal`) apply to every
@@ -1501,7 +1514,7 @@ export class Lease implements Holder, QueryOwner {
   /** Read-your-writes after writes outside a transaction: the WAL position, then the release. */
   async #captureThenRelease(conn: PoolConnection): Promise<void> {
     try {
-      const result = await this.#internal(CURRENT_LSN_SQL, true)
+      const result = await this.#position(true)
       this.#commitLsn = lsnOf(result)
     } catch {
       // No token: the next read goes by lag alone.
@@ -1582,7 +1595,7 @@ export class Lease implements Holder, QueryOwner {
     // on the function) failed the whole message, and committed work read as not committed. A
     // capture that fails leaves no token: the next read goes by lag alone. Whatever the COMMIT's
     // answer, the connection goes back only once the capture ended too.
-    const capturing = this.#internal(CURRENT_LSN_SQL, final).catch(() => undefined)
+    const capturing = this.#position(final).catch(() => undefined)
     const outcome = await this.#commitOutcome(committing)
     const position = await capturing
     if (outcome.outcome === 'commit') this.#commitLsn = lsnOf(position)
