@@ -24,23 +24,29 @@ afterEach(async () => {
 
 test('a restarted replica behind by known bytes and an unknown time: the body prints no Infinity', async () => {
   const { cluster } = notes
-  // A restartpoint past every commit so far: the restarted standby's redo replays none.
-  await notes.primarySql`checkpoint`
-  await cluster.waitForReplay(cluster.standby)
-  const before = postgres(cluster.standby.url, { max: 1, onnotice: () => {} })
-  await before`checkpoint`
-  await before.end({ timeout: 1 })
-  await cluster.standby.stop()
-  await cluster.standby.start()
-  await cluster.pauseReplay(cluster.standby)
-  const standbySql = postgres(cluster.standby.url, { max: 1, onnotice: () => {} })
-  try {
-    const [row] = await standbySql`select pg_last_xact_replay_timestamp() is null as none`
-    // The precondition: nothing replayed since the restart.
-    expect(row?.none).toBe(true)
-  } finally {
-    await standbySql.end({ timeout: 1 })
+  // A restartpoint past every commit so far: the restarted standby's redo replays none. (A
+  // commit of the server's own in between, autovacuum's, would be replayed: then again.)
+  let replayedNone = false
+  for (let attempt = 0; attempt < 3 && !replayedNone; attempt++) {
+    await cluster.resumeReplay(cluster.standby).catch(() => {})
+    await notes.primarySql`checkpoint`
+    await cluster.waitForReplay(cluster.standby)
+    const before = postgres(cluster.standby.url, { max: 1, onnotice: () => {} })
+    await before`checkpoint`
+    await before.end({ timeout: 1 })
+    await cluster.standby.stop()
+    await cluster.standby.start()
+    await cluster.pauseReplay(cluster.standby)
+    const standbySql = postgres(cluster.standby.url, { max: 1, onnotice: () => {} })
+    try {
+      const [row] = await standbySql`select pg_last_xact_replay_timestamp() is null as none`
+      replayedNone = row?.none === true
+    } finally {
+      await standbySql.end({ timeout: 1 })
+    }
   }
+  // The precondition: nothing replayed since the restart.
+  expect(replayedNone).toBe(true)
   await notes.primarySql`insert into notes (body) values ('written while the replica is held back')`
 
   const instance = Fastify()
