@@ -934,7 +934,10 @@ export class Lease implements Holder, QueryOwner {
         }
       }
     } else {
-      if (isConnectionError(error) || leftUnreadable(query)) conn?.markClosed('error')
+      // A lost connection is the server's or the network's doing (closedByPeer: a route
+      // transaction's COMMIT then answers the retryable 503), an unreadable one the pool's.
+      if (isConnectionError(error)) lostByPeer(conn)
+      else if (leftUnreadable(query)) conn?.markClosed('error')
       if (
         (error as { code?: unknown } | null)?.code === READ_ONLY_SQL_TRANSACTION &&
         this.#ctx.writable === true &&
@@ -1038,7 +1041,7 @@ export class Lease implements Holder, QueryOwner {
     // The question lost its connection: postgres.js tells us inside its own close, before the
     // connection is marked closed, and a statement sent now would be written on its null socket
     // (an uncaught TypeError, found by the chaos storm). The held statements fail as lost instead.
-    if (error !== undefined && isConnectionError(error)) this.#conn?.markClosed('error')
+    if (error !== undefined && isConnectionError(error)) lostByPeer(this.#conn)
     for (const query of check.held) this.dispatch(query)
     this.#maybeIdle()
   }
@@ -1846,6 +1849,15 @@ function sharedBlockOf(commands: readonly string[]): 'opened' | 'ask' | undefine
  * Whether the session is inside a transaction block, and whether that block wrote (it has a
  * transaction id: row writes and row locks take one) (leftBlockOpen).
  */
+/**
+ * A statement failed as a lost connection: the server or the network closed it, which the socket's
+ * close may tell the pool only after this (closedByPeer); the connection is closed either way.
+ */
+function lostByPeer(conn: PoolConnection | undefined): void {
+  if (conn?.noteSocketClosed !== undefined) conn.noteSocketClosed()
+  else conn?.markClosed('error')
+}
+
 const LEFT_OPEN_PROBE =
   'SELECT pg_catalog.statement_timestamp() OPERATOR(pg_catalog.<>) pg_catalog.transaction_timestamp() AS in_block, ' +
   'pg_catalog.txid_current_if_assigned() IS NOT NULL AS wrote'

@@ -27,6 +27,11 @@ export interface PoolConnection {
    */
   readonly closedByPeer?: boolean
   /**
+   * The server or the network closed it (a statement failed as a lost connection: 57P01, a reset
+   * socket), unless the pool had decided to close it first (closedByPeer); marks it closed.
+   */
+  noteSocketClosed?(): void
+  /**
    * A cancel request was sent and is still on its way: the connection must not serve another
    * holder, whose statement the cancel could stop. Only the request's own end proves it can land
    * no more (the server signals the backend, then closes the request's connection): a 57014 may
