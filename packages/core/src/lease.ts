@@ -936,7 +936,7 @@ export class Lease implements Holder, QueryOwner {
     } else {
       // A lost connection is the server's or the network's doing (closedByPeer: a route
       // transaction's COMMIT then answers the retryable 503), an unreadable one the pool's.
-      if (isConnectionError(error)) lostByPeer(conn)
+      if (isConnectionError(error)) lostByPeer(conn, error)
       else if (leftUnreadable(query)) conn?.markClosed('error')
       if (
         (error as { code?: unknown } | null)?.code === READ_ONLY_SQL_TRANSACTION &&
@@ -1041,7 +1041,7 @@ export class Lease implements Holder, QueryOwner {
     // The question lost its connection: postgres.js tells us inside its own close, before the
     // connection is marked closed, and a statement sent now would be written on its null socket
     // (an uncaught TypeError, found by the chaos storm). The held statements fail as lost instead.
-    if (error !== undefined && isConnectionError(error)) lostByPeer(this.#conn)
+    if (error !== undefined && isConnectionError(error)) lostByPeer(this.#conn, error)
     for (const query of check.held) this.dispatch(query)
     this.#maybeIdle()
   }
@@ -1851,10 +1851,12 @@ function sharedBlockOf(commands: readonly string[]): 'opened' | 'ask' | undefine
  */
 /**
  * A statement failed as a lost connection: the server or the network closed it, which the socket's
- * close may tell the pool only after this (closedByPeer); the connection is closed either way.
+ * close may tell the pool only after this (closedByPeer); the connection is closed either way. A
+ * protocol violation (08P01) answers what this client sent: the pool closes it, not its peer.
  */
-function lostByPeer(conn: PoolConnection | undefined): void {
-  if (conn?.noteSocketClosed !== undefined) conn.noteSocketClosed()
+function lostByPeer(conn: PoolConnection | undefined, error: unknown): void {
+  const sentBadly = (error as { code?: unknown }).code === '08P01'
+  if (conn?.noteSocketClosed !== undefined && !sentBadly) conn.noteSocketClosed()
   else conn?.markClosed('error')
 }
 
