@@ -276,13 +276,17 @@ export class ServerConnection implements PoolConnection {
         if (this.#resetsUnanswered === 0) this.#releaseHeld()
         return
       }
-      this.markClosed('error')
+      // Refused by the server: the pool closes it. Lost (no answer): its peer closed it, as a
+      // route transaction's COMMIT behind it tells (closedByPeer: the retryable 503).
+      const refused = (error as { severity?: unknown } | null)?.severity !== undefined
+      if (refused) this.markClosed('error')
+      else this.noteSocketClosed()
       const held = this.#heldForReset
       this.#heldForReset = []
       this.#endingWritten = false
       // Only the server's refusal proves that nothing queued behind the reset ran: a lost
       // connection says nothing about it, and fails its statements as a lost connection.
-      if ((error as { severity?: unknown } | null)?.severity !== undefined) {
+      if (refused) {
         // Their holders send them again on another connection, as what was written behind it.
         onFail(error)
         return
