@@ -12,9 +12,10 @@
 // marked the connection closed; the lease marks it closed itself on the statement's lost-connection
 // error (lease.ts, the query's end: `isConnectionError(error) ... markClosed('error')`), which runs
 // first, so the close reads as the pool's own decision.
-import type { RequestDb } from '@fastify-pg-pool/core'
+import pgPoolCore, { type RequestDb } from '@fastify-pg-pool/core'
+import Fastify from 'fastify'
 import { afterEach, expect, test } from 'vitest'
-import { coreApp, type TestApp } from '../../../support/app.js'
+import type { TestApp } from '../../../support/app.js'
 import { sleep, waitFor } from '../../../support/database.js'
 import { startTcpProxy, type TcpProxy } from '../../../support/tcp-proxy.js'
 import { transactionFixture, tx } from '../../../support/transaction-fixture.js'
@@ -79,16 +80,32 @@ test('begin() block: backend terminated under a statement the callback caught: 5
 
 test('route transaction: network cut while the handler waits, then while a statement runs (caught): 503 both', async () => {
   proxy = await startTcpProxy(Number(new URL(fx.db.url).port))
-  extra = await coreApp(proxy.urlFor(fx.db.url), { max: 1, acquireTimeout: 1000 })
+  const parsed = new URL(fx.db.url)
+  let closes = 0
+  const app = Fastify()
+  extra = { app, applicationName: '', logs: [] }
+  await app.register(pgPoolCore, {
+    connection: {
+      host: '127.0.0.1',
+      port: proxy.port,
+      database: decodeURIComponent(parsed.pathname.slice(1)),
+      user: decodeURIComponent(parsed.username),
+      ...(parsed.password ? { password: decodeURIComponent(parsed.password) } : {}),
+      onclose: () => {
+        closes++
+      },
+    },
+    pool: { max: 1, acquireTimeout: 1000 },
+  })
   const p = proxy
   let phase = ''
-  extra.app.post('/idle', tx, async (request) => {
+  app.post('/idle', tx, async (request) => {
     await request.db`insert into note values ('idle')`
     phase = 'waiting'
     await waitFor(() => phase === 'cut', 10_000)
     return { ok: true }
   })
-  extra.app.post('/busy', tx, async (request) => {
+  app.post('/busy', tx, async (request) => {
     await request.db`insert into note values ('busy')`
     const q = (request.db as RequestDb)`select pg_sleep(30)`.catch((e: { code?: string }) => e.code)
     await sleep(100)
@@ -96,13 +113,14 @@ test('route transaction: network cut while the handler waits, then while a state
     await q
     return { ok: true }
   })
-  const pending = extra.app.inject({ method: 'POST', url: '/idle' })
+  const pending = app.inject({ method: 'POST', url: '/idle' })
   await waitFor(() => phase === 'waiting', 10_000)
   p.cutAll()
-  await sleep(100)
+  // The pool saw the connection close (postgres.js's onclose runs after the pool's).
+  expect(await waitFor(() => closes > 0, 10_000)).toBe(true)
   phase = 'cut'
   const idle = await pending
-  const busy = await extra.app.inject({ method: 'POST', url: '/busy' })
+  const busy = await app.inject({ method: 'POST', url: '/busy' })
   expect({
     idle: [idle.statusCode, idle.json().code],
     busy: [busy.statusCode, busy.json().code],
