@@ -384,6 +384,9 @@ export class Lease implements Holder, QueryOwner {
       if (open) this.#leftOpen = true
       return open
     }
+    // A begin() block opened READ ONLY wrote nothing, whatever the question answers (a failed
+    // statement aborted it: 25P02): its reply is left as it is.
+    const readOnly = this.#block && this.#blockReadOnly
     const probe = this.#ownQuery(LEFT_OPEN_PROBE)
     this.#leftOpenProbe = probe
     this.dispatch(probe)
@@ -396,7 +399,7 @@ export class Lease implements Holder, QueryOwner {
         found(inBlock)
         return inBlock && rawText(row?.[1]) !== 'f'
       },
-      () => found(true),
+      () => found(true) && !readOnly,
     )
   }
 
