@@ -1849,10 +1849,6 @@ function sharedBlockOf(commands: readonly string[]): 'opened' | 'ask' | undefine
 }
 
 /**
- * Whether the session is inside a transaction block, and whether that block wrote (it has a
- * transaction id: row writes and row locks take one) (leftBlockOpen).
- */
-/**
  * A statement failed as a lost connection: the server or the network closed it, which the socket's
  * close may tell the pool only after this (closedByPeer); the connection is closed either way. A
  * protocol violation (08P01) answers what this client sent: the pool closes it, not its peer.
@@ -1863,6 +1859,10 @@ function lostByPeer(conn: PoolConnection | undefined, error: unknown): void {
   else conn?.markClosed('error')
 }
 
+/**
+ * Whether the session is inside a transaction block, and whether that block wrote (it has a
+ * transaction id: row writes and row locks take one) (leftBlockOpen).
+ */
 const LEFT_OPEN_PROBE =
   'SELECT pg_catalog.statement_timestamp() OPERATOR(pg_catalog.<>) pg_catalog.transaction_timestamp() AS in_block, ' +
   'pg_catalog.txid_current_if_assigned() IS NOT NULL AS wrote'

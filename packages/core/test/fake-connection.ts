@@ -35,7 +35,7 @@ export class FakeConnection implements PoolConnection {
   sharingPaused = 0
   sharedProbe: Promise<void> | undefined = undefined
   closeReason: CloseReason | undefined
-  /** Set by closedFromPeer(): the server or the network closed it, not the pool. */
+  /** Set by noteSocketClosed(): the server or the network closed it, not the pool. */
   closedByPeer = false
   /** What onConnect left on the session, restored by the reset (none here unless a test sets it). */
   baseline: SessionBaseline | undefined = undefined
@@ -160,7 +160,7 @@ export class FakeConnection implements PoolConnection {
   }
 
   /** The server ended the session (or the network cut it) while nothing was in flight. */
-  closedFromPeer(): void {
+  noteSocketClosed(): void {
     if (this.closeReason === undefined) this.closedByPeer = true
     this.markClosed('error')
   }

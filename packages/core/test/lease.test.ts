@@ -444,7 +444,7 @@ describe('route transactions', () => {
   test('the connection closed by the server before COMMIT: nothing is sent, a retryable FST_PG_POOL_CONNECTION_LOST', async () => {
     const h = leaseHarness()
     const lease = await inTransaction(h)
-    conn(h).closedFromPeer()
+    conn(h).noteSocketClosed()
     const { error } = await settle(lease.finish('commit'))
     expect(error).toMatchObject({
       code: 'FST_PG_POOL_CONNECTION_LOST',

@@ -1,8 +1,10 @@
 // HELD (probe-streams): what meets a route transaction while its COMMIT waits for the streamed
 // payload's first chunk (33c1291).
 // - The server ends the idle transaction meanwhile (`idle_in_transaction_session_timeout` shorter
-//   than the wait): a coded 500 FST_PG_POOL_COMMIT_FAILED, nothing committed, the next session clean.
-//   (A DBA's idle-in-transaction timeout now bounds how long a first chunk may take.)
+//   than the wait): nothing committed, the next session clean; since round sixteen a 503
+//   FST_PG_POOL_CONNECTION_LOST with Retry-After (the server closed the connection before the COMMIT
+//   was sent), where it was a 500 FST_PG_POOL_COMMIT_FAILED. (A DBA's idle-in-transaction timeout
+//   now bounds how long a first chunk may take.)
 // - A compress-like onSend hook that replaces the stream with a gzip stream piped from it, added
 //   before the plugin (the wait is on the gzip stream) or after it (on the source): 200 with the
 //   body, committed; a source failing before its first byte: a 500, nothing committed.
@@ -36,7 +38,7 @@ function late(outcome: string | Error, ms: number): Readable {
 }
 
 describe('while the COMMIT waits for the first chunk', () => {
-  test('the server ends the idle transaction: 500 COMMIT_FAILED, nothing committed, clean session', async () => {
+  test('the server ends the idle transaction: 503 CONNECTION_LOST, nothing committed, clean session', async () => {
     fx.current = await coreApp(fx.db.url, { max: 1 })
     const { app } = fx.current
     addSessionProbe(app)
@@ -47,9 +49,10 @@ describe('while the COMMIT waits for the first chunk', () => {
     })
     const res = await app.inject({ method: 'POST', url: '/order' })
     expect({ status: res.statusCode, code: res.json().code }).toEqual({
-      status: 500,
-      code: 'FST_PG_POOL_COMMIT_FAILED',
+      status: 503,
+      code: 'FST_PG_POOL_CONNECTION_LOST',
     })
+    expect(res.headers['retry-after']).toBeDefined()
     expect(await waitFor(() => app.pgPool.stats().leased === 0)).toBe(true)
     expect(await fx.notes()).toEqual([])
     await expectCleanSession(fx.db, fx.current)
