@@ -48,7 +48,7 @@ const sleeping = async () =>
   )[0]?.n ?? 0
 
 test('a response finished during the drain closes its kept-alive connection: Connection: close', {
-  timeout: 30_000,
+  timeout: 60_000,
 }, async () => {
   app = await startExample(db.url)
   const example = app
@@ -84,7 +84,7 @@ test('a response finished during the drain closes its kept-alive connection: Con
 })
 
 test('two requests pipelined on one connection, in flight at SIGTERM: both answered, the last says close', {
-  timeout: 30_000,
+  timeout: 60_000,
 }, async () => {
   app = await startExample(db.url)
   const example = app
