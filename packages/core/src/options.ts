@@ -643,7 +643,6 @@ function decodePassword(encoded: string): string {
   }
 }
 
-/** A URL's path as text: percent-decoded, or as it is where it is not valid percent-encoding. */
 /**
  * The user postgres.js logs in as, which names the database when none is given (as libpq does):
  * the given one, else PGUSERNAME, PGUSER, the OS user.
@@ -658,6 +657,7 @@ function userOf(given: unknown, env: NodeJS.ProcessEnv): string {
   }
 }
 
+/** A URL's path as text: percent-decoded, or as it is where it is not valid percent-encoding. */
 function decodedOrAsIs(encoded: string): string {
   try {
     return decodeURIComponent(encoded)
