@@ -874,6 +874,15 @@ export function resolveConnection(
       throw invalidOption('PGSSL', `expected one of ${sslModes.join(', ')}, true or false, got ${describe(env.PGSSL)}`)
     }
   }
+  // libpq's PGSSLMODE, which pg reads too: postgres.js ignores it, so a deployment that sets it to
+  // require or verify-full would go in plain text. Read as a URL's sslmode where neither the
+  // connection nor PGSSL (which postgres.js reads) names a mode; a value libpq does not know is refused.
+  if (env.PGSSLMODE && !ownSsl && !env.PGSSL) {
+    if (!sslModes.includes(env.PGSSLMODE)) {
+      throw invalidOption('PGSSLMODE', `expected one of ${sslModes.join(', ')}, got ${describe(env.PGSSLMODE)}`)
+    }
+    options = { ...options, ssl: env.PGSSLMODE === 'disable' ? false : (env.PGSSLMODE as 'require') }
+  }
   if (env.PGTARGETSESSIONATTRS === 'any') {
     throw invalidOption(
       'PGTARGETSESSIONATTRS',
@@ -1068,7 +1077,8 @@ export function resolveReplicas(
       isEntry || name.startsWith('pool') ? `replicas[${i}].${name}` : `replicas[${i}]${name.slice('connection'.length)}`
     // No environment of its own (PGHOST and the rest are the primary's), but postgres.js reads
     // PGSSL for it all the same: the PGSSL rule applies.
-    const replicaEnv = env.PGSSL === undefined ? {} : { PGSSL: env.PGSSL }
+    // PGSSLMODE too, which the pool reads in its place (resolveConnection).
+    const replicaEnv = { PGSSL: env.PGSSL, PGSSLMODE: env.PGSSLMODE }
     const resolvedEntry = readAt(at, () =>
       resolveConnection(entry.connection as string | ConnectionOptions, replicaEnv),
     )
