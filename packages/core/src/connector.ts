@@ -54,6 +54,11 @@ export class Connector {
     return this.#opening
   }
 
+  /** An opening failed since the last one that succeeded. */
+  get failing(): boolean {
+    return this.#failures > 0
+  }
+
   /** Waiting out a failure: nothing is opened until the retry. */
   get waiting(): boolean {
     return this.#retryTimer !== undefined

@@ -685,6 +685,9 @@ export class Pool extends EventEmitter<PoolEvents> {
     while (
       !this.#closing &&
       !this.#connector.waiting &&
+      // After a failed opening, one at a time until one succeeds: `max` logins at once with an
+      // expired token (or against a full server) would all be refused, at every retry.
+      !(this.#connector.failing && this.#connector.opening > 0) &&
       Math.max(this.#waiters.length, wanted) > this.#connector.opening &&
       this.#all.size + this.#connector.opening < this.options.max
     ) {
@@ -700,6 +703,8 @@ export class Pool extends EventEmitter<PoolEvents> {
     this.#all.add(conn)
     this.emit('connect', ms)
     this.#handOff(conn)
+    // The opening that ended a run of failures was the only one: open for those still waiting.
+    this.#grow()
   }
 
   #openFailed(error: unknown): void {
