@@ -65,6 +65,8 @@ export interface ListenerSettings {
   readonly onNotice: (notice: PostgresTypes.Notice) => boolean | undefined
   /** Removes the connection's password from a text. */
   readonly redact: (text: string) => string
+  /** Why the password function failed for the last connection (its login then failed: 28P01). */
+  readonly passwordFailure?: (() => Error | undefined) | undefined
   readonly onHandlerError: (error: unknown, channel: string) => void
   /** The connection was lost (`false`), or the channels are listened to again on a new one (`true`). */
   readonly onConnectedChange: (connected: boolean) => void
@@ -187,7 +189,9 @@ export class Listener {
       await this.#withinListenTimeout(entry.ready)
     } catch (error) {
       void this.#remove(channel, entry, subscription, false)
-      throw this.#closed ? new errors.FST_PG_POOL_CLOSED() : connectFailure(error, this.#settings.redact)
+      if (this.#closed) throw new errors.FST_PG_POOL_CLOSED()
+      // The login failed with an empty password when the function did: its reason is the cause.
+      throw connectFailure(this.#settings.passwordFailure?.() ?? error, this.#settings.redact)
     }
     if (!this.#connected && !this.#wasConnected && this.#client !== undefined && !this.#resubscribing) {
       this.#connected = true

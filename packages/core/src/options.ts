@@ -119,6 +119,11 @@ export interface ResolvedConnection {
    */
   readonly password: (() => Promise<string>) | undefined
   /**
+   * Why the password function's last call for a client postgres.js opened itself (LISTEN) failed,
+   * if it did: that client then logs in with an empty password, and its 28P01 hides the reason.
+   */
+  readonly passwordFailure?: (() => Error | undefined) | undefined
+  /**
    * The servers a multi-host primary may be on (`host=a,b`, a host list): each new connection
    * tries them in turn and keeps the first that accepts writes (target_session_attrs=read-write).
    * Empty for a single host.
@@ -896,14 +901,29 @@ export function resolveConnection(
   secret ??= env.PGPASSWORD || undefined
   const secrets = new Secrets(secret)
   const password = fetch === undefined ? undefined : passwordSource(fetch, secrets)
+  let failure: Error | undefined
   if (password !== undefined) {
     // For clients opened from these options by postgres.js itself (LISTEN, samplers): it awaits the
     // password in a promise nobody handles, so a failure must not reject there. An empty password
     // fails the login (28P01) instead. The pool's own connections get the value resolved first.
-    options = { ...options, password: () => password().catch(() => '') }
+    options = {
+      ...options,
+      password: () =>
+        password().then(
+          (value) => {
+            failure = undefined
+            return value
+          },
+          (error: Error) => {
+            failure = error
+            return ''
+          },
+        ),
+    }
   }
+  const passwordFailure = () => failure
   return {
-    connection: Object.freeze({ url, options, secret: secrets, password, hosts, target, database }),
+    connection: Object.freeze({ url, options, secret: secrets, password, passwordFailure, hosts, target, database }),
     fromUrl,
   }
 }

@@ -253,6 +253,7 @@ const pgPoolCorePlugin: FastifyPluginAsync<PgPoolCoreOptions> = async (app, opts
     listenTimeout: Math.min(MAX_DURATION_MS, options.connectTimeout + options.statementTimeout + 1_000),
     pgbouncer: options.pgbouncer,
     redact: (text) => primary.view.redact(text),
+    passwordFailure: connection.passwordFailure,
     onNotice: (notice) => {
       // Not its text: a notice can quote a statement's values.
       log.debug({ notice: { severity: notice.severity, code: notice.code } }, 'postgres notice')
