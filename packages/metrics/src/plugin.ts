@@ -1,13 +1,14 @@
 import { withoutDatabase } from '@fastify-pg-pool/core'
 import type { FastifyContextConfig, FastifyPluginAsync, RouteShorthandOptions } from 'fastify'
 import fp from 'fastify-plugin'
-import { collectDefaultMetrics, type Registry } from 'prom-client'
+import type { Registry } from 'prom-client'
 import { BoundedLabel } from './bounded-label.js'
 import { errors } from './errors.js'
 import { type Scrape, scrape } from './exposition.js'
 import { kScrapeRoute, registerHttpMetrics } from './http-metrics.js'
 import { type PgPoolMetricsOptions, resolveMetricsOptions } from './options.js'
 import { registerPoolMetrics } from './pool-metrics.js'
+import { defaultProcessMetrics } from './process-metrics.js'
 
 /** `app.pgPoolMetrics`: the registry and its rendering, for serving metrics elsewhere. */
 export interface PgPoolMetricsView {
@@ -44,8 +45,12 @@ const metrics: FastifyPluginAsync<PgPoolMetricsOptions> = async (app, opts) => {
       pools.detach()
     }
     if (options.httpMetrics) registerHttpMetrics(app, options, routes)
-    // Standard names (process_*, nodejs_*), as Node.js dashboards expect them.
-    if (options.defaultMetrics) collectDefaultMetrics({ register: registry })
+    // Standard names (process_*, nodejs_*), as Node.js dashboards expect them; the process's own.
+    // The same metric objects in every registry: one given them already is a duplicate still.
+    for (const { name, metric } of options.defaultMetrics ? defaultProcessMetrics() : []) {
+      if (registry.getSingleMetric(name) !== undefined) throw new errors.FST_PG_POOL_METRICS_DUPLICATE(name)
+      registry.registerMetric(metric)
+    }
   } catch (error) {
     // Leave a registry we were given as we found it.
     detach()
