@@ -25,6 +25,8 @@ const health: FastifyPluginAsync<PgPoolHealthOptions> = async (app: FastifyInsta
   // Every pool of every instance, those registered later (a named instance) included.
   const probes = new PoolProbes(app.pgPools, options)
   let draining = false
+  /** The app started (onReady): only then is there anything to drain. */
+  let started = false
   // Probes awaiting their ping: at preClose they answer at once ('shutting down' is known)
   // instead of holding app.close() open for up to pingTimeout.
   const awaitingPing = new Set<() => void>()
@@ -99,13 +101,15 @@ const health: FastifyPluginAsync<PgPoolHealthOptions> = async (app: FastifyInsta
         `no instance is named ${optionKit.describe(name)}${meant === undefined ? '' : `; did you mean ${optionKit.describe(meant)}?`} (registered: ${known.length === 0 ? 'none with a name' : known.map((known) => optionKit.describe(known)).join(', ')})`,
       )
     }
+    started = true
   })
 
-  // Readiness fails from here on while in-flight requests finish.
+  // Readiness fails from here on while in-flight requests finish. An app whose start failed
+  // served nothing, no balancer sends it requests: it closes without the drain.
   app.addHook('preClose', async () => {
     draining = true
     for (const stop of awaitingPing) stop()
-    if (options.drainDelay > 0) await new Promise((resolve) => setTimeout(resolve, options.drainDelay))
+    if (started && options.drainDelay > 0) await new Promise((resolve) => setTimeout(resolve, options.drainDelay))
   })
 }
 
