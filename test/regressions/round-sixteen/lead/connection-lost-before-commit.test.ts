@@ -11,6 +11,7 @@ import pgPoolCore from '@fastify-pg-pool/core'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { afterAll, afterEach, beforeAll, expect, test } from 'vitest'
 import { createTestDatabase, type TestDatabase, waitFor } from '../../../support/database.js'
+import { connectionSeeingCloses } from '../close-watch-kit.js'
 
 let db: TestDatabase
 let app: FastifyInstance | undefined
@@ -27,24 +28,14 @@ afterAll(() => db.drop())
 
 /** An app whose `lost()` resolves once the pool saw a connection close (its onclose runs after the pool's). */
 async function appSeeingCloses(): Promise<{ app: FastifyInstance; lost: () => Promise<void> }> {
-  const parsed = new URL(db.url)
-  let closes = 0
+  const watched = connectionSeeingCloses(db.url)
   const instance = Fastify()
   await instance.register(pgPoolCore, {
-    connection: {
-      host: parsed.hostname,
-      port: Number(parsed.port),
-      database: decodeURIComponent(parsed.pathname.slice(1)),
-      user: decodeURIComponent(parsed.username),
-      ...(parsed.password ? { password: decodeURIComponent(parsed.password) } : {}),
-      onclose: () => {
-        closes++
-      },
-    },
+    connection: watched.connection,
     pool: { max: 1 },
   })
   const lost = async () => {
-    expect(await waitFor(() => closes > 0, 10_000)).toBe(true)
+    expect(await waitFor(() => watched.closes() > 0, 10_000)).toBe(true)
   }
   return { app: instance, lost }
 }

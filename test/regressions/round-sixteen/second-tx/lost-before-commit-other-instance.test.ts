@@ -11,24 +11,15 @@ import Fastify from 'fastify'
 import { expect, onTestFinished, test } from 'vitest'
 import { waitFor } from '../../../support/database.js'
 import { transactionFixture, tx } from '../../../support/transaction-fixture.js'
+import { connectionSeeingCloses } from '../close-watch-kit.js'
 
 const fx = transactionFixture()
 
 test('route transaction lost before COMMIT beside a named-instance write: 503, the named write stays, a retry repeats it', async () => {
-  const parsed = new URL(fx.db.url)
-  let closes = 0
+  const watched = connectionSeeingCloses(fx.db.url)
   const app = Fastify()
   await app.register(pgPoolCore, {
-    connection: {
-      host: parsed.hostname,
-      port: Number(parsed.port),
-      database: decodeURIComponent(parsed.pathname.slice(1)),
-      user: decodeURIComponent(parsed.username),
-      ...(parsed.password ? { password: decodeURIComponent(parsed.password) } : {}),
-      onclose: () => {
-        closes++
-      },
-    },
+    connection: watched.connection,
     pool: { max: 1 },
   })
   await app.register(pgPoolCore, { name: 'billing', connection: fx.db.url, pool: { max: 1 } })
@@ -39,8 +30,8 @@ test('route transaction lost before COMMIT beside a named-instance write: 503, t
     await request.db`insert into note values ('order')`
     await request.db`set local idle_in_transaction_session_timeout = '100ms'`
     // Wait until the server ended the session (the pool saw its connection close).
-    const seen = closes
-    expect(await waitFor(() => closes > seen, 10_000)).toBe(true)
+    const seen = watched.closes()
+    expect(await waitFor(() => watched.closes() > seen, 10_000)).toBe(true)
     return { ok: true }
   })
   for (let attempt = 0; attempt < 2; attempt++) {
