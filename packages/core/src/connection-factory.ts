@@ -123,6 +123,7 @@ export function connectionFactory(settings: FactorySettings): ConnectionFactory 
       options: password === undefined ? serverOptions : { ...serverOptions, password: () => password },
       onNotice: settings.onNotice,
       onClose: () => conn?.noteSocketClosed(),
+      onUnusable: () => conn?.markClosed('error'),
     })
     const now = clock.now()
     const lifetime = options.maxLifetime

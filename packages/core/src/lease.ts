@@ -1850,12 +1850,15 @@ function sharedBlockOf(commands: readonly string[]): 'opened' | 'ask' | undefine
 
 /**
  * A statement failed as a lost connection: the server or the network closed it, which the socket's
- * close may tell the pool only after this (closedByPeer); the connection is closed either way. A
- * protocol violation (08P01) answers what this client sent: the pool closes it, not its peer.
+ * close may tell the pool only after this (closedByPeer); the connection is closed either way. Not
+ * its peer's doing: a protocol violation (08P01: it answers what this client sent), and a client
+ * the pool destroyed or ended itself (CONNECTION_DESTROYED, CONNECTION_ENDED: a statement that left
+ * it unreadable, a statement postgres.js could not build queued beside others).
  */
 function lostByPeer(conn: PoolConnection | undefined, error: unknown): void {
-  const sentBadly = (error as { code?: unknown }).code === '08P01'
-  if (conn?.noteSocketClosed !== undefined && !sentBadly) conn.noteSocketClosed()
+  const code = (error as { code?: unknown }).code
+  const ours = code === '08P01' || code === 'CONNECTION_DESTROYED' || code === 'CONNECTION_ENDED'
+  if (conn?.noteSocketClosed !== undefined && !ours) conn.noteSocketClosed()
   else conn?.markClosed('error')
 }
 

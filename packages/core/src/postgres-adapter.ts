@@ -832,7 +832,14 @@ export interface ClientSettings {
   readonly options: PostgresTypes.Options<{}>
   /** The pool's: true for a notice of its own statements (not passed on to the app's onnotice). */
   readonly onNotice: (notice: PostgresTypes.Notice) => boolean | undefined
+  /** postgres.js's onclose: the socket closed. */
   readonly onClose: () => void
+  /**
+   * The client's own finding that its connection can no longer be used (a statement left its
+   * answers unreadable, one could not be built behind another): no close of the other side.
+   * Absent: onClose is called for it.
+   */
+  readonly onUnusable?: (() => void) | undefined
 }
 
 /** Runs an app's callback whose failure must not reach postgres.js: a throw, or a promise that rejects. */
@@ -914,6 +921,7 @@ export function createServerClient(settings: ClientSettings): ServerClient {
   let blocking: AdapterQuery | undefined
   const waiting: AdapterQuery[] = []
   let stuck = false
+  const unusable = settings.onUnusable ?? settings.onClose
   const sendNowOrRefuse = (query: AdapterQuery): boolean => {
     if (stuck) {
       queueMicrotask(() => query.reject(destroyed()))
@@ -942,11 +950,11 @@ export function createServerClient(settings: ClientSettings): ServerClient {
           // Its answers can no longer be matched (4h): nothing more is sent on this connection.
           stuck = true
           for (const held of waiting.splice(0)) held.reject(destroyed())
-          settings.onClose()
+          unusable()
           return
         }
         while (blocking === undefined && waiting.length > 0) {
-          if (!sendNowOrRefuse(waiting.shift() as AdapterQuery)) settings.onClose()
+          if (!sendNowOrRefuse(waiting.shift() as AdapterQuery)) unusable()
         }
       }
       // At its end as its owner sees it (a cursor's own promise may never settle: postgres.js hands
