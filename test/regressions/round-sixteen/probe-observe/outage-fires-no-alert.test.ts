@@ -50,6 +50,7 @@ afterAll(async () => {
   await db?.drop()
 })
 
+// Skipped only without prometheus outside CI: .ci/run sets REQUIRE_PROMETHEUS_TOOLS=1, which fails instead (test/support/tools.ts).
 test.skipIf(prometheusBin === undefined)(
   'the database down, every request answered 503: a shipped alert fires for the pool',
   async () => {

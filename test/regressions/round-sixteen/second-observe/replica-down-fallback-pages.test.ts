@@ -54,6 +54,7 @@ function acquires(text: string): Map<string, number> {
   return found
 }
 
+// Skipped only without promtool outside CI: .ci/run sets REQUIRE_PROMETHEUS_TOOLS=1, which fails instead (test/support/tools.ts).
 test.skipIf(promtool === undefined)(
   'a replica down between two lag samples: its reads fall back (200), and no alert says requests got no connection',
   async () => {
